@@ -1,0 +1,96 @@
+"""Python wrappers of easyhard's custom ops: the only module that touches torch.ops.easyhard.
+
+Each op has a wrapper with its documentation here and a fake (meta) kernel registered beside it,
+so that the ops trace under torch.compile(fullgraph=True) and pass torch.library.opcheck. The
+pure-PyTorch reference of each op lives in easyhard.reference under the same name.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _extension
+
+_C = _extension.load()
+
+# Columns of the per-example state (mirrors csrc/accumulate_stats.h).
+COUNT_FIELDS = ("presentations", "correct", "forgetting_events", "nonfinite")
+SUM_FIELDS = ("prob_sum", "prob_sq_sum", "margin_sum", "loss_sum", "el2n_sum")
+LAST_CORRECT = 1  # bit of `flags` that holds the running last-correct flag
+ERROR_LABEL, ERROR_INDEX = 1, 2  # bits of errors[0]
+
+
+def new_state(num_samples: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Zeroed per-example state for accumulate_stats: counts int32 [N, 4], sums float32 [N, 5],
+    flags int32 [N] and errors int64 [2] (errors[0] = 0: no error; errors[1] = -1: no row)."""
+    return {
+        "counts": torch.zeros(num_samples, len(COUNT_FIELDS), dtype=torch.int32, device=device),
+        "sums": torch.zeros(num_samples, len(SUM_FIELDS), dtype=torch.float32, device=device),
+        "flags": torch.zeros(num_samples, dtype=torch.int32, device=device),
+        "errors": torch.tensor([0, -1], dtype=torch.int64, device=device),
+    }
+
+
+def accumulate_stats(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    flags: torch.Tensor,
+    errors: torch.Tensor,
+) -> None:
+    """Add one batch's per-example statistics into the epoch accumulators, in place.
+
+    Args:
+        logits: [B, C] float32/float16/bfloat16, C >= 2. Any strides.
+        labels: [B] int64 in [0, C).
+        indices: [B] int64 dataset indices in [0, N).
+        counts: [N, 4] int32, columns ``COUNT_FIELDS``: presentations, correct (argmax == label,
+            ties broken as torch.argmax: first maximum), forgetting events (last-correct before,
+            incorrect now), non-finite rows.
+        sums: [N, 5] float32, columns ``SUM_FIELDS``: true-class softmax probability, its square,
+            margin (true logit minus the largest other logit), cross-entropy, EL2N
+            (||softmax - onehot||_2). All computed in float32.
+        flags: [N] int32; bit 0 is the running last-correct flag, other bits are zero between
+            calls.
+        errors: [2] int64, ``[0, -1]`` when clean. See below.
+
+    Rows with a NaN or infinite logit count as incorrect with probability 0: they add 1 to
+    presentations and nonfinite and nothing to the sums, so margin, loss and EL2N means are over
+    finite rows (``sum / (presentations - nonfinite)``).
+
+    Duplicate indices in one batch: counts are exact and every row adds to the sums (on CUDA float
+    sums are exact up to the order of additions). For the order-dependent fields, all rows of one
+    example in one batch form a single observation: the example is last-correct after the batch only
+    if every one of its rows was correct, and at most one forgetting event is counted per batch.
+
+    Invalid labels or indices: on CPU the call raises (RuntimeError naming the argument and row)
+    before writing anything. On CUDA, checking would need a device synchronisation, so invalid rows
+    are skipped (never dereferenced) and recorded: ``errors[0]`` gets bit ``ERROR_LABEL`` and/or
+    ``ERROR_INDEX``, ``errors[1]`` the smallest offending batch row. easyhard.SampleStats inspects
+    it asynchronously and raises. Shapes, dtypes and devices are checked on every backend.
+    """
+    torch.ops.easyhard.accumulate_stats.default(logits, labels, indices, counts, sums, flags, errors)
+
+
+@torch.library.register_fake("easyhard::accumulate_stats")
+def _accumulate_stats_fake(logits, labels, indices, counts, sums, flags, errors) -> None:
+    torch._check(logits.dim() == 2, lambda: "accumulate_stats: logits must be 2-D [B, C]")
+    torch._check(labels.shape == logits.shape[:1], lambda: "accumulate_stats: labels must be [B]")
+    torch._check(indices.shape == logits.shape[:1], lambda: "accumulate_stats: indices must be [B]")
+    return None
+
+
+def has_kernel(op: str, backend: str) -> bool:
+    """Whether easyhard::<op> has a kernel for `backend` ("CPU" or "CUDA") in this build."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"easyhard::{op}", backend)
+
+
+def build() -> dict[str, object]:
+    """How the loaded extension was built: torch version, CUDA version and archs, backends."""
+    return {
+        "torch_version": _C.torch_version,
+        "cuda_version": _C.cuda_version or None,
+        "cuda_archs": _C.cuda_archs or None,
+        "backends": [b for b in ("CPU", "CUDA") if has_kernel("accumulate_stats", b)],
+    }

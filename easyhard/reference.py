@@ -1,0 +1,64 @@
+"""Pure-PyTorch references of easyhard's ops, with the same semantics (tests compare against them).
+
+Each function has the name and signature of its easyhard.ops counterpart. They are vectorised
+eager compositions, also used by the benchmarks as "what a user would write without the op".
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .ops import COUNT_FIELDS, LAST_CORRECT
+
+
+def accumulate_stats(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    counts: torch.Tensor,
+    sums: torch.Tensor,
+    flags: torch.Tensor,
+    errors: torch.Tensor,
+) -> None:
+    """Reference of easyhard.ops.accumulate_stats (same arguments, same in-place semantics).
+
+    Raises ValueError for out-of-range labels or indices (the CPU kernel's behaviour); `errors` is
+    left untouched.
+    """
+    B, C = logits.shape
+    N = counts.shape[0]
+    if B and not bool(((labels >= 0) & (labels < C)).all()):
+        raise ValueError(f"labels outside [0, {C})")
+    if B and not bool(((indices >= 0) & (indices < N)).all()):
+        raise ValueError(f"indices outside [0, {N})")
+    x = logits.float()
+    finite = torch.isfinite(x).all(dim=1)
+    x = torch.where(finite[:, None], x, torch.zeros_like(x))  # keep non-finite rows out of the math
+    logp = torch.log_softmax(x, dim=1)
+    p = logp.exp()
+    y = labels[:, None]
+    correct = (x.argmax(dim=1) == labels) & finite
+    prob = p.gather(1, y).squeeze(1)
+    loss = -logp.gather(1, y).squeeze(1)
+    other = x.scatter(1, y, float("-inf")).amax(dim=1)
+    margin = x.gather(1, y).squeeze(1) - other
+    el2n = (p - F.one_hot(labels, C).float()).norm(dim=1)
+    zero = torch.zeros_like(prob)
+    prob, loss, margin, el2n = (torch.where(finite, v, zero) for v in (prob, loss, margin, el2n))
+
+    ones = torch.ones_like(labels, dtype=torch.int32)
+    batch_counts = torch.stack(
+        [ones, correct.int(), torch.zeros_like(ones), (~finite).int()], dim=1
+    )
+    counts.index_add_(0, indices, batch_counts)
+    sums.index_add_(0, indices, torch.stack([prob, prob * prob, margin, loss, el2n], dim=1))
+
+    # All rows of one example in this batch form one observation: correct only if all are.
+    incorrect = torch.zeros(N, dtype=torch.int32, device=flags.device)
+    incorrect = incorrect.scatter_reduce_(0, indices, (~correct).int(), reduce="amax").bool()
+    touched = torch.zeros(N, dtype=torch.bool, device=flags.device)
+    touched[indices] = True
+    was_correct = (flags & LAST_CORRECT).bool()
+    forgot = touched & incorrect & was_correct
+    counts[:, COUNT_FIELDS.index("forgetting_events")] += forgot.int()
+    flags.copy_(torch.where(touched, (~incorrect).int() * LAST_CORRECT, flags))

@@ -1,0 +1,389 @@
+"""Per-example training statistics: the state behind every easyhard score.
+
+`SampleStats` owns, for a dataset of N examples, the epoch accumulators that the fused op
+easyhard::accumulate_stats updates on the device at every training step, the running totals, and a
+compact per-example, per-epoch history kept in host memory (8 bytes per example per epoch:
+ImageNet's 1.28M examples over 90 epochs fit in 0.92 GB).
+
+Score file (``save``/``load``; a NumPy ``.npz`` archive written atomically, read with
+``allow_pickle=False``). Rows are in dataset order, never sorted:
+
+    index         int64 [N]            dataset index of row i (always i)
+    label         int64 [N]            label of each example (-1: never presented, none given)
+    path          str [N]              relative path (file datasets only)
+    history       HISTORY_DTYPE [E, N] one record per closed epoch
+    total_counts  int64 [N, 4]         closed epochs, columns ops.COUNT_FIELDS
+    total_sums    float64 [N, 5]       closed epochs, columns ops.SUM_FIELDS
+    epoch_counts, epoch_sums, flags    the open epoch's accumulators (exact resume)
+    metadata      str                  JSON: format, N, C, epochs, fingerprint, versions, run info
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__, ops
+from .io import atomic_write
+
+FORMAT = "easyhard.scores"
+FORMAT_VERSION = 1
+
+#: One example's record for one epoch (8 bytes). ``presentations`` and ``correct`` count the
+#: epoch's presentations; above 255 presentations both are scaled to a total of 255 (the fraction
+#: correct is kept to 1/255; exact counts stay in the totals). ``prob`` is the mean true-class
+#: probability over the epoch's presentations, ``margin`` and ``el2n`` the means over its finite
+#: presentations; all three are 0 for an epoch without presentations.
+HISTORY_DTYPE = np.dtype(
+    [("presentations", "u1"), ("correct", "u1"), ("prob", "<f2"), ("margin", "<f2"), ("el2n", "<f2")]
+)
+_FP16_MAX = float(np.finfo(np.float16).max)
+_RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
+                      "fingerprint", "created", "easyhard_version", "torch_version",
+                      "numpy_version"}
+
+
+def epoch_record(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]) into HISTORY_DTYPE [N]."""
+    pres = counts[:, 0].astype(np.int64)
+    correct = counts[:, 1].astype(np.int64)
+    finite = pres - counts[:, 3]
+    rec = np.zeros(len(pres), dtype=HISTORY_DTYPE)
+    over = pres > 255
+    correct = np.where(over, np.rint(correct * 255.0 / np.maximum(pres, 1)), correct)
+    rec["presentations"] = np.minimum(pres, 255)
+    rec["correct"] = correct
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = np.where(pres > 0, sums[:, 0] / np.maximum(pres, 1), 0.0)
+        margin = np.where(finite > 0, sums[:, 2] / np.maximum(finite, 1), 0.0)
+        el2n = np.where(finite > 0, sums[:, 4] / np.maximum(finite, 1), 0.0)
+    rec["prob"] = prob
+    rec["margin"] = np.clip(margin, -_FP16_MAX, _FP16_MAX)
+    rec["el2n"] = el2n
+    return rec
+
+
+class SampleStats:
+    """Per-example statistics of one training run over a dataset of N examples.
+
+    Args:
+        num_samples: N, the dataset's size; indices passed to ``update`` are in [0, N).
+        num_classes: C >= 2.
+        device: where the epoch accumulators live (the device of the logits).
+        labels: optional int64 [N], the dataset's labels. Without them, ``update`` records the
+            labels it sees (a small extra scatter per step).
+        paths: optional N relative paths (file datasets), saved with the scores.
+        fingerprint: optional dataset fingerprint, saved and checked by ``load``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_classes: int,
+        device: torch.device | str = "cpu",
+        *,
+        labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
+        paths: Sequence[str] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_samples = N = int(num_samples)
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.fingerprint = fingerprint
+        state = ops.new_state(N, self.device)
+        self._counts, self._sums = state["counts"], state["sums"]
+        self._flags, self._errors = state["flags"], state["errors"]
+        self._total_counts = np.zeros((N, len(ops.COUNT_FIELDS)), dtype=np.int64)
+        self._total_sums = np.zeros((N, len(ops.SUM_FIELDS)), dtype=np.float64)
+        self._history: list[np.ndarray] = []
+        self._labels: np.ndarray | None = None
+        self._seen_labels: torch.Tensor | None = None  # [N + 1]; slot N absorbs invalid rows
+        if labels is not None:
+            self._labels = self._check_labels(labels)
+        else:
+            self._seen_labels = torch.full((N + 1,), -1, dtype=torch.int64, device=self.device)
+        if paths is not None and len(paths) != N:
+            raise ValueError(f"paths has {len(paths)} entries, expected num_samples={N}")
+        self.paths = list(paths) if paths is not None else None
+        # CUDA reports invalid rows in self._errors; poll a pinned copy without synchronising.
+        self._errors_host: torch.Tensor | None = None
+        self._errors_event = None
+
+    # ------------------------------------------------------------------ recording
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Record one batch: logits [B, C] (float32/16, bfloat16), labels [B], indices [B].
+
+        Call it with the training step's logits (no extra forward pass); gradients are not
+        tracked. Raises RuntimeError for labels outside [0, C) or indices outside [0, N): on CPU at
+        once and before anything is written; on CUDA within a few steps (no synchronisation),
+        the invalid rows having been skipped.
+        """
+        cuda = self._counts.is_cuda
+        if cuda:
+            self._poll_errors()
+        labels = labels.to(torch.int64)
+        indices = indices.to(torch.int64)
+        ops.accumulate_stats(logits.detach(), labels, indices, self._counts, self._sums,
+                             self._flags, self._errors)
+        if self._seen_labels is not None:
+            valid = (indices >= 0) & (indices < self.num_samples)
+            self._seen_labels[torch.where(valid, indices, self.num_samples)] = labels
+        if cuda:
+            if self._errors_host is None:
+                self._errors_host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+                self._errors_event = torch.cuda.Event()
+            self._errors_host.copy_(self._errors, non_blocking=True)
+            self._errors_event.record()
+
+    def end_epoch(self) -> None:
+        """Close the epoch: append it to the history, fold it into the totals, zero the
+        accumulators. The last-correct flags carry over."""
+        counts, sums = self._open_epoch()
+        self._total_counts += counts
+        self._total_sums += sums
+        self._history.append(epoch_record(counts, sums))
+        self._counts.zero_()
+        self._sums.zero_()
+
+    def check(self) -> None:
+        """Raise RuntimeError if any update so far had invalid labels or indices (synchronises)."""
+        self._raise_for(self._errors.cpu().numpy())
+
+    def _poll_errors(self) -> None:
+        if self._errors_event is not None and self._errors_event.query():
+            self._raise_for(self._errors_host.numpy())
+
+    def _raise_for(self, errors: np.ndarray) -> None:
+        mask, row = int(errors[0]), int(errors[1])
+        if mask == 0:
+            return
+        what = []
+        if mask & ops.ERROR_LABEL:
+            what.append(f"a label outside [0, {self.num_classes})")
+        if mask & ops.ERROR_INDEX:
+            what.append(f"an index outside [0, {self.num_samples})")
+        raise RuntimeError(
+            f"SampleStats.update received {' and '.join(what)} (first at batch row {row} of an "
+            "earlier batch); those rows were skipped and nothing was recorded for them. Check the "
+            "loader's labels and dataset indices."
+        )
+
+    def _open_epoch(self) -> tuple[np.ndarray, np.ndarray]:
+        self.check()
+        return (self._counts.cpu().numpy().astype(np.int64),
+                self._sums.cpu().numpy().astype(np.float64))
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def epochs(self) -> int:
+        """Number of closed epochs."""
+        return len(self._history)
+
+    @property
+    def history(self) -> np.ndarray:
+        """HISTORY_DTYPE [epochs, N]: one record per closed epoch, rows in dataset order."""
+        if not self._history:
+            return np.zeros((0, self.num_samples), dtype=HISTORY_DTYPE)
+        return np.stack(self._history)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 [N]: the given labels, or those seen by ``update`` (-1 for unseen examples)."""
+        if self._labels is not None:
+            return self._labels
+        return self._seen_labels[: self.num_samples].cpu().numpy()
+
+    def totals(self) -> dict[str, np.ndarray]:
+        """Per-example sums over every presentation so far (closed epochs and the open one).
+
+        Returns numpy arrays of shape [N]: int64 ``presentations``, ``correct``,
+        ``forgetting_events``, ``nonfinite``; float64 ``prob_sum``, ``prob_sq_sum``,
+        ``margin_sum``, ``loss_sum``, ``el2n_sum``; bool ``last_correct``.
+        """
+        counts, sums = self._open_epoch()
+        counts += self._total_counts
+        sums += self._total_sums
+        out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
+        out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
+        out["last_correct"] = (self._flags.cpu().numpy() & ops.LAST_CORRECT).astype(bool)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly; loadable with torch.load(weights_only=True)."""
+        self.check()
+        history = self.history
+        return {
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "counts": self._counts.cpu(),
+            "sums": self._sums.cpu(),
+            "flags": self._flags.cpu(),
+            "total_counts": torch.from_numpy(self._total_counts.copy()),
+            "total_sums": torch.from_numpy(self._total_sums.copy()),
+            "history": torch.from_numpy(history.view(np.uint8).reshape(*history.shape, -1).copy()),
+            "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict``; refuses one of another dataset size or class count."""
+        N, C = self.num_samples, self.num_classes
+        if int(state["num_samples"]) != N or int(state["num_classes"]) != C:
+            raise ValueError(
+                f"state is for {state['num_samples']} examples and {state['num_classes']} classes, "
+                f"this SampleStats has {N} and {C}"
+            )
+        expect = {"counts": (N, len(ops.COUNT_FIELDS)), "sums": (N, len(ops.SUM_FIELDS)),
+                  "flags": (N,), "total_counts": (N, len(ops.COUNT_FIELDS)),
+                  "total_sums": (N, len(ops.SUM_FIELDS)), "labels": (N,)}
+        for key, shape in expect.items():
+            if tuple(state[key].shape) != shape:
+                raise ValueError(f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}")
+        history = np.asarray(state["history"], dtype=np.uint8)
+        if history.ndim != 3 or history.shape[1:] != (N, HISTORY_DTYPE.itemsize):
+            raise ValueError(f"state['history'] has shape {history.shape}, expected [E, {N}, 8]")
+        self._counts.copy_(torch.as_tensor(state["counts"]))
+        self._sums.copy_(torch.as_tensor(state["sums"]))
+        self._flags.copy_(torch.as_tensor(state["flags"]))
+        self._errors.copy_(torch.tensor([0, -1]))
+        self._total_counts = np.array(state["total_counts"], dtype=np.int64)
+        self._total_sums = np.array(state["total_sums"], dtype=np.float64)
+        records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
+        self._history = [records[e].copy() for e in range(records.shape[0])]
+        labels = np.asarray(state["labels"], dtype=np.int64)
+        if self._labels is not None:
+            self._labels = self._check_labels(labels)
+        else:
+            self._seen_labels[:N] = torch.from_numpy(labels)
+
+    # ------------------------------------------------------------------ score files
+    def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
+        """Write the score file (format in the module docstring) atomically.
+
+        `metadata`: run information (dataset, architecture, seed, view, ...), stored in the JSON
+        block beside the format, sizes, fingerprint and package versions.
+        """
+        metadata = dict(metadata or {})
+        clash = _RESERVED_METADATA & metadata.keys()
+        if clash:
+            raise ValueError(f"metadata keys {sorted(clash)} are reserved by the score file format")
+        state = self.state_dict()
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "epochs": self.epochs,
+            "fingerprint": self.fingerprint,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "easyhard_version": __version__,
+            "torch_version": torch.__version__,
+            "numpy_version": np.__version__,
+            **metadata,
+        }
+        arrays = {
+            "index": np.arange(self.num_samples, dtype=np.int64),
+            "label": state["labels"].numpy(),
+            "history": self.history,
+            "total_counts": self._total_counts,
+            "total_sums": self._total_sums,
+            "epoch_counts": state["counts"].numpy(),
+            "epoch_sums": state["sums"].numpy(),
+            "flags": state["flags"].numpy(),
+            "metadata": np.array(json.dumps(meta, sort_keys=True)),
+        }
+        if self.paths is not None:
+            arrays["path"] = np.array(self.paths, dtype=str)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        *,
+        expect_fingerprint: str | None = None,
+    ) -> "SampleStats":
+        """Read a score file written by ``save``; checks its format, shapes and example identity,
+        and (if given) that its dataset fingerprint equals `expect_fingerprint`."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, ...
+            raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
+        meta = read_metadata(arrays, path)
+        N, C = int(meta["num_samples"]), int(meta["num_classes"])
+        if expect_fingerprint is not None and meta.get("fingerprint") != expect_fingerprint:
+            raise ValueError(
+                f"{path} was scored on dataset fingerprint {meta.get('fingerprint')!r}, but this "
+                f"dataset's fingerprint is {expect_fingerprint!r}: the scores belong to other data"
+            )
+        index = arrays.get("index")
+        if index is None or index.shape != (N,) or not np.array_equal(index, np.arange(N)):
+            raise ValueError(f"{path}: 'index' must list examples 0..{N - 1} in dataset order")
+        paths = arrays["path"].tolist() if "path" in arrays else None
+        stats = cls(N, C, device, paths=paths, fingerprint=meta.get("fingerprint"))
+        history = arrays["history"]
+        if history.dtype != HISTORY_DTYPE:
+            raise ValueError(f"{path}: 'history' has dtype {history.dtype}, expected {HISTORY_DTYPE}")
+        try:
+            stats.load_state_dict({
+                "num_samples": N,
+                "num_classes": C,
+                "counts": torch.from_numpy(arrays["epoch_counts"]),
+                "sums": torch.from_numpy(arrays["epoch_sums"]),
+                "flags": torch.from_numpy(arrays["flags"]),
+                "total_counts": arrays["total_counts"],
+                "total_sums": arrays["total_sums"],
+                "history": history.view(np.uint8).reshape(*history.shape, -1),
+                "labels": arrays["label"],
+            })
+        except KeyError as e:
+            raise ValueError(f"{path}: missing array {e}") from e
+        stats.metadata = meta
+        return stats
+
+    @staticmethod
+    def _check_labels_range(labels: np.ndarray, num_classes: int) -> None:
+        bad = (labels < -1) | (labels >= num_classes)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"labels[{i}] = {labels[i]} is outside [0, {num_classes})")
+
+    def _check_labels(self, labels) -> np.ndarray:
+        arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        if arr.shape != (self.num_samples,):
+            raise ValueError(f"labels must have shape [{self.num_samples}], got {list(arr.shape)}")
+        arr = arr.astype(np.int64)
+        self._check_labels_range(arr, self.num_classes)
+        return arr
+
+
+def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
+    """Parse and check the JSON metadata block of a score file's arrays."""
+    if "metadata" not in arrays:
+        raise ValueError(f"{path} has no metadata block: not an easyhard score file")
+    try:
+        meta = json.loads(str(arrays["metadata"]))
+    except ValueError as e:
+        raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an easyhard score file (format {meta.get('format')!r})")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has score-file format version {meta['format_version']}, newer than this "
+            f"easyhard ({__version__}) reads ({FORMAT_VERSION}); upgrade easyhard"
+        )
+    return meta

@@ -1,0 +1,273 @@
+"""Tests of easyhard's custom ops against easyhard.reference (CPU here; CUDA under `cuda`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from easyhard import ops, reference
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SHAPES = [(1, 2), (7, 3), (64, 10), (33, 1000), (5, 1537)]
+
+
+def make_batch(B, C, N, dtype, seed, *, duplicates=False, device="cpu", scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(B, C, generator=g) * scale).to(dtype)
+    labels = torch.randint(0, C, (B,), generator=g)
+    if duplicates:
+        indices = torch.randint(0, max(1, min(N, B // 2 + 1)), (B,), generator=g)
+    else:
+        indices = torch.randperm(N, generator=g)[:B]
+    return logits.to(device), labels.to(device), indices.to(device)
+
+
+def run(fn, batches, N, device="cpu", flags=None):
+    state = ops.new_state(N, device)
+    if flags is not None:
+        state["flags"].copy_(flags)
+    for logits, labels, indices in batches:
+        fn(logits, labels, indices, state["counts"], state["sums"], state["flags"], state["errors"])
+    return state
+
+
+def assert_states_match(got, want, rtol=2e-5, atol=2e-5):
+    torch.testing.assert_close(got["counts"], want["counts"], rtol=0, atol=0)
+    torch.testing.assert_close(got["flags"], want["flags"], rtol=0, atol=0)
+    torch.testing.assert_close(got["sums"], want["sums"], rtol=rtol, atol=atol)
+
+
+class TestAccumulateStats:
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES)
+    @pytest.mark.parametrize("duplicates", [False, True])
+    def test_matches_reference(self, dtype, shape, duplicates):
+        B, C = shape
+        N = 2 * B + 3
+        seed = hash((dtype, shape, duplicates)) % 10_000
+        # Several batches, so that last-correct flags and forgetting events come into play.
+        batches = [make_batch(B, C, N, dtype, seed + k, duplicates=duplicates) for k in range(4)]
+        got = run(ops.accumulate_stats, batches, N)
+        want = run(reference.accumulate_stats, batches, N)
+        assert_states_match(got, want)
+        assert int(got["counts"][:, 0].sum()) == 4 * B
+        assert got["errors"].tolist() == [0, -1]
+
+    def test_forgetting_sequence(self):
+        # Example 0: correct, correct, wrong, correct, wrong -> two forgetting events.
+        seq = [True, True, False, True, False]
+        state = ops.new_state(1)
+        for ok in seq:
+            logits = torch.tensor([[2.0, 0.0]]) if ok else torch.tensor([[0.0, 2.0]])
+            ops.accumulate_stats(logits, torch.tensor([0]), torch.tensor([0]), **state)
+        counts = state["counts"][0].tolist()
+        assert counts == [5, 3, 2, 0]
+        assert int(state["flags"][0]) == 0
+
+    def test_hand_computed_values(self):
+        logits = torch.tensor([[1.0, 3.0, 0.5], [2.0, 2.0, -1.0]])
+        state = ops.new_state(2)
+        ops.accumulate_stats(logits, torch.tensor([1, 1]), torch.tensor([0, 1]), **state)
+        p = torch.softmax(logits, 1)
+        # Row 0: correct; row 1: a tie between classes 0 and 1, resolved to 0 as torch.argmax does.
+        assert state["counts"][:, 1].tolist() == [1, 0]
+        torch.testing.assert_close(state["sums"][0, 0], p[0, 1])
+        torch.testing.assert_close(state["sums"][0, 2], torch.tensor(2.0))  # 3 - 1
+        torch.testing.assert_close(state["sums"][1, 2], torch.tensor(0.0))  # tie: margin 0
+        torch.testing.assert_close(state["sums"][0, 3], -torch.log(p[0, 1]))
+        el2n = (p[1] - torch.tensor([0.0, 1.0, 0.0])).norm()
+        torch.testing.assert_close(state["sums"][1, 4], el2n)
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+    def test_nonfinite_rows_are_isolated(self, bad):
+        logits, labels, _ = make_batch(6, 5, 6, torch.float32, 7)
+        logits[2, 3] = bad
+        labels[2] = 3
+        indices = torch.arange(6)
+        state = ops.new_state(6)
+        state["flags"][2] = 1  # was correct: a non-finite row is incorrect -> forgetting event
+        ops.accumulate_stats(logits, labels, indices, **state)
+        assert state["counts"][2].tolist() == [1, 0, 1, 1]
+        assert state["sums"][2].tolist() == [0.0] * 5
+        assert torch.isfinite(state["sums"]).all()
+        clean = ops.new_state(6)
+        keep = torch.tensor([0, 1, 3, 4, 5])
+        ops.accumulate_stats(logits[keep], labels[keep], keep, **clean)
+        torch.testing.assert_close(state["sums"][keep], clean["sums"][keep], rtol=0, atol=0)
+
+    def test_duplicates_form_one_observation(self):
+        # Example 0 appears three times in one batch, once wrongly: one forgetting event, flag 0.
+        logits = torch.tensor([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0]])
+        state = ops.new_state(2)
+        state["flags"][0] = 1
+        ops.accumulate_stats(logits, torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]), **state)
+        assert state["counts"][0].tolist() == [3, 2, 1, 0]
+        assert int(state["flags"][0]) == 0
+        # All rows correct: the flag becomes 1, no event.
+        ops.accumulate_stats(logits[[0, 2]], torch.tensor([0, 0]), torch.tensor([1, 1]), **state)
+        assert int(state["flags"][1]) == 1 and int(state["counts"][1, 2]) == 0
+
+    def test_strided_logits(self):
+        big, labels, indices = make_batch(16, 40, 16, torch.float32, 3)
+        view = big[:, ::2]  # non-contiguous
+        got = run(ops.accumulate_stats, [(view, labels % 20, indices)], 16)
+        want = run(reference.accumulate_stats, [(view.contiguous(), labels % 20, indices)], 16)
+        assert_states_match(got, want)
+
+    def test_empty_batch(self):
+        state = ops.new_state(4)
+        ops.accumulate_stats(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long),
+                             torch.zeros(0, dtype=torch.long), **state)
+        assert int(state["counts"].sum()) == 0
+
+    # ---------------------------------------------------------------- bad input
+    @pytest.mark.parametrize(
+        "labels, indices, message",
+        [
+            ([0, 3], [0, 1], r"labels\[1\] = 3 is outside \[0, 3\)"),
+            ([-1, 0], [0, 1], r"labels\[0\] = -1 is outside \[0, 3\)"),
+            ([0, 1], [0, 4], r"indices\[1\] = 4 is outside \[0, 4\)"),
+            ([0, 1], [-2, 1], r"indices\[0\] = -2 is outside \[0, 4\)"),
+        ],
+    )
+    def test_out_of_range_refused_without_writing(self, labels, indices, message):
+        state = ops.new_state(4)
+        before = {k: v.clone() for k, v in state.items()}
+        with pytest.raises(RuntimeError, match=message):
+            ops.accumulate_stats(torch.randn(2, 3), torch.tensor(labels), torch.tensor(indices),
+                                 **state)
+        for k in state:
+            assert torch.equal(state[k], before[k]), k
+
+    @pytest.mark.parametrize(
+        "change, message",
+        [
+            (dict(logits=torch.randn(4)), "logits must be 2-D"),
+            (dict(logits=torch.randn(2, 1)), "at least 2 classes"),
+            (dict(logits=torch.randn(2, 3, dtype=torch.float64)), "logits must be float32"),
+            (dict(logits=torch.ones(2, 3, dtype=torch.int64)), "logits must be float32"),
+            (dict(labels=torch.tensor([0, 1, 2])), r"labels must have shape \[2\]"),
+            (dict(labels=torch.tensor([0, 1], dtype=torch.int32)), "labels must be int64"),
+            (dict(indices=torch.tensor([[0, 1]])), r"indices must have shape \[2\]"),
+            (dict(indices=torch.tensor([0.0, 1.0])), "indices must be int64"),
+            (dict(counts=torch.zeros(4, 3, dtype=torch.int32)), r"counts must have shape \[N, 4\]"),
+            (dict(counts=torch.zeros(4, 4)), "counts must be int32"),
+            (dict(sums=torch.zeros(5, 5)), r"sums must have shape \[4, 5\]"),
+            (dict(sums=torch.zeros(4, 5, dtype=torch.float64)), "sums must be float32"),
+            (dict(flags=torch.zeros(3, dtype=torch.int32)), r"flags must have shape \[4\]"),
+            (dict(flags=torch.zeros(4, dtype=torch.int64)), "flags must be int32"),
+            (dict(errors=torch.zeros(3, dtype=torch.int64)), "errors must be an int64 tensor"),
+            (dict(sums=torch.zeros(5, 4).t()), "must be contiguous"),
+        ],
+    )
+    def test_bad_arguments_refused(self, change, message):
+        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
+                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args.update(change)
+        with pytest.raises(RuntimeError, match=message):
+            ops.accumulate_stats(**args)
+
+    # ---------------------------------------------------------------- dispatcher integration
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_opcheck(self, dtype):
+        logits, labels, indices = make_batch(8, 10, 12, dtype, 11, duplicates=True)
+        state = ops.new_state(12)
+        torch.library.opcheck(
+            torch.ops.easyhard.accumulate_stats.default,
+            (logits, labels, indices, state["counts"], state["sums"], state["flags"],
+             state["errors"]),
+        )
+
+    def test_torch_compile_fullgraph(self):
+        model = torch.nn.Linear(6, 5)
+
+        @torch.compile(fullgraph=True)
+        def step(x, labels, indices, counts, sums, flags, errors):
+            logits = model(x)
+            ops.accumulate_stats(logits, labels, indices, counts, sums, flags, errors)
+            return logits.sum()
+
+        x = torch.randn(16, 6)
+        labels, indices = torch.randint(0, 5, (16,)), torch.randperm(20)[:16]
+        got, want = ops.new_state(20), ops.new_state(20)
+        with torch.no_grad():
+            step(x, labels, indices, **got)
+            reference.accumulate_stats(model(x), labels, indices, **want)
+        assert_states_match(got, want)
+
+    # ---------------------------------------------------------------- properties
+    @settings(max_examples=60, deadline=None)
+    @given(
+        B=st.integers(0, 40), C=st.integers(2, 30), N=st.integers(1, 25),
+        seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 4),
+        dtype=st.sampled_from(DTYPES),
+    )
+    def test_counts_add_up(self, B, C, N, seed, steps, dtype):
+        g = torch.Generator().manual_seed(seed)
+        state = ops.new_state(N)
+        for _ in range(steps):
+            logits = (torch.randn(B, C, generator=g) * 4).to(dtype)
+            labels = torch.randint(0, C, (B,), generator=g)
+            indices = torch.randint(0, N, (B,), generator=g)
+            ops.accumulate_stats(logits, labels, indices, **state)
+        c = state["counts"]
+        assert int(c[:, 0].sum()) == B * steps
+        assert (c[:, 1] <= c[:, 0]).all() and (c[:, 2] <= c[:, 0]).all()
+        assert (c[:, 1] + c[:, 2] <= c[:, 0] + c[:, 1]).all()
+        assert set(state["flags"].unique().tolist()) <= {0, 1}
+        s = state["sums"]
+        assert ((s[:, 0] >= 0) & (s[:, 0] <= c[:, 0] + 1e-4)).all()  # probabilities in [0, 1]
+        assert (s[:, 3] >= -1e-5).all() and (s[:, 4] <= 1.4143 * c[:, 0] + 1e-4).all()
+
+
+@pytest.mark.cuda
+class TestAccumulateStatsCUDA:
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("shape", SHAPES + [(1024, 1000), (512, 10), (3, 21841)])
+    @pytest.mark.parametrize("duplicates", [False, True])
+    def test_cuda_matches_cpu(self, dtype, shape, duplicates):
+        B, C = shape
+        N = 2 * B + 3
+        batches = [make_batch(B, C, N, dtype, 100 + k, duplicates=duplicates) for k in range(3)]
+        cpu = run(ops.accumulate_stats, batches, N)
+        gpu_batches = [tuple(t.cuda() for t in b) for b in batches]
+        gpu = run(ops.accumulate_stats, gpu_batches, N, device="cuda")
+        assert_states_match({k: v.cpu() for k, v in gpu.items()}, cpu, rtol=1e-4, atol=1e-4)
+        assert gpu["errors"].tolist() == [0, -1]
+
+    def test_cuda_unaligned_rows(self):
+        # C = 1001 defeats the 16-byte vector loads; a sliced view starts off-alignment.
+        logits, labels, indices = make_batch(64, 1002, 64, torch.bfloat16, 5)
+        view = logits[:, 1:]
+        cpu = run(ops.accumulate_stats, [(view, labels % 1001, indices)], 64)
+        gpu = run(ops.accumulate_stats, [(view.cuda(), (labels % 1001).cuda(), indices.cuda())],
+                  64, device="cuda")
+        assert_states_match({k: v.cpu() for k, v in gpu.items()}, cpu, rtol=1e-4, atol=1e-4)
+
+    def test_cuda_invalid_rows_recorded_not_written(self):
+        logits, labels, indices = make_batch(8, 5, 8, torch.float32, 9, device="cuda")
+        labels[3] = 5
+        indices[6] = 8
+        state = ops.new_state(8, "cuda")
+        ops.accumulate_stats(logits, labels, indices, **state)
+        errors = state["errors"].tolist()
+        assert errors == [ops.ERROR_LABEL | ops.ERROR_INDEX, 3]
+        assert int(state["counts"][:, 0].sum()) == 6
+
+    def test_cuda_mixed_devices_refused(self):
+        state = ops.new_state(4, "cuda")
+        with pytest.raises(RuntimeError, match="labels is on cpu but logits is on cuda"):
+            ops.accumulate_stats(torch.randn(2, 3, device="cuda"), torch.tensor([0, 1]),
+                                 torch.tensor([0, 1], device="cuda"), **state)
+
+    def test_cuda_opcheck_and_compile(self):
+        logits, labels, indices = make_batch(8, 10, 12, torch.bfloat16, 11, device="cuda")
+        state = ops.new_state(12, "cuda")
+        torch.library.opcheck(
+            torch.ops.easyhard.accumulate_stats.default,
+            (logits, labels, indices, state["counts"], state["sums"], state["flags"],
+             state["errors"]),
+        )
+        fn = torch.compile(ops.accumulate_stats, fullgraph=True)
+        fn(logits, labels, indices, **ops.new_state(12, "cuda"))
