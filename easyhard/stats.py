@@ -47,6 +47,12 @@ _RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", 
                       "numpy_version"}
 
 
+def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(dtype, copy=False)
+
+
 def epoch_record(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]) into HISTORY_DTYPE [N]."""
     pres = counts[:, 0].astype(np.int64)
@@ -229,7 +235,7 @@ class SampleStats:
             "flags": self._flags.cpu(),
             "total_counts": torch.from_numpy(self._total_counts.copy()),
             "total_sums": torch.from_numpy(self._total_sums.copy()),
-            "history": torch.from_numpy(history.view(np.uint8).reshape(*history.shape, -1).copy()),
+            "history": torch.from_numpy(history.view(np.uint8).reshape(*history.shape, HISTORY_DTYPE.itemsize).copy()),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
         }
 
@@ -247,18 +253,18 @@ class SampleStats:
         for key, shape in expect.items():
             if tuple(state[key].shape) != shape:
                 raise ValueError(f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}")
-        history = np.asarray(state["history"], dtype=np.uint8)
+        history = _numpy(state["history"], np.uint8)
         if history.ndim != 3 or history.shape[1:] != (N, HISTORY_DTYPE.itemsize):
             raise ValueError(f"state['history'] has shape {history.shape}, expected [E, {N}, 8]")
         self._counts.copy_(torch.as_tensor(state["counts"]))
         self._sums.copy_(torch.as_tensor(state["sums"]))
         self._flags.copy_(torch.as_tensor(state["flags"]))
         self._errors.copy_(torch.tensor([0, -1]))
-        self._total_counts = np.array(state["total_counts"], dtype=np.int64)
-        self._total_sums = np.array(state["total_sums"], dtype=np.float64)
+        self._total_counts = _numpy(state["total_counts"], np.int64).copy()
+        self._total_sums = _numpy(state["total_sums"], np.float64).copy()
         records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
         self._history = [records[e].copy() for e in range(records.shape[0])]
-        labels = np.asarray(state["labels"], dtype=np.int64)
+        labels = _numpy(state["labels"], np.int64)
         if self._labels is not None:
             self._labels = self._check_labels(labels)
         else:
@@ -347,7 +353,7 @@ class SampleStats:
                 "flags": torch.from_numpy(arrays["flags"]),
                 "total_counts": arrays["total_counts"],
                 "total_sums": arrays["total_sums"],
-                "history": history.view(np.uint8).reshape(*history.shape, -1),
+                "history": history.view(np.uint8).reshape(*history.shape, HISTORY_DTYPE.itemsize),
                 "labels": arrays["label"],
             })
         except KeyError as e:
@@ -363,7 +369,7 @@ class SampleStats:
             raise ValueError(f"labels[{i}] = {labels[i]} is outside [0, {num_classes})")
 
     def _check_labels(self, labels) -> np.ndarray:
-        arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        arr = _numpy(labels, np.int64) if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if arr.shape != (self.num_samples,):
             raise ValueError(f"labels must have shape [{self.num_samples}], got {list(arr.shape)}")
         arr = arr.astype(np.int64)

@@ -1,0 +1,233 @@
+"""Tests of easyhard.SampleStats: totals, history, checkpoints and the score file."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from easyhard import HISTORY_DTYPE, SampleStats, ops, reference
+from easyhard.stats import epoch_record
+
+N, C, B = 50, 7, 16
+
+
+def epoch_batches(seed: int, n: int = N, c: int = C, b: int = B):
+    """One epoch: every index exactly once, in batches, with random logits and fixed labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels_all = torch.arange(n) % c
+    order = torch.randperm(n, generator=g)
+    for start in range(0, n, b):
+        idx = order[start:start + b]
+        yield torch.randn(len(idx), c, generator=g) * 2, labels_all[idx], idx
+
+
+def test_history_record_is_8_bytes():
+    assert HISTORY_DTYPE.itemsize == 8
+    # ImageNet-1k for 90 epochs stays under 1 GB.
+    assert 1_281_167 * 90 * HISTORY_DTYPE.itemsize < 1e9
+
+
+def test_totals_and_history_match_reference():
+    stats = SampleStats(N, C)
+    state = ops.new_state(N)
+    epochs = 3
+    per_epoch = []
+    for e in range(epochs):
+        before = state["counts"].clone(), state["sums"].clone()
+        for logits, labels, idx in epoch_batches(e):
+            stats.update(logits, labels, idx)
+            reference.accumulate_stats(logits, labels, idx, **state)
+        per_epoch.append((state["counts"] - before[0], state["sums"] - before[1]))
+        stats.end_epoch()
+    tot = stats.totals()
+    assert stats.epochs == epochs
+    np.testing.assert_array_equal(tot["presentations"], np.full(N, epochs))
+    for i, name in enumerate(ops.COUNT_FIELDS):
+        np.testing.assert_array_equal(tot[name], state["counts"][:, i].numpy(), err_msg=name)
+    for i, name in enumerate(ops.SUM_FIELDS):
+        np.testing.assert_allclose(tot[name], state["sums"][:, i].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(tot["last_correct"], (state["flags"] & 1).bool().numpy())
+    hist = stats.history
+    assert hist.shape == (epochs, N) and hist.dtype == HISTORY_DTYPE
+    for e, (counts, sums) in enumerate(per_epoch):
+        np.testing.assert_array_equal(hist[e]["presentations"], 1)
+        np.testing.assert_array_equal(hist[e]["correct"], counts[:, 1].numpy())
+        np.testing.assert_allclose(hist[e]["prob"], sums[:, 0].numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(hist[e]["margin"], sums[:, 2].numpy(), rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(hist[e]["el2n"], sums[:, 4].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(stats.labels, np.arange(N) % C)
+
+
+def test_totals_include_open_epoch():
+    stats = SampleStats(N, C)
+    logits, labels, idx = next(epoch_batches(0))
+    stats.update(logits, labels, idx)
+    tot = stats.totals()
+    assert tot["presentations"].sum() == len(idx)
+    assert stats.epochs == 0
+
+
+def test_epoch_record_saturates_keeping_fraction():
+    counts = np.array([[1000, 250, 0, 0], [0, 0, 0, 0], [3, 3, 0, 1]], dtype=np.int64)
+    sums = np.array([[500.0, 0, 2000.0, 0, 100.0], [0] * 5, [2.7, 0, 9.0, 0, 0.2]])
+    rec = epoch_record(counts, sums)
+    assert rec["presentations"].tolist() == [255, 0, 3]
+    assert rec["correct"].tolist() == [64, 0, 3]  # 250/1000 of 255
+    np.testing.assert_allclose(rec["prob"], [0.5, 0.0, 0.9], rtol=1e-3)
+    np.testing.assert_allclose(rec["margin"], [2.0, 0.0, 4.5], rtol=1e-3)  # finite rows only
+    np.testing.assert_allclose(rec["el2n"], [0.1, 0.0, 0.1], rtol=1e-3)
+
+
+def test_labels_given_up_front_and_refused_when_bad():
+    labels = np.arange(N) % C
+    stats = SampleStats(N, C, labels=labels)
+    np.testing.assert_array_equal(stats.labels, labels)
+    with pytest.raises(ValueError, match=r"labels\[3\] = 9 is outside \[0, 7\)"):
+        SampleStats(N, C, labels=np.where(np.arange(N) == 3, 9, 0))
+    with pytest.raises(ValueError, match=r"labels must have shape \[50\]"):
+        SampleStats(N, C, labels=np.zeros(3))
+    with pytest.raises(ValueError, match="num_classes must be at least 2"):
+        SampleStats(N, 1)
+    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+        SampleStats(0, C)
+
+
+def test_update_refuses_bad_rows_on_cpu():
+    stats = SampleStats(4, 3)
+    with pytest.raises(RuntimeError, match=r"indices\[1\] = 4 is outside \[0, 4\)"):
+        stats.update(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([0, 4]))
+    assert stats.totals()["presentations"].sum() == 0
+
+
+def test_update_accepts_int32_and_detaches():
+    stats = SampleStats(4, 3)
+    logits = torch.randn(2, 3, requires_grad=True)
+    stats.update(logits, torch.tensor([0, 1], dtype=torch.int32), torch.tensor([2, 3], dtype=torch.int32))
+    assert stats.totals()["presentations"].tolist() == [0, 0, 1, 1]
+
+
+def run_epochs(stats: SampleStats, first: int, last: int) -> None:
+    for e in range(first, last):
+        for logits, labels, idx in epoch_batches(e):
+            stats.update(logits, labels, idx)
+        stats.end_epoch()
+
+
+def assert_same(a: SampleStats, b: SampleStats) -> None:
+    ta, tb = a.totals(), b.totals()
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    np.testing.assert_array_equal(a.history, b.history)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_state_dict_resume_is_exact(tmp_path):
+    straight = SampleStats(N, C)
+    run_epochs(straight, 0, 4)
+    first = SampleStats(N, C)
+    run_epochs(first, 0, 2)
+    logits, labels, idx = next(epoch_batches(99))
+    first.update(logits, labels, idx)  # mid-epoch state survives too
+    straight_mid = SampleStats(N, C)
+    straight_mid.load_state_dict(first.state_dict())
+    torch.save(first.state_dict(), tmp_path / "ckpt.pt")
+    resumed = SampleStats(N, C)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    assert_same(resumed, first)
+    # And continuing from a clean epoch boundary gives the uninterrupted result exactly.
+    boundary = SampleStats(N, C)
+    run_epochs(boundary, 0, 2)
+    torch.save(boundary.state_dict(), tmp_path / "b.pt")
+    cont = SampleStats(N, C)
+    cont.load_state_dict(torch.load(tmp_path / "b.pt", weights_only=True))
+    run_epochs(cont, 2, 4)
+    assert_same(cont, straight)
+
+
+def test_load_state_dict_refuses_other_sizes():
+    sd = SampleStats(N, C).state_dict()
+    with pytest.raises(ValueError, match="state is for 50 examples and 7 classes"):
+        SampleStats(N + 1, C).load_state_dict(sd)
+
+
+def test_save_load_round_trip(tmp_path):
+    paths = [f"class{i % C}/img{i:04d}.jpg" for i in range(N)]
+    stats = SampleStats(N, C, paths=paths, fingerprint="fp-123")
+    run_epochs(stats, 0, 2)
+    logits, labels, idx = next(epoch_batches(7))
+    stats.update(logits, labels, idx)
+    out = tmp_path / "scores.npz"
+    stats.save(out, metadata={"arch": "resnet18", "seed": 3, "view": "train"})
+    loaded = SampleStats.load(out, expect_fingerprint="fp-123")
+    assert_same(loaded, stats)
+    assert loaded.paths == paths and loaded.fingerprint == "fp-123"
+    meta = loaded.metadata
+    assert meta["arch"] == "resnet18" and meta["seed"] == 3 and meta["epochs"] == 2
+    assert meta["torch_version"] == torch.__version__ and meta["format"] == "easyhard.scores"
+    # The file is plain NumPy, readable without pickle, in dataset order.
+    with np.load(out, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["index"], np.arange(N))
+        assert json.loads(str(z["metadata"]))["num_samples"] == N
+    assert [p for p in os.listdir(tmp_path) if p != "scores.npz"] == []
+
+
+def test_load_refuses_other_dataset_and_bad_files(tmp_path):
+    stats = SampleStats(N, C, fingerprint="aaa")
+    out = tmp_path / "s.npz"
+    stats.save(out)
+    with pytest.raises(ValueError, match="fingerprint 'aaa'.*'bbb'"):
+        SampleStats.load(out, expect_fingerprint="bbb")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(out.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable easyhard score file"):
+        SampleStats.load(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(ValueError, match="no metadata block"):
+        SampleStats.load(other)
+    with pytest.raises(FileNotFoundError):
+        SampleStats.load(tmp_path / "missing.npz")
+
+
+def test_save_refuses_reserved_metadata(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        SampleStats(N, C).save(tmp_path / "s.npz", metadata={"epochs": 3})
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    stats = SampleStats(N, C)
+    out = tmp_path / "scores.npz"
+    stats.save(out)
+    good = out.read_bytes()
+    run_epochs(stats, 0, 1)
+
+    def broken_savez(f, **arrays):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # a run killed mid-write
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        stats.save(out)
+    assert out.read_bytes() == good  # the previous file is intact
+    assert os.listdir(tmp_path) == ["scores.npz"]  # no temporary left behind
+
+
+@pytest.mark.cuda
+def test_cuda_sample_stats_matches_cpu_and_reports_bad_rows():
+    cpu, gpu = SampleStats(N, C), SampleStats(N, C, "cuda")
+    for e in range(2):
+        for logits, labels, idx in epoch_batches(e):
+            cpu.update(logits.bfloat16(), labels, idx)
+            gpu.update(logits.bfloat16().cuda(), labels.cuda(), idx.cuda())
+        cpu.end_epoch()
+        gpu.end_epoch()
+    tc, tg = cpu.totals(), gpu.totals()
+    for k in tc:
+        np.testing.assert_allclose(tg[k], tc[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    gpu.update(torch.randn(2, C, device="cuda"), torch.tensor([0, C], device="cuda"),
+               torch.tensor([0, 1], device="cuda"))
+    with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
+        gpu.check()
