@@ -50,7 +50,10 @@ def want_cuda() -> tuple[bool, str]:
 def extensions():
     with_cuda, why = want_cuda()
     sources = ["csrc/easyhard.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-fvisibility=hidden"]  # cpp_extension picks the C++ standard torch needs
+    # cpp_extension picks the C++ standard torch needs. -fopenmp: at::parallel_for is inline
+    # OpenMP in ATen's headers and runs serially without it; it also enables the `omp simd`
+    # reductions of the CPU kernels.
+    cxx = ["-O3", "-fvisibility=hidden", "-fopenmp"]
     macros = [("EASYHARD_TORCH_VERSION", json.dumps(torch.__version__))]
     archs = ""
     if with_cuda:

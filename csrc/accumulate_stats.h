@@ -102,11 +102,11 @@ struct RowStats {
 };
 
 // m: max logit over the row; so1 = sum over j != label of exp(x_j - m), so2 the same of
-// exp(2 (x_j - m)); xy: true-class logit; maxother: the largest logit of any other class; argmax:
-// first index of the maximum (as torch.argmax). Keeping the true class out of so1/so2 avoids
+// exp(2 (x_j - m)); xy: true-class logit; maxother: the largest logit of any other class; correct:
+// whether the first index of the maximum (as torch.argmax) is the label. Keeping the true class out of so1/so2 avoids
 // cancellation for confident rows, where 1 - p_y and EL2N are tiny (the easy examples).
 EASYHARD_HOST_DEVICE RowStats finish_row(bool finite, float m, float so1, float so2, float xy,
-                                         float maxother, int64_t argmax, int64_t label) {
+                                         float maxother, bool correct) {
   RowStats r;
   r.finite = finite;
   if (!finite) {
@@ -114,7 +114,7 @@ EASYHARD_HOST_DEVICE RowStats finish_row(bool finite, float m, float so1, float 
     r.prob = r.margin = r.loss = r.el2n = 0.f;
     return r;
   }
-  r.correct = argmax == label;
+  r.correct = correct;
   const float d = xy - m;  // <= 0
   const float ey = ::expf(d);
   const float s1 = ey + so1;

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -17,10 +18,13 @@ namespace easyhard {
 namespace {
 
 // exp(x) for x <= 0, branch-free so that the loop below vectorizes (Cephes-style range reduction
-// and a degree-6 polynomial, about 1 ulp). Values below -87 flush to 0, as expf underflows there.
+// and a degree-6 polynomial, about 1 ulp). Rounding uses the 1.5 * 2^23 trick rather than roundf,
+// which would not vectorize on a baseline x86-64 target. Values below -87 flush to 0, as expf
+// underflows there.
 inline float exp_nonpositive(float x) {
   const float xc = x < -87.f ? -87.f : x;
-  const float n = __builtin_roundf(xc * 1.44269504088896341f);
+  const float shifted = xc * 1.44269504088896341f + 12582912.f;  // round to nearest integer
+  const float n = shifted - 12582912.f;
   const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -29,7 +33,8 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const int32_t n_int = static_cast<int32_t>(n);
+  const int32_t bits = (n_int + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof(scale));
   return x < -87.f ? 0.f : p * scale;
@@ -47,6 +52,9 @@ inline float exp_nonpositive(float x) {
 EASYHARD_CLONES void row_max(const float* v, int64_t n, float* out_max, bool* out_finite) {
   float m = -std::numeric_limits<float>::infinity();
   float bad = 0.f;  // x - x is NaN exactly for NaN and +-inf
+  // The simd reductions allow reordering the float accumulations (built with -fopenmp-simd, no
+  // OpenMP runtime); sums then differ from a sequential loop only by rounding.
+#pragma omp simd reduction(max : m) reduction(+ : bad)
   for (int64_t j = 0; j < n; ++j) {
     m = v[j] > m ? v[j] : m;
     bad += v[j] - v[j];
@@ -57,6 +65,7 @@ EASYHARD_CLONES void row_max(const float* v, int64_t n, float* out_max, bool* ou
 
 EASYHARD_CLONES void row_exp_sums(const float* v, int64_t n, float m, float* out_s1, float* out_s2) {
   float s1 = 0.f, s2 = 0.f;
+#pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < n; ++j) {
     const float e = exp_nonpositive(v[j] - m);
     s1 += e;
@@ -66,24 +75,25 @@ EASYHARD_CLONES void row_exp_sums(const float* v, int64_t n, float m, float* out
   *out_s2 = s2;
 }
 
-float range_max(const float* v, int64_t lo, int64_t hi) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = lo; j < hi; ++j) m = std::max(m, v[j]);
-  return m;
-}
-
 RowStats row_stats(const float* v, int64_t C, int64_t label) {
-  float m;
-  bool finite;
-  row_max(v, C, &m, &finite);
-  if (!finite) return finish_row(false, 0.f, 0.f, 0.f, 0.f, 0.f, 0, label);
-  const int64_t argmax = std::find(v, v + C, m) - v;  // first maximum, as torch.argmax
-  const float maxother = std::max(range_max(v, 0, label), range_max(v, label + 1, C));
-  // Sums over the other classes: [0, label) and (label, C).
+  // Pass 1: the maxima before and after the label, so that the true class stays out of "other".
+  float before, after;
+  bool finite_before, finite_after;
+  row_max(v, label, &before, &finite_before);
+  row_max(v + label + 1, C - label - 1, &after, &finite_after);
+  const float xy = v[label];
+  if (!(finite_before && finite_after && std::isfinite(xy))) {
+    return finish_row(false, 0.f, 0.f, 0.f, 0.f, 0.f, false);
+  }
+  const float maxother = std::max(before, after);
+  const float m = std::max(maxother, xy);
+  // torch.argmax returns the first maximum: the label wins ties only with later classes.
+  const bool correct = xy >= after && xy > before;
+  // Pass 2: sums over the other classes, [0, label) and (label, C).
   float a1, a2, b1, b2;
   row_exp_sums(v, label, m, &a1, &a2);
   row_exp_sums(v + label + 1, C - label - 1, m, &b1, &b2);
-  return finish_row(true, m, a1 + b1, a2 + b2, v[label], maxother, argmax, label);
+  return finish_row(true, m, a1 + b1, a2 + b2, xy, maxother, correct);
 }
 
 // Statistics of every row, in parallel over rows; reduced-precision rows are widened to float32

@@ -122,7 +122,7 @@ accumulate_stats_kernel(const scalar_t* __restrict__ logits, const int64_t* __re
   if (lane != 0) return;
 
   const RowStats r = finish_row(st.finite, st.m, st.so1, st.so2, static_cast<float>(rowp[label]),
-                                st.other, st.best_j, label);
+                                st.other, st.best_j == label);
   int32_t* c = counts + idx * kNumCounts;
   float* s = sums + idx * kNumSums;
   atomicAdd(c + kPresentations, 1);
