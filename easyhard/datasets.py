@@ -1,0 +1,373 @@
+"""Datasets with stable example identity: Fashion-MNIST, CIFAR-10/100, image folders, synthetic.
+
+Every dataset gives, for each example, a stable dataset index (its position), a label, and for
+file datasets a relative path; plus a fingerprint (a short, stable hash) that goes into every
+output so that scores of different data never get mixed.
+
+    ds = load_dataset("fashion-mnist", split="train")       # ArrayDataset, uint8 NHWC in memory
+    ds = load_dataset("imagefolder", root="/data/imagenet/train")   # FileDataset of JPEG/PNG paths
+    ds = load_dataset("synthetic", num_samples=1000, num_classes=10, image_size=32)
+
+Small sets (Fashion-MNIST, CIFAR, synthetic) are ArrayDatasets held in memory and fed by the
+GPU-resident loader; image folders are FileDatasets read by DALI (or the torch fallback).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found or read; the message says where and what to do."""
+
+
+@dataclass
+class ArrayDataset:
+    """A dataset held in memory: uint8 images [N, H, W, C] (NHWC) and int64 labels [N]."""
+
+    name: str  # e.g. "fashion-mnist"
+    split: str  # "train" or "test"
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int64 [N]
+    classes: list[str]  # class names, label i -> classes[i]
+    root: str | None = None  # where it was read from
+    fingerprint: str = ""  # filled in by __post_init__ when empty
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise DatasetError(f"{self.name}: images must be uint8 [N, H, W, C], got "
+                               f"{self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (len(self.images),):
+            raise DatasetError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
+        self.labels = self.labels.astype(np.int64, copy=False)
+        if not self.fingerprint:
+            self.fingerprint = fingerprint_arrays(self.name, self.images, self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def paths(self) -> None:
+        return None
+
+
+@dataclass
+class FileDataset:
+    """Image files: relative paths (sorted; index = position), labels, and the root they are
+    relative to."""
+
+    name: str
+    split: str
+    root: str
+    paths: list[str]
+    labels: np.ndarray  # int64 [N]
+    classes: list[str]
+    fingerprint: str = ""
+    file_sizes: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.paths) != len(self.labels):
+            raise DatasetError(f"{self.name}: {len(self.labels)} labels for {len(self.paths)} files")
+        if not self.fingerprint:
+            if self.file_sizes is None:
+                self.file_sizes = np.array(
+                    [os.path.getsize(os.path.join(self.root, p)) for p in self.paths], np.int64)
+            self.fingerprint = fingerprint_files(self.paths, self.labels, self.file_sizes)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def files(self) -> list[str]:
+        """Absolute paths, in dataset-index order."""
+        return [os.path.join(self.root, p) for p in self.paths]
+
+
+Dataset = Union[ArrayDataset, FileDataset]
+
+
+# ---------------------------------------------------------------------------- fingerprints
+def fingerprint_arrays(name: str, images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 over the kind, shape, labels and raw image bytes (small sets: about 0.1 s)."""
+    h = hashlib.sha256()
+    h.update(f"arrays:{images.shape}:{images.dtype}".encode())
+    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint_files(paths: Sequence[str], labels: np.ndarray, sizes: np.ndarray) -> str:
+    """sha256 over relative paths, labels and file sizes (cheap: no image is read)."""
+    h = hashlib.sha256()
+    h.update(f"files:{len(paths)}".encode())
+    h.update("\n".join(paths).encode("utf-8"))
+    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(sizes, dtype="<i8").tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST
+def _open_maybe_gz(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an idx file (MNIST format, gzipped or not) into a numpy array."""
+    data = _open_maybe_gz(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetError(f"{path} is not an idx file (bad magic number)")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise DatasetError(f"{path}: unknown idx element type 0x{data[2]:02x}")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dtype = np.dtype(dtypes[data[2]])
+    body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DatasetError(f"{path}: truncated idx file ({body.size} of {int(np.prod(dims))} values)")
+    return body.reshape(dims)
+
+
+def write_idx(path: str, array: np.ndarray, *, compress: bool = False) -> None:
+    """Write a uint8 array as an idx file (optionally gzipped), atomically."""
+    from .io import atomic_write
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    with atomic_write(path) as f:
+        f.write(gzip.compress(payload, compresslevel=6) if compress else payload)
+
+
+def _find(root: str, stem: str) -> str | None:
+    for name in (stem, stem + ".gz"):
+        p = os.path.join(root, name)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def load_fashion_mnist(root: str | None = None, split: str = "train") -> ArrayDataset:
+    root = root or FASHION_MNIST_ROOT
+    prefix = {"train": "train", "test": "t10k"}[_check_split(split)]
+    img = _find(root, f"{prefix}-images-idx3-ubyte")
+    lab = _find(root, f"{prefix}-labels-idx1-ubyte")
+    if img is None or lab is None:
+        raise DatasetError(
+            f"Fashion-MNIST {split} files ({prefix}-images-idx3-ubyte[.gz], "
+            f"{prefix}-labels-idx1-ubyte[.gz]) not found in {root}. Install them with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files land in "
+            f"{FASHION_MNIST_ROOT}) or pass --data-dir pointing at the four idx files."
+        )
+    images = read_idx(img)
+    labels = read_idx(lab).astype(np.int64)
+    if images.ndim != 3:
+        raise DatasetError(f"{img}: expected [N, 28, 28] images, got shape {images.shape}")
+    return ArrayDataset("fashion-mnist", split, images[..., None], labels,
+                        list(FASHION_MNIST_CLASSES), root)
+
+
+# ---------------------------------------------------------------------------- CIFAR
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batches (dicts of lists, bytes and numpy arrays) and nothing else: no
+    arbitrary callables run while reading a downloaded file."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _unpickle(data: bytes, what: str) -> dict:
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise DatasetError(f"{what} is not a readable CIFAR batch ({e})") from e
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{what} is not a CIFAR batch (not a dict)")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+_CIFAR = {
+    "cifar10": {"folder": "cifar-10-batches-py", "archive": "cifar-10-python.tar.gz",
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
+                "meta": "batches.meta", "names": "label_names", "labels": "labels"},
+    "cifar100": {"folder": "cifar-100-python", "archive": "cifar-100-python.tar.gz",
+                 "train": ["train"], "test": ["test"], "meta": "meta",
+                 "names": "fine_label_names", "labels": "fine_labels"},
+}
+
+
+def _cifar_reader(root: str, spec: dict):
+    """Return a function name -> bytes reading from the extracted folder or the .tar.gz."""
+    candidates = [os.path.join(root, spec["folder"]), root]
+    for folder in candidates:
+        if os.path.exists(os.path.join(folder, spec["meta"])):
+            return lambda name: open(os.path.join(folder, name), "rb").read(), folder
+    archives = [os.path.join(root, spec["archive"])] if os.path.isdir(root) else [root]
+    for archive in archives:
+        if os.path.isfile(archive) and tarfile.is_tarfile(archive):
+            tar = tarfile.open(archive, "r:*")
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+
+            def read(name, tar=tar, members=members, archive=archive):
+                if name not in members:
+                    raise DatasetError(f"{archive} has no member {name}")
+                return tar.extractfile(members[name]).read()
+            return read, archive
+    raise DatasetError(
+        f"CIFAR files not found: looked for {spec['folder']}/ or {spec['archive']} in {root}. "
+        "Download the python version from the CIFAR page and pass --data-dir pointing at the "
+        "folder holding it (extracted or as the .tar.gz)."
+    )
+
+
+def load_cifar(name: str, root: str, split: str = "train") -> ArrayDataset:
+    spec = _CIFAR[name]
+    read, where = _cifar_reader(root, spec)
+    meta = _unpickle(read(spec["meta"]), f"{where}:{spec['meta']}")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec["names"]]]
+    images, labels = [], []
+    for batch in spec[_check_split(split)]:
+        d = _unpickle(read(batch), f"{where}:{batch}")
+        data = np.asarray(d["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072:
+            raise DatasetError(f"{where}:{batch}: expected data of shape [n, 3072], got {data.shape}")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(d[spec["labels"]], dtype=np.int64))
+    return ArrayDataset(name, split, np.ascontiguousarray(np.concatenate(images)),
+                        np.concatenate(labels), classes, root)
+
+
+# ---------------------------------------------------------------------------- image folders
+def _check_relative(path: str, where: str) -> str:
+    norm = os.path.normpath(path)
+    if os.path.isabs(path) or norm == ".." or norm.startswith(".." + os.sep):
+        raise DatasetError(f"{where}: path {path!r} escapes the dataset root (absolute or '..')")
+    return norm
+
+
+def load_imagefolder(root: str, split: str = "train", file_list: str | None = None) -> FileDataset:
+    """Class sub-folders of images under `root` (ImageNet train/ or val/ layout), or a file list
+    (`relative/path label` per line, DALI's file_list format) whose paths are relative to `root`.
+    Example index = position in the sorted list of relative paths."""
+    if not os.path.isdir(root):
+        raise DatasetError(f"image folder {root} does not exist or is not a folder")
+    if file_list is not None:
+        entries = []
+        with open(file_list, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                try:
+                    rel, label = line.rsplit(maxsplit=1)
+                    label = int(label)
+                except ValueError:
+                    raise DatasetError(f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}")
+                if label < 0:
+                    raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
+                entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label))
+        if not entries:
+            raise DatasetError(f"{file_list} lists no files")
+        entries.sort()
+        paths = [p for p, _ in entries]
+        if len(set(paths)) != len(paths):
+            raise DatasetError(f"{file_list} lists a file twice")
+        labels = np.array([l for _, l in entries], dtype=np.int64)
+        classes = [str(c) for c in range(int(labels.max()) + 1)]
+        missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
+        if missing:
+            raise DatasetError(f"{len(missing)} files of {file_list} are missing under {root}, "
+                               f"e.g. {missing[0]}")
+    else:
+        classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+        if not classes:
+            raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
+        pairs = []
+        for c, cls in enumerate(classes):
+            for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
+                for fn in files:
+                    if fn.endswith(IMAGE_EXTENSIONS):
+                        pairs.append((os.path.relpath(os.path.join(dirpath, fn), root), c))
+        if not pairs:
+            raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
+        pairs.sort()
+        paths = [p for p, _ in pairs]
+        labels = np.array([c for _, c in pairs], dtype=np.int64)
+    return FileDataset("imagefolder", split, os.path.abspath(root), paths, labels, classes)
+
+
+# ---------------------------------------------------------------------------- synthetic
+def make_synthetic(num_samples: int = 1024, num_classes: int = 10, image_size: int = 32,
+                   channels: int = 3, seed: int = 0, split: str = "train") -> ArrayDataset:
+    """Random images whose class shifts their mean colour (learnable, for tests and benchmarks)."""
+    if num_samples < 1 or num_classes < 2 or image_size < 1 or channels not in (1, 3):
+        raise DatasetError("synthetic data needs num_samples >= 1, num_classes >= 2, "
+                           "image_size >= 1 and 1 or 3 channels")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    labels = rng.integers(0, num_classes, num_samples).astype(np.int64)
+    centers = np.random.default_rng(seed).integers(40, 216, (num_classes, channels))
+    noise = rng.normal(0, 40, (num_samples, image_size, image_size, channels))
+    images = np.clip(centers[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return ArrayDataset("synthetic", split, images, labels, [str(c) for c in range(num_classes)])
+
+
+# ---------------------------------------------------------------------------- entry point
+def _check_split(split: str) -> str:
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+def load_dataset(name: str, root: str | None = None, split: str = "train", *,
+                 file_list: str | None = None, **synthetic) -> Dataset:
+    """Load a dataset by name (one of DATASETS). `root`: where its files are (default for
+    Fashion-MNIST: /usr/share/datasets/fashion-mnist). For `imagefolder`, root is the folder of
+    class sub-folders (or the folder a `file_list` is relative to). `synthetic` takes
+    num_samples, num_classes, image_size, channels and seed."""
+    if name == "fashion-mnist":
+        return load_fashion_mnist(root, split)
+    if name in _CIFAR:
+        if root is None:
+            raise DatasetError(f"{name} needs --data-dir: the folder holding "
+                               f"{_CIFAR[name]['folder']}/ or {_CIFAR[name]['archive']}")
+        return load_cifar(name, root, split)
+    if name == "imagefolder":
+        if root is None:
+            raise DatasetError("imagefolder needs --data-dir: a folder of class sub-folders")
+        return load_imagefolder(root, split, file_list)
+    if name == "synthetic":
+        return make_synthetic(split=split, **synthetic)
+    raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

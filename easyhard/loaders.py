@@ -1,0 +1,433 @@
+"""Index-carrying loaders. Every batch is ``(images, labels, indices)``:
+
+- images: float [B, C, H, W] in channels-last memory, normalised, on the loader's device;
+- labels: int64 [B]; indices: int64 [B], stable dataset indices (what SampleStats records).
+
+Three loaders share that interface:
+
+- ``TensorLoader`` (small sets: Fashion-MNIST, CIFAR, synthetic; the airbench approach): the whole
+  dataset lives on the device as uint8; a seeded permutation per epoch; batched random crop (with
+  zero padding) and flip on the device; sharding for DDP.
+- ``DaliLoader`` (image files, the ImageNet path): NVIDIA DALI's file reader with the dataset index
+  passed through the pipeline as the reader's label; decode (of the crop region only, for
+  training) + random-resized crop + flip + normalise, or resize + centre crop for the clean view;
+  GPU ("mixed") decoding when the device is CUDA, CPU operators otherwise; ``pad_last_batch`` with
+  the PARTIAL policy so that each example is seen exactly once per epoch.
+- ``TorchImageLoader``: the same for image files with ``torch.utils.data`` and PIL, when DALI is not
+  installed.
+
+``train=False`` gives the clean view: the same examples, no augmentation, dataset order.
+``make_loader`` picks the right loader for a dataset.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .datasets import ArrayDataset, Dataset, DatasetError, FileDataset
+
+log = logging.getLogger("easyhard.loaders")
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CorruptImageError(DatasetError):
+    """An image file that cannot be decoded; the message names it."""
+
+
+def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's share of an epoch's order: every `world_size`-th example from `rank`. Shares
+    differ in size by at most one and together hold each example exactly once."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return order[rank::world_size]
+
+
+# ---------------------------------------------------------------------------- small sets
+class TensorLoader:
+    """GPU-resident loader for an ArrayDataset (uint8 NHWC images kept on `device`).
+
+    Args:
+        dataset: the ArrayDataset.
+        batch_size: examples per batch (the last batch may be smaller unless drop_last).
+        device: where images live and batches are produced.
+        train: augment (random crop with `crop_padding` zero padding, horizontal flip) and shuffle;
+            False gives the clean view (no augmentation, dataset order).
+        crop_padding: pixels of zero padding for the random crop (default: image size // 8).
+        flip: random horizontal flips when training.
+        seed: the epoch permutation and augmentation depend only on (seed, epoch).
+        rank, world_size: DDP sharding; each rank gets every world_size-th example of the epoch's
+            permutation.
+        dtype: dtype of the images produced.
+        subset: optional dataset indices to iterate over (indices stay dataset indices).
+    """
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device | str = "cpu",
+                 *, train: bool = True, crop_padding: int | None = None, flip: bool = True,
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 dtype: torch.dtype = torch.float32, drop_last: bool = False,
+                 subset: Sequence[int] | np.ndarray | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.train = train
+        H = dataset.images.shape[1]
+        self.crop_padding = H // 8 if crop_padding is None else crop_padding
+        self.flip = flip
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.dtype = dtype
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.images = torch.from_numpy(dataset.images).to(self.device)  # uint8 [N, H, W, C]
+        self.labels = torch.from_numpy(dataset.labels).to(self.device)
+        stats = self.images.double().mean(dim=(0, 1, 2)), self.images.double().std(dim=(0, 1, 2))
+        self.mean = stats[0].float().view(1, -1, 1, 1) / 255
+        self.std = stats[1].float().clamp_min(1e-3).view(1, -1, 1, 1) / 255
+        if subset is None:
+            self.subset = torch.arange(len(dataset))
+        else:
+            self.subset = torch.as_tensor(np.asarray(subset), dtype=torch.int64)
+            if len(self.subset) and (self.subset.min() < 0 or self.subset.max() >= len(dataset)):
+                raise ValueError(f"subset holds indices outside [0, {len(dataset)})")
+        shard_indices(self.subset, rank, world_size)  # validates rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (permutation and augmentation) of the next iteration."""
+        self.epoch = epoch
+
+    def epoch_order(self) -> torch.Tensor:
+        """This rank's dataset indices for the current epoch, in iteration order (CPU int64)."""
+        if self.train:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = self.subset[torch.randperm(len(self.subset), generator=g)]
+        else:
+            order = self.subset
+        return shard_indices(order, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        n = len(shard_indices(self.subset, self.rank, self.world_size))
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.epoch_order().to(self.device)
+        g = None
+        if self.train:
+            g = torch.Generator(device=self.device).manual_seed(self.seed * 7_919 + self.epoch + 1)
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        for start in range(0, stop, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.images[idx]
+            if self.train:
+                x = augment(x, self.crop_padding, self.flip, g)
+            yield self._to_float(x), self.labels[idx], idx
+        self.epoch += 1
+
+    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+        # NHWC uint8 viewed as NCHW is channels-last; the conversions keep that layout.
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
+        return x.sub_(self.mean.to(self.dtype)).div_(self.std.to(self.dtype))
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Batched random crop (zero padding `padding`) and horizontal flip of uint8 NHWC images, on
+    their device, in one gather."""
+    B, H, W, _ = x.shape
+    dev = x.device
+    rows = torch.arange(H, device=dev).expand(B, H)
+    cols = torch.arange(W, device=dev).expand(B, W)
+    if padding > 0:
+        x = torch.nn.functional.pad(x, (0, 0, padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (B, 1), device=dev, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (B, 1), device=dev, generator=generator)
+        rows, cols = rows + dy, cols + dx
+    if flip:
+        mirrored = torch.rand(B, 1, device=dev, generator=generator) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    b = torch.arange(B, device=dev)[:, None, None]
+    return x[b, rows[:, :, None], cols[:, None, :]]
+
+
+# ---------------------------------------------------------------------------- image files
+def find_corrupt(files: Sequence[str], threads: int | None = None) -> list[int]:
+    """Positions of files that PIL cannot decode (JPEGs decoded at reduced scale: fast)."""
+    from PIL import Image
+
+    def bad(path: str) -> bool:
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (64, 64))
+                im.load()
+            return False
+        except Exception:
+            return True
+
+    with ThreadPoolExecutor(threads or min(16, os.cpu_count() or 2)) as pool:
+        flags = list(pool.map(bad, files, chunksize=64))
+    return [i for i, f in enumerate(flags) if f]
+
+
+def _usable_indices(dataset: FileDataset, skip_corrupt: bool, threads: int) -> tuple[np.ndarray, list[int]]:
+    """All indices, or (with skip_corrupt) those whose file decodes, plus the skipped ones."""
+    if not skip_corrupt:
+        return np.arange(len(dataset)), []
+    skipped = find_corrupt(dataset.files(), threads)
+    if skipped:
+        log.warning("skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
+                    "presented", len(skipped), dataset.paths[skipped[0]])
+    keep = np.setdiff1d(np.arange(len(dataset)), np.array(skipped, dtype=np.int64))
+    return keep, skipped
+
+
+class DaliLoader:
+    """DALI loader for a FileDataset (see the module docstring).
+
+    Args:
+        dataset: the FileDataset.
+        batch_size: examples per batch; the last batch of an epoch is partial, never padded.
+        device: "cuda[:n]" decodes on that GPU (nvJPEG, "mixed"); "cpu" uses CPU operators only.
+        train: random-resized crop (decoding only the crop region) + flip, and shuffling; False:
+            resize (shorter side crop/0.875) + centre crop, dataset order.
+        crop: output size in pixels.
+        num_threads: DALI CPU threads.
+        seed: DALI's seed (same seed, same order and augmentation).
+        shard_id, num_shards: DDP sharding by DALI's reader.
+        dtype: torch.float16 or torch.float32 images.
+        skip_corrupt: check every file first and drop the unreadable ones (logged, their indices
+            kept in ``skipped`` as never presented). Without it a corrupt file stops the epoch with
+            a CorruptImageError naming it.
+    """
+
+    def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cuda",
+                 *, train: bool = True, crop: int = 224, num_threads: int = 4, seed: int = 0,
+                 shard_id: int = 0, num_shards: int = 1, dtype: torch.dtype = torch.float32,
+                 skip_corrupt: bool = False, prefetch: int = 2,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        try:
+            from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+        except ImportError as e:
+            raise ImportError("DaliLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
+                              "(or use TorchImageLoader)") from e
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.train = train
+        self.crop = crop
+        self.dtype = dtype
+        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads)
+        self._files = [dataset.files()[i] for i in keep]
+        self.labels = torch.from_numpy(dataset.labels).to(self.device)
+        device_id = None  # CPU operators only
+        if self.device.type == "cuda":
+            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        pipe = _dali_pipeline(
+            files=self._files, indices=keep.tolist(), train=train, crop=crop,
+            gpu=self.device.type == "cuda", shard_id=shard_id, num_shards=num_shards,
+            dtype=dtype, mean=mean, std=std, batch_size=batch_size, num_threads=num_threads,
+            device_id=device_id, seed=seed, prefetch_queue_depth=prefetch)
+        try:  # the iterator starts reading (prefetching) at once
+            self._iter = DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
+                                             last_batch_policy=LastBatchPolicy.PARTIAL,
+                                             auto_reset=True)
+        except RuntimeError as e:
+            raise self._corrupt_error(e) from e
+        self._shard = (shard_id, num_shards)
+
+    def __len__(self) -> int:
+        return len(self._iter)
+
+    def __iter__(self) -> Iterator[Batch]:
+        try:
+            for out in self._iter:
+                images = out[0]["images"].permute(0, 3, 1, 2)  # NHWC -> channels-last NCHW view
+                idx = out[0]["index"].view(-1).to(device=self.device, dtype=torch.int64)
+                yield images.to(self.device), self.labels[idx], idx
+        except RuntimeError as e:
+            raise self._corrupt_error(e) from e
+
+    def _corrupt_error(self, err: Exception) -> Exception:
+        # DALI's decoder errors do not name the file: look for undecodable files, and return the
+        # original error if there are none (the failure was something else).
+        if "pipeline" not in str(err) and "operator" not in str(err):
+            return err
+        bad = find_corrupt(self._files)
+        if not bad:
+            return err
+        names = ", ".join(self._files[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        return CorruptImageError(
+            f"{len(bad)} image(s) cannot be decoded: {names}. Remove or replace them, or pass "
+            "skip_corrupt=True (--skip-corrupt) to drop them and record them as never presented.")
+
+
+def _dali_pipeline(*, files, indices, train, crop, gpu, shard_id, num_shards, dtype, mean, std,
+                   **pipeline_kwargs):
+    """Build the DALI pipeline: reader (index as label) -> decode -> crop/resize -> normalise."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def
+    def pipeline():
+        jpegs, index = fn.readers.file(files=files, labels=indices, random_shuffle=train,
+                                       shard_id=shard_id, num_shards=num_shards,
+                                       pad_last_batch=True, name="Reader")
+        decoder_device = "mixed" if gpu else "cpu"
+        if train:
+            # Decodes only the region of the random crop (ROI decoding).
+            images = fn.decoders.image_random_crop(jpegs, device=decoder_device,
+                                                   output_type=types.RGB,
+                                                   random_area=[0.08, 1.0],
+                                                   random_aspect_ratio=[0.75, 4 / 3])
+            images = fn.resize(images, resize_x=crop, resize_y=crop)
+            mirror = fn.random.coin_flip(probability=0.5)
+        else:
+            images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
+            images = fn.resize(images, resize_shorter=int(round(crop / 0.875)))
+            mirror = 0
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT16 if dtype == torch.float16 else types.FLOAT,
+            output_layout="HWC", crop=(crop, crop), mean=[255 * m for m in mean],
+            std=[255 * s for s in std], mirror=mirror)
+        if gpu:
+            index = index.gpu()
+        return images, index
+
+    pipe = pipeline(**pipeline_kwargs)
+    pipe.build()
+    return pipe
+
+
+class _FileImages(torch.utils.data.Dataset):
+    """PIL reading for TorchImageLoader: (uint8 HWC tensor, dataset index) per item."""
+
+    def __init__(self, dataset: FileDataset, train: bool, crop: int, skip_corrupt: bool) -> None:
+        import torchvision.transforms as T
+
+        self.files = dataset.files()
+        self.skip_corrupt = skip_corrupt
+        if train:
+            self.transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(),
+                                        T.PILToTensor()])
+        else:
+            self.transform = T.Compose([T.Resize(int(round(crop / 0.875))), T.CenterCrop(crop),
+                                        T.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                img = self.transform(im.convert("RGB"))
+        except Exception as e:
+            if self.skip_corrupt:
+                return None, i
+            raise CorruptImageError(f"cannot decode image {self.files[i]} ({e}); pass "
+                                    "skip_corrupt=True to drop unreadable images") from e
+        return img.permute(1, 2, 0), i  # HWC
+
+
+def _collate(items):
+    good = [(img, i) for img, i in items if img is not None]
+    bad = [i for img, i in items if img is None]
+    images = torch.stack([img for img, _ in good]) if good else torch.empty(0, dtype=torch.uint8)
+    return images, torch.tensor([i for _, i in good], dtype=torch.int64), bad
+
+
+class TorchImageLoader:
+    """torch.utils.data + PIL loader for a FileDataset, with DaliLoader's interface and index
+    semantics (used when DALI is not installed). Augmentation as torchvision's ImageNet recipe.
+
+    Args as DaliLoader; ``num_workers`` worker processes decode. Unreadable files raise
+    CorruptImageError naming the file, or with skip_corrupt are dropped and listed in ``skipped``.
+    """
+
+    def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cpu",
+                 *, train: bool = True, crop: int = 224, num_workers: int = 2, seed: int = 0,
+                 shard_id: int = 0, num_shards: int = 1, dtype: torch.dtype = torch.float32,
+                 skip_corrupt: bool = False,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.shard = (shard_id, num_shards)
+        self.dtype = dtype
+        self.epoch = 0
+        self.skipped: list[int] = []
+        self.labels = torch.from_numpy(dataset.labels).to(self.device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self._items = _FileImages(dataset, train, crop, skip_corrupt)
+        self.num_workers = num_workers
+        shard_indices(torch.arange(len(dataset)), shard_id, num_shards)  # validates the shard
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> torch.Tensor:
+        order = torch.arange(len(self.dataset))
+        if self.train:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(len(self.dataset), generator=g)
+        return shard_indices(order, *self.shard)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.epoch_order()) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        torch.manual_seed(self.seed * 7_919 + self.epoch)  # augmentation randomness per epoch
+        loader = torch.utils.data.DataLoader(
+            self._items, batch_size=self.batch_size, sampler=self.epoch_order().tolist(),
+            num_workers=self.num_workers, collate_fn=_collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for images, idx, bad in loader:
+            if bad:
+                self.skipped.extend(bad)
+                log.warning("skipped %d unreadable image(s), e.g. %s", len(bad),
+                            self._items.files[bad[0]])
+            if len(idx) == 0:
+                continue
+            x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype)
+            x = x.sub_(self.mean.to(self.dtype)).div_(self.std.to(self.dtype))
+            idx = idx.to(self.device)
+            yield x, self.labels[idx], idx
+        self.epoch += 1
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_loader(dataset: Dataset, batch_size: int, device: torch.device | str = "cpu", *,
+                train: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                backend: str = "auto", **kwargs):
+    """The loader for `dataset`: TensorLoader for in-memory sets; for image files DaliLoader when
+    DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch")."""
+    if isinstance(dataset, ArrayDataset):
+        return TensorLoader(dataset, batch_size, device, train=train, seed=seed, rank=rank,
+                            world_size=world_size, **kwargs)
+    if backend not in ("auto", "dali", "torch"):
+        raise ValueError(f"backend must be auto, dali or torch, got {backend!r}")
+    if backend == "dali" or (backend == "auto" and dali_available()):
+        return DaliLoader(dataset, batch_size, device, train=train, seed=seed, shard_id=rank,
+                          num_shards=world_size, **kwargs)
+    return TorchImageLoader(dataset, batch_size, device, train=train, seed=seed, shard_id=rank,
+                            num_shards=world_size, **kwargs)

@@ -1,0 +1,199 @@
+"""Tests of easyhard.datasets: readers, example identity and fingerprints, refused input."""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from easyhard.datasets import (FASHION_MNIST_ROOT, DatasetError, load_dataset, read_idx,
+                               write_idx)
+
+FMNIST_PRESENT = os.path.exists(os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")) or \
+    os.path.exists(os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte"))
+
+
+@pytest.mark.skipif(not FMNIST_PRESENT, reason="Debian package dataset-fashion-mnist not installed")
+def test_real_fashion_mnist():
+    train = load_dataset("fashion-mnist", split="train")
+    test = load_dataset("fashion-mnist", split="test")
+    assert train.images.shape == (60000, 28, 28, 1) and train.images.dtype == np.uint8
+    assert test.images.shape == (10000, 28, 28, 1)
+    np.testing.assert_array_equal(np.bincount(train.labels), np.full(10, 6000))
+    assert train.num_classes == 10 and train.classes[9] == "Ankle boot"
+    assert train.fingerprint == load_dataset("fashion-mnist").fingerprint
+    assert train.fingerprint != test.fingerprint
+
+
+def make_fmnist(folder, n=12, compress=True):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    for prefix in ("train", "t10k"):
+        write_idx(str(folder / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}"), images,
+                  compress=compress)
+        write_idx(str(folder / f"{prefix}-labels-idx1-ubyte{'.gz' if compress else ''}"), labels,
+                  compress=compress)
+    return images, labels
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fashion_mnist_reader_on_written_files(tmp_path, compress):
+    images, labels = make_fmnist(tmp_path, compress=compress)
+    ds = load_dataset("fashion-mnist", root=str(tmp_path))
+    np.testing.assert_array_equal(ds.images[..., 0], images)
+    np.testing.assert_array_equal(ds.labels, labels)
+
+
+def test_idx_errors(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    write_idx(str(p), np.zeros((3, 4, 4), np.uint8))
+    np.testing.assert_array_equal(read_idx(str(p)), np.zeros((3, 4, 4)))
+    p.write_bytes(p.read_bytes()[:-5])
+    with pytest.raises(DatasetError, match="truncated idx file"):
+        read_idx(str(p))
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DatasetError, match="bad magic number"):
+        read_idx(str(tmp_path / "bad"))
+
+
+def test_missing_fashion_mnist_says_where_and_how(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        load_dataset("fashion-mnist", root=str(tmp_path / "nowhere"))
+    assert "nowhere" in str(e.value) and "apt-get install dataset-fashion-mnist" in str(e.value)
+
+
+def write_cifar10(folder, n_per_batch=4):
+    d = folder / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    all_images, all_labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        labels = [int(x) for x in rng.integers(0, 10, n_per_batch)]
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": b"x"}, f, protocol=2)
+        if name != "test_batch":
+            all_images.append(data)
+            all_labels += labels
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
+    return np.concatenate(all_images), np.array(all_labels)
+
+
+def test_cifar10_folder_and_archive(tmp_path):
+    data, labels = write_cifar10(tmp_path)
+    ds = load_dataset("cifar10", root=str(tmp_path))
+    assert ds.images.shape == (20, 32, 32, 3) and ds.classes[3] == "c3"
+    np.testing.assert_array_equal(ds.labels, labels)
+    np.testing.assert_array_equal(ds.images[5], data[5].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert len(load_dataset("cifar10", root=str(tmp_path), split="test")) == 4
+    archive = tmp_path / "arch"
+    archive.mkdir()
+    with tarfile.open(archive / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    from_tar = load_dataset("cifar10", root=str(archive))
+    np.testing.assert_array_equal(from_tar.images, ds.images)
+    assert from_tar.fingerprint == ds.fingerprint
+
+
+def test_cifar100(tmp_path):
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    data = np.random.default_rng(2).integers(0, 256, (6, 3072), dtype=np.uint8)
+    for name in ("train", "test"):
+        with open(d / name, "wb") as f:
+            pickle.dump({"data": data, "fine_labels": [0, 5, 99, 3, 2, 1], "coarse_labels": [0] * 6}, f)
+    with open(d / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, f)
+    ds = load_dataset("cifar100", root=str(tmp_path))
+    assert ds.num_classes == 100 and ds.labels.tolist() == [0, 5, 99, 3, 2, 1]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar_refuses_pickles_that_run_code(tmp_path):
+    write_cifar10(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(DatasetError, match="refusing to load"):
+        load_dataset("cifar10", root=str(tmp_path))
+
+
+def test_cifar_missing(tmp_path):
+    with pytest.raises(DatasetError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", root=str(tmp_path))
+    with pytest.raises(DatasetError, match="needs --data-dir"):
+        load_dataset("cifar100")
+
+
+def make_folder(root, classes=("cat", "dog"), per_class=3, size=(20, 24)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"img{i}.jpg")
+
+
+def test_imagefolder_order_labels_and_fingerprint(tmp_path):
+    make_folder(tmp_path / "train")
+    ds = load_dataset("imagefolder", root=str(tmp_path / "train"))
+    assert ds.paths == [f"{c}/img{i}.jpg" for c in ("cat", "dog") for i in range(3)]
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1] and ds.classes == ["cat", "dog"]
+    fp = ds.fingerprint
+    assert load_dataset("imagefolder", root=str(tmp_path / "train")).fingerprint == fp
+    with open(tmp_path / "train" / "dog" / "img0.jpg", "ab") as f:
+        f.write(b"\0")
+    assert load_dataset("imagefolder", root=str(tmp_path / "train")).fingerprint != fp
+
+
+def test_file_list(tmp_path):
+    make_folder(tmp_path / "data")
+    lst = tmp_path / "list.txt"
+    lst.write_text("dog/img1.jpg 1\ncat/img2.jpg 0\n\n# comment\n")
+    ds = load_dataset("imagefolder", root=str(tmp_path / "data"), file_list=str(lst))
+    assert ds.paths == ["cat/img2.jpg", "dog/img1.jpg"] and ds.labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("../secret.jpg 0", "escapes the dataset root"),
+    ("/etc/passwd 0", "escapes the dataset root"),
+    ("cat/../../x.jpg 0", "escapes the dataset root"),
+    ("cat/img0.jpg", "expected 'relative/path label'"),
+    ("cat/img9.jpg 0", "missing under"),
+    ("cat/img0.jpg -1", "negative label"),
+])
+def test_file_list_refused(tmp_path, line, message):
+    make_folder(tmp_path / "data")
+    lst = tmp_path / "list.txt"
+    lst.write_text(line + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("imagefolder", root=str(tmp_path / "data"), file_list=str(lst))
+
+
+def test_imagefolder_refused(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset("imagefolder", root=str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        load_dataset("imagefolder", root=str(tmp_path / "empty"))
+
+
+def test_synthetic_is_deterministic_and_unknown_names_refused():
+    a = load_dataset("synthetic", num_samples=50, num_classes=5, image_size=8, seed=3)
+    b = load_dataset("synthetic", num_samples=50, num_classes=5, image_size=8, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.fingerprint == b.fingerprint and a.images.shape == (50, 8, 8, 3)
+    with pytest.raises(DatasetError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(DatasetError, match="split must be"):
+        load_dataset("fashion-mnist", split="val")

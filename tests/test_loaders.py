@@ -1,0 +1,189 @@
+"""Tests of easyhard.loaders: exact coverage, sharding, determinism, layout, corrupt files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from easyhard.datasets import load_dataset
+from easyhard.loaders import (CorruptImageError, DaliLoader, TensorLoader, TorchImageLoader,
+                              augment, dali_available, make_loader)
+
+needs_dali = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed")
+
+
+def collect(loader):
+    idx, lab, shapes = [], [], []
+    for images, labels, indices in loader:
+        idx += indices.tolist()
+        lab += labels.tolist()
+        shapes.append(tuple(images.shape))
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        assert labels.dtype == torch.int64 and indices.dtype == torch.int64
+    return idx, lab, shapes
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("synthetic", num_samples=103, num_classes=4, image_size=12, seed=1)
+
+
+class TestTensorLoader:
+    def test_every_index_once_per_epoch(self, small):
+        loader = TensorLoader(small, 16, train=True, seed=5)
+        orders = []
+        for _ in range(3):
+            idx, lab, shapes = collect(loader)
+            assert sorted(idx) == list(range(103))
+            assert lab == small.labels[idx].tolist()
+            assert shapes[0] == (16, 3, 12, 12) and shapes[-1] == (103 % 16, 3, 12, 12)
+            orders.append(idx)
+        assert orders[0] != orders[1]  # a new permutation each epoch
+        assert len(loader) == 7
+
+    def test_same_seed_same_batches(self, small):
+        a, b = TensorLoader(small, 10, seed=2), TensorLoader(small, 10, seed=2)
+        for (xa, ya, ia), (xb, yb, ib) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ia, ib)
+        c = TensorLoader(small, 10, seed=3)
+        assert collect(c)[0] != collect(TensorLoader(small, 10, seed=2))[0]
+
+    def test_set_epoch_replays_an_epoch(self, small):
+        loader = TensorLoader(small, 10, seed=2)
+        first = [x.clone() for x, _, _ in loader]
+        loader.set_epoch(0)
+        again = [x for x, _, _ in loader]
+        assert all(torch.equal(p, q) for p, q in zip(first, again))
+
+    @pytest.mark.parametrize("world", [2, 3])
+    def test_shards_together_cover_once(self, small, world):
+        seen = []
+        for rank in range(world):
+            loader = TensorLoader(small, 8, seed=4, rank=rank, world_size=world)
+            seen += collect(loader)[0]
+        assert sorted(seen) == list(range(103))
+        with pytest.raises(ValueError, match="rank must be in"):
+            TensorLoader(small, 8, rank=world, world_size=world)
+
+    def test_clean_view_is_dataset_order_unaugmented(self, small):
+        loader = TensorLoader(small, 50, train=False)
+        x, y, idx = next(iter(loader))
+        assert idx.tolist() == list(range(50))
+        raw = torch.from_numpy(small.images[:50]).permute(0, 3, 1, 2).float() / 255
+        torch.testing.assert_close(x * loader.std + loader.mean, raw, rtol=1e-5, atol=1e-5)
+
+    def test_subset_keeps_dataset_indices(self, small):
+        loader = TensorLoader(small, 4, subset=[5, 7, 99], seed=1)
+        assert sorted(collect(loader)[0]) == [5, 7, 99]
+        with pytest.raises(ValueError, match="outside"):
+            TensorLoader(small, 4, subset=[103])
+
+    def test_grayscale_fashion_mnist_shape(self):
+        ds = load_dataset("synthetic", num_samples=20, num_classes=3, image_size=28, channels=1)
+        x, _, _ = next(iter(TensorLoader(ds, 8)))
+        assert x.shape == (8, 1, 28, 28)
+
+
+def test_augment_crop_and_flip_are_exact():
+    x = torch.arange(2 * 4 * 5 * 1, dtype=torch.uint8).view(2, 4, 5, 1)
+    assert torch.equal(augment(x, 0, False, None), x)
+    g = torch.Generator().manual_seed(0)
+    out = augment(x, 2, True, g)
+    assert out.shape == x.shape
+    # Every output is a shifted (zero-padded), possibly mirrored copy of its input.
+    for b in range(2):
+        padded = torch.nn.functional.pad(x[b], (0, 0, 2, 2, 2, 2))
+        windows = [padded[dy:dy + 4, dx:dx + 5] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[b], w) or torch.equal(out[b], w.flip(1)) for w in windows)
+
+
+def jpeg_folder(root, classes=3, per_class=7, corrupt=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (30 + 3 * i, 40, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / f"class{c}" / f"{i:03d}.jpg")
+    if corrupt:
+        (root / corrupt).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 4)
+    return load_dataset("imagefolder", root=str(root))
+
+
+@needs_dali
+class TestDaliLoader:
+    def test_every_index_once_and_labels_match(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=2, seed=3)
+        for _ in range(2):
+            idx, lab, shapes = collect(loader)
+            assert sorted(idx) == list(range(21))
+            assert lab == ds.labels[idx].tolist()
+            assert shapes[0] == (4, 3, 16, 16) and shapes[-1] == (1, 3, 16, 16)
+
+    def test_two_shards_together_once(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        seen = []
+        for shard in range(2):
+            seen += collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3,
+                                       shard_id=shard, num_shards=2))[0]
+        assert sorted(seen) == list(range(21))
+
+    def test_same_seed_same_order_and_clean_view(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        a = collect(DaliLoader(ds, 5, "cpu", crop=16, num_threads=1, seed=9))[0]
+        b = collect(DaliLoader(ds, 5, "cpu", crop=16, num_threads=1, seed=9))[0]
+        assert a == b
+        clean = DaliLoader(ds, 5, "cpu", crop=16, num_threads=1, train=False)
+        assert collect(clean)[0] == list(range(21))
+
+    def test_corrupt_file_named(self, tmp_path):
+        ds = jpeg_folder(tmp_path, corrupt="class1/003.jpg")
+        with pytest.raises(CorruptImageError, match="class1/003.jpg"):
+            collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1))
+
+    def test_corrupt_file_skipped_and_recorded(self, tmp_path):
+        ds = jpeg_folder(tmp_path, corrupt="class1/003.jpg")
+        bad = ds.paths.index("class1/003.jpg")
+        loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, skip_corrupt=True)
+        assert loader.skipped == [bad]
+        idx = collect(loader)[0]
+        assert sorted(idx) == [i for i in range(21) if i != bad]
+
+
+class TestTorchImageLoader:
+    def test_every_index_once_shards_and_determinism(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        loader = TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=1)
+        idx, lab, shapes = collect(loader)
+        assert sorted(idx) == list(range(21)) and lab == ds.labels[idx].tolist()
+        assert shapes[0] == (4, 3, 16, 16)
+        seen = []
+        for shard in range(2):
+            seen += collect(TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=1,
+                                             shard_id=shard, num_shards=2))[0]
+        assert sorted(seen) == list(range(21))
+        x1 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]
+        x2 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]
+        assert all(torch.equal(a, b) for a, b in zip(x1, x2))
+        assert collect(TorchImageLoader(ds, 4, crop=16, num_workers=2, train=False))[0] == list(range(21))
+
+    def test_corrupt_file_named_or_skipped(self, tmp_path):
+        ds = jpeg_folder(tmp_path, corrupt="class2/000.jpg")
+        with pytest.raises(CorruptImageError, match="class2/000.jpg"):
+            collect(TorchImageLoader(ds, 4, crop=16, num_workers=0))
+        loader = TorchImageLoader(ds, 4, crop=16, num_workers=0, skip_corrupt=True)
+        bad = ds.paths.index("class2/000.jpg")
+        assert sorted(collect(loader)[0]) == [i for i in range(21) if i != bad]
+        assert loader.skipped == [bad]
+
+
+def test_make_loader_picks(tmp_path, small):
+    assert isinstance(make_loader(small, 8), TensorLoader)
+    ds = jpeg_folder(tmp_path)
+    assert isinstance(make_loader(ds, 4, backend="torch", crop=16), TorchImageLoader)
+    if dali_available():
+        assert isinstance(make_loader(ds, 4, crop=16, num_threads=1), DaliLoader)
+    with pytest.raises(ValueError, match="backend must be"):
+        make_loader(ds, 4, backend="pil")
