@@ -27,22 +27,25 @@ step() {  # step NAME LOGFILE COMMAND...: run, log, remember failure
     status=1
   fi
 }
-: > "$OUT/summary.txt"
-nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader \
-  > "$OUT/gpu.txt" 2>&1 || true
+# At most 8 files come back from a device run: the GPU description goes into summary.txt.
+gpu="$(nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader 2>&1 | head -n1)"
+echo "gpu: $gpu ($(date -u +%Y-%m-%d))" > "$OUT/summary.txt"
 # Build for the card present (faster than the default list; +PTX keeps newer cards working).
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  cap="$(head -n1 "$OUT/gpu.txt" | awk -F', ' '{print $4}')"
+  cap="$(echo "$gpu" | awk -F', ' '{print $4}')"
   [ -n "$cap" ] && export TORCH_CUDA_ARCH_LIST="${cap}+PTX"
 fi
 step build build.log "$PY" -m pip install --no-build-isolation --no-deps -e .
-"$PY" -m easyhard info --json > "$OUT/info.json" 2>&1 || status=1
+"$PY" -m easyhard info --json > "$OUT/info.json" 2>&1 || status=1  # $OUT: 8 files at most come back
 step cuda-tests tests.log "$PY" -m pytest -q -m cuda -p no:cacheprovider tests
 step bench-ops bench_ops.log "$PY" benchmarks/bench_ops.py --device cuda --out "$OUT"
+# No DALI there: the GPU-resident loader only.
+step bench-loader bench_loader.log "$PY" benchmarks/bench_loader.py --device cuda --skip-files --out "$OUT"
 
 echo
-echo "== summary ($(cat "$OUT/gpu.txt" 2>/dev/null | head -n1))"
+echo "== summary"
 cat "$OUT/summary.txt"
 grep -E "^cuda " "$OUT/bench_ops.log" 2>/dev/null || true
 grep -E "^cuda:" "$OUT/bench_ops.log" 2>/dev/null || true
+grep -E "^tensor-cuda" "$OUT/bench_loader.log" 2>/dev/null || true
 exit $status

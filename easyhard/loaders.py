@@ -206,12 +206,14 @@ class DaliLoader:
         skip_corrupt: check every file first and drop the unreadable ones (logged, their indices
             kept in ``skipped`` as never presented). Without it a corrupt file stops the epoch with
             a CorruptImageError naming it.
+        roi_decode: when training, decode only the random crop's region (fn.decoders.
+            image_random_crop) instead of the whole image followed by a crop.
     """
 
     def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cuda",
                  *, train: bool = True, crop: int = 224, num_threads: int = 4, seed: int = 0,
                  shard_id: int = 0, num_shards: int = 1, dtype: torch.dtype = torch.float32,
-                 skip_corrupt: bool = False, prefetch: int = 2,
+                 skip_corrupt: bool = False, prefetch: int = 2, roi_decode: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         try:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -233,7 +235,7 @@ class DaliLoader:
         pipe = _dali_pipeline(
             files=self._files, indices=keep.tolist(), train=train, crop=crop,
             gpu=self.device.type == "cuda", shard_id=shard_id, num_shards=num_shards,
-            dtype=dtype, mean=mean, std=std, batch_size=batch_size, num_threads=num_threads,
+            dtype=dtype, mean=mean, std=std, roi_decode=roi_decode, batch_size=batch_size, num_threads=num_threads,
             device_id=device_id, seed=seed, prefetch_queue_depth=prefetch)
         try:  # the iterator starts reading (prefetching) at once
             self._iter = DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
@@ -270,7 +272,7 @@ class DaliLoader:
 
 
 def _dali_pipeline(*, files, indices, train, crop, gpu, shard_id, num_shards, dtype, mean, std,
-                   **pipeline_kwargs):
+                   roi_decode, **pipeline_kwargs):
     """Build the DALI pipeline: reader (index as label) -> decode -> crop/resize -> normalise."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
@@ -282,13 +284,18 @@ def _dali_pipeline(*, files, indices, train, crop, gpu, shard_id, num_shards, dt
                                        shard_id=shard_id, num_shards=num_shards,
                                        pad_last_batch=True, name="Reader")
         decoder_device = "mixed" if gpu else "cpu"
-        if train:
+        area, aspect = [0.08, 1.0], [0.75, 4 / 3]
+        if train and roi_decode:
             # Decodes only the region of the random crop (ROI decoding).
             images = fn.decoders.image_random_crop(jpegs, device=decoder_device,
-                                                   output_type=types.RGB,
-                                                   random_area=[0.08, 1.0],
-                                                   random_aspect_ratio=[0.75, 4 / 3])
+                                                   output_type=types.RGB, random_area=area,
+                                                   random_aspect_ratio=aspect)
             images = fn.resize(images, resize_x=crop, resize_y=crop)
+            mirror = fn.random.coin_flip(probability=0.5)
+        elif train:
+            images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=(crop, crop), random_area=area,
+                                            random_aspect_ratio=aspect)
             mirror = fn.random.coin_flip(probability=0.5)
         else:
             images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
@@ -307,36 +314,82 @@ def _dali_pipeline(*, files, indices, train, crop, gpu, shard_id, num_shards, dt
     return pipe
 
 
+def random_resized_crop_params(width: int, height: int, rng: np.random.Generator,
+                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box (top, left, height, width), drawn from `rng`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height  # fallback: central crop
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 class _FileImages(torch.utils.data.Dataset):
-    """PIL reading for TorchImageLoader: (uint8 HWC tensor, dataset index) per item."""
+    """PIL reading for TorchImageLoader. Items are fetched by (index, epoch) so that augmentation
+    depends only on (seed, epoch, index): the same in every worker, and no global RNG is used."""
 
-    def __init__(self, dataset: FileDataset, train: bool, crop: int, skip_corrupt: bool) -> None:
-        import torchvision.transforms as T
-
+    def __init__(self, dataset: FileDataset, train: bool, crop: int, seed: int,
+                 skip_corrupt: bool) -> None:
         self.files = dataset.files()
+        self.train, self.crop, self.seed = train, crop, seed
         self.skip_corrupt = skip_corrupt
-        if train:
-            self.transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(),
-                                        T.PILToTensor()])
-        else:
-            self.transform = T.Compose([T.Resize(int(round(crop / 0.875))), T.CenterCrop(crop),
-                                        T.PILToTensor()])
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int):
+    def _transform(self, im, i: int, epoch: int) -> torch.Tensor:
+        import torchvision.transforms.functional as TF
+
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, i])
+            top, left, h, w = random_resized_crop_params(im.width, im.height, rng)
+            im = TF.resized_crop(im, top, left, h, w, [self.crop, self.crop], antialias=True)
+            if rng.random() < 0.5:
+                im = TF.hflip(im)
+        else:
+            im = TF.center_crop(TF.resize(im, int(round(self.crop / 0.875)), antialias=True),
+                                [self.crop, self.crop])
+        return TF.pil_to_tensor(im)
+
+    def __getitem__(self, key: tuple[int, int]):
         from PIL import Image
 
+        i, epoch = key
         try:
             with Image.open(self.files[i]) as im:
-                img = self.transform(im.convert("RGB"))
+                img = self._transform(im.convert("RGB"), i, epoch)
         except Exception as e:
             if self.skip_corrupt:
                 return None, i
             raise CorruptImageError(f"cannot decode image {self.files[i]} ({e}); pass "
                                     "skip_corrupt=True to drop unreadable images") from e
         return img.permute(1, 2, 0), i  # HWC
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields (index, epoch) in the owning loader's order for its current epoch."""
+
+    def __init__(self, owner: "TorchImageLoader") -> None:
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.owner.epoch_order())
+
+    def __iter__(self):
+        epoch = self.owner.epoch
+        return iter([(i, epoch) for i in self.owner.epoch_order().tolist()])
 
 
 def _collate(items):
@@ -348,9 +401,11 @@ def _collate(items):
 
 class TorchImageLoader:
     """torch.utils.data + PIL loader for a FileDataset, with DaliLoader's interface and index
-    semantics (used when DALI is not installed). Augmentation as torchvision's ImageNet recipe.
+    semantics (used when DALI is not installed). Augmentation as torchvision's ImageNet recipe
+    (random-resized crop + flip; resize + centre crop for the clean view), drawn from
+    (seed, epoch, index) so that runs repeat exactly with any number of workers.
 
-    Args as DaliLoader; ``num_workers`` worker processes decode. Unreadable files raise
+    Args as DaliLoader; ``num_workers`` persistent worker processes decode. Unreadable files raise
     CorruptImageError naming the file, or with skip_corrupt are dropped and listed in ``skipped``.
     """
 
@@ -365,15 +420,17 @@ class TorchImageLoader:
         self.train = train
         self.seed = seed
         self.shard = (shard_id, num_shards)
+        shard_indices(torch.arange(len(dataset)), shard_id, num_shards)  # validates the shard
         self.dtype = dtype
         self.epoch = 0
         self.skipped: list[int] = []
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        self._items = _FileImages(dataset, train, crop, skip_corrupt)
-        self.num_workers = num_workers
-        shard_indices(torch.arange(len(dataset)), shard_id, num_shards)  # validates the shard
+        self._loader = torch.utils.data.DataLoader(
+            _FileImages(dataset, train, crop, seed, skip_corrupt), batch_size=batch_size,
+            sampler=_EpochSampler(self), num_workers=num_workers, collate_fn=_collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -389,16 +446,11 @@ class TorchImageLoader:
         return math.ceil(len(self.epoch_order()) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        torch.manual_seed(self.seed * 7_919 + self.epoch)  # augmentation randomness per epoch
-        loader = torch.utils.data.DataLoader(
-            self._items, batch_size=self.batch_size, sampler=self.epoch_order().tolist(),
-            num_workers=self.num_workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for images, idx, bad in loader:
+        for images, idx, bad in self._loader:
             if bad:
                 self.skipped.extend(bad)
                 log.warning("skipped %d unreadable image(s), e.g. %s", len(bad),
-                            self._items.files[bad[0]])
+                            self.dataset.paths[bad[0]])
             if len(idx) == 0:
                 continue
             x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype)
