@@ -16,11 +16,11 @@ cd "$(dirname "$0")/.."
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 status=0
-step() {  # step NAME LOGFILE COMMAND...: run, log, remember failure
+step() {  # step NAME LOGFILE COMMAND...: run, append to the log, remember failure
   local name="$1" log="$2"; shift 2
-  echo "== $name"
+  echo "== $name" | tee -a "$OUT/$log"
   local t0=$SECONDS
-  if "$@" > >(tee "$OUT/$log") 2>&1; then
+  if "$@" > >(tee -a "$OUT/$log") 2>&1; then
     echo "$name: ok ($((SECONDS - t0)) s)" >> "$OUT/summary.txt"
   else
     echo "$name: FAILED ($((SECONDS - t0)) s, see $log)" >> "$OUT/summary.txt"
@@ -36,16 +36,16 @@ if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   [ -n "$cap" ] && export TORCH_CUDA_ARCH_LIST="${cap}+PTX"
 fi
 step build build.log "$PY" -m pip install --no-build-isolation --no-deps -e .
-"$PY" -m easyhard info --json > "$OUT/info.json" 2>&1 || status=1  # $OUT: 8 files at most come back
+"$PY" -m easyhard info --json > "$OUT/info.json" 2>&1 || status=1  # $OUT: summary, info, build/tests/bench logs, 3 JSONs
 step cuda-tests tests.log "$PY" -m pytest -q -m cuda -p no:cacheprovider tests
-step bench-ops bench_ops.log "$PY" benchmarks/bench_ops.py --device cuda --out "$OUT"
+# All benchmark output goes to one log (8 files at most come back from a device run).
+step bench-ops bench.log "$PY" benchmarks/bench_ops.py --device cuda --out "$OUT"
 # No DALI there: the GPU-resident loader only.
-step bench-loader bench_loader.log "$PY" benchmarks/bench_loader.py --device cuda --skip-files --out "$OUT"
+step bench-loader bench.log "$PY" benchmarks/bench_loader.py --device cuda --skip-files --out "$OUT"
+step bench-select bench.log "$PY" benchmarks/bench_select.py --device cuda --out "$OUT"
 
 echo
 echo "== summary"
 cat "$OUT/summary.txt"
-grep -E "^cuda " "$OUT/bench_ops.log" 2>/dev/null || true
-grep -E "^cuda:" "$OUT/bench_ops.log" 2>/dev/null || true
-grep -E "^tensor-cuda" "$OUT/bench_loader.log" 2>/dev/null || true
+grep -E "^cuda( |:)|^tensor-cuda" "$OUT/bench.log" 2>/dev/null || true
 exit $status

@@ -13,4 +13,10 @@ TORCH_LIBRARY(easyhard, m) {
   m.def(
       "accumulate_stats(Tensor logits, Tensor labels, Tensor indices, Tensor(a!) counts, "
       "Tensor(b!) sums, Tensor(c!) flags, Tensor(d!) errors) -> ()");
+  // Indices (int64 [k], ascending) of the k best-ranked of N scores (float32/float64 [N]): the
+  // largest or smallest, ties broken by smaller dataset index, NaN ranked last. With labels [N]
+  // and budgets [C] (int64), budgets[c] per class c in one segmented selection (k = sum(budgets)).
+  m.def(
+      "topk_select(Tensor scores, int k, bool largest, Tensor? labels=None, "
+      "Tensor? budgets=None) -> Tensor");
 }

@@ -150,7 +150,7 @@ def read_idx(path: str) -> np.ndarray:
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: truncated idx file ({body.size} of {int(np.prod(dims))} values)")
-    return body.reshape(dims)
+    return body.reshape(dims).copy()  # writable, independent of the file buffer
 
 
 def write_idx(path: str, array: np.ndarray, *, compress: bool = False) -> None:

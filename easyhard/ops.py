@@ -81,6 +81,35 @@ def _accumulate_stats_fake(logits, labels, indices, counts, sums, flags, errors)
     return None
 
 
+def topk_select(
+    scores: torch.Tensor,
+    k: int,
+    largest: bool = True,
+    labels: torch.Tensor | None = None,
+    budgets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Indices of the k best-ranked examples, ascending (int64 [k], on scores' device).
+
+    Args:
+        scores: float32 or float64 [N], in dataset order.
+        k: how many to select, 0 <= k <= N (with budgets: their sum).
+        largest: rank the largest scores first (else the smallest).
+        labels: optional int64 [N] in [0, C); with `budgets` (int64 [C]) selects the best
+            budgets[c] examples of every class c in one segmented call.
+
+    Ranking is total and identical on CPU and CUDA: equal scores rank by smaller dataset index;
+    -0.0 equals 0.0; NaN ranks after every number in both directions (selected only when nothing
+    else is left). Refused with a message naming the argument: k outside [0, N], labels out of
+    range, a negative budget, a budget above its class's size, budgets not summing to k.
+    """
+    return torch.ops.easyhard.topk_select.default(scores, k, largest, labels, budgets)
+
+
+@torch.library.register_fake("easyhard::topk_select")
+def _topk_select_fake(scores, k, largest, labels=None, budgets=None):
+    return scores.new_empty((k,), dtype=torch.int64)
+
+
 def has_kernel(op: str, backend: str) -> bool:
     """Whether easyhard::<op> has a kernel for `backend` ("CPU" or "CUDA") in this build."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"easyhard::{op}", backend)
@@ -92,5 +121,6 @@ def build() -> dict[str, object]:
         "torch_version": _C.torch_version,
         "cuda_version": _C.cuda_version or None,
         "cuda_archs": _C.cuda_archs or None,
-        "backends": [b for b in ("CPU", "CUDA") if has_kernel("accumulate_stats", b)],
+        "backends": [b for b in ("CPU", "CUDA")
+                     if all(has_kernel(op, b) for op in ("accumulate_stats", "topk_select"))],
     }

@@ -5,6 +5,7 @@ eager compositions, also used by the benchmarks as "what a user would write with
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -61,3 +62,20 @@ def accumulate_stats(
     was_correct = (flags[touched] & LAST_CORRECT).bool()
     counts[touched, COUNT_FIELDS.index("forgetting_events")] += (incorrect & was_correct).int()
     flags[touched] = (~incorrect).int() * LAST_CORRECT
+
+
+def topk_select(scores, k: int, largest: bool = True, labels=None, budgets=None) -> np.ndarray:
+    """Reference of easyhard.ops.topk_select with numpy's stable sorts (int64 [k], ascending)."""
+    s = np.asarray(scores, dtype=np.float64)
+    nan = np.isnan(s)
+    key = np.where(nan, 0.0, -s if largest else s) + 0.0  # + 0.0 turns -0.0 into 0.0
+    order = np.lexsort((np.arange(len(s)), key, nan))  # NaN last, then by key, then by index
+    if labels is None:
+        return np.sort(order[:k]).astype(np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    budgets = np.asarray(budgets, dtype=np.int64)
+    grouped = order[np.argsort(labels[order], kind="stable")]
+    sizes = np.bincount(labels, minlength=len(budgets))
+    starts = np.cumsum(sizes) - sizes
+    rank = np.arange(len(s)) - starts[labels[grouped]]
+    return np.sort(grouped[rank < budgets[labels[grouped]]]).astype(np.int64)

@@ -29,6 +29,7 @@ def test_real_fashion_mnist():
 
 
 def make_fmnist(folder, n=12, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
@@ -68,7 +69,7 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path):
 
 def write_cifar10(folder, n_per_batch=4):
     d = folder / "cifar-10-batches-py"
-    d.mkdir()
+    d.mkdir(parents=True)
     rng = np.random.default_rng(1)
     all_images, all_labels = [], []
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

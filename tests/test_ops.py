@@ -1,6 +1,7 @@
 """Tests of easyhard's custom ops against easyhard.reference (CPU here; CUDA under `cuda`)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -271,3 +272,128 @@ class TestAccumulateStatsCUDA:
         )
         fn = torch.compile(ops.accumulate_stats, fullgraph=True)
         fn(logits, labels, indices, **ops.new_state(12, "cuda"))
+
+
+def tied_scores(N, seed, dtype=torch.float32, levels=7, nan_frac=0.0):
+    """Scores with many ties (few distinct values), some -0.0/0.0 and optional NaNs."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(-levels, levels + 1, (N,), generator=g).to(dtype) / 2
+    s[s == 0] = torch.where(torch.rand(int((s == 0).sum()), generator=g) < 0.5, -0.0, 0.0).to(dtype)
+    if nan_frac:
+        s[torch.rand(N, generator=g) < nan_frac] = float("nan")
+    return s
+
+
+def balanced_budgets(labels, C, frac):
+    sizes = np.bincount(labels.numpy(), minlength=C)
+    return torch.from_numpy(np.floor(sizes * frac).astype(np.int64))
+
+
+class TestTopkSelect:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("largest", [True, False])
+    @pytest.mark.parametrize("N, k", [(1, 1), (50, 0), (50, 50), (1000, 137), (4097, 2000)])
+    def test_global_matches_reference(self, dtype, largest, N, k):
+        s = tied_scores(N, N + k, dtype, nan_frac=0.05)
+        got = ops.topk_select(s, k, largest)
+        want = reference.topk_select(s.numpy(), k, largest)
+        assert got.dtype == torch.int64 and got.tolist() == want.tolist()
+
+    @pytest.mark.parametrize("largest", [True, False])
+    @pytest.mark.parametrize("C", [1, 3, 100])
+    def test_per_class_matches_reference(self, largest, C):
+        N = 3000
+        s = tied_scores(N, C, nan_frac=0.02)
+        labels = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(C))
+        budgets = balanced_budgets(labels, C, 0.3)
+        k = int(budgets.sum())
+        got = ops.topk_select(s, k, largest, labels, budgets)
+        want = reference.topk_select(s.numpy(), k, largest, labels.numpy(), budgets.numpy())
+        assert got.tolist() == want.tolist()
+        per_class = np.bincount(labels[got].numpy(), minlength=C)
+        assert per_class.tolist() == budgets.tolist()
+
+    def test_ties_broken_by_index_and_nan_last(self):
+        s = torch.tensor([1.0, float("nan"), 3.0, 3.0, -0.0, 0.0, 3.0])
+        assert ops.topk_select(s, 2, True).tolist() == [2, 3]
+        assert ops.topk_select(s, 3, False).tolist() == [0, 4, 5]
+        assert ops.topk_select(s, 7, True).tolist() == list(range(7))
+        assert 1 not in ops.topk_select(s, 6, False).tolist()  # NaN is the last one left
+
+    def test_large_n(self):
+        N = 3_000_000
+        s = torch.rand(N, generator=torch.Generator().manual_seed(0))
+        got = ops.topk_select(s, 1000, True)
+        want = torch.topk(s, 1000).indices.sort().values
+        assert torch.equal(got, want)
+
+    @pytest.mark.parametrize("args, message", [
+        (dict(scores=torch.zeros(3, 2), k=1), "scores must be 1-D"),
+        (dict(scores=torch.zeros(3, dtype=torch.int64), k=1), "scores must be float32 or float64"),
+        (dict(scores=torch.zeros(3), k=4), r"k=4 must be in \[0, N=3\]"),
+        (dict(scores=torch.zeros(3), k=-1), r"k=-1 must be in"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1, 1])), "labels and budgets go together"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1]), budgets=torch.tensor([1, 0])),
+         r"labels must have shape \[3\]"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 2, 1]), budgets=torch.tensor([1, 0])),
+         r"labels\[1\] = 2 is outside \[0, 2\)"),
+        (dict(scores=torch.zeros(3), k=2, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([0, 2])),
+         r"budgets\[1\] = 2 exceeds the 1 examples of class 1"),
+        (dict(scores=torch.zeros(3), k=2, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([1, 0])),
+         "budgets sum to 1 but k=2"),
+        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([-1, 1])),
+         r"budgets\[0\] = -1 is negative"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1], dtype=torch.int32),
+              budgets=torch.tensor([1, 0])), "labels must be int64"),
+    ])
+    def test_bad_input_refused(self, args, message):
+        largest = args.pop("largest", True)
+        with pytest.raises(RuntimeError, match=message):
+            ops.topk_select(args.pop("scores"), args.pop("k"), largest, **args)
+
+    def test_opcheck_and_compile(self):
+        s = tied_scores(200, 1)
+        labels = torch.arange(200) % 4
+        budgets = torch.tensor([5, 6, 7, 8])
+        torch.library.opcheck(torch.ops.easyhard.topk_select.default, (s, 26, True, labels, budgets))
+        torch.library.opcheck(torch.ops.easyhard.topk_select.default, (s, 10, False, None, None))
+        fn = torch.compile(lambda x: ops.topk_select(x * 2, 10, True), fullgraph=True)
+        assert fn(s).tolist() == reference.topk_select((s * 2).numpy(), 10, True).tolist()
+
+    @settings(max_examples=80, deadline=None)
+    @given(N=st.integers(1, 300), C=st.integers(1, 12), frac=st.floats(0, 1),
+           seed=st.integers(0, 2**31 - 1), largest=st.booleans())
+    def test_sizes_are_exact(self, N, C, frac, seed, largest):
+        s = tied_scores(N, seed, levels=3, nan_frac=0.1)
+        labels = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(seed))
+        budgets = balanced_budgets(labels, C, frac)
+        k = int(budgets.sum())
+        got = ops.topk_select(s, k, largest, labels, budgets)
+        assert len(got) == k and len(set(got.tolist())) == k
+        assert np.bincount(labels[got].numpy(), minlength=C).tolist() == budgets.tolist()
+        kg = int(frac * N)
+        assert len(ops.topk_select(s, kg, largest)) == kg
+
+
+@pytest.mark.cuda
+class TestTopkSelectCUDA:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("largest", [True, False])
+    def test_cuda_matches_cpu(self, dtype, largest):
+        N, C = 200_003, 1000
+        s = tied_scores(N, 5, dtype, levels=50, nan_frac=0.01)
+        labels = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(1))
+        budgets = balanced_budgets(labels, C, 0.37)
+        k = int(budgets.sum())
+        cpu = ops.topk_select(s, k, largest, labels, budgets)
+        gpu = ops.topk_select(s.cuda(), k, largest, labels.cuda(), budgets.cuda())
+        assert torch.equal(gpu.cpu(), cpu)
+        assert torch.equal(ops.topk_select(s.cuda(), 5000, largest).cpu(),
+                           ops.topk_select(s, 5000, largest))
+
+    def test_cuda_refuses_bad_budgets(self):
+        s = torch.zeros(3, device="cuda")
+        with pytest.raises(RuntimeError, match="exceeds the 1 examples of class 1"):
+            ops.topk_select(s, 2, True, torch.tensor([0, 0, 1], device="cuda"), torch.tensor([0, 2]))
+        with pytest.raises(RuntimeError, match=r"labels must be in \[0, 2\)"):
+            ops.topk_select(s, 1, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([1, 0]))

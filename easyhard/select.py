@@ -1,0 +1,163 @@
+"""Subset selection by difficulty: which examples to keep.
+
+Strategies (each global or class-balanced):
+
+- ``hardest``: keep the hardest, drop the easiest (the paper's compression by easiness);
+- ``easiest``: keep the easiest;
+- ``random``: a seeded uniform draw (the baseline);
+- ``stratified``: coverage-centric selection (Zheng et al., 2023): split the score range into
+  equal-width bins and spread the budget over them, smallest bins first, drawing at random (seeded)
+  inside each bin.
+
+``cut_hardest`` first removes that fraction of the very hardest examples (likely mislabelled), as
+Data Diet and coverage-centric selection do. Keep/prune semantics: ``keep`` as a fraction keeps
+exactly floor(keep * N + 0.5) examples (of those left after the cut); class-balanced budgets are
+proportional to class sizes with largest-remainder rounding, so they add up exactly. Rankings
+and ties go through easyhard::topk_select (ties broken by dataset index).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import ops
+
+STRATEGIES = ("hardest", "easiest", "random", "stratified")
+
+
+def resolve_keep(keep: float | int | str, n: int) -> int:
+    """Number of examples to keep: a fraction in (0, 1] (e.g. 0.7 or "70%") or a count ("700")."""
+    text = str(keep).strip()
+    try:
+        if text.endswith("%"):
+            value, fraction = float(text[:-1]) / 100, True
+        elif isinstance(keep, int) or text.isdigit():
+            value, fraction = int(text), False
+        else:
+            value, fraction = float(text), True
+    except ValueError:
+        raise ValueError(f"keep must be a fraction (0.7, 70%) or a count (700), got {keep!r}")
+    if fraction:
+        if not 0 < value <= 1:
+            raise ValueError(f"keep fraction must be in (0, 1], got {value}")
+        return int(math.floor(value * n + 0.5))
+    if not 0 < value <= n:
+        raise ValueError(f"keep count must be between 1 and the {n} examples available, got {value}")
+    return int(value)
+
+
+def class_budgets(labels: np.ndarray, k: int, num_classes: int,
+                  available: np.ndarray | None = None) -> np.ndarray:
+    """Per-class budgets (int64 [C]) summing to exactly k, proportional to the class sizes, by
+    largest-remainder rounding (equal remainders: the smaller class index first). `available`
+    (default: the class sizes) caps each budget."""
+    sizes = np.bincount(labels, minlength=num_classes).astype(np.int64)
+    avail = sizes if available is None else np.asarray(available, dtype=np.int64)
+    total = int(avail.sum())
+    if not 0 <= k <= total:
+        raise ValueError(f"cannot keep {k} of {total} examples")
+    quota = k * avail / max(total, 1)
+    budgets = np.floor(quota).astype(np.int64)
+    remainder = quota - budgets
+    short = k - int(budgets.sum())
+    order = np.lexsort((np.arange(num_classes), -remainder))
+    budgets[order[:short]] += 1
+    assert budgets.sum() == k and (budgets <= avail).all()
+    return budgets
+
+
+@dataclass
+class Selection:
+    """A chosen subset: ascending dataset indices and how it was chosen."""
+
+    indices: np.ndarray  # int64 [k], ascending
+    num_samples: int  # N of the source
+    kept_per_class: np.ndarray  # int64 [C]
+    class_sizes: np.ndarray  # int64 [C]
+    info: dict = field(default_factory=dict)  # strategy, score, keep, seed, ...
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio: source size / kept size."""
+        return self.num_samples / max(len(self.indices), 1)
+
+
+def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float | int | str, *,
+           strategy: str = "hardest", balanced: bool = False, cut_hardest: float = 0.0,
+           seed: int = 0, bins: int = 50, score_name: str = "hardness") -> Selection:
+    """Choose a subset. `scores` are oriented with larger = harder (see scores.hardness)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    h = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    N = len(h)
+    if labels.shape != (N,):
+        raise ValueError(f"labels must have shape [{N}], got {labels.shape}")
+    if N and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes})")
+    if not 0 <= cut_hardest < 1:
+        raise ValueError(f"cut_hardest must be in [0, 1), got {cut_hardest}")
+    h_t = torch.from_numpy(h)
+    alive = np.ones(N, dtype=bool)
+    n_cut = int(math.floor(cut_hardest * N + 0.5))
+    if n_cut:
+        alive[ops.topk_select(h_t, n_cut, True).numpy()] = False
+    k = resolve_keep(keep, int(alive.sum()))
+    if strategy == "stratified":
+        chosen = _stratified(h, labels, alive, k, num_classes, balanced, bins, seed)
+    else:
+        if strategy == "random":
+            key = torch.from_numpy(np.random.default_rng(seed).random(N))
+            largest = True
+        else:
+            key, largest = h_t.clone(), strategy == "hardest"
+        key[torch.from_numpy(~alive)] = float("nan")  # NaN ranks last: cut examples never chosen
+        if balanced:
+            budgets = class_budgets(labels, k, num_classes,
+                                    np.bincount(labels[alive], minlength=num_classes))
+            chosen = ops.topk_select(key, k, largest, torch.from_numpy(labels),
+                                     torch.from_numpy(budgets)).numpy()
+        else:
+            chosen = ops.topk_select(key, k, largest).numpy()
+    info = {"strategy": strategy, "balanced": balanced, "cut_hardest": cut_hardest,
+            "cut": n_cut, "keep": str(keep), "kept": int(len(chosen)), "seed": seed,
+            "score": score_name}
+    if strategy == "stratified":
+        info["bins"] = bins
+    return Selection(np.asarray(chosen, dtype=np.int64), N,
+                     np.bincount(labels[chosen], minlength=num_classes),
+                     np.bincount(labels, minlength=num_classes), info)
+
+
+def _stratified(h, labels, alive, k, C, balanced, bins, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if balanced:
+        budgets = class_budgets(labels, k, C, np.bincount(labels[alive], minlength=C))
+        parts = [_ccs(np.flatnonzero(alive & (labels == c)), h, int(budgets[c]), bins, rng)
+                 for c in range(C)]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return np.sort(_ccs(np.flatnonzero(alive), h, k, bins, rng))
+
+
+def _ccs(members: np.ndarray, h: np.ndarray, budget: int, bins: int, rng) -> np.ndarray:
+    """Coverage-centric sampling of `budget` of `members` across equal-width score bins."""
+    if budget == 0 or len(members) == 0:
+        return np.zeros(0, dtype=np.int64)
+    v = h[members]
+    finite = np.isfinite(v)
+    lo, hi = (v[finite].min(), v[finite].max()) if finite.any() else (0.0, 0.0)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    b = np.where(finite, np.clip(((v - lo) / width).astype(np.int64), 0, bins - 1), bins)
+    groups = [members[b == i] for i in range(bins + 1)]
+    groups = sorted((g for g in groups if len(g)), key=len)
+    chosen, left = [], budget
+    for i, g in enumerate(groups):
+        take = min(len(g), left // (len(groups) - i))
+        chosen.append(rng.choice(g, size=take, replace=False))
+        left -= take
+    out = np.concatenate(chosen)
+    assert len(out) == budget
+    return out
