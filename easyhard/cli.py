@@ -67,6 +67,117 @@ def info(as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
+# ---------------------------------------------------------------------------- scoring
+@main.command("score")
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10", "cifar100", "imagefolder",
+                                              "synthetic"]), default="fashion-mnist",
+              show_default=True, help="Dataset to score (its training split).")
+@click.option("--data-dir", default=None, help="Dataset root (default: the dataset's own).")
+@click.option("--arch", "archs", multiple=True, default=("convnet", "resnet20"), show_default=True,
+              help="Architecture; repeat for several (see `easyhard models`).")
+@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
+              help="Runs per architecture (seeds seed, seed+1, ...).")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Per process.")
+@click.option("--lr", type=float, default=0.2, show_default=True, help="Peak learning rate (SGD).")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--nesterov/--no-nesterov", default=True, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step"]), default="onecycle",
+              show_default=True)
+@click.option("--warmup-epochs", type=float, default=0.5, show_default=True,
+              help="Linear warm-up of the cosine and step schedules.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+              show_default=True, help="auto: bf16 on GPU, fp32 on CPU.")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile the model.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--clean-every", type=click.IntRange(0), default=0, show_default=True,
+              help="Record a clean view (eval mode, no augmentation) every K epochs (0: off).")
+@click.option("--clean-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Record a clean view every K steps inside the first epoch (0: off).")
+@click.option("--window", type=click.IntRange(1), default=None,
+              help="Epochs counted by easiness in the merged file (default: all).")
+@click.option("--crop", type=click.IntRange(8), default=224, show_default=True,
+              help="Image size for image-folder datasets.")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True,
+              help="Decoding threads / workers for image-folder datasets.")
+@click.option("--num-samples", type=click.IntRange(1), default=2048, show_default=True,
+              help="synthetic only.")
+@click.option("--num-classes", type=click.IntRange(2), default=10, show_default=True,
+              help="synthetic only.")
+@click.option("--image-size", type=click.IntRange(4), default=28, show_default=True,
+              help="synthetic only.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (one sub-folder per run, plus merged.npz).")
+@click.option("--resume", is_flag=True, help="Continue the runs found in --out.")
+@click.option("--force", is_flag=True, help="Start afresh in a non-empty --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, nesterov,
+              weight_decay, label_smoothing, schedule, warmup_epochs, amp, compile_, device, seed,
+              clean_every, clean_steps, window, crop, workers, num_samples, num_classes,
+              image_size, out_dir, resume, force, quiet, as_json):
+    """Train CNNs and record every training example at every presentation."""
+    from .datasets import DatasetError
+    from .train import ScoreConfig, score
+
+    cfg = ScoreConfig(dataset=dataset, data_dir=data_dir, archs=tuple(archs), runs=runs,
+                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                      nesterov=nesterov, weight_decay=weight_decay,
+                      label_smoothing=label_smoothing, schedule=schedule,
+                      warmup_epochs=warmup_epochs, amp=amp, compile=compile_, device=device,
+                      seed=seed, clean_every=clean_every, clean_steps=clean_steps, window=window,
+                      crop=crop, workers=workers, num_samples=num_samples,
+                      num_classes=num_classes, image_size=image_size)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
+        raise click.ClickException(f"{out_dir} is not empty: pass --resume to continue its runs "
+                                   "or --force to start afresh")
+    if force and not resume and os.path.isdir(out_dir):
+        import shutil
+
+        for name in os.listdir(out_dir):  # only our own outputs
+            path = os.path.join(out_dir, name)
+            if name == "merged.npz" or (os.path.isdir(path) and "-run" in name):
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    try:
+        summary = score(cfg, out_dir, resume=resume, quiet=quiet)
+    except (ValueError, DatasetError, OSError) as e:
+        raise click.ClickException(str(e))
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    elif "merged" in summary:
+        click.echo(f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
+                   f"merged scores in {summary['merged']}")
+
+
+@main.command("merge")
+@click.argument("score_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged score file.")
+@click.option("--window", type=click.IntRange(1), default=None,
+              help="Epochs counted by easiness (default: all).")
+def merge_cmd(score_files, out, window):
+    """Average the scores of several runs (and architectures) of the same dataset."""
+    from .scores import merge_score_files
+
+    try:
+        table = merge_score_files(list(score_files), out, window=window)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"merged {len(score_files)} runs of {len(table.labels)} examples into {out}")
+
+
+@main.command("models")
+def models_cmd():
+    """List the registered architectures."""
+    from .models import available_models
+
+    click.echo("\n".join(available_models()))
+
+
 # ---------------------------------------------------------------------------- selection
 SCORE_NAMES = ("easiness", "forgetting", "first_learned", "el2n", "margin", "confidence")
 
@@ -106,25 +217,22 @@ def selection_options(f):
 
 def _run_selection(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins,
                    seed):
-    """Load a score file and select; returns (stats, selection). Errors are ClickExceptions."""
-    from .scores import compute_scores, hardness
+    """Load a score file (one run's or merged) and select; returns (table, selection)."""
+    from .scores import hardness, load_scores
     from .select import select
-    from .stats import SampleStats
 
     try:
-        stats = SampleStats.load(score_file)
-        values = compute_scores(stats, window)[score_name]
-        labels = stats.labels
-        if (labels < 0).any():
+        table = load_scores(score_file, window)
+        if (table.labels < 0).any():
             raise ValueError(f"{score_file} has examples without a label (never presented)")
-        selection = select(hardness(score_name, values), labels, stats.num_classes, keep,
-                           strategy=strategy, balanced=balanced, cut_hardest=cut_hardest,
-                           seed=seed, bins=bins, score_name=score_name)
-    except (ValueError, OSError) as e:
+        selection = select(hardness(score_name, table.scores[score_name]), table.labels,
+                           table.num_classes, keep, strategy=strategy, balanced=balanced,
+                           cut_hardest=cut_hardest, seed=seed, bins=bins, score_name=score_name)
+    except (ValueError, OSError, KeyError) as e:
         raise click.ClickException(str(e))
     selection.info["score_file"] = os.path.abspath(score_file)
     selection.info["window"] = window
-    return stats, selection
+    return table, selection
 
 
 def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) -> None:
@@ -199,9 +307,9 @@ def compress_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, 
         dataset = load_dataset(dataset_name, data_dir, split, file_list=file_list)
     except (DatasetError, OSError) as e:
         raise click.ClickException(str(e))
-    stats, selection = _run_selection(score_file, keep, score_name, strategy, balanced,
+    table, selection = _run_selection(score_file, keep, score_name, strategy, balanced,
                                       cut_hardest, window, bins, seed)
-    scored = stats.fingerprint
+    scored = table.fingerprint
     if scored != dataset.fingerprint:
         raise click.ClickException(
             f"{score_file} was scored on dataset fingerprint {scored!r}, but {dataset_name} "

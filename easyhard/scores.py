@@ -23,8 +23,14 @@ Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says wh
 """
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
 import numpy as np
 
+from .io import atomic_write
 from .stats import SampleStats
 
 DIRECTION = {
@@ -90,3 +96,82 @@ def hardness(name: str, values: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name} has no easy/hard direction; rank by another score")
     v = np.asarray(values, dtype=np.float64)
     return -v if direction == "higher_easier" else v
+
+
+# ---------------------------------------------------------------------------- merging
+MERGED_FORMAT = "easyhard.merged"
+
+
+@dataclass
+class ScoreTable:
+    """Scores of one run or of merged runs, with the identity of every example."""
+
+    scores: dict[str, np.ndarray]  # name -> float64 [N] (never_learned: fraction of runs)
+    labels: np.ndarray  # int64 [N]
+    num_classes: int
+    fingerprint: str | None
+    paths: list[str] | None
+    metadata: dict
+
+
+def merge_score_files(paths: Sequence[str], out: str, window: int | None = None) -> ScoreTable:
+    """Average every score over runs (and architectures); refuses files of different data.
+
+    Writes `out` (.npz, atomically): index, label, (path), score_<name> [N] means over runs,
+    runs_<name> [R, N] per run, and a JSON metadata block listing the runs."""
+    if not paths:
+        raise ValueError("nothing to merge: give at least one score file")
+    per_run, first = [], None
+    for p in paths:
+        stats = SampleStats.load(p)
+        if first is None:
+            first = stats
+        elif stats.fingerprint != first.fingerprint:
+            raise ValueError(f"{p} was scored on dataset fingerprint {stats.fingerprint!r}, "
+                             f"{paths[0]} on {first.fingerprint!r}: they cannot be merged")
+        elif stats.num_samples != first.num_samples or not np.array_equal(stats.labels, first.labels):
+            raise ValueError(f"{p} and {paths[0]} disagree on the examples or their labels")
+        per_run.append((p, stats.metadata, compute_scores(stats, window)))
+    names = [n for n in per_run[0][2]]
+    stacked = {n: np.stack([r[2][n].astype(np.float64) for r in per_run]) for n in names}
+    table = ScoreTable({n: stacked[n].mean(0) for n in names}, first.labels, first.num_classes,
+                       first.fingerprint, first.paths, {})
+    meta = {"format": MERGED_FORMAT, "format_version": 1, "num_samples": first.num_samples,
+            "num_classes": first.num_classes, "fingerprint": first.fingerprint, "window": window,
+            "runs": [{"file": os.path.abspath(p), "arch": m.get("arch"), "seed": m.get("seed"),
+                      "run": m.get("run"), "epochs": m.get("epochs")} for p, m, _ in per_run],
+            "directions": DIRECTION}
+    table.metadata = meta
+    arrays = {"index": np.arange(first.num_samples), "label": first.labels,
+              "metadata": np.array(json.dumps(meta, sort_keys=True))}
+    for n in names:
+        arrays[f"score_{n}"] = table.scores[n]
+        arrays[f"runs_{n}"] = stacked[n].astype(np.float32)
+    if first.paths is not None:
+        arrays["path"] = np.array(first.paths, dtype=str)
+    with atomic_write(out) as f:
+        np.savez(f, **arrays)
+    return table
+
+
+def load_scores(path: str, window: int | None = None) -> ScoreTable:
+    """Scores from a run's score file (computed here) or a merged file (read)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
+    meta = json.loads(str(arrays["metadata"])) if "metadata" in arrays else {}
+    if meta.get("format") == MERGED_FORMAT:
+        if window is not None and window != meta.get("window"):
+            raise ValueError(f"{path} was merged with window={meta.get('window')}; re-merge to "
+                             f"use window={window}")
+        scores = {k[len("score_"):]: v for k, v in arrays.items() if k.startswith("score_")}
+        return ScoreTable(scores, arrays["label"].astype(np.int64), int(meta["num_classes"]),
+                          meta.get("fingerprint"),
+                          arrays["path"].tolist() if "path" in arrays else None, meta)
+    stats = SampleStats.load(path)
+    return ScoreTable(compute_scores(stats, window), stats.labels, stats.num_classes,
+                      stats.fingerprint, stats.paths, stats.metadata)

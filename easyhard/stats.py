@@ -159,6 +159,21 @@ class SampleStats:
         self._counts.zero_()
         self._sums.zero_()
 
+    def all_reduce(self, group=None) -> None:
+        """Sum the open epoch's accumulators across torch.distributed ranks (call before
+        end_epoch on every rank). Each rank records its share of the examples; afterwards every rank
+        holds the global counts. An example's last-correct flag becomes that of the rank(s) that
+        presented it this epoch (all of them correct, if several did)."""
+        import torch.distributed as tdist
+
+        self.check()
+        touched = (self._counts[:, 0] > 0).to(torch.int32)
+        correct_flag = (self._flags & ops.LAST_CORRECT) * touched
+        for t in (self._counts, self._sums, touched, correct_flag):
+            tdist.all_reduce(t, group=group)
+        settled = (correct_flag == touched).to(torch.int32) * ops.LAST_CORRECT
+        self._flags.copy_(torch.where(touched > 0, settled, self._flags))
+
     def check(self) -> None:
         """Raise RuntimeError if any update so far had invalid labels or indices (synchronises)."""
         self._raise_for(self._errors.cpu().numpy())

@@ -1,0 +1,389 @@
+"""The scoring engine: train CNNs and record every training example at every presentation.
+
+    easyhard score --dataset fashion-mnist --arch convnet --arch resnet20 --runs 2 --epochs 4 --out runs/
+
+For each (architecture, run) this trains a model (channels-last; AMP bf16 on GPU by default, fp16
+with a grad scaler as an option, fp32 on CPU; optional torch.compile; SGD with momentum/Nesterov
+and weight decay; label smoothing; step, cosine or one-cycle schedules with warm-up), feeds the
+training step's own logits to the fused op through SampleStats (no extra forward pass), optionally
+records a clean view (eval mode, no augmentation) into its own history, evaluates on the test
+split each epoch, and writes into ``OUT/<arch>-run<k>/``: ``scores.npz`` (and
+``scores_clean.npz``), ``metrics.jsonl`` (per epoch: loss, train and test accuracy, images/s),
+``config.json`` (the resolved configuration) and ``checkpoint.pt`` (every epoch, atomically;
+``resume`` continues a killed run and, on CPU, ends with bit-identical scores). Finally
+``OUT/merged.npz`` merges all runs (easyhard.scores.merge_score_files).
+
+Multi-GPU / multi-node: launch with torchrun; each rank trains on its shard (DDP; NCCL on GPU,
+gloo on CPU) and the per-example accumulators are summed across ranks at the end of each epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .datasets import ArrayDataset, load_dataset
+from .io import atomic_write
+from .loaders import make_loader
+from .models import build_model
+from .stats import SampleStats
+
+
+@dataclass
+class ScoreConfig:
+    """Everything that defines a scoring job (saved with every run as config.json)."""
+
+    dataset: str = "fashion-mnist"  # easyhard.datasets name
+    data_dir: str | None = None  # dataset root (default: the dataset's own)
+    archs: tuple[str, ...] = ("convnet", "resnet20")  # architectures, trained in turn
+    runs: int = 1  # runs per architecture (seeds seed, seed + 1, ...)
+    epochs: int = 3  # training epochs per run
+    batch_size: int = 256  # per process
+    lr: float = 0.2  # peak learning rate (SGD)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 weight decay
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    schedule: str = "onecycle"  # onecycle | cosine | step
+    warmup_epochs: float = 0.5  # linear warm-up (cosine and step)
+    amp: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # run k of every architecture uses seed + k
+    clean_every: int = 0  # clean-view pass over the training set every K epochs (0: off)
+    clean_steps: int = 0  # clean-view pass every K steps within the first epoch (0: off)
+    window: int | None = None  # epochs counted by easiness when merging (None: all)
+    crop: int = 224  # image size for image-folder datasets
+    workers: int = 4  # DALI threads / torch workers for image-folder datasets
+    num_samples: int = 2048  # synthetic dataset only
+    num_classes: int = 10  # synthetic dataset only
+    image_size: int = 28  # synthetic dataset only
+    extra: dict = field(default_factory=dict)  # free-form notes saved with the config
+
+    def validate(self) -> None:
+        if self.runs < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("runs, epochs and batch size must be at least 1")
+        if self.schedule not in ("onecycle", "cosine", "step"):
+            raise ValueError(f"schedule must be onecycle, cosine or step, got {self.schedule!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or fp32, got {self.amp!r}")
+        if not self.archs:
+            raise ValueError("give at least one architecture")
+        from .models import available_models
+
+        unknown = [a for a in self.archs if a not in available_models()]
+        if unknown:
+            raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(available_models())}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return dev
+
+
+def amp_dtype(cfg: ScoreConfig, device: torch.device) -> torch.dtype | None:
+    mode = cfg.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[mode]
+
+
+def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def f(step: int) -> float:
+        if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to 0
+            peak = max(1, int(0.25 * total))
+            return (step + 1) / peak if step < peak else max(0.0, (total - step) / (total - peak))
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 0.1 ** int(3 * t)  # step: /10 at one and two thirds
+    return f
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Dist:
+    """torch.distributed context (from torchrun's environment); rank 0 of 1 without it."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _maybe_progress(total: int, desc: str, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, dynamic_ncols=True, leave=False)
+
+
+# ---------------------------------------------------------------------------- one run
+def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
+              quiet: bool = False, dist: Dist | None = None,
+              stop_after_epoch: int | None = None) -> str:
+    """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
+
+    stop_after_epoch: end after that many epochs as if killed (for tests of resume)."""
+    dist = dist or Dist()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    seed = cfg.seed + run
+    run_dir = os.path.join(out_dir, f"{arch}-run{run}")
+    os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    synthetic = dict(num_samples=cfg.num_samples, num_classes=cfg.num_classes,
+                     image_size=cfg.image_size, seed=cfg.seed)
+    extra = synthetic if cfg.dataset == "synthetic" else {}
+    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **extra)
+    test = load_dataset(cfg.dataset, cfg.data_dir, "test", **extra)
+    file_kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop}
+    loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
+                         world_size=dist.world_size, **file_kwargs)
+    test_loader = make_loader(test, 1024, device, train=False, **file_kwargs)
+    clean_loader = None
+    if cfg.clean_every or cfg.clean_steps:
+        clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,
+                                   world_size=dist.world_size, **file_kwargs)
+    in_ch = train.images.shape[-1] if isinstance(train, ArrayDataset) else 3
+    size = train.images.shape[1] if isinstance(train, ArrayDataset) else cfg.crop
+    model = build_model(arch, train.num_classes, in_ch, size).to(device, memory_format=torch.channels_last)
+    ddp_model = model
+    if dist.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(ddp_model) if cfg.compile else ddp_model
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                          momentum=cfg.momentum, nesterov=cfg.nesterov)
+    steps_per_epoch = len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    identity = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
+    stats = SampleStats(len(train), train.num_classes, device, **identity)
+    clean = SampleStats(len(train), train.num_classes, device, **identity) if clean_loader else None
+
+    start_epoch, metrics = 0, []
+    if resume and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["config"] != _config_dict(cfg) or ck["arch"] != arch or ck["run"] != run:
+            raise ValueError(f"{ckpt_path} belongs to another configuration; use a new --out "
+                             "or drop --resume")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        stats.load_state_dict(ck["stats"])
+        if clean is not None:
+            clean.load_state_dict(ck["clean"])
+        set_rng_state(ck["rng"])
+        start_epoch, metrics = ck["epoch"], ck["metrics"]
+
+    def autocast():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    def clean_pass() -> None:
+        model.eval()
+        with torch.no_grad(), autocast():
+            for x, y, idx in clean_loader:
+                clean.update(model(x), y, idx)
+        model.train()
+
+    is_main = dist.rank == 0
+    label = f"{arch} run {run}"
+    for epoch in range(start_epoch, cfg.epochs):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        model.train()
+        bar = _maybe_progress(len(train) // dist.world_size, f"{label} epoch {epoch + 1}/{cfg.epochs}",
+                              quiet or not is_main)
+        seen, t0 = 0, time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # read once per epoch: no sync per step
+        join = (nn.parallel.distributed.Join([ddp_model]) if dist.enabled
+                else contextlib.nullcontext())
+        with join:
+            for step, (x, y, idx) in enumerate(loader):
+                with autocast():
+                    logits = forward(x)
+                    loss = criterion(logits, y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                stats.update(logits, y, idx)  # the training step's own logits
+                seen += len(y)
+                loss_sum += loss.detach().float() * len(y)
+                if bar is not None:
+                    bar.update(len(y))
+                    bar.set_postfix(img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                if clean is not None and cfg.clean_steps and epoch == 0 and (step + 1) % cfg.clean_steps == 0:
+                    clean_pass()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        if dist.enabled:
+            stats.all_reduce()
+        record_before = stats.epochs
+        stats.end_epoch()
+        if clean is not None and cfg.clean_every and (epoch + 1) % cfg.clean_every == 0:
+            clean_pass()
+        if clean is not None and (cfg.clean_every and (epoch + 1) % cfg.clean_every == 0
+                                  or cfg.clean_steps and epoch == 0):
+            if dist.enabled:
+                clean.all_reduce()
+            clean.end_epoch()
+        hist = stats.history[record_before]
+        train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
+        test_acc = evaluate(model, test_loader, autocast) if is_main else float("nan")
+        metrics.append({"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1),
+                        "train_acc": train_acc, "test_acc": test_acc,
+                        "images_per_s": seen * dist.world_size / elapsed, "seconds": elapsed,
+                        "lr": sched.get_last_lr()[0]})
+        if is_main:
+            if not quiet:
+                m = metrics[-1]
+                print(f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {m['loss']:.4f} train acc "
+                      f"{m['train_acc']:.4f} test acc {m['test_acc']:.4f} "
+                      f"({m['images_per_s']:.0f} images/s)", flush=True)
+            _write_metrics(run_dir, metrics)
+            with atomic_write(ckpt_path) as f:
+                torch.save({"epoch": epoch + 1, "arch": arch, "run": run,
+                            "config": _config_dict(cfg), "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "scaler": scaler.state_dict(), "stats": stats.state_dict(),
+                            "clean": clean.state_dict() if clean is not None else None,
+                            "rng": rng_state(), "metrics": metrics}, f)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            return run_dir
+    if is_main:
+        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed,
+                "epochs_trained": cfg.epochs, "view": "train", "world_size": dist.world_size,
+                "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+                "config": _config_dict(cfg)}
+        stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
+        if clean is not None:
+            clean.save(os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"})
+        with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump({"arch": arch, "run": run, "seed": seed, "easyhard_version": __version__,
+                       "torch_version": torch.__version__, "device": str(device),
+                       "world_size": dist.world_size, "dataset_fingerprint": train.fingerprint,
+                       **_config_dict(cfg)}, f, indent=1)
+    return run_dir
+
+
+def evaluate(model: nn.Module, loader, autocast) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), autocast():
+        for x, y, _ in loader:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    model.train()
+    return correct / max(total, 1)
+
+
+def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["archs"] = list(d["archs"])
+    return d
+
+
+def _write_metrics(run_dir: str, metrics: list[dict]) -> None:
+    with atomic_write(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in metrics)
+
+
+def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
+    """Every (architecture, run) in turn, then the merged score file. Returns a summary."""
+    from .scores import merge_score_files
+
+    cfg.validate()
+    dist = Dist.from_env()
+    if dist.enabled and not torch.distributed.is_initialized():
+        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    os.makedirs(out_dir, exist_ok=True)
+    run_dirs = []
+    for arch in cfg.archs:
+        for run in range(cfg.runs):
+            done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
+            if resume and os.path.exists(done):
+                run_dirs.append(os.path.dirname(done))
+                continue
+            run_dirs.append(score_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet, dist=dist))
+    summary = {"runs": run_dirs}
+    if dist.rank == 0:
+        files = [os.path.join(d, "scores.npz") for d in run_dirs]
+        merged = os.path.join(out_dir, "merged.npz")
+        merge_score_files(files, merged, window=cfg.window)
+        summary["merged"] = merged
+    if dist.enabled:
+        torch.distributed.barrier()
+    return summary

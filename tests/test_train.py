@@ -1,0 +1,192 @@
+"""Tests of the scoring engine: outputs, reproducibility, resume after a kill, DDP, merging."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from easyhard import SampleStats
+from easyhard.cli import main
+from easyhard.scores import load_scores, merge_score_files
+from easyhard.train import ScoreConfig, score, score_run
+
+SMALL = ["--dataset", "synthetic", "--num-samples", "300", "--num-classes", "4",
+         "--image-size", "12", "--batch-size", "64", "--quiet"]
+
+
+def cli(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def small_cfg(**kw):
+    base = dict(dataset="synthetic", num_samples=300, num_classes=4, image_size=12,
+                batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    base.update(kw)
+    return ScoreConfig(**base)
+
+
+def totals(path):
+    return SampleStats.load(path).totals()
+
+
+def assert_same_scores(a, b):
+    ta, tb = totals(a), totals(b)
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    np.testing.assert_array_equal(SampleStats.load(a).history, SampleStats.load(b).history)
+
+
+def test_score_outputs(tmp_path):
+    r = cli(["score", *SMALL, "--arch", "convnet", "--arch", "resnet20",
+                                  "--epochs", "2", "--clean-every", "1", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert "merged scores in" in r.output
+    for arch in ("convnet", "resnet20"):
+        run = tmp_path / "o" / f"{arch}-run0"
+        stats = SampleStats.load(run / "scores.npz")
+        assert stats.epochs == 2 and (stats.totals()["presentations"] == 2).all()
+        assert stats.metadata["arch"] == arch and stats.metadata["seed"] == 0
+        assert stats.fingerprint and (stats.labels >= 0).all()
+        clean = SampleStats.load(run / "scores_clean.npz")
+        assert clean.epochs == 2 and clean.metadata["view"] == "clean"
+        lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in lines] == [1, 2]
+        assert {"loss", "train_acc", "test_acc", "images_per_s"} <= lines[0].keys()
+        config = json.loads((run / "config.json").read_text())
+        assert config["arch"] == arch and config["epochs"] == 2 and config["torch_version"]
+    merged = load_scores(str(tmp_path / "o" / "merged.npz"))
+    assert len(merged.metadata["runs"]) == 2 and merged.scores["easiness"].shape == (300,)
+    sel = cli(["select", tmp_path / "o" / "merged.npz", "--keep", "0.5",
+                                    "--out", tmp_path / "sel"])
+    assert sel.exit_code == 0, sel.output
+
+
+def test_training_learns_and_is_reproducible(tmp_path):
+    cfg = small_cfg(epochs=4, batch_size=32)
+    score(cfg, str(tmp_path / "a"), quiet=True)
+    score(cfg, str(tmp_path / "b"), quiet=True)
+    assert_same_scores(tmp_path / "a" / "convnet-run0" / "scores.npz",
+                       tmp_path / "b" / "convnet-run0" / "scores.npz")
+    metrics = [json.loads(l) for l in
+               (tmp_path / "a" / "convnet-run0" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["test_acc"] > 0.8  # the synthetic classes are separable
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = small_cfg(epochs=3)
+    score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), stop_after_epoch=1)
+    assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
+    assert_same_scores(tmp_path / "straight" / "convnet-run0" / "scores.npz",
+                       tmp_path / "cut" / "convnet-run0" / "scores.npz")
+    with pytest.raises(ValueError, match="another configuration"):
+        score_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
+
+
+def test_resume_after_a_real_kill(tmp_path):
+    args = [sys.executable, "-m", "easyhard", "score", "--dataset", "synthetic", "--num-samples",
+            "2000", "--num-classes", "4", "--image-size", "16", "--batch-size", "50",
+            "--arch", "convnet", "--epochs", "4", "--device", "cpu", "--quiet"]
+    ckpt = tmp_path / "killed" / "convnet-run0" / "checkpoint.pt"
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")])
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run ended before writing its first checkpoint"
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
+    assert epoch < 4, "the run finished before it could be killed"
+    assert not (tmp_path / "killed" / "convnet-run0" / "scores.npz").exists()
+    subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], check=True, timeout=600)
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, timeout=600)
+    assert_same_scores(tmp_path / "killed" / "convnet-run0" / "scores.npz",
+                       tmp_path / "whole" / "convnet-run0" / "scores.npz")
+
+
+def test_ddp_gloo_matches_single_process_replay(tmp_path):
+    """Two processes (gloo) record the same per-example counts as one process that presents the
+    same batches (lr=0 keeps the model fixed, so only the recording is compared)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "easyhard", "score", *SMALL, "--num-samples", "301",
+           "--arch", "convnet", "--epochs", "2", "--lr", "0", "--device", "cpu",
+           "--out", str(out)]
+    subprocess.run(cmd, check=True, env=env, timeout=600, capture_output=True)
+    ddp = SampleStats.load(out / "convnet-run0" / "scores.npz")
+    assert ddp.metadata["world_size"] == 2
+
+    from easyhard.datasets import load_dataset
+    from easyhard.loaders import TensorLoader
+    from easyhard.models import build_model
+
+    cfg = small_cfg(num_samples=301)
+    ds = load_dataset("synthetic", num_samples=301, num_classes=4, image_size=12, seed=0)
+    torch.manual_seed(cfg.seed)
+    model = build_model("convnet", 4, 3, 12).to(memory_format=torch.channels_last)
+    stats = SampleStats(len(ds), 4, labels=ds.labels)
+    with torch.no_grad():
+        for epoch in range(2):
+            for rank in range(2):
+                loader = TensorLoader(ds, 64, seed=cfg.seed, rank=rank, world_size=2)
+                loader.set_epoch(epoch)
+                for x, y, idx in loader:
+                    stats.update(model(x), y, idx)
+            stats.end_epoch()
+    got, want = ddp.totals(), stats.totals()
+    for k in ("presentations", "correct", "forgetting_events", "last_correct"):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_allclose(got["prob_sum"], want["prob_sum"], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_refusals(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    r = cli(["score", *SMALL, "--out", tmp_path / "busy"])
+    assert r.exit_code != 0 and "--resume" in r.output
+    r = cli(["score", *SMALL, "--arch", "alexnet", "--out", tmp_path / "n"])
+    assert r.exit_code != 0 and "unknown architecture(s) alexnet" in r.output
+    r = cli(["score", "--dataset", "cifar10", "--out", tmp_path / "c"])
+    assert r.exit_code != 0 and "needs --data-dir" in r.output
+
+
+def test_merge_refuses_other_data(tmp_path):
+    score(small_cfg(epochs=1), str(tmp_path / "a"), quiet=True)
+    score(small_cfg(epochs=1, num_samples=301), str(tmp_path / "b"), quiet=True)
+    r = cli(["merge", tmp_path / "a" / "convnet-run0" / "scores.npz",
+                                  tmp_path / "b" / "convnet-run0" / "scores.npz",
+                                  "--out", tmp_path / "m.npz"])
+    assert r.exit_code != 0 and "cannot be merged" in r.output
+    table = merge_score_files([str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2,
+                              str(tmp_path / "m.npz"))
+    one = load_scores(str(tmp_path / "a" / "convnet-run0" / "scores.npz"))
+    np.testing.assert_allclose(table.scores["easiness"], one.scores["easiness"])
+
+
+def test_models_registry():
+    from easyhard.models import available_models, build_model, register_model
+
+    for name in ("resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2",
+                 "mobilenet_v3_small", "resnet18_cifar", "resnet20", "airbench", "convnet"):
+        assert name in available_models()
+    x = torch.randn(2, 1, 32, 32)
+    for name in ("resnet20", "resnet18_cifar", "airbench", "convnet", "resnet18", "mobilenet_v2"):
+        assert build_model(name, 7, 1, 32)(x).shape == (2, 7)
+
+    @register_model("test_tiny")
+    def tiny(num_classes, in_channels, image_size):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size ** 2, num_classes))
+
+    assert build_model("test_tiny", 3, 1, 4)(torch.randn(2, 1, 4, 4)).shape == (2, 3)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("convnet")(tiny)
