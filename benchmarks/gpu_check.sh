@@ -36,16 +36,19 @@ if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   [ -n "$cap" ] && export TORCH_CUDA_ARCH_LIST="${cap}+PTX"
 fi
 step build build.log "$PY" -m pip install --no-build-isolation --no-deps -e .
-"$PY" -m easyhard info --json > "$OUT/info.json" 2>&1 || status=1  # $OUT: summary, info, build/tests/bench logs, 3 JSONs
+# $OUT holds 8 files at most: summary.txt, build.log (with `easyhard info`), tests.log, bench.log
+# and the four benchmark JSONs.
+"$PY" -m easyhard info >> "$OUT/build.log" 2>&1 || status=1
 step cuda-tests tests.log "$PY" -m pytest -q -m cuda -p no:cacheprovider tests
 # All benchmark output goes to one log (8 files at most come back from a device run).
 step bench-ops bench.log "$PY" benchmarks/bench_ops.py --device cuda --out "$OUT"
 # No DALI there: the GPU-resident loader only.
 step bench-loader bench.log "$PY" benchmarks/bench_loader.py --device cuda --skip-files --out "$OUT"
 step bench-select bench.log "$PY" benchmarks/bench_select.py --device cuda --out "$OUT"
+step bench-train bench.log "$PY" benchmarks/bench_train.py --device cuda --gpu-suite --out "$OUT"
 
 echo
 echo "== summary"
 cat "$OUT/summary.txt"
-grep -E "^cuda( |:)|^tensor-cuda" "$OUT/bench.log" 2>/dev/null || true
+grep -E "^cuda( |:)|^tensor-cuda|^recording|224px|CIFAR-shaped" "$OUT/bench.log" 2>/dev/null || true
 exit $status

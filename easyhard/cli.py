@@ -77,7 +77,7 @@ def info(as_json: bool) -> None:
               help="Architecture; repeat for several (see `easyhard models`).")
 @click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
               help="Runs per architecture (seeds seed, seed+1, ...).")
-@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Per process.")
 @click.option("--lr", type=float, default=0.2, show_default=True, help="Peak learning rate (SGD).")

@@ -36,12 +36,13 @@ FORMAT_VERSION = 1
 #: One example's record for one epoch (8 bytes). ``presentations`` and ``correct`` count the
 #: epoch's presentations; above 255 presentations both are scaled to a total of 255 (the fraction
 #: correct is kept to 1/255; exact counts stay in the totals). ``prob`` is the mean true-class
-#: probability over the epoch's presentations, ``margin`` and ``el2n`` the means over its finite
-#: presentations; all three are 0 for an epoch without presentations.
+#: probability over the epoch's presentations, in float32: it breaks the ties of easiness, and
+#: float16 cannot tell confident examples apart (its resolution near 1 is 5e-4). ``el2n`` is the
+#: mean EL2N over the epoch's finite presentations. Both are 0 for an epoch without presentations.
+#: The margin is kept in the totals (AUM averages it over all presentations).
 HISTORY_DTYPE = np.dtype(
-    [("presentations", "u1"), ("correct", "u1"), ("prob", "<f2"), ("margin", "<f2"), ("el2n", "<f2")]
+    [("presentations", "u1"), ("correct", "u1"), ("prob", "<f4"), ("el2n", "<f2")]
 )
-_FP16_MAX = float(np.finfo(np.float16).max)
 _RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
                       "fingerprint", "created", "easyhard_version", "torch_version",
                       "numpy_version"}
@@ -65,10 +66,8 @@ def epoch_record(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     rec["correct"] = correct
     with np.errstate(invalid="ignore", divide="ignore"):
         prob = np.where(pres > 0, sums[:, 0] / np.maximum(pres, 1), 0.0)
-        margin = np.where(finite > 0, sums[:, 2] / np.maximum(finite, 1), 0.0)
         el2n = np.where(finite > 0, sums[:, 4] / np.maximum(finite, 1), 0.0)
     rec["prob"] = prob
-    rec["margin"] = np.clip(margin, -_FP16_MAX, _FP16_MAX)
     rec["el2n"] = el2n
     return rec
 

@@ -48,7 +48,7 @@ class ScoreConfig:
     data_dir: str | None = None  # dataset root (default: the dataset's own)
     archs: tuple[str, ...] = ("convnet", "resnet20")  # architectures, trained in turn
     runs: int = 1  # runs per architecture (seeds seed, seed + 1, ...)
-    epochs: int = 3  # training epochs per run
+    epochs: int = 2  # training epochs per run
     batch_size: int = 256  # per process
     lr: float = 0.2  # peak learning rate (SGD)
     momentum: float = 0.9  # SGD momentum

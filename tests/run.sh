@@ -3,7 +3,8 @@
 # CUDA kernels when a CUDA toolkit is present (compile and link only: no GPU is needed), builds the
 # CMake target and runs ctest, then runs pytest. Any failure fails the script.
 #
-#   bash tests/run.sh            # extra arguments go to pytest, e.g. -k TestAccumulateStats
+#   bash tests/run.sh                 # extra arguments go to pytest, e.g. -k TestAccumulateStats
+#   bash tests/run.sh --setup-only    # install and build only (README's first command uses it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -29,6 +30,11 @@ fi
 
 echo "== building easyhard (pip install -e .)"
 "$PY" -m pip install -q --no-build-isolation -e ".[test]"
+
+if [ "${1:-}" = "--setup-only" ]; then
+  echo "== set up; run 'python3 -m easyhard --help'"
+  exit 0
+fi
 
 echo "== CMake build and ctest"
 cmake_args=(-DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')")

@@ -190,3 +190,22 @@ def test_models_registry():
     assert build_model("test_tiny", 3, 1, 4)(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     with pytest.raises(ValueError, match="already registered"):
         register_model("convnet")(tiny)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_easiness_on_real_fashion_mnist_is_graded(tmp_path):
+    """After real training, the easiest 10% is not a tie: fewer than 1% of examples share the
+    easiness value at the 10% boundary (binary per-epoch correctness alone leaves most tied)."""
+    cfg = ScoreConfig(dataset="fashion-mnist", archs=("convnet",), epochs=1, device="cpu")
+    score(cfg, str(tmp_path), quiet=True)
+    table = load_scores(str(tmp_path / "convnet-run0" / "scores.npz"))
+    e = table.scores["easiness"]
+    boundary = np.sort(e)[::-1][len(e) // 10 - 1]
+    assert (e == boundary).sum() / len(e) < 0.01
+    stats = SampleStats.load(tmp_path / "convnet-run0" / "scores.npz")
+    binary = stats.history["correct"][0]
+    assert (binary == 1).mean() > 0.5  # most examples were correct: binary scores would tie
+    metrics = json.loads((tmp_path / "convnet-run0" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["test_acc"] > 0.8
