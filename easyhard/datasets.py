@@ -278,12 +278,30 @@ def _check_relative(path: str, where: str) -> str:
     return norm
 
 
+def imagefolder_split_root(root: str, split: str) -> str:
+    """The folder of `split`: root/train and root/val (or root/test) when root holds both, else
+    root itself for the training split (and no test split)."""
+    held_out = [os.path.join(root, n) for n in ("val", "test") if os.path.isdir(os.path.join(root, n))]
+    has_train = os.path.isdir(os.path.join(root, "train"))
+    if split == "train":
+        return os.path.join(root, "train") if has_train and held_out else root
+    if has_train and held_out:
+        return held_out[0]
+    raise DatasetError(f"{root} has no test split: expected train/ beside val/ or test/ "
+                       "(the ImageNet layout)")
+
+
 def load_imagefolder(root: str, split: str = "train", file_list: str | None = None) -> FileDataset:
     """Class sub-folders of images under `root` (ImageNet train/ or val/ layout), or a file list
     (`relative/path label` per line, DALI's file_list format) whose paths are relative to `root`.
-    Example index = position in the sorted list of relative paths."""
+    When `root` holds train/ and val/ (or test/), `split` picks one. Example index = position in
+    the sorted list of relative paths."""
     if not os.path.isdir(root):
         raise DatasetError(f"image folder {root} does not exist or is not a folder")
+    if file_list is None:
+        root = imagefolder_split_root(root, _check_split(split))
+    elif split != "train":
+        raise DatasetError("a file list describes the training split only; it has no test split")
     if file_list is not None:
         entries = []
         with open(file_list, encoding="utf-8") as f:

@@ -470,16 +470,21 @@ def dali_available() -> bool:
 
 def make_loader(dataset: Dataset, batch_size: int, device: torch.device | str = "cpu", *,
                 train: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                backend: str = "auto", **kwargs):
+                backend: str = "auto", workers: int | None = None, **kwargs):
     """The loader for `dataset`: TensorLoader for in-memory sets; for image files DaliLoader when
-    DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch")."""
+    DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch").
+    `workers`: DALI threads or torch worker processes for image files."""
     if isinstance(dataset, ArrayDataset):
         return TensorLoader(dataset, batch_size, device, train=train, seed=seed, rank=rank,
                             world_size=world_size, **kwargs)
     if backend not in ("auto", "dali", "torch"):
         raise ValueError(f"backend must be auto, dali or torch, got {backend!r}")
     if backend == "dali" or (backend == "auto" and dali_available()):
+        if workers is not None:
+            kwargs["num_threads"] = workers
         return DaliLoader(dataset, batch_size, device, train=train, seed=seed, shard_id=rank,
                           num_shards=world_size, **kwargs)
+    if workers is not None:
+        kwargs["num_workers"] = workers
     return TorchImageLoader(dataset, batch_size, device, train=train, seed=seed, shard_id=rank,
                             num_shards=world_size, **kwargs)

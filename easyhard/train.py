@@ -25,7 +25,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .datasets import ArrayDataset, load_dataset
+from .datasets import ArrayDataset, DatasetError, load_dataset
 from .io import atomic_write
 from .loaders import make_loader
 from .models import build_model
@@ -69,7 +69,6 @@ class ScoreConfig:
     num_samples: int = 2048  # synthetic dataset only
     num_classes: int = 10  # synthetic dataset only
     image_size: int = 28  # synthetic dataset only
-    extra: dict = field(default_factory=dict)  # free-form notes saved with the config
 
     def validate(self) -> None:
         if self.runs < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -193,11 +192,16 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                      image_size=cfg.image_size, seed=cfg.seed)
     extra = synthetic if cfg.dataset == "synthetic" else {}
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **extra)
-    test = load_dataset(cfg.dataset, cfg.data_dir, "test", **extra)
-    file_kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop}
+    try:
+        test = load_dataset(cfg.dataset, cfg.data_dir, "test", **extra)
+    except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
+        if dist.rank == 0 and not quiet:
+            print(f"no test split ({e}); test accuracy is not measured", flush=True)
+        test = None
+    file_kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop, "workers": cfg.workers}
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
-    test_loader = make_loader(test, 1024, device, train=False, **file_kwargs)
+    test_loader = make_loader(test, 1024, device, train=False, **file_kwargs) if test else None
     clean_loader = None
     if cfg.clean_every or cfg.clean_steps:
         clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,
@@ -301,7 +305,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             clean.end_epoch()
         hist = stats.history[record_before]
         train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
-        test_acc = evaluate(model, test_loader, autocast) if is_main else float("nan")
+        test_acc = evaluate(model, test_loader, autocast) if is_main and test_loader else None
         metrics.append({"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1),
                         "train_acc": train_acc, "test_acc": test_acc,
                         "images_per_s": seen * dist.world_size / elapsed, "seconds": elapsed,
@@ -309,8 +313,9 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         if is_main:
             if not quiet:
                 m = metrics[-1]
+                test_txt = "n/a" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
                 print(f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {m['loss']:.4f} train acc "
-                      f"{m['train_acc']:.4f} test acc {m['test_acc']:.4f} "
+                      f"{m['train_acc']:.4f} test acc {test_txt} "
                       f"({m['images_per_s']:.0f} images/s)", flush=True)
             _write_metrics(run_dir, metrics)
             with atomic_write(ckpt_path) as f:

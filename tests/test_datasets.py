@@ -198,3 +198,12 @@ def test_synthetic_is_deterministic_and_unknown_names_refused():
         load_dataset("mnist")
     with pytest.raises(DatasetError, match="split must be"):
         load_dataset("fashion-mnist", split="val")
+
+
+def test_imagefolder_splits(tmp_path):
+    make_folder(tmp_path / "train")
+    make_folder(tmp_path / "val", per_class=1)
+    assert len(load_dataset("imagefolder", root=str(tmp_path))) == 6
+    assert len(load_dataset("imagefolder", root=str(tmp_path), split="test")) == 2
+    with pytest.raises(DatasetError, match="has no test split"):
+        load_dataset("imagefolder", root=str(tmp_path / "train"), split="test")

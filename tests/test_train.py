@@ -209,3 +209,26 @@ def test_easiness_on_real_fashion_mnist_is_graded(tmp_path):
     assert (binary == 1).mean() > 0.5  # most examples were correct: binary scores would tie
     metrics = json.loads((tmp_path / "convnet-run0" / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["test_acc"] > 0.8
+
+
+def test_score_image_folder(tmp_path):
+    """The image-file path: DALI (or the torch fallback) training and evaluation on train/ + val/."""
+    from test_loaders import jpeg_folder
+
+    jpeg_folder(tmp_path / "data" / "train", classes=2, per_class=6)
+    jpeg_folder(tmp_path / "data" / "val", classes=2, per_class=2)
+    r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--arch",
+             "convnet", "--epochs", "1", "--crop", "16", "--workers", "1", "--batch-size", "4",
+             "--device", "cpu", "--quiet", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    stats = SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz")
+    assert stats.paths[0] == "class0/000.jpg" and (stats.totals()["presentations"] == 1).all()
+    metrics = json.loads((tmp_path / "o" / "convnet-run0" / "metrics.jsonl").read_text())
+    assert 0 <= metrics["test_acc"] <= 1
+    # A bare class tree has no test split: training still runs, without evaluation.
+    r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data" / "train",
+             "--arch", "convnet", "--epochs", "1", "--crop", "16", "--workers", "1",
+             "--batch-size", "4", "--device", "cpu", "--quiet", "--out", tmp_path / "o2"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "o2" / "convnet-run0" / "metrics.jsonl").read_text())
+    assert metrics["test_acc"] is None
