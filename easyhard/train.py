@@ -201,7 +201,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     file_kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop, "workers": cfg.workers}
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
-    test_loader = make_loader(test, 1024, device, train=False, **file_kwargs) if test else None
+    test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
+                   if test is not None else None)
     clean_loader = None
     if cfg.clean_every or cfg.clean_steps:
         clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,

@@ -232,3 +232,12 @@ def test_score_image_folder(tmp_path):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "o2" / "convnet-run0" / "metrics.jsonl").read_text())
     assert metrics["test_acc"] is None
+
+
+def test_clean_view_inside_the_first_epoch(tmp_path):
+    cfg = small_cfg(epochs=2, clean_steps=2)  # 300 / 64 -> 5 steps: passes after steps 2 and 4
+    score_run(cfg, "convnet", 0, str(tmp_path))
+    clean = SampleStats.load(tmp_path / "convnet-run0" / "scores_clean.npz")
+    assert clean.epochs == 1 and (clean.history["presentations"][0] == 2).all()
+    train = SampleStats.load(tmp_path / "convnet-run0" / "scores.npz")
+    assert train.epochs == 2 and (train.totals()["presentations"] == 2).all()
