@@ -91,9 +91,10 @@ class TensorLoader:
         self.epoch = 0
         self.images = torch.from_numpy(dataset.images).to(self.device)  # uint8 [N, H, W, C]
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
-        stats = self.images.double().mean(dim=(0, 1, 2)), self.images.double().std(dim=(0, 1, 2))
-        self.mean = stats[0].float().view(1, -1, 1, 1) / 255
-        self.std = stats[1].float().clamp_min(1e-3).view(1, -1, 1, 1) / 255
+        mean, std = channel_stats(dataset.images)
+        self.mean = torch.tensor(mean / 255, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(np.maximum(std, 1e-3) / 255, dtype=torch.float32,
+                                device=self.device).view(1, -1, 1, 1)
         if subset is None:
             self.subset = torch.arange(len(dataset))
         else:
@@ -137,6 +138,20 @@ class TensorLoader:
         # NHWC uint8 viewed as NCHW is channels-last; the conversions keep that layout.
         x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255)
         return x.sub_(self.mean.to(self.dtype)).div_(self.std.to(self.dtype))
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of uint8 NHWC images, in float64, in chunks (no
+    full-size float copy of the dataset)."""
+    C = images.shape[-1]
+    total, total_sq, n = np.zeros(C), np.zeros(C), 0
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].reshape(-1, C).astype(np.float64)
+        total += block.sum(0)
+        total_sq += (block * block).sum(0)
+        n += len(block)
+    mean = total / max(n, 1)
+    return mean, np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 0.0))
 
 
 def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None) -> torch.Tensor:

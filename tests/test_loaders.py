@@ -187,3 +187,13 @@ def test_make_loader_picks(tmp_path, small):
         assert isinstance(make_loader(ds, 4, crop=16, num_threads=1), DaliLoader)
     with pytest.raises(ValueError, match="backend must be"):
         make_loader(ds, 4, backend="pil")
+
+
+def test_channel_stats_match_numpy():
+    from easyhard.loaders import channel_stats
+
+    imgs = np.random.default_rng(0).integers(0, 256, (1000, 5, 6, 3), dtype=np.uint8)
+    mean, std = channel_stats(imgs, chunk=77)
+    flat = imgs.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-9)
