@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import environment, sync, write_json  # noqa: E402

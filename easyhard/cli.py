@@ -151,7 +151,7 @@ def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, 
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
         click.echo(f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
-                   f"merged scores in {summary['merged']}")
+                   f"merged scores in {os.path.abspath(summary['merged'])}")
 
 
 @main.command("merge")

@@ -159,11 +159,14 @@ class Dist:
 
 
 def _maybe_progress(total: int, desc: str, quiet: bool):
+    """A progress bar (images/s and ETA) on a terminal; nothing with --quiet or in a log file."""
     if quiet:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, dynamic_ncols=True,
+               leave=False, disable=None, mininterval=0.5)
+    return None if bar.disable else bar
 
 
 # ---------------------------------------------------------------------------- one run
@@ -285,7 +288,6 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                 loss_sum += loss.detach().float() * len(y)
                 if bar is not None:
                     bar.update(len(y))
-                    bar.set_postfix(img_s=f"{seen / (time.perf_counter() - t0):.0f}")
                 if clean is not None and cfg.clean_steps and epoch == 0 and (step + 1) % cfg.clean_steps == 0:
                     clean_pass()
         if device.type == "cuda":

@@ -1,7 +1,6 @@
 """Tests of easyhard.datasets: readers, example identity and fingerprints, refused input."""
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import tarfile
