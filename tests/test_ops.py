@@ -327,6 +327,18 @@ class TestTopkSelect:
         want = torch.topk(s, 1000).indices.sort().values
         assert torch.equal(got, want)
 
+    @pytest.mark.slow
+    def test_imagenet21k_scale(self):
+        """14.2M examples, 21,841 classes: per-class budgets exact, global top-k as torch.topk."""
+        N, C = 14_200_000, 21_841
+        g = torch.Generator().manual_seed(0)
+        s, labels = torch.rand(N, generator=g), torch.randint(0, C, (N,), generator=g)
+        budgets = (torch.bincount(labels, minlength=C).double() * 0.3).floor().long()
+        k = int(budgets.sum())
+        got = ops.topk_select(s, k, True, labels, budgets)
+        assert torch.equal(torch.bincount(labels[got], minlength=C), budgets)
+        assert torch.equal(ops.topk_select(s, 1000, True), torch.topk(s, 1000).indices.sort().values)
+
     @pytest.mark.parametrize("args, message", [
         (dict(scores=torch.zeros(3, 2), k=1), "scores must be 1-D"),
         (dict(scores=torch.zeros(3, dtype=torch.int64), k=1), "scores must be float32 or float64"),
