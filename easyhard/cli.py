@@ -105,6 +105,9 @@ def info(as_json: bool) -> None:
               help="Image size for image-folder datasets.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True,
               help="Decoding threads / workers for image-folder datasets.")
+@click.option("--skip-corrupt", is_flag=True,
+              help="Image folders: drop unreadable images (logged; recorded as never presented) "
+                   "instead of stopping with an error naming the file.")
 @click.option("--num-samples", type=click.IntRange(1), default=2048, show_default=True,
               help="synthetic only.")
 @click.option("--num-classes", type=click.IntRange(2), default=10, show_default=True,
@@ -119,8 +122,8 @@ def info(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
 def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, nesterov,
               weight_decay, label_smoothing, schedule, warmup_epochs, amp, compile_, device, seed,
-              clean_every, clean_steps, window, crop, workers, num_samples, num_classes,
-              image_size, out_dir, resume, force, quiet, as_json):
+              clean_every, clean_steps, window, crop, workers, skip_corrupt, num_samples,
+              num_classes, image_size, out_dir, resume, force, quiet, as_json):
     """Train CNNs and record every training example at every presentation."""
     from .datasets import DatasetError
     from .train import ScoreConfig, score
@@ -131,7 +134,8 @@ def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, 
                       label_smoothing=label_smoothing, schedule=schedule,
                       warmup_epochs=warmup_epochs, amp=amp, compile=compile_, device=device,
                       seed=seed, clean_every=clean_every, clean_steps=clean_steps, window=window,
-                      crop=crop, workers=workers, num_samples=num_samples,
+                      crop=crop, workers=workers, skip_corrupt=skip_corrupt,
+                      num_samples=num_samples,
                       num_classes=num_classes, image_size=image_size)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
         raise click.ClickException(f"{out_dir} is not empty: pass --resume to continue its runs "

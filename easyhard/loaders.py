@@ -242,7 +242,8 @@ class DaliLoader:
         self.crop = crop
         self.dtype = dtype
         keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads)
-        self._files = [dataset.files()[i] for i in keep]
+        files = dataset.files()
+        self._files = [files[i] for i in keep]
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         device_id = None  # CPU operators only
         if self.device.type == "cuda":

@@ -66,6 +66,7 @@ class ScoreConfig:
     window: int | None = None  # epochs counted by easiness when merging (None: all)
     crop: int = 224  # image size for image-folder datasets
     workers: int = 4  # DALI threads / torch workers for image-folder datasets
+    skip_corrupt: bool = False  # drop unreadable images (recorded as never presented)
     num_samples: int = 2048  # synthetic dataset only
     num_classes: int = 10  # synthetic dataset only
     image_size: int = 28  # synthetic dataset only
@@ -201,7 +202,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         if dist.rank == 0 and not quiet:
             print(f"no test split ({e}); test accuracy is not measured", flush=True)
         test = None
-    file_kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop, "workers": cfg.workers}
+    file_kwargs = ({} if isinstance(train, ArrayDataset) else
+                   {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
     test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)

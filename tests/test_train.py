@@ -225,6 +225,18 @@ def test_score_image_folder(tmp_path):
     assert stats.paths[0] == "class0/000.jpg" and (stats.totals()["presentations"] == 1).all()
     metrics = json.loads((tmp_path / "o" / "convnet-run0" / "metrics.jsonl").read_text())
     assert 0 <= metrics["test_acc"] <= 1
+    # A corrupt image stops the run with its name, or is skipped and never presented.
+    (tmp_path / "data" / "train" / "class1" / "002.jpg").write_bytes(b"\xff\xd8\xff\xe0 junk" * 8)
+    common = ["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--arch",
+              "convnet", "--epochs", "1", "--crop", "16", "--workers", "1", "--batch-size", "4",
+              "--device", "cpu", "--quiet"]
+    r = cli(common + ["--out", tmp_path / "bad"])
+    assert r.exit_code != 0 and "class1/002.jpg" in r.output
+    r = cli(common + ["--skip-corrupt", "--out", tmp_path / "skip"])
+    assert r.exit_code == 0, r.output
+    pres = SampleStats.load(tmp_path / "skip" / "convnet-run0" / "scores.npz").totals()["presentations"]
+    assert pres.tolist() == [1] * 8 + [0] + [1] * 3  # class1/002.jpg is index 8
+    (tmp_path / "data" / "train" / "class1" / "002.jpg").unlink()
     # A bare class tree has no test split: training still runs, without evaluation.
     r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data" / "train",
              "--arch", "convnet", "--epochs", "1", "--crop", "16", "--workers", "1",
