@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from easyhard.datasets import load_dataset
 from easyhard.loaders import (CorruptImageError, DaliLoader, TensorLoader, TorchImageLoader,
@@ -197,3 +199,18 @@ def test_channel_stats_match_numpy():
     flat = imgs.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
     np.testing.assert_allclose(std, flat.std(0), rtol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 90), batch=st.integers(1, 40), world=st.integers(1, 4),
+       seed=st.integers(0, 1000), epoch=st.integers(0, 5), train=st.booleans())
+def test_tensor_loader_covers_every_index_once(n, batch, world, seed, epoch, train):
+    ds = load_dataset("synthetic", num_samples=n, num_classes=3, image_size=4, seed=1)
+    seen = []
+    for rank in range(world):
+        loader = TensorLoader(ds, batch, train=train, seed=seed, rank=rank, world_size=world)
+        loader.set_epoch(epoch)
+        batches = [idx.tolist() for _, _, idx in loader]
+        assert len(batches) == len(loader)
+        seen += [i for b in batches for i in b]
+    assert sorted(seen) == list(range(n))
