@@ -51,6 +51,16 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tens
     return order[rank::world_size]
 
 
+def epoch_order(indices: torch.Tensor, *, shuffle: bool, seed: int, epoch: int, rank: int,
+                world_size: int) -> torch.Tensor:
+    """This rank's dataset indices for an epoch, in iteration order: a permutation of `indices`
+    that depends only on (seed, epoch) when shuffling, then this rank's shard."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        indices = indices[torch.randperm(len(indices), generator=g)]
+    return shard_indices(indices, rank, world_size)
+
+
 # ---------------------------------------------------------------------------- small sets
 class TensorLoader:
     """GPU-resident loader for an ArrayDataset (uint8 NHWC images kept on `device`).
@@ -109,12 +119,8 @@ class TensorLoader:
 
     def epoch_order(self) -> torch.Tensor:
         """This rank's dataset indices for the current epoch, in iteration order (CPU int64)."""
-        if self.train:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = self.subset[torch.randperm(len(self.subset), generator=g)]
-        else:
-            order = self.subset
-        return shard_indices(order, self.rank, self.world_size)
+        return epoch_order(self.subset, shuffle=self.train, seed=self.seed, epoch=self.epoch,
+                           rank=self.rank, world_size=self.world_size)
 
     def __len__(self) -> int:
         n = len(shard_indices(self.subset, self.rank, self.world_size))
@@ -452,14 +458,12 @@ class TorchImageLoader:
         self.epoch = epoch
 
     def epoch_order(self) -> torch.Tensor:
-        order = torch.arange(len(self.dataset))
-        if self.train:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.dataset), generator=g)
-        return shard_indices(order, *self.shard)
+        return epoch_order(torch.arange(len(self.dataset)), shuffle=self.train, seed=self.seed,
+                           epoch=self.epoch, rank=self.shard[0], world_size=self.shard[1])
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.epoch_order()) / self.batch_size)
+    def __len__(self) -> int:  # the shard's size does not depend on the permutation
+        n = len(shard_indices(torch.arange(len(self.dataset)), *self.shard))
+        return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         for images, idx, bad in self._loader:

@@ -8,17 +8,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "expect.h"
+
 namespace {
-
-int failures = 0;
-
-#define EXPECT(cond)                                                   \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      std::fprintf(stderr, "%s:%d: EXPECT(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                      \
-    }                                                                  \
-  } while (0)
 
 struct State {
   at::Tensor counts, sums, flags, errors;
@@ -97,10 +89,5 @@ int main() {
   test_values();
   test_forgetting_and_duplicates();
   test_refused();
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return EXIT_FAILURE;
-  }
-  std::printf("test_accumulate_stats: all checks passed\n");
-  return EXIT_SUCCESS;
+  return expect_report("test_accumulate_stats");
 }

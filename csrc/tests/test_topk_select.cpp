@@ -9,17 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "expect.h"
+
 namespace {
-
-int failures = 0;
-
-#define EXPECT(cond)                                                                    \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: EXPECT(%s) failed\n", __FILE__, __LINE__, #cond);    \
-      ++failures;                                                                       \
-    }                                                                                   \
-  } while (0)
 
 at::Tensor call(const at::Tensor& scores, int64_t k, bool largest,
                 const c10::optional<at::Tensor>& labels = c10::nullopt,
@@ -57,10 +49,5 @@ int main() {
             std::string::npos;
   }
   EXPECT(threw);
-  if (failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return EXIT_FAILURE;
-  }
-  std::printf("test_topk_select: all checks passed\n");
-  return EXIT_SUCCESS;
+  return expect_report("test_topk_select");
 }
