@@ -12,7 +12,8 @@ Three loaders share that interface:
   passed through the pipeline as the reader's label; decode (of the crop region only, for
   training) + random-resized crop + flip + normalise, or resize + centre crop for the clean view;
   GPU ("mixed") decoding when the device is CUDA, CPU operators otherwise; ``pad_last_batch`` with
-  the PARTIAL policy so that each example is seen exactly once per epoch.
+  the PARTIAL policy so that each example is seen exactly once per epoch; the epoch's order and
+  augmentation depend only on (seed, epoch), so a resumed run repeats an uninterrupted one.
 - ``TorchImageLoader``: the same for image files with ``torch.utils.data`` and PIL, when DALI is not
   installed.
 
@@ -213,6 +214,12 @@ def _usable_indices(dataset: FileDataset, skip_corrupt: bool, threads: int) -> t
 class DaliLoader:
     """DALI loader for a FileDataset (see the module docstring).
 
+    The epoch's order and augmentation depend only on (seed, epoch), as in the other loaders, so
+    that a run resumed at epoch k repeats the uninterrupted one: the order is ``epoch_order`` (the
+    same permutation and sharding as TorchImageLoader), given to DALI's reader as an explicit file
+    list read without shuffling, and each training epoch gets a fresh pipeline seeded from
+    (seed, epoch). The clean view's pipeline (dataset order, no randomness) is built once.
+
     Args:
         dataset: the FileDataset.
         batch_size: examples per batch; the last batch of an epoch is partial, never padded.
@@ -221,8 +228,9 @@ class DaliLoader:
             resize (shorter side crop/0.875) + centre crop, dataset order.
         crop: output size in pixels.
         num_threads: DALI CPU threads.
-        seed: DALI's seed (same seed, same order and augmentation).
-        shard_id, num_shards: DDP sharding by DALI's reader.
+        seed: the epoch order and augmentation depend only on (seed, epoch).
+        shard_id, num_shards: DDP sharding; each shard gets every num_shards-th example of the
+            epoch's order.
         dtype: torch.float16 or torch.float32 images.
         skip_corrupt: check every file first and drop the unreadable ones (logged, their indices
             kept in ``skipped`` as never presented). Without it a corrupt file stops the epoch with
@@ -237,73 +245,113 @@ class DaliLoader:
                  skip_corrupt: bool = False, prefetch: int = 2, roi_decode: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
         try:
-            from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+            import nvidia.dali.plugin.pytorch  # noqa: F401
         except ImportError as e:
             raise ImportError("DaliLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
                               "(or use TorchImageLoader)") from e
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset = dataset
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.train = train
         self.crop = crop
         self.dtype = dtype
+        self.seed = seed
+        self.shard = (shard_id, num_shards)
+        self.epoch = 0
         keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads)
-        files = dataset.files()
-        self._files = [files[i] for i in keep]
+        self._keep = torch.as_tensor(keep, dtype=torch.int64)
+        shard_indices(self._keep, shard_id, num_shards)  # validates the shard
+        self._files = dataset.files()  # all files, by dataset index
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         device_id = None  # CPU operators only
         if self.device.type == "cuda":
             device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        pipe = _dali_pipeline(
-            files=self._files, indices=keep.tolist(), train=train, crop=crop,
-            gpu=self.device.type == "cuda", shard_id=shard_id, num_shards=num_shards,
-            dtype=dtype, mean=mean, std=std, roi_decode=roi_decode, batch_size=batch_size, num_threads=num_threads,
-            device_id=device_id, seed=seed, prefetch_queue_depth=prefetch)
+        self._pipe_kwargs = dict(
+            train=train, crop=crop, gpu=self.device.type == "cuda", dtype=dtype, mean=mean,
+            std=std, roi_decode=roi_decode, batch_size=batch_size, num_threads=num_threads,
+            device_id=device_id, prefetch_queue_depth=prefetch)
+        self._iter = None  # the clean view's iterator, reused while its passes complete
+        self._pending = False  # an iteration started and not finished
+        if not train:  # build it now: it starts reading (prefetching) at once
+            self._iter = self._make_iter(self.epoch_order(), 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (order and augmentation) of the next iteration."""
+        self.epoch = epoch
+
+    def epoch_order(self) -> torch.Tensor:
+        """This shard's dataset indices for the current epoch, in iteration order (CPU int64)."""
+        return epoch_order(self._keep, shuffle=self.train, seed=self.seed, epoch=self.epoch,
+                           rank=self.shard[0], world_size=self.shard[1])
+
+    def __len__(self) -> int:  # the shard's size does not depend on the permutation
+        return math.ceil(len(shard_indices(self._keep, *self.shard)) / self.batch_size)
+
+    def _make_iter(self, order: torch.Tensor, pipeline_seed: int):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        if len(order) == 0:
+            return None
+        indices = order.tolist()
+        pipe = _dali_pipeline(files=[self._files[i] for i in indices], indices=indices,
+                              seed=pipeline_seed, **self._pipe_kwargs)
         try:  # the iterator starts reading (prefetching) at once
-            self._iter = DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
-                                             last_batch_policy=LastBatchPolicy.PARTIAL,
-                                             auto_reset=True)
+            return DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
+                                       last_batch_policy=LastBatchPolicy.PARTIAL,
+                                       auto_reset=not self.train)  # a training epoch reads once
         except RuntimeError as e:
             raise self._corrupt_error(e) from e
-        self._shard = (shard_id, num_shards)
 
-    def __len__(self) -> int:
-        return len(self._iter)
+    def _epoch_iter(self):
+        if not self.train:
+            if self._iter is None or self._pending:
+                # a pass was abandoned part-way: start over from a fresh pipeline
+                self._iter = self._make_iter(self.epoch_order(), 0)
+            return self._iter
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+        return self._make_iter(self.epoch_order(), seed)
 
     def __iter__(self) -> Iterator[Batch]:
+        it = self._epoch_iter()
+        self._pending = True
         try:
-            for out in self._iter:
+            for out in it or ():
                 images = out[0]["images"].permute(0, 3, 1, 2)  # NHWC -> channels-last NCHW view
                 idx = out[0]["index"].view(-1).to(device=self.device, dtype=torch.int64)
                 yield images.to(self.device), self.labels[idx], idx
         except RuntimeError as e:
             raise self._corrupt_error(e) from e
+        self._pending = False
+        self.epoch += 1
 
     def _corrupt_error(self, err: Exception) -> Exception:
         # DALI's decoder errors do not name the file: look for undecodable files, and return the
         # original error if there are none (the failure was something else).
         if "pipeline" not in str(err) and "operator" not in str(err):
             return err
-        bad = find_corrupt(self._files)
+        files = [self._files[i] for i in self._keep.tolist()]
+        bad = find_corrupt(files)
         if not bad:
             return err
-        names = ", ".join(self._files[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        names = ", ".join(files[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
         return CorruptImageError(
             f"{len(bad)} image(s) cannot be decoded: {names}. Remove or replace them, or pass "
             "skip_corrupt=True (--skip-corrupt) to drop them and record them as never presented.")
 
 
-def _dali_pipeline(*, files, indices, train, crop, gpu, shard_id, num_shards, dtype, mean, std,
-                   roi_decode, **pipeline_kwargs):
-    """Build the DALI pipeline: reader (index as label) -> decode -> crop/resize -> normalise."""
+def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_decode,
+                   **pipeline_kwargs):
+    """Build the DALI pipeline: reader (index as label, `files` read in the given order, one
+    shard) -> decode -> crop/resize -> normalise."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
     @pipeline_def
     def pipeline():
-        jpegs, index = fn.readers.file(files=files, labels=indices, random_shuffle=train,
-                                       shard_id=shard_id, num_shards=num_shards,
+        jpegs, index = fn.readers.file(files=files, labels=indices, random_shuffle=False,
                                        pad_last_batch=True, name="Reader")
         decoder_device = "mixed" if gpu else "cpu"
         area, aspect = [0.08, 1.0], [0.75, 4 / 3]

@@ -154,6 +154,57 @@ class TestDaliLoader:
         assert sorted(idx) == [i for i in range(21) if i != bad]
 
 
+    def test_epoch_is_a_function_of_seed_and_epoch(self, tmp_path):
+        """A resumed run starts a fresh loader at epoch k: it must see what the uninterrupted
+        loader saw in its epoch k (order and pixels), not DALI's epoch 0."""
+        ds = jpeg_folder(tmp_path)
+
+        def epoch(loader):
+            batches = [(x.clone(), idx.clone()) for x, _, idx in loader]
+            return torch.cat([i for _, i in batches]).tolist(), torch.cat([x for x, _ in batches])
+
+        straight = DaliLoader(ds, 4, "cpu", crop=16, num_threads=2, seed=3)
+        epochs = [epoch(straight) for _ in range(3)]  # no set_epoch: iteration advances it
+        assert straight.epoch == 3
+        fresh = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3)
+        fresh.set_epoch(2)
+        idx, x = epoch(fresh)
+        assert idx == epochs[2][0] and torch.equal(x, epochs[2][1])
+        fresh.set_epoch(0)  # replaying an epoch gives it again
+        expected = fresh.epoch_order().tolist()  # the order shared with TorchImageLoader
+        idx, x = epoch(fresh)
+        assert idx == expected == epochs[0][0] and torch.equal(x, epochs[0][1])
+        assert epochs[0][0] != epochs[1][0] != epochs[2][0]  # a new order every epoch
+        other = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=4)
+        assert epoch(other)[0] != epochs[0][0]
+
+    @pytest.mark.parametrize("epoch", [0, 1, 5])
+    def test_shards_cover_once_every_epoch(self, tmp_path, epoch):
+        ds = jpeg_folder(tmp_path)
+        seen, orders = [], []
+        for shard in range(2):
+            loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3, shard_id=shard,
+                                num_shards=2)
+            loader.set_epoch(epoch)
+            expected = loader.epoch_order().tolist()
+            idx, lab, _ = collect(loader)
+            assert idx == expected
+            assert lab == ds.labels[idx].tolist() and len(loader) == -(-len(idx) // 4)
+            seen += idx
+            orders.append(idx)
+        assert sorted(seen) == list(range(21))
+        assert len(orders[0]) == 11 and len(orders[1]) == 10
+
+    def test_clean_view_repeats_and_recovers_from_an_abandoned_pass(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        clean = DaliLoader(ds, 5, "cpu", crop=16, num_threads=1, train=False)
+        first = [x.clone() for x, _, _ in clean]
+        next(iter(clean))  # a pass stopped part-way
+        again = [(x, idx) for x, _, idx in clean]
+        assert torch.cat([i for _, i in again]).tolist() == list(range(21))
+        assert all(torch.equal(a, b) for a, (b, _) in zip(first, again))
+
+
 class TestTorchImageLoader:
     def test_every_index_once_shards_and_determinism(self, tmp_path):
         ds = jpeg_folder(tmp_path)
@@ -214,3 +265,22 @@ def test_tensor_loader_covers_every_index_once(n, batch, world, seed, epoch, tra
         assert len(batches) == len(loader)
         seen += [i for b in batches for i in b]
     assert sorted(seen) == list(range(n))
+
+
+def test_image_folder_resume_equals_uninterrupted(tmp_path):
+    """score_run on image files (DALI when installed, else the torch loader), killed after epoch 1
+    and resumed, ends with the same bits as an uninterrupted run (training and clean views)."""
+    from easyhard.train import ScoreConfig, score_run
+
+    jpeg_folder(tmp_path / "data", classes=3, per_class=8)
+    cfg = ScoreConfig(dataset="imagefolder", data_dir=str(tmp_path / "data"), archs=("convnet",),
+                      epochs=3, crop=16, batch_size=8, device="cpu", workers=1, clean_every=1)
+    score_run(cfg, "convnet", 0, str(tmp_path / "straight"), quiet=True)
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, stop_after_epoch=1)
+    assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
+    for name in ("scores.npz", "scores_clean.npz"):
+        with np.load(tmp_path / "straight" / "convnet-run0" / name, allow_pickle=False) as a, \
+                np.load(tmp_path / "cut" / "convnet-run0" / name, allow_pickle=False) as b:
+            assert a["history"].shape[0] == 3
+            np.testing.assert_array_equal(a["history"], b["history"], err_msg=name)
