@@ -43,6 +43,7 @@ FORMAT_VERSION = 1
 HISTORY_DTYPE = np.dtype(
     [("presentations", "u1"), ("correct", "u1"), ("prob", "<f4"), ("el2n", "<f2")]
 )
+_NO_MISMATCH = torch.iinfo(torch.int64).max  # status[2] while no batch label contradicted `labels`
 _RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
                       "fingerprint", "created", "easyhard_version", "torch_version",
                       "numpy_version"}
@@ -79,8 +80,9 @@ class SampleStats:
         num_samples: N, the dataset's size; indices passed to ``update`` are in [0, N).
         num_classes: C >= 2.
         device: where the epoch accumulators live (the device of the logits).
-        labels: optional int64 [N], the dataset's labels. Without them, ``update`` records the
-            labels it sees (a small extra scatter per step).
+        labels: optional integer [N], the dataset's labels (floating point or bool arrays are
+            refused, not truncated). ``update`` then refuses batch labels that differ from them.
+            Without them, ``update`` records the labels it sees (a small extra scatter per step).
         paths: optional N relative paths (file datasets), saved with the scores.
         fingerprint: optional dataset fingerprint, saved and checked by ``load``.
     """
@@ -101,52 +103,128 @@ class SampleStats:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.num_samples = N = int(num_samples)
         self.num_classes = int(num_classes)
-        self.device = torch.device(device)
         self.fingerprint = fingerprint
-        state = ops.new_state(N, self.device)
-        self._counts, self._sums = state["counts"], state["sums"]
-        self._flags, self._errors = state["flags"], state["errors"]
+        state = ops.new_state(N, torch.device(device))
+        self._counts, self._sums, self._flags = state["counts"], state["sums"], state["flags"]
+        # The device the state landed on ("cuda" resolved to "cuda:<current>").
+        self.device = self._counts.device
+        # status[:2] is the op's `errors` ([mask, first row]); status[2] the smallest key
+        # index * C + label of a batch label that contradicts `labels` (CUDA; CPU raises at once).
+        # One tensor, so that one asynchronous copy polls both.
+        self._status = torch.tensor([0, -1, _NO_MISMATCH], dtype=torch.int64, device=self.device)
+        self._errors, self._mismatch = self._status[:2], self._status[2:]
         self._total_counts = np.zeros((N, len(ops.COUNT_FIELDS)), dtype=np.int64)
         self._total_sums = np.zeros((N, len(ops.SUM_FIELDS)), dtype=np.float64)
         self._history: list[np.ndarray] = []
         self._labels: np.ndarray | None = None
+        self._labels_dev: torch.Tensor | None = None  # the given labels on the device, [N + 1]
         self._seen_labels: torch.Tensor | None = None  # [N + 1]; slot N absorbs invalid rows
         if labels is not None:
-            self._labels = self._check_labels(labels)
+            self._set_labels(self._check_labels(labels))
         else:
             self._seen_labels = torch.full((N + 1,), -1, dtype=torch.int64, device=self.device)
         if paths is not None and len(paths) != N:
             raise ValueError(f"paths has {len(paths)} entries, expected num_samples={N}")
         self.paths = list(paths) if paths is not None else None
-        # CUDA reports invalid rows in self._errors; poll a pinned copy without synchronising.
-        self._errors_host: torch.Tensor | None = None
-        self._errors_event = None
+        # CUDA reports invalid rows in self._status; poll a pinned copy without synchronising.
+        self._status_host: torch.Tensor | None = None
+        self._status_event = None
 
     # ------------------------------------------------------------------ recording
     def update(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
-        """Record one batch: logits [B, C] (float32/16, bfloat16), labels [B], indices [B].
+        """Record one batch: logits [B, C] (float32/16, bfloat16) on this SampleStats' device,
+        labels [B] and indices [B] (any integer dtype) on the same device.
 
         Call it with the training step's logits (no extra forward pass); gradients are not
-        tracked. Raises RuntimeError for labels outside [0, C) or indices outside [0, N): on CPU at
-        once and before anything is written; on CUDA within a few steps (no synchronisation),
-        the invalid rows having been skipped.
+        tracked. Refuses at once (ValueError/TypeError naming the argument, before anything is
+        written) logits whose class count is not num_classes, and labels or indices that are not
+        integer tensors (never truncated), not of shape [B] or on another device.
+        Raises RuntimeError for labels outside [0, C) or indices outside [0, N), and ValueError for
+        batch labels that differ from the ``labels`` given to the constructor: on CPU at once and
+        before anything is written; on CUDA within a few steps (no synchronisation; ``check`` and
+        ``end_epoch`` raise too), the rows with invalid labels or indices having been skipped.
         """
+        logits, labels, indices = self._check_batch(logits, labels, indices)
         cuda = self._counts.is_cuda
         if cuda:
             self._poll_errors()
-        labels = labels.to(torch.int64)
-        indices = indices.to(torch.int64)
-        ops.accumulate_stats(logits.detach(), labels, indices, self._counts, self._sums,
+        if self._labels_dev is not None and len(indices):
+            self._compare_labels(labels, indices, raise_now=not cuda)
+        ops.accumulate_stats(logits, labels, indices, self._counts, self._sums,
                              self._flags, self._errors)
         if self._seen_labels is not None:
             valid = (indices >= 0) & (indices < self.num_samples)
             self._seen_labels[torch.where(valid, indices, self.num_samples)] = labels
         if cuda:
-            if self._errors_host is None:
-                self._errors_host = torch.empty(2, dtype=torch.int64, pin_memory=True)
-                self._errors_event = torch.cuda.Event()
-            self._errors_host.copy_(self._errors, non_blocking=True)
-            self._errors_event.record()
+            # Everything above ran on the current stream of the statistics' device (not
+            # necessarily the current device): copy and record there, so that the event
+            # completes only once this step's status has landed in the pinned buffer.
+            with torch.cuda.device(self.device):
+                stream = torch.cuda.current_stream(self.device)
+                if self._status_host is None:
+                    self._status_host = torch.empty(3, dtype=torch.int64, pin_memory=True)
+                    self._status_event = torch.cuda.Event()
+                with torch.cuda.stream(stream):
+                    self._status_host.copy_(self._status, non_blocking=True)
+                self._status_event.record(stream)
+
+    def _check_batch(
+        self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check update's arguments (types, shapes, devices); returns logits detached and
+        labels, indices as int64. Logits' dtype is checked by the op."""
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if logits.dim() != 2:
+            raise ValueError(f"logits must be 2-D [B, num_classes], got shape {list(logits.shape)}")
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits has {logits.shape[1]} classes (shape {list(logits.shape)}) but this "
+                f"SampleStats was made for num_classes={self.num_classes}"
+            )
+        if logits.device != self.device:
+            raise ValueError(
+                f"logits is on {logits.device} but this SampleStats is on {self.device}; create it "
+                "on the device of the training step's logits"
+            )
+        B = logits.shape[0]
+        out = []
+        for name, t in (("labels", labels), ("indices", indices)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                raise TypeError(
+                    f"{name} must be an integer tensor, got {t.dtype} (not truncated to integers: "
+                    "pass the loader's integer tensor)"
+                )
+            if tuple(t.shape) != (B,):
+                raise ValueError(
+                    f"{name} must have shape [{B}] (one per row of logits), got {list(t.shape)}"
+                )
+            if t.device != logits.device:
+                raise ValueError(f"{name} is on {t.device} but logits is on {logits.device}")
+            out.append(t.to(torch.int64))
+        return logits.detach(), out[0], out[1]
+
+    def _compare_labels(self, labels: torch.Tensor, indices: torch.Tensor, raise_now: bool) -> None:
+        """Compare batch labels with the given ones. Rows with an invalid label or index are left
+        to the op, which refuses them. On CPU raise at once; on CUDA fold the smallest
+        index * C + label of a contradicting row into status[2] without synchronising."""
+        N, C = self.num_samples, self.num_classes
+        valid = (indices >= 0) & (indices < N) & (labels >= 0) & (labels < C)
+        expected = self._labels_dev[torch.where(valid, indices, N)]
+        wrong = valid & (expected != labels)
+        if raise_now:
+            if bool(wrong.any()):
+                row = int(torch.nonzero(wrong)[0, 0])
+                raise ValueError(
+                    f"labels[{row}] = {int(labels[row])} but example {int(indices[row])} has label "
+                    f"{int(expected[row])} in the labels given to SampleStats; the loader's labels "
+                    "do not match the dataset's (nothing was recorded for this batch)"
+                )
+            return
+        key = torch.where(wrong, indices * C + labels, _NO_MISMATCH).amin()
+        torch.minimum(self._mismatch, key, out=self._mismatch)
 
     def end_epoch(self) -> None:
         """Close the epoch: append it to the history, fold it into the totals, zero the
@@ -174,15 +252,23 @@ class SampleStats:
         self._flags.copy_(torch.where(touched > 0, settled, self._flags))
 
     def check(self) -> None:
-        """Raise RuntimeError if any update so far had invalid labels or indices (synchronises)."""
-        self._raise_for(self._errors.cpu().numpy())
+        """Raise RuntimeError if any update so far had invalid labels or indices, ValueError if
+        one had labels that differ from the given ones (synchronises)."""
+        self._raise_for(self._status.cpu().numpy())
 
     def _poll_errors(self) -> None:
-        if self._errors_event is not None and self._errors_event.query():
-            self._raise_for(self._errors_host.numpy())
+        if self._status_event is not None and self._status_event.query():
+            self._raise_for(self._status_host.numpy())
 
-    def _raise_for(self, errors: np.ndarray) -> None:
-        mask, row = int(errors[0]), int(errors[1])
+    def _raise_for(self, status: np.ndarray) -> None:
+        mask, row, mismatch = int(status[0]), int(status[1]), int(status[2])
+        if mismatch != _NO_MISMATCH:
+            index, label = divmod(mismatch, self.num_classes)
+            raise ValueError(
+                f"example {index} has label {int(self._labels[index])} in the labels given to "
+                f"SampleStats, but a batch gave {label} (an earlier update); the loader's labels "
+                "do not match the dataset's. Those rows were recorded."
+            )
         if mask == 0:
             return
         what = []
@@ -273,16 +359,16 @@ class SampleStats:
         self._counts.copy_(torch.as_tensor(state["counts"]))
         self._sums.copy_(torch.as_tensor(state["sums"]))
         self._flags.copy_(torch.as_tensor(state["flags"]))
-        self._errors.copy_(torch.tensor([0, -1]))
+        self._status.copy_(torch.tensor([0, -1, _NO_MISMATCH]))
         self._total_counts = _numpy(state["total_counts"], np.int64).copy()
         self._total_sums = _numpy(state["total_sums"], np.float64).copy()
         records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
         self._history = [records[e].copy() for e in range(records.shape[0])]
-        labels = _numpy(state["labels"], np.int64)
+        labels = self._check_labels(state["labels"])
         if self._labels is not None:
-            self._labels = self._check_labels(labels)
+            self._set_labels(labels)
         else:
-            self._seen_labels[:N] = torch.from_numpy(labels)
+            self._seen_labels[:N] = torch.from_numpy(labels).to(self.device)
 
     # ------------------------------------------------------------------ score files
     def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
@@ -383,12 +469,24 @@ class SampleStats:
             raise ValueError(f"labels[{i}] = {labels[i]} is outside [0, {num_classes})")
 
     def _check_labels(self, labels) -> np.ndarray:
-        arr = _numpy(labels, np.int64) if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        """Dataset labels as int64 [N]: integers (never truncated) in [-1, C)."""
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        arr = np.asarray(labels)
         if arr.shape != (self.num_samples,):
             raise ValueError(f"labels must have shape [{self.num_samples}], got {list(arr.shape)}")
-        arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"labels must be integers, got dtype {arr.dtype} (not truncated: pass integer "
+                "class labels)"
+            )
         self._check_labels_range(arr, self.num_classes)
-        return arr
+        return arr.astype(np.int64)
+
+    def _set_labels(self, labels: np.ndarray) -> None:
+        self._labels = labels
+        # Slot N is a placeholder for rows with an invalid index (never compared).
+        self._labels_dev = torch.from_numpy(np.append(labels, -1)).to(self.device)
 
 
 def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:

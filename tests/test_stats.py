@@ -107,6 +107,81 @@ def test_update_accepts_int32_and_detaches():
     assert stats.totals()["presentations"].tolist() == [0, 0, 1, 1]
 
 
+def presentations(stats: SampleStats) -> list[int]:
+    return stats.totals()["presentations"].tolist()
+
+
+def test_update_refuses_logits_of_another_class_count():
+    stats = SampleStats(4, 3)
+    with pytest.raises(ValueError, match=r"logits has 4 classes.*num_classes=3"):
+        stats.update(torch.randn(2, 4), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"logits must be 2-D"):
+        stats.update(torch.randn(3), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))
+    assert presentations(stats) == [0, 0, 0, 0]
+
+
+def test_update_refuses_labels_that_differ_from_the_given_ones():
+    stats = SampleStats(4, 3, labels=[0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"labels\[1\] = 2 but example 3 has label 0"):
+        stats.update(torch.randn(2, 3), torch.tensor([1, 2]), torch.tensor([1, 3]))
+    assert presentations(stats) == [0, 0, 0, 0]  # refused before anything was written
+    stats.update(torch.randn(2, 3), torch.tensor([1, 0]), torch.tensor([1, 3]))
+    assert presentations(stats) == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("name", ["labels", "indices"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bool])
+def test_update_refuses_non_integer_labels_and_indices(name, dtype):
+    stats = SampleStats(4, 3)
+    args = dict(labels=torch.tensor([0, 1]), indices=torch.tensor([0, 1]))
+    args[name] = args[name].to(dtype)
+    with pytest.raises(TypeError, match=rf"{name} must be an integer tensor, got {dtype}"):
+        stats.update(torch.randn(2, 3), **args)
+    assert presentations(stats) == [0, 0, 0, 0]
+
+
+def test_update_does_not_truncate_fractional_labels():
+    stats = SampleStats(4, 5)
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        stats.update(torch.randn(3, 5), torch.tensor([0.5, 1.9, 3.99]), torch.tensor([0, 1, 2]))
+    assert presentations(stats) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("labels", torch.tensor([[0], [1]]), r"labels must have shape \[2\] \(one per row of logits\), got \[2, 1\]"),
+    ("labels", torch.tensor([0, 1, 2]), r"labels must have shape \[2\]"),
+    ("indices", torch.tensor(1), r"indices must have shape \[2\]"),
+    ("indices", torch.tensor([0, 1, 2]), r"indices must have shape \[2\]"),
+    ("labels", [0, 1], "labels must be a torch.Tensor, got list"),
+    ("labels", torch.tensor([0, 1], device="meta"), "labels is on meta but logits is on cpu"),
+    ("indices", torch.tensor([0, 1], device="meta"), "indices is on meta but logits is on cpu"),
+    ("logits", torch.randn(2, 3, device="meta"), "logits is on meta but this SampleStats is on cpu"),
+])
+def test_update_refuses_bad_shapes_and_devices(name, value, message):
+    stats = SampleStats(4, 3)
+    args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]), indices=torch.tensor([0, 1]))
+    args[name] = value
+    with pytest.raises((ValueError, TypeError), match=message):
+        stats.update(**args)
+    assert presentations(stats) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("labels", [
+    np.arange(N) % C * 1.0, [0.5] * N, torch.arange(N).float(), np.ones(N, dtype=bool),
+])
+def test_constructor_refuses_non_integer_labels(labels):
+    with pytest.raises(TypeError, match="labels must be integers"):
+        SampleStats(N, C, labels=labels)
+
+
+def test_load_state_dict_refuses_non_integer_labels():
+    for given in (np.arange(N) % C, None):
+        sd = SampleStats(N, C).state_dict()
+        sd["labels"] = sd["labels"].double() + 0.5
+        with pytest.raises(TypeError, match="labels must be integers"):
+            SampleStats(N, C, labels=given).load_state_dict(sd)
+
+
 def run_epochs(stats: SampleStats, first: int, last: int) -> None:
     for e in range(first, last):
         for logits, labels, idx in epoch_batches(e):
@@ -229,3 +304,51 @@ def test_cuda_sample_stats_matches_cpu_and_reports_bad_rows():
                torch.tensor([0, 1], device="cuda"))
     with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
         gpu.check()
+
+
+@pytest.mark.cuda
+def test_cuda_label_mismatch_reported_without_sync():
+    labels = torch.arange(N) % C
+    stats = SampleStats(N, C, "cuda", labels=labels)
+    idx = torch.tensor([5, 9, 2], device="cuda")
+    given = labels[[5, 9, 2]].cuda()
+    given[1] = (given[1] + 1) % C
+    stats.update(torch.randn(3, C, device="cuda"), given, idx)  # no synchronisation, no raise yet
+    expected = rf"example 9 has label {int(labels[9])} .*a batch gave {int(given[1])}"
+    with pytest.raises(ValueError, match=expected):
+        stats.check()
+    with pytest.raises(ValueError, match=expected):
+        stats.end_epoch()
+    torch.cuda.synchronize()
+    with pytest.raises(ValueError, match=expected):  # the poll raises at the next step
+        stats.update(torch.randn(1, C, device="cuda"), labels[:1].cuda(), torch.tensor([0], device="cuda"))
+    clean = SampleStats(N, C, "cuda", labels=labels)
+    for logits, batch_labels, idx in epoch_batches(0):
+        clean.update(logits.cuda(), batch_labels.cuda(), idx.cuda())
+    clean.end_epoch()  # matching labels are accepted
+    assert clean.totals()["presentations"].tolist() == [1] * N
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_error_poll_uses_the_statistics_device(monkeypatch):
+    recorded = []
+    original = torch.cuda.Event.record
+
+    def spy(self, stream=None):
+        recorded.append(stream)
+        return original(self, stream)
+
+    monkeypatch.setattr(torch.cuda.Event, "record", spy)
+    with torch.cuda.device(0):
+        stats = SampleStats(N, C, "cuda:1")
+        side = torch.cuda.Stream(device="cuda:1")
+        with torch.cuda.stream(side), torch.cuda.device(0):
+            stats.update(torch.randn(2, C, device="cuda:1"), torch.tensor([0, C], device="cuda:1"),
+                         torch.tensor([0, 1], device="cuda:1"))
+        assert recorded and recorded[-1] is not None
+        assert recorded[-1].device == torch.device("cuda:1") and recorded[-1] == side
+        torch.cuda.synchronize(1)
+        with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
+            stats.update(torch.randn(1, C, device="cuda:1"), torch.tensor([0], device="cuda:1"),
+                         torch.tensor([0], device="cuda:1"))
