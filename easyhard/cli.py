@@ -67,12 +67,56 @@ def info(as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
+# ---------------------------------------------------------------------------- datasets
+def dataset_options(default: str | None = "fashion-mnist"):
+    """The options of every command that reads a dataset, from one definition: --dataset,
+    --data-dir, --file-list and the synthetic dataset's parameters. The command receives them as
+    dataset, data_dir, file_list, num_samples, num_classes, image_size, synthetic_seed."""
+    from .datasets import DATASETS
+
+    options = [
+        click.option("--dataset", type=click.Choice(DATASETS), default=default,
+                     required=default is None, show_default=default is not None,
+                     help="The dataset (its training split)."),
+        click.option("--data-dir", default=None,
+                     help="Dataset root (default for fashion-mnist: "
+                          "/usr/share/datasets/fashion-mnist)."),
+        click.option("--file-list", default=None,
+                     help="imagefolder: a 'relative/path label' list, paths under --data-dir."),
+        click.option("--num-samples", type=click.IntRange(1), default=2048, show_default=True,
+                     help="synthetic only."),
+        click.option("--num-classes", type=click.IntRange(2), default=10, show_default=True,
+                     help="synthetic only."),
+        click.option("--image-size", type=click.IntRange(4), default=28, show_default=True,
+                     help="synthetic only."),
+        click.option("--synthetic-seed", type=int, default=0, show_default=True,
+                     help="synthetic only: the seed of the data."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def _load_dataset(dataset, data_dir, file_list, num_samples, num_classes, image_size,
+                  synthetic_seed, split="train"):
+    from .datasets import DatasetError, load_dataset
+
+    extra = {}
+    if dataset == "synthetic":
+        extra = dict(num_samples=num_samples, num_classes=num_classes, image_size=image_size,
+                     seed=synthetic_seed)
+    try:
+        return load_dataset(dataset, data_dir, split, file_list=file_list, **extra)
+    except (DatasetError, OSError) as e:
+        raise click.ClickException(str(e))
+
+
 # ---------------------------------------------------------------------------- scoring
 @main.command("score")
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10", "cifar100", "imagefolder",
-                                              "synthetic"]), default="fashion-mnist",
-              show_default=True, help="Dataset to score (its training split).")
-@click.option("--data-dir", default=None, help="Dataset root (default: the dataset's own).")
+@dataset_options()
 @click.option("--arch", "archs", multiple=True, default=("convnet", "resnet20"), show_default=True,
               help="Architecture; repeat for several (see `easyhard models`).")
 @click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
@@ -108,25 +152,20 @@ def info(as_json: bool) -> None:
 @click.option("--skip-corrupt", is_flag=True,
               help="Image folders: drop unreadable images (logged; recorded as never presented) "
                    "instead of stopping with an error naming the file.")
-@click.option("--num-samples", type=click.IntRange(1), default=2048, show_default=True,
-              help="synthetic only.")
-@click.option("--num-classes", type=click.IntRange(2), default=10, show_default=True,
-              help="synthetic only.")
-@click.option("--image-size", type=click.IntRange(4), default=28, show_default=True,
-              help="synthetic only.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (one sub-folder per run, plus merged.npz).")
 @click.option("--resume", is_flag=True, help="Continue the runs found in --out.")
 @click.option("--force", is_flag=True, help="Start afresh in a non-empty --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, nesterov,
-              weight_decay, label_smoothing, schedule, warmup_epochs, amp, compile_, device, seed,
-              clean_every, clean_steps, window, crop, workers, skip_corrupt, num_samples,
-              num_classes, image_size, out_dir, resume, force, quiet, as_json):
+def score_cmd(dataset, data_dir, file_list, num_samples, num_classes, image_size, synthetic_seed,
+              archs, runs, epochs, batch_size, lr, momentum, nesterov, weight_decay,
+              label_smoothing, schedule, warmup_epochs, amp, compile_, device, seed, clean_every,
+              clean_steps, window, crop, workers, skip_corrupt, out_dir, resume, force, quiet,
+              as_json):
     """Train CNNs and record every training example at every presentation."""
     from .datasets import DatasetError
-    from .train import ScoreConfig, score
+    from .train import DivergedError, ScoreConfig, clear_previous, score
 
     cfg = ScoreConfig(dataset=dataset, data_dir=data_dir, archs=tuple(archs), runs=runs,
                       epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
@@ -134,22 +173,21 @@ def score_cmd(dataset, data_dir, archs, runs, epochs, batch_size, lr, momentum, 
                       label_smoothing=label_smoothing, schedule=schedule,
                       warmup_epochs=warmup_epochs, amp=amp, compile=compile_, device=device,
                       seed=seed, clean_every=clean_every, clean_steps=clean_steps, window=window,
-                      crop=crop, workers=workers, skip_corrupt=skip_corrupt,
-                      num_samples=num_samples,
-                      num_classes=num_classes, image_size=image_size)
+                      crop=crop, workers=workers, skip_corrupt=skip_corrupt, file_list=file_list,
+                      num_samples=num_samples, num_classes=num_classes, image_size=image_size,
+                      synthetic_seed=synthetic_seed)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise click.ClickException(str(e))
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
         raise click.ClickException(f"{out_dir} is not empty: pass --resume to continue its runs "
                                    "or --force to start afresh")
-    if force and not resume and os.path.isdir(out_dir):
-        import shutil
-
-        for name in os.listdir(out_dir):  # only our own outputs
-            path = os.path.join(out_dir, name)
-            if name == "merged.npz" or (os.path.isdir(path) and "-run" in name):
-                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    if force and not resume:
+        clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
     try:
         summary = score(cfg, out_dir, resume=resume, quiet=quiet)
-    except (ValueError, DatasetError, OSError) as e:
+    except (ValueError, DatasetError, OSError, DivergedError) as e:
         raise click.ClickException(str(e))
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -222,16 +260,18 @@ def selection_options(f):
 def _run_selection(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins,
                    seed):
     """Load a score file (one run's or merged) and select; returns (table, selection)."""
-    from .scores import hardness, load_scores
+    from .scores import excluded, hardness, load_scores
     from .select import select
 
     try:
         table = load_scores(score_file, window)
-        if (table.labels < 0).any():
-            raise ValueError(f"{score_file} has examples without a label (never presented)")
+        if score_name not in table.scores:
+            raise ValueError(f"{score_file} holds no {score_name!r} score (it has "
+                             f"{', '.join(sorted(table.scores))})")
         selection = select(hardness(score_name, table.scores[score_name]), table.labels,
                            table.num_classes, keep, strategy=strategy, balanced=balanced,
-                           cut_hardest=cut_hardest, seed=seed, bins=bins, score_name=score_name)
+                           cut_hardest=cut_hardest, seed=seed, bins=bins, score_name=score_name,
+                           exclude=excluded(table))
     except (ValueError, OSError, KeyError) as e:
         raise click.ClickException(str(e))
     selection.info["score_file"] = os.path.abspath(score_file)
@@ -255,6 +295,9 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
                f"{selection.ratio:.3f}) by {info['strategy']}"
                f"{' class-balanced' if info['balanced'] else ''} on {info['score']}"
                f"{', after cutting the ' + str(info['cut']) + ' hardest' if info['cut'] else ''}")
+    if info.get("excluded"):
+        click.echo(f"{info['excluded']} example(s) never presented during scoring were left out "
+                   "(they have no scores)")
     C = len(selection.kept_per_class)
     shown = range(C) if C <= 50 else range(20)
     click.echo("class  kept / size")
@@ -266,62 +309,61 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
         click.echo(f"{key}: {value}")
 
 
+SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"
+
+
 @main.command("select")
 @selection_options
 def select_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins, seed,
                out_dir, force, as_json, quiet):
     """Choose a subset from a score file: writes indices.npy, indices.txt and selection.json."""
     from .compress import write_indices
-    from .io import atomic_write
+    from .io import OutputExistsError, check_disjoint, check_replaceable, seal_output
 
     _, selection = _run_selection(score_file, keep, score_name, strategy, balanced, cut_hardest,
                                   window, bins, seed)
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
-        raise click.ClickException(f"{out_dir} is not empty; pass --force to overwrite its files")
+    try:
+        check_disjoint(out_dir, {"score file": score_file})
+        check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
+    except (OutputExistsError, ValueError) as e:
+        raise click.ClickException(str(e))
     os.makedirs(out_dir, exist_ok=True)
     write_indices(out_dir, selection.indices)
-    record = {"kept": int(len(selection.indices)), "of": selection.num_samples,
-              "compression_ratio": selection.ratio,
+    record = {"format": SELECTION_FORMAT, "kept": int(len(selection.indices)),
+              "of": selection.num_samples, "compression_ratio": selection.ratio,
               "kept_per_class": selection.kept_per_class.tolist(),
               "class_sizes": selection.class_sizes.tolist(), **selection.info}
-    with atomic_write(os.path.join(out_dir, "selection.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    seal_output(out_dir, SELECTION_MANIFEST, record)
     _report(selection, as_json, quiet, {"written": os.path.abspath(out_dir)})
 
 
 @main.command("compress")
 @selection_options
-@click.option("--dataset", "dataset_name", required=True,
-              type=click.Choice(["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"]),
-              help="The dataset the scores were computed on.")
-@click.option("--data-dir", default=None, help="Where the dataset is (default for fashion-mnist: "
-              "/usr/share/datasets/fashion-mnist).")
-@click.option("--file-list", default=None, help="imagefolder: a 'relative/path label' list.")
+@dataset_options(default=None)
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
 @click.option("--link", type=click.Choice(["hard", "symlink", "copy"]), default="hard",
               show_default=True, help="How image files enter the new tree.")
 def compress_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins,
-                 seed, out_dir, force, as_json, quiet, dataset_name, data_dir, file_list, split,
-                 link):
+                 seed, out_dir, force, as_json, quiet, dataset, data_dir, file_list, num_samples,
+                 num_classes, image_size, synthetic_seed, split, link):
     """Write the selected subset of a dataset as a smaller dataset of the same format."""
-    from .compress import OutputExistsError, compress
-    from .datasets import DatasetError, load_dataset
+    from .compress import compress
+    from .io import OutputExistsError
 
-    try:
-        dataset = load_dataset(dataset_name, data_dir, split, file_list=file_list)
-    except (DatasetError, OSError) as e:
-        raise click.ClickException(str(e))
+    source = _load_dataset(dataset, data_dir, file_list, num_samples, num_classes, image_size,
+                           synthetic_seed, split)
     table, selection = _run_selection(score_file, keep, score_name, strategy, balanced,
                                       cut_hardest, window, bins, seed)
     scored = table.fingerprint
-    if scored != dataset.fingerprint:
+    if scored != source.fingerprint:
         raise click.ClickException(
-            f"{score_file} was scored on dataset fingerprint {scored!r}, but {dataset_name} "
-            f"({dataset.root}) has fingerprint {dataset.fingerprint!r}: the scores belong to "
-            "other data")
+            f"{score_file} was scored on dataset fingerprint {scored!r}, but {dataset} "
+            f"({source.root or 'generated'}) has fingerprint {source.fingerprint!r}: the scores "
+            "belong to other data")
     try:
-        manifest = compress(dataset, selection, out_dir, link=link, force=force,
-                            provenance={"score_file": os.path.abspath(score_file)})
+        manifest = compress(source, selection, out_dir, link=link, force=force,
+                            provenance={"score_file": os.path.abspath(score_file)},
+                            inputs={"score file": score_file})
     except (OutputExistsError, ValueError, OSError) as e:
         raise click.ClickException(str(e))
     _report(selection, as_json, quiet, {

@@ -29,17 +29,19 @@ import numpy as np
 
 from . import __version__
 from .datasets import _CIFAR, ArrayDataset, Dataset, FileDataset, _cifar_reader, _find, write_idx
-from .io import atomic_write
+from .io import (OutputExistsError, atomic_write, check_disjoint, check_replaceable, seal_output,
+                 umask)
 from .select import Selection
 
 LINK_MODES = ("hard", "symlink", "copy")
 
 
-class OutputExistsError(FileExistsError):
-    """The output folder exists and is not empty (pass force to replace it)."""
+FORMAT = "easyhard.compressed"
+MANIFEST = "manifest.json"
 
 
-def _place(src: str, dst: str, mode: str) -> None:
+def _place(src: str, dst: str, mode: str) -> str:
+    """Put `src` at `dst` by `mode`; returns the mode used."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     if mode == "hard":
         try:
@@ -51,6 +53,7 @@ def _place(src: str, dst: str, mode: str) -> None:
         os.symlink(os.path.abspath(src), dst)
     else:
         shutil.copy2(src, dst)
+    return mode
 
 
 def _tree_bytes(folder: str) -> int:
@@ -71,36 +74,48 @@ def write_indices(folder: str, indices: np.ndarray) -> None:
         f.write("".join(f"{int(i)}\n" for i in indices))
 
 
+def source_paths(dataset: Dataset) -> dict[str, str | None]:
+    """Everything a dataset is read from (what -> path), for the no-overlap checks."""
+    if isinstance(dataset, FileDataset):
+        return {"source dataset": dataset.base or dataset.root, "file list": dataset.file_list}
+    return {"source dataset": dataset.root}
+
+
 def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "hard",
-             force: bool = False, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write `selection` of `dataset` to folder `out`; returns the manifest."""
+             force: bool = False, provenance: dict[str, Any] | None = None,
+             inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write `selection` of `dataset` to folder `out`; returns the manifest.
+
+    `out` may not overlap the source or any of `inputs` (what -> path, e.g. the score file),
+    however the paths are spelled. An existing non-empty `out` is replaced only with `force`, and
+    only when it is an earlier compress output holding nothing else (see io.check_replaceable)."""
     if link not in LINK_MODES:
         raise ValueError(f"link must be one of {', '.join(LINK_MODES)}, got {link!r}")
     if selection.num_samples != len(dataset):
         raise ValueError(f"the selection is over {selection.num_samples} examples but the dataset "
                          f"has {len(dataset)}")
+    if len(selection.indices) == 0:
+        raise ValueError("the selection is empty: nothing to write")
     out = os.path.abspath(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not force:
-        raise OutputExistsError(f"{out} exists and is not empty; choose another folder or pass "
-                                "--force to replace it")
-    if isinstance(dataset, FileDataset) and os.path.commonpath([out, dataset.root]) == dataset.root:
-        raise ValueError(f"the output {out} lies inside the source {dataset.root}; write elsewhere")
+    check_disjoint(out, {**source_paths(dataset), **(inputs or {})})
+    check_replaceable(out, MANIFEST, FORMAT, force)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes 0700 folders whatever the umask
     try:
         idx = selection.indices
         if isinstance(dataset, FileDataset):
-            bytes_before, files = _write_imagefolder(dataset, idx, work, link)
+            bytes_before, files, used = _write_imagefolder(dataset, idx, work, link)
         elif dataset.name == "fashion-mnist":
-            bytes_before, files = _write_fashion_mnist(dataset, idx, work, link)
+            bytes_before, files, used = _write_fashion_mnist(dataset, idx, work, link)
         elif dataset.name in _CIFAR:
-            bytes_before, files = _write_cifar(dataset, idx, work)
+            bytes_before, files, used = _write_cifar(dataset, idx, work)
         else:
-            bytes_before, files = _write_npz(dataset, idx, work)
+            bytes_before, files, used = _write_npz(dataset, idx, work)
         write_indices(work, idx)
         manifest = {
-            "format": "easyhard.compressed",
+            "format": FORMAT,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "easyhard_version": __version__,
             "source": {"dataset": dataset.name, "split": dataset.split, "root": dataset.root,
@@ -110,13 +125,12 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
             "compression_ratio": selection.ratio,
             "kept_per_class": {str(c): int(n) for c, n in enumerate(selection.kept_per_class)},
             "class_sizes": {str(c): int(n) for c, n in enumerate(selection.class_sizes)},
-            "link": link if isinstance(dataset, FileDataset) or dataset.name == "fashion-mnist" else "copy",
+            "link": used,  # how source files entered the output; None: every file written anew
             "bytes_before": int(bytes_before),
             "bytes_after": int(files),
             **(provenance or {}),
         }
-        with atomic_write(os.path.join(work, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1)
+        manifest = seal_output(work, MANIFEST, manifest)
         _swap_into_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -134,8 +148,13 @@ def _swap_into_place(work: str, out: str) -> None:
         os.rename(work, out)
 
 
-def _write_imagefolder(ds: FileDataset, idx: np.ndarray, work: str, link: str) -> tuple[int, int]:
-    tree = os.path.join(work, ds.split)
+def _write_imagefolder(ds: FileDataset, idx: np.ndarray, work: str, link: str) -> tuple[int, int, str]:
+    """The kept files under work/<split folder>/ at their relative paths (so the output works as
+    --data-dir, and with torchvision's ImageFolder), the other split of a train/ + val/ source
+    beside it unchanged, and file_list.txt (paths relative to the split folder)."""
+    split_dir = os.path.basename(ds.root) if ds.base else "train"
+    tree = os.path.join(work, split_dir)
+    os.makedirs(tree)
     after = 0
     lines = []
     for i in idx:
@@ -144,16 +163,34 @@ def _write_imagefolder(ds: FileDataset, idx: np.ndarray, work: str, link: str) -
         _place(src, os.path.join(tree, rel), link)
         after += os.path.getsize(src)
         lines.append(f"{rel} {int(ds.labels[i])}\n")
-    # Empty class folders keep the class -> label mapping of ImageFolder unchanged.
-    for cls in ds.classes:
-        os.makedirs(os.path.join(tree, cls), exist_ok=True)
-    with atomic_write(os.path.join(work, "file_list.txt"), "w") as f:
-        f.writelines(lines)
+    if ds.file_list is None:
+        # Empty class folders keep ImageFolder's class -> label mapping unchanged. A file list
+        # has no class folders: its labels are in the list.
+        for cls in ds.classes:
+            os.makedirs(os.path.join(tree, cls), exist_ok=True)
+    if ds.base:  # the held-out split comes along, as the test pair of Fashion-MNIST does
+        for name in ("val", "test"):
+            other = os.path.join(ds.base, name)
+            if name != split_dir and os.path.isdir(other):
+                _place_tree(other, os.path.join(work, name), link)
+    if all("\n" not in p and "\r" not in p for p in ds.paths):
+        with atomic_write(os.path.join(work, "file_list.txt"), "w") as f:
+            f.writelines(lines)
     before = sum(os.path.getsize(os.path.join(ds.root, p)) for p in ds.paths)
-    return before, after
+    return before, after, link
 
 
-def _write_fashion_mnist(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) -> tuple[int, int]:
+def _place_tree(src: str, dst: str, link: str) -> None:
+    os.makedirs(dst)
+    for dirpath, dirnames, files in os.walk(src, followlinks=True):
+        rel = os.path.relpath(dirpath, src)
+        for d in dirnames:
+            os.makedirs(os.path.join(dst, rel, d), exist_ok=True)
+        for f in files:
+            _place(os.path.join(dirpath, f), os.path.join(dst, rel, f), link)
+
+
+def _write_fashion_mnist(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) -> tuple[int, int, str]:
     root = ds.root
     prefix = "train" if ds.split == "train" else "t10k"
     other = "t10k" if ds.split == "train" else "train"
@@ -165,19 +202,20 @@ def _write_fashion_mnist(ds: ArrayDataset, idx: np.ndarray, work: str, link: str
     lab_out = os.path.join(work, f"{prefix}-labels-idx1-ubyte{suffix}")
     write_idx(img_out, ds.images[idx, :, :, 0], compress=gz)
     write_idx(lab_out, ds.labels[idx].astype(np.uint8), compress=gz)
+    used = link
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):  # the other split, unchanged
         src = _find(root, f"{other}-{kind}")
         if src is not None:
-            _place(src, os.path.join(work, os.path.basename(src)),
-                   "copy" if link == "hard" and not _same_device(src, work) else link)
-    return before, os.path.getsize(img_out) + os.path.getsize(lab_out)
+            used = _place(src, os.path.join(work, os.path.basename(src)),
+                          "copy" if link == "hard" and not _same_device(src, work) else link)
+    return before, os.path.getsize(img_out) + os.path.getsize(lab_out), used
 
 
 def _same_device(a: str, b: str) -> bool:
     return os.stat(a).st_dev == os.stat(b).st_dev
 
 
-def _write_cifar(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int]:
+def _write_cifar(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int, None]:
     spec = _CIFAR[ds.name]
     read, _ = _cifar_reader(ds.root, spec)
     folder = os.path.join(work, spec["folder"])
@@ -188,9 +226,11 @@ def _write_cifar(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int
     names = spec[ds.split]
     after = 0
     for b, part in zip(names, np.array_split(np.arange(len(idx)), len(names))):
-        batch = {b"batch_label": f"easyhard subset of {b}".encode(), b"data": data[part],
-                 spec["labels"].encode(): [int(x) for x in labels[part]],
-                 b"filenames": [f"{int(i)}.png".encode() for i in idx[part]]}
+        # str keys: read as str by torchvision (encoding="latin1") and by easyhard alike, as the
+        # Python 2 strings of the original batches are.
+        batch = {"batch_label": f"easyhard subset of {b}", "data": data[part],
+                 spec["labels"]: [int(x) for x in labels[part]],
+                 "filenames": [f"{int(i)}.png" for i in idx[part]]}
         with atomic_write(os.path.join(folder, b)) as f:
             pickle.dump(batch, f, protocol=2)
         after += os.path.getsize(os.path.join(folder, b))
@@ -198,11 +238,11 @@ def _write_cifar(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int
     for name in spec[other] + [spec["meta"]]:
         with atomic_write(os.path.join(folder, name)) as f:
             f.write(read(name))
-    return before, after
+    return before, after, None
 
 
-def _write_npz(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int]:
+def _write_npz(ds: ArrayDataset, idx: np.ndarray, work: str) -> tuple[int, int, None]:
     path = os.path.join(work, "subset.npz")
     with atomic_write(path) as f:
         np.savez(f, images=ds.images[idx], labels=ds.labels[idx], indices=idx)
-    return ds.images.nbytes + ds.labels.nbytes, os.path.getsize(path)
+    return ds.images.nbytes + ds.labels.nbytes, os.path.getsize(path), None

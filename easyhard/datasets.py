@@ -83,6 +83,8 @@ class FileDataset:
     classes: list[str]
     fingerprint: str = ""
     file_sizes: np.ndarray | None = field(default=None, repr=False)
+    base: str | None = None  # the folder holding train/ and val/ (or test/), when split that way
+    file_list: str | None = None  # the 'relative/path label' list the paths came from, if any
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -201,6 +203,8 @@ class _SafeUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        # protocol 2 pickles an empty array's buffer as a call of bytes() (a batch of 0 rows)
+        ("__builtin__", "bytes"), ("builtins", "bytes"),
     }
 
     def find_class(self, module: str, name: str):
@@ -280,11 +284,16 @@ def _check_relative(path: str, where: str) -> str:
 
 def imagefolder_split_root(root: str, split: str) -> str:
     """The folder of `split`: root/train and root/val (or root/test) when root holds both, else
-    root itself for the training split (and no test split)."""
+    root itself for the training split (and no test split). A root whose only sub-folder is
+    train/ (a compressed training split) is read as root/train: a single class named "train"
+    could not be trained on anyway."""
     held_out = [os.path.join(root, n) for n in ("val", "test") if os.path.isdir(os.path.join(root, n))]
     has_train = os.path.isdir(os.path.join(root, "train"))
     if split == "train":
-        return os.path.join(root, "train") if has_train and held_out else root
+        if has_train and not held_out:
+            only_train = [d.name for d in os.scandir(root) if d.is_dir()] == ["train"]
+            return os.path.join(root, "train") if only_train else root
+        return os.path.join(root, "train") if has_train else root
     if has_train and held_out:
         return held_out[0]
     raise DatasetError(f"{root} has no test split: expected train/ beside val/ or test/ "
@@ -298,8 +307,12 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
     the sorted list of relative paths."""
     if not os.path.isdir(root):
         raise DatasetError(f"image folder {root} does not exist or is not a folder")
+    base = None
     if file_list is None:
+        given = root
         root = imagefolder_split_root(root, _check_split(split))
+        if os.path.abspath(root) != os.path.abspath(given):
+            base = os.path.abspath(given)
     elif split != "train":
         raise DatasetError("a file list describes the training split only; it has no test split")
     if file_list is not None:
@@ -344,7 +357,8 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         pairs.sort()
         paths = [p for p, _ in pairs]
         labels = np.array([c for _, c in pairs], dtype=np.int64)
-    return FileDataset("imagefolder", split, os.path.abspath(root), paths, labels, classes)
+    return FileDataset("imagefolder", split, os.path.abspath(root), paths, labels, classes,
+                       base=base, file_list=os.path.abspath(file_list) if file_list else None)
 
 
 # ---------------------------------------------------------------------------- synthetic

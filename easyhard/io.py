@@ -11,6 +11,13 @@ import tempfile
 from typing import IO, Iterator
 
 
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than a moment)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync it and rename it to `path`.
@@ -23,6 +30,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files whatever the umask
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -38,3 +46,106 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+# ---------------------------------------------------------------------------- nothing lost
+def real(path: str | os.PathLike) -> str:
+    """The absolute path with every symbolic link resolved (spelling-independent identity)."""
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies under it, however either is spelled."""
+    p, f = real(path), real(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def check_disjoint(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output that is, contains or lies inside any input (`inputs`: what -> path).
+
+    Raises ValueError naming both, so that no run can write into, or replace, what it reads."""
+    for what, src in inputs.items():
+        if src is None:
+            continue
+        if inside(output, src):
+            raise ValueError(f"the output {output} lies inside the {what} {src} (an input is never "
+                             "an output): write elsewhere")
+        if inside(src, output):
+            raise ValueError(f"the {what} {src} lies inside the output {output}: writing there "
+                             "could replace it; choose an output folder that holds no input")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (resolving links; hard links included)."""
+    if real(a) == real(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class OutputExistsError(FileExistsError):
+    """An output folder that holds something easyhard may not replace; the message says what."""
+
+
+def _count_files(folder: str) -> int:
+    n = 0
+    for dirpath, dirnames, files in os.walk(folder):
+        n += len(files) + sum(os.path.islink(os.path.join(dirpath, d)) for d in dirnames)
+    return n
+
+
+def seal_output(folder: str, manifest_name: str, record: dict) -> dict:
+    """Write `record` as the folder's manifest (JSON, atomically), adding what the folder holds
+    (top-level ``entries`` and ``file_count``) so that a later ``--force`` can tell the folder
+    is entirely easyhard's own. Call it last, when everything else is written."""
+    import json
+
+    entries = sorted(set(os.listdir(folder)) | {manifest_name})
+    record = {**record, "entries": entries,
+              "file_count": _count_files(folder) + (manifest_name not in os.listdir(folder))}
+    with atomic_write(os.path.join(folder, manifest_name), "w") as f:
+        json.dump(record, f, indent=1)
+    return record
+
+
+def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> None:
+    """May an output go to `folder`? Yes if it does not exist or is empty; with `force`, also if it
+    is a complete earlier easyhard output of format `fmt` that holds nothing else (its manifest
+    lists every top-level entry and the number of files). Raises OutputExistsError otherwise."""
+    import json
+
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        raise OutputExistsError(f"{folder} exists and is not a folder; choose another output")
+    names = os.listdir(folder)
+    if not names:
+        return
+    if not force:
+        raise OutputExistsError(f"{folder} exists and is not empty; choose another folder, or pass "
+                                "--force to replace an earlier easyhard output there")
+    path = os.path.join(folder, manifest_name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise OutputExistsError(f"{folder} is not empty and is not an earlier easyhard output "
+                                f"(no {manifest_name} of format {fmt}); --force only replaces "
+                                "easyhard's own outputs: choose another folder")
+    entries = record.get("entries")
+    if not isinstance(entries, list):
+        raise OutputExistsError(f"{folder} was written by an older easyhard that did not list its "
+                                "files; remove it yourself or choose another folder")
+    extra = sorted(set(names) - set(entries))
+    if extra:
+        raise OutputExistsError(f"{folder} holds {os.path.join(folder, extra[0])}, which easyhard "
+                                "did not write; --force does not delete it: move it or choose "
+                                "another folder")
+    if _count_files(folder) != record.get("file_count"):
+        raise OutputExistsError(f"{folder} holds files easyhard did not write (it wrote "
+                                f"{record.get('file_count')}, there are {_count_files(folder)}); "
+                                "--force does not delete them: choose another folder")

@@ -19,7 +19,13 @@ Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says wh
 - confidence (higher_easier, [0, 1]): mean over epochs of the epoch's mean true-class probability
   (dataset cartography, Swayamdipta et al., 2020).
 - variability (neither, [0, 0.5]): standard deviation over epochs of that probability.
-- never_learned: bool, never classified correctly (not a ranking score).
+- never_learned: bool, presented but never classified correctly (not a ranking score).
+- never_presented: bool, never presented to the model (e.g. an unreadable image dropped by
+  ``--skip-corrupt``). Such an example keeps its row, in dataset order, with every score NaN (its
+  scores measure nothing); selection and analysis exclude it and count it.
+
+In a merged file every score is the mean over runs, ``never_learned`` and ``never_presented`` the
+fraction of runs; an example never presented in any one run has NaN scores there too.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import atomic_write
+from .io import atomic_write, same_file
 from .stats import SampleStats
 
 DIRECTION = {
@@ -75,7 +81,8 @@ def compute_scores(stats: SampleStats, window: int | None = None) -> dict[str, n
         confidence = np.where(n_seen > 0, np.nansum(epoch_prob, 0) / np.maximum(n_seen, 1), 0.0)
         variability = np.where(n_seen > 0, np.sqrt(np.nansum((epoch_prob - confidence) ** 2, 0)
                                                    / np.maximum(n_seen, 1)), 0.0)
-    return {
+    absent = tot["presentations"] == 0
+    out = {
         "easiness": easiness,
         "forgetting": forgetting,
         "first_learned": first,
@@ -83,8 +90,20 @@ def compute_scores(stats: SampleStats, window: int | None = None) -> dict[str, n
         "margin": np.where(finite > 0, tot["margin_sum"] / safe, -np.inf),
         "confidence": confidence,
         "variability": variability,
-        "never_learned": never,
     }
+    for name in SCORES:
+        out[name] = np.where(absent, np.nan, out[name])
+    out["never_learned"] = never & ~absent
+    out["never_presented"] = absent
+    return out
+
+
+def excluded(table: "ScoreTable") -> np.ndarray:
+    """bool [N]: examples that take no part in rankings (never presented in some run)."""
+    absent = table.scores.get("never_presented")
+    if absent is None:  # merged by an easyhard that did not record it
+        return np.zeros(len(table.labels), dtype=bool)
+    return np.asarray(absent) > 0
 
 
 def hardness(name: str, values: np.ndarray) -> np.ndarray:
@@ -121,6 +140,10 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
     runs_<name> [R, N] per run, and a JSON metadata block listing the runs."""
     if not paths:
         raise ValueError("nothing to merge: give at least one score file")
+    for p in paths:
+        if same_file(p, out):
+            raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "
+                             "destroy a run's per-epoch history; choose another output file")
     per_run, first = [], None
     for p in paths:
         stats = SampleStats.load(p)
@@ -131,6 +154,13 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
                              f"{paths[0]} on {first.fingerprint!r}: they cannot be merged")
         elif stats.num_samples != first.num_samples or not np.array_equal(stats.labels, first.labels):
             raise ValueError(f"{p} and {paths[0]} disagree on the examples or their labels")
+        elif stats.metadata.get("view") != first.metadata.get("view"):
+            raise ValueError(f"{p} records the {stats.metadata.get('view')!r} view, {paths[0]} the "
+                             f"{first.metadata.get('view')!r} view: views are never merged")
+        elif window is None and stats.epochs != first.epochs:
+            raise ValueError(f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
+                             "over all epochs would count different windows; give a window of at "
+                             f"most {min(stats.epochs, first.epochs)} epochs")
         per_run.append((p, stats.metadata, compute_scores(stats, window)))
     names = [n for n in per_run[0][2]]
     stacked = {n: np.stack([r[2][n].astype(np.float64) for r in per_run]) for n in names}
@@ -152,6 +182,19 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
     with atomic_write(out) as f:
         np.savez(f, **arrays)
     return table
+
+
+def read_metadata_block(path: str) -> dict | None:
+    """The JSON metadata block of an easyhard .npz file (a run's or a merged one), read without
+    loading the arrays; None when the file has none or is not a readable archive."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "metadata" not in z.files:
+                return None
+            meta = json.loads(str(z["metadata"]))
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def load_scores(path: str, window: int | None = None) -> ScoreTable:

@@ -9,7 +9,8 @@ Strategies (each global or class-balanced):
   equal-width bins and spread the budget over them, smallest bins first, drawing at random (seeded)
   inside each bin.
 
-``cut_hardest`` first removes that fraction of the very hardest examples (likely mislabelled), as
+Examples in ``exclude`` (never presented during scoring: their scores say nothing) take no part
+in any of it. ``cut_hardest`` first removes that fraction of the very hardest examples (likely mislabelled), as
 Data Diet and coverage-centric selection do. Keep/prune semantics: ``keep`` as a fraction keeps
 exactly floor(keep * N + 0.5) examples (of those left after the cut); class-balanced budgets are
 proportional to class sizes with largest-remainder rounding, so they add up exactly. Rankings
@@ -87,25 +88,53 @@ class Selection:
 
 def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float | int | str, *,
            strategy: str = "hardest", balanced: bool = False, cut_hardest: float = 0.0,
-           seed: int = 0, bins: int = 50, score_name: str = "hardness") -> Selection:
-    """Choose a subset. `scores` are oriented with larger = harder (see scores.hardness)."""
+           seed: int = 0, bins: int = 50, score_name: str = "hardness",
+           exclude: np.ndarray | None = None) -> Selection:
+    """Choose a subset. `scores` are oriented with larger = harder (see scores.hardness).
+
+    `exclude`: bool [N], examples that take no part (e.g. never presented during scoring): never
+    selected, not counted by `keep` fractions, `cut_hardest` or class budgets. Refuses a selection
+    that would keep nothing."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     h = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
     N = len(h)
-    if labels.shape != (N,):
-        raise ValueError(f"labels must have shape [{N}], got {labels.shape}")
-    if N and (labels.min() < 0 or labels.max() >= num_classes):
+    if h.ndim != 1:
+        raise ValueError(f"scores must be 1-D [N], got shape {h.shape}")
+    if labels.shape != (N,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers of shape [{N}], got {labels.dtype} {labels.shape}")
+    labels = labels.astype(np.int64)
+    if exclude is None:
+        alive = np.ones(N, dtype=bool)
+    else:
+        exclude = np.asarray(exclude)
+        if exclude.shape != (N,) or exclude.dtype != np.bool_:
+            raise ValueError(f"exclude must be a bool array of shape [{N}], got {exclude.dtype} "
+                             f"{exclude.shape}")
+        alive = ~exclude
+    # Excluded examples may lack a label (-1: never presented, none recorded).
+    if N and ((labels[alive] < 0).any() or labels.min() < -1 or labels.max() >= num_classes):
         raise ValueError(f"labels must be in [0, {num_classes})")
+    class_sizes = np.bincount(labels[labels >= 0], minlength=num_classes)
+    labels = np.maximum(labels, 0)
     if not 0 <= cut_hardest < 1:
         raise ValueError(f"cut_hardest must be in [0, 1), got {cut_hardest}")
     h_t = torch.from_numpy(h)
-    alive = np.ones(N, dtype=bool)
-    n_cut = int(math.floor(cut_hardest * N + 0.5))
+    n_excluded = N - int(alive.sum())
+    n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))
     if n_cut:
-        alive[ops.topk_select(h_t, n_cut, True).numpy()] = False
-    k = resolve_keep(keep, int(alive.sum()))
+        key = h_t.clone()
+        key[torch.from_numpy(~alive)] = float("nan")  # NaN ranks last: excluded are not cut
+        alive[ops.topk_select(key, n_cut, True).numpy()] = False
+    available = int(alive.sum())
+    if available == 0:
+        raise ValueError(f"no example is left to select from ({n_excluded} excluded, {n_cut} cut "
+                         "as the hardest)")
+    k = resolve_keep(keep, available)
+    if k == 0:
+        raise ValueError(f"keeping {keep} of {available} examples rounds to 0: the subset would "
+                         "be empty; keep a larger fraction or a count of at least 1")
     if strategy == "stratified":
         chosen = _stratified(h, labels, alive, k, num_classes, balanced, bins, seed)
     else:
@@ -123,13 +152,12 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
         else:
             chosen = ops.topk_select(key, k, largest).numpy()
     info = {"strategy": strategy, "balanced": balanced, "cut_hardest": cut_hardest,
-            "cut": n_cut, "keep": str(keep), "kept": int(len(chosen)), "seed": seed,
-            "score": score_name}
+            "cut": n_cut, "excluded": n_excluded, "keep": str(keep), "kept": int(len(chosen)),
+            "seed": seed, "score": score_name}
     if strategy == "stratified":
         info["bins"] = bins
     return Selection(np.asarray(chosen, dtype=np.int64), N,
-                     np.bincount(labels[chosen], minlength=num_classes),
-                     np.bincount(labels, minlength=num_classes), info)
+                     np.bincount(labels[chosen], minlength=num_classes), class_sizes, info)
 
 
 def _stratified(h, labels, alive, k, C, balanced, bins, seed) -> np.ndarray:

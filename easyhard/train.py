@@ -67,13 +67,21 @@ class ScoreConfig:
     crop: int = 224  # image size for image-folder datasets
     workers: int = 4  # DALI threads / torch workers for image-folder datasets
     skip_corrupt: bool = False  # drop unreadable images (recorded as never presented)
+    file_list: str | None = None  # imagefolder: a 'relative/path label' list under data_dir
     num_samples: int = 2048  # synthetic dataset only
     num_classes: int = 10  # synthetic dataset only
     image_size: int = 28  # synthetic dataset only
+    synthetic_seed: int = 0  # synthetic dataset only: the seed of the data (not of training)
+    max_nonfinite_steps: int = 50  # stop as diverged after this many consecutive non-finite losses
 
     def validate(self) -> None:
         if self.runs < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("runs, epochs and batch size must be at least 1")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError("max_nonfinite_steps must be at least 1")
+        if self.window is not None and not 1 <= self.window <= self.epochs:
+            raise ValueError(f"window must be between 1 and the {self.epochs} epochs trained, got "
+                             f"{self.window}")
         if self.schedule not in ("onecycle", "cosine", "step"):
             raise ValueError(f"schedule must be onecycle, cosine or step, got {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "fp16", "fp32"):
@@ -171,12 +179,33 @@ def _maybe_progress(total: int, desc: str, quiet: bool):
 
 
 # ---------------------------------------------------------------------------- one run
+def load_datasets(cfg: ScoreConfig, quiet: bool = True):
+    """(train, test) datasets of a configuration; test is None when the data has no test split."""
+    extra = {}
+    if cfg.dataset == "synthetic":
+        extra = dict(num_samples=cfg.num_samples, num_classes=cfg.num_classes,
+                     image_size=cfg.image_size, seed=cfg.synthetic_seed)
+    train = load_dataset(cfg.dataset, cfg.data_dir, "train", file_list=cfg.file_list, **extra)
+    try:
+        test = load_dataset(cfg.dataset, cfg.data_dir, "test", file_list=cfg.file_list, **extra)
+    except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
+        if not quiet:
+            print(f"no test split ({e}); test accuracy is not measured", flush=True)
+        test = None
+    return train, test
+
+
+class DivergedError(RuntimeError):
+    """Training produced non-finite losses for too many consecutive steps; no scores were written."""
+
+
 def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
               quiet: bool = False, dist: Dist | None = None,
-              stop_after_epoch: int | None = None) -> str:
+              stop_after_epoch: int | None = None, datasets=None) -> str:
     """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
 
-    stop_after_epoch: end after that many epochs as if killed (for tests of resume)."""
+    datasets: (train, test) when already loaded (else from cfg). stop_after_epoch: end after that
+    many epochs as if killed (for tests of resume)."""
     dist = dist or Dist()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.enabled:
@@ -184,7 +213,6 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         torch.cuda.set_device(device)
     seed = cfg.seed + run
     run_dir = os.path.join(out_dir, f"{arch}-run{run}")
-    os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -192,16 +220,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    synthetic = dict(num_samples=cfg.num_samples, num_classes=cfg.num_classes,
-                     image_size=cfg.image_size, seed=cfg.seed)
-    extra = synthetic if cfg.dataset == "synthetic" else {}
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **extra)
-    try:
-        test = load_dataset(cfg.dataset, cfg.data_dir, "test", **extra)
-    except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
-        if dist.rank == 0 and not quiet:
-            print(f"no test split ({e}); test accuracy is not measured", flush=True)
-        test = None
+    train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     file_kwargs = ({} if isinstance(train, ArrayDataset) else
                    {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
@@ -231,16 +250,19 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    identity = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
-    stats = SampleStats(len(train), train.num_classes, device, **identity)
-    clean = SampleStats(len(train), train.num_classes, device, **identity) if clean_loader else None
+    examples = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
+    stats = SampleStats(len(train), train.num_classes, device, **examples)
+    clean = SampleStats(len(train), train.num_classes, device, **examples) if clean_loader else None
 
+    identity = run_identity(cfg, arch, run, train.fingerprint)
     start_epoch, metrics = 0, []
     if resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck["config"] != _config_dict(cfg) or ck["arch"] != arch or ck["run"] != run:
-            raise ValueError(f"{ckpt_path} belongs to another configuration; use a new --out "
-                             "or drop --resume")
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, garbage, or not a checkpoint at all
+            raise ValueError(f"{ckpt_path} cannot be read ({type(e).__name__}); it is damaged: "
+                             "move it away to restart this run from scratch") from e
+        check_same_run(ck.get("identity") if isinstance(ck, dict) else None, identity, ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -264,7 +286,12 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         model.train()
 
     is_main = dist.rank == 0
+    if is_main:  # says what the run is from its start, and marks the folder as easyhard's
+        os.makedirs(run_dir, exist_ok=True)
+        _write_run_config(run_dir, identity, device, dist, finished=False)
     label = f"{arch} run {run}"
+    nonfinite_run = torch.zeros((), dtype=torch.int64, device=device)  # consecutive, on device
+    nonfinite_worst = torch.zeros((), dtype=torch.int64, device=device)
     for epoch in range(start_epoch, cfg.epochs):
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
@@ -288,6 +315,9 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                 stats.update(logits, y, idx)  # the training step's own logits
                 seen += len(y)
                 loss_sum += loss.detach().float() * len(y)
+                finite = torch.isfinite(loss.detach())  # no sync: read once per epoch
+                nonfinite_run = torch.where(finite, 0, nonfinite_run + 1)
+                nonfinite_worst = torch.maximum(nonfinite_worst, nonfinite_run)
                 if bar is not None:
                     bar.update(len(y))
                 if clean is not None and cfg.clean_steps and epoch == 0 and (step + 1) % cfg.clean_steps == 0:
@@ -297,6 +327,12 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         elapsed = time.perf_counter() - t0
         if bar is not None:
             bar.close()
+        limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
+        if int(nonfinite_worst) >= limit:
+            raise DivergedError(
+                f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
+                f"{int(nonfinite_worst)} consecutive steps; no scores were written for it. Lower "
+                "the learning rate, or use bf16/fp32 instead of fp16")
         if dist.enabled:
             stats.all_reduce()
         record_before = stats.epochs
@@ -325,7 +361,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             _write_metrics(run_dir, metrics)
             with atomic_write(ckpt_path) as f:
                 torch.save({"epoch": epoch + 1, "arch": arch, "run": run,
-                            "config": _config_dict(cfg), "model": model.state_dict(),
+                            "config": _config_dict(cfg), "identity": identity,
+                            "model": model.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "scaler": scaler.state_dict(), "stats": stats.state_dict(),
                             "clean": clean.state_dict() if clean is not None else None,
@@ -336,15 +373,11 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed,
                 "epochs_trained": cfg.epochs, "view": "train", "world_size": dist.world_size,
                 "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
-                "config": _config_dict(cfg)}
+                "config": _config_dict(cfg), "identity": identity}
         stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
         if clean is not None:
             clean.save(os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"})
-        with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({"arch": arch, "run": run, "seed": seed, "easyhard_version": __version__,
-                       "torch_version": torch.__version__, "device": str(device),
-                       "world_size": dist.world_size, "dataset_fingerprint": train.fingerprint,
-                       **_config_dict(cfg)}, f, indent=1)
+        _write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
 
 
@@ -365,17 +398,116 @@ def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
     return d
 
 
+RUN_FORMAT = "easyhard.run"
+#: Fields that say which runs a job holds or how they are read, not what one run is: a finished
+#: or killed run can be resumed under a job that differs in them.
+JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
+#: What a run folder holds, all written by score_run: --force deletes these and nothing else.
+RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt")
+
+
+def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str) -> dict[str, Any]:
+    """Everything that makes one run what it is: resume refuses a run whose identity differs."""
+    from .stats import FORMAT_VERSION
+
+    config = {k: v for k, v in _config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
+    return {"arch": arch, "run": run, "seed": cfg.seed + run, "dataset_fingerprint": fingerprint,
+            "score_format_version": FORMAT_VERSION, "config": config}
+
+
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable 'field: old -> new' lines for two run identities."""
+    flat = lambda d: {**{k: v for k, v in d.items() if k != "config"},
+                      **{f"config.{k}": v for k, v in d.get("config", {}).items()}}
+    a, b = flat(old), flat(new)
+    return [f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
+            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:
+    """Refuse to resume from `where` unless it recorded exactly `identity`."""
+    if not isinstance(found, dict):
+        raise ValueError(f"{where} was written by an easyhard that did not record the run's "
+                         "identity, so resuming cannot be checked: use a new output folder")
+    diff = identity_differences(found, identity)
+    if diff:
+        raise ValueError(f"{where} belongs to another configuration ({'; '.join(diff[:6])}"
+                         f"{'; ...' if len(diff) > 6 else ''}): resume it with the same settings, "
+                         "or use a new output folder")
+
+
+def _write_run_config(run_dir: str, identity: dict[str, Any], device, dist, *,
+                      finished: bool) -> None:
+    record = {"format": RUN_FORMAT, "finished": finished, "arch": identity["arch"],
+              "run": identity["run"], "seed": identity["seed"],
+              "easyhard_version": __version__, "torch_version": torch.__version__,
+              "device": str(device), "world_size": dist.world_size,
+              "dataset_fingerprint": identity["dataset_fingerprint"], "identity": identity,
+              **identity["config"]}
+    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def is_run_folder(path: str) -> bool:
+    """Whether `path` is a run folder written by easyhard (its config.json says so)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == RUN_FORMAT
+
+
+def clear_previous(out_dir: str) -> list[str]:
+    """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
+    whose config.json says easyhard wrote them (only the files a run writes; a folder left with
+    anything else in it stays), and merged.npz when it is an easyhard merged file. Everything
+    else stays. Returns what was deleted."""
+    from .scores import MERGED_FORMAT, read_metadata_block
+
+    removed = []
+    if not os.path.isdir(out_dir):
+        return removed
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path) and is_run_folder(path):
+            for f in RUN_FILES:
+                if os.path.isfile(os.path.join(path, f)):
+                    os.unlink(os.path.join(path, f))
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only when nothing else is in it
+            removed.append(path)
+        elif name == "merged.npz" and os.path.isfile(path) and not os.path.islink(path):
+            if (read_metadata_block(path) or {}).get("format") == MERGED_FORMAT:
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
 def _write_metrics(run_dir: str, metrics: list[dict]) -> None:
     with atomic_write(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in metrics)
 
 
+def input_paths(cfg: ScoreConfig, train) -> dict[str, str | None]:
+    """What a scoring job reads (what -> path): its outputs may not overlap any of it."""
+    return {"dataset": getattr(train, "base", None) or train.root, "file list": cfg.file_list}
+
+
 def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Every (architecture, run) in turn, then the merged score file. Returns a summary."""
-    from .scores import merge_score_files
+    """Every (architecture, run) in turn, then the merged score file. Returns a summary.
+
+    With `resume`, runs found in out_dir continue (unfinished) or are reused (finished) only when
+    they are the same runs: configuration, dataset fingerprint and file format (else ValueError
+    saying what differs). The output may not overlap the dataset."""
+    from .io import check_disjoint
+    from .scores import merge_score_files, read_metadata_block
+    from .stats import read_metadata
 
     cfg.validate()
     dist = Dist.from_env()
+    train, test = load_datasets(cfg, quiet or dist.rank != 0)
+    check_disjoint(out_dir, input_paths(cfg, train))
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
@@ -385,9 +517,14 @@ def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool =
         for run in range(cfg.runs):
             done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
             if resume and os.path.exists(done):
+                block = read_metadata_block(done)  # checks the format and its version
+                meta = read_metadata({} if block is None else {"metadata": json.dumps(block)}, done)
+                check_same_run(meta.get("identity"),
+                               run_identity(cfg, arch, run, train.fingerprint), done)
                 run_dirs.append(os.path.dirname(done))
                 continue
-            run_dirs.append(score_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet, dist=dist))
+            run_dirs.append(score_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet,
+                                      dist=dist, datasets=(train, test)))
     summary = {"runs": run_dirs}
     if dist.rank == 0:
         files = [os.path.join(d, "scores.npz") for d in run_dirs]

@@ -159,9 +159,11 @@ def test_compress_refusals(tmp_path):
              "--keep", "0.5", "--out", tmp_path / "full"])
     assert r.exit_code != 0 and "--force" in r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
+    # --force replaces only an earlier easyhard output, never a user's file (issue 8).
     r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
              "--keep", "0.5", "--out", tmp_path / "full", "--force"])
-    assert r.exit_code == 0 and not (tmp_path / "full" / "keep.txt").exists()
+    assert r.exit_code != 0 and "not an earlier easyhard output" in r.output
+    assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "none",
              "--keep", "0.5", "--out", tmp_path / "o2"])
     assert r.exit_code != 0 and "apt-get install dataset-fashion-mnist" in r.output

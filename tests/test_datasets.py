@@ -66,7 +66,10 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path):
     assert "nowhere" in str(e.value) and "apt-get install dataset-fashion-mnist" in str(e.value)
 
 
-def write_cifar10(folder, n_per_batch=4):
+def write_cifar10(folder, n_per_batch=4, str_keys=False):
+    """CIFAR-10 python batches; `str_keys` writes str keys (read as str by torchvision, as the
+    original Python 2 strings are), else bytes keys."""
+    k = (lambda s: s) if str_keys else (lambda s: s.encode())
     d = folder / "cifar-10-batches-py"
     d.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -75,12 +78,13 @@ def write_cifar10(folder, n_per_batch=4):
         data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 10, n_per_batch)]
         with open(d / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": b"x"}, f, protocol=2)
+            pickle.dump({k("data"): data, k("labels"): labels, k("batch_label"): k("x")}, f,
+                        protocol=2)
         if name != "test_batch":
             all_images.append(data)
             all_labels += labels
     with open(d / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
+        pickle.dump({k("label_names"): [k(f"c{i}") for i in range(10)]}, f, protocol=2)
     return np.concatenate(all_images), np.array(all_labels)
 
 

@@ -1,0 +1,408 @@
+"""Nothing lost, nothing silently wrong (issue 8): outputs never replace inputs or a user's files,
+resumed and merged results never mix runs, never-presented examples never rank, and every
+compressed format loads back to exactly source[indices], with easyhard and with torchvision."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from easyhard import SampleStats
+from easyhard.cli import main
+from easyhard.compress import compress
+from easyhard.datasets import load_dataset, read_idx, write_idx
+from easyhard.io import check_disjoint, inside
+from easyhard.scores import compute_scores, load_scores
+from easyhard.select import select
+from easyhard.train import DivergedError, ScoreConfig, score
+
+from test_compress import score_file
+from test_datasets import make_fmnist, make_folder, write_cifar10
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under folder (the state a test wants unchanged)."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = fh.read()
+    return out
+
+
+# ---------------------------------------------------------------------------- 1. compress --force
+def test_compress_never_replaces_its_source(tmp_path, monkeypatch):
+    make_fmnist(tmp_path / "fmA", n=30)
+    ds = load_dataset("fashion-mnist", root=str(tmp_path / "fmA"))
+    scores = score_file(ds, tmp_path / "s.npz")
+    before = tree(tmp_path / "fmA")
+    monkeypatch.chdir(tmp_path)
+    os.symlink(tmp_path / "fmA", tmp_path / "alias")
+    for out in ("fmA", str(tmp_path / "fmA"), "./fmA/", "alias", str(tmp_path), "fmA/inner"):
+        r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", "fmA",
+                 "--keep", "0.7", "--out", out, "--force"])
+        assert r.exit_code != 0, out
+        assert "inside" in r.output and "Traceback" not in r.output, r.output
+        assert tree(tmp_path / "fmA") == before, out
+
+
+def test_compress_into_a_parent_of_an_image_folder_is_refused(tmp_path):
+    make_folder(tmp_path / "P" / "data", per_class=4)
+    (tmp_path / "P" / "notes.txt").write_text("mine")
+    ds = load_dataset("imagefolder", root=str(tmp_path / "P" / "data"))
+    scores = score_file(ds, tmp_path / "s.npz")
+    before = tree(tmp_path / "P")
+    for link in ("hard", "symlink"):
+        r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "P" / "data",
+                 "--keep", "0.5", "--out", tmp_path / "P", "--force", "--link", link])
+        assert r.exit_code != 0 and "lies inside the output" in r.output
+    assert tree(tmp_path / "P") == before
+
+
+def test_compress_force_replaces_only_its_own_output(tmp_path):
+    make_fmnist(tmp_path / "src", n=30)
+    ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
+    scores = score_file(ds, tmp_path / "s.npz")
+    args = ["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
+            "--keep", "0.5"]
+    assert run([*args, "--out", tmp_path / "out"]).exit_code == 0
+    r = run([*args, "--keep", "0.3", "--out", tmp_path / "out", "--force"])  # our own: replaced
+    assert r.exit_code == 0, r.output
+    assert len(load_dataset("fashion-mnist", root=str(tmp_path / "out"))) == 9
+    # A user's file inside an earlier output (top level or deep) stops --force.
+    for extra in (tmp_path / "out" / "notes.txt", tmp_path / "out" / "sub" / "x.txt"):
+        extra.parent.mkdir(exist_ok=True)
+        extra.write_text("mine")
+        r = run([*args, "--out", tmp_path / "out", "--force"])
+        assert r.exit_code != 0 and "did not write" in r.output, r.output
+        assert extra.read_text() == "mine"
+        extra.unlink()
+    # The score file inside the output folder: refused, the score file kept.
+    (tmp_path / "holder").mkdir()
+    inner = score_file(ds, tmp_path / "holder" / "s.npz")
+    r = run(["compress", inner, *args[2:], "--out", tmp_path / "holder", "--force"])
+    assert r.exit_code != 0 and "score file" in r.output
+    assert os.path.exists(inner)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(src=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
+       out=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
+       via_link=st.booleans())
+def test_overlap_check_is_spelling_independent(tmp_path_factory, src, out, via_link):
+    """Property: check_disjoint refuses exactly the outputs that are, contain or lie inside the
+    source, however the two paths are spelled (relative parts, '..', a symbolic link)."""
+    base = tmp_path_factory.mktemp("spell")
+    (base / "a" / "b").mkdir(parents=True)
+    (base / "b" / "a").mkdir(parents=True)
+    os.symlink(base / "a", base / "link")
+    src_path = os.path.join(base, *src)
+    out_path = os.path.join(base, "link" if via_link else "a", *out)
+    real_src, real_out = os.path.realpath(src_path), os.path.realpath(out_path)
+    overlap = (real_src == real_out or real_out.startswith(real_src + os.sep)
+               or real_src.startswith(real_out + os.sep))
+    if overlap:
+        with pytest.raises(ValueError, match="inside"):
+            check_disjoint(out_path, {"source": src_path})
+    else:
+        check_disjoint(out_path, {"source": src_path})
+    assert inside(out_path, out_path) and inside(os.path.join(out_path, "x"), out_path)
+
+
+# ---------------------------------------------------------------------------- 2. score --force
+SMALL = ["--dataset", "synthetic", "--num-samples", "120", "--num-classes", "3",
+         "--image-size", "8", "--batch-size", "64", "--arch", "convnet", "--epochs", "1",
+         "--device", "cpu", "--quiet"]
+
+
+def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
+    out = tmp_path / "out"
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    (out / "my-run-notes").mkdir()
+    (out / "my-run-notes" / "n.txt").write_text("mine")
+    (out / "convnet-run0" / "plot.png").write_bytes(b"mine too")
+    (out / "merged-notes.npz").write_bytes(b"not ours")
+    r = run(["score", *SMALL, "--out", out, "--force", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert (out / "my-run-notes" / "n.txt").read_text() == "mine"
+    assert (out / "convnet-run0" / "plot.png").read_bytes() == b"mine too"
+    assert (out / "merged-notes.npz").read_bytes() == b"not ours"
+    assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
+
+
+def test_score_refuses_to_write_into_its_dataset(tmp_path):
+    make_fmnist(tmp_path / "fm", n=20)
+    r = run(["score", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "fm", "--arch",
+             "convnet", "--epochs", "1", "--device", "cpu", "--quiet", "--out", tmp_path / "fm" / "runs"])
+    assert r.exit_code != 0 and "inside the dataset" in r.output
+    assert sorted(os.listdir(tmp_path / "fm")) == sorted(os.listdir(tmp_path / "fm"))
+    assert not (tmp_path / "fm" / "runs").exists()
+
+
+# ---------------------------------------------------------------------------- 3. merge
+def test_merge_into_one_of_its_inputs_is_refused(tmp_path):
+    assert run(["score", *SMALL, "--out", tmp_path / "o"]).exit_code == 0
+    x = tmp_path / "o" / "convnet-run0" / "scores.npz"
+    before = x.read_bytes()
+    os.symlink(x, tmp_path / "alias.npz")
+    os.link(x, tmp_path / "hard.npz")
+    for out in (x, tmp_path / "alias.npz", tmp_path / "hard.npz"):
+        r = run(["merge", x, "--out", out])
+        assert r.exit_code != 0 and "one of the inputs" in r.output
+    assert x.read_bytes() == before
+
+
+def test_merge_never_mixes_views_or_windows(tmp_path):
+    ds = load_dataset("synthetic", num_samples=30, num_classes=3, image_size=4)
+    a = SampleStats(30, 3, labels=ds.labels, fingerprint=ds.fingerprint)
+    logits = torch.randn(30, 3)
+    for stats, epochs in ((a, 2),):
+        for _ in range(epochs):
+            stats.update(logits, torch.from_numpy(ds.labels), torch.arange(30))
+            stats.end_epoch()
+    a.save(tmp_path / "train.npz", metadata={"view": "train"})
+    a.save(tmp_path / "clean.npz", metadata={"view": "clean"})
+    a.update(logits, torch.from_numpy(ds.labels), torch.arange(30))
+    a.end_epoch()
+    a.save(tmp_path / "three.npz", metadata={"view": "train"})
+    r = run(["merge", tmp_path / "train.npz", tmp_path / "clean.npz", "--out", tmp_path / "m.npz"])
+    assert r.exit_code != 0 and "views are never merged" in r.output
+    r = run(["merge", tmp_path / "train.npz", tmp_path / "three.npz", "--out", tmp_path / "m.npz"])
+    assert r.exit_code != 0 and "window" in r.output
+    r = run(["merge", tmp_path / "train.npz", tmp_path / "three.npz", "--window", "2",
+             "--out", tmp_path / "m.npz"])
+    assert r.exit_code == 0, r.output
+
+
+# ---------------------------------------------------------------------------- 4. resume
+def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
+    base = ["score", "--dataset", "synthetic", "--image-size", "8", "--batch-size", "64",
+            "--arch", "convnet", "--device", "cpu", "--quiet", "--out", tmp_path / "o"]
+    assert run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1"]).exit_code == 0
+    merged = (tmp_path / "o" / "merged.npz").read_bytes()
+    r = run([*base, "--num-samples", "150", "--num-classes", "4", "--epochs", "2", "--resume"])
+    assert r.exit_code != 0 and "another configuration" in r.output
+    assert "num_samples: 120 -> 150" in r.output and "epochs: 1 -> 2" in r.output
+    assert (tmp_path / "o" / "merged.npz").read_bytes() == merged
+    # The same job resumed (and one more run of it) is accepted.
+    r = run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1", "--resume",
+             "--runs", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(load_scores(str(tmp_path / "o" / "merged.npz")).metadata["runs"]) == 2
+
+
+def test_resume_refuses_a_damaged_checkpoint(tmp_path):
+    cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
+                      batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    from easyhard.train import score_run
+
+    score_run(cfg, "convnet", 0, str(tmp_path), quiet=True, stop_after_epoch=1)
+    ck = tmp_path / "convnet-run0" / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[:100])
+    with pytest.raises(ValueError, match="damaged"):
+        score_run(cfg, "convnet", 0, str(tmp_path), quiet=True, resume=True)
+
+
+# ---------------------------------------------------------------------------- 6. never presented
+def test_never_presented_examples_take_no_part(tmp_path):
+    make_folder(tmp_path / "src", per_class=6)
+    ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
+    bad = 3  # e.g. an unreadable image dropped by --skip-corrupt: never presented
+    N, C = len(ds), ds.num_classes
+    stats = SampleStats(N, C, labels=ds.labels, paths=ds.paths, fingerprint=ds.fingerprint)
+    keep = torch.tensor([i for i in range(N) if i != bad])
+    for _ in range(2):
+        stats.update(torch.randn(len(keep), C), torch.from_numpy(ds.labels)[keep], keep)
+        stats.end_epoch()
+    stats.save(tmp_path / "s.npz")
+    s = compute_scores(SampleStats.load(tmp_path / "s.npz"))
+    assert s["never_presented"].tolist() == [i == bad for i in range(N)]
+    assert np.isnan(s["easiness"][bad]) and not s["never_learned"][bad]
+    assert np.isfinite(np.delete(s["easiness"], bad)).all()
+    for strategy in ("hardest", "easiest", "random", "stratified"):
+        for balanced in (False, True):
+            r = run(["compress", tmp_path / "s.npz", "--dataset", "imagefolder", "--data-dir",
+                     tmp_path / "src", "--keep", "1.0", "--strategy", strategy,
+                     "--balanced" if balanced else "--global", "--out", tmp_path / "o", "--force"])
+            assert r.exit_code == 0, r.output
+            assert "1 example(s) never presented" in r.output and f"kept {N - 1} of {N}" in r.output
+            idx = np.load(tmp_path / "o" / "indices.npy")
+            assert bad not in idx and len(idx) == N - 1
+            assert ds.paths[bad] not in tree(tmp_path / "o" / "train")
+    # merged files carry the flag too
+    run(["merge", tmp_path / "s.npz", "--out", tmp_path / "m.npz"])
+    table = load_scores(str(tmp_path / "m.npz"))
+    assert table.scores["never_presented"][bad] == 1.0
+    r = run(["select", tmp_path / "m.npz", "--keep", "5", "--strategy", "hardest", "--json",
+             "--out", tmp_path / "sel"])
+    assert r.exit_code == 0 and json.loads(r.output)["excluded"] == 1
+    assert bad not in np.load(tmp_path / "sel" / "indices.npy")
+
+
+# ---------------------------------------------------------------------------- 8. empty selections
+@pytest.mark.parametrize("extra", [["--keep", "1e-9"], ["--keep", "0.5", "--cut-hardest", "0.999999"],
+                                   ["--keep", "0%"]])
+def test_empty_selections_are_refused(tmp_path, extra):
+    make_fmnist(tmp_path / "src", n=30)
+    ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
+    scores = score_file(ds, tmp_path / "s.npz")
+    for cmd in (["select", scores, *extra, "--out", tmp_path / "o"],
+                ["compress", scores, *extra, "--dataset", "fashion-mnist", "--data-dir",
+                 tmp_path / "src", "--out", tmp_path / "o"]):
+        r = run(cmd)
+        assert r.exit_code != 0, r.output
+        assert "empty" in r.output or "no example is left" in r.output or "(0, 1]" in r.output
+        assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------- 9-12. formats
+def test_compress_file_list_adds_no_class_folders(tmp_path):
+    make_folder(tmp_path / "src", per_class=4)
+    ds0 = load_dataset("imagefolder", root=str(tmp_path / "src"))
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{p} {7 if y else 99999}\n" for p, y in zip(ds0.paths, ds0.labels)))
+    ds = load_dataset("imagefolder", root=str(tmp_path / "src"), file_list=str(lst))
+    scores = score_file(ds, tmp_path / "s.npz")
+    r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "src",
+             "--file-list", lst, "--keep", "0.5", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / "o" / "train")) == sorted({p.split("/")[0] for p in ds.paths})
+    back = load_dataset("imagefolder", root=str(tmp_path / "o" / "train"),
+                        file_list=str(tmp_path / "o" / "file_list.txt"))
+    idx = np.load(tmp_path / "o" / "indices.npy")
+    assert back.paths == [ds.paths[i] for i in idx]
+    np.testing.assert_array_equal(back.labels, ds.labels[idx])
+
+
+def test_compress_synthetic_matches_its_scores(tmp_path):
+    opts = ["--dataset", "synthetic", "--num-samples", "50", "--num-classes", "5",
+            "--image-size", "6", "--synthetic-seed", "3"]
+    ds = load_dataset("synthetic", num_samples=50, num_classes=5, image_size=6, seed=3)
+    scores = score_file(ds, tmp_path / "s.npz")
+    r = run(["compress", scores, *opts, "--keep", "0.4", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "o" / "subset.npz", allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["images"], ds.images[z["indices"]])
+        np.testing.assert_array_equal(z["labels"], ds.labels[z["indices"]])
+    r = run(["compress", scores, *opts[:-1], "4", "--keep", "0.4", "--out", tmp_path / "o2"])
+    assert r.exit_code != 0 and "other data" in r.output
+
+
+def _tv_cifar(root):
+    """torchvision's CIFAR10 reader on `root`, its md5 check of the original files bypassed (a
+    subset cannot have the original checksums)."""
+    import torchvision.datasets.cifar as tc
+
+    real = tc.check_integrity
+    tc.check_integrity = lambda *a, **k: True
+    try:
+        return tc.CIFAR10(str(root), train=True)
+    finally:
+        tc.check_integrity = real
+
+
+@pytest.mark.parametrize("keep", ["2", "0.5", "1.0"])
+def test_every_format_loads_back_to_the_selected_examples(tmp_path, keep):
+    """easyhard and torchvision read each compressed format back to exactly source[indices]."""
+    import torchvision
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    # Fashion-MNIST, not gzipped (torchvision reads raw idx files)
+    make_fmnist(tmp_path / "fm", n=24)
+    for name in os.listdir(tmp_path / "fm"):  # ungzip the fixture
+        a = read_idx(str(tmp_path / "fm" / name))
+        os.unlink(tmp_path / "fm" / name)
+        write_idx(str(tmp_path / "fm" / name.removesuffix(".gz")), a)
+    # CIFAR-10 with the original's str keys, an ImageFolder with train/ and val/, a file list
+    write_cifar10(tmp_path / "c10", str_keys=True)
+    make_folder(tmp_path / "img" / "train", per_class=5)
+    make_folder(tmp_path / "img" / "val", per_class=2)
+    for name, kwargs in [("fashion-mnist", {"root": str(tmp_path / "fm")}),
+                         ("cifar10", {"root": str(tmp_path / "c10")}),
+                         ("imagefolder", {"root": str(tmp_path / "img")})]:
+        ds = load_dataset(name, **kwargs)
+        scores = score_file(ds, tmp_path / f"{name}.npz")
+        out = tmp_path / f"{name}-out"
+        r = run(["compress", scores, "--dataset", name, "--data-dir", kwargs["root"],
+                 "--keep", keep, "--out", out])
+        assert r.exit_code == 0, r.output
+        idx = np.load(out / "indices.npy", allow_pickle=False)
+        back = load_dataset(name, root=str(out))
+        assert len(back) == len(idx) and back.classes == ds.classes
+        np.testing.assert_array_equal(back.labels, ds.labels[idx])
+        if name == "imagefolder":
+            assert back.paths == [ds.paths[i] for i in idx]
+            tv = torchvision.datasets.ImageFolder(str(out / "train"), allow_empty=True)
+            assert [os.path.relpath(p, out / "train") for p, _ in tv.samples] == back.paths
+            assert [y for _, y in tv.samples] == ds.labels[idx].tolist()
+            test_back = load_dataset(name, root=str(out), split="test")
+            assert test_back.paths == load_dataset(name, root=kwargs["root"], split="test").paths
+        else:
+            np.testing.assert_array_equal(back.images, ds.images[idx])
+        if name == "fashion-mnist":
+            tv_images = read_image_file(str(out / "train-images-idx3-ubyte")).numpy()
+            np.testing.assert_array_equal(tv_images, ds.images[idx, :, :, 0])
+            np.testing.assert_array_equal(read_label_file(str(out / "train-labels-idx1-ubyte")).numpy(),
+                                          ds.labels[idx])
+        if name == "cifar10":
+            tv = _tv_cifar(out)
+            np.testing.assert_array_equal(tv.data, ds.images[idx])
+            assert tv.targets == ds.labels[idx].tolist() and tv.classes == ds.classes
+
+
+def test_compressed_outputs_keep_the_umask(tmp_path):
+    make_fmnist(tmp_path / "src", n=20)
+    ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
+    old = os.umask(0o022)
+    try:
+        compress(ds, select(np.arange(20.0), ds.labels, 10, 5), str(tmp_path / "o"))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "o").st_mode & 0o777 == 0o755
+    assert os.stat(tmp_path / "o" / "manifest.json").st_mode & 0o777 == 0o644
+
+
+def test_odd_file_names_load_back(tmp_path):
+    """Names with spaces, unicode, '#' and a leading space survive compress and reload."""
+    from PIL import Image
+
+    names = ["a b.png", "ünï.png", "#hash.png", " lead.png", "x.JPEG"]
+    for c in ("c0", "c 1"):
+        (tmp_path / "src" / c).mkdir(parents=True)
+        for i, n in enumerate(names):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "src" / c / n,
+                                                           format="PNG" if n.endswith(".png") else "JPEG")
+    ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
+    assert len(ds) == 10
+    scores = score_file(ds, tmp_path / "s.npz")
+    r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "src",
+             "--keep", "1.0", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert load_dataset("imagefolder", root=str(tmp_path / "o")).paths == ds.paths
+    listed = load_dataset("imagefolder", root=str(tmp_path / "o" / "train"),
+                          file_list=str(tmp_path / "o" / "file_list.txt"))
+    assert listed.paths == ds.paths
+    assert SampleStats.load(tmp_path / "s.npz").paths == ds.paths
+
+
+# ---------------------------------------------------------------------------- divergence
+def test_a_diverging_run_stops_without_writing_scores(tmp_path):
+    cfg = ScoreConfig(dataset="synthetic", num_samples=256, num_classes=3, image_size=8,
+                      batch_size=32, archs=("convnet",), epochs=2, device="cpu", lr=1e30,
+                      max_nonfinite_steps=3)
+    with pytest.raises(DivergedError, match="consecutive steps"):
+        score(cfg, str(tmp_path / "o"), quiet=True)
+    assert not (tmp_path / "o" / "convnet-run0" / "scores.npz").exists()
+    assert not (tmp_path / "o" / "merged.npz").exists()
