@@ -6,6 +6,9 @@ pure-PyTorch reference of each op lives in easyhard.reference under the same nam
 """
 from __future__ import annotations
 
+import operator
+
+import numpy as np
 import torch
 
 from . import _extension
@@ -73,11 +76,29 @@ def accumulate_stats(
     torch.ops.easyhard.accumulate_stats.default(logits, labels, indices, counts, sums, flags, errors)
 
 
+def _check_dtype(op: str, name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...]) -> None:
+    if t.dtype not in allowed:
+        names = " or ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise RuntimeError(f"{op}: {name} must be {names}, got {t.dtype}")
+
+
+# The fake kernels run under torch.compile and on meta tensors; they repeat the kernels' checks of
+# dtypes and devices (messages as in csrc/<op>.h), so that a meta tensor mixed with real ones (the
+# dispatcher then picks the fake kernel) is refused rather than silently ignored.
 @torch.library.register_fake("easyhard::accumulate_stats")
 def _accumulate_stats_fake(logits, labels, indices, counts, sums, flags, errors) -> None:
+    op = "accumulate_stats"
     torch._check(logits.dim() == 2, lambda: "accumulate_stats: logits must be 2-D [B, C]")
     torch._check(labels.shape == logits.shape[:1], lambda: "accumulate_stats: labels must be [B]")
     torch._check(indices.shape == logits.shape[:1], lambda: "accumulate_stats: indices must be [B]")
+    _check_dtype(op, "logits", logits, (torch.float32, torch.float16, torch.bfloat16))
+    for name, t, dtype in (("labels", labels, torch.int64), ("indices", indices, torch.int64),
+                           ("counts", counts, torch.int32), ("sums", sums, torch.float32),
+                           ("flags", flags, torch.int32), ("errors", errors, torch.int64)):
+        _check_dtype(op, name, t, (dtype,))
+        if t.device != logits.device:
+            raise RuntimeError(f"{op}: {name} is on {t.device} but logits is on {logits.device}; "
+                               "move every argument to one device")
     return None
 
 
@@ -99,14 +120,48 @@ def topk_select(
 
     Ranking is total and identical on CPU and CUDA: equal scores rank by smaller dataset index;
     -0.0 equals 0.0; NaN ranks after every number in both directions (selected only when nothing
-    else is left). Refused with a message naming the argument: k outside [0, N], labels out of
-    range, a negative budget, a budget above its class's size, budgets not summing to k.
+    else is left). Refused with a message naming the argument: k that is not an integer
+    (TypeError; a bool, float or tensor is not cast) or outside [0, N], largest that is not a bool
+    (TypeError), labels out of range, a negative budget, a budget above its class's size, budgets
+    not summing to k; and a wrong dtype, shape or device of any tensor.
     """
+    if isinstance(k, (bool, torch.Tensor)) or not (isinstance(k, torch.SymInt) or _is_index(k)):
+        raise TypeError(f"topk_select: k must be an integer, got {type(k).__name__} ({k!r})")
+    if not isinstance(largest, (bool, np.bool_)):
+        raise TypeError(f"topk_select: largest must be a bool, got {type(largest).__name__} "
+                        f"({largest!r})")
     return torch.ops.easyhard.topk_select.default(scores, k, largest, labels, budgets)
+
+
+def _is_index(k) -> bool:
+    try:
+        operator.index(k)  # int and numpy integers; not float, not str
+    except TypeError:
+        return False
+    return True
 
 
 @torch.library.register_fake("easyhard::topk_select")
 def _topk_select_fake(scores, k, largest, labels=None, budgets=None):
+    op = "topk_select"
+    torch._check(scores.dim() == 1, lambda: "topk_select: scores must be 1-D [N]")
+    _check_dtype(op, "scores", scores, (torch.float32, torch.float64))
+    torch._check(0 <= k, lambda: f"topk_select: k={k} must be in [0, N]")
+    torch._check(k <= scores.shape[0], lambda: f"topk_select: k={k} must be in [0, N]")
+    if (labels is None) != (budgets is None):
+        raise RuntimeError("topk_select: labels and budgets go together (per-class selection) or "
+                           "not at all")
+    if labels is not None:
+        _check_dtype(op, "labels", labels, (torch.int64,))
+        _check_dtype(op, "budgets", budgets, (torch.int64,))
+        torch._check(labels.shape == scores.shape, lambda: "topk_select: labels must be [N]")
+        torch._check(budgets.dim() == 1, lambda: "topk_select: budgets must be 1-D [C]")
+        if labels.device != scores.device:
+            raise RuntimeError(f"topk_select: labels is on {labels.device} but scores is on "
+                               f"{scores.device}")
+        if budgets.device != scores.device and budgets.device.type != "cpu":
+            raise RuntimeError(f"topk_select: budgets is on {budgets.device} but must be on the "
+                               f"CPU or on scores' device ({scores.device})")
     return scores.new_empty((k,), dtype=torch.int64)
 
 

@@ -12,6 +12,14 @@ import torch.nn.functional as F
 from .ops import COUNT_FIELDS, LAST_CORRECT
 
 
+def _integers(name: str, x) -> np.ndarray:
+    """x as an int64 array; refuses floating point and bool values rather than truncating them."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
 def accumulate_stats(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -27,6 +35,9 @@ def accumulate_stats(
     Raises ValueError for out-of-range labels or indices (the CPU kernel's behaviour) unless
     `validate` is False (the benchmarks time the bare composition); `errors` is left untouched.
     """
+    for name, t in (("labels", labels), ("indices", indices)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"{name} must be int64, got {t.dtype}")
     B, C = logits.shape
     N = counts.shape[0]
     if validate and B and not bool(((labels >= 0) & (labels < C)).all()):
@@ -66,14 +77,16 @@ def accumulate_stats(
 
 def topk_select(scores, k: int, largest: bool = True, labels=None, budgets=None) -> np.ndarray:
     """Reference of easyhard.ops.topk_select with numpy's stable sorts (int64 [k], ascending)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
     s = np.asarray(scores, dtype=np.float64)
     nan = np.isnan(s)
     key = np.where(nan, 0.0, -s if largest else s) + 0.0  # + 0.0 turns -0.0 into 0.0
     order = np.lexsort((np.arange(len(s)), key, nan))  # NaN last, then by key, then by index
     if labels is None:
         return np.sort(order[:k]).astype(np.int64)
-    labels = np.asarray(labels, dtype=np.int64)
-    budgets = np.asarray(budgets, dtype=np.int64)
+    labels = _integers("labels", labels)
+    budgets = _integers("budgets", budgets)
     grouped = order[np.argsort(labels[order], kind="stable")]
     sizes = np.bincount(labels, minlength=len(budgets))
     starts = np.cumsum(sizes) - sizes

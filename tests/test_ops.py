@@ -159,6 +159,11 @@ class TestAccumulateStats:
             (dict(flags=torch.zeros(3, dtype=torch.int32)), r"flags must have shape \[4\]"),
             (dict(flags=torch.zeros(4, dtype=torch.int64)), "flags must be int32"),
             (dict(errors=torch.zeros(3, dtype=torch.int64)), "errors must be an int64 tensor"),
+            (dict(errors=torch.zeros(2)), "errors must be an int64 tensor"),
+            (dict(errors=torch.zeros(1, 2, dtype=torch.int64)), "errors must be an int64 tensor"),
+            (dict(labels=torch.tensor([False, True])), "labels must be int64"),
+            (dict(labels=torch.tensor([0.0, 1.0])), "labels must be int64"),
+            (dict(indices=torch.tensor([0, 1], dtype=torch.int32)), "indices must be int64"),
             (dict(sums=torch.zeros(5, 4).t()), "must be contiguous"),
         ],
     )
@@ -167,6 +172,24 @@ class TestAccumulateStats:
                     indices=torch.tensor([0, 1]), **ops.new_state(4))
         args.update(change)
         with pytest.raises(RuntimeError, match=message):
+            ops.accumulate_stats(**args)
+
+    @pytest.mark.parametrize("name", ["labels", "indices"])
+    def test_reference_refuses_non_integer_rows(self, name):
+        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
+                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args[name] = args[name].float() + 0.5
+        with pytest.raises(TypeError, match=f"{name} must be int64"):
+            reference.accumulate_stats(**args)
+
+    @pytest.mark.parametrize("name", ["labels", "indices", "counts", "sums", "flags", "errors"])
+    def test_argument_on_another_device_refused(self, name):
+        # A meta tensor among CPU ones routes the call to the fake kernel, which must refuse it
+        # as the real kernels do (it used to return without writing anything).
+        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
+                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args[name] = args[name].to("meta")
+        with pytest.raises(RuntimeError, match=f"{name} is on meta but logits is on cpu"):
             ops.accumulate_stats(**args)
 
     # ---------------------------------------------------------------- dispatcher integration
@@ -357,11 +380,64 @@ class TestTopkSelect:
          r"budgets\[0\] = -1 is negative"),
         (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1], dtype=torch.int32),
               budgets=torch.tensor([1, 0])), "labels must be int64"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0.0, 0.0, 1.0]),
+              budgets=torch.tensor([1, 0])), "labels must be int64"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
+              budgets=torch.tensor([1, 0], dtype=torch.int32)), "budgets must be int64"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
+              budgets=torch.tensor([1.0, 0.0])), "budgets must be int64"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
+              budgets=torch.tensor([[1, 0]])), r"budgets must be 1-D \[C\]"),
+        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]),
+              budgets=torch.zeros(0, dtype=torch.int64)), r"budgets must be 1-D \[C\]"),
+        (dict(scores=torch.zeros(3, dtype=torch.float16), k=1), "scores must be float32 or float64"),
+        (dict(scores=torch.zeros(3, dtype=torch.bool), k=1), "scores must be float32 or float64"),
+        # k = 0 validates like any other k.
+        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 5, 1]), budgets=torch.tensor([0, 0])),
+         r"labels\[1\] = 5 is outside \[0, 2\)"),
+        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([1, 0])),
+         "budgets sum to 1 but k=0"),
+        (dict(scores=torch.zeros(0), k=0, labels=torch.zeros(0, dtype=torch.int64),
+              budgets=torch.tensor([1])), r"budgets\[0\] = 1 exceeds the 0 examples of class 0"),
+        # A meta tensor among CPU ones routes the call to the fake kernel: it refuses, as the
+        # real kernels do (it used to return an uninitialised result).
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1], device="meta"),
+              budgets=torch.tensor([1, 0])), "labels is on meta but scores is on cpu"),
+        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
+              budgets=torch.tensor([1, 0], device="meta")),
+         "budgets is on meta but must be on the CPU or on scores' device"),
     ])
     def test_bad_input_refused(self, args, message):
         largest = args.pop("largest", True)
         with pytest.raises(RuntimeError, match=message):
             ops.topk_select(args.pop("scores"), args.pop("k"), largest, **args)
+
+    @pytest.mark.parametrize("k, largest, message", [
+        (True, True, "k must be an integer, got bool"),
+        (2.0, True, "k must be an integer, got float"),
+        (torch.tensor(2.7), True, "k must be an integer, got Tensor"),
+        (torch.tensor(2), True, "k must be an integer, got Tensor"),
+        (2, None, "largest must be a bool, got NoneType"),
+        (2, 1, "largest must be a bool, got int"),
+        (2, "yes", "largest must be a bool, got str"),
+    ])
+    def test_k_and_largest_not_cast(self, k, largest, message):
+        with pytest.raises(TypeError, match=message):
+            ops.topk_select(torch.rand(5), k, largest)
+
+    @pytest.mark.parametrize("args, message", [
+        (dict(k=1.0), "k must be an integer"),
+        (dict(k=True), "k must be an integer"),
+        (dict(k=1, labels=np.array([0.0, 1.9, 1.0]), budgets=np.array([1, 0])), "labels must be integers"),
+        (dict(k=1, labels=np.array([0, 1, 1]), budgets=np.array([1.0, 0.0])), "budgets must be integers"),
+    ])
+    def test_reference_does_not_truncate(self, args, message):
+        with pytest.raises(TypeError, match=message):
+            reference.topk_select(np.zeros(3), args.pop("k"), True, **args)
+
+    def test_numpy_scalars_accepted(self):
+        s = torch.tensor([0.5, 2.0, 1.0])
+        assert ops.topk_select(s, np.int64(2), np.bool_(True)).tolist() == [1, 2]
 
     def test_opcheck_and_compile(self):
         s = tied_scores(200, 1)
@@ -402,6 +478,22 @@ class TestTopkSelectCUDA:
         assert torch.equal(gpu.cpu(), cpu)
         assert torch.equal(ops.topk_select(s.cuda(), 5000, largest).cpu(),
                            ops.topk_select(s, 5000, largest))
+
+    def test_cuda_validates_before_returning_for_k0(self):
+        s = torch.zeros(3, device="cuda")
+        lab = torch.tensor([0, 0, 1], device="cuda")
+        with pytest.raises(RuntimeError, match=r"budgets\[0\] = -1 is negative"):
+            ops.topk_select(s, 0, True, lab, torch.tensor([-1, 1]))
+        with pytest.raises(RuntimeError, match="budgets sum to 1 but k=0"):
+            ops.topk_select(s, 0, True, lab, torch.tensor([1, 0], device="cuda"))
+        with pytest.raises(RuntimeError, match=r"labels\[1\] = 5 is outside \[0, 2\)"):
+            ops.topk_select(s, 0, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([0, 0]))
+        with pytest.raises(RuntimeError, match=r"exceeds the 0 examples of class 0"):
+            ops.topk_select(torch.zeros(0, device="cuda"), 0, True,
+                            torch.zeros(0, dtype=torch.int64, device="cuda"), torch.tensor([1]))
+        with pytest.raises(RuntimeError, match="labels is on cpu but scores is on cuda"):
+            ops.topk_select(s, 0, True, lab.cpu(), torch.tensor([0, 0]))
+        assert ops.topk_select(s, 0, True, lab, torch.tensor([0, 0])).shape == (0,)
 
     def test_cuda_refuses_bad_budgets(self):
         s = torch.zeros(3, device="cuda")

@@ -20,7 +20,8 @@ namespace {
 template <typename scalar_t>
 at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
                             const c10::optional<at::Tensor>& labels,
-                            const c10::optional<at::Tensor>& budgets, int64_t C) {
+                            const c10::optional<at::Tensor>& budgets, int64_t C,
+                            const at::Tensor& class_sizes) {
   using key_t = typename RankKey<scalar_t>::type;
   using Entry = std::pair<key_t, int64_t>;
   const int64_t N = scores.size(0);
@@ -40,14 +41,9 @@ at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
     const int64_t* lab = lab_t.data_ptr<int64_t>();
     const auto bud_t = budgets->to(at::kCPU).contiguous();
     const int64_t* bud = bud_t.data_ptr<int64_t>();
+    const int64_t* sizes = class_sizes.data_ptr<int64_t>();  // labels and budgets are checked
     std::vector<int64_t> offset(C + 1, 0);
-    for (int64_t i = 0; i < N; ++i) {
-      TORCH_CHECK(lab[i] >= 0 && lab[i] < C, "topk_select: labels[", i, "] = ", lab[i],
-                  " is outside [0, ", C, ")");
-      ++offset[lab[i] + 1];
-    }
-    check_budgets(bud, offset.data() + 1, C, k);
-    for (int64_t c = 0; c < C; ++c) offset[c + 1] += offset[c];
+    for (int64_t c = 0; c < C; ++c) offset[c + 1] = offset[c] + sizes[c];
     std::vector<Entry> e(N);
     std::vector<int64_t> fill(offset.begin(), offset.end() - 1);
     for (int64_t i = 0; i < N; ++i) e[fill[lab[i]]++] = {RankKey<scalar_t>::of(x[i], largest), i};
@@ -73,9 +69,10 @@ at::Tensor topk_select_cpu(const at::Tensor& scores, int64_t k, bool largest,
                            const c10::optional<at::Tensor>& labels,
                            const c10::optional<at::Tensor>& budgets) {
   const int64_t C = check_topk_select_args(scores, k, labels, budgets);
+  const at::Tensor sizes = C ? check_topk_select_classes(*labels, *budgets, C, k) : at::Tensor();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "topk_select_cpu", [&] {
-    out = topk_select_impl<scalar_t>(scores, k, largest, labels, budgets, C);
+    out = topk_select_impl<scalar_t>(scores, k, largest, labels, budgets, C, sizes);
   });
   return out;
 }

@@ -6,7 +6,8 @@
 // groups each class while keeping its rank order; an example is chosen when its position inside
 // its class's segment is below that class's budget. Chosen examples are marked in a mask and
 // compacted with DeviceSelect::Flagged, which yields ascending indices. Validation of labels and
-// budgets needs their values on the host: selection is not a per-step op, so it synchronises.
+// budgets (check_topk_select_classes, shared with the CPU kernel and run before the early return
+// for k = 0) needs their values on the host: selection is not a per-step op, so it synchronises.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -69,7 +70,8 @@ void run_cub(F&& f, const at::TensorOptions& opts) {
 template <typename scalar_t>
 at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
                             const c10::optional<at::Tensor>& labels,
-                            const c10::optional<at::Tensor>& budgets, int64_t C) {
+                            const c10::optional<at::Tensor>& budgets, int64_t C,
+                            const at::Tensor& sizes) {
   using key_t = typename RankKey<scalar_t>::type;
   const int64_t N = scores.size(0);
   TORCH_CHECK(N < (int64_t(1) << 31), "topk_select: CUDA supports N < 2^31, got ", N);
@@ -101,14 +103,8 @@ at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
                                                                chosen.data_ptr<uint8_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
-    const auto& lab = labels->contiguous();
-    const auto mm = at::aminmax(lab);  // synchronises below, with the class sizes
-    const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < C, "topk_select: labels must be in [0, ", C, "), found ",
-                lo < 0 ? lo : hi);
-    const auto sizes = at::bincount(lab, {}, C).to(at::kLong).cpu();
+    const auto lab = labels->contiguous();  // values checked with the class sizes
     const auto bud_host = budgets->to(at::kCPU).contiguous();
-    check_budgets(bud_host.data_ptr<int64_t>(), sizes.data_ptr<int64_t>(), C, k);
     auto offsets = (at::cumsum(sizes, 0) - sizes).to(scores.device());
     auto bud = bud_host.to(scores.device());
     auto lab_sorted_in = at::empty({N}, opts.dtype(at::kInt));
@@ -142,10 +138,14 @@ at::Tensor topk_select_cuda(const at::Tensor& scores, int64_t k, bool largest,
                             const c10::optional<at::Tensor>& labels,
                             const c10::optional<at::Tensor>& budgets) {
   const int64_t C = check_topk_select_args(scores, k, labels, budgets);
+  TORCH_CHECK(scores.is_cuda(), "topk_select: scores is on ", scores.device(),
+              " but another argument is on a CUDA device; move every argument to one device");
   const c10::cuda::CUDAGuard guard(scores.device());
+  // Before topk_select_impl's early return for k = 0: every k is validated alike.
+  const at::Tensor sizes = C ? check_topk_select_classes(*labels, *budgets, C, k) : at::Tensor();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "topk_select_cuda", [&] {
-    out = topk_select_impl<scalar_t>(scores, k, largest, labels, budgets, C);
+    out = topk_select_impl<scalar_t>(scores, k, largest, labels, budgets, C, sizes);
   });
   return out;
 }
