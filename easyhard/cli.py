@@ -194,6 +194,10 @@ def score_cmd(dataset, data_dir, file_list, num_samples, num_classes, image_size
     elif "merged" in summary:
         click.echo(f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
                    f"merged scores in {os.path.abspath(summary['merged'])}")
+        if summary["never_presented"]:
+            click.echo(f"{summary['never_presented']} example(s) were never presented (dropped "
+                       "as unreadable): they keep their rows with NaN scores and are left out of "
+                       "every ranking")
 
 
 @main.command("merge")

@@ -38,6 +38,7 @@ LINK_MODES = ("hard", "symlink", "copy")
 
 FORMAT = "easyhard.compressed"
 MANIFEST = "manifest.json"
+PARTIAL_MARKER = ".easyhard-partial"  # inside an output being built; gone once it is complete
 
 
 def _place(src: str, dst: str, mode: str) -> str:
@@ -101,8 +102,10 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
     check_replaceable(out, MANIFEST, FORMAT, force)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
+    _remove_leftovers(out)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     os.chmod(work, 0o777 & ~umask())  # mkdtemp makes 0700 folders whatever the umask
+    open(os.path.join(work, PARTIAL_MARKER), "w").close()  # removed when the output is sealed
     try:
         idx = selection.indices
         if isinstance(dataset, FileDataset):
@@ -130,12 +133,28 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
             "bytes_after": int(files),
             **(provenance or {}),
         }
-        manifest = seal_output(work, MANIFEST, manifest)
+        manifest = seal_output(work, MANIFEST, manifest, transient=(PARTIAL_MARKER,))
+        os.unlink(os.path.join(work, PARTIAL_MARKER))
         _swap_into_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def _remove_leftovers(out: str) -> None:
+    """Delete what a killed compress of `out` left beside it: hidden build folders that still
+    hold easyhard's partial marker, and the trash of a swap (the replaced earlier output)."""
+    parent, base = os.path.dirname(out), os.path.basename(out)
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if name.startswith(f".{base}.partial-") and os.path.isfile(os.path.join(path, PARTIAL_MARKER)):
+            shutil.rmtree(path)
+        elif (name.startswith(f".{base}.old-") and os.listdir(path) == ["old"]
+              and os.path.isfile(os.path.join(path, "old", MANIFEST))):
+            shutil.rmtree(path)
 
 
 def _swap_into_place(work: str, out: str) -> None:

@@ -96,15 +96,18 @@ def _count_files(folder: str) -> int:
     return n
 
 
-def seal_output(folder: str, manifest_name: str, record: dict) -> dict:
+def seal_output(folder: str, manifest_name: str, record: dict, transient: tuple[str, ...] = ()) -> dict:
     """Write `record` as the folder's manifest (JSON, atomically), adding what the folder holds
     (top-level ``entries`` and ``file_count``) so that a later ``--force`` can tell the folder
-    is entirely easyhard's own. Call it last, when everything else is written."""
+    is entirely easyhard's own. Call it last, when everything else is written; top-level files
+    named in `transient` are about to be removed and are not listed."""
     import json
 
-    entries = sorted(set(os.listdir(folder)) | {manifest_name})
+    names = set(os.listdir(folder)) - set(transient)
+    entries = sorted(names | {manifest_name})
     record = {**record, "entries": entries,
-              "file_count": _count_files(folder) + (manifest_name not in os.listdir(folder))}
+              "file_count": _count_files(folder) - (len(os.listdir(folder)) - len(names))
+              + (manifest_name not in names)}
     with atomic_write(os.path.join(folder, manifest_name), "w") as f:
         json.dump(record, f, indent=1)
     return record

@@ -501,7 +501,7 @@ def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool =
     they are the same runs: configuration, dataset fingerprint and file format (else ValueError
     saying what differs). The output may not overlap the dataset."""
     from .io import check_disjoint
-    from .scores import merge_score_files, read_metadata_block
+    from .scores import excluded, merge_score_files, read_metadata_block
     from .stats import read_metadata
 
     cfg.validate()
@@ -529,8 +529,9 @@ def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool =
     if dist.rank == 0:
         files = [os.path.join(d, "scores.npz") for d in run_dirs]
         merged = os.path.join(out_dir, "merged.npz")
-        merge_score_files(files, merged, window=cfg.window)
+        table = merge_score_files(files, merged, window=cfg.window)
         summary["merged"] = merged
+        summary["never_presented"] = int(excluded(table).sum())
     if dist.enabled:
         torch.distributed.barrier()
     return summary

@@ -406,3 +406,26 @@ def test_a_diverging_run_stops_without_writing_scores(tmp_path):
         score(cfg, str(tmp_path / "o"), quiet=True)
     assert not (tmp_path / "o" / "convnet-run0" / "scores.npz").exists()
     assert not (tmp_path / "o" / "merged.npz").exists()
+
+
+def test_a_killed_compress_leaves_nothing_behind_the_next_run(tmp_path, monkeypatch):
+    import easyhard.compress as cm
+
+    make_folder(tmp_path / "src", per_class=5)
+    ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
+    sel = select(np.arange(10.0), ds.labels, 2, 6)
+    real = cm.seal_output
+
+    def killed(*a, **k):
+        raise SystemExit(137)  # as good as a SIGKILL at the last moment: no cleanup ran
+
+    monkeypatch.setattr(cm, "seal_output", killed)
+    monkeypatch.setattr(cm.shutil, "rmtree", lambda *a, **k: None)  # the except clause never ran
+    with pytest.raises(SystemExit):
+        compress(ds, sel, str(tmp_path / "out"))
+    monkeypatch.undo()
+    (tmp_path / ".out.partial-user").mkdir()  # a look-alike without the marker is not ours
+    assert len([p for p in os.listdir(tmp_path) if p.startswith(".out.partial-")]) == 2
+    compress(ds, sel, str(tmp_path / "out"))
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".out")) == [".out.partial-user"]
+    assert real is cm.seal_output

@@ -236,6 +236,9 @@ def test_score_image_folder(tmp_path):
     assert r.exit_code == 0, r.output
     pres = SampleStats.load(tmp_path / "skip" / "convnet-run0" / "scores.npz").totals()["presentations"]
     assert pres.tolist() == [1] * 8 + [0] + [1] * 3  # class1/002.jpg is index 8
+    assert "1 example(s) were never presented" in r.output  # counted in the summary
+    merged = load_scores(str(tmp_path / "skip" / "merged.npz"))
+    assert merged.scores["never_presented"].tolist() == [0] * 8 + [1] + [0] * 3
     (tmp_path / "data" / "train" / "class1" / "002.jpg").unlink()
     # A bare class tree has no test split: training still runs, without evaluation.
     r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data" / "train",
