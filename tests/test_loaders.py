@@ -113,6 +113,16 @@ def jpeg_folder(root, classes=3, per_class=7, corrupt=None):
     return load_dataset("imagefolder", root=str(root))
 
 
+def gif_folder(root, name="class1/003.jpg"):
+    """jpeg_folder with one image replaced by a real GIF under a .jpg name (PIL reads it, DALI's
+    decoder does not)."""
+    from PIL import Image
+
+    jpeg_folder(root)
+    Image.new("RGB", (30, 40), (200, 10, 10)).save(root / name, format="GIF")
+    return load_dataset("imagefolder", root=str(root))
+
+
 @needs_dali
 class TestDaliLoader:
     def test_every_index_once_and_labels_match(self, tmp_path):
@@ -153,6 +163,50 @@ class TestDaliLoader:
         idx = collect(loader)[0]
         assert sorted(idx) == [i for i in range(21) if i != bad]
 
+    def test_gif_named_jpg_is_named(self, tmp_path):
+        """PIL reads a GIF fine, DALI's decoder does not: the error still names the file."""
+        ds = gif_folder(tmp_path)
+        path = str(tmp_path / "class1" / "003.jpg")
+        with pytest.raises(CorruptImageError) as err:
+            collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=2))
+        assert path in str(err.value)
+        with pytest.raises(CorruptImageError) as err:  # the clean view, too
+            collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, train=False))
+        assert path in str(err.value)
+
+    def test_gif_named_jpg_skipped_and_recorded(self, tmp_path):
+        ds = gif_folder(tmp_path)
+        bad = ds.paths.index("class1/003.jpg")
+        loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, skip_corrupt=True)
+        assert loader.skipped == [bad]
+        for _ in range(2):
+            idx = collect(loader)[0]
+            assert sorted(idx) == [i for i in range(21) if i != bad]
+        clean = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, train=False, skip_corrupt=True)
+        assert clean.skipped == [bad]
+        assert collect(clean)[0] == [i for i in range(21) if i != bad]
+
+    def test_find_undecodable_is_dalis_verdict(self, tmp_path):
+        """DALI's check rejects what DALI cannot decode (GIF, garbage, empty, missing) and keeps
+        what it can (JPEG, PNG, TIFF under a .jpg name), whatever PIL thinks."""
+        from PIL import Image
+
+        from easyhard.loaders import find_corrupt, find_undecodable
+
+        ds = jpeg_folder(tmp_path)
+        files = ds.files()
+        Image.new("RGB", (9, 7), (1, 2, 3)).save(tmp_path / "gif.jpg", format="GIF")
+        Image.new("RGB", (9, 7), (1, 2, 3)).save(tmp_path / "tiff.jpg", format="TIFF")
+        Image.new("L", (9, 7), 5).save(tmp_path / "gray.png")
+        (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 4)
+        (tmp_path / "empty.jpg").write_bytes(b"")
+        extra = ["gif.jpg", "tiff.jpg", "gray.png", "garbage.jpg", "empty.jpg", "missing.jpg"]
+        files = files[:5] + [str(tmp_path / n) for n in extra] + files[5:]
+        expected = [5, 8, 9, 10]  # gif, garbage, empty, missing
+        assert find_undecodable(files, threads=1) == expected
+        assert find_undecodable(files, threads=2, batch_size=3) == expected
+        assert find_undecodable(files, threads=1, batch_size=1) == expected
+        assert 5 not in find_corrupt(files, threads=1)  # PIL reads the GIF
 
     def test_epoch_is_a_function_of_seed_and_epoch(self, tmp_path):
         """A resumed run starts a fresh loader at epoch k: it must see what the uninterrupted
