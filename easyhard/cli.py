@@ -1,23 +1,181 @@
 """easyhard's command line: `easyhard --help`.
 
-A thin layer over the library. torch is imported inside command bodies, so `easyhard --help`
-answers at once.
+A thin layer over the library. Each command that has a configuration object takes its options
+from it: the fields of the dataclasses in easyhard.config are the only place where option names,
+defaults, choices, ranges and help are written (`config_options`). The options that are not
+configuration are this explicit list (`NON_CONFIG_OPTIONS`):
+
+    --config FILE   a TOML file supplying any setting by its field name (flags override it)
+    --out           where the command writes
+    --force         replace an earlier easyhard output there (never anything else)
+    --resume        continue the runs found in --out
+    --debug         show the traceback of an error instead of one sentence
+    --quiet         no progress bars or per-epoch lines
+    --json          print one JSON object
+
+Errors: every user error exits with status 1 and one sentence that says what is wrong and what to
+do (`--debug` shows the traceback instead). Library messages name parameters in backquotes
+(`data_dir`, `force=True`); this layer words them as flags (--data-dir, --force).
+
+torch is imported inside command bodies, so `easyhard --help` answers at once.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import re
 
 import click
 
 from . import __version__
+from .config import (CompressConfig, Config, ConfigError, DataConfig, ScoreConfig, SelectConfig,
+                     check_keys, load_toml_file, value_type)
+
+NON_CONFIG_OPTIONS = {
+    "--config": "A TOML file supplying any setting by its field name; flags override it",
+    "--out": "Where the command writes",
+    "--force": "Replace an earlier easyhard output there (never anything else)",
+    "--resume": "Continue the runs found in --out",
+    "--debug": "Show the traceback of an error instead of one sentence",
+    "--quiet": "No progress bars or per-epoch lines",
+    "--json": "Print one JSON object",
+}
+_DEBUG = "easyhard.debug"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# ---------------------------------------------------------------------------- errors
+def _flag_of(name: str) -> str:
+    """The command-line spelling of a parameter or configuration field name."""
+    for cls in (ScoreConfig, CompressConfig):
+        for f in dataclasses.fields(cls):
+            if f.name == name and f.metadata.get("flag"):
+                return f.metadata["flag"].split("/")[0]
+    return "--" + name.replace("_", "-")
+
+
+def cli_wording(message: str) -> str:
+    """A library message worded for the command line, on one line: `name=True` -> --name,
+    `name=False` -> --no-name, `name='x'` -> --name x, `name` -> --name (dashes for
+    underscores)."""
+    def word(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        flag = _flag_of(name)
+        if value is None:
+            return flag
+        if value == "True":
+            return flag
+        if value == "False":
+            return "--no-" + flag[2:]
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+    message = re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)(?:=([^`]+))?`", word, message)
+    return " ".join(message.split())
+
+
+class EasyhardGroup(click.Group):
+    """Turns every error of a command into one sentence (exit status 1), unless --debug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as e:
+            e.message = cli_wording(e.message)
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place that words every error
+            if ctx.meta.get(_DEBUG) or os.environ.get("EASYHARD_DEBUG") == "1":
+                raise
+            raise click.ClickException(user_message(e)) from e
+
+
+def user_message(e: BaseException) -> str:
+    """One sentence for an exception: its message for user errors; for anything else (a bug),
+    its type, and how to see the traceback."""
+    from .datasets import DatasetError
+
+    text = cli_wording(str(e)) or type(e).__name__
+    if isinstance(e, (ValueError, OSError, RuntimeError, DatasetError, ImportError)) \
+            and not isinstance(e, (UnicodeError, KeyError)):
+        return text
+    return (f"internal error ({type(e).__name__}: {text}); rerun with --debug for the traceback "
+            "and report it")
+
+
+def _set_debug(ctx: click.Context, param, value: bool) -> None:
+    if value:
+        ctx.meta[_DEBUG] = True
+
+
+debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                            callback=_set_debug, help=NON_CONFIG_OPTIONS["--debug"] + ".")
+
+
+# ---------------------------------------------------------------------------- options
+def _option(f: dataclasses.Field):
+    meta = f.metadata
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    kind = value_type(f)
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    common = dict(help=meta["help"], show_default=default is not None and kind is not bool)
+    if kind is bool:
+        if "/" not in flag:
+            flag = f"{flag}/--no-{flag[2:]}"
+        return click.option(flag, f.name, default=default, show_default=True, help=meta["help"])
+    lo, hi = meta.get("min"), meta.get("max")
+    if meta.get("choices"):
+        ctype = click.Choice(meta["choices"])
+    elif kind in (int, float) and (lo is not None or hi is not None):
+        ranged = click.IntRange if kind is int else click.FloatRange
+        ctype = ranged(lo, hi, max_open=meta.get("max_open", False))
+    elif kind in (int, float):
+        ctype = click.INT if kind is int else click.FLOAT
+    else:
+        ctype = click.STRING
+    return click.option(flag, f.name, type=ctype, default=default, multiple=meta.get("multiple"),
+                        required=meta.get("required", False), **common)
+
+
+def config_options(cls: type, *, skip: tuple[str, ...] = ()):
+    """Click options for every field of configuration class `cls` (one option per field, named,
+    typed and documented by the field's metadata), plus --config FILE for a TOML file of them."""
+    def load_config(ctx: click.Context, param, value: str | None) -> None:
+        if value is None:
+            return
+        data = load_toml_file(value)
+        check_keys(cls, data, value)
+        ctx.default_map = {**(ctx.default_map or {}), **data}
+        ctx.meta["easyhard.config_file"] = value
+
+    def decorate(fn):
+        for f in reversed([f for f in dataclasses.fields(cls) if f.name not in skip]):
+            fn = _option(f)(fn)
+        fn = click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                          is_eager=True, expose_value=False, callback=load_config,
+                          help=NON_CONFIG_OPTIONS["--config"] + ".")(fn)
+        return debug_option(fn)
+    return decorate
+
+
+def make_config(cls: type, kwargs: dict) -> Config:
+    """Pop the fields of `cls` from a command's keyword arguments into a validated `cls`."""
+    values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
+    cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    cfg.validate()
+    return cfg
+
+
+# ---------------------------------------------------------------------------- commands
+@click.group(cls=EasyhardGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="easyhard")
 def main() -> None:
-    """Easy and hard examples in CNN training: score every training example, analyse, compress."""
+    """Easy and hard examples in CNN training: score every training example, analyse, compress.
+
+    \b
+    Example:
+        easyhard score --out runs/fm && easyhard select runs/fm/merged.npz --keep 0.7 --out sel
+    """
 
 
 def _dali_version() -> str | None:
@@ -29,9 +187,15 @@ def _dali_version() -> str | None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+@debug_option
 def info(as_json: bool) -> None:
-    """Versions (package, torch, CUDA, DALI), devices, and the compiled backends."""
+    """Versions (package, torch, CUDA, DALI), devices, and the compiled backends.
+
+    \b
+    Example:
+        easyhard info --json
+    """
     import torch
 
     from . import ops
@@ -67,128 +231,45 @@ def info(as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-# ---------------------------------------------------------------------------- datasets
-def dataset_options(default: str | None = "fashion-mnist"):
-    """The options of every command that reads a dataset, from one definition: --dataset,
-    --data-dir, --file-list and the synthetic dataset's parameters. The command receives them as
-    dataset, data_dir, file_list, num_samples, num_classes, image_size, synthetic_seed."""
-    from .datasets import DATASETS
+def _load_dataset(cfg: DataConfig, split: str = "train"):
+    from .datasets import load_dataset
 
-    options = [
-        click.option("--dataset", type=click.Choice(DATASETS), default=default,
-                     required=default is None, show_default=default is not None,
-                     help="The dataset (its training split)."),
-        click.option("--data-dir", default=None,
-                     help="Dataset root (default for fashion-mnist: "
-                          "/usr/share/datasets/fashion-mnist)."),
-        click.option("--file-list", default=None,
-                     help="imagefolder: a 'relative/path label' list, paths under --data-dir."),
-        click.option("--num-samples", type=click.IntRange(1), default=2048, show_default=True,
-                     help="synthetic only."),
-        click.option("--num-classes", type=click.IntRange(2), default=10, show_default=True,
-                     help="synthetic only."),
-        click.option("--image-size", type=click.IntRange(4), default=28, show_default=True,
-                     help="synthetic only."),
-        click.option("--synthetic-seed", type=int, default=0, show_default=True,
-                     help="synthetic only: the seed of the data."),
-    ]
-
-    def decorate(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-    return decorate
-
-
-def _load_dataset(dataset, data_dir, file_list, num_samples, num_classes, image_size,
-                  synthetic_seed, split="train"):
-    from .datasets import DatasetError, load_dataset
-
-    extra = {}
-    if dataset == "synthetic":
-        extra = dict(num_samples=num_samples, num_classes=num_classes, image_size=image_size,
-                     seed=synthetic_seed)
-    try:
-        return load_dataset(dataset, data_dir, split, file_list=file_list, **extra)
-    except (DatasetError, OSError) as e:
-        raise click.ClickException(str(e))
+    return load_dataset(cfg.dataset, cfg.data_dir, split, **cfg.dataset_kwargs())
 
 
 # ---------------------------------------------------------------------------- scoring
 @main.command("score")
-@dataset_options()
-@click.option("--arch", "archs", multiple=True, default=("convnet", "resnet20"), show_default=True,
-              help="Architecture; repeat for several (see `easyhard models`).")
-@click.option("--runs", type=click.IntRange(1), default=1, show_default=True,
-              help="Runs per architecture (seeds seed, seed+1, ...).")
-@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Per process.")
-@click.option("--lr", type=float, default=0.2, show_default=True, help="Peak learning rate (SGD).")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--nesterov/--no-nesterov", default=True, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
-@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step"]), default="onecycle",
-              show_default=True)
-@click.option("--warmup-epochs", type=float, default=0.5, show_default=True,
-              help="Linear warm-up of the cosine and step schedules.")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
-              show_default=True, help="auto: bf16 on GPU, fp32 on CPU.")
-@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
-              help="torch.compile the model.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--clean-every", type=click.IntRange(0), default=0, show_default=True,
-              help="Record a clean view (eval mode, no augmentation) every K epochs (0: off).")
-@click.option("--clean-steps", type=click.IntRange(0), default=0, show_default=True,
-              help="Record a clean view every K steps inside the first epoch (0: off).")
-@click.option("--window", type=click.IntRange(1), default=None,
-              help="Epochs counted by easiness in the merged file (default: all).")
-@click.option("--crop", type=click.IntRange(8), default=224, show_default=True,
-              help="Image size for image-folder datasets.")
-@click.option("--workers", type=click.IntRange(1), default=4, show_default=True,
-              help="Decoding threads / workers for image-folder datasets.")
-@click.option("--skip-corrupt", is_flag=True,
-              help="Image folders: drop unreadable images (logged; recorded as never presented) "
-                   "instead of stopping with an error naming the file.")
+@config_options(ScoreConfig)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (one sub-folder per run, plus merged.npz).")
-@click.option("--resume", is_flag=True, help="Continue the runs found in --out.")
-@click.option("--force", is_flag=True, help="Start afresh in a non-empty --out.")
-@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--resume", is_flag=True, help=NON_CONFIG_OPTIONS["--resume"] + ".")
+@click.option("--force", is_flag=True, help="Start afresh in a non-empty --out: deletes only what "
+              "an earlier `easyhard score` wrote there.")
+@click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
-def score_cmd(dataset, data_dir, file_list, num_samples, num_classes, image_size, synthetic_seed,
-              archs, runs, epochs, batch_size, lr, momentum, nesterov, weight_decay,
-              label_smoothing, schedule, warmup_epochs, amp, compile_, device, seed, clean_every,
-              clean_steps, window, crop, workers, skip_corrupt, out_dir, resume, force, quiet,
-              as_json):
-    """Train CNNs and record every training example at every presentation."""
-    from .datasets import DatasetError
-    from .train import DivergedError, ScoreConfig, clear_previous, score
+def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
+    """Train CNNs and record every training example at every presentation.
 
-    cfg = ScoreConfig(dataset=dataset, data_dir=data_dir, archs=tuple(archs), runs=runs,
-                      epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                      nesterov=nesterov, weight_decay=weight_decay,
-                      label_smoothing=label_smoothing, schedule=schedule,
-                      warmup_epochs=warmup_epochs, amp=amp, compile=compile_, device=device,
-                      seed=seed, clean_every=clean_every, clean_steps=clean_steps, window=window,
-                      crop=crop, workers=workers, skip_corrupt=skip_corrupt, file_list=file_list,
-                      num_samples=num_samples, num_classes=num_classes, image_size=image_size,
-                      synthetic_seed=synthetic_seed)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise click.ClickException(str(e))
+    \b
+    Example:
+        easyhard score --dataset fashion-mnist --arch resnet20 --arch convnet --runs 2 \\
+            --epochs 4 --out runs/fm
+    """
+    from .io import same_file
+    from .train import JOB_CONFIG, clear_previous, score
+
+    cfg = make_config(ScoreConfig, settings)
+    source = click.get_current_context().meta.get("easyhard.config_file")
+    if source and same_file(source, os.path.join(out_dir, JOB_CONFIG)):
+        raise click.ClickException(
+            f"{source} is the job's own record in --out, which the run rewrites: pass a copy of "
+            "it as --config")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
         raise click.ClickException(f"{out_dir} is not empty: pass --resume to continue its runs "
                                    "or --force to start afresh")
     if force and not resume:
         clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
-    try:
-        summary = score(cfg, out_dir, resume=resume, quiet=quiet)
-    except (ValueError, DatasetError, OSError, DivergedError) as e:
-        raise click.ClickException(str(e))
+    summary = score(cfg, out_dir, resume=resume, quiet=quiet)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
@@ -205,81 +286,50 @@ def score_cmd(dataset, data_dir, file_list, num_samples, num_classes, image_size
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged score file.")
 @click.option("--window", type=click.IntRange(1), default=None,
               help="Epochs counted by easiness (default: all).")
+@debug_option
 def merge_cmd(score_files, out, window):
-    """Average the scores of several runs (and architectures) of the same dataset."""
+    """Average the scores of several runs (and architectures) of the same dataset.
+
+    \b
+    Example:
+        easyhard merge runs/fm/convnet-run*/scores.npz --window 2 --out convnet.npz
+    """
     from .scores import merge_score_files
 
-    try:
-        table = merge_score_files(list(score_files), out, window=window)
-    except (ValueError, OSError) as e:
-        raise click.ClickException(str(e))
+    table = merge_score_files(list(score_files), out, window=window)
     click.echo(f"merged {len(score_files)} runs of {len(table.labels)} examples into {out}")
 
 
 @main.command("models")
+@debug_option
 def models_cmd():
-    """List the registered architectures."""
+    """List the registered architectures.
+
+    \b
+    Example:
+        easyhard models
+    """
     from .models import available_models
 
     click.echo("\n".join(available_models()))
 
 
 # ---------------------------------------------------------------------------- selection
-SCORE_NAMES = ("easiness", "forgetting", "first_learned", "el2n", "margin", "confidence")
-
-
-def selection_options(f):
-    """Options shared by `select` and `compress` (they mirror easyhard.select.select)."""
-    options = [
-        click.argument("score_file", type=click.Path(exists=True, dir_okay=False)),
-        click.option("--keep", required=True,
-                     help="How many to keep: a fraction (0.7, 70%) or a count (700)."),
-        click.option("--score", "score_name", type=click.Choice(SCORE_NAMES), default="easiness",
-                     show_default=True, help="The score that ranks examples."),
-        click.option("--strategy", type=click.Choice(["hardest", "easiest", "random", "stratified"]),
-                     default="hardest", show_default=True,
-                     help="Keep the hardest (drop the easiest), the easiest, a random draw, or "
-                          "stratify across score bins (coverage-centric)."),
-        click.option("--balanced/--global", default=False, show_default=True,
-                     help="Class-balanced budgets (proportional to class sizes) or one global ranking."),
-        click.option("--cut-hardest", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-                     show_default=True, help="First drop this fraction of the very hardest examples."),
-        click.option("--window", type=int, default=None,
-                     help="Epochs counted by easiness (default: all recorded epochs)."),
-        click.option("--bins", type=click.IntRange(1), default=50, show_default=True,
-                     help="Score bins of the stratified strategy."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the random and stratified strategies."),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-                     help="Output folder."),
-        click.option("--force", is_flag=True, help="Replace a non-empty output folder."),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
-        click.option("--quiet", is_flag=True, help="Print nothing but errors."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _run_selection(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins,
-                   seed):
+def _run_selection(score_file: str, cfg: SelectConfig):
     """Load a score file (one run's or merged) and select; returns (table, selection)."""
     from .scores import excluded, hardness, load_scores
     from .select import select
 
-    try:
-        table = load_scores(score_file, window)
-        if score_name not in table.scores:
-            raise ValueError(f"{score_file} holds no {score_name!r} score (it has "
-                             f"{', '.join(sorted(table.scores))})")
-        selection = select(hardness(score_name, table.scores[score_name]), table.labels,
-                           table.num_classes, keep, strategy=strategy, balanced=balanced,
-                           cut_hardest=cut_hardest, seed=seed, bins=bins, score_name=score_name,
-                           exclude=excluded(table))
-    except (ValueError, OSError, KeyError) as e:
-        raise click.ClickException(str(e))
+    table = load_scores(score_file, cfg.window)
+    if cfg.score not in table.scores:
+        raise ValueError(f"{score_file} holds no {cfg.score!r} score (it has "
+                         f"{', '.join(sorted(table.scores))})")
+    selection = select(hardness(cfg.score, table.scores[cfg.score]), table.labels,
+                       table.num_classes, cfg.keep, strategy=cfg.strategy, balanced=cfg.balanced,
+                       cut_hardest=cfg.cut_hardest, seed=cfg.seed, bins=cfg.bins,
+                       score_name=cfg.score, exclude=excluded(table))
     selection.info["score_file"] = os.path.abspath(score_file)
-    selection.info["window"] = window
+    selection.info["window"] = cfg.window
     return table, selection
 
 
@@ -313,24 +363,39 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
         click.echo(f"{key}: {value}")
 
 
+def _output_options(fn):
+    for option in reversed([
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+                     help="Output folder."),
+        click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + "."),
+        click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + "."),
+        click.option("--quiet", is_flag=True, help="Print nothing but errors."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"
 
 
 @main.command("select")
-@selection_options
-def select_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins, seed,
-               out_dir, force, as_json, quiet):
-    """Choose a subset from a score file: writes indices.npy, indices.txt and selection.json."""
-    from .compress import write_indices
-    from .io import OutputExistsError, check_disjoint, check_replaceable, seal_output
+@click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
+@config_options(SelectConfig)
+@_output_options
+def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
+    """Choose a subset from a score file: writes indices.npy, indices.txt and selection.json.
 
-    _, selection = _run_selection(score_file, keep, score_name, strategy, balanced, cut_hardest,
-                                  window, bins, seed)
-    try:
-        check_disjoint(out_dir, {"score file": score_file})
-        check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
-    except (OutputExistsError, ValueError) as e:
-        raise click.ClickException(str(e))
+    \b
+    Example:
+        easyhard select runs/fm/merged.npz --keep 0.7 --balanced --out selection/
+    """
+    from .compress import write_indices
+    from .io import check_disjoint, check_replaceable, seal_output
+
+    cfg = make_config(SelectConfig, settings)
+    _, selection = _run_selection(score_file, cfg)
+    check_disjoint(out_dir, {"score file": score_file})
+    check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
     os.makedirs(out_dir, exist_ok=True)
     write_indices(out_dir, selection.indices)
     record = {"format": SELECTION_FORMAT, "kept": int(len(selection.indices)),
@@ -342,34 +407,30 @@ def select_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, wi
 
 
 @main.command("compress")
-@selection_options
-@dataset_options(default=None)
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
-@click.option("--link", type=click.Choice(["hard", "symlink", "copy"]), default="hard",
-              show_default=True, help="How image files enter the new tree.")
-def compress_cmd(score_file, keep, score_name, strategy, balanced, cut_hardest, window, bins,
-                 seed, out_dir, force, as_json, quiet, dataset, data_dir, file_list, num_samples,
-                 num_classes, image_size, synthetic_seed, split, link):
-    """Write the selected subset of a dataset as a smaller dataset of the same format."""
-    from .compress import compress
-    from .io import OutputExistsError
+@click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
+@config_options(CompressConfig)
+@_output_options
+def compress_cmd(score_file, out_dir, force, as_json, quiet, **settings):
+    """Write the selected subset of a dataset as a smaller dataset of the same format.
 
-    source = _load_dataset(dataset, data_dir, file_list, num_samples, num_classes, image_size,
-                           synthetic_seed, split)
-    table, selection = _run_selection(score_file, keep, score_name, strategy, balanced,
-                                      cut_hardest, window, bins, seed)
-    scored = table.fingerprint
-    if scored != source.fingerprint:
+    \b
+    Example:
+        easyhard compress runs/fm/merged.npz --dataset fashion-mnist --keep 0.7 --balanced \\
+            --out fmnist-70/
+    """
+    from .compress import compress
+
+    cfg = make_config(CompressConfig, settings)
+    source = _load_dataset(cfg, cfg.split)
+    table, selection = _run_selection(score_file, cfg)
+    if table.fingerprint != source.fingerprint:
         raise click.ClickException(
-            f"{score_file} was scored on dataset fingerprint {scored!r}, but {dataset} "
-            f"({source.root or 'generated'}) has fingerprint {source.fingerprint!r}: the scores "
-            "belong to other data")
-    try:
-        manifest = compress(source, selection, out_dir, link=link, force=force,
-                            provenance={"score_file": os.path.abspath(score_file)},
-                            inputs={"score file": score_file})
-    except (OutputExistsError, ValueError, OSError) as e:
-        raise click.ClickException(str(e))
+            f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}, but "
+            f"{cfg.dataset} ({source.root or 'generated'}) has fingerprint "
+            f"{source.fingerprint!r}: the scores belong to other data")
+    manifest = compress(source, selection, out_dir, link=cfg.link, force=force,
+                        provenance={"score_file": os.path.abspath(score_file)},
+                        inputs={"score file": score_file})
     _report(selection, as_json, quiet, {
         "written": os.path.abspath(out_dir),
         "bytes_before": manifest["bytes_before"], "bytes_after": manifest["bytes_after"]})

@@ -49,7 +49,7 @@ def _place(src: str, dst: str, mode: str) -> str:
             os.link(src, dst)
         except OSError as e:
             raise OSError(f"cannot hard-link {src} into the output ({e.strerror}); use "
-                          "--link copy or --link symlink (e.g. across file systems)") from e
+                          "`link='copy'` or `link='symlink'` (e.g. across file systems)") from e
     elif mode == "symlink":
         os.symlink(os.path.abspath(src), dst)
     else:
@@ -181,7 +181,8 @@ def _write_imagefolder(ds: FileDataset, idx: np.ndarray, work: str, link: str) -
         src = os.path.join(ds.root, rel)
         _place(src, os.path.join(tree, rel), link)
         after += os.path.getsize(src)
-        lines.append(f"{rel} {int(ds.labels[i])}\n")
+        listed = f"./{rel}" if rel.lstrip().startswith("#") else rel  # never read as a comment
+        lines.append(f"{listed} {int(ds.labels[i])}\n")
     if ds.file_list is None:
         # Empty class folders keep ImageFolder's class -> label mapping unchanged. A file list
         # has no class folders: its labels are in the list.

@@ -128,7 +128,7 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
         return
     if not force:
         raise OutputExistsError(f"{folder} exists and is not empty; choose another folder, or pass "
-                                "--force to replace an earlier easyhard output there")
+                                "`force=True` to replace an earlier easyhard output there")
     path = os.path.join(folder, manifest_name)
     try:
         with open(path, encoding="utf-8") as f:
@@ -137,7 +137,7 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
         record = None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise OutputExistsError(f"{folder} is not empty and is not an earlier easyhard output "
-                                f"(no {manifest_name} of format {fmt}); --force only replaces "
+                                f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
                                 "easyhard's own outputs: choose another folder")
     entries = record.get("entries")
     if not isinstance(entries, list):
@@ -146,9 +146,9 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
     extra = sorted(set(names) - set(entries))
     if extra:
         raise OutputExistsError(f"{folder} holds {os.path.join(folder, extra[0])}, which easyhard "
-                                "did not write; --force does not delete it: move it or choose "
+                                "did not write; `force=True` does not delete it: move it or choose "
                                 "another folder")
     if _count_files(folder) != record.get("file_count"):
         raise OutputExistsError(f"{folder} holds files easyhard did not write (it wrote "
                                 f"{record.get('file_count')}, there are {_count_files(folder)}); "
-                                "--force does not delete them: choose another folder")
+                                "`force=True` does not delete them: choose another folder")

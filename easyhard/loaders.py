@@ -429,7 +429,7 @@ class DaliLoader:
         return CorruptImageError(
             f"{len(bad)} image(s) cannot be decoded by DALI (corrupt, or a format its decoder does "
             f"not read, such as GIF): {names}. Remove, replace or convert them, or pass "
-            "skip_corrupt=True (--skip-corrupt) to drop them and record them as never presented.")
+            "`skip_corrupt=True` to drop them and record them as never presented.")
 
 
 def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_decode,
@@ -535,7 +535,7 @@ class _FileImages(torch.utils.data.Dataset):
             if self.skip_corrupt:
                 return None, i
             raise CorruptImageError(f"cannot decode image {self.files[i]} ({e}); pass "
-                                    "skip_corrupt=True to drop unreadable images") from e
+                                    "`skip_corrupt=True` to drop unreadable images") from e
         return img.permute(1, 2, 0), i  # HWC
 
 

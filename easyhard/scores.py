@@ -32,12 +32,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .io import atomic_write, same_file
-from .stats import SampleStats
+
+if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
+    from .stats import SampleStats
 
 DIRECTION = {
     "easiness": "higher_easier",
@@ -144,6 +146,8 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
         if same_file(p, out):
             raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "
                              "destroy a run's per-epoch history; choose another output file")
+    from .stats import SampleStats
+
     per_run, first = [], None
     for p in paths:
         stats = SampleStats.load(p)
@@ -206,8 +210,18 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
         raise
     except Exception as e:
         raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
-    meta = json.loads(str(arrays["metadata"])) if "metadata" in arrays else {}
+    try:
+        meta = json.loads(str(arrays["metadata"])) if "metadata" in arrays else {}
+    except ValueError as e:
+        raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: metadata is JSON but not an object: not an easyhard score file")
     if meta.get("format") == MERGED_FORMAT:
+        missing = [k for k in ("num_classes",) if not isinstance(meta.get(k), int)]
+        missing += [k for k in ("label",) if k not in arrays]
+        if missing:
+            raise ValueError(f"{path}: a merged score file without {', '.join(missing)}: it is "
+                             "damaged; merge the runs again")
         if window is not None and window != meta.get("window"):
             raise ValueError(f"{path} was merged with window={meta.get('window')}; re-merge to "
                              f"use window={window}")
@@ -215,6 +229,8 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
         return ScoreTable(scores, arrays["label"].astype(np.int64), int(meta["num_classes"]),
                           meta.get("fingerprint"),
                           arrays["path"].tolist() if "path" in arrays else None, meta)
+    from .stats import SampleStats
+
     stats = SampleStats.load(path)
     return ScoreTable(compute_scores(stats, window), stats.labels, stats.num_classes,
                       stats.fingerprint, stats.paths, stats.metadata)

@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from . import ops
+# torch and the ops load inside select(): this module's names (STRATEGIES) serve the command
+# line, which must start without importing torch.
 
 STRATEGIES = ("hardest", "easiest", "random", "stratified")
 
@@ -120,6 +120,10 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
     labels = np.maximum(labels, 0)
     if not 0 <= cut_hardest < 1:
         raise ValueError(f"cut_hardest must be in [0, 1), got {cut_hardest}")
+    import torch
+
+    from . import ops
+
     h_t = torch.from_numpy(h)
     n_excluded = N - int(alive.sum())
     n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .config import ScoreConfig
 from .datasets import ArrayDataset, DatasetError, load_dataset
 from .io import atomic_write
 from .loaders import make_loader
@@ -40,69 +41,23 @@ from .models import build_model
 from .stats import SampleStats
 
 
-@dataclass
-class ScoreConfig:
-    """Everything that defines a scoring job (saved with every run as config.json)."""
-
-    dataset: str = "fashion-mnist"  # easyhard.datasets name
-    data_dir: str | None = None  # dataset root (default: the dataset's own)
-    archs: tuple[str, ...] = ("convnet", "resnet20")  # architectures, trained in turn
-    runs: int = 1  # runs per architecture (seeds seed, seed + 1, ...)
-    epochs: int = 2  # training epochs per run
-    batch_size: int = 256  # per process
-    lr: float = 0.2  # peak learning rate (SGD)
-    momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 weight decay
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    schedule: str = "onecycle"  # onecycle | cosine | step
-    warmup_epochs: float = 0.5  # linear warm-up (cosine and step)
-    amp: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
-    compile: bool = False  # torch.compile the model
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0  # run k of every architecture uses seed + k
-    clean_every: int = 0  # clean-view pass over the training set every K epochs (0: off)
-    clean_steps: int = 0  # clean-view pass every K steps within the first epoch (0: off)
-    window: int | None = None  # epochs counted by easiness when merging (None: all)
-    crop: int = 224  # image size for image-folder datasets
-    workers: int = 4  # DALI threads / torch workers for image-folder datasets
-    skip_corrupt: bool = False  # drop unreadable images (recorded as never presented)
-    file_list: str | None = None  # imagefolder: a 'relative/path label' list under data_dir
-    num_samples: int = 2048  # synthetic dataset only
-    num_classes: int = 10  # synthetic dataset only
-    image_size: int = 28  # synthetic dataset only
-    synthetic_seed: int = 0  # synthetic dataset only: the seed of the data (not of training)
-    max_nonfinite_steps: int = 50  # stop as diverged after this many consecutive non-finite losses
-
-    def validate(self) -> None:
-        if self.runs < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("runs, epochs and batch size must be at least 1")
-        if self.max_nonfinite_steps < 1:
-            raise ValueError("max_nonfinite_steps must be at least 1")
-        if self.window is not None and not 1 <= self.window <= self.epochs:
-            raise ValueError(f"window must be between 1 and the {self.epochs} epochs trained, got "
-                             f"{self.window}")
-        if self.schedule not in ("onecycle", "cosine", "step"):
-            raise ValueError(f"schedule must be onecycle, cosine or step, got {self.schedule!r}")
-        if self.amp not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or fp32, got {self.amp!r}")
-        if not self.archs:
-            raise ValueError("give at least one architecture")
-        from .models import available_models
-
-        unknown = [a for a in self.archs if a not in available_models()]
-        if unknown:
-            raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; choose from "
-                             f"{', '.join(available_models())}")
-
-
 # ---------------------------------------------------------------------------- helpers
 def resolve_device(name: str) -> torch.device:
+    """The device of a `device` setting (auto, cpu, cuda, cuda:N), checked to exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`device` {name} was asked for but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"`device` {name} does not exist: {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
     return dev
 
 
@@ -121,7 +76,7 @@ def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to 0
             peak = max(1, int(0.25 * total))
-            return (step + 1) / peak if step < peak else max(0.0, (total - step) / (total - peak))
+            return (step + 1) / peak if step < peak else max(0.0, (total - step) / max(1, total - peak))
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
@@ -181,13 +136,9 @@ def _maybe_progress(total: int, desc: str, quiet: bool):
 # ---------------------------------------------------------------------------- one run
 def load_datasets(cfg: ScoreConfig, quiet: bool = True):
     """(train, test) datasets of a configuration; test is None when the data has no test split."""
-    extra = {}
-    if cfg.dataset == "synthetic":
-        extra = dict(num_samples=cfg.num_samples, num_classes=cfg.num_classes,
-                     image_size=cfg.image_size, seed=cfg.synthetic_seed)
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", file_list=cfg.file_list, **extra)
+    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
     try:
-        test = load_dataset(cfg.dataset, cfg.data_dir, "test", file_list=cfg.file_list, **extra)
+        test = load_dataset(cfg.dataset, cfg.data_dir, "test", **cfg.dataset_kwargs())
     except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
         if not quiet:
             print(f"no test split ({e}); test accuracy is not measured", flush=True)
@@ -332,7 +283,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             raise DivergedError(
                 f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
                 f"{int(nonfinite_worst)} consecutive steps; no scores were written for it. Lower "
-                "the learning rate, or use bf16/fp32 instead of fp16")
+                "`lr`, or set `amp` to bf16 or fp32 instead of fp16")
         if dist.enabled:
             stats.all_reduce()
         record_before = stats.epochs
@@ -494,24 +445,86 @@ def input_paths(cfg: ScoreConfig, train) -> dict[str, str | None]:
     return {"dataset": getattr(train, "base", None) or train.root, "file list": cfg.file_list}
 
 
+JOB_CONFIG = "score-config.toml"  # the resolved configuration of the job in --out
+_JOB_HEADER = "written by easyhard score"
+
+
+def write_job_config(cfg: ScoreConfig, out_dir: str) -> None:
+    """Write the resolved configuration into out_dir when the job starts (a --config file that
+    reproduces it). Refuses to replace a file of that name that easyhard did not write."""
+    from .config import to_toml
+
+    path = os.path.join(out_dir, JOB_CONFIG)
+    text = to_toml(cfg, f"{_JOB_HEADER} {__version__}: the resolved configuration of this job.\n"
+                        f"Repeat or continue it: easyhard score --config <a copy> --out "
+                        f"<folder> [--resume]")
+    if os.path.lexists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            old = f.read()
+        if not old.startswith(f"# {_JOB_HEADER}"):
+            raise ValueError(f"{path} exists and easyhard did not write it; move it away or "
+                             "choose another output folder")
+        if old == text:
+            return
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
 def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
     """Every (architecture, run) in turn, then the merged score file. Returns a summary.
 
-    With `resume`, runs found in out_dir continue (unfinished) or are reused (finished) only when
-    they are the same runs: configuration, dataset fingerprint and file format (else ValueError
-    saying what differs). The output may not overlap the dataset."""
+    Everything that can be checked (the configuration, the device, the dataset, the output's
+    place) is checked before anything is written. With `resume`, runs found in out_dir continue
+    (unfinished) or are reused (finished) only when they are the same runs: configuration,
+    dataset fingerprint and file format (else ValueError saying what differs). The output may not
+    overlap the dataset. A job that fails leaves no trace of the runs it had not checkpointed."""
     from .io import check_disjoint
-    from .scores import excluded, merge_score_files, read_metadata_block
-    from .stats import read_metadata
 
     cfg.validate()
+    resolve_device(cfg.device)
     dist = Dist.from_env()
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
     check_disjoint(out_dir, input_paths(cfg, train))
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
-    os.makedirs(out_dir, exist_ok=True)
+    created = not os.path.exists(out_dir)
+    before = set(os.listdir(out_dir)) if not created else set()
+    try:
+        if dist.rank == 0:
+            os.makedirs(out_dir, exist_ok=True)
+            write_job_config(cfg, out_dir)
+        return _score_runs(cfg, out_dir, resume, quiet, dist, train, test)
+    except BaseException:
+        if dist.rank == 0:
+            _remove_unstarted(out_dir, created, before)
+        raise
+
+
+def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
+    """After a failure: delete run folders this job made that hold no checkpoint (nothing to
+    resume), and the output folder itself when this job created it and left it empty."""
+    if not os.path.isdir(out_dir):
+        return
+    for name in set(os.listdir(out_dir)) - before:
+        path = os.path.join(out_dir, name)
+        if (os.path.isdir(path) and is_run_folder(path)
+                and not os.path.exists(os.path.join(path, "checkpoint.pt"))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, "config.json"))
+                os.rmdir(path)
+    if created:
+        with contextlib.suppress(OSError):
+            if os.listdir(out_dir) == [JOB_CONFIG]:
+                os.unlink(os.path.join(out_dir, JOB_CONFIG))
+            os.rmdir(out_dir)
+
+
+def _score_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train,
+                test) -> dict:
+    from .scores import excluded, merge_score_files, read_metadata_block
+    from .stats import read_metadata
+
     run_dirs = []
     for arch in cfg.archs:
         for run in range(cfg.runs):

@@ -133,7 +133,7 @@ def test_cifar_refuses_pickles_that_run_code(tmp_path):
 def test_cifar_missing(tmp_path):
     with pytest.raises(DatasetError, match="cifar-10-batches-py"):
         load_dataset("cifar10", root=str(tmp_path))
-    with pytest.raises(DatasetError, match="needs --data-dir"):
+    with pytest.raises(DatasetError, match="needs `data_dir`"):  # library words; the CLI says --data-dir
         load_dataset("cifar100")
 
 

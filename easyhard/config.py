@@ -1,0 +1,274 @@
+"""Configuration of easyhard's jobs: one dataclass per job, the single source of its options.
+
+Every field carries its help text, choices and range in its metadata (`param(...)`). The command
+line generates its options from these dataclasses (``easyhard.cli.config_options``), a TOML file
+given as ``--config FILE`` supplies any field by name (``epochs = 1``, ``archs = ["convnet"]``),
+and ``validate()`` applies the same ranges to a configuration built in Python. This module
+imports no torch, so that ``easyhard --help`` answers at once.
+
+    cfg = ScoreConfig(dataset="fashion-mnist", archs=("resnet20",), epochs=4)
+    cfg.validate()
+    text = to_toml(cfg)                      # the resolved configuration, as a --config file
+    same = from_mapping(ScoreConfig, load_toml_file("score-config.toml"))
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .compress import LINK_MODES
+from .datasets import DATASETS
+from .scores import DIRECTION
+from .select import STRATEGIES
+
+SCHEDULES = ("onecycle", "cosine", "step")  # learning-rate schedules of the scoring engine
+AMP_MODES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on GPU, fp32 on CPU
+RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
+
+
+def param(help: str, *, choices: Sequence[str] | None = None, min: float | None = None,
+          max: float | None = None, max_open: bool = False, type: type | None = None,
+          flag: str | None = None, multiple: bool = False, required: bool = False) -> dict:
+    """Metadata of a configuration field: its help, choices, range [min, max] (max excluded with
+    max_open), value type (needed when the default is None), option spelling (`flag`, e.g.
+    "--arch" or "--balanced/--global"; default --field-name), whether the option repeats
+    (`multiple`, for tuple fields) and whether it must be given."""
+    return {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max,
+            "max_open": max_open, "type": type, "flag": flag, "multiple": multiple,
+            "required": required}
+
+
+class ConfigError(ValueError):
+    """A configuration value that is out of range, of the wrong type, or unknown."""
+
+
+@dataclass
+class Config:
+    """Base of every job configuration: range and choice checks from the fields' metadata."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field whose value is not allowed."""
+        for f in dataclasses.fields(self):
+            check_value(f, getattr(self, f.name))
+
+
+def value_type(f: dataclasses.Field) -> type:
+    """The Python type of a field's values (for tuples: of the items)."""
+    meta = f.metadata
+    if meta.get("type") is not None:
+        return meta["type"]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if isinstance(default, tuple):
+        return type(default[0]) if default else str
+    return type(default)
+
+
+def check_value(f: dataclasses.Field, value: Any) -> None:
+    meta, name = f.metadata, f.name
+    if value is None:
+        if f.default is None and not meta.get("required"):
+            return
+        raise ConfigError(f"`{name}` must be given")
+    items = value if meta.get("multiple") else (value,)
+    if meta.get("multiple") and not isinstance(value, (tuple, list)):
+        raise ConfigError(f"`{name}` must be a list, got {value!r}")
+    want = value_type(f)
+    for v in items:
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ConfigError(f"`{name}` must be {want.__name__}, got {v!r}")
+        if want is float and not math.isfinite(v):
+            raise ConfigError(f"`{name}` must be a finite number, got {v!r}")
+        if meta.get("choices") and v not in meta["choices"]:
+            raise ConfigError(f"`{name}` must be one of {', '.join(meta['choices'])}, got {v!r}")
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and v < lo:
+            raise ConfigError(f"`{name}` must be at least {lo}, got {v!r}")
+        if hi is not None and (v >= hi if meta.get("max_open") else v > hi):
+            raise ConfigError(f"`{name}` must be {'below' if meta.get('max_open') else 'at most'} "
+                              f"{hi}, got {v!r}")
+
+
+# ---------------------------------------------------------------------------- the jobs
+@dataclass
+class DataConfig(Config):
+    """Which dataset: the options of every command that reads one."""
+
+    dataset: str = field(default="fashion-mnist", metadata=param(
+        "The dataset (its training split).", choices=DATASETS))
+    data_dir: str | None = field(default=None, metadata=param(
+        "Dataset root (default for fashion-mnist: /usr/share/datasets/fashion-mnist).", type=str))
+    file_list: str | None = field(default=None, metadata=param(
+        "imagefolder: a 'relative/path label' list, paths under --data-dir.", type=str))
+    num_samples: int = field(default=2048, metadata=param("synthetic only: examples.", min=1))
+    num_classes: int = field(default=10, metadata=param("synthetic only: classes.", min=2))
+    image_size: int = field(default=28, metadata=param("synthetic only: image side in pixels.",
+                                                       min=4))
+    synthetic_seed: int = field(default=0, metadata=param("synthetic only: the seed of the data."))
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of datasets.load_dataset besides name, root and split."""
+        extra: dict[str, Any] = {"file_list": self.file_list}
+        if self.dataset == "synthetic":
+            extra.update(num_samples=self.num_samples, num_classes=self.num_classes,
+                         image_size=self.image_size, seed=self.synthetic_seed)
+        return extra
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass
+class ScoreConfig(DataConfig):
+    """Everything that defines a scoring job (saved with every run)."""
+
+    archs: tuple[str, ...] = field(default=("convnet", "resnet20"), metadata=param(
+        "Architecture; repeat for several (see `easyhard models`).", flag="--arch",
+        multiple=True))
+    runs: int = field(default=1, metadata=param(
+        "Runs per architecture (seeds seed, seed+1, ...).", min=1))
+    epochs: int = field(default=2, metadata=param("Training epochs per run.", min=1))
+    batch_size: int = field(default=256, metadata=param("Examples per step, per process.", min=1))
+    lr: float = field(default=0.2, metadata=param("Peak learning rate (SGD).", min=0))
+    momentum: float = field(default=0.9, metadata=param("SGD momentum.", min=0, max=1,
+                                                        max_open=True))
+    nesterov: bool = field(default=True, metadata=param("Nesterov momentum."))
+    weight_decay: float = field(default=5e-4, metadata=param("L2 weight decay.", min=0))
+    label_smoothing: float = field(default=0.0, metadata=param(
+        "Cross-entropy label smoothing.", min=0, max=1, max_open=True))
+    schedule: str = field(default="onecycle", metadata=param(
+        "Learning-rate schedule.", choices=SCHEDULES))
+    warmup_epochs: float = field(default=0.5, metadata=param(
+        "Linear warm-up of the cosine and step schedules, in epochs.", min=0))
+    amp: str = field(default="auto", metadata=param(
+        "Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES))
+    compile: bool = field(default=False, metadata=param("torch.compile the model."))
+    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
+    seed: int = field(default=0, metadata=param("Run k of every architecture uses seed + k."))
+    clean_every: int = field(default=0, metadata=param(
+        "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0))
+    clean_steps: int = field(default=0, metadata=param(
+        "Record a clean view every K steps inside the first epoch (0: off).", min=0))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness in the merged file (default: all).", min=1, type=int))
+    crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
+    workers: int = field(default=4, metadata=param(
+        "Decoding threads / workers for image-folder datasets.", min=1))
+    skip_corrupt: bool = field(default=False, metadata=param(
+        "Image folders: drop unreadable images (logged; recorded as never presented) instead of "
+        "stopping with an error naming the file."))
+    max_nonfinite_steps: int = field(default=50, metadata=param(
+        "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.archs, (list, str)):
+            self.archs = (self.archs,) if isinstance(self.archs, str) else tuple(self.archs)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.archs:
+            raise ConfigError("give at least one architecture (`archs`)")
+        if not _DEVICE.match(self.device):
+            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.window is not None and self.window > self.epochs:
+            raise ConfigError(f"`window` ({self.window}) counts more epochs than the "
+                              f"{self.epochs} trained (`epochs`)")
+        from .models import available_models
+
+        unknown = [a for a in self.archs if a not in available_models()]
+        if unknown:
+            raise ConfigError(f"unknown architecture(s) {', '.join(unknown)}; choose from "
+                              f"{', '.join(available_models())}")
+
+
+@dataclass
+class SelectConfig(Config):
+    """How a subset is chosen from a score file (easyhard.select.select)."""
+
+    keep: str | None = field(default=None, metadata=param(
+        "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True))
+    score: str = field(default="easiness", metadata=param(
+        "The score that ranks examples.", choices=RANKING_SCORES))
+    strategy: str = field(default="hardest", metadata=param(
+        "Keep the hardest (drop the easiest), the easiest, a random draw, or stratify across "
+        "score bins (coverage-centric).", choices=STRATEGIES))
+    balanced: bool = field(default=False, metadata=param(
+        "Class-balanced budgets (proportional to class sizes) or one global ranking.",
+        flag="--balanced/--global"))
+    cut_hardest: float = field(default=0.0, metadata=param(
+        "First drop this fraction of the very hardest examples.", min=0, max=1, max_open=True))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness (default: all recorded epochs).", min=1, type=int))
+    bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
+    seed: int = field(default=0, metadata=param("Seed of the random and stratified strategies."))
+
+
+@dataclass
+class CompressConfig(SelectConfig, DataConfig):
+    """A subset written out as a dataset of the source's format."""
+
+    split: str = field(default="train", metadata=param("The split the scores are of.",
+                                                       choices=("train", "test")))
+    link: str = field(default="hard", metadata=param("How image files enter the new tree.",
+                                                     choices=LINK_MODES))
+
+
+# ---------------------------------------------------------------------------- files
+def load_toml_file(path: str) -> dict[str, Any]:
+    """Read a TOML configuration file (tomllib; the tomli package on Python < 3.11)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on older Pythons only
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read the configuration file {path} ({e.strerror})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e})") from e
+    return data
+
+
+def check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """Refuse keys that are not fields of `cls`, naming the key and the file."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are "
+                          f"{', '.join(sorted(names))}")
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], where: str = "configuration"):
+    """A validated `cls` from a mapping of field names (unknown keys refused)."""
+    check_keys(cls, data, where)
+    cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    cfg.validate()
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(cfg: Config, header: str = "") -> str:
+    """The configuration as a TOML file that --config reads back (None fields are left out)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is not None:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,305 @@
+"""The front end (issue 9): options generated from the configuration dataclasses, --config TOML
+files, checks before any output exists, and errors that are one sentence, never a traceback."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from easyhard.cli import NON_CONFIG_OPTIONS, cli_wording, main
+from easyhard.config import (CompressConfig, ConfigError, ScoreConfig, SelectConfig, from_mapping,
+                             load_toml_file, to_toml)
+from easyhard.datasets import load_dataset
+
+from test_compress import score_file
+from test_datasets import make_fmnist, make_folder, write_cifar10
+
+COMMANDS = {"score": ScoreConfig, "select": SelectConfig, "compress": CompressConfig}
+SMALL = ["--dataset", "synthetic", "--num-samples", "120", "--num-classes", "3",
+         "--image-size", "8", "--batch-size", "64", "--arch", "convnet", "--epochs", "1",
+         "--device", "cpu", "--quiet"]
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli(*args, cwd=None):
+    """`python -m easyhard ARGS` in a fresh process: (exit code, stdout + stderr)."""
+    p = subprocess.run([sys.executable, "-m", "easyhard", *map(str, args)], capture_output=True,
+                       text=True, timeout=300, cwd=cwd)
+    return p.returncode, p.stdout + p.stderr
+
+
+def assert_one_sentence(code, out, *needles):
+    assert code == 1, out
+    assert "Traceback" not in out, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    assert len(errors) == 1, out
+    for needle in needles:
+        assert needle in errors[0], (needle, out)
+
+
+# ---------------------------------------------------------------------------- generated options
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_options_are_generated_from_the_config(name):
+    cls = COMMANDS[name]
+    command = main.commands[name]
+    params = {p.name: p for p in command.params if isinstance(p, __import__("click").Option)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for fname, f in fields.items():  # every field has its option, spelled and documented by it
+        assert fname in params, fname
+        opt = params[fname]
+        assert opt.help == f.metadata["help"]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert opt.default == default or (opt.multiple and tuple(opt.default) == default), fname
+        if f.metadata.get("choices"):
+            assert tuple(opt.type.choices) == f.metadata["choices"], fname
+        if f.metadata.get("flag"):
+            assert f.metadata["flag"].split("/")[0] in opt.opts, fname
+    for pname, opt in params.items():  # every option is a field or a documented non-config one
+        if pname in fields or opt.opts[0] in ("--help", "-h"):
+            continue
+        assert opt.opts[0] in NON_CONFIG_OPTIONS, f"{name}: {opt.opts[0]} is undocumented"
+
+
+def test_choices_come_from_their_owners():
+    from easyhard.compress import LINK_MODES
+    from easyhard.datasets import DATASETS
+    from easyhard.select import STRATEGIES
+
+    fields = {f.name: f for f in dataclasses.fields(CompressConfig)}
+    assert fields["dataset"].metadata["choices"] == DATASETS
+    assert fields["strategy"].metadata["choices"] == STRATEGIES
+    assert fields["link"].metadata["choices"] == LINK_MODES
+
+
+def test_help_does_not_import_torch():
+    """`easyhard --help` answers at once: nothing on its path imports torch."""
+    code = ("import sys; from click.testing import CliRunner; from easyhard.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); "
+            "[CliRunner().invoke(main, [c, '--help']) for c in main.commands]; "
+            "assert r.exit_code == 0; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["score", "merge", "select", "compress", "info", "models"])
+def test_every_command_help_has_an_example(name):
+    r = run([name, "--help"])
+    assert r.exit_code == 0 and "Example:" in r.output and f"easyhard {name}" in r.output
+
+
+# ---------------------------------------------------------------------------- --config
+def test_config_file_supplies_settings_and_flags_override(tmp_path):
+    (tmp_path / "c.toml").write_text(
+        'dataset = "synthetic"\nnum_samples = 120\nnum_classes = 3\nimage_size = 8\n'
+        'batch_size = 64\narchs = ["convnet"]\nepochs = 2\ndevice = "cpu"\n')
+    r = run(["score", "--config", tmp_path / "c.toml", "--epochs", "1", "--quiet", "--json",
+             "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    written = load_toml_file(str(tmp_path / "o" / "score-config.toml"))
+    assert written["epochs"] == 1 and written["archs"] == ["convnet"] and written["batch_size"] == 64
+    cfg = json.loads((tmp_path / "o" / "convnet-run0" / "config.json").read_text())
+    assert cfg["epochs"] == 1 and cfg["num_samples"] == 120
+    # the written file reproduces the job
+    assert from_mapping(ScoreConfig, written) == ScoreConfig(
+        dataset="synthetic", num_samples=120, num_classes=3, image_size=8, batch_size=64,
+        archs=("convnet",), epochs=1, device="cpu")
+
+
+def test_config_file_errors_name_the_key(tmp_path):
+    (tmp_path / "bad.toml").write_text('epochs = 1\nbatchsize = 3\n')
+    code, out = cli("score", "--config", tmp_path / "bad.toml", "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "batchsize", "bad.toml")
+    (tmp_path / "typed.toml").write_text('epochs = "many"\n')
+    code, out = cli("score", "--config", tmp_path / "typed.toml", "--out", tmp_path / "o")
+    assert code == 2 and "epochs" in out and "Traceback" not in out
+    (tmp_path / "broken.toml").write_text('epochs = \n')
+    code, out = cli("score", "--config", tmp_path / "broken.toml", "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "not valid TOML")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_jobs_own_record_is_not_an_input(tmp_path):
+    assert run(["score", *SMALL, "--out", tmp_path / "o"]).exit_code == 0
+    r = run(["score", "--config", tmp_path / "o" / "score-config.toml", "--resume",
+             "--out", tmp_path / "o"])
+    assert r.exit_code != 0 and "pass a copy" in r.output
+    (tmp_path / "copy.toml").write_bytes((tmp_path / "o" / "score-config.toml").read_bytes())
+    r = run(["score", "--config", tmp_path / "copy.toml", "--resume", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+
+
+def test_toml_round_trip_of_every_config():
+    for cls in (ScoreConfig, CompressConfig):
+        cfg = cls(keep="0.5") if cls is CompressConfig else cls(data_dir='we"ird\\path')
+        import tomllib
+
+        assert from_mapping(cls, tomllib.loads(to_toml(cfg, "a header"))) == cfg
+
+
+def test_library_validation_matches_the_options():
+    with pytest.raises(ConfigError, match="`label_smoothing` must be below 1"):
+        ScoreConfig(label_smoothing=2.0).validate()
+    with pytest.raises(ConfigError, match="`epochs` must be at least 1"):
+        ScoreConfig(epochs=0).validate()
+    with pytest.raises(ConfigError, match="`archs` must be a list|`batch_size` must be int"):
+        ScoreConfig(batch_size=1.5).validate()
+
+
+# ---------------------------------------------------------------------------- before any output
+def test_everything_checkable_is_checked_before_an_output_exists(tmp_path):
+    for extra, needle in [(["--window", "3", "--epochs", "2"], "--window (3) counts more epochs"),
+                          (["--device", "foo"], "--device must be auto, cpu, cuda or cuda:N"),
+                          (["--device", "mps"], "--device must be auto, cpu, cuda or cuda:N"),
+                          (["--device", "cuda"], "no CUDA device is available"),
+                          (["--arch", "alexnet"], "unknown architecture(s) alexnet")]:
+        code, out = cli("score", *SMALL, *extra, "--out", tmp_path / "o")
+        if extra == ["--device", "cuda"] and code == 0:
+            continue  # a machine with a GPU
+        assert_one_sentence(code, out, needle)
+        assert not (tmp_path / "o").exists(), extra
+    code, out = cli("score", *SMALL, "--label-smoothing", "2", "--out", tmp_path / "o")
+    assert code == 2 and "--label-smoothing" in out and "Traceback" not in out
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+    code, out = cli("score", *SMALL, "--lr", "1e30", "--max-nonfinite-steps", "1",
+                    "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "diverged", "--lr")
+    assert not (tmp_path / "o").exists()
+    code, out = cli("score", *SMALL, "--out", tmp_path / "o")
+    assert code == 0, out
+
+
+# ---------------------------------------------------------------------------- errors
+def test_wording_of_library_messages():
+    assert cli_wording("pass `force=True` or give `data_dir`") == "pass --force or give --data-dir"
+    assert cli_wording("use `link='copy'`; `nesterov=False`; `archs`") == \
+        "use --link copy; --no-nesterov; --arch"
+    assert cli_wording("two\nlines") == "two lines"
+
+
+def test_damaged_checkpoint_on_resume(tmp_path):
+    from easyhard.train import score_run
+
+    cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
+                      batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    score_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True, stop_after_epoch=1)
+    (tmp_path / "o" / "convnet-run0" / "checkpoint.pt").write_bytes(b"garbage")
+    code, out = cli("score", *SMALL, "--epochs", "2", "--resume", "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "checkpoint.pt cannot be read", "damaged")
+
+
+def test_bad_dataset_files(tmp_path):
+    make_fmnist(tmp_path / "fm", n=20)
+    data = (tmp_path / "fm" / "train-images-idx3-ubyte.gz").read_bytes()
+    base = ["score", "--dataset", "fashion-mnist", "--arch", "convnet", "--device", "cpu",
+            "--out", tmp_path / "o"]
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
+    code, out = cli(*base, "--data-dir", tmp_path / "fm")
+    assert_one_sentence(code, out, "train-images-idx3-ubyte.gz is a damaged gzip file")
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    code, out = cli(*base, "--data-dir", tmp_path / "fm")
+    assert_one_sentence(code, out, "train-images-idx3-ubyte.gz is a damaged gzip file")
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00"))
+    code, out = cli(*base, "--data-dir", tmp_path / "fm")
+    assert_one_sentence(code, out, "truncated idx header")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_cifar_label(tmp_path):
+    import pickle
+
+    write_cifar10(tmp_path / "c")
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_2"
+    d = pickle.loads(batch.read_bytes())
+    d[b"labels"][1] = -1
+    batch.write_bytes(pickle.dumps(d, protocol=2))
+    code, out = cli("score", "--dataset", "cifar10", "--data-dir", tmp_path / "c", "--arch",
+                    "convnet", "--device", "cpu", "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "data_batch_2", "labels in [0, 10)")
+
+
+def test_file_list_that_is_not_utf8(tmp_path):
+    make_folder(tmp_path / "img", per_class=2)
+    (tmp_path / "list.txt").write_bytes(b"class0/000.jpg 0\nclass0/\xff\xfe.jpg 1\n")
+    code, out = cli("score", "--dataset", "imagefolder", "--data-dir", tmp_path / "img",
+                    "--file-list", tmp_path / "list.txt", "--arch", "convnet", "--device", "cpu",
+                    "--out", tmp_path / "o")
+    assert_one_sentence(code, out, "list.txt is not UTF-8")
+
+
+def test_damaged_score_files(tmp_path):
+    ds = load_dataset("synthetic", num_samples=20, num_classes=2, image_size=4)
+    good = score_file(ds, tmp_path / "s.npz")
+    with np.load(good, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    cases = {"list.npz": json.dumps([1, 2]),
+             "nosize.npz": json.dumps({"format": "easyhard.scores", "num_classes": 2})}
+    for name, meta in cases.items():
+        np.savez(tmp_path / name, **{**arrays, "metadata": np.array(meta)})
+        code, out = cli("select", tmp_path / name, "--keep", "0.5", "--out", tmp_path / "sel")
+        assert_one_sentence(code, out, name)
+        assert "KeyError" not in out and "internal error" not in out
+    # a merged file without the asked-for score
+    merged = {"index": np.arange(20), "label": ds.labels,
+              "metadata": np.array(json.dumps({"format": "easyhard.merged", "num_classes": 2,
+                                               "fingerprint": ds.fingerprint})),
+              "score_el2n": np.random.rand(20)}
+    np.savez(tmp_path / "m.npz", **merged)
+    code, out = cli("select", tmp_path / "m.npz", "--keep", "0.5", "--out", tmp_path / "sel")
+    assert_one_sentence(code, out, "holds no 'easiness' score")
+    assert not (tmp_path / "sel").exists()
+
+
+def test_one_step_runs_train(tmp_path):
+    code, out = cli("score", "--dataset", "synthetic", "--num-samples", "50", "--epochs", "1",
+                    "--image-size", "8", "--arch", "convnet", "--device", "cpu", "--quiet",
+                    "--out", tmp_path / "o")
+    assert code == 0, out
+
+
+def test_image_extensions_are_case_insensitive_and_others_are_reported(tmp_path, caplog):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i, ext in enumerate([".JPEG", ".Jpeg", ".webp", ".png"]):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(
+                tmp_path / "img" / c / f"{i}{ext}",
+                format={".webp": "WEBP", ".png": "PNG"}.get(ext, "JPEG"))
+        (tmp_path / "img" / c / "notes.txt").write_text("x")
+    with caplog.at_level("WARNING", logger="easyhard.datasets"):
+        ds = load_dataset("imagefolder", root=str(tmp_path / "img"))
+    assert len(ds) == 8
+    assert "ignored 2 file(s) that are not images" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_internal_errors_say_how_to_see_the_traceback(tmp_path, monkeypatch):
+    import easyhard.train as train
+
+    def broken(*a, **k):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(train, "score", broken)
+    r = run(["score", *SMALL, "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "internal error (KeyError" in r.output and "--debug" in r.output
+    r = run(["score", *SMALL, "--debug", "--out", tmp_path / "o"])
+    assert isinstance(r.exception, KeyError)  # --debug lets the traceback through
+
+
+def test_readme_shows_config_file_and_completion():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert "--config" in readme and "score-config.toml" in readme
+    assert "_EASYHARD_COMPLETE=bash_source easyhard" in readme
