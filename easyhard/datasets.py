@@ -16,20 +16,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import pickle
 import struct
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+log = logging.getLogger("easyhard.datasets")
 
 
 class DatasetError(ValueError):
@@ -135,7 +138,13 @@ def fingerprint_files(paths: Sequence[str], labels: np.ndarray, sizes: np.ndarra
 def _open_maybe_gz(path: str) -> bytes:
     with open(path, "rb") as f:
         data = f.read()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as e:  # truncated, or not gzip after all
+        raise DatasetError(f"{path} is a damaged gzip file ({e or 'truncated'}); download it "
+                           "again") from e
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -147,6 +156,8 @@ def read_idx(path: str) -> np.ndarray:
     if data[2] not in dtypes:
         raise DatasetError(f"{path}: unknown idx element type 0x{data[2]:02x}")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: truncated idx header ({len(data)} bytes for {ndim} dimensions)")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     dtype = np.dtype(dtypes[data[2]])
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
@@ -184,7 +195,7 @@ def load_fashion_mnist(root: str | None = None, split: str = "train") -> ArrayDa
             f"Fashion-MNIST {split} files ({prefix}-images-idx3-ubyte[.gz], "
             f"{prefix}-labels-idx1-ubyte[.gz]) not found in {root}. Install them with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files land in "
-            f"{FASHION_MNIST_ROOT}) or pass --data-dir pointing at the four idx files."
+            f"{FASHION_MNIST_ROOT}) or give `data_dir`: the folder of the four idx files."
         )
     images = read_idx(img)
     labels = read_idx(lab).astype(np.int64)
@@ -252,7 +263,7 @@ def _cifar_reader(root: str, spec: dict):
             return read, archive
     raise DatasetError(
         f"CIFAR files not found: looked for {spec['folder']}/ or {spec['archive']} in {root}. "
-        "Download the python version from the CIFAR page and pass --data-dir pointing at the "
+        "Download the python version from the CIFAR page and give `data_dir`: the "
         "folder holding it (extracted or as the .tar.gz)."
     )
 
@@ -268,8 +279,14 @@ def load_cifar(name: str, root: str, split: str = "train") -> ArrayDataset:
         data = np.asarray(d["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3072:
             raise DatasetError(f"{where}:{batch}: expected data of shape [n, 3072], got {data.shape}")
+        y = np.asarray(d.get(spec["labels"], []))
+        if y.shape != (len(data),) or (len(y) and (y.dtype.kind not in "iu" or y.min() < 0
+                                                   or y.max() >= len(classes))):
+            raise DatasetError(f"{where}:{batch}: expected {len(data)} integer labels in "
+                               f"[0, {len(classes)}), got {y.dtype} {y.shape}"
+                               + (f" from {y.min()} to {y.max()}" if y.size and y.dtype.kind in "iuf" else ""))
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(d[spec["labels"]], dtype=np.int64))
+        labels.append(y.astype(np.int64))
     return ArrayDataset(name, split, np.ascontiguousarray(np.concatenate(images)),
                         np.concatenate(labels), classes, root)
 
@@ -317,19 +334,25 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         raise DatasetError("a file list describes the training split only; it has no test split")
     if file_list is not None:
         entries = []
-        with open(file_list, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                try:
-                    rel, label = line.rsplit(maxsplit=1)
-                    label = int(label)
-                except ValueError:
-                    raise DatasetError(f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}")
-                if label < 0:
-                    raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
-                entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label))
+        try:
+            with open(file_list, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{file_list} is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+        except OSError as e:
+            raise DatasetError(f"cannot read the file list {file_list} ({e.strerror})") from e
+        for lineno, line in enumerate(lines, 1):
+            line = line.rstrip("\r")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                rel, label = line.rsplit(maxsplit=1)
+                label = int(label)
+            except ValueError:
+                raise DatasetError(f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}")
+            if label < 0:
+                raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
+            entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label))
         if not entries:
             raise DatasetError(f"{file_list} lists no files")
         entries.sort()
@@ -346,12 +369,18 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
         if not classes:
             raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
-        pairs = []
+        pairs, ignored = [], []
         for c, cls in enumerate(classes):
             for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
                 for fn in files:
-                    if fn.endswith(IMAGE_EXTENSIONS):
-                        pairs.append((os.path.relpath(os.path.join(dirpath, fn), root), c))
+                    rel = os.path.relpath(os.path.join(dirpath, fn), root)
+                    if fn.lower().endswith(IMAGE_EXTENSIONS):
+                        pairs.append((rel, c))
+                    elif not fn.startswith("."):
+                        ignored.append(rel)
+        if ignored:
+            log.warning("%s: ignored %d file(s) that are not images (%s), e.g. %s", root,
+                        len(ignored), "/".join(IMAGE_EXTENSIONS), ignored[0])
         if not pairs:
             raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
         pairs.sort()
@@ -393,12 +422,12 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", *,
         return load_fashion_mnist(root, split)
     if name in _CIFAR:
         if root is None:
-            raise DatasetError(f"{name} needs --data-dir: the folder holding "
+            raise DatasetError(f"{name} needs `data_dir`: the folder holding "
                                f"{_CIFAR[name]['folder']}/ or {_CIFAR[name]['archive']}")
         return load_cifar(name, root, split)
     if name == "imagefolder":
         if root is None:
-            raise DatasetError("imagefolder needs --data-dir: a folder of class sub-folders")
+            raise DatasetError("imagefolder needs `data_dir`: a folder of class sub-folders")
         return load_imagefolder(root, split, file_list)
     if name == "synthetic":
         return make_synthetic(split=split, **synthetic)

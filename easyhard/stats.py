@@ -497,6 +497,8 @@ def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> d
         meta = json.loads(str(arrays["metadata"]))
     except ValueError as e:
         raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: metadata is JSON but not an object: not an easyhard score file")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an easyhard score file (format {meta.get('format')!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
@@ -504,4 +506,8 @@ def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> d
             f"{path} has score-file format version {meta['format_version']}, newer than this "
             f"easyhard ({__version__}) reads ({FORMAT_VERSION}); upgrade easyhard"
         )
+    for key in ("num_samples", "num_classes"):
+        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
+            raise ValueError(f"{path}: metadata lacks an integer {key!r}: the file is damaged or "
+                             "was not written by easyhard")
     return meta

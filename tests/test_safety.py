@@ -429,3 +429,38 @@ def test_a_killed_compress_leaves_nothing_behind_the_next_run(tmp_path, monkeypa
     compress(ds, sel, str(tmp_path / "out"))
     assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".out")) == [".out.partial-user"]
     assert real is cm.seal_output
+
+
+_NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+                min_size=1, max_size=12).filter(lambda n: n not in (".", "..")
+                                                 and not n.startswith("."))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(classes=st.lists(_NAME, min_size=2, max_size=3, unique=True),
+       stems=st.lists(_NAME, min_size=1, max_size=3, unique=True))
+def test_any_file_names_survive_scores_compress_and_reload(tmp_path_factory, classes, stems):
+    """Property: whatever the class and file names (spaces, '#', unicode, newlines), the score
+    file keeps every path, and the compressed folder loads back to exactly the same examples, by
+    its class folders and (where names allow one) by its file list."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("names")
+    for c in classes:
+        (root / "src" / c).mkdir(parents=True)
+        for j, stem in enumerate(stems):
+            Image.new("RGB", (4, 4), (j * 50, 0, 0)).save(root / "src" / c / f"{stem}.png")
+    ds = load_dataset("imagefolder", root=str(root / "src"))
+    assert len(ds) == len(classes) * len(stems)
+    scores = score_file(ds, root / "s.npz")
+    assert SampleStats.load(scores).paths == ds.paths
+    sel = select(np.arange(len(ds), dtype=float), ds.labels, ds.num_classes, "1.0")
+    compress(ds, sel, str(root / "o"))
+    back = load_dataset("imagefolder", root=str(root / "o"))
+    assert back.paths == ds.paths and back.labels.tolist() == ds.labels.tolist()
+    if (root / "o" / "file_list.txt").exists():
+        listed = load_dataset("imagefolder", root=str(root / "o" / "train"),
+                              file_list=str(root / "o" / "file_list.txt"))
+        assert listed.paths == ds.paths and listed.labels.tolist() == ds.labels.tolist()
+    else:
+        assert any("\n" in p or "\r" in p for p in ds.paths)
