@@ -436,5 +436,20 @@ def compress_cmd(score_file, out_dir, force, as_json, quiet, **settings):
         "bytes_before": manifest["bytes_before"], "bytes_after": manifest["bytes_after"]})
 
 
+# ---------------------------------------------------------------------------- the study
+@main.group(cls=EasyhardGroup)
+def analyze() -> None:
+    """Analyse score runs: are easy and hard examples shared, and do they look alike?"""
+
+
+@main.group(cls=EasyhardGroup)
+def experiment() -> None:
+    """Train on subsets chosen by difficulty: removal and compression curves."""
+
+
+# Each study command lives in easyhard/cli_<name>.py, beside its library module, and attaches
+# itself to the groups above when imported here (no torch at import time).
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -27,6 +27,7 @@ from .select import STRATEGIES
 
 SCHEDULES = ("onecycle", "cosine", "step")  # learning-rate schedules of the scoring engine
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on GPU, fp32 on CPU
+OPTIMIZERS = ("sgd", "adamw")
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
 
@@ -134,9 +135,9 @@ class ScoreConfig(DataConfig):
         "Runs per architecture (seeds seed, seed+1, ...).", min=1))
     epochs: int = field(default=2, metadata=param("Training epochs per run.", min=1))
     batch_size: int = field(default=256, metadata=param("Examples per step, per process.", min=1))
-    lr: float = field(default=0.2, metadata=param("Peak learning rate (SGD).", min=0))
-    momentum: float = field(default=0.9, metadata=param("SGD momentum.", min=0, max=1,
-                                                        max_open=True))
+    lr: float = field(default=0.2, metadata=param("Peak learning rate.", min=0))
+    momentum: float = field(default=0.9, metadata=param(
+        "SGD momentum (adamw: its beta1).", min=0, max=1, max_open=True))
     nesterov: bool = field(default=True, metadata=param("Nesterov momentum."))
     weight_decay: float = field(default=5e-4, metadata=param("L2 weight decay.", min=0))
     label_smoothing: float = field(default=0.0, metadata=param(
@@ -150,6 +151,15 @@ class ScoreConfig(DataConfig):
     compile: bool = field(default=False, metadata=param("torch.compile the model."))
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
     seed: int = field(default=0, metadata=param("Run k of every architecture uses seed + k."))
+    init_seed: int | None = field(default=None, metadata=param(
+        "Seed of the initialisation, the same for every run (default: the run's seed).",
+        type=int))
+    data_seed: int | None = field(default=None, metadata=param(
+        "Seed of the data order and augmentation, the same for every run (default: the run's "
+        "seed).", type=int))
+    optimizer: str = field(default="sgd", metadata=param(
+        "sgd (momentum, Nesterov) or adamw (give a suitable --lr, e.g. 1e-3).",
+        choices=OPTIMIZERS))
     clean_every: int = field(default=0, metadata=param(
         "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0))
     clean_steps: int = field(default=0, metadata=param(

@@ -163,9 +163,10 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     seed = cfg.seed + run
+    seeds = run_seeds(cfg, run)
     run_dir = os.path.join(out_dir, f"{arch}-run{run}")
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    torch.manual_seed(seed)
+    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
     np.random.seed(seed)
     random.seed(seed)
     if device.type == "cuda":
@@ -174,7 +175,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     file_kwargs = ({} if isinstance(train, ArrayDataset) else
                    {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
-    loader = make_loader(train, cfg.batch_size, device, train=True, seed=seed, rank=dist.rank,
+    loader = make_loader(train, cfg.batch_size, device, train=True, seed=seeds["data_seed"],
+                         rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
     test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
                    if test is not None else None)
@@ -193,9 +195,12 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                          momentum=cfg.momentum, nesterov=cfg.nesterov)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     steps_per_epoch = len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
     dtype = amp_dtype(cfg, device)
@@ -321,7 +326,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             return run_dir
     if is_main:
-        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed,
+        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed, **seeds,
                 "epochs_trained": cfg.epochs, "view": "train", "world_size": dist.world_size,
                 "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
                 "config": _config_dict(cfg), "identity": identity}
@@ -357,12 +362,20 @@ JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
 RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt")
 
 
+def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:
+    """The effective seeds of run `run`: init_seed and data_seed default to the run's seed."""
+    seed = cfg.seed + run
+    return {"init_seed": seed if cfg.init_seed is None else cfg.init_seed,
+            "data_seed": seed if cfg.data_seed is None else cfg.data_seed}
+
+
 def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str) -> dict[str, Any]:
     """Everything that makes one run what it is: resume refuses a run whose identity differs."""
     from .stats import FORMAT_VERSION
 
     config = {k: v for k, v in _config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
-    return {"arch": arch, "run": run, "seed": cfg.seed + run, "dataset_fingerprint": fingerprint,
+    return {"arch": arch, "run": run, "seed": cfg.seed + run, **run_seeds(cfg, run),
+            "dataset_fingerprint": fingerprint,
             "score_format_version": FORMAT_VERSION, "config": config}
 
 

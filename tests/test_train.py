@@ -256,3 +256,33 @@ def test_clean_view_inside_the_first_epoch(tmp_path):
     assert clean.epochs == 1 and (clean.history["presentations"][0] == 2).all()
     train = SampleStats.load(tmp_path / "convnet-run0" / "scores.npz")
     assert train.epochs == 2 and (train.totals()["presentations"] == 2).all()
+
+
+def test_runs_that_differ_in_one_seed_only(tmp_path):
+    """--init-seed and --data-seed fix one source of randomness across runs: runs that share both
+    are identical whatever their seed; runs that share only one differ, and each run's metadata
+    records the effective seeds."""
+    base = ["score", "--dataset", "synthetic", "--num-samples", "200", "--num-classes", "4",
+            "--image-size", "8", "--batch-size", "50", "--arch", "convnet", "--epochs", "2",
+            "--device", "cpu", "--quiet", "--runs", "2"]
+    assert cli([*base, "--init-seed", "5", "--data-seed", "7", "--out", tmp_path / "both"]).exit_code == 0
+    assert_same_scores(tmp_path / "both" / "convnet-run0" / "scores.npz",
+                       tmp_path / "both" / "convnet-run1" / "scores.npz")
+    for fixed, varies in (("--data-seed", "init_seed"), ("--init-seed", "data_seed")):
+        out = tmp_path / fixed
+        assert cli([*base, fixed, "3", "--out", out]).exit_code == 0
+        a = SampleStats.load(out / "convnet-run0" / "scores.npz")
+        b = SampleStats.load(out / "convnet-run1" / "scores.npz")
+        assert not np.array_equal(a.history, b.history)
+        fixed_key = fixed[2:].replace("-", "_")
+        assert a.metadata[fixed_key] == b.metadata[fixed_key] == 3
+        assert (a.metadata[varies], b.metadata[varies]) == (0, 1)
+
+
+def test_adamw_trains(tmp_path):
+    r = cli(["score", *SMALL, "--arch", "convnet", "--epochs", "2", "--device", "cpu",
+             "--optimizer", "adamw", "--lr", "3e-3", "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    m = [json.loads(x) for x in (tmp_path / "o" / "convnet-run0" / "metrics.jsonl").read_text().split("\n") if x]
+    assert m[-1]["train_acc"] > 0.5
+    assert SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz").metadata["config"]["optimizer"] == "adamw"
