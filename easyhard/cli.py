@@ -327,7 +327,7 @@ def _run_selection(score_file: str, cfg: SelectConfig):
     selection = select(hardness(cfg.score, table.scores[cfg.score]), table.labels,
                        table.num_classes, cfg.keep, strategy=cfg.strategy, balanced=cfg.balanced,
                        cut_hardest=cfg.cut_hardest, seed=cfg.seed, bins=cfg.bins,
-                       score_name=cfg.score, exclude=excluded(table))
+                       score_name=cfg.score, exclude=excluded(table), tie_seed=cfg.tie_seed)
     selection.info["score_file"] = os.path.abspath(score_file)
     selection.info["window"] = cfg.window
     return table, selection

@@ -216,6 +216,9 @@ class SelectConfig(Config):
         "Epochs counted by easiness (default: all recorded epochs).", min=1, type=int))
     bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
     seed: int = field(default=0, metadata=param("Seed of the random and stratified strategies."))
+    tie_seed: int | None = field(default=None, metadata=param(
+        "Break ties of the score by a permutation from this seed (default: by dataset index); "
+        "use it with easiness_plain, where most examples tie.", type=int))
 
 
 @dataclass

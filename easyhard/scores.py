@@ -8,6 +8,10 @@ Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says wh
   probability over the same observations: (correct + mean_prob) / (observations + 1). Within a
   count of correct observations the probability orders examples, so examples correct every time
   are not one big tie. Window: the first ``window`` epochs (default: all recorded epochs).
+- easiness_plain (higher_easier, [0, 1]): the paper's own definition, the fraction of the window's
+  observations in which the example was classified correctly, without the probability grading:
+  most examples tie (a handful of values over a few epochs), so rank it with random tie-breaking
+  (select's ``tie_seed``), never by dataset index.
 - forgetting (higher_harder, [0, epochs]): forgetting events (correct, then incorrect at the next
   presentation) over all presentations; examples never classified correctly get the number of
   epochs, as in Toneva et al. (2019).
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # the module loads without torch (the command line reads SCOR
 
 DIRECTION = {
     "easiness": "higher_easier",
+    "easiness_plain": "higher_easier",
     "forgetting": "higher_harder",
     "first_learned": "higher_harder",
     "el2n": "higher_harder",
@@ -69,6 +74,7 @@ def compute_scores(stats: SampleStats, window: int | None = None) -> dict[str, n
     prob = (early["prob"].astype(np.float64) * early["presentations"]).sum(0)
     mean_prob = np.divide(prob, pres, out=np.zeros_like(prob), where=pres > 0)
     easiness = (correct + mean_prob) / (pres + 1)
+    plain = np.divide(correct, pres, out=np.zeros_like(correct), where=pres > 0)
 
     never = tot["correct"] == 0
     learned = hist["correct"] > 0
@@ -86,6 +92,7 @@ def compute_scores(stats: SampleStats, window: int | None = None) -> dict[str, n
     absent = tot["presentations"] == 0
     out = {
         "easiness": easiness,
+        "easiness_plain": plain,
         "forgetting": forgetting,
         "first_learned": first,
         "el2n": np.where(finite > 0, tot["el2n_sum"] / safe, np.sqrt(2.0)),

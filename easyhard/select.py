@@ -89,12 +89,16 @@ class Selection:
 def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float | int | str, *,
            strategy: str = "hardest", balanced: bool = False, cut_hardest: float = 0.0,
            seed: int = 0, bins: int = 50, score_name: str = "hardness",
-           exclude: np.ndarray | None = None) -> Selection:
+           exclude: np.ndarray | None = None, tie_seed: int | None = None) -> Selection:
     """Choose a subset. `scores` are oriented with larger = harder (see scores.hardness).
 
     `exclude`: bool [N], examples that take no part (e.g. never presented during scoring): never
     selected, not counted by `keep` fractions, `cut_hardest` or class budgets. Refuses a selection
-    that would keep nothing."""
+    that would keep nothing.
+
+    `tie_seed`: break ties of the score (hardest/easiest and the cut) in the order of a random
+    permutation drawn from this seed, instead of by dataset index; for scores with many ties
+    (easiness_plain), where index order would favour low indices."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     h = np.asarray(scores, dtype=np.float64)
@@ -125,12 +129,23 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
     from . import ops
 
     h_t = torch.from_numpy(h)
+    perm = None if tie_seed is None else np.random.default_rng(tie_seed).permutation(N)
+
+    def top(key: torch.Tensor, k: int, largest: bool, budgets=None) -> np.ndarray:
+        """ops.topk_select, ties broken in `perm` order when a tie seed is given."""
+        lab = None if budgets is None else torch.from_numpy(labels)
+        bud = None if budgets is None else torch.from_numpy(budgets)
+        if perm is None:
+            return ops.topk_select(key, k, largest, lab, bud).numpy()
+        p = torch.from_numpy(perm)
+        picked = ops.topk_select(key[p], k, largest, None if lab is None else lab[p], bud).numpy()
+        return np.sort(perm[picked])
     n_excluded = N - int(alive.sum())
     n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))
     if n_cut:
         key = h_t.clone()
         key[torch.from_numpy(~alive)] = float("nan")  # NaN ranks last: excluded are not cut
-        alive[ops.topk_select(key, n_cut, True).numpy()] = False
+        alive[top(key, n_cut, True)] = False
     available = int(alive.sum())
     if available == 0:
         raise ValueError(f"no example is left to select from ({n_excluded} excluded, {n_cut} cut "
@@ -151,13 +166,12 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
         if balanced:
             budgets = class_budgets(labels, k, num_classes,
                                     np.bincount(labels[alive], minlength=num_classes))
-            chosen = ops.topk_select(key, k, largest, torch.from_numpy(labels),
-                                     torch.from_numpy(budgets)).numpy()
+            chosen = top(key, k, largest, budgets)
         else:
-            chosen = ops.topk_select(key, k, largest).numpy()
+            chosen = top(key, k, largest)
     info = {"strategy": strategy, "balanced": balanced, "cut_hardest": cut_hardest,
             "cut": n_cut, "excluded": n_excluded, "keep": str(keep), "kept": int(len(chosen)),
-            "seed": seed, "score": score_name}
+            "seed": seed, "score": score_name, "tie_seed": tie_seed}
     if strategy == "stratified":
         info["bins"] = bins
     return Selection(np.asarray(chosen, dtype=np.int64), N,

@@ -164,3 +164,38 @@ def test_select_refuses_bad_input(problem):
         select(h, labels, 3, 0.5)
     with pytest.raises(ValueError, match=r"cut_hardest must be in \[0, 1\)"):
         select(h, labels, 4, 0.5, cut_hardest=1.0)
+
+
+def test_tie_seed_breaks_ties_at_random_not_by_index():
+    """All-tied scores: by index the lowest indices win; with a tie seed the pick is a seeded
+    random subset (different seeds, different subsets), exact in size, per class too."""
+    N = 1000
+    labels = np.arange(N) % 4
+    flat = np.zeros(N)
+    by_index = select(flat, labels, 4, 100).indices
+    assert by_index.tolist() == list(range(100))
+    a = select(flat, labels, 4, 100, tie_seed=1).indices
+    b = select(flat, labels, 4, 100, tie_seed=2).indices
+    assert len(a) == len(b) == 100 and (np.diff(a) > 0).all()
+    assert a.tolist() != b.tolist() and a.max() > 500
+    np.testing.assert_array_equal(a, select(flat, labels, 4, 100, tie_seed=1).indices)
+    bal = select(flat, labels, 4, 100, balanced=True, tie_seed=3)
+    assert bal.kept_per_class.tolist() == [25] * 4 and bal.indices.max() > 500
+    # untied scores are ranked the same with or without a tie seed
+    h = np.random.default_rng(0).random(N)
+    np.testing.assert_array_equal(select(h, labels, 4, 100).indices,
+                                  select(h, labels, 4, 100, tie_seed=9).indices)
+
+
+def test_easiness_plain_is_the_fraction_correct():
+    from easyhard import SampleStats
+    from easyhard.scores import compute_scores
+
+    stats = SampleStats(3, 2, labels=[0, 1, 0])
+    logits = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    for epoch in range(4):
+        right = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
+        stats.update(right if epoch % 2 else logits, torch.tensor([0, 1, 0]), torch.arange(3))
+        stats.end_epoch()
+    s = compute_scores(stats, window=3)
+    np.testing.assert_allclose(s["easiness_plain"], [1.0, 1 / 3, 1 / 3])
