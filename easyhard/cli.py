@@ -128,7 +128,8 @@ def _option(f: dataclasses.Field):
         ctype = click.Choice(meta["choices"])
     elif kind in (int, float) and (lo is not None or hi is not None):
         ranged = click.IntRange if kind is int else click.FloatRange
-        ctype = ranged(lo, hi, max_open=meta.get("max_open", False))
+        ctype = ranged(lo, hi, min_open=meta.get("min_open", False),
+                       max_open=meta.get("max_open", False))
     elif kind in (int, float):
         ctype = click.INT if kind is int else click.FLOAT
     else:
@@ -449,6 +450,7 @@ def experiment() -> None:
 
 # Each study command lives in easyhard/cli_<name>.py, beside its library module, and attaches
 # itself to the groups above when imported here (no torch at import time).
+from . import cli_overlap  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

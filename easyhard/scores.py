@@ -43,7 +43,7 @@ import numpy as np
 from .io import atomic_write, same_file
 
 if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
-    from .stats import SampleStats
+    from .stats import SampleStats, StatsFile
 
 DIRECTION = {
     "easiness": "higher_easier",
@@ -58,7 +58,7 @@ DIRECTION = {
 SCORES = tuple(DIRECTION)
 
 
-def compute_scores(stats: SampleStats, window: int | None = None) -> dict[str, np.ndarray]:
+def compute_scores(stats: SampleStats | StatsFile, window: int | None = None) -> dict[str, np.ndarray]:
     """All scores of one run (see the module docstring). `window`: epochs counted by easiness."""
     hist = stats.history  # [E, N]
     tot = stats.totals()
@@ -153,11 +153,11 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
         if same_file(p, out):
             raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "
                              "destroy a run's per-epoch history; choose another output file")
-    from .stats import SampleStats
+    from .stats import read_stats_file
 
     per_run, first = [], None
     for p in paths:
-        stats = SampleStats.load(p)
+        stats = read_stats_file(p)
         if first is None:
             first = stats
         elif stats.fingerprint != first.fingerprint:
@@ -236,8 +236,8 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
         return ScoreTable(scores, arrays["label"].astype(np.int64), int(meta["num_classes"]),
                           meta.get("fingerprint"),
                           arrays["path"].tolist() if "path" in arrays else None, meta)
-    from .stats import SampleStats
+    from .stats import read_stats_file
 
-    stats = SampleStats.load(path)
+    stats = read_stats_file(path)
     return ScoreTable(compute_scores(stats, window), stats.labels, stats.num_classes,
                       stats.fingerprint, stats.paths, stats.metadata)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -421,44 +422,26 @@ class SampleStats:
     ) -> "SampleStats":
         """Read a score file written by ``save``; checks its format, shapes and example identity,
         and (if given) that its dataset fingerprint equals `expect_fingerprint`."""
-        path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, ...
-            raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
-        meta = read_metadata(arrays, path)
-        N, C = int(meta["num_samples"]), int(meta["num_classes"])
-        if expect_fingerprint is not None and meta.get("fingerprint") != expect_fingerprint:
+        f = read_stats_file(path)
+        if expect_fingerprint is not None and f.fingerprint != expect_fingerprint:
             raise ValueError(
-                f"{path} was scored on dataset fingerprint {meta.get('fingerprint')!r}, but this "
+                f"{f.path} was scored on dataset fingerprint {f.fingerprint!r}, but this "
                 f"dataset's fingerprint is {expect_fingerprint!r}: the scores belong to other data"
             )
-        index = arrays.get("index")
-        if index is None or index.shape != (N,) or not np.array_equal(index, np.arange(N)):
-            raise ValueError(f"{path}: 'index' must list examples 0..{N - 1} in dataset order")
-        paths = arrays["path"].tolist() if "path" in arrays else None
-        stats = cls(N, C, device, paths=paths, fingerprint=meta.get("fingerprint"))
-        history = arrays["history"]
-        if history.dtype != HISTORY_DTYPE:
-            raise ValueError(f"{path}: 'history' has dtype {history.dtype}, expected {HISTORY_DTYPE}")
-        try:
-            stats.load_state_dict({
-                "num_samples": N,
-                "num_classes": C,
-                "counts": torch.from_numpy(arrays["epoch_counts"]),
-                "sums": torch.from_numpy(arrays["epoch_sums"]),
-                "flags": torch.from_numpy(arrays["flags"]),
-                "total_counts": arrays["total_counts"],
-                "total_sums": arrays["total_sums"],
-                "history": history.view(np.uint8).reshape(*history.shape, HISTORY_DTYPE.itemsize),
-                "labels": arrays["label"],
-            })
-        except KeyError as e:
-            raise ValueError(f"{path}: missing array {e}") from e
-        stats.metadata = meta
+        N, C = f.num_samples, f.num_classes
+        stats = cls(N, C, device, paths=f.paths, fingerprint=f.fingerprint)
+        stats.load_state_dict({
+            "num_samples": N,
+            "num_classes": C,
+            "counts": torch.from_numpy(f.open_counts),
+            "sums": torch.from_numpy(f.open_sums),
+            "flags": torch.from_numpy(f.flags),
+            "total_counts": f.total_counts,
+            "total_sums": f.total_sums,
+            "history": f.history.view(np.uint8).reshape(*f.history.shape, HISTORY_DTYPE.itemsize),
+            "labels": f.labels,
+        })
+        stats.metadata = f.metadata
         return stats
 
     @staticmethod
@@ -487,6 +470,89 @@ class SampleStats:
         self._labels = labels
         # Slot N is a placeholder for rows with an invalid index (never compared).
         self._labels_dev = torch.from_numpy(np.append(labels, -1)).to(self.device)
+
+
+@dataclass
+class StatsFile:
+    """A score file as read from disk, checked, without device state: what the analyses need
+    (``history`` and ``totals()`` as on SampleStats, so scores.compute_scores takes either).
+    ``read_stats_file`` makes one; ``SampleStats.load`` builds on it."""
+
+    path: str
+    metadata: dict[str, Any]
+    labels: np.ndarray  # int64 [N]
+    paths: list[str] | None
+    history: np.ndarray  # HISTORY_DTYPE [E, N]
+    total_counts: np.ndarray  # int64 [N, 4], closed epochs
+    total_sums: np.ndarray  # float64 [N, 5], closed epochs
+    open_counts: np.ndarray  # the open epoch's accumulators
+    open_sums: np.ndarray
+    flags: np.ndarray  # int32 [N]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.metadata["num_samples"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.metadata.get("fingerprint")
+
+    @property
+    def epochs(self) -> int:
+        return int(self.history.shape[0])
+
+    def totals(self) -> dict[str, np.ndarray]:
+        """As SampleStats.totals: sums over closed epochs and the open one, numpy [N] each."""
+        counts = self.total_counts + self.open_counts.astype(np.int64)
+        sums = self.total_sums + self.open_sums.astype(np.float64)
+        out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
+        out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
+        out["last_correct"] = (self.flags & ops.LAST_CORRECT).astype(bool)
+        return out
+
+
+def read_stats_file(path: str | os.PathLike) -> StatsFile:
+    """Read and check a score file written by SampleStats.save: format and version, sizes,
+    dtypes and shapes of every array, and example identity (rows in dataset order)."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, ...
+        raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
+    meta = read_metadata(arrays, path)
+    N, C = int(meta["num_samples"]), int(meta["num_classes"])
+    index = arrays.get("index")
+    if index is None or index.shape != (N,) or not np.array_equal(index, np.arange(N)):
+        raise ValueError(f"{path}: 'index' must list examples 0..{N - 1} in dataset order")
+    expect = {"label": ((N,), "iu"), "total_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
+              "total_sums": ((N, len(ops.SUM_FIELDS)), "f"),
+              "epoch_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
+              "epoch_sums": ((N, len(ops.SUM_FIELDS)), "f"), "flags": ((N,), "iu")}
+    for key, (shape, kinds) in expect.items():
+        if key not in arrays:
+            raise ValueError(f"{path}: missing array '{key}': the file is damaged")
+        if arrays[key].shape != shape or arrays[key].dtype.kind not in kinds:
+            raise ValueError(f"{path}: '{key}' is {arrays[key].dtype} {arrays[key].shape}, "
+                             f"expected shape {shape}")
+    history = arrays.get("history")
+    if history is None or history.dtype != HISTORY_DTYPE:
+        raise ValueError(f"{path}: 'history' has dtype "
+                         f"{None if history is None else history.dtype}, expected {HISTORY_DTYPE}")
+    if history.ndim != 2 or history.shape[1] != N:
+        raise ValueError(f"{path}: 'history' has shape {history.shape}, expected [E, {N}]")
+    labels = arrays["label"].astype(np.int64)
+    SampleStats._check_labels_range(labels, C)
+    return StatsFile(path, meta, labels, arrays["path"].tolist() if "path" in arrays else None,
+                     history, arrays["total_counts"].astype(np.int64),
+                     arrays["total_sums"].astype(np.float64), arrays["epoch_counts"],
+                     arrays["epoch_sums"], arrays["flags"].astype(np.int32))
 
 
 def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:

@@ -1,0 +1,509 @@
+"""Are easy and hard examples shared across runs? (`easyhard analyze overlap`)
+
+Given several runs' score files (or run folders, or an `easyhard score --out` folder), this
+compares which examples each run finds easiest and hardest:
+
+- pairwise, for every pair of runs: the Jaccard index of the easiest p and of the hardest p (p in
+  1, 5, 10, 20, 30, 50% by default), its chance value p / (2 - p) (two independent random sets of
+  size pN) and the ratio to it; Spearman and Kendall (tau-b) rank correlations of the score;
+- across all runs at once: the size of the intersection of every run's top-p set against its
+  chance value N p^k, and the threshold sets of the paper, examples correct at every observation
+  of the window ("always easy") or at none ("never learned" in the window): each run's count and the
+  count shared by all;
+- grouped by what differs between two runs' configurations (arch, init_seed, data_seed, optimizer,
+  batch_size, ...): `group` is the one field that differs ("seed" when only the seeds differ),
+  fields joined by "+" when several do; each group is summarised by mean and spread, which is
+  how the architecture group compares with the data-order and initialisation groups (the paper's
+  "is it SGD?" question);
+- per class: the same sets within each class, averaged over pairs (which classes share their easy
+  sets).
+
+Ties: scores that tie across a cut are ordered by a seeded random permutation that differs per run
+(never by dataset index, which would make tied sets agree by construction); the fraction of each
+set decided by that rule is reported as `tied`. Examples never presented in some run take no part
+and are counted. Kendall's tau is computed on a fixed random sample of at most `kendall_max`
+examples (its standard error there is below 0.002); the sample size is reported.
+
+    from easyhard.overlap import analyze_overlap
+    result = analyze_overlap(["runs/fm"], score="easiness", window=2)
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .scores import DIRECTION, compute_scores, hardness
+
+DEFAULT_PS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
+FORMAT = "easyhard.overlap"
+#: Configuration fields that say nothing about how a run trained (where the data lives, how many
+#: threads decode it, which merged window is written): never reported as a difference.
+_NOT_TRAINING = {"data_dir", "file_list", "workers", "window", "seed", "runs", "archs", "device",
+                 "max_nonfinite_steps", "compile"}
+
+
+@dataclass
+class Run:
+    """One run's scores, as loaded for the comparison."""
+
+    file: str
+    metadata: dict
+    scores: dict[str, np.ndarray]
+    labels: np.ndarray
+    num_classes: int
+    fingerprint: str | None
+
+    def describe(self) -> dict[str, Any]:
+        """What the run is: its file and the fields it can be compared on."""
+        return {"file": self.file, **self.fields()}
+
+    def fields(self) -> dict[str, Any]:
+        """Comparable training settings: architecture, effective seeds and the recipe."""
+        meta = self.metadata
+        ident = meta.get("identity") or {}
+        config = dict(ident.get("config") or meta.get("config") or {})
+        out = {k: v for k, v in config.items() if k not in _NOT_TRAINING}
+        out["arch"] = meta.get("arch", ident.get("arch"))
+        out["seed"] = meta.get("seed", ident.get("seed"))
+        out["init_seed"] = meta.get("init_seed", ident.get("init_seed", out["seed"]))
+        out["data_seed"] = meta.get("data_seed", ident.get("data_seed", out["seed"]))
+        out["epochs"] = meta.get("epochs", config.get("epochs"))
+        out["view"] = meta.get("view")
+        return out
+
+
+# ---------------------------------------------------------------------------- inputs
+def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
+    """Score files from INPUTs: a file stays; a run folder gives its scores file of `view`; a
+    scoring job's folder gives every run folder in it (sorted)."""
+    name = "scores.npz" if view == "train" else "scores_clean.npz"
+    files: list[str] = []
+    for item in inputs:
+        if os.path.isfile(item):
+            files.append(item)
+        elif os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
+            files.append(os.path.join(item, name))
+        elif os.path.isdir(item):
+            found = sorted(os.path.join(item, d, name) for d in os.listdir(item)
+                           if os.path.isfile(os.path.join(item, d, name)))
+            if not found:
+                raise ValueError(f"{item} holds no run with a {name} (give score files, run "
+                                 "folders or an `easyhard score` output folder)")
+            files.extend(found)
+        else:
+            raise ValueError(f"{item} does not exist")
+    if len(files) < 2:
+        raise ValueError(f"overlap compares runs: give at least two, found {len(files)} "
+                         f"({', '.join(files) or 'none'})")
+    return files
+
+
+def load_runs(files: Sequence[str], window: int | None = None) -> list[Run]:
+    """Load and score every run; refuses files of other data or merged files, naming them."""
+    from .stats import read_stats_file
+
+    from .scores import MERGED_FORMAT, read_metadata_block
+
+    def load(f: str) -> Run:
+        if (read_metadata_block(f) or {}).get("format") == MERGED_FORMAT:
+            raise ValueError(f"{f} is a merged file (means over runs): give the runs' own score "
+                             "files or folders")
+        stats = read_stats_file(f)
+        return Run(os.path.abspath(f), stats.metadata, compute_scores(stats, window),
+                   stats.labels, stats.num_classes, stats.fingerprint)
+
+    with ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        loaded = list(pool.map(load, files))  # numpy releases the GIL: runs load side by side
+    runs: list[Run] = []
+    for f, run in zip(files, loaded):
+        if runs:
+            first = runs[0]
+            if run.fingerprint != first.fingerprint:
+                raise ValueError(f"{f} was scored on dataset fingerprint {run.fingerprint!r}, "
+                                 f"{first.file} on {first.fingerprint!r}: runs of different data "
+                                 "cannot be compared")
+            if len(run.labels) != len(first.labels) or not np.array_equal(run.labels, first.labels):
+                raise ValueError(f"{f} and {first.file} disagree on the examples or their labels")
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------------------- metrics
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|A ∩ B| / |A ∪ B| of two boolean membership masks (1.0 for two empty sets)."""
+    inter = int(np.count_nonzero(a & b))
+    union = int(np.count_nonzero(a | b))
+    return inter / union if union else 1.0
+
+
+def chance_jaccard(p: float) -> float:
+    """Expected Jaccard index of two independent random subsets of fraction p: p / (2 - p)."""
+    return p / (2 - p)
+
+
+def set_size(p: float, n: int) -> int:
+    """Examples in a top-p set of n: round(p n), at least 1."""
+    return max(1, int(np.floor(p * n + 0.5)))
+
+
+class Ranking:
+    """One run's order of the examples (easiest first; ties by a seeded permutation), the
+    position of every example in it, globally and within its class."""
+
+    def __init__(self, h: np.ndarray, labels: np.ndarray, num_classes: int, tie_seed: int) -> None:
+        n = len(h)
+        perm = np.random.default_rng(tie_seed).permutation(n)
+        # A stable sort of the permuted scores orders ties by the permutation (two fast sorts
+        # instead of one lexsort over three keys).
+        self.h = h
+        self.order = perm[np.argsort(h[perm], kind="stable")]  # ascending hardness: easiest first
+        self.sorted = h[self.order]
+        self.pos = np.empty(n, dtype=np.int64)
+        self.pos[self.order] = np.arange(n)
+        small = labels.astype(np.int16) if num_classes < 2 ** 15 else labels  # radix sort
+        by_class = self.order[np.argsort(small[self.order], kind="stable")]
+        sizes = np.bincount(labels, minlength=num_classes)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.class_pos = np.empty(n, dtype=np.int64)
+        self.class_pos[by_class] = np.arange(n) - starts[labels[by_class]]
+        self.class_sizes = sizes
+
+    def average_ranks(self) -> np.ndarray:
+        """Ranks 1..n of the scores, tied scores sharing their mean rank (as scipy's rankdata),
+        from the sorted scores in one pass."""
+        s, n = self.sorted, len(self.sorted)
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], n)
+        mean_rank = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
+        ranks = np.empty(n, dtype=np.float64)
+        ranks[self.order] = np.repeat(mean_rank, ends - starts)
+        return ranks
+
+    def easy(self, k: int) -> np.ndarray:
+        return self.pos < k
+
+    def hard(self, k: int) -> np.ndarray:
+        return self.pos >= len(self.pos) - k
+
+    def class_set(self, which: str, p: float, labels: np.ndarray) -> np.ndarray:
+        """Membership of the top p within each class."""
+        k = np.maximum(1, np.floor(p * self.class_sizes + 0.5)).astype(np.int64)[labels]
+        if which == "easy":
+            return self.class_pos < k
+        return self.class_pos >= self.class_sizes[labels] - k
+
+    def tied(self, which: str, k: int) -> float:
+        """Fraction of the set of size k that the tie rule decided (0 when the cut is clean)."""
+        s, n = self.sorted, len(self.sorted)
+        if k >= n:
+            return 0.0
+        if which == "easy":
+            boundary = s[k - 1]
+            if not s[k] == boundary:
+                return 0.0
+            return (k - int(np.searchsorted(s, boundary, "left"))) / k
+        boundary = s[n - k]
+        if not s[n - k - 1] == boundary:
+            return 0.0
+        return (int(np.searchsorted(s, boundary, "right")) - (n - k)) / k
+
+
+def differing_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Sorted names of the comparable fields on which two runs differ."""
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def group_name(differs: Sequence[str]) -> str:
+    """The pair's group: the one differing field ("seed" when just the seeds differ); several
+    fields joined by "+" ("arch+seed"); "identical" when nothing differs."""
+    fields = set(differs)
+    if {"init_seed", "data_seed"} <= fields:
+        fields -= {"init_seed", "data_seed"}
+        fields.add("seed")
+    if not fields:
+        return "identical"
+    order = ["arch", "seed", "init_seed", "data_seed"]
+    return "+".join(sorted(fields, key=lambda f: (order.index(f) if f in order else 9, f)))
+
+
+def _centred_ranks(ranking: "Ranking") -> tuple[np.ndarray, float]:
+    """Average ranks minus their mean, and their norm: Spearman's rho of two runs is then one
+    dot product (Pearson's r of the ranks)."""
+    r = ranking.average_ranks()
+    r -= r.mean()
+    return r, float(np.sqrt(np.dot(r, r)))
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+
+
+def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: int | None = None,
+                    view: str = "train", ps: Sequence[float] = DEFAULT_PS, tie_seed: int = 0,
+                    kendall_max: int = 200_000, class_names: Sequence[str] | None = None
+                    ) -> dict[str, Any]:
+    """The whole comparison as one JSON-ready dict (see the module docstring and overlap.json).
+
+    `score`: a score with an easy/hard direction (scores.DIRECTION); `window`: epochs counted by
+    easiness; `view`: "train" or "clean" (which score file of a run folder); `ps`: set fractions
+    in (0, 1]; `tie_seed`: seed of the per-run tie-breaking permutations."""
+    if DIRECTION.get(score) in (None, "neither"):
+        raise ValueError(f"`score` must be one of "
+                         f"{', '.join(n for n, d in DIRECTION.items() if d != 'neither')}, got "
+                         f"{score!r}")
+    if view not in ("train", "clean"):
+        raise ValueError(f"`view` must be train or clean, got {view!r}")
+    ps = sorted(set(float(p) for p in ps))
+    if not ps or not all(0 < p <= 1 for p in ps):
+        raise ValueError(f"every `ps` value must be in (0, 1], got {ps}")
+    files = expand_inputs(inputs, view)
+    runs = load_runs(files, window)
+    first = runs[0]
+    absent = np.zeros(len(first.labels), dtype=bool)
+    for r in runs:
+        absent |= r.scores["never_presented"]
+    keep = np.flatnonzero(~absent)
+    labels = first.labels[keep]
+    n, C = len(keep), first.num_classes
+    if n < 2:
+        raise ValueError("fewer than two examples were presented in every run: nothing to compare")
+    hs = [hardness(score, r.scores[score])[keep] for r in runs]
+    with ThreadPoolExecutor(max(1, min(len(runs), os.cpu_count() or 1))) as pool:
+        rankings = list(pool.map(lambda i: Ranking(hs[i], labels, C, tie_seed * 1_000_003 + i),
+                                 range(len(runs))))
+        centred = list(pool.map(_centred_ranks, rankings))
+    sample = np.sort(np.random.default_rng(tie_seed).permutation(n)[:kendall_max])
+    fields = [r.fields() for r in runs]
+
+    import scipy.stats
+
+    cuts = [(p, which, set_size(p, n)) for p in ps for which in ("easy", "hard")]
+    in_set = [[rk.easy(k) if which == "easy" else rk.hard(k) for _, which, k in cuts]
+              for rk in rankings]  # [run][cut] membership masks
+    pairs = []
+    for a, b in itertools.combinations(range(len(runs)), 2):
+        differs = differing_fields(fields[a], fields[b])
+        (ra, na), (rb, nb) = centred[a], centred[b]
+        spearman = float(np.dot(ra, rb) / (na * nb)) if na > 0 and nb > 0 else float("nan")
+        kendall = float(scipy.stats.kendalltau(hs[a][sample], hs[b][sample]).statistic)
+        overlap = []
+        for c, (p, which, k) in enumerate(cuts):
+            inter = int(np.count_nonzero(in_set[a][c] & in_set[b][c]))
+            j = inter / (2 * k - inter)  # both sets hold k examples
+            chance = chance_jaccard(k / n)
+            overlap.append({"p": p, "set": which, "k": k, "jaccard": j, "chance": chance,
+                            "ratio": j / chance,
+                            "tied": (rankings[a].tied(which, k) + rankings[b].tied(which, k)) / 2})
+        pairs.append({"a": a, "b": b, "differs": differs, "group": group_name(differs),
+                      "spearman": spearman, "kendall": kendall, "overlap": overlap})
+
+    groups: dict[str, dict[str, Any]] = {}
+    for name in sorted({pr["group"] for pr in pairs}):
+        members = [pr for pr in pairs if pr["group"] == name]
+        entry = {"pairs": len(members),
+                 "spearman": _summary([pr["spearman"] for pr in members]),
+                 "kendall": _summary([pr["kendall"] for pr in members]), "overlap": []}
+        for i, o in enumerate(members[0]["overlap"]):
+            values = [pr["overlap"][i]["jaccard"] for pr in members]
+            entry["overlap"].append({"p": o["p"], "set": o["set"], "chance": o["chance"],
+                                     "jaccard": _summary(values),
+                                     "ratio": float(np.mean(values)) / o["chance"]})
+        groups[name] = entry
+
+    consistency = {"runs": len(runs), "top": [], "threshold": {}}
+    for c, (p, which, k) in enumerate(cuts):
+        count = int(np.count_nonzero(np.logical_and.reduce([m[c] for m in in_set])))
+        expected = n * (k / n) ** len(runs)
+        consistency["top"].append({"p": p, "set": which, "k": k, "shared": count,
+                                   "chance": expected,
+                                   "ratio": count / expected if expected else float("nan")})
+    plain = [r.scores["easiness_plain"][keep] for r in runs]
+    for name, test in (("always_easy", lambda v: v == 1.0), ("never_learned", lambda v: v == 0.0)):
+        sets = [test(v) for v in plain]
+        shared = np.logical_and.reduce(sets)
+        consistency["threshold"][name] = {
+            "per_run": [int(s.sum()) for s in sets], "shared": int(shared.sum()),
+            "chance": float(n * np.prod([s.mean() for s in sets]))}
+
+    per_class = []
+    sizes = rankings[0].class_sizes
+    by_label = np.argsort(labels.astype(np.int16) if C < 2 ** 15 else labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
+    present = sizes > 0
+    for p in ps:
+        kc = np.maximum(1, np.floor(p * sizes + 0.5))
+        for which in ("easy", "hard"):
+            # membership in label order, so per-class counts are sums over contiguous slices
+            sets = [rk.class_set(which, p, labels)[by_label] for rk in rankings]
+            jac = np.zeros(C)
+            for a, b in itertools.combinations(range(len(runs)), 2):
+                inter = np.zeros(C)
+                inter[present] = np.add.reduceat(sets[a] & sets[b], starts, dtype=np.int64)
+                jac += inter / np.maximum(2 * kc - inter, 1)  # each class set holds kc
+            jac /= len(pairs)
+            for c in range(C):
+                if sizes[c] == 0:
+                    continue
+                chance = chance_jaccard(kc[c] / sizes[c])
+                per_class.append({"class": c, "name": class_names[c] if class_names else str(c),
+                                  "p": p, "set": which, "jaccard": float(jac[c]),
+                                  "chance": chance, "ratio": float(jac[c]) / chance})
+
+    return {
+        "format": FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "easyhard_version": __version__,
+        "score": score, "direction": DIRECTION[score], "window": window, "view": view,
+        "ps": ps, "tie_seed": tie_seed, "fingerprint": first.fingerprint,
+        "num_examples": int(len(first.labels)), "compared": int(n),
+        "never_presented": int(absent.sum()), "num_classes": int(C),
+        "kendall_n": int(len(sample)),
+        "runs": [r.describe() for r in runs],
+        "pairs": pairs, "groups": groups, "consistency": consistency, "per_class": per_class,
+    }
+
+
+# ---------------------------------------------------------------------------- outputs
+def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None) -> str:
+    """The terminal table: runs, then per group the mean Jaccard (and ratio to chance) of the
+    easy and hard sets at each p, and the rank correlations."""
+    absent = result["never_presented"]
+    left_out = f" ({absent} never presented, left out)" if absent else ""
+    lines = [f"{len(result['runs'])} runs, {result['compared']} examples compared{left_out}; "
+             f"score {result['score']}, window {result['window'] or 'all'}, view {result['view']}"]
+    for i, r in enumerate(result["runs"]):
+        lines.append(f"  [{i}] {r.get('arch')} seed {r.get('seed')} (init {r.get('init_seed')}, "
+                     f"data {r.get('data_seed')})  {r['file']}")
+    ps = list(p_shown or result["ps"])
+    head = "group        pairs  set  " + "".join(f"{f'p={p:g}':>14}" for p in ps) + \
+        "   spearman  kendall"
+    lines += ["", "Jaccard of the easiest / hardest p (ratio to chance p/(2-p)):", head]
+    for name, g in result["groups"].items():
+        for which in ("easy", "hard"):
+            cells = []
+            for p in ps:
+                o = next(o for o in g["overlap"] if o["p"] == p and o["set"] == which)
+                cells.append(f"{o['jaccard']['mean']:.3f} ({o['ratio']:4.1f}x)")
+            corr = (f"   {g['spearman']['mean']:8.3f}  {g['kendall']['mean']:7.3f}"
+                    if which == "easy" else "")
+            lines.append(f"{name[:12]:<12} {g['pairs']:>5}  {which:<4} " +
+                         "".join(f"{c:>14}" for c in cells) + corr)
+    lines.append("")
+    lines.append("shared by all runs (consistency): " + ", ".join(
+        f"{t['set']} p={t['p']:g}: {t['shared']} vs chance {t['chance']:.1f}"
+        for t in result["consistency"]["top"] if t["p"] in (ps[0], ps[len(ps) // 2])))
+    th = result["consistency"]["threshold"]
+    lines.append(f"always easy in the window: per run {th['always_easy']['per_run']}, shared "
+                 f"{th['always_easy']['shared']} (chance {th['always_easy']['chance']:.1f}); never "
+                 f"learned in the window: per run {th['never_learned']['per_run']}, shared "
+                 f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f})")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], folder: str) -> list[str]:
+    """pairs.png (heat-map of the easy and hard Jaccard at p nearest 10%) and overlap.png
+    (Jaccard against p per group, with the chance line). Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    written = []
+    R = len(result["runs"])
+    p_map = min(result["ps"], key=lambda p: abs(p - 0.1))
+    mat = np.full((R, R), np.nan)
+    for pr in result["pairs"]:
+        for o in pr["overlap"]:
+            if o["p"] == p_map:
+                a, b = (pr["a"], pr["b"]) if o["set"] == "easy" else (pr["b"], pr["a"])
+                mat[a, b] = o["jaccard"]
+    names = [f"[{i}] {r.get('arch')} s{r.get('seed')}" for i, r in enumerate(result["runs"])]
+    fig, ax = plt.subplots(figsize=(1.2 * R + 3, 1.0 * R + 2.5))
+    im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+    for i in range(R):
+        for j in range(R):
+            if not np.isnan(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center",
+                        color="white" if mat[i, j] < 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(R), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(R), names, fontsize=8)
+    ax.set_title(f"Jaccard of the {p_map:.0%} easiest (upper) and hardest (lower) examples\n"
+                 f"chance {chance_jaccard(p_map):.3f}; score {result['score']}")
+    fig.colorbar(im, ax=ax, label="Jaccard index")
+    fig.tight_layout()
+    path = os.path.join(folder, "pairs.png")
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    ps = np.array(result["ps"])
+    for ax, which in zip(axes, ("easy", "hard")):
+        for name, g in result["groups"].items():
+            rows = [o for o in g["overlap"] if o["set"] == which]
+            mean = np.array([o["jaccard"]["mean"] for o in rows])
+            lo = np.array([o["jaccard"]["min"] for o in rows])
+            hi = np.array([o["jaccard"]["max"] for o in rows])
+            ax.plot(ps * 100, mean, marker="o", label=f"{name} ({g['pairs']} pairs)")
+            if g["pairs"] > 1:
+                ax.fill_between(ps * 100, lo, hi, alpha=0.2)
+        grid = np.linspace(ps.min(), ps.max(), 100)
+        ax.plot(grid * 100, grid / (2 - grid), "k--", label="chance p/(2-p)")
+        ax.set_xscale("log")
+        ax.set_xticks(ps * 100, [f"{p * 100:g}%" for p in ps])
+        ax.minorticks_off()
+        ax.set_xlabel("set size p (% of the examples, log scale)")
+        ax.set_title(f"the {'easiest' if which == 'easy' else 'hardest'} p: overlap between runs")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Jaccard index (mean over pairs; band: min-max)")
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"Are {result['score']} easy and hard sets shared? "
+                 f"({len(result['runs'])} runs, window {result['window'] or 'all'})")
+    fig.tight_layout()
+    path = os.path.join(folder, "overlap.png")
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_outputs(result: dict[str, Any], folder: str, *, force: bool = False,
+                  inputs: Sequence[str] = ()) -> dict[str, Any]:
+    """overlap.json (the result, sealed as the folder's manifest), overlap.txt (the table) and
+    the figures, into `folder` (not overlapping any input; replaced only with `force` when it is
+    an earlier overlap output)."""
+    from .io import atomic_write, check_disjoint, check_replaceable, seal_output
+
+    folder = os.path.abspath(folder)
+    check_disjoint(folder, {f"input {p}": p for p in inputs})
+    check_replaceable(folder, "overlap.json", FORMAT, force)
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # an earlier overlap output, checked above: start clean
+        os.unlink(os.path.join(folder, name))
+    with atomic_write(os.path.join(folder, "overlap.txt"), "w") as f:
+        f.write(format_table(result) + "\n")
+    result = {**result, "figures": [os.path.basename(p) for p in plot(result, folder)]}
+    return seal_output(folder, "overlap.json", result)
+
+
+def read_result(folder: str) -> dict[str, Any]:
+    """overlap.json of an analysis folder."""
+    with open(os.path.join(folder, "overlap.json"), encoding="utf-8") as f:
+        return json.load(f)
