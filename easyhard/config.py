@@ -32,14 +32,17 @@ RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # sco
 
 
 def param(help: str, *, choices: Sequence[str] | None = None, min: float | None = None,
-          max: float | None = None, max_open: bool = False, type: type | None = None,
-          flag: str | None = None, multiple: bool = False, required: bool = False) -> dict:
-    """Metadata of a configuration field: its help, choices, range [min, max] (max excluded with
-    max_open), value type (needed when the default is None), option spelling (`flag`, e.g.
+          max: float | None = None, max_open: bool = False, min_open: bool = False,
+          type: type | None = None, flag: str | None = None, multiple: bool = False,
+          required: bool = False) -> dict:
+    """Metadata of a configuration field: its help, choices, range [min, max] (an end excluded
+    with min_open / max_open), value type (needed when the default is None), option spelling
+    (`flag`, e.g.
     "--arch" or "--balanced/--global"; default --field-name), whether the option repeats
     (`multiple`, for tuple fields) and whether it must be given."""
     return {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max,
-            "max_open": max_open, "type": type, "flag": flag, "multiple": multiple,
+            "max_open": max_open, "min_open": min_open, "type": type, "flag": flag,
+            "multiple": multiple,
             "required": required}
 
 
@@ -88,8 +91,9 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
         if meta.get("choices") and v not in meta["choices"]:
             raise ConfigError(f"`{name}` must be one of {', '.join(meta['choices'])}, got {v!r}")
         lo, hi = meta.get("min"), meta.get("max")
-        if lo is not None and v < lo:
-            raise ConfigError(f"`{name}` must be at least {lo}, got {v!r}")
+        if lo is not None and (v <= lo if meta.get("min_open") else v < lo):
+            raise ConfigError(f"`{name}` must be {'above' if meta.get('min_open') else 'at least'} "
+                              f"{lo}, got {v!r}")
         if hi is not None and (v >= hi if meta.get("max_open") else v > hi):
             raise ConfigError(f"`{name}` must be {'below' if meta.get('max_open') else 'at most'} "
                               f"{hi}, got {v!r}")
@@ -285,3 +289,25 @@ def to_toml(cfg: Config, header: str = "") -> str:
         if value is not None:
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class OverlapConfig(Config):
+    """Which score, window and sets `easyhard analyze overlap` compares (easyhard.overlap)."""
+
+    score: str = field(default="easiness", metadata=param(
+        "The score that ranks examples (easiness_plain: the paper's fraction correct).",
+        choices=RANKING_SCORES))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness: the first K (the paper's early training; default: all).",
+        min=1, type=int))
+    view: str = field(default="train", metadata=param(
+        "Which record of a run folder: the training view or the clean view.",
+        choices=("train", "clean")))
+    ps: tuple[float, ...] = field(default=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5), metadata=param(
+        "Size of the easy and hard sets as a fraction of the examples; repeat for several.",
+        flag="--p", multiple=True, min=0, max=1, min_open=True))
+    tie_seed: int = field(default=0, metadata=param(
+        "Seed of the per-run permutations that order tied scores."))
+    kendall_max: int = field(default=200_000, metadata=param(
+        "Kendall's tau on a fixed random sample of at most this many examples.", min=100))
