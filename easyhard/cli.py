@@ -451,6 +451,7 @@ def experiment() -> None:
 # Each study command lives in easyhard/cli_<name>.py, beside its library module, and attaches
 # itself to the groups above when imported here (no torch at import time).
 from . import cli_overlap  # noqa: E402,F401
+from . import cli_report  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

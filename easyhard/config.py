@@ -311,3 +311,14 @@ class OverlapConfig(Config):
         "Seed of the per-run permutations that order tied scores."))
     kendall_max: int = field(default=200_000, metadata=param(
         "Kendall's tau on a fixed random sample of at most this many examples.", min=100))
+
+
+@dataclass
+class ReportConfig(Config):
+    """What `easyhard report` shows (easyhard.report)."""
+
+    title: str = field(default="easyhard report", metadata=param("The page's title."))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int))
+    examples: bool = field(default=True, metadata=param(
+        "Image grids of the easiest and hardest examples (reads the runs' dataset)."))

@@ -492,7 +492,7 @@ def write_outputs(result: dict[str, Any], folder: str, *, force: bool = False,
     from .io import atomic_write, check_disjoint, check_replaceable, seal_output
 
     folder = os.path.abspath(folder)
-    check_disjoint(folder, {f"input {p}": p for p in inputs})
+    check_disjoint(folder, {f"input {i + 1}": p for i, p in enumerate(inputs)})
     check_replaceable(folder, "overlap.json", FORMAT, force)
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):  # an earlier overlap output, checked above: start clean

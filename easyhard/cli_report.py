@@ -1,0 +1,41 @@
+"""`easyhard report`: one self-contained page from score runs, analyses and experiments."""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from .cli import NON_CONFIG_OPTIONS, config_options, main, make_config
+from .config import ReportConfig
+
+
+@main.command("report")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@config_options(ReportConfig)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder: report.html, report.md, figures/, report.json.")
+@click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + ".")
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+def report_cmd(inputs, out_dir, force, as_json, **settings):
+    """Write one page (report.html, self-contained, opens offline; and report.md) with the
+    learning curves, easiness, data map, example grids, overlap, similarity, experiments and
+    the provenance of every input.
+
+    INPUTS: score runs or `easyhard score --out` folders, and analysis or experiment folders.
+
+    \b
+    Example:
+        easyhard report runs/fm analysis/overlap analysis/similarity --out report/
+    """
+    from .report import write_report
+
+    cfg = make_config(ReportConfig, settings)
+    record = write_report(list(inputs), out_dir, title=cfg.title, window=cfg.window,
+                          force=force, with_examples=cfg.examples)
+    if as_json:
+        click.echo(json.dumps(record, indent=1, default=str))
+    else:
+        shown = ", ".join(k for k, v in record["sections"].items() if v)
+        click.echo(f"report: {os.path.join(os.path.abspath(out_dir), 'report.html')} "
+                   f"(sections: {shown})")

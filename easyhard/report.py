@@ -1,0 +1,644 @@
+"""One page that tells a run's whole story: `easyhard report INPUT... --out DIR`.
+
+INPUTs, in any mix: score runs (a run folder, a score file, or an `easyhard score --out` folder,
+expanded to its runs), and the folders written by `easyhard analyze overlap`, `easyhard analyze
+similarity` and `easyhard experiment removal|compression` (recognised by their manifests). The
+report holds whatever the inputs hold:
+
+- learning curves per run (loss, train and test accuracy per epoch);
+- the easiness histogram, overall and per class;
+- a data map per architecture: mean confidence against variability, coloured by the fraction of
+  correct presentations (dataset cartography's one-glance picture);
+- image grids of the easiest and hardest examples per class, with labels and predictions;
+- overlap between runs (pair matrix, overlap against p with chance, the groups);
+- similarity ratios with their intervals; removal and compression curves with the full-data line;
+- provenance of every input: files, dataset fingerprints, configurations, versions, machine.
+
+Outputs: ``report.html`` (self-contained: figures embedded as data URIs, no external resource, so
+it opens offline), ``report.md`` with ``figures/*.png`` beside it, and ``report.json`` (the
+manifest: which inputs, which sections). The figures are matplotlib (Agg), titled, with labelled
+axes.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+
+FORMAT, MANIFEST = "easyhard.report", "report.json"
+SECTIONS = ("summary", "learning-curves", "easiness", "data-map", "examples", "overlap",
+            "similarity", "experiments", "provenance")
+TITLES = {"summary": "Summary", "learning-curves": "Learning curves",
+          "easiness": "Easiness", "data-map": "Data map",
+          "examples": "Easiest and hardest examples", "overlap": "Are easy and hard examples shared?",
+          "similarity": "Do easy examples look alike?",
+          "experiments": "Removal and compression", "provenance": "Provenance"}
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class Inputs:
+    """What the report was given, sorted by kind."""
+
+    runs: list[str] = field(default_factory=list)  # run folders (holding scores.npz)
+    analyses: dict[str, list[str]] = field(default_factory=lambda: {
+        "overlap": [], "similarity": [], "experiment": []})
+
+
+def _manifest(folder: str, name: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def collect(inputs: Sequence[str]) -> Inputs:
+    """Sort INPUTs into score runs and analysis folders; refuses what it cannot recognise."""
+    found = Inputs()
+    kinds = {"overlap": ("overlap.json", "easyhard.overlap"),
+             "similarity": ("similarity.json", "easyhard.similarity"),
+             "experiment": ("experiment.json", "easyhard.experiment")}
+    for item in inputs:
+        if os.path.isfile(item):
+            if not item.endswith(".npz"):
+                raise ValueError(f"{item} is neither a score file nor a folder easyhard wrote")
+            found.runs.append(os.path.dirname(os.path.abspath(item)))
+            continue
+        if not os.path.isdir(item):
+            raise ValueError(f"{item} does not exist")
+        kind = next((k for k, (name, fmt) in kinds.items()
+                     if (_manifest(item, name) or {}).get("format") == fmt), None)
+        if kind:
+            found.analyses[kind].append(os.path.abspath(item))
+        elif os.path.isfile(os.path.join(item, "scores.npz")):
+            found.runs.append(os.path.abspath(item))
+        else:
+            runs = sorted(os.path.join(item, d) for d in os.listdir(item)
+                          if os.path.isfile(os.path.join(item, d, "scores.npz")))
+            if not runs:
+                raise ValueError(f"{item} holds no score run and no easyhard analysis or "
+                                 "experiment (overlap.json, similarity.json, experiment.json)")
+            found.runs.extend(os.path.abspath(r) for r in runs)
+    if not found.runs and not any(found.analyses.values()):
+        raise ValueError("nothing to report: give score runs or analysis folders")
+    return found
+
+
+@dataclass
+class RunInfo:
+    """One score run as the report shows it."""
+
+    folder: str
+    name: str
+    metadata: dict
+    metrics: list[dict]
+    scores: dict[str, np.ndarray]
+    labels: np.ndarray
+    num_classes: int
+    fingerprint: str | None
+
+
+def load_run(folder: str, window: int | None = None) -> RunInfo:
+    from .scores import compute_scores
+    from .stats import read_stats_file
+
+    f = read_stats_file(os.path.join(folder, "scores.npz"))
+    metrics = []
+    path = os.path.join(folder, "metrics.jsonl")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            metrics = [json.loads(line) for line in fh if line.strip()]
+    meta = f.metadata
+    name = f"{meta.get('arch', os.path.basename(folder))} seed {meta.get('seed', '?')}"
+    if meta.get("init_seed", meta.get("seed")) != meta.get("seed") or \
+            meta.get("data_seed", meta.get("seed")) != meta.get("seed"):
+        name += f" (init {meta.get('init_seed')}, data {meta.get('data_seed')})"
+    w = None if window is None else min(window, f.epochs)
+    return RunInfo(folder, name, meta, metrics, compute_scores(f, w), f.labels, f.num_classes,
+                   f.fingerprint)
+
+
+# ---------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def fig_learning_curves(runs: list[RunInfo]) -> bytes | None:
+    runs = [r for r in runs if r.metrics]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for r in runs:
+        ep = [m["epoch"] for m in r.metrics]
+        axes[0].plot(ep, [m["loss"] for m in r.metrics], marker="o", label=r.name)
+        axes[1].plot(ep, [100 * m["train_acc"] for m in r.metrics], marker="o", label=r.name)
+        test = [m.get("test_acc") for m in r.metrics]
+        if any(t is not None for t in test):
+            axes[2].plot(ep, [np.nan if t is None else 100 * t for t in test], marker="o",
+                         label=r.name)
+    for ax, title, unit in zip(axes, ("training loss", "train accuracy (training view)",
+                                      "test accuracy"),
+                               ("cross-entropy", "accuracy (%)", "accuracy (%)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[2].legend(fontsize=8)
+    fig.suptitle("Learning curves per run")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_easiness(runs: list[RunInfo], class_names: list[str] | None) -> bytes:
+    plt = _plt()
+    ease = np.nanmean(np.stack([r.scores["easiness"] for r in runs]), 0)
+    labels = runs[0].labels
+    C = runs[0].num_classes
+    shown = list(range(min(C, 10)))
+    fig = plt.figure(figsize=(13, 4.2))
+    grid = fig.add_gridspec(2, 1 + (len(shown) + 1) // 2, width_ratios=[2.2] +
+                            [1] * ((len(shown) + 1) // 2))
+    ax = fig.add_subplot(grid[:, 0])
+    bins = np.linspace(0, 1, 41)
+    ax.hist(ease[np.isfinite(ease)], bins=bins, color="C0")
+    ax.set_title(f"all classes ({np.isfinite(ease).sum()} examples)")
+    ax.set_xlabel("easiness (mean over runs; 1 = always right, confident)")
+    ax.set_ylabel("examples")
+    for i, c in enumerate(shown):
+        a = fig.add_subplot(grid[i % 2, 1 + i // 2])
+        v = ease[(labels == c) & np.isfinite(ease)]
+        a.hist(v, bins=bins[::2], color="C1")
+        a.set_title(class_names[c] if class_names and c < len(class_names) else f"class {c}",
+                    fontsize=9)
+        a.tick_params(labelsize=7)
+        if i % 2:
+            a.set_xlabel("easiness", fontsize=8)
+    fig.suptitle(f"Easiness over {len(runs)} run(s): overall and per class"
+                 f"{'' if C <= 10 else f' (first 10 of {C} classes)'}")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_data_map(runs: list[RunInfo]) -> bytes:
+    """Confidence against variability per architecture (its first run), coloured by the
+    fraction of correct presentations."""
+    plt = _plt()
+    firsts: dict[str, RunInfo] = {}
+    for r in runs:
+        firsts.setdefault(str(r.metadata.get("arch", r.name)), r)
+    shown = list(firsts.items())[:4]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.6), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, (arch, r) in zip(axes[0], shown):
+        conf, var = r.scores["confidence"], r.scores["variability"]
+        corr = r.scores["easiness_plain"]
+        ok = np.flatnonzero(np.isfinite(conf) & np.isfinite(var))
+        pick = ok if len(ok) <= 20000 else rng.choice(ok, 20000, replace=False)
+        sc = ax.scatter(var[pick], conf[pick], c=corr[pick], s=3, cmap="coolwarm_r", vmin=0,
+                        vmax=1, alpha=0.6, rasterized=True)
+        ax.set_xlabel("variability (std over epochs of p_true)")
+        ax.set_ylabel("confidence (mean over epochs of p_true)")
+        ax.set_title(f"{r.name}: {len(pick)} examples")
+        ax.set_xlim(0, max(0.5, float(np.nanmax(var[pick])) if len(pick) else 0.5))
+        ax.set_ylim(0, 1)
+    fig.colorbar(sc, ax=axes[0].tolist(), label="fraction of presentations correct")
+    fig.suptitle("Data map (dataset cartography): easy-to-learn top left, ambiguous right, "
+                 "hard-to-learn bottom left")
+    return _png(fig)
+
+
+def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | None:
+    """The run's final model's predictions for `indices` (in-memory datasets; None otherwise)."""
+    import torch
+
+    from .datasets import ArrayDataset
+    from .loaders import TensorLoader
+    from .models import build_model
+
+    ckpt = os.path.join(run.folder, "checkpoint.pt")
+    if not isinstance(dataset, ArrayDataset) or not os.path.isfile(ckpt):
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model = build_model(run.metadata["arch"], dataset.num_classes, dataset.images.shape[-1],
+                            dataset.images.shape[1])
+        model.load_state_dict(state["model"])
+    except Exception:  # noqa: BLE001 - a report shows what it can; the grid says so
+        return None
+    model.eval()
+    loader = TensorLoader(dataset, 256, "cpu", train=False, subset=np.sort(indices))
+    out = {}
+    with torch.no_grad():
+        for x, _, idx in loader:
+            out.update(zip(idx.tolist(), model(x.contiguous(memory_format=torch.channels_last))
+                           .argmax(1).tolist()))
+    return np.array([out[int(i)] for i in indices])
+
+
+def _load_images(dataset, indices: np.ndarray, size: int = 48) -> list[np.ndarray]:
+    from .datasets import ArrayDataset
+
+    if isinstance(dataset, ArrayDataset):
+        imgs = dataset.images[indices]
+        return [im[..., 0] if im.shape[-1] == 1 else im for im in imgs]
+    from PIL import Image
+
+    out = []
+    for i in indices:
+        with Image.open(os.path.join(dataset.root, dataset.paths[i])) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size * 2, size * 2))
+            out.append(np.asarray(im))
+    return out
+
+
+def fig_examples(runs: list[RunInfo], dataset, per_class: int = 6) -> bytes:
+    """Rows: classes; left the easiest, right the hardest `per_class` examples (easiness mean over
+    runs), titled with the label's prediction by the first run's final model."""
+    plt = _plt()
+    ease = np.nanmean(np.stack([r.scores["easiness"] for r in runs]), 0)
+    labels = runs[0].labels
+    C = min(runs[0].num_classes, 10)
+    names = list(dataset.classes)
+    picks = []
+    for c in range(C):
+        idx = np.flatnonzero((labels == c) & np.isfinite(ease))
+        order = idx[np.argsort(-ease[idx], kind="stable")]
+        picks.append((order[:per_class], order[::-1][:per_class]))
+    flat = np.concatenate([np.concatenate(p) for p in picks]) if picks else np.zeros(0, int)
+    preds = _predictions(runs[0], dataset, flat)
+    pred_of = dict(zip(flat.tolist(), preds.tolist())) if preds is not None else {}
+    fig, axes = plt.subplots(C, 2 * per_class, figsize=(1.25 * 2 * per_class, 1.45 * C + 0.8),
+                             squeeze=False)
+    for c, (easy, hard) in enumerate(picks):
+        cells = list(easy) + [None] * (per_class - len(easy)) + list(hard) + \
+            [None] * (per_class - len(hard))
+        images = _load_images(dataset, np.array([i for i in cells if i is not None], dtype=np.int64))
+        it = iter(images)
+        for j, i in enumerate(cells):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i is None:
+                ax.axis("off")
+                continue
+            im = next(it)
+            ax.imshow(im, cmap="gray" if im.ndim == 2 else None)
+            p = pred_of.get(int(i))
+            wrong = p is not None and p != c
+            ax.set_title(f"#{i} {ease[i]:.2f}" + (f"\n→{names[p][:10]}" if wrong else ""),
+                         fontsize=6.5, color="red" if wrong else "black")
+            if j == 0:
+                ax.set_ylabel(names[c][:14], fontsize=8)
+    fig.suptitle("Easiest (left) and hardest (right) examples per class: dataset index, easiness"
+                 + ("; red: the first run's final model predicts another class (→)" if pred_of
+                    else "; predictions not available (in-memory datasets only)"), fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------- the page
+@dataclass
+class Section:
+    key: str
+    html: list[str] = field(default_factory=list)
+    md: list[str] = field(default_factory=list)
+
+    def text(self, paragraph: str) -> None:
+        self.html.append(f"<p>{html.escape(paragraph)}</p>")
+        self.md.append(paragraph + "\n")
+
+    def figure(self, name: str, png: bytes, caption: str, figures: dict[str, bytes]) -> None:
+        figures[name] = png
+        data = base64.b64encode(png).decode()
+        self.html.append(f'<figure><img alt="{html.escape(caption)}" '
+                         f'src="data:image/png;base64,{data}"><figcaption>'
+                         f'{html.escape(caption)}</figcaption></figure>')
+        self.md.append(f"![{caption}](figures/{name})\n")
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) +
+                         "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>"
+                                                           for v in row) + "</tr>" for row in rows)
+                         + "</table>")
+        self.md.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" +
+                       "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in rows))
+
+    def details(self, title: str, text: str) -> None:
+        self.html.append(f"<details><summary>{html.escape(title)}</summary><pre>"
+                         f"{html.escape(text)}</pre></details>")
+        self.md.append(f"<details><summary>{title}</summary>\n\n```\n{text}\n```\n</details>\n")
+
+
+def _markdown_tables(text: str, section: Section) -> None:
+    """Render a Markdown document of paragraphs and pipe tables (an experiment's summary.md)."""
+    block: list[str] = []
+
+    def flush_table():
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block
+                if not set(line.replace("|", "").strip()) <= set("-: ")]
+        if rows:
+            section.table(rows[0], rows[1:])
+        block.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            flush_table()
+        if line.strip():
+            section.text(line.strip().lstrip("#").strip())
+    if block:
+        flush_table()
+
+
+def _figures_of(folder: str) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if f.endswith(".png"))
+
+
+def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    headline = []
+    for n, folder in enumerate(folders):
+        res = _manifest(folder, "overlap.json") or {}
+        sec.text(f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
+                 f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
+                 + (f" ({res['never_presented']} never presented, left out)"
+                    if res.get("never_presented") else "") + ".")
+        p_show = min(res.get("ps", [0.1]), key=lambda p: abs(p - 0.1))
+        rows = []
+        for name, g in res.get("groups", {}).items():
+            cells = {o["set"]: o for o in g["overlap"] if o["p"] == p_show}
+            rows.append([name, g["pairs"], cells["easy"]["jaccard"]["mean"],
+                         cells["hard"]["jaccard"]["mean"], cells["easy"]["chance"],
+                         g["spearman"]["mean"], g["kendall"]["mean"]])
+            headline.append(f"Runs differing in {name}: Jaccard of the easiest {p_show:.0%} "
+                            f"{cells['easy']['jaccard']['mean']:.2f} (chance "
+                            f"{cells['easy']['chance']:.2f}), hardest "
+                            f"{cells['hard']['jaccard']['mean']:.2f}")
+        sec.table(["group (what differs)", "pairs", f"easy Jaccard p={p_show:g}",
+                   f"hard Jaccard p={p_show:g}", "chance", "Spearman", "Kendall"], rows)
+        th = res.get("consistency", {}).get("threshold", {})
+        if th:
+            sec.text(f"Always easy in the window (correct at every observation): per run "
+                     f"{th['always_easy']['per_run']}, shared by all {th['always_easy']['shared']} "
+                     f"(chance {th['always_easy']['chance']:.1f}). Never learned in the window: "
+                     f"per run {th['never_learned']['per_run']}, shared by all "
+                     f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f}).")
+        for fig in _figures_of(folder):
+            with open(os.path.join(folder, fig), "rb") as f:
+                sec.figure(f"overlap{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
+                           figures)
+    return headline
+
+
+def _flat_numbers(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out += _flat_numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        out.append((prefix, d))
+    elif isinstance(d, list) and d and all(isinstance(x, (int, float)) for x in d) and len(d) <= 4:
+        out.append((prefix, ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in d)))
+    return out
+
+
+def _similarity_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    headline = []
+    for n, folder in enumerate(folders):
+        res = _manifest(folder, "similarity.json") or {}
+        if res.get("note"):
+            sec.text(str(res["note"]))
+        for space in ("pixel", "features", "feature"):
+            entry = res.get(space)
+            if isinstance(entry, dict):
+                rows = _flat_numbers(entry)
+                sec.table([f"{space} space", "value"], rows)
+                ratios = [(k, v) for k, v in rows if "ratio" in k and "mean" in k]
+                headline += [f"{space} {k}: {v:.2f}" for k, v in ratios[:2]
+                             if isinstance(v, float)]
+        density = res.get("density")
+        if isinstance(density, dict):
+            sec.table(["local density", "value"], _flat_numbers(density))
+        for fig in _figures_of(folder):
+            with open(os.path.join(folder, fig), "rb") as f:
+                sec.figure(f"similarity{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
+                           figures)
+    return headline
+
+
+def _experiment_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    for n, folder in enumerate(folders):
+        record = _manifest(folder, "experiment.json") or {}
+        sec.text(f"{folder}: {record.get('experiment', 'experiment')}"
+                 f"{'' if record.get('finished', True) else ' (not finished: partial results)'}.")
+        summary = os.path.join(folder, "summary.md")
+        if os.path.isfile(summary):
+            with open(summary, encoding="utf-8") as f:
+                _markdown_tables(f.read(), sec)
+        for fig in _figures_of(folder):
+            with open(os.path.join(folder, fig), "rb") as f:
+                sec.figure(f"experiment{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
+                           figures)
+    return []
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in
+                                                 range(torch.cuda.device_count())],
+            "easyhard": __version__}
+
+
+def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bool = True
+          ) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any]]:
+    """The report's sections (HTML and Markdown pieces), its figures and its provenance."""
+    found = collect(inputs)
+    runs = [load_run(f, window) for f in found.runs]
+    if runs:
+        first = runs[0]
+        for r in runs[1:]:
+            if r.fingerprint != first.fingerprint:
+                raise ValueError(f"{r.folder} was scored on dataset fingerprint "
+                                 f"{r.fingerprint!r}, {first.folder} on {first.fingerprint!r}: "
+                                 "one report covers one dataset; make one report per dataset")
+    figures: dict[str, bytes] = {}
+    sections = {key: Section(key) for key in SECTIONS}
+    summary = sections["summary"]
+    dataset = None
+    if runs:
+        cfg = runs[0].metadata.get("config") or {}
+        try:
+            from .config import DataConfig
+            from .datasets import load_dataset
+
+            data = DataConfig(**{k: v for k, v in cfg.items()
+                                 if k in DataConfig.__dataclass_fields__})
+            dataset = load_dataset(data.dataset, data.data_dir, "train", **data.dataset_kwargs())
+            if dataset.fingerprint != runs[0].fingerprint:
+                dataset = None
+        except Exception:  # noqa: BLE001 - the data may have moved: the report says so
+            dataset = None
+        class_names = list(dataset.classes) if dataset is not None else None
+        rows = []
+        for r in runs:
+            last = r.metrics[-1] if r.metrics else {}
+            rows.append([r.name, r.metadata.get("epochs", len(r.metrics)),
+                         "n/a" if last.get("train_acc") is None else f"{100 * last['train_acc']:.1f}%",
+                         "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
+                         int(r.scores["never_presented"].sum()),
+                         int(r.scores["never_learned"].sum())])
+        summary.table(["run", "epochs", "train acc", "test acc", "never presented",
+                       "never learned"], rows)
+        lc = fig_learning_curves(runs)
+        if lc:
+            sections["learning-curves"].figure("learning-curves.png", lc,
+                                               "Loss, train and test accuracy per epoch and run",
+                                               figures)
+        sections["easiness"].text(
+            "Easiness: the fraction of correct observations in the window, graded by the mean "
+            "true-class probability; higher is easier. Mean over runs.")
+        sections["easiness"].figure("easiness.png", fig_easiness(runs, class_names),
+                                    "Easiness histogram, overall and per class", figures)
+        sections["data-map"].figure("data-map.png", fig_data_map(runs),
+                                    "Confidence against variability, coloured by correctness",
+                                    figures)
+        if with_examples and dataset is not None:
+            sections["examples"].figure("examples.png", fig_examples(runs, dataset),
+                                        "Easiest and hardest examples per class", figures)
+        elif with_examples:
+            sections["examples"].text("The dataset of these runs could not be read here (moved, "
+                                      "or different data), so no example images are shown.")
+    headline = []
+    if found.analyses["overlap"]:
+        headline += _overlap_section(sections["overlap"], found.analyses["overlap"], figures)
+    if found.analyses["similarity"]:
+        headline += _similarity_section(sections["similarity"], found.analyses["similarity"],
+                                        figures)
+    if found.analyses["experiment"]:
+        _experiment_section(sections["experiments"], found.analyses["experiment"], figures)
+    if headline:
+        summary.text("Headlines from the analyses (details in their sections):")
+    for line in headline:
+        summary.text(line)
+
+    prov = sections["provenance"]
+    provenance = {"machine": _machine(), "runs": [], "analyses": found.analyses,
+                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    for r in runs:
+        meta = {k: v for k, v in r.metadata.items() if k not in ("identity",)}
+        provenance["runs"].append({"folder": r.folder, "fingerprint": r.fingerprint, **meta})
+        prov.details(f"{r.name}: {r.folder} (fingerprint {r.fingerprint})",
+                     json.dumps(meta, indent=1, sort_keys=True, default=str))
+    for kind, folders in found.analyses.items():
+        for folder in folders:
+            record = None
+            for name in ("overlap.json", "similarity.json", "experiment.json"):
+                record = record or _manifest(folder, name)
+            keep = {k: v for k, v in (record or {}).items()
+                    if not isinstance(v, (list, dict)) or k in ("config", "identity", "grid")}
+            prov.details(f"{kind}: {folder}", json.dumps(keep, indent=1, sort_keys=True,
+                                                         default=str))
+    prov.details("machine", json.dumps(provenance["machine"], indent=1))
+    return sections, figures, provenance
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}h1{margin-bottom:.2em}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #ccc;
+padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{
+text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;
+font-size:.8em}nav a{margin-right:1em}.empty{color:#888;font-style:italic}"""
+
+
+def render(sections: dict[str, Section], title: str) -> tuple[str, str]:
+    """(report.html, report.md) from the sections; an empty section says what would fill it."""
+    fill = {"learning-curves": "score runs", "easiness": "score runs", "data-map": "score runs",
+            "examples": "score runs whose dataset can be read",
+            "overlap": "an `easyhard analyze overlap` folder",
+            "similarity": "an `easyhard analyze similarity` folder",
+            "experiments": "an `easyhard experiment removal` or `compression` folder"}
+    body, md = [], [f"# {title}\n"]
+    nav = " ".join(f'<a href="#{k}">{TITLES[k]}</a>' for k in SECTIONS)
+    for key in SECTIONS:
+        sec = sections[key]
+        body.append(f'<section id="{key}"><h2>{TITLES[key]}</h2>')
+        md.append(f"\n## {TITLES[key]}\n")
+        if sec.html:
+            body += sec.html
+            md += sec.md
+        else:
+            note = f"Nothing here: give {fill.get(key, 'inputs')} to fill this section."
+            body.append(f'<p class="empty">{html.escape(note)}</p>')
+            md.append(note + "\n")
+        body.append("</section>")
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
+            f"{html.escape(title)}</title><style>{_CSS}</style></head><body><h1>"
+            f"{html.escape(title)}</h1><p>easyhard {__version__}, "
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p><nav>{nav}</nav>"
+            + "".join(body) + "</body></html>\n")
+    return page, "\n".join(md)
+
+
+def write_report(inputs: Sequence[str], out: str, *, title: str = "easyhard report",
+                 window: int | None = None, force: bool = False,
+                 with_examples: bool = True) -> dict[str, Any]:
+    """Build and write report.html, report.md, figures/ and report.json into `out`."""
+    from .io import atomic_write, check_disjoint, check_replaceable, seal_output
+
+    out = os.path.abspath(out)
+    check_disjoint(out, {f"input {i + 1}": p for i, p in enumerate(inputs)})
+    check_replaceable(out, MANIFEST, FORMAT, force)
+    sections, figures, provenance = build(inputs, window=window, with_examples=with_examples)
+    page, md = render(sections, title)
+    if os.path.isdir(out):  # an earlier report, checked above: start clean
+        import shutil
+
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    for name, png in figures.items():
+        with atomic_write(os.path.join(out, "figures", name)) as f:
+            f.write(png)
+    with atomic_write(os.path.join(out, "report.html"), "w") as f:
+        f.write(page)
+    with atomic_write(os.path.join(out, "report.md"), "w") as f:
+        f.write(md)
+    return seal_output(out, MANIFEST, {
+        "format": FORMAT, "easyhard_version": __version__, "title": title, "window": window,
+        "sections": {k: bool(sections[k].html) for k in SECTIONS},
+        "figures": sorted(figures), "provenance": provenance})
