@@ -322,3 +322,52 @@ class ReportConfig(Config):
         "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int))
     examples: bool = field(default=True, metadata=param(
         "Image grids of the easiest and hardest examples (reads the runs' dataset)."))
+
+
+@dataclass
+class SimilarityConfig(DataConfig):
+    """How `easyhard analyze similarity` measures whether easy examples look alike
+    (easyhard.similarity): the sets, the subsampling budget and the feature model."""
+
+    features: str | None = field(default=None, metadata=param(
+        "Feature model: a run folder or its checkpoint.pt (default: a run in the scores' folder "
+        "that did not produce them; else the scoring run itself, which every output then says).",
+        type=str))
+    score: str = field(default="easiness", metadata=param(
+        "The score that defines easy and hard.", choices=RANKING_SCORES))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness (a run's score file only; default: all).", min=1, type=int))
+    fraction: float = field(default=0.1, metadata=param(
+        "Size of the easy and the hard set: this fraction of each class (and of all examples).",
+        min=0.001, max=0.5))
+    sample_size: int = field(default=100, metadata=param(
+        "Examples in one subsample of a set (at most half the set).", min=4))
+    repeats: int = field(default=50, metadata=param(
+        "Subsamples per set (drawn without replacement) for the mean and 95% interval.", min=5))
+    pool_size: int = field(default=1000, metadata=param(
+        "Per class: the random examples that random sets are drawn from and the local density "
+        "is measured on.", min=20))
+    neighbours: int = field(default=10, metadata=param(
+        "Local density: mean distance to this many nearest same-class neighbours.", min=1))
+    max_classes: int = field(default=50, metadata=param(
+        "Per-class statistics for at most this many classes (a seeded random choice when there "
+        "are more; the overall statistics use every class).", min=1))
+    pixel_size: int | None = field(default=None, metadata=param(
+        "Pixel space: images resized (shorter side) and centre-cropped to this size (default: "
+        "the native size of in-memory datasets, 32 for image folders).", min=4, type=int))
+    grid_examples: int = field(default=6, metadata=param(
+        "Image grid: this many easiest and hardest examples per class.", min=1, max=20))
+    batch_size: int = field(default=512, metadata=param(
+        "Images per forward pass of the feature model.", min=1))
+    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
+    workers: int = field(default=4, metadata=param("Image-folder reading threads.", min=1))
+    seed: int = field(default=0, metadata=param(
+        "Seed of every random choice (sets' tie order, subsamples, random sets, pools)."))
+
+    def validate(self) -> None:
+        super().validate()
+        if not _DEVICE.match(self.device):
+            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.pool_size < self.sample_size:
+            raise ConfigError(f"`pool_size` ({self.pool_size}) must be at least `sample_size` "
+                              f"({self.sample_size}): random sets are drawn from the pool")
