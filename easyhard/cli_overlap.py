@@ -6,23 +6,20 @@ import os
 
 import click
 
-from .cli import NON_CONFIG_OPTIONS, analyze, config_options, make_config
+from .cli import _output_options, analyze, config_options, make_config
 from .config import OverlapConfig
 
 
 @analyze.command("overlap")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @config_options(OverlapConfig)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder: overlap.json, overlap.txt, pairs.png, overlap.png.")
-@click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + ".")
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@_output_options
 def overlap_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     """Compare the easy and hard sets of several runs: pairwise Jaccard against chance, rank
     correlations, consistency across all runs, per class; pairs grouped by what differs.
 
     INPUTS: score files, run folders, or `easyhard score --out` folders (expanded to their runs).
+    Writes overlap.json, overlap.txt, pairs.png and overlap.png into --out.
 
     \b
     Example:

@@ -6,23 +6,21 @@ import os
 
 import click
 
-from .cli import NON_CONFIG_OPTIONS, config_options, main, make_config
+from .cli import _output_options, config_options, main, make_config
 from .config import ReportConfig
 
 
 @main.command("report")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @config_options(ReportConfig)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder: report.html, report.md, figures/, report.json.")
-@click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + ".")
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-def report_cmd(inputs, out_dir, force, as_json, **settings):
+@_output_options
+def report_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     """Write one page (report.html, self-contained, opens offline; and report.md) with the
     learning curves, easiness, data map, example grids, overlap, similarity, experiments and
     the provenance of every input.
 
     INPUTS: score runs or `easyhard score --out` folders, and analysis or experiment folders.
+    Writes report.html, report.md, figures/ and report.json into --out.
 
     \b
     Example:
@@ -35,7 +33,7 @@ def report_cmd(inputs, out_dir, force, as_json, **settings):
                           force=force, with_examples=cfg.examples)
     if as_json:
         click.echo(json.dumps(record, indent=1, default=str))
-    else:
+    elif not quiet:
         shown = ", ".join(k for k, v in record["sections"].items() if v)
         click.echo(f"report: {os.path.join(os.path.abspath(out_dir), 'report.html')} "
                    f"(sections: {shown})")

@@ -6,6 +6,7 @@ file in the same folder, is flushed to disk, and is renamed over the target in o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import IO, Iterator
@@ -101,8 +102,6 @@ def seal_output(folder: str, manifest_name: str, record: dict, transient: tuple[
     (top-level ``entries`` and ``file_count``) so that a later ``--force`` can tell the folder
     is entirely easyhard's own. Call it last, when everything else is written; top-level files
     named in `transient` are about to be removed and are not listed."""
-    import json
-
     names = set(os.listdir(folder)) - set(transient)
     entries = sorted(names | {manifest_name})
     record = {**record, "entries": entries,
@@ -113,12 +112,21 @@ def seal_output(folder: str, manifest_name: str, record: dict, transient: tuple[
     return record
 
 
+def read_json_object(path: str) -> dict | None:
+    """A JSON file holding an object (an output's manifest); None when it is missing, unreadable
+    or something else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> None:
     """May an output go to `folder`? Yes if it does not exist or is empty; with `force`, also if it
     is a complete earlier easyhard output of format `fmt` that holds nothing else (its manifest
     lists every top-level entry and the number of files). Raises OutputExistsError otherwise."""
-    import json
-
     if not os.path.lexists(folder):
         return
     if not os.path.isdir(folder) or os.path.islink(folder):
@@ -129,13 +137,8 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
     if not force:
         raise OutputExistsError(f"{folder} exists and is not empty; choose another folder, or pass "
                                 "`force=True` to replace an earlier easyhard output there")
-    path = os.path.join(folder, manifest_name)
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict) or record.get("format") != fmt:
+    record = read_json_object(os.path.join(folder, manifest_name))
+    if record is None or record.get("format") != fmt:
         raise OutputExistsError(f"{folder} is not empty and is not an earlier easyhard output "
                                 f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
                                 "easyhard's own outputs: choose another folder")

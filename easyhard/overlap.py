@@ -423,6 +423,13 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
 
     from .io import atomic_write
 
+    def save(name: str, fig) -> str:
+        path = os.path.join(folder, name)
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+        plt.close(fig)
+        return path
+
     written = []
     R = len(result["runs"])
     p_map = min(result["ps"], key=lambda p: abs(p - 0.1))
@@ -446,11 +453,7 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
                  f"chance {chance_jaccard(p_map):.3f}; score {result['score']}")
     fig.colorbar(im, ax=ax, label="Jaccard index")
     fig.tight_layout()
-    path = os.path.join(folder, "pairs.png")
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save("pairs.png", fig))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     ps = np.array(result["ps"])
@@ -476,11 +479,7 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
     fig.suptitle(f"Are {result['score']} easy and hard sets shared? "
                  f"({len(result['runs'])} runs, window {result['window'] or 'all'})")
     fig.tight_layout()
-    path = os.path.join(folder, "overlap.png")
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save("overlap.png", fig))
     return written
 
 

@@ -56,12 +56,9 @@ class Inputs:
 
 
 def _manifest(folder: str, name: str) -> dict | None:
-    try:
-        with open(os.path.join(folder, name), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    from .io import read_json_object
+
+    return read_json_object(os.path.join(folder, name))
 
 
 def collect(inputs: Sequence[str]) -> Inputs:
