@@ -452,6 +452,7 @@ def experiment() -> None:
 # itself to the groups above when imported here (no torch at import time).
 from . import cli_overlap  # noqa: E402,F401
 from . import cli_report  # noqa: E402,F401
+from . import cli_study  # noqa: E402,F401
 from . import cli_similarity  # noqa: E402,F401
 
 

@@ -371,3 +371,12 @@ class SimilarityConfig(DataConfig):
         if self.pool_size < self.sample_size:
             raise ConfigError(f"`pool_size` ({self.pool_size}) must be at least `sample_size` "
                               f"({self.sample_size}): random sets are drawn from the pool")
+
+
+@dataclass
+class StudyConfig(ScoreConfig):
+    """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
+    runs differ only in seed."""
+
+    seed_runs: int = field(default=1, metadata=param(
+        "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))
