@@ -13,6 +13,11 @@ split each epoch, and writes into ``OUT/<arch>-run<k>/``: ``scores.npz`` (and
 ``resume`` continues a killed run and, on CPU, ends with bit-identical scores). Finally
 ``OUT/merged.npz`` merges all runs (easyhard.scores.merge_score_files).
 
+The same engine trains experiment cells (easyhard.experiment): ``score_run`` takes a ``subset`` of
+dataset indices (handed to the loader, no copy of the data; in-memory datasets for now) and a
+``max_steps`` step budget, both part of the run's identity, so that resume refuses a checkpoint of
+another subset or budget.
+
 Multi-GPU / multi-node: launch with torchrun; each rank trains on its shard (DDP; NCCL on GPU,
 gloo on CPU) and the per-example accumulators are summed across ranks at the end of each epoch.
 """
@@ -68,10 +73,18 @@ def amp_dtype(cfg: ScoreConfig, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[mode]
 
 
-def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each step."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
+def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int,
+              total_steps: int | None = None) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each step. The schedule spans cfg.epochs epochs of
+    steps_per_epoch steps, or `total_steps` steps when given (then one epoch of the schedule,
+    e.g. of the warm-up, lasts total_steps / cfg.epochs steps: a step budget keeps the schedule
+    of the full data whatever the size of the subset)."""
+    if total_steps is None:
+        total = max(1, cfg.epochs * steps_per_epoch)
+        warm = int(cfg.warmup_epochs * steps_per_epoch)
+    else:
+        total = max(1, total_steps)
+        warm = int(cfg.warmup_epochs * total_steps / cfg.epochs)
 
     def f(step: int) -> float:
         if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to 0
@@ -152,11 +165,31 @@ class DivergedError(RuntimeError):
 
 def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
               quiet: bool = False, dist: Dist | None = None,
-              stop_after_epoch: int | None = None, datasets=None) -> str:
+              stop_after_epoch: int | None = None, datasets=None,
+              subset: np.ndarray | None = None, max_steps: int | None = None,
+              run_dir: str | None = None, evaluate_every_epoch: bool = True,
+              save_scores: bool = True) -> str:
     """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
 
     datasets: (train, test) when already loaded (else from cfg). stop_after_epoch: end after that
-    many epochs as if killed (for tests of resume)."""
+    many epochs as if killed (for tests of resume).
+
+    For experiments on subsets (easyhard.experiment):
+
+    - subset: int [k] dataset indices, each at most once: train on these examples only (the
+      loader gets the index list; no copy of the data). The others are never presented (their
+      rows in the score file say so); the test split is evaluated in full. In-memory datasets
+      only for now (TensorLoader); image folders are refused.
+    - max_steps: train exactly this many optimizer steps: as many epochs over the data as that
+      takes, the last one cut short at the step. The learning-rate schedule spans max_steps
+      steps (lr_lambda's total_steps). Default: cfg.epochs epochs.
+    - run_dir: the run's folder (default out_dir/<arch>-run<run>).
+    - evaluate_every_epoch: measure test accuracy after every epoch (False: after the last one
+      only; the other epochs record None).
+    - save_scores: write scores.npz at the end (False: metrics.jsonl and config.json only).
+
+    Both subset and max_steps are part of the run's identity: resume refuses a checkpoint of
+    another subset or step count."""
     dist = dist or Dist()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.enabled:
@@ -164,7 +197,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         torch.cuda.set_device(device)
     seed = cfg.seed + run
     seeds = run_seeds(cfg, run)
-    run_dir = os.path.join(out_dir, f"{arch}-run{run}")
+    run_dir = run_dir or os.path.join(out_dir, f"{arch}-run{run}")
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
     np.random.seed(seed)
@@ -175,15 +208,26 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     file_kwargs = ({} if isinstance(train, ArrayDataset) else
                    {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
+    sub_kwargs = {}
+    if subset is not None:
+        subset = check_subset(subset, len(train))
+        if not isinstance(train, ArrayDataset):
+            raise ValueError(f"training on a `subset` works for in-memory datasets (fashion-mnist, "
+                             f"cifar10, cifar100, synthetic) only for now, not for {cfg.dataset}: "
+                             "write the subset as a dataset with `easyhard compress` instead")
+        sub_kwargs["subset"] = subset
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or max_steps < 1):
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=seeds["data_seed"],
                          rank=dist.rank,
-                         world_size=dist.world_size, **file_kwargs)
+                         world_size=dist.world_size, **file_kwargs, **sub_kwargs)
     test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
                    if test is not None else None)
     clean_loader = None
     if cfg.clean_every or cfg.clean_steps:
         clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,
-                                   world_size=dist.world_size, **file_kwargs)
+                                   world_size=dist.world_size, **file_kwargs, **sub_kwargs)
     in_ch = train.images.shape[-1] if isinstance(train, ArrayDataset) else 3
     size = train.images.shape[1] if isinstance(train, ArrayDataset) else cfg.crop
     model = build_model(arch, train.num_classes, in_ch, size).to(device, memory_format=torch.channels_last)
@@ -202,7 +246,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     steps_per_epoch = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
+    n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch, max_steps))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -210,7 +255,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     stats = SampleStats(len(train), train.num_classes, device, **examples)
     clean = SampleStats(len(train), train.num_classes, device, **examples) if clean_loader else None
 
-    identity = run_identity(cfg, arch, run, train.fingerprint)
+    identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
     start_epoch, metrics = 0, []
     if resume and os.path.exists(ckpt_path):
         try:
@@ -248,11 +293,12 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     label = f"{arch} run {run}"
     nonfinite_run = torch.zeros((), dtype=torch.int64, device=device)  # consecutive, on device
     nonfinite_worst = torch.zeros((), dtype=torch.int64, device=device)
-    for epoch in range(start_epoch, cfg.epochs):
+    presented = len(train) if subset is None else len(subset)
+    for epoch in range(start_epoch, n_epochs):
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         model.train()
-        bar = _maybe_progress(len(train) // dist.world_size, f"{label} epoch {epoch + 1}/{cfg.epochs}",
+        bar = _maybe_progress(presented // dist.world_size, f"{label} epoch {epoch + 1}/{n_epochs}",
                               quiet or not is_main)
         seen, t0 = 0, time.perf_counter()
         loss_sum = torch.zeros((), device=device)  # read once per epoch: no sync per step
@@ -278,6 +324,8 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                     bar.update(len(y))
                 if clean is not None and cfg.clean_steps and epoch == 0 and (step + 1) % cfg.clean_steps == 0:
                     clean_pass()
+                if max_steps is not None and sched.last_epoch >= max_steps:
+                    break  # the step budget is spent: this last epoch ends here
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
@@ -302,16 +350,19 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             clean.end_epoch()
         hist = stats.history[record_before]
         train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
-        test_acc = evaluate(model, test_loader, autocast) if is_main and test_loader else None
+        test_acc = None
+        if is_main and test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
+            test_acc = evaluate(model, test_loader, autocast)
         metrics.append({"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1),
                         "train_acc": train_acc, "test_acc": test_acc,
                         "images_per_s": seen * dist.world_size / elapsed, "seconds": elapsed,
-                        "lr": sched.get_last_lr()[0]})
+                        "lr": sched.get_last_lr()[0], "steps": sched.last_epoch,
+                        "images": seen * dist.world_size})
         if is_main:
             if not quiet:
                 m = metrics[-1]
                 test_txt = "n/a" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
-                print(f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {m['loss']:.4f} train acc "
+                print(f"{label} epoch {epoch + 1}/{n_epochs}: loss {m['loss']:.4f} train acc "
                       f"{m['train_acc']:.4f} test acc {test_txt} "
                       f"({m['images_per_s']:.0f} images/s)", flush=True)
             _write_metrics(run_dir, metrics)
@@ -327,12 +378,14 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             return run_dir
     if is_main:
         meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed, **seeds,
-                "epochs_trained": cfg.epochs, "view": "train", "world_size": dist.world_size,
+                "epochs_trained": n_epochs, "view": "train", "world_size": dist.world_size,
                 "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
                 "config": _config_dict(cfg), "identity": identity}
-        stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
-        if clean is not None:
-            clean.save(os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"})
+        if save_scores:
+            stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
+            if clean is not None:
+                clean.save(os.path.join(run_dir, "scores_clean.npz"),
+                           metadata={**meta, "view": "clean"})
         _write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
 
@@ -369,14 +422,48 @@ def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:
             "data_seed": seed if cfg.data_seed is None else cfg.data_seed}
 
 
-def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str) -> dict[str, Any]:
-    """Everything that makes one run what it is: resume refuses a run whose identity differs."""
+def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str, *,
+                 subset: np.ndarray | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Everything that makes one run what it is: resume refuses a run whose identity differs.
+    A run on a subset adds the subset's size and digest (`subset_digest`), a run with a step
+    budget its `max_steps`."""
     from .stats import FORMAT_VERSION
 
     config = {k: v for k, v in _config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
-    return {"arch": arch, "run": run, "seed": cfg.seed + run, **run_seeds(cfg, run),
-            "dataset_fingerprint": fingerprint,
-            "score_format_version": FORMAT_VERSION, "config": config}
+    identity = {"arch": arch, "run": run, "seed": cfg.seed + run, **run_seeds(cfg, run),
+                "dataset_fingerprint": fingerprint,
+                "score_format_version": FORMAT_VERSION, "config": config}
+    if subset is not None:
+        identity["subset"] = subset_digest(subset)
+    if max_steps is not None:
+        identity["max_steps"] = int(max_steps)
+    return identity
+
+
+def check_subset(subset, num_samples: int) -> np.ndarray:
+    """A subset of dataset indices as ascending int64 [k], checked: integers in
+    [0, num_samples), each at most once, at least one."""
+    arr = np.asarray(subset)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"`subset` must be a 1-D array of dataset indices, got {arr.dtype} "
+                         f"of shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("`subset` is empty: there is nothing to train on")
+    arr = np.sort(arr.astype(np.int64))
+    if arr[0] < 0 or arr[-1] >= num_samples:
+        raise ValueError(f"`subset` holds indices outside [0, {num_samples})")
+    if (np.diff(arr) == 0).any():
+        raise ValueError("`subset` names an example more than once")
+    return arr
+
+
+def subset_digest(subset: np.ndarray) -> dict[str, Any]:
+    """{"count", "sha256"} of a subset (ascending int64 indices, little-endian bytes): equal
+    digests mean the same examples."""
+    import hashlib
+
+    arr = np.ascontiguousarray(np.sort(np.asarray(subset, dtype=np.int64)), dtype="<i8")
+    return {"count": int(len(arr)), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
 
 
 def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
