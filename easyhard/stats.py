@@ -45,6 +45,7 @@ HISTORY_DTYPE = np.dtype(
     [("presentations", "u1"), ("correct", "u1"), ("prob", "<f4"), ("el2n", "<f2")]
 )
 _NO_MISMATCH = torch.iinfo(torch.int64).max  # status[2] while no batch label contradicted `labels`
+HISTORY_GROWTH = 16  # epochs added to the history buffer when it is full
 _RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
                       "fingerprint", "created", "easyhard_version", "torch_version",
                       "numpy_version"}
@@ -116,7 +117,10 @@ class SampleStats:
         self._errors, self._mismatch = self._status[:2], self._status[2:]
         self._total_counts = np.zeros((N, len(ops.COUNT_FIELDS)), dtype=np.int64)
         self._total_sums = np.zeros((N, len(ops.SUM_FIELDS)), dtype=np.float64)
-        self._history: list[np.ndarray] = []
+        # Closed epochs' records: a buffer grown HISTORY_GROWTH epochs at a time, so that adding an
+        # epoch and reading the history cost O(N), not O(epochs * N).
+        self._history_buf = np.zeros((0, N), dtype=HISTORY_DTYPE)
+        self._epochs = 0
         self._labels: np.ndarray | None = None
         self._labels_dev: torch.Tensor | None = None  # the given labels on the device, [N + 1]
         self._seen_labels: torch.Tensor | None = None  # [N + 1]; slot N absorbs invalid rows
@@ -233,7 +237,7 @@ class SampleStats:
         counts, sums = self._open_epoch()
         self._total_counts += counts
         self._total_sums += sums
-        self._history.append(epoch_record(counts, sums))
+        self._append_record(epoch_record(counts, sums))
         self._counts.zero_()
         self._sums.zero_()
 
@@ -292,14 +296,23 @@ class SampleStats:
     @property
     def epochs(self) -> int:
         """Number of closed epochs."""
-        return len(self._history)
+        return self._epochs
 
     @property
     def history(self) -> np.ndarray:
-        """HISTORY_DTYPE [epochs, N]: one record per closed epoch, rows in dataset order."""
-        if not self._history:
-            return np.zeros((0, self.num_samples), dtype=HISTORY_DTYPE)
-        return np.stack(self._history)
+        """HISTORY_DTYPE [epochs, N]: one record per closed epoch, rows in dataset order. A
+        read-only view (no copy): later epochs never change what it shows."""
+        view = self._history_buf[: self._epochs]
+        view.flags.writeable = False
+        return view
+
+    def _append_record(self, record: np.ndarray) -> None:
+        if self._epochs == len(self._history_buf):
+            grown = np.zeros((self._epochs + HISTORY_GROWTH, self.num_samples), HISTORY_DTYPE)
+            grown[: self._epochs] = self._history_buf[: self._epochs]
+            self._history_buf = grown
+        self._history_buf[self._epochs] = record
+        self._epochs += 1
 
     @property
     def labels(self) -> np.ndarray:
@@ -364,7 +377,8 @@ class SampleStats:
         self._total_counts = _numpy(state["total_counts"], np.int64).copy()
         self._total_sums = _numpy(state["total_sums"], np.float64).copy()
         records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
-        self._history = [records[e].copy() for e in range(records.shape[0])]
+        self._history_buf = records.copy()
+        self._epochs = len(records)
         labels = self._check_labels(state["labels"])
         if self._labels is not None:
             self._set_labels(labels)

@@ -352,3 +352,33 @@ def test_cuda_error_poll_uses_the_statistics_device(monkeypatch):
         with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
             stats.update(torch.randn(1, C, device="cuda:1"), torch.tensor([0], device="cuda:1"),
                          torch.tensor([0], device="cuda:1"))
+
+
+def test_history_grows_without_copying_every_epoch():
+    """The history is a growing buffer: 40 epochs (past two growth steps) keep every record, a
+    view taken earlier is unchanged by later epochs, and views are read-only."""
+    from easyhard.stats import HISTORY_GROWTH
+
+    N, C = 50, 3
+    stats = SampleStats(N, C, labels=np.arange(N) % C)
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for e in range(2 * HISTORY_GROWTH + 8):
+        stats.update(torch.randn(N, C, generator=g), torch.arange(N) % C, torch.arange(N))
+        stats.end_epoch()
+        seen.append(stats.history[e].copy())
+        if e == 3:
+            early = stats.history
+    assert stats.epochs == len(seen) == stats.history.shape[0]
+    for e, rec in enumerate(seen):
+        np.testing.assert_array_equal(stats.history[e], rec)
+    assert early.shape[0] == 4
+    np.testing.assert_array_equal(early, np.stack(seen[:4]))
+    with pytest.raises(ValueError):
+        stats.history[0]["correct"] = 7
+    restored = SampleStats(N, C, labels=np.arange(N) % C)
+    restored.load_state_dict(stats.state_dict())
+    np.testing.assert_array_equal(restored.history, stats.history)
+    restored.update(torch.randn(N, C, generator=g), torch.arange(N) % C, torch.arange(N))
+    restored.end_epoch()
+    assert restored.epochs == stats.epochs + 1
