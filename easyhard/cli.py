@@ -453,6 +453,7 @@ def experiment() -> None:
 from . import cli_overlap  # noqa: E402,F401
 from . import cli_report  # noqa: E402,F401
 from . import cli_study  # noqa: E402,F401
+from . import cli_experiment  # noqa: E402,F401
 from . import cli_similarity  # noqa: E402,F401
 
 

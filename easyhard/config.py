@@ -380,3 +380,134 @@ class StudyConfig(ScoreConfig):
 
     seed_runs: int = field(default=1, metadata=param(
         "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))
+
+
+# ---------------------------------------------------------------------------- experiments
+from .experiment import BUDGETS, REMOVAL_ORDERS  # noqa: E402  (no torch: names only)
+
+
+def _comma_list(name: str, text: str) -> list[str]:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"`{name}` is empty: give a comma-separated list")
+    return items
+
+
+@dataclass
+class RemovalConfig(ScoreConfig):
+    """The removal experiment (easyhard.experiment): the scoring engine's training recipe with
+    one architecture, what to remove (orders, fractions, ranking scores), the seeds, and the
+    budget. The list settings are comma-separated on the command line ("0.1,0.3") and lists or
+    strings in a --config file. The hidden fields of ScoreConfig (archs, runs, clean_every,
+    clean_steps) are not settings of an experiment."""
+
+    epochs: int = field(default=2, metadata=param(
+        "Training epochs on the full data (the reference); the epochs budget gives every subset "
+        "as many, the steps budget as many optimizer steps.", min=1))
+    seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k."))
+    window: int | None = field(default=None, metadata=param(
+        "Early epochs of the score file counted by the ranking score (default: all recorded).",
+        min=1, type=int))
+    arch: str = field(default="convnet", metadata=param(
+        "Architecture, one per experiment (see `easyhard models`)."))
+    fractions: str = field(default="0.1,0.3,0.5,0.7,0.9", metadata=param(
+        "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); the "
+        "full data is always trained too, as the reference."))
+    orders: str = field(default=",".join(REMOVAL_ORDERS), metadata=param(
+        "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."))
+    seeds: int = field(default=3, metadata=param(
+        "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1))
+    balanced: bool = field(default=False, metadata=param(
+        "Remove the same fraction of every class, or rank all examples together.",
+        flag="--balanced/--global"))
+    score: str = field(default="easiness", metadata=param(
+        "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
+        "the paper's fraction correct)."))
+    budget: str = field(default="epochs", metadata=param(
+        "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
+        "for smaller ones) or steps (the full data's optimizer steps for every subset)."))
+    selection_seed: int = field(default=0, metadata=param(
+        "Ties of the ranking score are broken by a permutation from this seed; random removal "
+        "for training seed k draws with selection_seed + k."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("fractions", "orders", "score", "budget"):  # a TOML list -> "a,b"
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, ",".join(str(v) for v in value))
+        self.archs = (self.arch,)
+
+    def fraction_list(self) -> list[float]:
+        """The fractions to remove, ascending, without duplicates (0, the reference, dropped)."""
+        out = set()
+        for item in _comma_list("fractions", self.fractions):
+            try:
+                v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
+            except ValueError:
+                raise ConfigError(f"`fractions` must be numbers such as 0.3 or 30%, got "
+                                  f"{item!r}") from None
+            if not 0 <= v < 1:
+                raise ConfigError(f"`fractions` must lie in [0, 1) (removing everything leaves "
+                                  f"nothing to train on), got {item}")
+            if v > 0:
+                out.add(round(v, 10))
+        if not out:
+            raise ConfigError("`fractions` holds no fraction above 0: give what to remove, e.g. "
+                              "0.1,0.3,0.5")
+        return sorted(out)
+
+    def _choices(self, name: str, allowed: Sequence[str]) -> list[str]:
+        items = list(dict.fromkeys(_comma_list(name, getattr(self, name))))
+        bad = [i for i in items if i not in allowed]
+        if bad:
+            raise ConfigError(f"`{name}` must be among {', '.join(allowed)}, got {bad[0]!r}")
+        return items
+
+    def order_list(self) -> list[str]:
+        return [o for o in REMOVAL_ORDERS if o in self._choices("orders", REMOVAL_ORDERS)]
+
+    def score_list(self) -> list[str]:
+        return self._choices("score", RANKING_SCORES)
+
+    def budget_list(self) -> list[str]:
+        return [b for b in BUDGETS if b in self._choices("budget", BUDGETS)]
+
+    def validate(self) -> None:
+        self.archs = (self.arch,)
+        window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
+        try:                                     # here it counts the score file's epochs
+            super().validate()
+        finally:
+            self.window = window
+        check_value(next(f for f in dataclasses.fields(self) if f.name == "window"), window)
+        for name in ("clean_every", "clean_steps"):
+            if getattr(self, name):
+                raise ConfigError(f"`{name}` is not a setting of the removal experiment (its "
+                                  "trainings record no clean view)")
+        if self.runs != 1:
+            raise ConfigError("`runs` is not a setting of the removal experiment: give `seeds`")
+        self.fraction_list()
+        self.order_list()
+        self.score_list()
+        self.budget_list()
+
+
+@dataclass
+class ReportConfig(Config):
+    """What `easyhard report` shows (easyhard.report)."""
+
+    title: str = field(default="easyhard report", metadata=param("The page's title."))
+    window: int | None = field(default=None, metadata=param(
+        "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int))
+    examples: bool = field(default=True, metadata=param(
+        "Image grids of the easiest and hardest examples (reads the runs' dataset)."))
+
+
+@dataclass
+class StudyConfig(ScoreConfig):
+    """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
+    runs differ only in seed."""
+
+    seed_runs: int = field(default=1, metadata=param(
+        "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))

@@ -1,0 +1,50 @@
+"""`easyhard experiment removal`: the removal experiment on the command line (a thin layer over
+easyhard.experiment; options generated from easyhard.config.RemovalConfig).
+
+    easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
+        --fractions 0.1,0.3,0.5,0.7,0.9 --seeds 3 --budget epochs,steps --out runs/removal
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .cli import NON_CONFIG_OPTIONS, config_options, experiment, make_config
+from .config import RemovalConfig
+from .experiment import HIDDEN_FIELDS
+
+
+@experiment.command("removal")
+@click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
+@config_options(RemovalConfig, skip=HIDDEN_FIELDS)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="The experiment's folder; the same command again continues it.")
+@click.option("--force", is_flag=True, help="Start afresh: replace an earlier easyhard experiment "
+              "in --out (never anything else).")
+@click.option("--quiet", is_flag=True, help="No progress lines and no table.")
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+def removal_cmd(score_file, out_dir, force, quiet, as_json, **settings):
+    """Remove the easiest, hardest or a random fraction of the training set and train afresh.
+
+    Trains every (fraction, order, seed) and the full data as the reference with the recipe of
+    `easyhard score` (one architecture), and writes results.jsonl, summary.md and removal.png
+    into --out. The same command again continues a stopped experiment; more seeds, fractions,
+    orders, scores or budgets add trainings; other settings are refused.
+
+    \b
+    Example:
+        easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
+            --fractions 0.1,0.3,0.5 --seeds 3 --budget epochs,steps --out runs/removal
+    """
+    from .experiment import run_removal
+
+    cfg = make_config(RemovalConfig, settings)
+    summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json)
+    if as_json:
+        summary.pop("summary")
+        click.echo(json.dumps(summary, indent=1))
+    elif not quiet:
+        click.echo("")
+        click.echo(summary["summary"])
+        click.echo(f"written: {', '.join(summary['files'].values())}")

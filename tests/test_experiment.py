@@ -1,0 +1,254 @@
+"""Tests of the removal experiment (easyhard.experiment, `easyhard experiment removal`): every cell
+trains and the outputs are complete; a kill -9 and the same command give the same results;
+refusals; the step budget; shared cells trained once; the statistics against scipy."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from easyhard import SampleStats
+from easyhard.cli import main
+from easyhard.experiment import (CELLS, FIGURE, MANIFEST, RESULTS, ROW_FIELDS, SUMMARY,
+                                 read_results, summarize, t_interval, t_quantile, without_timing)
+from easyhard.train import ScoreConfig, score, score_run
+
+DATA = ["--dataset", "synthetic", "--num-samples", "160", "--num-classes", "4",
+        "--image-size", "8", "--batch-size", "32", "--device", "cpu"]
+
+
+# One thread: these tiny trainings gain nothing from two, and on a shared CPU OpenMP's waiting
+# threads make them several times slower.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cli(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scores(tmp_path_factory):
+    """A score file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
+    out = tmp_path_factory.mktemp("scores")
+    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
+                      batch_size=32, archs=("convnet",), epochs=2, device="cpu")
+    score(cfg, str(out), quiet=True)
+    return out / "merged.npz"
+
+
+def removal(scores, out, *extra):
+    return cli(["experiment", "removal", scores, *DATA, "--epochs", "2", *extra, "--out", out])
+
+
+def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
+    out = tmp_path / "exp"
+    r = removal(scores, out, "--fractions", "0.5", "--seeds", "2",
+                "--score", "easiness,easiness_plain", "--budget", "epochs,steps", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    rows = read_results(out / RESULTS)
+    # 2 scores x 2 budgets x 2 seeds x (the reference + 3 orders at one fraction)
+    assert len(rows) == 32 and all(set(ROW_FIELDS) <= row.keys() for row in rows)
+    assert all(0 <= row["test_acc"] <= 1 and row["arch"] == "convnet" for row in rows)
+    ref = [row for row in rows if row["order"] == "none"]
+    assert len(ref) == 8 and {row["fraction"] for row in ref} == {0.0}
+    assert {row["kept"] for row in ref} == {160}
+    assert {row["kept"] for row in rows if row["order"] != "none"} == {80}
+    # identical cells train once: the reference is one cell per seed (both scores, both
+    # budgets), random removal one per (seed, budget) whatever the score
+    assert len({row["cell"] for row in ref}) == 2
+    rand = [row for row in rows if row["order"] == "random"]
+    assert len({row["cell"] for row in rand}) == 4
+    cells = {row["cell"] for row in rows}
+    assert summary["cells"] == summary["trained"] == len(cells) == 22
+    assert sorted(os.listdir(out / CELLS)) == sorted(cells)
+    assert not any((out / CELLS / c / "checkpoint.pt").exists() for c in cells)
+    # the step budget: every subset gets the full data's steps (2 epochs x 5 batches), over
+    # more epochs; the epoch budget: fewer steps for the half
+    steps = [row for row in rows if row["budget"] == "steps"]
+    assert {row["steps"] for row in steps} == {10}
+    assert {row["epochs"] for row in steps if row["kept"] == 80} == {4}
+    epochs = [row for row in rows if row["budget"] == "epochs"]
+    assert {row["epochs"] for row in epochs} == {2}
+    assert {row["steps"] for row in epochs if row["kept"] == 80} == {6}
+    for row in rows:  # the engine's own record agrees
+        metrics = [json.loads(x) for x in (out / CELLS / row["cell"] / "metrics.jsonl")
+                   .read_text().splitlines()]
+        assert metrics[-1]["steps"] == row["steps"] and len(metrics) == row["epochs"]
+        assert metrics[-1]["test_acc"] == row["test_acc"]
+    # statistics, table and figure
+    stats = summarize(rows)
+    easiest = next(e for e in stats if e["order"] == "easiest" and e["budget"] == "steps"
+                   and e["score"] == "easiness")
+    assert easiest["acc_n"] == 2 and easiest["vs_random"]["n"] == 2
+    text = (out / SUMMARY).read_text()
+    assert "## easiness_plain, budget: steps" in text and "| 50% | easiest | 80 | 2 |" in text
+    png = (out / FIGURE).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["finished"] and manifest["cells"]["unique"] == 22
+    # the same command again trains nothing and gives the same file, timing included
+    before = (out / RESULTS).read_text()
+    r = removal(scores, out, "--fractions", "0.5", "--seeds", "2",
+                "--score", "easiness,easiness_plain", "--budget", "epochs,steps")
+    assert r.exit_code == 0, r.output
+    assert "22 finished earlier, 0 to train" in r.output and "| 50% | hardest |" in r.output
+    assert (out / RESULTS).read_text() == before
+
+
+def test_kill_then_the_same_command_gives_the_same_results(tmp_path):
+    cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
+                      batch_size=50, archs=("convnet",), epochs=1, device="cpu")
+    score(cfg, str(tmp_path / "scores"), quiet=True)
+    args = ["experiment", "removal", str(tmp_path / "scores" / "merged.npz"), "--dataset",
+            "synthetic", "--num-samples", "800", "--num-classes", "4", "--image-size", "12",
+            "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--fractions", "0.5",
+            "--orders", "easiest,random", "--seeds", "1"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "easyhard", *args, "--quiet", "--out",
+                             str(killed)], env=ENV)
+    half = finished = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        cells = killed / CELLS
+        names = sorted(os.listdir(cells)) if cells.is_dir() else []
+        finished = [n for n in names if (cells / n / "result.json").exists()]
+        half = [n for n in names if (cells / n / "checkpoint.pt").exists()
+                and not (cells / n / "result.json").exists()]
+        if finished and half:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert finished and half, "no moment with a finished cell and a half-finished one was seen"
+    assert not (killed / SUMMARY).exists()
+    shutil.copytree(killed, tmp_path / "killed-copy")
+    done = {n: (killed / CELLS / n / "result.json").stat().st_mtime_ns for n in finished}
+    again = cli([*args, "--out", killed])  # the same command (same single thread) continues
+    assert again.exit_code == 0, again.output
+    assert "resuming from its checkpoint" in again.output
+    assert {n: (killed / CELLS / n / "result.json").stat().st_mtime_ns for n in finished} == done
+    assert cli([*args, "--quiet", "--out", tmp_path / "whole"]).exit_code == 0
+    a, b = read_results(killed / RESULTS), read_results(tmp_path / "whole" / RESULTS)
+    assert len(a) == 3 and without_timing(a) == without_timing(b)
+    # --force replaces a killed experiment (its leftovers are all easyhard's), with a new recipe
+    r = cli([*args, "--epochs", "1", "--quiet", "--force", "--out", tmp_path / "killed-copy"])
+    assert r.exit_code == 0, r.output
+    assert {row["epochs"] for row in read_results(tmp_path / "killed-copy" / RESULTS)} == {1}
+
+
+def test_continue_adds_cells_and_refuses_a_changed_recipe(tmp_path, scores):
+    out = tmp_path / "exp"
+    base = ["--fractions", "0.5", "--orders", "easiest", "--seeds", "1", "--json"]
+    r = removal(scores, out, *base)
+    assert r.exit_code == 0 and json.loads(r.output)["trained"] == 2
+    r = removal(scores, out, "--fractions", "0.25,0.5", "--orders", "easiest", "--seeds", "2",
+                "--json")  # more seeds and fractions: new cells beside the two finished ones
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["reused"] == 2 and json.loads(r.output)["trained"] == 4
+    assert len(read_results(out / RESULTS)) == 6
+    r = cli(["experiment", "removal", scores, *DATA, "--epochs", "3", *base, "--out", out])
+    assert r.exit_code == 1
+    assert "epochs: 2 -> 3" in r.output and "--force" in r.output and "--out" in r.output
+    r = removal(scores, out, *base, "--balanced")
+    assert r.exit_code == 1 and "balanced: False -> True" in r.output
+    r = removal(scores, out, *base, "--force", "--balanced")  # replaces it
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["state"] == "replaced"
+    assert all(row["balanced"] for row in read_results(out / RESULTS))
+    # a folder that is not an experiment is refused, with --force too; nothing is deleted
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for extra in ([], ["--force"]):
+        r = removal(scores, tmp_path / "mine", *base, *extra)
+        assert r.exit_code == 1 and "mine" in r.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    (out / CELLS / "notes.txt").write_text("mine")  # a user's file among the cells
+    r = removal(scores, out, *base, "--force")
+    assert r.exit_code == 1 and (out / CELLS / "notes.txt").exists()
+
+
+def test_refusals(tmp_path, scores):
+    r = removal(scores, tmp_path / "a", "--fractions", "0.5,1")
+    assert r.exit_code == 1 and "--fractions must lie in [0, 1)" in r.output
+    r = removal(scores, tmp_path / "a", "--orders", "easiest,middle")
+    assert r.exit_code == 1 and "--orders must be among" in r.output
+    r = removal(scores, tmp_path / "a", "--budget", "time")
+    assert r.exit_code == 1 and "--budget must be among epochs, steps" in r.output
+    r = removal(scores, tmp_path / "a", "--score", "variability")
+    assert r.exit_code == 1 and "--score must be among" in r.output
+    r = removal(scores, tmp_path / "a", "--synthetic-seed", "1")
+    assert r.exit_code == 1 and "belong to other data" in r.output
+    r = removal(scores, scores.parent)
+    assert r.exit_code == 1 and "lies inside the output" in r.output
+    r = removal(scores, tmp_path / "a", "--window", "3")
+    assert r.exit_code == 1 and "window" in r.output
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
+def test_score_run_on_a_subset_with_a_step_budget(tmp_path):
+    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
+                      batch_size=32, archs=("convnet",), epochs=2, device="cpu")
+    subset = np.arange(0, 160, 3)  # 54 examples: 2 batches per epoch
+    run = score_run(cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7,
+                    evaluate_every_epoch=False)
+    metrics = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    assert [m["steps"] for m in metrics] == [2, 4, 6, 7]
+    assert [m["test_acc"] is None for m in metrics] == [True, True, True, False]
+    pres = SampleStats.load(os.path.join(run, "scores.npz")).totals()["presentations"]
+    # three whole epochs over the 54 and one batch of 32: 4 epochs, the last cut at step 7
+    assert sorted(set(pres[subset].tolist())) == [3, 4] and (pres[subset] == 4).sum() == 32
+    assert pres[np.setdiff1d(np.arange(160), subset)].sum() == 0
+    with pytest.raises(ValueError, match="another configuration"):
+        score_run(cfg, "convnet", 0, str(tmp_path), subset=subset[1:], max_steps=7, resume=True)
+    with pytest.raises(ValueError, match="more than once"):
+        score_run(cfg, "convnet", 0, str(tmp_path / "b"), subset=[1, 1, 2])
+
+
+def test_t_statistics_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (*range(1, 31), 57, 100, 1000):
+        for p in (0.9, 0.975, 0.995):
+            assert math.isclose(t_quantile(p, df), stats.t.ppf(p, df), rel_tol=1e-9), (p, df)
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 12):
+        v = rng.normal(0.01, 0.02, n)
+        got = t_interval(v)
+        lo, hi = stats.t.interval(0.95, n - 1, loc=v.mean(), scale=stats.sem(v))
+        assert got["n"] == n and math.isclose(got["low"], lo, rel_tol=1e-9)
+        assert math.isclose(got["high"], hi, rel_tol=1e-9)
+        assert math.isclose(got["std"], v.std(ddof=1))
+    assert t_interval([0.5])["low"] is None and t_interval([])["mean"] is None
+    # paired differences: same seed, same fraction, against random
+    rows = [{"score": "easiness", "budget": "epochs", "fraction": f, "order": o, "seed": s,
+             "test_acc": acc, "kept": 1}
+            for (f, o, s, acc) in [(0.0, "none", 0, 0.90), (0.0, "none", 1, 0.92),
+                                   (0.0, "none", 2, 0.91), (0.3, "random", 0, 0.88),
+                                   (0.3, "random", 1, 0.89), (0.3, "random", 2, 0.87),
+                                   (0.3, "easiest", 0, 0.89), (0.3, "easiest", 1, 0.91),
+                                   (0.3, "easiest", 2, 0.885)]]
+    e = next(x for x in summarize(rows) if x["order"] == "easiest")
+    d = np.array([0.01, 0.02, 0.015])
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    assert e["vs_random"]["n"] == 3 and math.isclose(e["vs_random"]["mean"], d.mean())
+    assert math.isclose(e["vs_random"]["low"], lo) and math.isclose(e["vs_random"]["high"], hi)
+    full = np.array([0.89 - 0.90, 0.91 - 0.92, 0.885 - 0.91])
+    assert math.isclose(e["vs_full"]["mean"], full.mean())
