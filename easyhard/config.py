@@ -491,23 +491,3 @@ class RemovalConfig(ScoreConfig):
         self.order_list()
         self.score_list()
         self.budget_list()
-
-
-@dataclass
-class ReportConfig(Config):
-    """What `easyhard report` shows (easyhard.report)."""
-
-    title: str = field(default="easyhard report", metadata=param("The page's title."))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int))
-    examples: bool = field(default=True, metadata=param(
-        "Image grids of the easiest and hardest examples (reads the runs' dataset)."))
-
-
-@dataclass
-class StudyConfig(ScoreConfig):
-    """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
-    runs differ only in seed."""
-
-    seed_runs: int = field(default=1, metadata=param(
-        "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))
