@@ -416,16 +416,14 @@ def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]
     return headline
 
 
-def _flat_numbers(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out += _flat_numbers(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(d, (int, float)) and not isinstance(d, bool):
-        out.append((prefix, d))
-    elif isinstance(d, list) and d and all(isinstance(x, (int, float)) for x in d) and len(d) <= 4:
-        out.append((prefix, ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in d)))
-    return out
+def _interval(stat: Any) -> str:
+    """'mean [low, high]' of a {mean, low, high} summary; 'n/a' otherwise."""
+    if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
+        return "n/a"
+    lo, hi = stat.get("low"), stat.get("high")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return f"{stat['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{stat['mean']:.3f}"
 
 
 def _similarity_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
@@ -434,17 +432,36 @@ def _similarity_section(sec: Section, folders: list[str], figures: dict[str, byt
         res = _manifest(folder, "similarity.json") or {}
         if res.get("note"):
             sec.text(str(res["note"]))
-        for space in ("pixel", "features", "feature"):
+        rows = []
+        for space in ("pixel", "features"):
             entry = res.get(space)
-            if isinstance(entry, dict):
-                rows = _flat_numbers(entry)
-                sec.table([f"{space} space", "value"], rows)
-                ratios = [(k, v) for k, v in rows if "ratio" in k and "mean" in k]
-                headline += [f"{space} {k}: {v:.2f}" for k, v in ratios[:2]
-                             if isinstance(v, float)]
+            if not isinstance(entry, dict):
+                continue
+            for measure, part in (("pairwise distance", entry),
+                                  ("distance to centroid", entry.get("centroid") or {})):
+                cells = [_interval(part.get(f"{s}_over_random")) for s in ("easy", "hard")]
+                rows.append([space, measure, *cells])
+            easy = entry.get("easy_over_random") or {}
+            if isinstance(easy.get("mean"), float):
+                headline.append(f"Spread of the easiest examples against class-matched random "
+                                f"sets, {space} space: {_interval(easy)} (below 1: alike); "
+                                f"hardest: {_interval(entry.get('hard_over_random'))}")
+        if rows:
+            sec.text(f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
+                     "over the spread of class-matched random sets (mean and 95% interval over "
+                     "subsamples drawn without replacement): below 1, the set is tighter (alike); "
+                     "above 1, more diverse.")
+            sec.table(["space", "measure", "easy / random", "hard / random"], rows)
         density = res.get("density")
         if isinstance(density, dict):
-            sec.table(["local density", "value"], _flat_numbers(density))
+            rows = [[space, (density.get(space) or {}).get("spearman"),
+                     (density.get(space) or {}).get("mean_per_class")]
+                    for space in ("pixel", "features") if isinstance(density.get(space), dict)]
+            if rows:
+                sec.text("Dataset bias as a number: Spearman correlation of each example's local "
+                         "sparsity (mean distance to its nearest same-class neighbours) with its "
+                         "easiness; negative means easy examples sit in denser regions.")
+                sec.table(["space", "Spearman (pooled)", "mean over classes"], rows)
         for fig in _figures_of(folder):
             with open(os.path.join(folder, fig), "rb") as f:
                 sec.figure(f"similarity{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
