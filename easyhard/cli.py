@@ -30,7 +30,7 @@ import re
 import click
 
 from . import __version__
-from .config import (CompressConfig, Config, ConfigError, DataConfig, ScoreConfig, SelectConfig,
+from .config import (CompressConfig, Config, DataConfig, ScoreConfig, SelectConfig,
                      check_keys, load_toml_file, value_type)
 
 NON_CONFIG_OPTIONS = {
@@ -46,9 +46,17 @@ _DEBUG = "easyhard.debug"
 
 
 # ---------------------------------------------------------------------------- errors
+def _config_classes(cls: type = Config) -> list[type]:
+    """Every configuration dataclass (the subclasses of Config, recursively)."""
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_config_classes(sub)]
+    return found
+
+
 def _flag_of(name: str) -> str:
     """The command-line spelling of a parameter or configuration field name."""
-    for cls in (ScoreConfig, CompressConfig):
+    for cls in _config_classes():
         for f in dataclasses.fields(cls):
             if f.name == name and f.metadata.get("flag"):
                 return f.metadata["flag"].split("/")[0]

@@ -18,7 +18,6 @@ non-empty output folder is refused unless ``force``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import pickle
 import shutil
@@ -29,8 +28,8 @@ import numpy as np
 
 from . import __version__
 from .datasets import _CIFAR, ArrayDataset, Dataset, FileDataset, _cifar_reader, _find, write_idx
-from .io import (OutputExistsError, atomic_write, check_disjoint, check_replaceable, seal_output,
-                 umask)
+from .io import OutputExistsError  # noqa: F401  (raised by compress; importable from here too)
+from .io import atomic_write, check_disjoint, check_replaceable, seal_output, umask
 from .select import Selection
 
 LINK_MODES = ("hard", "symlink", "copy")

@@ -188,6 +188,7 @@ def test_wording_of_library_messages():
     assert cli_wording("use `link='copy'`; `nesterov=False`; `archs`") == \
         "use --link copy; --no-nesterov; --arch"
     assert cli_wording("two\nlines") == "two lines"
+    assert cli_wording("every `ps` value") == "every --p value"  # OverlapConfig's flag
 
 
 def test_damaged_checkpoint_on_resume(tmp_path):
