@@ -387,7 +387,9 @@ from .experiment import BUDGETS, REMOVAL_ORDERS  # noqa: E402  (no torch: names 
 
 
 def _comma_list(name: str, text: str) -> list[str]:
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    # "a,b", or a TOML list that reached a text option as its Python spelling "['a', 'b']"
+    items = [t.strip().strip("[]'\"").strip() for t in str(text).split(",")]
+    items = [t for t in items if t]
     if not items:
         raise ConfigError(f"`{name}` is empty: give a comma-separated list")
     return items
@@ -487,7 +489,8 @@ class RemovalConfig(ScoreConfig):
                                   "trainings record no clean view)")
         if self.runs != 1:
             raise ConfigError("`runs` is not a setting of the removal experiment: give `seeds`")
-        self.fraction_list()
-        self.order_list()
-        self.score_list()
-        self.budget_list()
+        # the lists in one spelling ("0.3,0.5"), however they were given
+        self.fractions = ",".join(f"{f:g}" for f in self.fraction_list())
+        self.orders = ",".join(self.order_list())
+        self.score = ",".join(self.score_list())
+        self.budget = ",".join(self.budget_list())

@@ -51,7 +51,7 @@ import json
 import math
 import os
 import re
-import time
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -631,7 +631,7 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     highs = [100 * e[k] for e in stats for k in ("acc_high", "acc_mean") if e[k] is not None]
     pad = 0.05 * max(1.0, max(highs) - min(lows))
     axes[0, 0].set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + pad))
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, 60 * len(combos)), fontsize=11)
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)

@@ -252,3 +252,14 @@ def test_t_statistics_against_scipy():
     assert math.isclose(e["vs_random"]["low"], lo) and math.isclose(e["vs_random"]["high"], hi)
     full = np.array([0.89 - 0.90, 0.91 - 0.92, 0.885 - 0.91])
     assert math.isclose(e["vs_full"]["mean"], full.mean())
+
+
+def test_lists_from_a_config_file(tmp_path, scores):
+    (tmp_path / "exp.toml").write_text('fractions = [0.5]\norders = ["random"]\nseeds = 1\n'
+                                       'budget = ["steps"]\n')
+    r = removal(scores, tmp_path / "out", "--config", tmp_path / "exp.toml", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["rows"]
+    assert [(row["order"], row["fraction"], row["budget"]) for row in rows] == [
+        ("none", 0.0, "steps"), ("random", 0.5, "steps")]
+    assert 'fractions = "0.5"' in (tmp_path / "out" / "removal-config.toml").read_text()
