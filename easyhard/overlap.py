@@ -62,8 +62,8 @@ class Run:
     fingerprint: str | None
 
     def describe(self) -> dict[str, Any]:
-        """What the run is: its file and the fields it can be compared on."""
-        return {"file": self.file, **self.fields()}
+        """What the run is: its file, its seed and the fields it can be compared on."""
+        return {"file": self.file, "seed": self.metadata.get("seed"), **self.fields()}
 
     def fields(self) -> dict[str, Any]:
         """Comparable training settings: architecture, effective seeds and the recipe."""
@@ -72,9 +72,9 @@ class Run:
         config = dict(ident.get("config") or meta.get("config") or {})
         out = {k: v for k, v in config.items() if k not in _NOT_TRAINING}
         out["arch"] = meta.get("arch", ident.get("arch"))
-        out["seed"] = meta.get("seed", ident.get("seed"))
-        out["init_seed"] = meta.get("init_seed", ident.get("init_seed", out["seed"]))
-        out["data_seed"] = meta.get("data_seed", ident.get("data_seed", out["seed"]))
+        seed = meta.get("seed", ident.get("seed"))  # acts only through the two below
+        out["init_seed"] = meta.get("init_seed", ident.get("init_seed", seed))
+        out["data_seed"] = meta.get("data_seed", ident.get("data_seed", seed))
         out["epochs"] = meta.get("epochs", config.get("epochs"))
         out["view"] = meta.get("view")
         return out
@@ -388,7 +388,8 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
         lines.append(f"  [{i}] {r.get('arch')} seed {r.get('seed')} (init {r.get('init_seed')}, "
                      f"data {r.get('data_seed')})  {r['file']}")
     ps = list(p_shown or result["ps"])
-    head = "group        pairs  set  " + "".join(f"{f'p={p:g}':>14}" for p in ps) + \
+    width = max([5] + [len(name) for name in result["groups"]])
+    head = f"{'group':<{width}} pairs  set  " + "".join(f"{f'p={p:g}':>14}" for p in ps) + \
         "   spearman  kendall"
     lines += ["", "Jaccard of the easiest / hardest p (ratio to chance p/(2-p)):", head]
     for name, g in result["groups"].items():
@@ -399,7 +400,7 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
                 cells.append(f"{o['jaccard']['mean']:.3f} ({o['ratio']:4.1f}x)")
             corr = (f"   {g['spearman']['mean']:8.3f}  {g['kendall']['mean']:7.3f}"
                     if which == "easy" else "")
-            lines.append(f"{name[:12]:<12} {g['pairs']:>5}  {which:<4} " +
+            lines.append(f"{name:<{width}} {g['pairs']:>5}  {which:<4} " +
                          "".join(f"{c:>14}" for c in cells) + corr)
     lines.append("")
     lines.append("shared by all runs (consistency): " + ", ".join(
