@@ -464,7 +464,8 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
             mean = np.array([o["jaccard"]["mean"] for o in rows])
             lo = np.array([o["jaccard"]["min"] for o in rows])
             hi = np.array([o["jaccard"]["max"] for o in rows])
-            ax.plot(ps * 100, mean, marker="o", label=f"{name} ({g['pairs']} pairs)")
+            ax.plot(ps * 100, mean, marker="o",
+                    label=f"{name} ({g['pairs']} pair{'s' if g['pairs'] > 1 else ''})")
             if g["pairs"] > 1:
                 ax.fill_between(ps * 100, lo, hi, alpha=0.2)
         grid = np.linspace(ps.min(), ps.max(), 100)
@@ -477,8 +478,8 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Jaccard index (mean over pairs; band: min-max)")
     axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"Are {result['score']} easy and hard sets shared? "
-                 f"({len(result['runs'])} runs, window {result['window'] or 'all'})")
+    fig.suptitle(f"Are the easy and hard sets shared? (score {result['score']}, "
+                 f"{len(result['runs'])} runs, window {result['window'] or 'all'})")
     fig.tight_layout()
     written.append(save("overlap.png", fig))
     return written
