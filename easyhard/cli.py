@@ -384,6 +384,16 @@ def _output_options(fn):
     return fn
 
 
+def echo_outputs(record: dict, table: str, out_dir: str, written: list[str], as_json: bool,
+                 quiet: bool) -> None:
+    """How an analysis command ends: its JSON record (--json), or its table and what it wrote."""
+    if as_json:
+        click.echo(json.dumps(record, indent=1, default=str))
+    elif not quiet:
+        click.echo(table)
+        click.echo(f"written: {os.path.abspath(out_dir)} ({', '.join(written)})")
+
+
 SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"
 
 

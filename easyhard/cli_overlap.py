@@ -1,12 +1,9 @@
 """`easyhard analyze overlap`: are easy and hard examples shared across runs? (easyhard.overlap)"""
 from __future__ import annotations
 
-import json
-import os
-
 import click
 
-from .cli import _output_options, analyze, config_options, make_config
+from .cli import _output_options, analyze, config_options, echo_outputs, make_config
 from .config import OverlapConfig
 
 
@@ -32,12 +29,8 @@ def overlap_cmd(inputs, out_dir, force, as_json, quiet, **settings):
                              ps=cfg.ps, tie_seed=cfg.tie_seed, kendall_max=cfg.kendall_max,
                              class_names=_class_names(list(inputs)))
     result = write_outputs(result, out_dir, force=force, inputs=list(inputs))
-    if as_json:
-        click.echo(json.dumps(result, indent=1))
-    elif not quiet:
-        click.echo(format_table(result))
-        click.echo(f"written: {os.path.abspath(out_dir)} (overlap.json, overlap.txt, "
-                   f"{', '.join(result['figures'])})")
+    echo_outputs(result, format_table(result), out_dir,
+                 ["overlap.json", "overlap.txt", *result["figures"]], as_json, quiet)
 
 
 def _class_names(inputs: list[str]) -> list[str] | None:

@@ -9,13 +9,13 @@ where the output goes) runs before any image is read or anything is written.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
-from .cli import _load_dataset, _output_options, analyze, config_options, make_config
+from .cli import (_load_dataset, _output_options, analyze, config_options, echo_outputs,
+                  make_config)
 from .config import SimilarityConfig
 
 
@@ -82,10 +82,6 @@ def similarity_cmd(scores, out_dir, force, as_json, quiet, **settings):
     result.record["window"] = cfg.window
     result.record["scoring_runs"] = [os.path.abspath(r) for r in source.runs]
     record = write_outputs(result, out_dir, force)
-    if as_json:
-        click.echo(json.dumps(record, indent=1))
-    elif not quiet:
-        click.echo(format_table(record))
-        click.echo(f"written: {os.path.abspath(out_dir)} ({MANIFEST}, "
-                   f"{', '.join(record['figures'])})")
+    echo_outputs(record, format_table(record), out_dir, [MANIFEST, *record["figures"]], as_json,
+                 quiet)
     sys.stdout.flush()
