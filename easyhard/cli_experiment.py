@@ -11,7 +11,7 @@ import json
 import click
 
 from .cli import NON_CONFIG_OPTIONS, config_options, experiment, make_config
-from .config import RemovalConfig
+from .config import CompressionConfig, RemovalConfig
 from .experiment import HIDDEN_FIELDS
 
 
@@ -41,6 +41,45 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, **settings):
 
     cfg = make_config(RemovalConfig, settings)
     summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json)
+    if as_json:
+        summary.pop("summary")
+        click.echo(json.dumps(summary, indent=1))
+    elif not quiet:
+        click.echo("")
+        click.echo(summary["summary"])
+        click.echo(f"written: {', '.join(summary['files'].values())}")
+
+
+@experiment.command("compression")
+@click.argument("score_files", nargs=-1, metavar="[LABEL=]SCORES...")
+@config_options(CompressionConfig, skip=HIDDEN_FIELDS)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="The experiment's folder (a removal experiment's folder shares its "
+              "trainings); the same command again continues it.")
+@click.option("--force", is_flag=True, help="Start afresh: replace an earlier compression "
+              "experiment in --out (never anything else; a removal experiment there stays).")
+@click.option("--quiet", is_flag=True, help="No progress lines and no table.")
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+def compression_cmd(score_files, out_dir, force, quiet, as_json, **settings):
+    """Keep a fraction of the training set by easiness (or another ranking) and train on it.
+
+    Trains every (kept fraction, strategy, ranking, seed) and the full data as the reference,
+    and weighs accuracy against cost: each ranking's scoring time (from its runs' metrics) plus
+    the subset's training time. SCORES are score files (a run's scores.npz or a merged.npz),
+    each optionally labelled LABEL=FILE; --window 1,2 ranks by their first epochs too (cheaper
+    scoring); --external NAME=FILE.npy adds published scores. A --arch other than the scoring
+    runs' measures transfer. Writes compression-results.jsonl, compression-summary.md,
+    compression.png and compression-cost.png into --out.
+
+    \b
+    Example:
+        easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
+            --dataset fashion-mnist --arch convnet --keep 0.5,0.7 --seeds 3 --out runs/removal
+    """
+    from .compression import run_compression
+
+    cfg = make_config(CompressionConfig, settings)
+    summary = run_compression(cfg, score_files, out_dir, force=force, quiet=quiet or as_json)
     if as_json:
         summary.pop("summary")
         click.echo(json.dumps(summary, indent=1))

@@ -378,12 +378,16 @@ class StudyConfig(ScoreConfig):
     """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
     runs differ only in seed."""
 
+    archs: tuple[str, ...] = field(default=("resnet8", "convnet"), metadata=param(
+        "Architecture; repeat for several (see `easyhard models`). The first also runs with the "
+        "next seed(s). Default: a residual and a plain network cheap enough for a 2-core CPU.",
+        flag="--arch", multiple=True))
     seed_runs: int = field(default=1, metadata=param(
         "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))
 
 
 # ---------------------------------------------------------------------------- experiments
-from .experiment import BUDGETS, REMOVAL_ORDERS  # noqa: E402  (no torch: names only)
+from .experiment import BUDGETS, COMPRESSION_STRATEGIES, REMOVAL_ORDERS  # noqa: E402  (names only)
 
 
 def _comma_list(name: str, text: str) -> list[str]:
@@ -396,12 +400,15 @@ def _comma_list(name: str, text: str) -> list[str]:
 
 
 @dataclass
-class RemovalConfig(ScoreConfig):
-    """The removal experiment (easyhard.experiment): the scoring engine's training recipe with
-    one architecture, what to remove (orders, fractions, ranking scores), the seeds, and the
-    budget. The list settings are comma-separated on the command line ("0.1,0.3") and lists or
-    strings in a --config file. The hidden fields of ScoreConfig (archs, runs, clean_every,
-    clean_steps) are not settings of an experiment."""
+class ExperimentConfig(ScoreConfig):
+    """What the experiments on subsets share (easyhard.experiment): the scoring engine's training
+    recipe with one architecture, the ranking scores, the seeds, the budget. The list settings
+    are comma-separated on the command line ("0.1,0.3") and lists or strings in a --config file.
+    The hidden fields of ScoreConfig (archs, runs, clean_every, clean_steps) are not settings of
+    an experiment."""
+
+    KIND = "experiment"
+    LISTS = ("score", "budget")  # comma-separated list settings (class attributes, not fields)
 
     epochs: int = field(default=2, metadata=param(
         "Training epochs on the full data (the reference); the epochs budget gives every subset "
@@ -412,15 +419,10 @@ class RemovalConfig(ScoreConfig):
         min=1, type=int))
     arch: str = field(default="convnet", metadata=param(
         "Architecture, one per experiment (see `easyhard models`)."))
-    fractions: str = field(default="0.1,0.3,0.5,0.7,0.9", metadata=param(
-        "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); the "
-        "full data is always trained too, as the reference."))
-    orders: str = field(default=",".join(REMOVAL_ORDERS), metadata=param(
-        "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."))
     seeds: int = field(default=3, metadata=param(
         "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1))
     balanced: bool = field(default=False, metadata=param(
-        "Remove the same fraction of every class, or rank all examples together.",
+        "Choose the same fraction of every class, or rank all examples together.",
         flag="--balanced/--global"))
     score: str = field(default="easiness", metadata=param(
         "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
@@ -429,16 +431,60 @@ class RemovalConfig(ScoreConfig):
         "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
         "for smaller ones) or steps (the full data's optimizer steps for every subset)."))
     selection_seed: int = field(default=0, metadata=param(
-        "Ties of the ranking score are broken by a permutation from this seed; random removal "
-        "for training seed k draws with selection_seed + k."))
+        "Ties of the ranking score are broken by a permutation from this seed; random (and "
+        "stratified) selection for training seed k draws with selection_seed + k."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("fractions", "orders", "score", "budget"):  # a TOML list -> "a,b"
+        for name in self.LISTS:  # a TOML list -> "a,b"
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, ",".join(str(v) for v in value))
         self.archs = (self.arch,)
+
+    def _choices(self, name: str, allowed: Sequence[str]) -> list[str]:
+        items = list(dict.fromkeys(_comma_list(name, getattr(self, name))))
+        bad = [i for i in items if i not in allowed]
+        if bad:
+            raise ConfigError(f"`{name}` must be among {', '.join(allowed)}, got {bad[0]!r}")
+        return items
+
+    def score_list(self) -> list[str]:
+        return self._choices("score", RANKING_SCORES)
+
+    def budget_list(self) -> list[str]:
+        return [b for b in BUDGETS if b in self._choices("budget", BUDGETS)]
+
+    def _validate_recipe(self) -> None:
+        self.archs = (self.arch,)
+        window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
+        try:                                     # here it counts the score file's epochs
+            super().validate()
+        finally:
+            self.window = window
+        for name in ("clean_every", "clean_steps"):
+            if getattr(self, name):
+                raise ConfigError(f"`{name}` is not a setting of the {self.KIND} experiment (its "
+                                  "trainings record no clean view)")
+        if self.runs != 1:
+            raise ConfigError(f"`runs` is not a setting of the {self.KIND} experiment: give "
+                              "`seeds`")
+        self.score = ",".join(self.score_list())
+        self.budget = ",".join(self.budget_list())
+
+
+@dataclass
+class RemovalConfig(ExperimentConfig):
+    """The removal experiment: what to remove (orders, fractions), on top of ExperimentConfig."""
+
+    KIND = "removal"
+    LISTS = ("fractions", "orders", "score", "budget")
+
+    fractions: str = field(default="0.1,0.3,0.5,0.7,0.9", metadata=param(
+        "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); the "
+        "full data is always trained too, as the reference."))
+    orders: str = field(default=",".join(REMOVAL_ORDERS), metadata=param(
+        "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."))
 
     def fraction_list(self) -> list[float]:
         """The fractions to remove, ascending, without duplicates (0, the reference, dropped)."""
@@ -459,38 +505,113 @@ class RemovalConfig(ScoreConfig):
                               "0.1,0.3,0.5")
         return sorted(out)
 
-    def _choices(self, name: str, allowed: Sequence[str]) -> list[str]:
-        items = list(dict.fromkeys(_comma_list(name, getattr(self, name))))
-        bad = [i for i in items if i not in allowed]
-        if bad:
-            raise ConfigError(f"`{name}` must be among {', '.join(allowed)}, got {bad[0]!r}")
-        return items
-
     def order_list(self) -> list[str]:
         return [o for o in REMOVAL_ORDERS if o in self._choices("orders", REMOVAL_ORDERS)]
 
-    def score_list(self) -> list[str]:
-        return self._choices("score", RANKING_SCORES)
-
-    def budget_list(self) -> list[str]:
-        return [b for b in BUDGETS if b in self._choices("budget", BUDGETS)]
-
     def validate(self) -> None:
-        self.archs = (self.arch,)
-        window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
-        try:                                     # here it counts the score file's epochs
-            super().validate()
-        finally:
-            self.window = window
-        check_value(next(f for f in dataclasses.fields(self) if f.name == "window"), window)
-        for name in ("clean_every", "clean_steps"):
-            if getattr(self, name):
-                raise ConfigError(f"`{name}` is not a setting of the removal experiment (its "
-                                  "trainings record no clean view)")
-        if self.runs != 1:
-            raise ConfigError("`runs` is not a setting of the removal experiment: give `seeds`")
+        self._validate_recipe()
+        check_value(next(f for f in dataclasses.fields(self) if f.name == "window"), self.window)
         # the lists in one spelling ("0.3,0.5"), however they were given
         self.fractions = ",".join(f"{f:g}" for f in self.fraction_list())
         self.orders = ",".join(self.order_list())
-        self.score = ",".join(self.score_list())
-        self.budget = ",".join(self.budget_list())
+
+
+def _fraction_items(name: str, text: str) -> list[float]:
+    out = set()
+    for item in _comma_list(name, text):
+        try:
+            v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
+        except ValueError:
+            raise ConfigError(f"`{name}` must be numbers such as 0.3 or 30%, got {item!r}") \
+                from None
+        if not 0 < v < 1:
+            raise ConfigError(f"`{name}` must lie in (0, 1), got {item}")
+        out.add(round(v, 10))
+    return sorted(out)
+
+
+@dataclass
+class CompressionConfig(ExperimentConfig):
+    """The compression experiment: which fractions to keep, by which selection strategies, ranked
+    by which scores (of the score files, counted over which windows, or external arrays), on top
+    of ExperimentConfig."""
+
+    KIND = "compression"
+    LISTS = ("keep", "strategies", "score", "budget", "window")
+
+    window: str | None = field(default=None, metadata=param(
+        "Early epochs of the score files counted by the ranking scores, comma-separated (e.g. "
+        "1,2: each a ranking of its own, with its own scoring cost; default: all recorded).",
+        type=str))
+    keep: str = field(default="0.3,0.5,0.7", metadata=param(
+        "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "
+        "full data is always trained too, as the reference."))
+    strategies: str = field(default=",".join(COMPRESSION_STRATEGIES), metadata=param(
+        "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
+        "compression), easiest, random, stratified (coverage-centric: equal-width score bins)."))
+    cut_hardest: float = field(default=0.0, metadata=param(
+        "The hardest and stratified strategies first drop this fraction of the very hardest "
+        "examples (likely mislabelled), as coverage-centric selection does.", min=0, max=1,
+        max_open=True))
+    external: tuple[str, ...] = field(default=(), metadata=param(
+        "An external score array as NAME=FILE (.npy, float [N] in dataset order, or .npz with "
+        "`scores` and optionally `labels`, checked): higher = easier, like easiness and "
+        "C-scores; NAME:harder=FILE for higher = harder. Repeatable.", multiple=True))
+
+    def keep_list(self) -> list[float]:
+        return _fraction_items("keep", self.keep)
+
+    def strategy_list(self) -> list[str]:
+        return [s for s in COMPRESSION_STRATEGIES
+                if s in self._choices("strategies", COMPRESSION_STRATEGIES)]
+
+    def window_list(self) -> list[int | None]:
+        """The windows (None: all recorded epochs), in the given order, without duplicates."""
+        if self.window is None or str(self.window).strip().lower() in ("", "all", "none"):
+            return [None]
+        out: list[int | None] = []
+        for item in _comma_list("window", str(self.window)):
+            if item.lower() == "all":
+                value = None
+            else:
+                try:
+                    value = int(item)
+                except ValueError:
+                    raise ConfigError(f"`window` must be epoch counts such as 1,2 (or all), got "
+                                      f"{item!r}") from None
+                if value < 1:
+                    raise ConfigError(f"`window` must count at least 1 epoch, got {value}")
+            if value not in out:
+                out.append(value)
+        return out
+
+    def external_items(self) -> list[tuple[str, str, str]]:
+        """(name, direction, path) of every --external NAME[:harder]=FILE."""
+        out, seen = [], set()
+        for item in self.external:
+            name, sep, path = str(item).partition("=")
+            name, _, how = name.strip().partition(":")
+            if not sep or not name or not path.strip():
+                raise ConfigError(f"`external` takes NAME=FILE (or NAME:harder=FILE), got {item!r}")
+            if how not in ("", "easier", "harder"):
+                raise ConfigError(f"`external` {item!r}: after the name comes :easier or :harder "
+                                  f"(which way the array points), not :{how}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ConfigError(f"`external` name {name!r}: use letters, digits, _ . -")
+            if name in seen or name in RANKING_SCORES:
+                raise ConfigError(f"`external` name {name!r} is taken: give every external score "
+                                  "a name of its own, not a built-in score's")
+            seen.add(name)
+            out.append((name, "higher_harder" if how == "harder" else "higher_easier",
+                        path.strip()))
+        return out
+
+    def validate(self) -> None:
+        self._validate_recipe()
+        self.window_list()
+        self.external_items()
+        self.keep = ",".join(f"{f:g}" for f in self.keep_list())
+        self.strategies = ",".join(self.strategy_list())
+        windows = self.window_list()
+        self.window = None if windows == [None] else ",".join(
+            "all" if w is None else str(w) for w in windows)

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .config import RemovalConfig
 
 REMOVAL_ORDERS = ("easiest", "hardest", "random")  # what a removal cell removes
+COMPRESSION_STRATEGIES = ("hardest", "easiest", "random", "stratified")  # = select.STRATEGIES
 BUDGETS = ("epochs", "steps")
 REFERENCE = "none"  # the order of the full-data reference (fraction 0)
 
@@ -70,8 +71,16 @@ FORMAT, MANIFEST = "easyhard.experiment", "experiment.json"
 CONFIG_FILE, RESULTS, SUMMARY, FIGURE = ("removal-config.toml", "results.jsonl", "summary.md",
                                          "removal.png")
 CELLS, CELL_RESULT = "cells", "result.json"
+#: The experiments one folder can hold; they share its cells (dropping the easiest 30% is keeping
+#: the hardest 70%: one training).
+KINDS = ("removal", "compression")
+#: What each experiment writes at the top of its folder (besides the shared manifest).
+KIND_FILES = {"removal": (CONFIG_FILE, RESULTS, SUMMARY, FIGURE),
+              "compression": ("compression-config.toml", "compression-results.jsonl",
+                              "compression-summary.md", "compression.png",
+                              "compression-cost.png")}
 #: Everything an experiment writes at the top of its folder, and in a cell folder.
-TOP_FILES = (MANIFEST, CONFIG_FILE, RESULTS, SUMMARY, FIGURE)
+TOP_FILES = (MANIFEST,) + tuple(f for k in KINDS for f in KIND_FILES[k])
 CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", CELL_RESULT)
 #: Settings a continued experiment may change (they add cells); every other setting is part of
 #: the experiment's identity, and so is the content of the score file.
@@ -144,34 +153,47 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half}
 
 
-def summarize(rows: Sequence[dict]) -> list[dict]:
-    """One entry per (score, budget, fraction, order) of results rows: test accuracy over seeds
-    (n, mean, std) and the paired differences (same seed) to the full data (`vs_full`) and to
-    random removal at the same fraction (`vs_random`, easiest and hardest only), each a
-    t_interval of the differences."""
+def paired_summary(rows: Sequence[dict], group: Sequence[str], order_field: str,
+                   reference: str, baseline: str, sort_key: Callable[[tuple], Any]) -> list[dict]:
+    """One entry per `group` key of results rows (the last field, `order_field`, is what was
+    done): test accuracy over seeds (n, mean, std) and the paired differences (same seed) to the
+    full data (`vs_full`: the same key with `reference` in `order_field`, and fraction 0) and to
+    the `baseline` (`vs_random`: the same key with `baseline` in `order_field`), each a t_interval
+    of the differences."""
     groups: dict[tuple, dict[int, float]] = {}
+    kept: dict[tuple, set] = {}
     for r in rows:
-        key = (r["score"], r["budget"], r["fraction"], r["order"])
+        key = tuple(r[f] for f in group)
         groups.setdefault(key, {})[r["seed"]] = r["test_acc"]
+        kept.setdefault(key, set()).add(r["kept"])
+    where = list(group).index(order_field)
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], BUDGETS.index(k[1]), k[2], ORDER_RANK[k[3]])):
-        score, budget, fraction, order = key
+    for key in sorted(groups, key=sort_key):
         accs = groups[key]
-        entry = {"score": score, "budget": budget, "fraction": fraction, "order": order,
-                 "seeds": sorted(accs), **{f"acc_{k}": v for k, v in
-                                           t_interval(list(accs.values())).items()}}
-        kept = [r["kept"] for r in rows if (r["score"], r["budget"], r["fraction"],
-                                            r["order"]) == key]
-        entry["kept"] = kept[0] if len(set(kept)) == 1 else None  # random, balanced: one size
-        for name, other in (("vs_full", (score, budget, 0.0, REFERENCE)),
-                            ("vs_random", (score, budget, fraction, "random"))):
-            if order == REFERENCE or (name == "vs_random" and order == "random"):
+        entry = {**dict(zip(group, key)), "seeds": sorted(accs),
+                 **{f"acc_{k}": v for k, v in t_interval(list(accs.values())).items()}}
+        entry["kept"] = next(iter(kept[key])) if len(kept[key]) == 1 else None
+        order = key[where]
+        refs = [k for k in groups if k[where] == reference
+                and all(k[i] == key[i] for i in range(len(key)) if i != where and group[i]
+                        not in ("fraction", "keep"))]
+        for name, other in (("vs_full", refs[0] if refs else None),
+                            ("vs_random", key[:where] + (baseline,) + key[where + 1:])):
+            if order == reference or (name == "vs_random" and order == baseline):
                 continue
             base = groups.get(other, {})
-            diffs = [accs[s] - base[s] for s in sorted(accs) if s in base]
-            entry[name] = t_interval(diffs)
+            entry[name] = t_interval([accs[s] - base[s] for s in sorted(accs) if s in base])
         out.append(entry)
     return out
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """One entry per (score, budget, fraction, order) of removal results rows: test accuracy over
+    seeds (n, mean, std) and the paired differences (same seed) to the full data (`vs_full`) and
+    to random removal at the same fraction (`vs_random`, easiest and hardest only), each a
+    t_interval of the differences."""
+    return paired_summary(rows, ("score", "budget", "fraction", "order"), "order", REFERENCE,
+                          "random", lambda k: (k[0], BUDGETS.index(k[1]), k[2], ORDER_RANK[k[3]]))
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -271,7 +293,6 @@ def plan(cfg: "RemovalConfig", table, fingerprint: str) -> tuple[list[tuple[Requ
     training order: seed by seed, the reference first, so that a stopped run already holds whole
     curves."""
     from .scores import excluded
-    from .train import run_identity
 
     alive = ~excluded(table)
     n = int(alive.sum())
@@ -294,32 +315,48 @@ def plan(cfg: "RemovalConfig", table, fingerprint: str) -> tuple[list[tuple[Requ
                         key = (score, order, fraction)
                     if key not in subsets:
                         if order == REFERENCE:
-                            idx = np.flatnonzero(alive).astype(np.int64)
-                            info = {"kept": n, "removed": 0, "kept_per_class": np.bincount(
-                                table.labels[alive], minlength=table.num_classes).tolist(),
-                                "strategy": None, "tie_seed": None, "random_seed": None}
-                            subsets[key] = (idx, info)
+                            subsets[key] = reference_subset(alive, table.labels,
+                                                            table.num_classes)
                         else:
                             subsets[key] = removal_subset(
                                 table, alive, score, order, fraction, cfg.balanced,
                                 cfg.selection_seed + k, cfg.selection_seed)
                     idx, info = subsets[key]
-                    spe = math.ceil(len(idx) / B)
-                    natural = cfg.epochs * spe
-                    # a step budget equal to the recipe's own steps is the same training
-                    max_steps = None if budget == "epochs" or natural == full_steps else full_steps
-                    identity = run_identity(run_cfg, cfg.arch, k, fingerprint, subset=idx,
-                                            max_steps=max_steps)
-                    cid = _digest(identity)[:16]
-                    if cid not in cells:
-                        steps = natural if max_steps is None else max_steps
-                        cells[cid] = Cell(cid, identity, k, idx, max_steps, steps,
-                                          math.ceil(steps / spe), info)
                     req = Request(score, budget, fraction, order, k)
-                    cells[cid].requests.append(req)
+                    cid = add_cell(cells, run_cfg, cfg.arch, k, fingerprint, idx, info, budget,
+                                   full_steps, req)
                     requests.append((req, cid))
     requests.sort(key=lambda rc: rc[0].sort_key())
     return requests, cells
+
+
+def reference_subset(alive: np.ndarray, labels: np.ndarray, num_classes: int):
+    """(indices, info) of the full data: every example that takes part."""
+    return np.flatnonzero(alive).astype(np.int64), {
+        "kept": int(alive.sum()), "removed": 0, "kept_per_class": np.bincount(
+            labels[alive], minlength=num_classes).tolist(),
+        "strategy": None, "tie_seed": None, "random_seed": None}
+
+
+def add_cell(cells: dict[str, "Cell"], run_cfg, arch: str, k: int, fingerprint: str,
+             idx: np.ndarray, info: dict, budget: str, full_steps: int, request: Any) -> str:
+    """The id of the cell that trains `idx` with seed index k under `budget` (created in
+    `cells` when new), with `request` added to it. The id is a digest of the training's identity
+    (train.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
+    else, so any experiment that asks for the same training gets the same cell."""
+    from .train import run_identity
+
+    spe = math.ceil(len(idx) / run_cfg.batch_size)
+    natural = run_cfg.epochs * spe
+    # a step budget equal to the recipe's own steps is the same training
+    max_steps = None if budget == "epochs" or natural == full_steps else full_steps
+    identity = run_identity(run_cfg, arch, k, fingerprint, subset=idx, max_steps=max_steps)
+    cid = _digest(identity)[:16]
+    if cid not in cells:
+        steps = natural if max_steps is None else max_steps
+        cells[cid] = Cell(cid, identity, k, idx, max_steps, steps, math.ceil(steps / spe), info)
+    cells[cid].requests.append(request)
+    return cid
 
 
 def describe(req: Request) -> str:
@@ -399,11 +436,38 @@ def _remove_stale_temps(out: str) -> None:
                         os.unlink(os.path.join(folder, name))
 
 
-def prepare_output(out: str, identity: dict, force: bool) -> str:
-    """May the experiment go to `out`? "new" (absent or empty), "continued" (an earlier removal
-    experiment of the same identity: the same recipe, dataset and score file) or "replaced" (an
-    earlier easyhard experiment, deleted, with `force`). Refuses anything else, before any
-    change."""
+def experiments_of(record: dict | None) -> dict[str, dict]:
+    """The experiments an experiment.json records, by kind (format 1 held one, at the top)."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return {}
+    exps = record.get("experiments")
+    if isinstance(exps, dict):
+        return {k: v for k, v in exps.items() if k in KINDS and isinstance(v, dict)}
+    kind = record.get("experiment")
+    if kind not in KINDS:
+        return {}
+    return {kind: {k: v for k, v in record.items()
+                   if k not in ("format", "format_version", "entries", "file_count")}}
+
+
+def write_manifest(out: str, kind: str, entry: dict) -> None:
+    """experiment.json with `entry` as the record of the `kind` experiment, the records of the
+    other experiments in the folder kept (they share its cells)."""
+    exps = experiments_of(_read_manifest(out))
+    exps[kind] = entry
+    seal_output(out, MANIFEST, {"format": FORMAT, "format_version": 2,
+                                "experiments": {k: exps[k] for k in KINDS if k in exps}})
+
+
+def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
+                   sources: dict[str, str] | None = None) -> str:
+    """May the `kind` experiment go to `out`? "new" (absent or empty), "continued" (an earlier
+    `kind` experiment of the same identity: the same recipe, dataset and scores), "joined" (the
+    folder holds the other kind of experiment: cells are shared) or "replaced" (an earlier
+    easyhard experiment, deleted, with `force`; when the folder also holds the other kind, only
+    this kind's files go, the cells stay). `sources`: label -> sha256 of the score files; a
+    continued experiment may add labels, never change the content of one. Refuses anything
+    else, before any change."""
     from .train import identity_differences
 
     if not os.path.lexists(out):
@@ -416,7 +480,18 @@ def prepare_output(out: str, identity: dict, force: bool) -> str:
             os.unlink(os.path.join(out, n))
         return "new"
     record = _read_manifest(out)
+    exps = experiments_of(record)
     if force:
+        if any(k != kind for k in exps):  # keep the other experiment and the shared cells
+            other = _only_own_files(out)
+            if other:
+                raise OutputExistsError(f"{out} holds {other}, which easyhard did not write; "
+                                        "`force=True` does not delete it: move it or choose "
+                                        "another folder")
+            for name in KIND_FILES[kind]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(out, name))
+            return "replaced"
         try:
             check_replaceable(out, MANIFEST, FORMAT, True)
         except OutputExistsError:
@@ -431,18 +506,23 @@ def prepare_output(out: str, identity: dict, force: bool) -> str:
                                     "folder")
         _remove_experiment(out)
         return "replaced"
-    if record is None or record.get("format") != FORMAT:
+    if record is None or record.get("format") != FORMAT or not exps:
         raise OutputExistsError(f"{out} is not empty and holds no easyhard experiment "
                                 f"({MANIFEST}): choose another `out`")
-    if record.get("experiment") != "removal":
-        raise OutputExistsError(f"{out} holds a {record.get('experiment')} experiment, not a "
-                                "removal experiment: choose another `out`")
-    diff = identity_differences(record.get("identity") or {}, identity)
+    if kind not in exps:
+        return "joined"
+    grid = "more seeds, fractions, orders, scores or budgets" if kind == "removal" else \
+        "more seeds, kept fractions, strategies, scores, windows, score files or budgets"
+    diff = identity_differences(exps[kind].get("identity") or {}, identity)
+    before = exps[kind].get("sources") or {}
+    diff += [f"the score file labelled {label!r} has other content (sha256 "
+             f"{before[label][:12]}... there, {sha[:12]}... now)"
+             for label, sha in (sources or {}).items() if label in before and before[label] != sha]
     if diff:
-        raise ValueError(f"{out} holds a removal experiment with other settings "
+        raise ValueError(f"{out} holds a {kind} experiment with other settings "
                          f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}): repeat its "
-                         "settings to continue it (more seeds, fractions, orders, scores or "
-                         "budgets add cells), or use a new `out`, or `force=True` to replace it")
+                         f"settings to continue it ({grid} add cells), or use a new `out`, or "
+                         "`force=True` to replace it")
     return "continued"
 
 
@@ -644,53 +724,114 @@ def _write_text(path: str, text: str) -> None:
 
 
 # ---------------------------------------------------------------------------- the run
+def load_data(cfg, kind: str):
+    """(device, train, test) for an experiment's trainings: one process, matplotlib present,
+    an in-memory dataset (index subsets) with a test split."""
+    from .datasets import ArrayDataset
+    from .train import Dist, load_datasets, resolve_device
+
+    cfg.validate()
+    if Dist.from_env().enabled:
+        raise ValueError(f"the {kind} experiment runs in one process: start it without torchrun")
+    device = resolve_device(cfg.device)
+    try:
+        import matplotlib  # noqa: F401  (the figure is drawn at the end: fail before training)
+    except ImportError as e:
+        raise ImportError(f"the {kind} experiment draws its figures with matplotlib: "
+                          "pip install matplotlib") from e
+    train, test = load_datasets(cfg, quiet=True)
+    if not isinstance(train, ArrayDataset):
+        raise ValueError(f"the {kind} experiment trains on index subsets, which only in-memory "
+                         f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
+                         f"not {cfg.dataset}")
+    if test is None:
+        raise ValueError(f"{cfg.dataset} has no test split: the {kind} experiment measures test "
+                         "accuracy")
+    return device, train, test
+
+
+def load_score_table(path: str, window: int | None, train, dataset: str):
+    """The scores of `path` counted over `window`, checked to belong to `train` (fingerprint,
+    labels of the examples presented)."""
+    from .scores import excluded, load_scores
+
+    table = load_scores(path, window)
+    if table.fingerprint != train.fingerprint:
+        raise ValueError(f"{path} was scored on dataset fingerprint {table.fingerprint!r}, "
+                         f"but {dataset} has fingerprint {train.fingerprint!r}: the scores belong "
+                         "to other data")
+    alive = ~excluded(table)
+    if len(table.labels) != len(train) or not np.array_equal(table.labels[alive],
+                                                             train.labels[alive]):
+        raise ValueError(f"{path} and {dataset} disagree on the examples or their labels")
+    if not alive.any():
+        raise ValueError(f"{path}: no example was presented during scoring")
+    return table
+
+
+def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, say,
+                describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
+    """Train the cells of `todo` one after the other in OUT/cells/<id>/ (a half-finished one
+    continues from its checkpoint), write each one's result.json and call done(cell, result)."""
+    from .train import score_run
+
+    for i, cell in enumerate(todo):
+        cell_dir = os.path.join(out, CELLS, cell.id)
+        resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
+        budget = ("epochs budget" if cell.max_steps is None and
+                  getattr(cell.requests[0], "budget", "epochs") == "epochs"
+                  else f"steps budget: {cell.steps} steps")
+        say(f"[{i + 1}/{len(todo)}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
+            f"{cell.id}"
+            f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
+            f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
+            f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
+        score_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
+                  subset=cell.subset, max_steps=cell.max_steps, run_dir=cell_dir,
+                  evaluate_every_epoch=False, save_scores=False)
+        outcome = _cell_outcome(cell_dir, cell)
+        with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
+            json.dump(outcome, f, indent=1)
+        with contextlib.suppress(FileNotFoundError):  # finished: nothing to resume
+            os.unlink(os.path.join(cell_dir, "checkpoint.pt"))
+        say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
+            f"{outcome['images_per_s']:.0f} images/s); {len(todo) - i - 1} cell(s) left")
+        done(cell, outcome)
+
+
+def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
+    """The results of the cells that finished earlier (any experiment in `out` may have
+    trained them)."""
+    results = {}
+    for cid, cell in cells.items():
+        found = read_cell_result(os.path.join(out, CELLS, cid), cell)
+        if found is not None:
+            results[cid] = found
+    return results
+
+
 def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool = False,
                 quiet: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Run (or continue) the removal experiment of `cfg` ranked by `score_file` in `out`;
     returns a summary (rows, statistics, counts). Everything that can be checked is checked
     before anything is written: the configuration, the device, the dataset (in-memory only for
     now), the score file (same data: fingerprint and labels; the scores asked for), the selections,
-    where the output goes (not overlapping an input; empty, the same experiment to continue, or
-    with `force` an earlier easyhard experiment to replace)."""
+    where the output goes (not overlapping an input; empty, the same experiment to continue, the
+    other kind of experiment to join, or with `force` an earlier easyhard experiment to
+    replace)."""
     from . import __version__
-    from .datasets import ArrayDataset
-    from .scores import excluded, load_scores
-    from .train import Dist, input_paths, load_datasets, resolve_device, score_run
+    from .scores import excluded
+    from .train import input_paths
 
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
-    cfg.validate()
-    if Dist.from_env().enabled:
-        raise ValueError("the removal experiment runs in one process: start it without torchrun")
-    device = resolve_device(cfg.device)
-    try:
-        import matplotlib  # noqa: F401  (the figure is drawn at the end: fail before training)
-    except ImportError as e:
-        raise ImportError("the removal experiment draws its figure with matplotlib: "
-                          "pip install matplotlib") from e
-    train, test = load_datasets(cfg, quiet=True)
-    if not isinstance(train, ArrayDataset):
-        raise ValueError(f"the removal experiment trains on index subsets, which only in-memory "
-                         f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
-                         f"not {cfg.dataset}")
-    if test is None:
-        raise ValueError(f"{cfg.dataset} has no test split: the removal experiment measures test "
-                         "accuracy")
+    device, train, test = load_data(cfg, "removal")
     check_disjoint(out, {"score file": score_file, **input_paths(cfg, train)})
-    table = load_scores(score_file, cfg.window)
-    if table.fingerprint != train.fingerprint:
-        raise ValueError(f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}, "
-                         f"but {cfg.dataset} has fingerprint {train.fingerprint!r}: the scores "
-                         "belong to other data")
+    table = load_score_table(score_file, cfg.window, train, cfg.dataset)
     alive = ~excluded(table)
-    if len(table.labels) != len(train) or not np.array_equal(table.labels[alive],
-                                                             train.labels[alive]):
-        raise ValueError(f"{score_file} and {cfg.dataset} disagree on the examples or their labels")
     missing = [s for s in cfg.score_list() if s not in table.scores]
     if missing:
         raise ValueError(f"{score_file} holds no {missing[0]!r} score (it has "
                          f"{', '.join(sorted(table.scores))}): choose another `score`")
-    if not alive.any():
-        raise ValueError(f"{score_file}: no example was presented during scoring")
     requests, cells = plan(cfg, table, train.fingerprint)
     identity = experiment_identity(cfg, train.fingerprint, file_sha256(score_file))
     state = prepare_output(out, identity, force)
@@ -704,8 +845,7 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     grid = {name: getattr(cfg, name) for name in GRID_FIELDS}
 
     def manifest(finished: bool, done: int) -> None:
-        seal_output(out, MANIFEST, {
-            "format": FORMAT, "format_version": 1, "experiment": "removal",
+        write_manifest(out, "removal", {
             "finished": finished, "identity": identity, "grid": grid,
             "config": dataclasses.asdict(cfg), **context,
             "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
@@ -713,11 +853,7 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
 
     os.makedirs(out, exist_ok=True)
     _remove_stale_temps(out)
-    results: dict[str, dict] = {}
-    for cid, cell in cells.items():
-        found = read_cell_result(os.path.join(out, CELLS, cid), cell)
-        if found is not None:
-            results[cid] = found
+    results = finished_cells(out, cells)
     manifest(False, len(results))  # first: marks the folder as an experiment's
     from .config import to_toml
 
@@ -736,30 +872,14 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
         + f"; budget(s): {', '.join(cfg.budget_list())}"
         + (f" (steps: {full_steps} optimizer steps for every subset)"
            if "steps" in cfg.budget_list() else ""))
-    run_cfg = training_config(cfg)
-    for i, cell in enumerate(todo):
-        req = cell.requests[0]
-        cell_dir = os.path.join(out, CELLS, cell.id)
-        resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
-        budget = ("epochs budget" if cell.max_steps is None and req.budget == "epochs" else
-                  f"steps budget: {cell.steps} steps")
-        say(f"[{i + 1}/{len(todo)}] {describe(req)}, seed {cfg.seed + req.k} (cell {cell.id}"
-            f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
-            f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
-            f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
-        score_run(run_cfg, cfg.arch, cell.run, out, resume=True, quiet=True,
-                  datasets=(train, test), subset=cell.subset, max_steps=cell.max_steps,
-                  run_dir=cell_dir, evaluate_every_epoch=False, save_scores=False)
-        outcome = _cell_outcome(cell_dir, cell)
-        with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
-            json.dump(outcome, f, indent=1)
-        with contextlib.suppress(FileNotFoundError):  # finished: nothing to resume
-            os.unlink(os.path.join(cell_dir, "checkpoint.pt"))
+
+    def done(cell: Cell, outcome: dict) -> None:
         results[cell.id] = outcome
-        say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
-            f"{outcome['images_per_s']:.0f} images/s); {len(todo) - i - 1} cell(s) left")
         _write_rows(out, result_rows(cfg, requests, results, n_excluded))
         manifest(False, len(results))
+
+    train_cells(todo, out, training_config(cfg), cfg.arch, (train, test), say,
+                lambda cell: describe(cell.requests[0]), done)
 
     rows = result_rows(cfg, requests, results, n_excluded)
     _write_rows(out, rows)
@@ -780,8 +900,8 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
                       for name in (RESULTS, SUMMARY, FIGURE)}}
 
 
-def _write_rows(out: str, rows: list[dict]) -> None:
-    with atomic_write(os.path.join(out, RESULTS), "w") as f:
+def _write_rows(out: str, rows: list[dict], name: str = RESULTS) -> None:
+    with atomic_write(os.path.join(out, name), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 

@@ -470,18 +470,23 @@ def _similarity_section(sec: Section, folders: list[str], figures: dict[str, byt
 
 
 def _experiment_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    from .experiment import KIND_FILES, experiments_of
+
     for n, folder in enumerate(folders):
-        record = _manifest(folder, "experiment.json") or {}
-        sec.text(f"{folder}: {record.get('experiment', 'experiment')}"
-                 f"{'' if record.get('finished', True) else ' (not finished: partial results)'}.")
-        summary = os.path.join(folder, "summary.md")
-        if os.path.isfile(summary):
-            with open(summary, encoding="utf-8") as f:
-                _markdown_tables(f.read(), sec)
-        for fig in _figures_of(folder):
-            with open(os.path.join(folder, fig), "rb") as f:
-                sec.figure(f"experiment{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
-                           figures)
+        for kind, record in experiments_of(_manifest(folder, "experiment.json")).items():
+            partial = "" if record.get("finished", True) else " (not finished: partial results)"
+            sec.text(f"{folder}: {kind} experiment{partial}.")
+            for name in KIND_FILES[kind]:
+                path = os.path.join(folder, name)
+                if not os.path.isfile(path):
+                    continue
+                if name.endswith(".md"):
+                    with open(path, encoding="utf-8") as f:
+                        _markdown_tables(f.read(), sec)
+                elif name.endswith(".png"):
+                    with open(path, "rb") as f:
+                        sec.figure(f"experiment{n}-{name}", f.read(),
+                                   f"{os.path.basename(folder)}/{name}", figures)
     return []
 
 

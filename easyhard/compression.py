@@ -1,0 +1,617 @@
+"""The compression experiment: can a dataset be compressed by easiness, and cheaply?
+
+    easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
+        --dataset fashion-mnist --arch resnet20 --keep 0.5,0.7 --seeds 3 --out runs/removal
+
+Keep a fraction of the training set, chosen by a strategy (``hardest``: drop the easiest, the
+paper's compression; ``easiest``; ``random``, the baseline; ``stratified``, coverage-centric
+selection over equal-width score bins) ranked by a *ranking*: a score (easiness,
+easiness_plain, forgetting, EL2N, margin, ...) of a score file counted over a window of its
+early epochs, or an external score array (``--external NAME=FILE.npy``, e.g. published
+C-scores). Train afresh on the subset (the removal harness: easyhard.experiment's cells, resume,
+index subsets, error bars) and measure test accuracy.
+
+Whether compression is worth it depends on what the scores cost, so the scoring cost is an axis:
+every ranking carries the time its scoring runs took for the epochs it counts (read from their
+metrics.jsonl: the sum over runs of the first `window` epochs' seconds), and every result records
+``scoring_seconds`` and ``training_seconds``; compression-cost.png plots test accuracy against
+their sum, with the full-data training as the reference point. Transfer is the `--arch` of the
+experiment differing from the scoring runs' (score with a small network, train the big one).
+
+Cells are the removal experiment's: keyed by the training's identity only, so in one --out the
+removal and the compression experiment share them (dropping the easiest 30% is keeping the
+hardest 70%; random keeps draw like random removal). The kept count is the removal's: keeping q
+of n examples keeps n - round((1 - q) n).
+
+Outputs in OUT (beside a removal experiment's, if any): ``compression-results.jsonl`` (one line
+per requested training: ROW_FIELDS), ``compression-summary.md``, ``compression.png`` (accuracy
+against kept fraction, a panel per ranking) and ``compression-cost.png``, the resolved
+``compression-config.toml``, and the compression record in ``experiment.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import textwrap
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .experiment import (BUDGETS, CELLS, COMPRESSION_STRATEGIES, KIND_FILES, REFERENCE, Cell,
+                         _interval, _pts, _remove_stale_temps, _torch_version, _write_rows,
+                         _write_text, add_cell, file_sha256, finished_cells, load_data,
+                         load_score_table, paired_summary, prepare_output, reference_subset,
+                         train_cells, training_config, write_manifest)
+from .io import check_disjoint
+
+if TYPE_CHECKING:
+    from .config import CompressionConfig
+
+CONFIG_FILE, RESULTS, SUMMARY, FIGURE, COST_FIGURE = KIND_FILES["compression"]
+#: Settings a continued compression experiment may change (they add cells); score files may be
+#: added too, never changed.
+GRID_FIELDS = ("keep", "strategies", "seeds", "score", "budget", "window", "external")
+HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
+ROW_FIELDS = ("ranking", "score", "source", "window", "budget", "keep", "strategy", "fraction",
+              "order", "seed", "test_acc", "train_acc", "epochs", "steps", "kept", "removed",
+              "excluded", "balanced", "arch", "cut_hardest", "scoring_arch", "scoring_runs",
+              "scoring_epochs", "scoring_seconds", "dataset", "selection_seed", "tie_seed", "cell",
+              "training_seconds", "total_seconds", "seconds", "images_per_s")
+TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
+STRATEGY_RANK = {REFERENCE: 0, **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES)}}
+#: The removal order that a strategy's subset equals (keeping the hardest = removing the easiest).
+AS_REMOVAL = {"hardest": "easiest", "easiest": "hardest", "random": "random",
+              "stratified": "stratified", REFERENCE: REFERENCE}
+
+
+# ---------------------------------------------------------------------------- rankings
+@dataclass
+class Ranking:
+    """One way of ranking the examples: a score of a score file over a window, or an external
+    array; with what it cost to compute."""
+
+    label: str  # unique: "easiness (convnet-run0, 1 epoch)", "cscore (external)"
+    score: str
+    source: str  # the score file's label, or the external name
+    window: int | None
+    hardness: np.ndarray  # float64 [N], larger = harder (scores.hardness)
+    cost: dict  # {"seconds", "runs", "arch", "epochs"}; seconds None when unknown
+
+
+def _metrics_seconds(run_file: str, epochs: int) -> float | None:
+    """Seconds of the first `epochs` epochs of the run that wrote `run_file` (its folder's
+    metrics.jsonl); None when they are not all recorded there."""
+    path = os.path.join(os.path.dirname(os.path.abspath(run_file)), "metrics.jsonl")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return None
+    seconds = {int(r["epoch"]): float(r["seconds"]) for r in rows
+               if isinstance(r, dict) and "epoch" in r and isinstance(r.get("seconds"),
+                                                                      (int, float))}
+    if not all(e in seconds for e in range(1, epochs + 1)):
+        return None
+    return sum(seconds[e] for e in range(1, epochs + 1))
+
+
+def scoring_cost(path: str, table, window: int | None) -> dict:
+    """What the scores of `path` counted over `window` cost: the scoring runs (one, or those a
+    merged file lists), their architectures, the epochs counted, and the sum over runs of those
+    epochs' training seconds (None when a run's metrics.jsonl does not record them)."""
+    meta = table.metadata or {}
+    runs = meta.get("runs")
+    if isinstance(runs, list) and runs:  # a merged file: its runs' own folders
+        files = [r.get("file") for r in runs if isinstance(r, dict)]
+        archs = [r.get("arch") for r in runs if isinstance(r, dict)]
+    else:
+        files, archs = [path], [meta.get("arch")]
+    if window is None:
+        window = meta.get("window") if isinstance(runs, list) and runs else None
+    if window is None:
+        first = runs[0] if isinstance(runs, list) and runs and isinstance(runs[0], dict) else meta
+        window = first.get("epochs_trained") or first.get("epochs") or 0
+    epochs = int(window)
+    parts = [_metrics_seconds(f, epochs) if f else None for f in files]
+    return {"seconds": None if any(p is None for p in parts) else round(sum(parts), 3),
+            "runs": len(files), "arch": ",".join(dict.fromkeys(str(a) for a in archs)),
+            "epochs": epochs}
+
+
+def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, path) of score files given as [LABEL=]FILE: the label defaults to the run
+    folder's name for a run's scores.npz and to the file's stem otherwise, made unique."""
+    out, seen = [], set()
+    for item in paths:
+        label, sep, path = str(item).partition("=")
+        if not sep or os.path.exists(item):
+            label, path = "", str(item)
+        if not label:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            label = (os.path.basename(os.path.dirname(os.path.abspath(path))) or stem) \
+                if stem == "scores" else stem
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"score file {path} does not exist (give [LABEL=]FILE)")
+        base, n = label, 2
+        while label in seen:
+            label, n = f"{base}#{n}", n + 1
+        seen.add(label)
+        out.append((label, path))
+    return out
+
+
+def load_external(name: str, direction: str, path: str, train) -> np.ndarray:
+    """An external score array as hardness (float64 [N], larger = harder), checked: one finite
+    value per training example, in dataset order (an .npz's `labels`, when given, must be the
+    dataset's; its `index`, when given, must be 0..N-1)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"external score {name!r}: {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"external score {name!r}: {path} is not a .npy or .npz array file "
+                         f"({e})") from e
+    labels = index = None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if "scores" not in loaded.files:
+                raise ValueError(f"external score {name!r}: {path} holds no array named "
+                                 f"'scores' (it has {', '.join(loaded.files) or 'nothing'})")
+            values = loaded["scores"]
+            labels = loaded["labels"] if "labels" in loaded.files else None
+            index = loaded["index"] if "index" in loaded.files else None
+    else:
+        values = loaded
+    n = len(train)
+    if values.ndim != 1 or values.shape[0] != n or values.dtype.kind not in "fiub":
+        raise ValueError(f"external score {name!r}: {path} must hold one number per training "
+                         f"example ({n}, in dataset order), got {values.dtype} {values.shape}")
+    values = values.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise ValueError(f"external score {name!r}: {path} has {len(bad)} non-finite values "
+                         f"(the first at dataset index {bad[0]}): every example needs a score")
+    if index is not None and not np.array_equal(np.asarray(index), np.arange(n)):
+        raise ValueError(f"external score {name!r}: {path}'s 'index' is not 0..{n - 1}: the "
+                         "scores must be in dataset order")
+    if labels is not None and not np.array_equal(np.asarray(labels).astype(np.int64),
+                                                  train.labels.astype(np.int64)):
+        raise ValueError(f"external score {name!r}: {path}'s 'labels' are not the dataset's "
+                         "labels in dataset order: the scores are in another order or of other "
+                         "data")
+    return values if direction == "higher_harder" else -values
+
+
+def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]], train
+                   ) -> tuple[list[Ranking], np.ndarray, dict[str, str]]:
+    """Every ranking of the grid, the examples that take part (presented in every scoring run),
+    and label -> sha256 of every input file."""
+    from .scores import excluded, hardness
+
+    rankings: list[Ranking] = []
+    alive = np.ones(len(train), dtype=bool)
+    shas: dict[str, str] = {}
+    for label, path in sources:
+        shas[label] = file_sha256(path)
+        for window in cfg.window_list():
+            table = load_score_table(path, window, train, cfg.dataset)
+            alive &= ~excluded(table)
+            missing = [s for s in cfg.score_list() if s not in table.scores]
+            if missing:
+                raise ValueError(f"{path} holds no {missing[0]!r} score (it has "
+                                 f"{', '.join(sorted(table.scores))}): choose another `score`")
+            cost = scoring_cost(path, table, window)
+            span = f"{cost['epochs']} epoch{'s' if cost['epochs'] > 1 else ''}"
+            for score in cfg.score_list():
+                rankings.append(Ranking(f"{score} ({label}, {span})", score, label, window,
+                                        hardness(score, table.scores[score]), cost))
+    for name, direction, path in cfg.external_items():
+        shas[f"external:{name}"] = file_sha256(path)
+        rankings.append(Ranking(f"{name} (external)", name, "external", None,
+                                load_external(name, direction, path, train),
+                                {"seconds": None, "runs": None, "arch": None, "epochs": None}))
+    if not rankings:
+        raise ValueError("no ranking: give score files (SCORES) or external scores (`external`)")
+    return rankings, alive, shas
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Request:
+    """One requested training: a line of compression-results.jsonl."""
+
+    ranking: str
+    budget: str
+    keep: float  # fraction kept (1.0: the reference)
+    strategy: str  # hardest | easiest | random | stratified | none
+    k: int
+
+    def sort_key(self) -> tuple:
+        return (self.ranking, BUDGETS.index(self.budget), -self.keep,
+                STRATEGY_RANK[self.strategy], self.k)
+
+
+def compression_subset(r: Ranking, alive: np.ndarray, labels: np.ndarray, num_classes: int,
+                       strategy: str, keep: float, balanced: bool, cut_hardest: float, seed: int,
+                       tie_seed: int):
+    """(indices, info): `strategy` keeps n - round((1 - keep) n) of the n examples that take
+    part (the removal experiment's count, so that the same subset is the same cell)."""
+    from .select import select
+
+    n = int(alive.sum())
+    removed = int(math.floor(round(1 - keep, 10) * n + 0.5))
+    count = n - removed
+    if count < 1:
+        raise ValueError(f"keeping {keep:g} of the {n} examples keeps none: raise `keep`")
+    cut = cut_hardest if strategy in ("hardest", "stratified") else 0.0
+    key = np.zeros(len(alive)) if strategy == "random" else r.hardness
+    ties = tie_seed if strategy in ("hardest", "easiest") else None
+    if cut and count > n - int(math.floor(cut * n + 0.5)):
+        raise ValueError(f"keeping {keep:g} of the examples after cutting the hardest "
+                         f"{cut:g} is more than is left: lower `cut_hardest` or `keep`")
+    sel = select(key, labels, num_classes, count, strategy=strategy, balanced=balanced,
+                 cut_hardest=cut, seed=seed, score_name=r.score, exclude=~alive, tie_seed=ties)
+    info = {"kept": int(len(sel.indices)), "removed": removed,
+            "kept_per_class": sel.kept_per_class.tolist(), "strategy": strategy,
+            "tie_seed": ties, "random_seed": seed if strategy in ("random", "stratified")
+            else None}
+    return sel.indices, info
+
+
+def plan(cfg: "CompressionConfig", rankings: Sequence[Ranking], alive: np.ndarray, labels,
+         num_classes: int, fingerprint: str) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
+    """Every request of the grid and the unique cells they need, seed by seed, the reference
+    first. Cell ids are the removal experiment's (experiment.add_cell)."""
+    n = int(alive.sum())
+    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    run_cfg = training_config(cfg)
+    subsets: dict[tuple, tuple] = {}
+    requests: list[tuple[Request, str]] = []
+    cells: dict[str, Cell] = {}
+    grid = [(1.0, REFERENCE)] + [(q, s) for q in sorted(cfg.keep_list(), reverse=True)
+                                 for s in cfg.strategy_list()]
+    for k in range(cfg.seeds):
+        for budget in cfg.budget_list():
+            for r in rankings:
+                for keep, strategy in grid:
+                    if strategy == REFERENCE:
+                        key: tuple = (REFERENCE,)
+                    elif strategy == "random":
+                        key = ("random", keep, k)
+                    elif strategy == "stratified":
+                        key = (r.label, strategy, keep, k)
+                    else:
+                        key = (r.label, strategy, keep)
+                    if key not in subsets:
+                        subsets[key] = (reference_subset(alive, labels, num_classes)
+                                        if strategy == REFERENCE else compression_subset(
+                                            r, alive, labels, num_classes, strategy, keep,
+                                            cfg.balanced, cfg.cut_hardest, cfg.selection_seed + k,
+                                            cfg.selection_seed))
+                    idx, info = subsets[key]
+                    req = Request(r.label, budget, keep, strategy, k)
+                    requests.append((req, add_cell(cells, run_cfg, cfg.arch, k, fingerprint, idx,
+                                                   info, budget, full_steps, req)))
+    requests.sort(key=lambda rc: rc[0].sort_key())
+    return requests, cells
+
+
+def describe(req: Request) -> str:
+    if req.strategy == REFERENCE:
+        return "full data"
+    if req.strategy == "random":
+        return f"keep a random {req.keep:.0%}"
+    return f"keep the {req.strategy} {req.keep:.0%} by {req.ranking}"
+
+
+# ---------------------------------------------------------------------------- outputs
+def result_rows(cfg: "CompressionConfig", rankings: Sequence[Ranking],
+                requests: Sequence[tuple[Request, str]], results: dict[str, dict],
+                excluded_count: int) -> list[dict]:
+    """compression-results.jsonl's lines (ROW_FIELDS) for the requests whose cell finished."""
+    by_label = {r.label: r for r in rankings}
+    rows = []
+    for req, cid in requests:
+        res = results.get(cid)
+        if res is None:
+            continue
+        r = by_label[req.ranking]
+        scored = req.strategy not in ("random", REFERENCE)  # random and full data need no scores
+        scoring = r.cost["seconds"] if scored else 0.0
+        training = round(res["seconds"], 3)
+        rows.append({
+            "ranking": r.label, "score": r.score, "source": r.source, "window": r.window,
+            "budget": req.budget, "keep": req.keep, "strategy": req.strategy,
+            "fraction": round(1 - req.keep, 10), "order": AS_REMOVAL[req.strategy],
+            "seed": cfg.seed + req.k, "test_acc": res["test_acc"], "train_acc": res["train_acc"],
+            "epochs": res["epochs"], "steps": res["steps"], "kept": res["kept"],
+            "removed": res["removed"], "excluded": excluded_count, "balanced": cfg.balanced,
+            "arch": cfg.arch, "cut_hardest": cfg.cut_hardest if req.strategy in
+            ("hardest", "stratified") else 0.0,
+            "scoring_arch": r.cost["arch"], "scoring_runs": r.cost["runs"],
+            "scoring_epochs": r.cost["epochs"], "scoring_seconds": scoring,
+            "dataset": cfg.dataset, "selection_seed": cfg.selection_seed,
+            "tie_seed": res["tie_seed"], "cell": cid, "training_seconds": training,
+            "total_seconds": None if scoring is None else round(scoring + training, 3),
+            "seconds": training, "images_per_s": round(res["images_per_s"], 1)})
+    return rows
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Per (ranking, budget, keep, strategy): accuracy over seeds and the paired differences to
+    the full data and to random selection at the same kept fraction (t-intervals), with the
+    mean training, scoring and total seconds."""
+    stats = paired_summary(rows, ("ranking", "budget", "keep", "strategy"), "strategy",
+                           REFERENCE, "random",
+                           lambda k: (k[0], BUDGETS.index(k[1]), -k[2], STRATEGY_RANK[k[3]]))
+    for e in stats:
+        mine = [r for r in rows if (r["ranking"], r["budget"], r["keep"], r["strategy"]) ==
+                (e["ranking"], e["budget"], e["keep"], e["strategy"])]
+        for name in ("training_seconds", "scoring_seconds", "total_seconds"):
+            values = [r[name] for r in mine]
+            e[name] = None if any(v is None for v in values) else float(np.mean(values))
+    return stats
+
+
+def _seconds(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def summary_markdown(cfg: "CompressionConfig", rankings: Sequence[Ranking], stats: list[dict],
+                     context: dict) -> str:
+    """compression-summary.md: what was run, the rankings with their cost, one table per
+    (ranking, budget)."""
+    lines = [
+        "# Compression experiment", "",
+        f"- Dataset: {cfg.dataset} (fingerprint `{context['fingerprint']}`), {context['n']} "
+        "training examples take part"
+        + (f" ({context['excluded']} not presented in every scoring run are left out of every "
+           "subset, the reference included)" if context["excluded"] else "")
+        + f"; test accuracy on the full test split ({context['test_size']} examples).",
+        f"- Training: {cfg.arch}, {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), batch "
+        f"{cfg.batch_size}, {cfg.epochs} epoch(s) on the full data ({context['full_steps']} "
+        f"steps), seeds {cfg.seed}..{cfg.seed + cfg.seeds - 1}; easyhard "
+        f"{context['easyhard_version']}, torch {context['torch_version']}, device "
+        f"{context['device']}.",
+        f"- Selection {'class-balanced' if cfg.balanced else 'global'}; ties broken by a "
+        f"permutation from seed {cfg.selection_seed}; random and stratified selection for "
+        f"training seed k drawn with seed {cfg.selection_seed}+k"
+        + (f"; hardest and stratified first cut the hardest {cfg.cut_hardest:g}"
+           if cfg.cut_hardest else "") + ".",
+        "- Budget `epochs`: every subset trains for the recipe's epochs (fewer steps: the "
+        "saving); `steps`: every subset trains for the full data's steps.",
+        "- Test accuracy in %: mean ± sd over seeds. Δ: paired difference (same training seed) "
+        "in points, mean [95% t-interval]. Seconds: scoring (the scoring runs' epochs the "
+        "ranking counts, from their metrics), training (the subset's), total; random selection "
+        "and the full data need no scoring.", "",
+        "## Rankings", "",
+        "| ranking | scoring runs | architecture | epochs counted | scoring seconds |",
+        "|:---|---:|:---|---:|---:|"]
+    for r in rankings:
+        c = r.cost
+        lines.append(f"| {r.label} | {c['runs'] or 'n/a'} | {c['arch'] or 'n/a'} | "
+                     f"{c['epochs'] or 'n/a'} | {_seconds(c['seconds'])} |")
+    lines.append("")
+    by_group: dict[tuple, list[dict]] = {}
+    for e in stats:
+        by_group.setdefault((e["ranking"], e["budget"]), []).append(e)
+    for (ranking, budget), entries in by_group.items():
+        lines += [f"## {ranking}, budget: {budget}", "",
+                  "| kept | strategy | examples | n | test acc % | Δ vs full data | Δ vs random "
+                  "| training s | total s |",
+                  "|---:|:---|---:|---:|---:|---:|---:|---:|---:|"]
+        for e in entries:
+            acc = _pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {_pts(e['acc_std'])}")
+            strategy = "full data" if e["strategy"] == REFERENCE else e["strategy"]
+            lines.append(f"| {e['keep']:.0%} | {strategy} | "
+                         f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
+                         f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} | "
+                         f"{_seconds(e['training_seconds'])} | {_seconds(e['total_seconds'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+COLORS = {"hardest": "tab:red", "easiest": "tab:blue", "random": "tab:gray",
+          "stratified": "tab:green"}
+
+
+def plot_compression(stats: list[dict], path: str, title: str) -> None:
+    """compression.png: a panel per (ranking, budget): test accuracy (%) against the kept
+    fraction (%), a line per strategy with its 95% interval, the full data as a line and band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combos = list(dict.fromkeys((e["ranking"], e["budget"]) for e in stats))
+    cols = min(3, len(combos))
+    rows_n = math.ceil(len(combos) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.2 * cols, 4.2 * rows_n + 0.8),
+                             squeeze=False, sharey=True)
+    shift = {s: 0.8 * (i - 1.5) for i, s in enumerate(COMPRESSION_STRATEGIES)}
+    for ax, (ranking, budget) in zip(axes.flat, combos):
+        entries = [e for e in stats if (e["ranking"], e["budget"]) == (ranking, budget)]
+        for r in (e for e in entries if e["strategy"] == REFERENCE):
+            ax.axhline(100 * r["acc_mean"], color="black", lw=1.2, ls="--",
+                       label=f"full data (n={r['acc_n']})")
+            if r["acc_low"] is not None:
+                ax.axhspan(100 * r["acc_low"], 100 * r["acc_high"], color="black", alpha=0.1)
+        for s in COMPRESSION_STRATEGIES:
+            line = sorted((e for e in entries if e["strategy"] == s), key=lambda e: e["keep"])
+            if not line:
+                continue
+            x = np.array([100 * e["keep"] for e in line]) + shift[s]
+            y = np.array([100 * e["acc_mean"] for e in line])
+            err = None
+            if all(e["acc_low"] is not None for e in line):
+                err = np.array([[100 * (e["acc_mean"] - e["acc_low"]) for e in line],
+                                [100 * (e["acc_high"] - e["acc_mean"]) for e in line]])
+            ax.errorbar(x, y, yerr=err, color=COLORS[s], marker="o", ms=4, capsize=3,
+                        label=f"keep the {s}" if s != "random" else "keep at random")
+        ax.set_title(textwrap.fill(f"{ranking}; budget: {budget}", 48), fontsize=9)
+        ax.set_xlabel("kept fraction of the training set (%)")
+        ax.set_xticks(sorted({round(100 * e["keep"]) for e in entries if e["strategy"] !=
+                              REFERENCE}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes.flat[len(combos):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    fig.suptitle(textwrap.fill(title, 60 * cols), fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_cost(stats: list[dict], path: str, title: str) -> None:
+    """compression-cost.png: test accuracy (%) against total cost (scoring + training seconds,
+    means over seeds), a point per (ranking, strategy, kept fraction) with its 95% interval,
+    random selection and the full data as reference points; one panel per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = list(dict.fromkeys(e["budget"] for e in stats))
+    rankings = list(dict.fromkeys(e["ranking"] for e in stats))
+    markers = dict(zip(rankings, "osD^v<>pXh*" * 4))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(8 * len(budgets), 6.2), squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        seen_random = set()
+        for e in (e for e in stats if e["budget"] == budget and e["total_seconds"] is not None):
+            y = 100 * e["acc_mean"]
+            yerr = None if e["acc_low"] is None else [[y - 100 * e["acc_low"]],
+                                                      [100 * e["acc_high"] - y]]
+            if e["strategy"] == REFERENCE:
+                if "full" in seen_random:
+                    continue
+                seen_random.add("full")
+                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color="black", marker="*",
+                            ms=14, capsize=3, ls="none", label="full data")
+                continue
+            if e["strategy"] == "random":  # the same cells under every ranking: draw once
+                if e["keep"] in seen_random:
+                    continue
+                seen_random.add(e["keep"])
+                label = "keep at random" if len(seen_random - {"full"}) == 1 else None
+                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color=COLORS["random"],
+                            marker="o", ms=6, capsize=3, ls="none", label=label)
+            else:
+                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color=COLORS[e["strategy"]],
+                            marker=markers[e["ranking"]], ms=6, capsize=3, ls="none",
+                            alpha=0.85)
+            ax.annotate(f"{e['keep']:.0%}", (e["total_seconds"], y), fontsize=6,
+                        xytext=(4, 3), textcoords="offset points")
+        for s in ("hardest", "easiest", "stratified"):
+            ax.plot([], [], color=COLORS[s], marker="o", ls="none", label=f"keep the {s}")
+        for r in rankings:
+            ax.plot([], [], color="dimgray", marker=markers[r], ls="none", label=r)
+        ax.set_xlabel("total cost: scoring + subset training (seconds)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"budget: {budget} (labels: kept fraction)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(textwrap.fill(title, 90 * len(budgets)), fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- the run
+def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: str, *,
+                    force: bool = False, quiet: bool = False,
+                    log: Callable[[str], None] | None = None) -> dict:
+    """Run (or continue) the compression experiment of `cfg` with the rankings of `score_files`
+    ([LABEL=]FILE) and cfg.external in `out`; returns a summary. Everything is checked before
+    anything is written (the removal experiment's checks, for every score file, and every
+    external array's length, values and order)."""
+    from . import __version__
+    from .train import input_paths
+
+    say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
+    device, train, test = load_data(cfg, "compression")
+    sources = source_labels(score_files)
+    inputs = {f"score file {label}": path for label, path in sources}
+    inputs.update({f"external score {name}": path for name, _, path in cfg.external_items()})
+    check_disjoint(out, {**inputs, **input_paths(cfg, train)})
+    rankings, alive, shas = build_rankings(cfg, sources, train)
+    requests, cells = plan(cfg, rankings, alive, train.labels, train.num_classes,
+                           train.fingerprint)
+    skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
+    identity = {"experiment": "compression", "dataset_fingerprint": train.fingerprint,
+                "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}}
+    state = prepare_output(out, identity, force, kind="compression", sources=shas)
+
+    n, n_excluded = int(alive.sum()), int((~alive).sum())
+    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    context = {"fingerprint": train.fingerprint, "n": n, "excluded": n_excluded,
+               "test_size": len(test), "full_steps": full_steps,
+               "score_files": {label: os.path.abspath(p) for label, p in sources},
+               "easyhard_version": __version__, "torch_version": _torch_version(),
+               "device": str(device)}
+
+    def manifest(finished: bool, done: int) -> None:
+        write_manifest(out, "compression", {
+            "finished": finished, "identity": identity, "sources": shas,
+            "grid": {name: getattr(cfg, name) for name in GRID_FIELDS},
+            "config": dataclasses.asdict(cfg), **context,
+            "rankings": [{"label": r.label, "score": r.score, "source": r.source,
+                          "window": r.window, "cost": r.cost} for r in rankings],
+            "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
+            "outputs": [RESULTS, SUMMARY, FIGURE, COST_FIGURE]})
+
+    os.makedirs(out, exist_ok=True)
+    _remove_stale_temps(out)
+    results = finished_cells(out, cells)
+    manifest(False, len(results))
+    from .config import to_toml
+
+    _write_text(os.path.join(out, CONFIG_FILE), to_toml(cfg, (
+        f"written by easyhard experiment compression {__version__}: the resolved configuration."
+        "\nRepeat or continue it: easyhard experiment compression SCORES... --config <a copy> "
+        "--out <folder>")))
+    os.makedirs(os.path.join(out, CELLS), exist_ok=True)
+    todo = [c for c in cells.values() if c.id not in results]
+    say(f"compression experiment in {os.path.abspath(out)} ({state}): {len(rankings)} "
+        f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
+        f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
+        f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else ""))
+
+    def done(cell: Cell, outcome: dict) -> None:
+        results[cell.id] = outcome
+        _write_rows(out, result_rows(cfg, rankings, requests, results, n_excluded), RESULTS)
+        manifest(False, len(results))
+
+    train_cells(todo, out, training_config(cfg), cfg.arch, (train, test), say,
+                lambda cell: describe(cell.requests[0]), done)
+
+    rows = result_rows(cfg, rankings, requests, results, n_excluded)
+    _write_rows(out, rows, RESULTS)
+    stats = summarize(rows)
+    text = summary_markdown(cfg, rankings, stats, context)
+    _write_text(os.path.join(out, SUMMARY), text + "\n")
+    what = (f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
+            f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
+            f"t-interval over {cfg.seeds} seed(s)")
+    plot_compression(stats, os.path.join(out, FIGURE), f"Compression experiment: {what}")
+    plot_cost(stats, os.path.join(out, COST_FIGURE),
+              f"Accuracy against total cost (scoring + training): {what}")
+    manifest(True, len(results))
+    return {"out": os.path.abspath(out), "state": state, "rankings": len(rankings),
+            "requested": len(requests), "cells": len(cells), "trained": len(todo),
+            "reused": len(cells) - len(todo), "excluded": n_excluded, "full_steps": full_steps,
+            "rows": rows, "statistics": stats, "summary": text,
+            "files": {name: os.path.join(os.path.abspath(out), name)
+                      for name in (RESULTS, SUMMARY, FIGURE, COST_FIGURE)}}
