@@ -1,6 +1,6 @@
 """`easyhard study`: the main job. Score, compare, measure similarity, and end on one page.
 
-    easyhard study --out runs/fashion-mnist          # Fashion-MNIST, convnet + resnet20, 2 epochs
+    easyhard study --out runs/fashion-mnist          # Fashion-MNIST, resnet8 + convnet, 2 epochs
 
 Steps, each an ordinary easyhard command whose output lands in a sub-folder of --out:
 

@@ -94,6 +94,13 @@ def resnet20(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return SmallResNet([16, 32, 64], [3, 3, 3], num_classes, in_channels)
 
 
+@register_model("resnet8")
+def resnet8(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The shallowest of He et al.'s CIFAR ResNets (6n+2 layers, n=1): one BasicBlock per stage;
+    a residual network at a third of resnet20's cost, for quick scoring on a CPU."""
+    return SmallResNet([16, 32, 64], [1, 1, 1], num_classes, in_channels)
+
+
 @register_model("resnet18_cifar")
 def resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return SmallResNet([64, 128, 256, 512], [2, 2, 2, 2], num_classes, in_channels)

@@ -16,13 +16,13 @@ def test_study_runs_every_step_and_ends_on_the_report(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.strip().endswith(str(tmp_path / "s" / "report" / "report.html"))
     out = tmp_path / "s"
+    assert (out / "runs" / "resnet8-run0" / "scores.npz").exists()
     assert (out / "runs" / "convnet-run0" / "scores.npz").exists()
-    assert (out / "runs" / "resnet20-run0" / "scores.npz").exists()
-    assert (out / "seeds" / "convnet-run0" / "scores.npz").exists()
+    assert (out / "seeds" / "resnet8-run0" / "scores.npz").exists()
     overlap = json.loads((out / "overlap" / "overlap.json").read_text())
     assert {p["group"] for p in overlap["pairs"]} == {"arch", "seed", "arch+seed"}
     sim = json.loads((out / "similarity" / "similarity.json").read_text())
-    assert sim["format"] == "easyhard.similarity" and sim["feature_model"]["arch"] == "resnet20"
+    assert sim["format"] == "easyhard.similarity" and sim["feature_model"]["arch"] == "convnet"
     report = json.loads((out / "report" / "report.json").read_text())
     assert all(report["sections"][k] for k in ("summary", "learning-curves", "easiness",
                                                  "data-map", "examples", "overlap",
