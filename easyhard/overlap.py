@@ -106,8 +106,10 @@ def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
     return files
 
 
-def load_runs(files: Sequence[str], window: int | None = None) -> list[Run]:
-    """Load and score every run; refuses files of other data or merged files, naming them."""
+def load_runs(files: Sequence[str], window: int | None = None,
+              names: Sequence[str] | None = None) -> list[Run]:
+    """Load and score every run (the scores `names`, default all); refuses files of other data
+    or merged files, naming them."""
     from .stats import read_stats_file
 
     from .scores import MERGED_FORMAT, read_metadata_block
@@ -117,7 +119,7 @@ def load_runs(files: Sequence[str], window: int | None = None) -> list[Run]:
             raise ValueError(f"{f} is a merged file (means over runs): give the runs' own score "
                              "files or folders")
         stats = read_stats_file(f)
-        return Run(os.path.abspath(f), stats.metadata, compute_scores(stats, window),
+        return Run(os.path.abspath(f), stats.metadata, compute_scores(stats, window, names),
                    stats.labels, stats.num_classes, stats.fingerprint)
 
     with ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1))) as pool:
@@ -270,7 +272,7 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
     if not ps or not all(0 < p <= 1 for p in ps):
         raise ValueError(f"every `ps` value must be in (0, 1], got {ps}")
     files = expand_inputs(inputs, view)
-    runs = load_runs(files, window)
+    runs = load_runs(files, window, names=(score, "easiness_plain"))
     first = runs[0]
     absent = np.zeros(len(first.labels), dtype=bool)
     for r in runs:

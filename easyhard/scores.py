@@ -58,8 +58,11 @@ DIRECTION = {
 SCORES = tuple(DIRECTION)
 
 
-def compute_scores(stats: SampleStats | StatsFile, window: int | None = None) -> dict[str, np.ndarray]:
-    """All scores of one run (see the module docstring). `window`: epochs counted by easiness."""
+def compute_scores(stats: SampleStats | StatsFile, window: int | None = None,
+                   names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The scores of one run (see the module docstring), with ``never_learned`` and
+    ``never_presented``. `window`: epochs counted by easiness. `names`: only these scores (default:
+    all of SCORES); each is computed only when asked for."""
     hist = stats.history  # [E, N]
     tot = stats.totals()
     E = hist.shape[0]
@@ -68,40 +71,60 @@ def compute_scores(stats: SampleStats | StatsFile, window: int | None = None) ->
     w = E if window is None else int(window)
     if not 1 <= w <= E:
         raise ValueError(f"window must be between 1 and the {E} recorded epochs, got {window}")
-    early = hist[:w]
-    pres = early["presentations"].astype(np.float64).sum(0)
-    correct = early["correct"].astype(np.float64).sum(0)
-    prob = (early["prob"].astype(np.float64) * early["presentations"]).sum(0)
-    mean_prob = np.divide(prob, pres, out=np.zeros_like(prob), where=pres > 0)
-    easiness = (correct + mean_prob) / (pres + 1)
-    plain = np.divide(correct, pres, out=np.zeros_like(correct), where=pres > 0)
-
+    wanted = SCORES if names is None else tuple(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in SCORES]
+    if unknown:
+        raise ValueError(f"unknown score {unknown[0]!r}; choose among {', '.join(SCORES)}")
     never = tot["correct"] == 0
-    learned = hist["correct"] > 0
-    first = np.where(learned.any(0), learned.argmax(0), E).astype(np.float64)
-    forgetting = np.where(never, E, tot["forgetting_events"]).astype(np.float64)
     finite = (tot["presentations"] - tot["nonfinite"]).astype(np.float64)
     safe = np.maximum(finite, 1)
-    seen = hist["presentations"] > 0
-    epoch_prob = np.where(seen, hist["prob"].astype(np.float64), np.nan)
-    with np.errstate(invalid="ignore"):
-        n_seen = seen.sum(0)
-        confidence = np.where(n_seen > 0, np.nansum(epoch_prob, 0) / np.maximum(n_seen, 1), 0.0)
-        variability = np.where(n_seen > 0, np.sqrt(np.nansum((epoch_prob - confidence) ** 2, 0)
-                                                   / np.maximum(n_seen, 1)), 0.0)
-    absent = tot["presentations"] == 0
-    out = {
+
+    def early_counts():
+        early = hist[:w]
+        pres = early["presentations"].astype(np.float64).sum(0)
+        correct = early["correct"].astype(np.float64).sum(0)
+        return early, pres, correct
+
+    def easiness():
+        early, pres, correct = early_counts()
+        prob = (early["prob"].astype(np.float64) * early["presentations"]).sum(0)
+        mean_prob = np.divide(prob, pres, out=np.zeros_like(prob), where=pres > 0)
+        return (correct + mean_prob) / (pres + 1)
+
+    def plain():
+        _, pres, correct = early_counts()
+        return np.divide(correct, pres, out=np.zeros_like(correct), where=pres > 0)
+
+    def first_learned():
+        learned = hist["correct"] > 0
+        return np.where(learned.any(0), learned.argmax(0), E).astype(np.float64)
+
+    def confidence_variability(which: str):
+        seen = hist["presentations"] > 0
+        epoch_prob = np.where(seen, hist["prob"].astype(np.float64), np.nan)
+        with np.errstate(invalid="ignore"):
+            n_seen = seen.sum(0)
+            conf = np.where(n_seen > 0, np.nansum(epoch_prob, 0) / np.maximum(n_seen, 1), 0.0)
+            if which == "confidence":
+                return conf
+            return np.where(n_seen > 0, np.sqrt(np.nansum((epoch_prob - conf) ** 2, 0)
+                                                / np.maximum(n_seen, 1)), 0.0)
+
+    makers = {
         "easiness": easiness,
         "easiness_plain": plain,
-        "forgetting": forgetting,
-        "first_learned": first,
-        "el2n": np.where(finite > 0, tot["el2n_sum"] / safe, np.sqrt(2.0)),
-        "margin": np.where(finite > 0, tot["margin_sum"] / safe, -np.inf),
-        "confidence": confidence,
-        "variability": variability,
+        "forgetting": lambda: np.where(never, E, tot["forgetting_events"]).astype(np.float64),
+        "first_learned": first_learned,
+        "el2n": lambda: np.where(finite > 0, tot["el2n_sum"] / safe, np.sqrt(2.0)),
+        "margin": lambda: np.where(finite > 0, tot["margin_sum"] / safe, -np.inf),
+        "confidence": lambda: confidence_variability("confidence"),
+        "variability": lambda: confidence_variability("variability"),
     }
-    for name in SCORES:
-        out[name] = np.where(absent, np.nan, out[name])
+    absent = tot["presentations"] == 0
+    out = {}
+    for name in wanted:
+        value = makers[name]()
+        out[name] = np.where(absent, np.nan, value) if absent.any() else value
     out["never_learned"] = never & ~absent
     out["never_presented"] = absent
     return out
