@@ -385,11 +385,46 @@ def _read_manifest(out: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+_LOCK = re.compile(r"^[0-9a-f]{16}\.lock$")  # cells/<id>.lock: held while a worker trains <id>
+
+
 def _cell_folders(out: str) -> list[str]:
+    """The entries of OUT/cells but the cells' lock files."""
     cells = os.path.join(out, CELLS)
     if not os.path.isdir(cells) or os.path.islink(cells):
         return []
-    return sorted(os.path.join(cells, n) for n in os.listdir(cells))
+    return sorted(os.path.join(cells, n) for n in os.listdir(cells)
+                  if not (_LOCK.match(n) and os.path.isfile(os.path.join(cells, n))
+                          and not os.path.islink(os.path.join(cells, n))))
+
+
+def _lock_files(out: str) -> list[str]:
+    cells = os.path.join(out, CELLS)
+    if not os.path.isdir(cells) or os.path.islink(cells):
+        return []
+    return [os.path.join(cells, n) for n in os.listdir(cells)
+            if _LOCK.match(n) and os.path.isfile(os.path.join(cells, n))
+            and not os.path.islink(os.path.join(cells, n))]
+
+
+@contextlib.contextmanager
+def cell_lock(out: str, cid: str, wait: bool):
+    """Hold OUT/cells/<cid>.lock (an advisory lock, released when the process dies): yields True
+    when held, False when another worker holds it and `wait` is False. Lets several workers (the
+    same command started more than once, or a removal and a compression experiment) share one
+    folder: each trains the cells nobody else is training."""
+    import fcntl
+
+    fd = os.open(os.path.join(out, CELLS, f"{cid}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _only_own_files(out: str) -> str | None:
@@ -416,6 +451,8 @@ def _only_own_files(out: str) -> str | None:
 
 def _remove_experiment(out: str) -> None:
     """Delete what an experiment wrote in `out` (checked by _only_own_files first)."""
+    for lock in _lock_files(out):
+        os.unlink(lock)
     for cell in _cell_folders(out):
         for name in os.listdir(cell):
             os.unlink(os.path.join(cell, name))
@@ -426,14 +463,23 @@ def _remove_experiment(out: str) -> None:
         os.unlink(os.path.join(out, name))
 
 
+STALE_SECONDS = 120  # an atomic write takes well under a second: older temporaries are stale
+
+
 def _remove_stale_temps(out: str) -> None:
-    """Temporary files that a killed atomic write left (never complete files)."""
+    """Temporary files that a killed atomic write left (never complete files); recent ones may
+    be another worker's write in progress and stay."""
+    import time
+
+    now = time.time()
     for folder, owners in [(out, TOP_FILES)] + [(c, CELL_FILES) for c in _cell_folders(out)]:
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if _own_temp(name, owners):
+                    path = os.path.join(folder, name)
                     with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(folder, name))
+                        if now - os.path.getmtime(path) > STALE_SECONDS:
+                            os.unlink(path)
 
 
 def experiments_of(record: dict | None) -> dict[str, dict]:
@@ -773,30 +819,56 @@ def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, sa
                 describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
     """Train the cells of `todo` one after the other in OUT/cells/<id>/ (a half-finished one
     continues from its checkpoint), write each one's result.json and call done(cell, result)."""
+    pending, n = list(todo), len(todo)
+    count = 0
+    while pending:
+        busy = []
+        for cell in pending:
+            with cell_lock(out, cell.id, wait=False) as held:
+                if not held:  # another worker is training it: come back to it at the end
+                    busy.append(cell)
+                    continue
+                count += 1
+                _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell,
+                            done)
+        if busy:
+            say(f"waiting for another worker that is training {len(busy)} cell(s)")
+            with cell_lock(out, busy[0].id, wait=True):
+                pass
+        pending = busy
+
+
+def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datasets, say,
+                describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
+    """Train one cell, holding its lock; a cell another worker finished is read back."""
     from .train import score_run
 
-    for i, cell in enumerate(todo):
-        cell_dir = os.path.join(out, CELLS, cell.id)
-        resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
-        budget = ("epochs budget" if cell.max_steps is None and
-                  getattr(cell.requests[0], "budget", "epochs") == "epochs"
-                  else f"steps budget: {cell.steps} steps")
-        say(f"[{i + 1}/{len(todo)}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
-            f"{cell.id}"
-            f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
-            f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
-            f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
-        score_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
-                  subset=cell.subset, max_steps=cell.max_steps, run_dir=cell_dir,
-                  evaluate_every_epoch=False, save_scores=False)
-        outcome = _cell_outcome(cell_dir, cell)
-        with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
-            json.dump(outcome, f, indent=1)
-        with contextlib.suppress(FileNotFoundError):  # finished: nothing to resume
-            os.unlink(os.path.join(cell_dir, "checkpoint.pt"))
-        say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
-            f"{outcome['images_per_s']:.0f} images/s); {len(todo) - i - 1} cell(s) left")
-        done(cell, outcome)
+    cell_dir = os.path.join(out, CELLS, cell.id)
+    found = read_cell_result(cell_dir, cell)
+    if found is not None:
+        say(f"[{i}/{n}] {describe_cell(cell)}: finished by another worker")
+        done(cell, found)
+        return
+    resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
+    budget = ("epochs budget" if cell.max_steps is None and
+              getattr(cell.requests[0], "budget", "epochs") == "epochs"
+              else f"steps budget: {cell.steps} steps")
+    say(f"[{i}/{n}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
+        f"{cell.id}"
+        f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
+        f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
+        f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
+    score_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
+              subset=cell.subset, max_steps=cell.max_steps, run_dir=cell_dir,
+              evaluate_every_epoch=False, save_scores=False)
+    outcome = _cell_outcome(cell_dir, cell)
+    with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
+        json.dump(outcome, f, indent=1)
+    with contextlib.suppress(FileNotFoundError):  # finished: nothing to resume
+        os.unlink(os.path.join(cell_dir, "checkpoint.pt"))
+    say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
+        f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left")
+    done(cell, outcome)
 
 
 def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:

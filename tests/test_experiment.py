@@ -263,3 +263,37 @@ def test_lists_from_a_config_file(tmp_path, scores):
     assert [(row["order"], row["fraction"], row["budget"]) for row in rows] == [
         ("none", 0.0, "steps"), ("random", 0.5, "steps")]
     assert 'fractions = "0.5"' in (tmp_path / "out" / "removal-config.toml").read_text()
+
+
+def test_two_workers_share_one_folder(tmp_path):
+    """The same command started twice on one folder: each cell is trained by one of them (the
+    other skips it while it is locked and reads its result), and the results are those of one
+    worker alone."""
+    cfg = ScoreConfig(dataset="synthetic", num_samples=400, num_classes=4, image_size=10,
+                      batch_size=50, archs=("convnet",), epochs=1, device="cpu")
+    score(cfg, str(tmp_path / "scores"), quiet=True)
+    args = [sys.executable, "-m", "easyhard", "experiment", "removal",
+            str(tmp_path / "scores" / "merged.npz"), "--dataset", "synthetic", "--num-samples",
+            "400", "--num-classes", "4", "--image-size", "10", "--batch-size", "50", "--device",
+            "cpu", "--epochs", "2", "--fractions", "0.25,0.5", "--seeds", "1"]
+    out = tmp_path / "shared"
+    workers = [subprocess.Popen([*args, "--out", str(out)], env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    rows = read_results(out / RESULTS)
+    cells = {row["cell"] for row in rows}
+    assert len(cells) == 7 and sorted(n for n in os.listdir(out / CELLS)
+                                      if not n.endswith(".lock")) == sorted(cells)
+    trained = [line for log in logs for line in log.splitlines()
+               if line.startswith("    test acc ")]
+    assert len(trained) == 7, logs  # every cell trained once, by one worker or the other
+    for c in cells:  # one training each: one line per epoch in its metrics
+        metrics = (out / CELLS / c / "metrics.jsonl").read_text().splitlines()
+        assert len(metrics) == next(r["epochs"] for r in rows if r["cell"] == c)
+    alone = subprocess.run([*args, "--quiet", "--out", str(tmp_path / "alone")], env=ENV)
+    assert alone.returncode == 0
+    assert without_timing(rows) == without_timing(read_results(tmp_path / "alone" / RESULTS))
+    # the lock files are the experiment's own: --force replaces the folder
+    r = cli([*args[3:], "--force", "--quiet", "--seeds", "1", "--out", out])
+    assert r.exit_code == 0, r.output
