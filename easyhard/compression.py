@@ -461,6 +461,7 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
+    _accuracy_limits(axes.flat[0], stats)
     fig.suptitle(textwrap.fill(title, 60 * cols), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
@@ -478,7 +479,7 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     budgets = list(dict.fromkeys(e["budget"] for e in stats))
     rankings = list(dict.fromkeys(e["ranking"] for e in stats))
     markers = dict(zip(rankings, "osD^v<>pXh*" * 4))
-    fig, axes = plt.subplots(1, len(budgets), figsize=(8 * len(budgets), 6.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(10.5 * len(budgets), 6.2), squeeze=False)
     for ax, budget in zip(axes[0], budgets):
         seen_random = set()
         for e in (e for e in stats if e["budget"] == budget and e["total_seconds"] is not None):
@@ -511,12 +512,23 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
             ax.plot([], [], color="dimgray", marker=markers[r], ls="none", label=r)
         ax.set_xlabel("total cost: scoring + subset training (seconds)")
         ax.set_ylabel("test accuracy (%)")
+        _accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
         ax.set_title(f"budget: {budget} (labels: kept fraction)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(textwrap.fill(title, 90 * len(budgets)), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _accuracy_limits(ax, stats: Sequence[dict]) -> None:
+    """Accuracy lies in [0, 100]: an interval of few seeds may reach beyond, the axis does not
+    (shared axes follow)."""
+    lows = [100 * e[k] for e in stats for k in ("acc_low", "acc_mean") if e[k] is not None]
+    highs = [100 * e[k] for e in stats for k in ("acc_high", "acc_mean") if e[k] is not None]
+    if lows:
+        pad = 0.05 * max(1.0, max(highs) - min(lows))
+        ax.set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + pad))
 
 
 def _save(fig, path: str) -> None:

@@ -92,3 +92,28 @@ def test_report_refusals(study, tmp_path):
     assert r.exit_code == 0
     r = run(["report", study / "runs", tmp_path / "other", "--out", tmp_path / "mixed"])
     assert r.exit_code == 1 and "one report covers one dataset" in r.output
+
+
+def test_report_shows_removal_and_compression_from_one_folder(study, tmp_path):
+    """An experiment folder holding both kinds: each one's table and figures are on the page
+    with the full-data reference line; every image decodes."""
+    scores = study / "runs" / "convnet-run0" / "scores.npz"
+    data = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3",
+            "--image-size", "8", "--batch-size", "64", "--epochs", "1", "--device", "cpu",
+            "--seeds", "1", "--quiet"]
+    exp = tmp_path / "exp"
+    r = run(["experiment", "removal", scores, *data, "--fractions", "0.5", "--out", exp])
+    assert r.exit_code == 0, r.output
+    r = run(["experiment", "compression", scores, *data, "--keep", "0.5", "--strategies",
+             "hardest,random", "--out", exp])
+    assert r.exit_code == 0, r.output
+    r = run(["report", exp, "--out", tmp_path / "rep"])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "removal experiment" in page and "compression experiment" in page
+    assert "full data" in page and "Δ vs random" in page
+    names = re.findall(r"exp/([a-z-]+\.png)", page)
+    assert {"removal.png", "compression.png", "compression-cost.png"} <= set(names)
+    for png in embedded_images(page):
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
