@@ -831,6 +831,9 @@ def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, sa
                 count += 1
                 _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell,
                             done)
+                # finished (result.json is read before any training): the lock has done its job
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(out, CELLS, f"{cell.id}.lock"))
         if busy:
             say(f"waiting for another worker that is training {len(busy)} cell(s)")
             with cell_lock(out, busy[0].id, wait=True):
