@@ -28,9 +28,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(__file__))
 from common import environment, sync, write_json  # noqa: E402
 
-from easyhard import SampleStats  # noqa: E402
 from easyhard.datasets import load_dataset, make_synthetic  # noqa: E402
-from easyhard.loaders import TensorLoader  # noqa: E402
 from easyhard.models import build_model  # noqa: E402
 
 
@@ -48,37 +46,22 @@ def make_step(model, opt, dtype, device):
     return step
 
 
-def recording_overhead(arch, dataset, batch_size, device, dtype, blocks, steps_per_block) -> dict:
-    torch.manual_seed(0)
-    N = len(dataset)
-    model = build_model(arch, dataset.num_classes, dataset.images.shape[-1],
-                        dataset.images.shape[1]).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    step = make_step(model, opt, dtype, device)
-    stats = SampleStats(N, dataset.num_classes, device, labels=dataset.labels)
-    batches = []
-    for x, y, idx in TensorLoader(dataset, batch_size, device, seed=0):
-        if len(y) == batch_size:
-            batches.append((x, y, idx))
-        if len(batches) == steps_per_block:
-            break
-    for x, y, idx in batches[:3]:  # warm-up
-        stats.update(step(x, y).detach(), y, idx)
-    times = {True: 0.0, False: 0.0}
-    for b in range(2 * blocks):
-        record = b % 2 == 0
-        sync(str(device))
-        t0 = time.perf_counter()
-        for x, y, idx in batches:
-            logits = step(x, y)
-            if record:
-                stats.update(logits, y, idx)
-        sync(str(device))
-        times[record] += time.perf_counter() - t0
-    n = blocks * len(batches) * batch_size
-    with_rec, without = n / times[True], n / times[False]
-    return {"arch": arch, "batch_size": batch_size, "images_per_s_recording": with_rec,
-            "images_per_s_plain": without, "overhead": without / with_rec - 1}
+def recording_overhead(arch, dataset_args: dict, batch_size, device, amp, blocks,
+                       steps_per_block) -> dict:
+    """The recording overhead as `easyhard bench train` measures it (easyhard.bench: one
+    implementation): the same model, batches and process with and without recording, in
+    alternating blocks."""
+    from easyhard.bench import bench_train
+    from easyhard.config import BenchTrainConfig
+
+    cfg = BenchTrainConfig(arch=arch, batch_size=batch_size, device=str(device), amp=amp,
+                           blocks=blocks, steps=blocks * steps_per_block, warmup=3,
+                           **dataset_args)
+    r = bench_train(cfg)
+    return {"arch": arch, "batch_size": batch_size,
+            "images_per_s_recording": r["images_per_s"]["recording"],
+            "images_per_s_plain": r["images_per_s"]["plain"],
+            "overhead": r["overhead_percent"] / 100, "bench": r}
 
 
 def scoring_vs_plain(dataset, arch, batch_size, device, epochs=1) -> dict:
@@ -115,10 +98,9 @@ def scoring_vs_plain(dataset, arch, batch_size, device, epochs=1) -> dict:
 
 
 def gpu_suite(device, out: dict) -> None:
-    dtype = torch.bfloat16
-    big = make_synthetic(2048, 1000, 224, seed=0)
+    big = {"dataset": "synthetic", "num_samples": 2048, "num_classes": 1000, "image_size": 224}
     for arch, bs in (("resnet50", 256), ("resnet18", 256)):
-        r = recording_overhead(arch, big, bs, device, dtype, blocks=3, steps_per_block=6)
+        r = recording_overhead(arch, big, bs, device, "bf16", blocks=3, steps_per_block=6)
         out.setdefault("gpu_224", []).append(r)
         print(f"{arch} 224px bf16: {r['images_per_s_recording']:.0f} images/s recording, "
               f"{r['images_per_s_plain']:.0f} plain ({100 * r['overhead']:.2f}% overhead)", flush=True)
@@ -147,13 +129,15 @@ def main() -> None:
     p.add_argument("--out", default=None)
     a = p.parse_args()
     device = torch.device(a.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else None
     results: dict = {}
     try:
         ds = load_dataset("fashion-mnist")
+        data = {"dataset": "fashion-mnist"}
     except Exception:
         ds = make_synthetic(60_000, 10, 28, channels=1, seed=0)
-    r = recording_overhead(a.arch, ds, a.batch_size, device, dtype, a.blocks, a.steps)
+        data = {"dataset": "synthetic", "num_samples": 60_000, "num_classes": 10,
+                "image_size": 28}
+    r = recording_overhead(a.arch, data, a.batch_size, device, "auto", a.blocks, a.steps)
     results["recording"] = r
     goal = 0.03 if device.type == "cpu" else 0.01
     print(f"recording overhead ({a.arch}, {ds.name}, batch {a.batch_size}): "

@@ -46,9 +46,15 @@ step bench-ops bench.log "$PY" benchmarks/bench_ops.py --device cuda --out "$OUT
 step bench-loader bench.log "$PY" benchmarks/bench_loader.py --device cuda --skip-files --out "$OUT"
 step bench-select bench.log "$PY" benchmarks/bench_select.py --device cuda --out "$OUT"
 step bench-train bench.log "$PY" benchmarks/bench_train.py --device cuda --gpu-suite --out "$OUT"
+# The command users run (its JSON is what they compare across machines)
+step easyhard-bench-train bench.log "$PY" -m easyhard bench train --device cuda --arch resnet50 \
+  --dataset synthetic --num-samples 2048 --num-classes 1000 --image-size 224 --batch-size 256 \
+  --amp bf16 --steps 30 --warmup 5 --json
+step easyhard-bench-loader bench.log "$PY" -m easyhard bench loader --device cuda \
+  --dataset synthetic --num-samples 50000 --num-classes 10 --image-size 32 --batch-size 512 --quiet
 
 echo
 echo "== summary"
 cat "$OUT/summary.txt"
-grep -E "^cuda( |:)|^tensor-cuda|^recording|224px|CIFAR-shaped" "$OUT/bench.log" 2>/dev/null || true
+grep -E "^cuda( |:)|^tensor-cuda|^recording|224px|CIFAR-shaped|images/s|overhead" "$OUT/bench.log" 2>/dev/null || true
 exit $status

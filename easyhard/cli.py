@@ -466,6 +466,11 @@ def experiment() -> None:
     """Train on subsets chosen by difficulty: removal and compression curves."""
 
 
+@main.group(cls=EasyhardGroup)
+def bench() -> None:
+    """Throughput here: the training step with and without recording, and the loaders."""
+
+
 # Each study command lives in easyhard/cli_<name>.py, beside its library module, and attaches
 # itself to the groups above when imported here (no torch at import time).
 from . import cli_overlap  # noqa: E402,F401
@@ -473,6 +478,7 @@ from . import cli_report  # noqa: E402,F401
 from . import cli_study  # noqa: E402,F401
 from . import cli_experiment  # noqa: E402,F401
 from . import cli_similarity  # noqa: E402,F401
+from . import cli_bench  # noqa: E402,F401
 
 
 if __name__ == "__main__":  # pragma: no cover

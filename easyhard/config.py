@@ -615,3 +615,53 @@ class CompressionConfig(ExperimentConfig):
         windows = self.window_list()
         self.window = None if windows == [None] else ",".join(
             "all" if w is None else str(w) for w in windows)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+@dataclass
+class BenchLoaderConfig(DataConfig):
+    """`easyhard bench loader` (easyhard.bench): which data, batch, threads and how long."""
+
+    dataset: str = field(default="synthetic", metadata=param(
+        "The dataset (its training split); synthetic isolates the model.", choices=DATASETS))
+    batch_size: int = field(default=256, metadata=param("Examples per batch.", min=1))
+    steps: int = field(default=50, metadata=param("Timed steps (batches) per setting.", min=1))
+    warmup: int = field(default=10, metadata=param(
+        "Untimed steps first (bench train: the first one compiles with --compile).", min=1))
+    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
+    crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
+    workers: int = field(default=4, metadata=param(
+        "Decoding threads / workers for image-folder datasets.", min=1))
+
+    def validate(self) -> None:
+        super().validate()
+        if not _DEVICE.match(self.device):
+            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class BenchTrainConfig(BenchLoaderConfig):
+    """`easyhard bench train`: the training step of a scoring run, with and without recording."""
+
+    arch: str = field(default="convnet", metadata=param(
+        "Architecture (see `easyhard models`)."))
+    amp: str = field(default="auto", metadata=param(
+        "Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES))
+    channels_last: bool = field(default=True, metadata=param(
+        "Channels-last memory format (what `easyhard score` uses)."))
+    compile: bool = field(default=False, metadata=param(
+        "torch.compile the model (its first step is reported apart)."))
+    blocks: int = field(default=5, metadata=param(
+        "Alternating blocks per setting (recording, plain, ...): drift falls on both alike.",
+        min=1))
+
+    def validate(self) -> None:
+        super().validate()
+        from .models import available_models
+
+        if self.arch not in available_models():
+            raise ConfigError(f"unknown `arch` {self.arch!r}; choose one of "
+                              f"{', '.join(available_models())}")
+        if self.steps < self.blocks:
+            raise ConfigError(f"`steps` ({self.steps}) must be at least `blocks` "
+                              f"({self.blocks}): each block times at least one step")

@@ -1,0 +1,60 @@
+"""`easyhard bench train|loader`: a thin layer over easyhard.bench (options generated from
+easyhard.config.BenchTrainConfig and BenchLoaderConfig)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .cli import NON_CONFIG_OPTIONS, bench, config_options, make_config
+from .config import BenchLoaderConfig, BenchTrainConfig
+
+
+def _finish(result: dict, as_json: bool) -> None:
+    from .bench import format_table
+
+    click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
+
+
+def _progress(quiet: bool):
+    return None if quiet else (lambda msg: click.echo(f".. {msg}", err=True))
+
+
+@bench.command("train")
+@config_options(BenchTrainConfig)
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+@click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
+def bench_train_cmd(as_json, quiet, **settings):
+    """Images/s of the scoring step with and without recording, and where the time goes.
+
+    Same model, batches and process for both, in alternating blocks; reports the recording
+    overhead, the time waiting for data, peak memory and the first (compiling) step apart.
+    Under torchrun, images/s are summed over ranks.
+
+    \b
+    Example:
+        easyhard bench train --arch resnet50 --dataset synthetic --image-size 224 \\
+            --num-classes 1000 --batch-size 256 --amp bf16 --compile --json
+    """
+    from .bench import bench_train
+
+    result = bench_train(make_config(BenchTrainConfig, settings), _progress(quiet or as_json))
+    _finish(result, as_json)
+
+
+@bench.command("loader")
+@config_options(BenchLoaderConfig)
+@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
+@click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
+def bench_loader_cmd(as_json, quiet, **settings):
+    """Images/s of every loader that can read the dataset here (DALI mixed, DALI CPU, torch +
+    PIL, or device-resident tensors), same batch and threads.
+
+    \b
+    Example:
+        easyhard bench loader --dataset imagefolder --data-dir /data/imagenet --workers 8
+    """
+    from .bench import bench_loader
+
+    result = bench_loader(make_config(BenchLoaderConfig, settings), _progress(quiet or as_json))
+    _finish(result, as_json)

@@ -1,0 +1,75 @@
+"""Tests of `easyhard bench train|loader` on the CPU with tiny settings: complete JSON with
+positive throughputs, an overhead figure, the environment; every available loader of an image
+folder; clear refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from easyhard.cli import main
+from easyhard.loaders import dali_available
+
+TINY = ["--dataset", "synthetic", "--num-samples", "256", "--num-classes", "4",
+        "--image-size", "12", "--batch-size", "32", "--device", "cpu"]
+ENV_KEYS = {"date", "cpu_count", "torch_threads", "torch", "cuda", "easyhard", "dali",
+            "gpu_count", "gpus", "device"}
+
+
+def cli(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_bench_train_json_is_complete():
+    r = cli(["bench", "train", *TINY, "--arch", "convnet", "--steps", "6", "--warmup", "2",
+             "--blocks", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["command"] == "train" and ENV_KEYS <= res["env"].keys()
+    assert set(res["images_per_s"]) == {"recording", "plain"}
+    assert all(v > 0 for v in res["images_per_s"].values())
+    want = 100 * (res["images_per_s"]["plain"] / res["images_per_s"]["recording"] - 1)
+    assert res["overhead_percent"] == pytest.approx(want)
+    assert 0 <= res["data_wait_percent"] <= 100
+    assert res["data_wait_percent"] + res["compute_percent"] == pytest.approx(100)
+    assert res["first_step_seconds"] > 0 and res["steady_step_seconds"] > 0
+    assert res["peak_host_rss_mb"] > 0 and "peak_device_mb" not in res  # no GPU here
+    c = res["config"]
+    assert (c["arch"], c["steps"], c["blocks"], c["world_size"], c["image_size"]) == \
+        ("convnet", 6, 3, 1, 12)
+    assert c["loader"] == "TensorLoader" and c["amp"] == "fp32" and c["channels_last"]
+
+
+def test_bench_train_table_and_settings():
+    r = cli(["bench", "train", *TINY, "--arch", "resnet8", "--steps", "2", "--warmup", "1",
+             "--blocks", "1", "--no-channels-last", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "images/s with recording" in r.output and "recording overhead" in r.output
+    assert "resnet8 on synthetic" in r.output and "channels-last False" in r.output
+    r = cli(["bench", "train", *TINY, "--steps", "2", "--blocks", "3"])
+    assert r.exit_code == 1 and "--steps (2) must be at least --blocks (3)" in r.output
+    r = cli(["bench", "train", *TINY, "--arch", "nope"])
+    assert r.exit_code == 1 and "unknown --arch 'nope'" in r.output
+
+
+def test_bench_loader_every_available_loader(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "data" / f"class{c}" / f"{i:02d}.jpg")
+    r = cli(["bench", "loader", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
+             "--batch-size", "4", "--crop", "16", "--workers", "1", "--steps", "3",
+             "--warmup", "1", "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    want = {"torch + PIL"} | ({"DALI CPU"} if dali_available() else set())
+    assert set(res["images_per_s"]) == want and all(v > 0 for v in res["images_per_s"].values())
+    assert set(res["first_batch_seconds"]) == want and res["config"]["examples"] == 16
+    r = cli(["bench", "loader", *TINY, "--steps", "2", "--warmup", "1", "--quiet"])
+    assert r.exit_code == 0 and "tensors (CPU)" in r.output
