@@ -61,6 +61,9 @@ ROW_FIELDS = ("ranking", "score", "source", "window", "budget", "keep", "strateg
               "scoring_epochs", "scoring_seconds", "dataset", "selection_seed", "tie_seed", "cell",
               "training_seconds", "total_seconds", "seconds", "images_per_s")
 TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
+#: The scores that count only the first `window` epochs (scores.compute_scores); the others
+#: always span every recorded epoch, so other windows give them no ranking of their own.
+WINDOWED = ("easiness", "easiness_plain")
 STRATEGY_RANK = {REFERENCE: 0, **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES)}}
 #: The removal order that a strategy's subset equals (keeping the hardest = removing the easiest).
 AS_REMOVAL = {"hardest": "easiest", "easiest": "hardest", "random": "random",
@@ -203,10 +206,15 @@ def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]],
             if missing:
                 raise ValueError(f"{path} holds no {missing[0]!r} score (it has "
                                  f"{', '.join(sorted(table.scores))}): choose another `score`")
-            cost = scoring_cost(path, table, window)
-            span = f"{cost['epochs']} epoch{'s' if cost['epochs'] > 1 else ''}"
             for score in cfg.score_list():
-                rankings.append(Ranking(f"{score} ({label}, {span})", score, label, window,
+                # only easiness counts a window; the others always span every recorded epoch
+                w = window if score in WINDOWED else None
+                if any(r.source == label and r.score == score and r.window == w
+                       for r in rankings):
+                    continue
+                cost = scoring_cost(path, table, w)
+                span = f"{cost['epochs']} epoch{'s' if cost['epochs'] > 1 else ''}"
+                rankings.append(Ranking(f"{score} ({label}, {span})", score, label, w,
                                         hardness(score, table.scores[score]), cost))
     for name, direction, path in cfg.external_items():
         shas[f"external:{name}"] = file_sha256(path)

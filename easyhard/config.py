@@ -540,8 +540,9 @@ class CompressionConfig(ExperimentConfig):
     LISTS = ("keep", "strategies", "score", "budget", "window")
 
     window: str | None = field(default=None, metadata=param(
-        "Early epochs of the score files counted by the ranking scores, comma-separated (e.g. "
-        "1,2: each a ranking of its own, with its own scoring cost; default: all recorded).",
+        "Early epochs of the score files counted by easiness and easiness_plain, "
+        "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
+        "the other scores always count every recorded epoch; default: all).",
         type=str))
     keep: str = field(default="0.3,0.5,0.7", metadata=param(
         "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "

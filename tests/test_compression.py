@@ -68,11 +68,13 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
     summary = json.loads(r.output)
     rows = read_results(out / RESULTS)
     assert all(set(ROW_FIELDS) <= row.keys() for row in rows)
-    # 2 windows x 2 scores + 2 externals = 6 rankings; per ranking and seed: the full data and
-    # 4 strategies at one kept fraction
+    # easiness over 2 windows, el2n (which counts every epoch whatever the window) once, and 2
+    # externals: 5 rankings; per ranking and seed: the full data and 4 strategies at one fraction
     rankings = {row["ranking"] for row in rows}
-    assert summary["rankings"] == 6 and len(rankings) == 6
-    assert len(rows) == 6 * 2 * 5
+    assert summary["rankings"] == 5 and len(rankings) == 5
+    assert rankings == {"easiness (convnet-run0, 1 epoch)", "easiness (convnet-run0, 2 epochs)",
+                        "el2n (convnet-run0, 2 epochs)", "mine (external)", "flip (external)"}
+    assert len(rows) == 5 * 2 * 5
     combos = {(row["ranking"], row["strategy"], row["keep"], row["seed"]) for row in rows}
     assert len(combos) == len(rows)
     assert {row["strategy"] for row in rows} == {"none", "hardest", "easiest", "random",
