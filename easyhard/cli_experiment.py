@@ -24,7 +24,9 @@ from .experiment import HIDDEN_FIELDS
               "in --out (never anything else).")
 @click.option("--quiet", is_flag=True, help="No progress lines and no table.")
 @click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-def removal_cmd(score_file, out_dir, force, quiet, as_json, **settings):
+@click.option("--no-train", "no_train", is_flag=True, help="Train nothing: write the tables and "
+              "figures from the trainings finished so far (safe beside a running worker).")
+def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings):
     """Remove the easiest, hardest or a random fraction of the training set and train afresh.
 
     Trains every (fraction, order, seed) and the full data as the reference with the recipe of
@@ -40,7 +42,8 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, **settings):
     from .experiment import run_removal
 
     cfg = make_config(RemovalConfig, settings)
-    summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json)
+    summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json,
+                          train_missing=not no_train)
     if as_json:
         summary.pop("summary")
         click.echo(json.dumps(summary, indent=1))
@@ -60,7 +63,9 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, **settings):
               "experiment in --out (never anything else; a removal experiment there stays).")
 @click.option("--quiet", is_flag=True, help="No progress lines and no table.")
 @click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-def compression_cmd(score_files, out_dir, force, quiet, as_json, **settings):
+@click.option("--no-train", "no_train", is_flag=True, help="Train nothing: write the tables and "
+              "figures from the trainings finished so far (safe beside a running worker).")
+def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **settings):
     """Keep a fraction of the training set by easiness (or another ranking) and train on it.
 
     Trains every (kept fraction, strategy, ranking, seed) and the full data as the reference,
@@ -79,7 +84,8 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, **settings):
     from .compression import run_compression
 
     cfg = make_config(CompressionConfig, settings)
-    summary = run_compression(cfg, score_files, out_dir, force=force, quiet=quiet or as_json)
+    summary = run_compression(cfg, score_files, out_dir, force=force, quiet=quiet or as_json,
+                              train_missing=not no_train)
     if as_json:
         summary.pop("summary")
         click.echo(json.dumps(summary, indent=1))

@@ -43,8 +43,8 @@ import numpy as np
 from .experiment import (BUDGETS, CELLS, COMPRESSION_STRATEGIES, KIND_FILES, REFERENCE, Cell,
                          _interval, _pts, _remove_stale_temps, _torch_version, _write_rows,
                          _write_text, add_cell, file_sha256, finished_cells, load_data,
-                         load_score_table, paired_summary, prepare_output, reference_subset,
-                         train_cells, training_config, write_manifest)
+                         load_score_table, paired_summary, partial_note, prepare_output,
+                         reference_subset, train_cells, training_config, write_manifest)
 from .io import check_disjoint
 
 if TYPE_CHECKING:
@@ -552,7 +552,8 @@ def _save(fig, path: str) -> None:
 # ---------------------------------------------------------------------------- the run
 def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: str, *,
                     force: bool = False, quiet: bool = False,
-                    log: Callable[[str], None] | None = None) -> dict:
+                    log: Callable[[str], None] | None = None,
+                    train_missing: bool = True) -> dict:
     """Run (or continue) the compression experiment of `cfg` with the rankings of `score_files`
     ([LABEL=]FILE) and cfg.external in `out`; returns a summary. Everything is checked before
     anything is written (the removal experiment's checks, for every score file, and every
@@ -572,7 +573,12 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
     identity = {"experiment": "compression", "dataset_fingerprint": train.fingerprint,
                 "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}}
+    if not train_missing and force:
+        raise ValueError("`no_train` writes the outputs of an existing experiment; it does not go "
+                         "with `force`")
     state = prepare_output(out, identity, force, kind="compression", sources=shas)
+    if not train_missing and state == "new":
+        raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
     n, n_excluded = int(alive.sum()), int((~alive).sum())
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
@@ -603,7 +609,7 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
         "\nRepeat or continue it: easyhard experiment compression SCORES... --config <a copy> "
         "--out <folder>")))
     os.makedirs(os.path.join(out, CELLS), exist_ok=True)
-    todo = [c for c in cells.values() if c.id not in results]
+    todo = [c for c in cells.values() if c.id not in results] if train_missing else []
     say(f"compression experiment in {os.path.abspath(out)} ({state}): {len(rankings)} "
         f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
         f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
@@ -620,7 +626,8 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     rows = result_rows(cfg, rankings, requests, results, n_excluded)
     _write_rows(out, rows, RESULTS)
     stats = summarize(rows)
-    text = summary_markdown(cfg, rankings, stats, context)
+    text = partial_note(summary_markdown(cfg, rankings, stats, context), len(results),
+                        len(cells))
     _write_text(os.path.join(out, SUMMARY), text + "\n")
     what = (f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
             f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
@@ -628,7 +635,7 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     plot_compression(stats, os.path.join(out, FIGURE), f"Compression experiment: {what}")
     plot_cost(stats, os.path.join(out, COST_FIGURE),
               f"Accuracy against total cost (scoring + training): {what}")
-    manifest(True, len(results))
+    manifest(len(results) == len(cells), len(results))
     return {"out": os.path.abspath(out), "state": state, "rankings": len(rankings),
             "requested": len(requests), "cells": len(cells), "trained": len(todo),
             "reused": len(cells) - len(todo), "excluded": n_excluded, "full_steps": full_steps,

@@ -764,6 +764,17 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def partial_note(text: str, finished: int, cells: int) -> str:
+    """A summary with a line after its title saying that only `finished` of `cells` trainings
+    are in it (`no_train` on an unfinished experiment)."""
+    if finished >= cells:
+        return text
+    title, _, rest = text.partition("\n\n")
+    return (f"{title}\n\n- **Partial**: {finished} of {cells} distinct trainings have finished; "
+            "the tables hold those. The same command without --no-train trains the rest.\n"
+            f"{rest}")
+
+
 def _write_text(path: str, text: str) -> None:
     with atomic_write(path, "w") as f:
         f.write(text)
@@ -886,7 +897,8 @@ def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
 
 
 def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool = False,
-                quiet: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                quiet: bool = False, log: Callable[[str], None] | None = None,
+                train_missing: bool = True) -> dict:
     """Run (or continue) the removal experiment of `cfg` ranked by `score_file` in `out`;
     returns a summary (rows, statistics, counts). Everything that can be checked is checked
     before anything is written: the configuration, the device, the dataset (in-memory only for
@@ -909,7 +921,12 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
                          f"{', '.join(sorted(table.scores))}): choose another `score`")
     requests, cells = plan(cfg, table, train.fingerprint)
     identity = experiment_identity(cfg, train.fingerprint, file_sha256(score_file))
+    if not train_missing and force:
+        raise ValueError("`no_train` writes the outputs of an existing experiment; it does not go "
+                         "with `force`")
     state = prepare_output(out, identity, force)
+    if not train_missing and state == "new":
+        raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
     n, n_excluded = int(alive.sum()), int((~alive).sum())
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
@@ -938,7 +955,7 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
         "<folder>")))
     os.makedirs(os.path.join(out, CELLS), exist_ok=True)
 
-    todo = [c for c in cells.values() if c.id not in results]
+    todo = [c for c in cells.values() if c.id not in results] if train_missing else []
     say(f"removal experiment in {os.path.abspath(out)} ({state}): {len(requests)} requested "
         f"trainings, {len(cells)} distinct cells ({len(requests) - len(cells)} shared), "
         f"{len(cells) - len(todo)} finished earlier, {len(todo)} to train; {n} examples"
@@ -959,14 +976,14 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     rows = result_rows(cfg, requests, results, n_excluded)
     _write_rows(out, rows)
     stats = summarize(rows)
-    text = summary_markdown(cfg, stats, context)
+    text = partial_note(summary_markdown(cfg, stats, context), len(results), len(cells))
     _write_text(os.path.join(out, SUMMARY), text + "\n")
     seeds = f"{cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}"
     plot_removal(stats, os.path.join(out, FIGURE),
                  f"Removal experiment: {cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the "
                  f"full data, {'class-balanced' if cfg.balanced else 'global'} removal; mean and "
                  f"95% t-interval over {seeds}")
-    manifest(True, len(results))
+    manifest(len(results) == len(cells), len(results))
     return {"out": os.path.abspath(out), "state": state, "requested": len(requests),
             "cells": len(cells), "trained": len(todo), "reused": len(cells) - len(todo),
             "excluded": n_excluded, "full_steps": full_steps, "rows": rows,

@@ -297,3 +297,25 @@ def test_two_workers_share_one_folder(tmp_path):
     # the lock files are the experiment's own: --force replaces the folder
     r = cli([*args[3:], "--force", "--quiet", "--seeds", "1", "--out", out])
     assert r.exit_code == 0, r.output
+
+
+def test_no_train_reports_what_has_finished(tmp_path, scores):
+    out = tmp_path / "exp"
+    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "1",
+                "--no-train")
+    assert r.exit_code == 1 and "holds no experiment yet" in r.output and not out.exists()
+    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "1")
+    assert r.exit_code == 0, r.output
+    cells_before = sorted(os.listdir(out / CELLS))
+    # more seeds, --no-train: nothing trains; the tables hold the finished seed, marked partial
+    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "2",
+                "--no-train", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["trained"] == 0 and sorted(os.listdir(out / CELLS)) == cells_before
+    assert {row["seed"] for row in read_results(out / RESULTS)} == {0}
+    assert "**Partial**: 2 of 4 distinct trainings" in (out / SUMMARY).read_text()
+    manifest = json.loads((out / MANIFEST).read_text())["experiments"]["removal"]
+    assert not manifest["finished"] and manifest["cells"]["finished"] == 2
+    r = removal(scores, out, "--fractions", "0.5", "--seeds", "1", "--no-train", "--force")
+    assert r.exit_code == 1 and "does not go with --force" in r.output
