@@ -18,6 +18,9 @@ _C = _extension.load()
 # Columns of the per-example state (mirrors csrc/accumulate_stats.h).
 COUNT_FIELDS = ("presentations", "correct", "forgetting_events", "nonfinite")
 SUM_FIELDS = ("prob_sum", "prob_sq_sum", "margin_sum", "loss_sum", "el2n_sum")
+# Column indices by name, as kPresentations ... kNonFinite and kProbSum ... kEl2nSum in C++.
+PRESENTATIONS, CORRECT, FORGETTING, NONFINITE = range(len(COUNT_FIELDS))
+PROB_SUM, PROB_SQ_SUM, MARGIN_SUM, LOSS_SUM, EL2N_SUM = range(len(SUM_FIELDS))
 LAST_CORRECT = 1  # bit of `flags` that holds the running last-correct flag
 ERROR_LABEL, ERROR_INDEX = 1, 2  # bits of errors[0]
 

@@ -59,17 +59,17 @@ def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
 
 def epoch_record(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]) into HISTORY_DTYPE [N]."""
-    pres = counts[:, 0].astype(np.int64)
-    correct = counts[:, 1].astype(np.int64)
-    finite = pres - counts[:, 3]
+    pres = counts[:, ops.PRESENTATIONS].astype(np.int64)
+    correct = counts[:, ops.CORRECT].astype(np.int64)
+    finite = pres - counts[:, ops.NONFINITE]
     rec = np.zeros(len(pres), dtype=HISTORY_DTYPE)
     over = pres > 255
     correct = np.where(over, np.rint(correct * 255.0 / np.maximum(pres, 1)), correct)
     rec["presentations"] = np.minimum(pres, 255)
     rec["correct"] = correct
     with np.errstate(invalid="ignore", divide="ignore"):
-        prob = np.where(pres > 0, sums[:, 0] / np.maximum(pres, 1), 0.0)
-        el2n = np.where(finite > 0, sums[:, 4] / np.maximum(finite, 1), 0.0)
+        prob = np.where(pres > 0, sums[:, ops.PROB_SUM] / np.maximum(pres, 1), 0.0)
+        el2n = np.where(finite > 0, sums[:, ops.EL2N_SUM] / np.maximum(finite, 1), 0.0)
     rec["prob"] = prob
     rec["el2n"] = el2n
     return rec
@@ -249,7 +249,7 @@ class SampleStats:
         import torch.distributed as tdist
 
         self.check()
-        touched = (self._counts[:, 0] > 0).to(torch.int32)
+        touched = (self._counts[:, ops.PRESENTATIONS] > 0).to(torch.int32)
         correct_flag = (self._flags & ops.LAST_CORRECT) * touched
         for t in (self._counts, self._sums, touched, correct_flag):
             tdist.all_reduce(t, group=group)

@@ -1,6 +1,10 @@
 """Tests of easyhard's custom ops against easyhard.reference (CPU here; CUDA under `cuda`)."""
 from __future__ import annotations
 
+import os
+import re
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +50,8 @@ class TestAccumulateStats:
     def test_matches_reference(self, dtype, shape, duplicates):
         B, C = shape
         N = 2 * B + 3
-        seed = hash((dtype, shape, duplicates)) % 10_000
+        # A digest, not hash(): torch.dtype hashes by identity, so hash() differed per process.
+        seed = zlib.crc32(repr((str(dtype), shape, duplicates)).encode()) % 10_000
         # Several batches, so that last-correct flags and forgetting events come into play.
         batches = [make_batch(B, C, N, dtype, seed + k, duplicates=duplicates) for k in range(4)]
         got = run(ops.accumulate_stats, batches, N)
@@ -501,3 +506,18 @@ class TestTopkSelectCUDA:
             ops.topk_select(s, 2, True, torch.tensor([0, 0, 1], device="cuda"), torch.tensor([0, 2]))
         with pytest.raises(RuntimeError, match=r"labels must be in \[0, 2\)"):
             ops.topk_select(s, 1, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([1, 0]))
+
+
+def test_column_names_mirror_the_cpp_header():
+    """ops' column indices are those of csrc/accumulate_stats.h, by name."""
+    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc",
+                               "accumulate_stats.h")).read()
+    consts = {m[0]: int(m[1]) for m in re.findall(r"constexpr int64_t (k\w+) = (\d+);", header)}
+    pairs = {"kPresentations": ops.PRESENTATIONS, "kCorrect": ops.CORRECT,
+             "kForgetting": ops.FORGETTING, "kNonFinite": ops.NONFINITE,
+             "kNumCounts": len(ops.COUNT_FIELDS), "kProbSum": ops.PROB_SUM,
+             "kProbSqSum": ops.PROB_SQ_SUM, "kMarginSum": ops.MARGIN_SUM,
+             "kLossSum": ops.LOSS_SUM, "kEl2nSum": ops.EL2N_SUM, "kNumSums": len(ops.SUM_FIELDS)}
+    assert {k: consts[k] for k in pairs} == pairs
+    assert ops.COUNT_FIELDS[ops.FORGETTING] == "forgetting_events"
+    assert ops.SUM_FIELDS[ops.EL2N_SUM] == "el2n_sum"
