@@ -58,8 +58,9 @@ HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 ROW_FIELDS = ("ranking", "score", "source", "window", "budget", "keep", "strategy", "fraction",
               "order", "seed", "test_acc", "train_acc", "epochs", "steps", "kept", "removed",
               "excluded", "balanced", "arch", "cut_hardest", "scoring_arch", "scoring_runs",
-              "scoring_epochs", "scoring_seconds", "dataset", "selection_seed", "tie_seed", "cell",
-              "training_seconds", "total_seconds", "seconds", "images_per_s")
+              "scoring_epochs", "scoring_seconds", "scoring_images", "dataset", "selection_seed",
+              "tie_seed", "cell", "training_seconds", "total_seconds", "training_images",
+              "total_images", "seconds", "images_per_s")
 TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
 #: The scores that count only the first `window` epochs (scores.compute_scores); the others
 #: always span every recorded epoch, so other windows give them no ranking of their own.
@@ -84,27 +85,35 @@ class Ranking:
     cost: dict  # {"seconds", "runs", "arch", "epochs"}; seconds None when unknown
 
 
-def _metrics_seconds(run_file: str, epochs: int) -> float | None:
-    """Seconds of the first `epochs` epochs of the run that wrote `run_file` (its folder's
-    metrics.jsonl); None when they are not all recorded there."""
+def _metrics_cost(run_file: str, epochs: int) -> tuple[float, float] | None:
+    """(seconds, images) of the first `epochs` epochs of the run that wrote `run_file` (its
+    folder's metrics.jsonl; images from images_per_s x seconds where a row lacks them); None
+    when they are not all recorded there."""
     path = os.path.join(os.path.dirname(os.path.abspath(run_file)), "metrics.jsonl")
     try:
         with open(path, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError):
         return None
-    seconds = {int(r["epoch"]): float(r["seconds"]) for r in rows
-               if isinstance(r, dict) and "epoch" in r and isinstance(r.get("seconds"),
-                                                                      (int, float))}
-    if not all(e in seconds for e in range(1, epochs + 1)):
+    found = {}
+    for r in rows:
+        if isinstance(r, dict) and "epoch" in r and isinstance(r.get("seconds"), (int, float)):
+            images = r.get("images")
+            if not isinstance(images, (int, float)):
+                images = float(r.get("images_per_s") or 0.0) * float(r["seconds"])
+            found[int(r["epoch"])] = (float(r["seconds"]), float(images))
+    if not all(e in found for e in range(1, epochs + 1)):
         return None
-    return sum(seconds[e] for e in range(1, epochs + 1))
+    return (sum(found[e][0] for e in range(1, epochs + 1)),
+            sum(found[e][1] for e in range(1, epochs + 1)))
 
 
 def scoring_cost(path: str, table, window: int | None) -> dict:
     """What the scores of `path` counted over `window` cost: the scoring runs (one, or those a
-    merged file lists), their architectures, the epochs counted, and the sum over runs of those
-    epochs' training seconds (None when a run's metrics.jsonl does not record them)."""
+    merged file lists), their architectures, the epochs counted, and the sums over runs of those
+    epochs' training seconds and images processed (None when a run's metrics.jsonl does not
+    record them). Images processed is the machine-independent measure: seconds depend on what
+    else the machine was doing."""
     meta = table.metadata or {}
     runs = meta.get("runs")
     if isinstance(runs, list) and runs:  # a merged file: its runs' own folders
@@ -118,8 +127,10 @@ def scoring_cost(path: str, table, window: int | None) -> dict:
         first = runs[0] if isinstance(runs, list) and runs and isinstance(runs[0], dict) else meta
         window = first.get("epochs_trained") or first.get("epochs") or 0
     epochs = int(window)
-    parts = [_metrics_seconds(f, epochs) if f else None for f in files]
-    return {"seconds": None if any(p is None for p in parts) else round(sum(parts), 3),
+    parts = [_metrics_cost(f, epochs) if f else None for f in files]
+    known = not any(p is None for p in parts)
+    return {"seconds": round(sum(p[0] for p in parts), 3) if known else None,
+            "images": round(sum(p[1] for p in parts)) if known else None,
             "runs": len(files), "arch": ",".join(dict.fromkeys(str(a) for a in archs)),
             "epochs": epochs}
 
@@ -220,7 +231,8 @@ def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]],
         shas[f"external:{name}"] = file_sha256(path)
         rankings.append(Ranking(f"{name} (external)", name, "external", None,
                                 load_external(name, direction, path, train),
-                                {"seconds": None, "runs": None, "arch": None, "epochs": None}))
+                                {"seconds": None, "images": None, "runs": None, "arch": None,
+                                 "epochs": None}))
     if not rankings:
         raise ValueError("no ranking: give score files (SCORES) or external scores (`external`)")
     return rankings, alive, shas
@@ -329,6 +341,7 @@ def result_rows(cfg: "CompressionConfig", rankings: Sequence[Ranking],
         r = by_label[req.ranking]
         scored = req.strategy not in ("random", REFERENCE)  # random and full data need no scores
         scoring = r.cost["seconds"] if scored else 0.0
+        scoring_images = r.cost["images"] if scored else 0
         training = round(res["seconds"], 3)
         rows.append({
             "ranking": r.label, "score": r.score, "source": r.source, "window": r.window,
@@ -344,6 +357,8 @@ def result_rows(cfg: "CompressionConfig", rankings: Sequence[Ranking],
             "dataset": cfg.dataset, "selection_seed": cfg.selection_seed,
             "tie_seed": res["tie_seed"], "cell": cid, "training_seconds": training,
             "total_seconds": None if scoring is None else round(scoring + training, 3),
+            "scoring_images": scoring_images, "training_images": res["images"],
+            "total_images": None if scoring_images is None else scoring_images + res["images"],
             "seconds": training, "images_per_s": round(res["images_per_s"], 1)})
     return rows
 
@@ -358,7 +373,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     for e in stats:
         mine = [r for r in rows if (r["ranking"], r["budget"], r["keep"], r["strategy"]) ==
                 (e["ranking"], e["budget"], e["keep"], e["strategy"])]
-        for name in ("training_seconds", "scoring_seconds", "total_seconds"):
+        for name in ("training_seconds", "scoring_seconds", "total_seconds", "scoring_images",
+                     "training_images", "total_images"):
             values = [r[name] for r in mine]
             e[name] = None if any(v is None for v in values) else float(np.mean(values))
     return stats
@@ -476,9 +492,11 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
 
 
 def plot_cost(stats: list[dict], path: str, title: str) -> None:
-    """compression-cost.png: test accuracy (%) against total cost (scoring + training seconds,
-    means over seeds), a point per (ranking, strategy, kept fraction) with its 95% interval,
-    random selection and the full data as reference points; one panel per budget."""
+    """compression-cost.png: test accuracy (%) against total cost, scoring + subset training
+    (means over seeds), in seconds (left: what it took on this machine, load included) and in
+    images processed (right: the machine-independent count); a point per (ranking, strategy,
+    kept fraction) with its 95% interval, random selection and the full data as reference
+    points; a row per budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,44 +505,49 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     budgets = list(dict.fromkeys(e["budget"] for e in stats))
     rankings = list(dict.fromkeys(e["ranking"] for e in stats))
     markers = dict(zip(rankings, "osD^v<>pXh*" * 4))
-    fig, axes = plt.subplots(1, len(budgets), figsize=(10.5 * len(budgets), 6.2), squeeze=False)
-    for ax, budget in zip(axes[0], budgets):
-        seen_random = set()
-        for e in (e for e in stats if e["budget"] == budget and e["total_seconds"] is not None):
-            y = 100 * e["acc_mean"]
-            yerr = None if e["acc_low"] is None else [[y - 100 * e["acc_low"]],
-                                                      [100 * e["acc_high"] - y]]
-            if e["strategy"] == REFERENCE:
-                if "full" in seen_random:
-                    continue
-                seen_random.add("full")
-                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color="black", marker="*",
-                            ms=14, capsize=3, ls="none", label="full data")
-                continue
-            if e["strategy"] == "random":  # the same cells under every ranking: draw once
-                if e["keep"] in seen_random:
-                    continue
-                seen_random.add(e["keep"])
-                label = "keep at random" if len(seen_random - {"full"}) == 1 else None
-                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color=COLORS["random"],
-                            marker="o", ms=6, capsize=3, ls="none", label=label)
-            else:
-                ax.errorbar([e["total_seconds"]], [y], yerr=yerr, color=COLORS[e["strategy"]],
-                            marker=markers[e["ranking"]], ms=6, capsize=3, ls="none",
-                            alpha=0.85)
-            ax.annotate(f"{e['keep']:.0%}", (e["total_seconds"], y), fontsize=6,
-                        xytext=(4, 3), textcoords="offset points")
-        for s in ("hardest", "easiest", "stratified"):
-            ax.plot([], [], color=COLORS[s], marker="o", ls="none", label=f"keep the {s}")
+    axes_x = (("total_seconds", "seconds", 1.0), ("total_images", "million images processed",
+                                                   1e-6))
+    fig, axes = plt.subplots(len(budgets), 2, figsize=(17, 5.8 * len(budgets)), squeeze=False)
+    for row, budget in enumerate(budgets):
+        for col, (key, unit, scale) in enumerate(axes_x):
+            ax = axes[row, col]
+            seen: set = set()
+            for e in (e for e in stats if e["budget"] == budget and e.get(key) is not None):
+                x, y = e[key] * scale, 100 * e["acc_mean"]
+                yerr = None if e["acc_low"] is None else [[y - 100 * e["acc_low"]],
+                                                          [100 * e["acc_high"] - y]]
+                if e["strategy"] in (REFERENCE, "random"):  # the same cells under every ranking
+                    mark = "full" if e["strategy"] == REFERENCE else e["keep"]
+                    if mark in seen:
+                        continue
+                    seen.add(mark)
+                    if e["strategy"] == REFERENCE:
+                        ax.errorbar([x], [y], yerr=yerr, color="black", marker="*", ms=14,
+                                    capsize=3, ls="none", label="full data")
+                        continue
+                    ax.errorbar([x], [y], yerr=yerr, color=COLORS["random"], marker="o", ms=6,
+                                capsize=3, ls="none", label="keep at random"
+                                if len(seen - {"full"}) == 1 else None)
+                else:
+                    ax.errorbar([x], [y], yerr=yerr, color=COLORS[e["strategy"]],
+                                marker=markers[e["ranking"]], ms=6, capsize=3, ls="none",
+                                alpha=0.85)
+                ax.annotate(f"{e['keep']:.0%}", (x, y), fontsize=6, xytext=(4, 3),
+                            textcoords="offset points")
+            ax.set_xlabel(f"total cost: scoring + subset training ({unit})")
+            ax.set_ylabel("test accuracy (%)")
+            _accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
+            ax.set_title(f"budget: {budget}; cost in {unit} (labels: kept fraction)",
+                         fontsize=10)
+            ax.grid(alpha=0.3)
+        ax = axes[row, 1]
+        for strategy in ("hardest", "easiest", "stratified"):
+            ax.plot([], [], color=COLORS[strategy], marker="o", ls="none",
+                    label=f"keep the {strategy}")
         for r in rankings:
             ax.plot([], [], color="dimgray", marker=markers[r], ls="none", label=r)
-        ax.set_xlabel("total cost: scoring + subset training (seconds)")
-        ax.set_ylabel("test accuracy (%)")
-        _accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
-        ax.set_title(f"budget: {budget} (labels: kept fraction)", fontsize=10)
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(textwrap.fill(title, 90 * len(budgets)), fontsize=11)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
 

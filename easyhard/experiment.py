@@ -81,7 +81,7 @@ KIND_FILES = {"removal": (CONFIG_FILE, RESULTS, SUMMARY, FIGURE),
                               "compression-cost.png")}
 #: Everything an experiment writes at the top of its folder, and in a cell folder.
 TOP_FILES = (MANIFEST,) + tuple(f for k in KINDS for f in KIND_FILES[k])
-CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", CELL_RESULT)
+CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "history.bin", CELL_RESULT)
 #: Settings a continued experiment may change (they add cells); every other setting is part of
 #: the experiment's identity, and so is the content of the score file.
 GRID_FIELDS = ("fractions", "orders", "seeds", "score", "budget")
@@ -878,8 +878,9 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datase
     outcome = _cell_outcome(cell_dir, cell)
     with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
         json.dump(outcome, f, indent=1)
-    with contextlib.suppress(FileNotFoundError):  # finished: nothing to resume
-        os.unlink(os.path.join(cell_dir, "checkpoint.pt"))
+    for name in ("checkpoint.pt", "history.bin"):  # finished: nothing to resume
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(cell_dir, name))
     say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
         f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left")
     done(cell, outcome)

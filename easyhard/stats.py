@@ -337,11 +337,14 @@ class SampleStats:
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly; loadable with torch.load(weights_only=True)."""
+    def state_dict(self, history: bool = True) -> dict[str, Any]:
+        """Everything needed to resume exactly; loadable with torch.load(weights_only=True).
+
+        `history`: include the closed epochs' records (E x N x 8 bytes). Without them the state
+        says how many there are (``history_epochs``) and ``load_state_dict`` takes them from a
+        HistoryLog: a checkpoint every epoch then costs O(N), not O(E x N)."""
         self.check()
-        history = self.history
-        return {
+        out = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
             "counts": self._counts.cpu(),
@@ -349,12 +352,19 @@ class SampleStats:
             "flags": self._flags.cpu(),
             "total_counts": torch.from_numpy(self._total_counts.copy()),
             "total_sums": torch.from_numpy(self._total_sums.copy()),
-            "history": torch.from_numpy(history.view(np.uint8).reshape(*history.shape, HISTORY_DTYPE.itemsize).copy()),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
+            "history_epochs": self._epochs,
         }
+        if history:
+            h = self.history
+            out["history"] = torch.from_numpy(
+                h.view(np.uint8).reshape(*h.shape, HISTORY_DTYPE.itemsize).copy())
+        return out
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict``; refuses one of another dataset size or class count."""
+    def load_state_dict(self, state: Mapping[str, Any], history: np.ndarray | None = None) -> None:
+        """Restore a ``state_dict``; refuses one of another dataset size or class count. A state
+        saved without its history takes `history` (HISTORY_DTYPE [history_epochs, N], e.g.
+        HistoryLog.read)."""
         N, C = self.num_samples, self.num_classes
         if int(state["num_samples"]) != N or int(state["num_classes"]) != C:
             raise ValueError(
@@ -367,7 +377,15 @@ class SampleStats:
         for key, shape in expect.items():
             if tuple(state[key].shape) != shape:
                 raise ValueError(f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}")
-        history = _numpy(state["history"], np.uint8)
+        if "history" in state:
+            history = _numpy(state["history"], np.uint8)
+        else:
+            want = int(state["history_epochs"])
+            if history is None or history.dtype != HISTORY_DTYPE or history.shape != (want, N):
+                got = "none" if history is None else f"{history.dtype} {history.shape}"
+                raise ValueError(f"the state was saved without its history ({want} epochs of "
+                                 f"{N} examples): give them as `history` (got {got})")
+            history = np.ascontiguousarray(history).view(np.uint8).reshape(want, N, -1)
         if history.ndim != 3 or history.shape[1:] != (N, HISTORY_DTYPE.itemsize):
             raise ValueError(f"state['history'] has shape {history.shape}, expected [E, {N}, 8]")
         self._counts.copy_(torch.as_tensor(state["counts"]))
@@ -591,3 +609,65 @@ def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> d
             raise ValueError(f"{path}: metadata lacks an integer {key!r}: the file is damaged or "
                              "was not written by easyhard")
     return meta
+
+
+class HistoryLog:
+    """A run's closed-epoch records on disk, beside its checkpoint: a 16-byte header (magic,
+    N) and one HISTORY_DTYPE [N] record per epoch, appended at the end of each epoch (O(N)),
+    so that a checkpoint needs only ``state_dict(history=False)``. The checkpoint says how many
+    records it covers; ``read`` returns those, and ``sync`` drops any written after it (a run
+    killed between the append and the checkpoint)."""
+
+    MAGIC = b"EHHIST1\0"
+
+    def __init__(self, path: str | os.PathLike, num_samples: int) -> None:
+        self.path = os.fspath(path)
+        self.num_samples = int(num_samples)
+        self._record = self.num_samples * HISTORY_DTYPE.itemsize
+
+    def _header(self) -> bytes:
+        return self.MAGIC + np.int64(self.num_samples).tobytes()
+
+    def records(self) -> int:
+        """Complete records in the file (0 when it does not exist); refuses a foreign file."""
+        try:
+            size = os.path.getsize(self.path)
+        except FileNotFoundError:
+            return 0
+        if size < 16:  # killed while writing the header: nothing recorded yet
+            return 0
+        with open(self.path, "rb") as f:
+            head = f.read(16)
+        if head != self._header():
+            raise ValueError(f"{self.path} is not the history of a run over {self.num_samples} "
+                             "examples (its header differs): move it away to restart the run")
+        return (size - 16) // self._record
+
+    def sync(self, history: np.ndarray) -> None:
+        """Make the file hold exactly the records of `history` ([E, N]): those already there are
+        kept (records beyond E are cut off), the missing ones appended; flushed to disk before it
+        returns, so that a checkpoint written next never counts records the file lacks."""
+        E = len(history)
+        have = min(self.records(), E)
+        mode = "r+b" if os.path.exists(self.path) and os.path.getsize(self.path) >= 16 else "wb"
+        with open(self.path, mode) as f:
+            if mode == "wb":
+                f.write(self._header())
+            f.truncate(16 + have * self._record)
+            f.seek(16 + have * self._record)
+            if have < E:
+                f.write(np.ascontiguousarray(history[have:E]).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self, epochs: int) -> np.ndarray:
+        """The first `epochs` records, HISTORY_DTYPE [epochs, N]."""
+        have = self.records()
+        if have < epochs:
+            raise ValueError(f"{self.path} holds {have} epoch record(s), the checkpoint counts "
+                             f"{epochs}: the history is incomplete; move the run folder away to "
+                             "restart it")
+        with open(self.path, "rb") as f:
+            f.seek(16)
+            data = np.fromfile(f, dtype=HISTORY_DTYPE, count=epochs * self.num_samples)
+        return data.reshape(epochs, self.num_samples)

@@ -9,8 +9,10 @@ training step's own logits to the fused op through SampleStats (no extra forward
 records a clean view (eval mode, no augmentation) into its own history, evaluates on the test
 split each epoch, and writes into ``OUT/<arch>-run<k>/``: ``scores.npz`` (and
 ``scores_clean.npz``), ``metrics.jsonl`` (per epoch: loss, train and test accuracy, images/s),
-``config.json`` (the resolved configuration) and ``checkpoint.pt`` (every epoch, atomically;
-``resume`` continues a killed run and, on CPU, ends with bit-identical scores). Finally
+``config.json`` (the resolved configuration), ``checkpoint.pt`` (every epoch, atomically; its
+per-example part is O(N): the closed epochs' records are appended to ``history.bin`` instead, see
+stats.HistoryLog) and ``history.bin``; ``resume`` continues a killed run and, on CPU, ends with
+bit-identical scores. Finally
 ``OUT/merged.npz`` merges all runs (easyhard.scores.merge_score_files).
 
 The same engine trains experiment cells (easyhard.experiment): ``score_run`` takes a ``subset`` of
@@ -43,7 +45,7 @@ from .datasets import ArrayDataset, DatasetError, load_dataset
 from .io import atomic_write
 from .loaders import make_loader
 from .models import build_model
-from .stats import SampleStats
+from .stats import HistoryLog, SampleStats
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -254,6 +256,9 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     examples = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
     stats = SampleStats(len(train), train.num_classes, device, **examples)
     clean = SampleStats(len(train), train.num_classes, device, **examples) if clean_loader else None
+    # The closed epochs' records go to side files, appended each epoch; checkpoints hold the rest
+    log = HistoryLog(os.path.join(run_dir, HISTORY_FILE), len(train))
+    clean_log = HistoryLog(os.path.join(run_dir, CLEAN_HISTORY_FILE), len(train))
 
     identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
     start_epoch, metrics = 0, []
@@ -268,9 +273,9 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
-        stats.load_state_dict(ck["stats"])
+        stats.load_state_dict(ck["stats"], _logged_history(ck["stats"], log))
         if clean is not None:
-            clean.load_state_dict(ck["clean"])
+            clean.load_state_dict(ck["clean"], _logged_history(ck["clean"], clean_log))
         set_rng_state(ck["rng"])
         start_epoch, metrics = ck["epoch"], ck["metrics"]
 
@@ -366,13 +371,18 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                       f"{m['train_acc']:.4f} test acc {test_txt} "
                       f"({m['images_per_s']:.0f} images/s)", flush=True)
             _write_metrics(run_dir, metrics)
+            log.sync(stats.history)  # first: the checkpoint never counts records not on disk
+            if clean is not None:
+                clean_log.sync(clean.history)
             with atomic_write(ckpt_path) as f:
                 torch.save({"epoch": epoch + 1, "arch": arch, "run": run,
                             "config": _config_dict(cfg), "identity": identity,
                             "model": model.state_dict(),
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "scaler": scaler.state_dict(), "stats": stats.state_dict(),
-                            "clean": clean.state_dict() if clean is not None else None,
+                            "scaler": scaler.state_dict(),
+                            "stats": stats.state_dict(history=False),
+                            "clean": clean.state_dict(history=False) if clean is not None
+                            else None,
                             "rng": rng_state(), "metrics": metrics}, f)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             return run_dir
@@ -412,7 +422,17 @@ RUN_FORMAT = "easyhard.run"
 #: or killed run can be resumed under a job that differs in them.
 JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
 #: What a run folder holds, all written by score_run: --force deletes these and nothing else.
-RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt")
+HISTORY_FILE, CLEAN_HISTORY_FILE = "history.bin", "history_clean.bin"
+RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt",
+             HISTORY_FILE, CLEAN_HISTORY_FILE)
+
+
+def _logged_history(state: dict, log: "HistoryLog"):
+    """The history a checkpointed SampleStats state needs: None when the state holds it (a
+    checkpoint of an earlier easyhard), else the first history_epochs records of its side file."""
+    if "history" in state:
+        return None
+    return log.read(int(state["history_epochs"]))
 
 
 def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:

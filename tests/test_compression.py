@@ -90,6 +90,11 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
             assert row["scoring_arch"] == "convnet" and row["scoring_runs"] == 1
             assert row["total_seconds"] == pytest.approx(row["scoring_seconds"]
                                                          + row["training_seconds"], abs=2e-3)
+            # images processed: the machine-independent cost (160 examples per scoring epoch)
+            assert row["scoring_images"] == 160 * row["scoring_epochs"]
+            assert row["total_images"] == row["scoring_images"] + row["training_images"]
+    for row in rows:  # a subset's training processes its kept examples once per epoch
+        assert row["training_images"] == row["kept"] * row["epochs"]
     # an external array is a ranking like any other: easiness given as a file (either way
     # round) selects exactly what easiness over all epochs selects, so the cells are the same
     def cell(ranking_prefix, strategy, seed=0):

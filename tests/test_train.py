@@ -92,6 +92,66 @@ def test_resume_equals_uninterrupted(tmp_path):
         score_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
 
 
+def test_checkpoints_leave_the_history_to_its_side_file(tmp_path):
+    """A checkpoint holds O(N) of per-example state; the closed epochs' records are in
+    history.bin. Resume is exact after a kill between the append and the checkpoint (a record
+    too many in the side file), and from a checkpoint of the previous version (history inside
+    the checkpoint, no side file)."""
+    from easyhard.stats import HISTORY_DTYPE, HistoryLog
+
+    cfg = small_cfg(epochs=3)
+    score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
+    straight = tmp_path / "straight" / "convnet-run0" / "scores.npz"
+    run = tmp_path / "cut" / "convnet-run0"
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), stop_after_epoch=1)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert "history" not in ck["stats"] and ck["stats"]["history_epochs"] == 1
+    N = ck["stats"]["num_samples"]
+    assert (run / "history.bin").stat().st_size == 16 + N * HISTORY_DTYPE.itemsize
+    import shutil
+
+    shutil.copytree(tmp_path / "cut", tmp_path / "old")
+    # killed after appending epoch 2's record, before its checkpoint: the record is dropped
+    with open(run / "history.bin", "ab") as f:
+        f.write(np.full(N, 7, dtype=HISTORY_DTYPE).tobytes())
+    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
+    assert_same_scores(straight, run / "scores.npz")
+    assert HistoryLog(run / "history.bin", N).records() == 3
+    # a checkpoint of the previous version: its history inside, no side file
+    old = tmp_path / "old" / "convnet-run0"
+    history = HistoryLog(old / "history.bin", N).read(1)
+    ck["stats"]["history"] = torch.from_numpy(history.view(np.uint8).reshape(1, N, 8).copy())
+    del ck["stats"]["history_epochs"]
+    torch.save(ck, old / "checkpoint.pt")
+    (old / "history.bin").unlink()
+    score_run(cfg, "convnet", 0, str(tmp_path / "old"), resume=True)
+    assert_same_scores(straight, old / "scores.npz")
+
+
+def test_history_log_refuses_what_it_cannot_use(tmp_path):
+    from easyhard.stats import HISTORY_DTYPE, HistoryLog
+
+    log = HistoryLog(tmp_path / "h.bin", 5)
+    assert log.records() == 0
+    recs = np.zeros((3, 5), dtype=HISTORY_DTYPE)
+    recs["correct"] = np.arange(15).reshape(3, 5)
+    log.sync(recs[:2])
+    log.sync(recs)  # appends the third only
+    assert log.records() == 3 and np.array_equal(log.read(3), recs)
+    log.sync(recs[:1])  # cut back
+    assert log.records() == 1
+    with pytest.raises(ValueError, match="holds 1 epoch record"):
+        log.read(2)
+    with pytest.raises(ValueError, match="not the history of a run over 6 examples"):
+        HistoryLog(tmp_path / "h.bin", 6).records()
+    from easyhard import SampleStats
+
+    stats = SampleStats(5, 3)
+    state = stats.state_dict(history=False)
+    with pytest.raises(ValueError, match="saved without its history"):
+        SampleStats(5, 3).load_state_dict(state)
+
+
 def test_resume_after_a_real_kill(tmp_path):
     args = [sys.executable, "-m", "easyhard", "score", "--dataset", "synthetic", "--num-samples",
             "2000", "--num-classes", "4", "--image-size", "16", "--batch-size", "50",
