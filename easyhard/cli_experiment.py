@@ -15,6 +15,17 @@ from .config import CompressionConfig, RemovalConfig
 from .experiment import HIDDEN_FIELDS
 
 
+def _finish(summary: dict, quiet: bool, as_json: bool) -> None:
+    """The experiment's summary as JSON, or its tables and the files written."""
+    if as_json:
+        summary.pop("summary")
+        click.echo(json.dumps(summary, indent=1))
+    elif not quiet:
+        click.echo("")
+        click.echo(summary["summary"])
+        click.echo(f"written: {', '.join(summary['files'].values())}")
+
+
 @experiment.command("removal")
 @click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
 @config_options(RemovalConfig, skip=HIDDEN_FIELDS)
@@ -44,13 +55,7 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
     cfg = make_config(RemovalConfig, settings)
     summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json,
                           train_missing=not no_train)
-    if as_json:
-        summary.pop("summary")
-        click.echo(json.dumps(summary, indent=1))
-    elif not quiet:
-        click.echo("")
-        click.echo(summary["summary"])
-        click.echo(f"written: {', '.join(summary['files'].values())}")
+    _finish(summary, quiet, as_json)
 
 
 @experiment.command("compression")
@@ -86,10 +91,4 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
     cfg = make_config(CompressionConfig, settings)
     summary = run_compression(cfg, score_files, out_dir, force=force, quiet=quiet or as_json,
                               train_missing=not no_train)
-    if as_json:
-        summary.pop("summary")
-        click.echo(json.dumps(summary, indent=1))
-    elif not quiet:
-        click.echo("")
-        click.echo(summary["summary"])
-        click.echo(f"written: {', '.join(summary['files'].values())}")
+    _finish(summary, quiet, as_json)

@@ -32,3 +32,36 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def kill_midway():
+    """kill_midway(command, out): start `command` (a list, in a new process, one thread), and
+    SIGKILL it at a moment when OUT/cells holds a finished cell (result.json) and a half-finished
+    one (checkpoint.pt only); returns (finished, half) cell names."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    def run(command, out):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(command, env=env)
+        finished = half = None
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            cells = out / "cells"
+            names = sorted(n for n in os.listdir(cells) if not n.endswith(".lock")) \
+                if cells.is_dir() else []
+            finished = [n for n in names if (cells / n / "result.json").exists()]
+            half = [n for n in names if (cells / n / "checkpoint.pt").exists()
+                    and not (cells / n / "result.json").exists()]
+            if finished and half:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert finished and half, "no moment with a finished cell and a half-finished one was seen"
+        return finished, half
+
+    return run

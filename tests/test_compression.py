@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -231,7 +228,7 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
     assert {row["source"] for row in read_results(out / RESULTS)} == {"merged", "seed5"}
 
 
-def test_kill_then_the_same_command_gives_the_same_results(tmp_path):
+def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
                       batch_size=50, archs=("convnet",), epochs=1, device="cpu")
     score(cfg, str(tmp_path / "scores"), quiet=True)
@@ -240,22 +237,8 @@ def test_kill_then_the_same_command_gives_the_same_results(tmp_path):
             "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--keep", "0.5",
             "--strategies", "hardest,stratified", "--seeds", "1"]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "easyhard", *args, "--quiet", "--out",
-                             str(killed)], env=ENV)
-    finished = half = None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        cells = killed / CELLS
-        names = sorted(os.listdir(cells)) if cells.is_dir() else []
-        finished = [n for n in names if (cells / n / "result.json").exists()]
-        half = [n for n in names if (cells / n / "checkpoint.pt").exists()
-                and not (cells / n / "result.json").exists()]
-        if finished and half:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert finished and half, "no moment with a finished cell and a half-finished one was seen"
+    kill_midway([sys.executable, "-m", "easyhard", *args, "--quiet", "--out", str(killed)],
+                killed)
     again = cli([*args, "--out", killed])
     assert again.exit_code == 0, again.output
     assert "resuming from its checkpoint" in again.output

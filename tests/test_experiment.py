@@ -7,10 +7,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -108,7 +106,7 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     assert (out / RESULTS).read_text() == before
 
 
-def test_kill_then_the_same_command_gives_the_same_results(tmp_path):
+def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
                       batch_size=50, archs=("convnet",), epochs=1, device="cpu")
     score(cfg, str(tmp_path / "scores"), quiet=True)
@@ -117,22 +115,8 @@ def test_kill_then_the_same_command_gives_the_same_results(tmp_path):
             "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--fractions", "0.5",
             "--orders", "easiest,random", "--seeds", "1"]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "easyhard", *args, "--quiet", "--out",
-                             str(killed)], env=ENV)
-    half = finished = None
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        cells = killed / CELLS
-        names = sorted(os.listdir(cells)) if cells.is_dir() else []
-        finished = [n for n in names if (cells / n / "result.json").exists()]
-        half = [n for n in names if (cells / n / "checkpoint.pt").exists()
-                and not (cells / n / "result.json").exists()]
-        if finished and half:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert finished and half, "no moment with a finished cell and a half-finished one was seen"
+    finished, half = kill_midway([sys.executable, "-m", "easyhard", *args, "--quiet", "--out",
+                                  str(killed)], killed)
     assert not (killed / SUMMARY).exists()
     shutil.copytree(killed, tmp_path / "killed-copy")
     done = {n: (killed / CELLS / n / "result.json").stat().st_mtime_ns for n in finished}
