@@ -49,7 +49,9 @@ def test_select_command(tmp_path):
     assert len(idx) == 30 and (np.diff(idx) > 0).all()
     assert (tmp_path / "sel" / "indices.txt").read_text().split() == [str(i) for i in idx]
     record = json.loads((tmp_path / "sel" / "selection.json").read_text())
-    assert sum(record["kept_per_class"]) == 30 and record["strategy"] == "hardest"
+    # the defaults: stratified (coverage-centric), class-balanced (what measured best)
+    assert sum(record["kept_per_class"]) == 30 and record["strategy"] == "stratified"
+    assert record["balanced"] and record["kept_per_class"] == [10, 10, 10]
     again = run(["select", scores, "--keep", "0.5", "--out", tmp_path / "sel"])
     assert again.exit_code != 0 and "not empty" in again.output
     js = run(["select", scores, "--keep", "10", "--strategy", "random", "--json", "--force",
