@@ -102,7 +102,7 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
     import torch
     from torch import nn
 
-    from .datasets import ArrayDataset, load_dataset
+    from .datasets import load_dataset
     from .loaders import make_loader
     from .models import build_model
     from .stats import SampleStats
@@ -123,12 +123,11 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
-    file_kwargs = ({} if isinstance(train, ArrayDataset) else
+    file_kwargs = ({} if train.in_memory else
                    {"crop": cfg.crop, "workers": cfg.workers})
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=0, rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
-    in_ch = train.images.shape[-1] if isinstance(train, ArrayDataset) else 3
-    size = train.images.shape[1] if isinstance(train, ArrayDataset) else cfg.crop
+    in_ch, size = train.channels, train.input_size(cfg.crop)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.arch, train.num_classes, in_ch, size).to(
         device, memory_format=memory_format)
@@ -217,10 +216,9 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
 
 def loader_choices(dataset, device) -> list[tuple[str, str, Any]]:
     """(name, backend, device) of every loader that can read `dataset` on this machine."""
-    from .datasets import ArrayDataset
     from .loaders import dali_available
 
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         where = "GPU-resident" if device.type == "cuda" else "CPU"
         return [(f"tensors ({where})", "auto", device)]
     out = []
@@ -237,7 +235,7 @@ def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | Non
     """Images/s of each available loader on the dataset, same threads and batch size."""
     import torch
 
-    from .datasets import ArrayDataset, load_dataset
+    from .datasets import load_dataset
     from .loaders import make_loader
     from .train import resolve_device
 
@@ -248,8 +246,7 @@ def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | Non
     rates: dict[str, float] = {}
     first: dict[str, float] = {}
     for name, backend, where in loader_choices(train, device):
-        kwargs = {} if isinstance(train, ArrayDataset) else {"crop": cfg.crop,
-                                                             "workers": cfg.workers}
+        kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers}
         say(f"{name}: {cfg.warmup} warm-up and {cfg.steps} timed batches")
         t0 = time.perf_counter()
         loader = make_loader(train, cfg.batch_size, where, train=True, seed=0, backend=backend,

@@ -61,6 +61,9 @@ class ArrayDataset:
         if not self.fingerprint:
             self.fingerprint = fingerprint_arrays(self.name, self.images, self.labels)
 
+    #: Held in memory: loaders take index subsets and put it on the device whole.
+    in_memory = True
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -71,6 +74,15 @@ class ArrayDataset:
     @property
     def paths(self) -> None:
         return None
+
+    @property
+    def channels(self) -> int:
+        """Channels of the images a model sees."""
+        return int(self.images.shape[-1])
+
+    def input_size(self, crop: int) -> int:
+        """Side of the images a model sees: the stored images' (`crop` is for image files)."""
+        return int(self.images.shape[1])
 
 
 @dataclass
@@ -99,12 +111,20 @@ class FileDataset:
                     [os.path.getsize(os.path.join(self.root, p)) for p in self.paths], np.int64)
             self.fingerprint = fingerprint_files(self.paths, self.labels, self.file_sizes)
 
+    #: Image files, decoded by a loader batch by batch.
+    in_memory = False
+    channels = 3  # decoded as RGB
+
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def input_size(self, crop: int) -> int:
+        """Side of the images a model sees: the loader's crop."""
+        return int(crop)
 
     def files(self) -> list[str]:
         """Absolute paths, in dataset-index order."""

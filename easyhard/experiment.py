@@ -784,7 +784,6 @@ def _write_text(path: str, text: str) -> None:
 def load_data(cfg, kind: str):
     """(device, train, test) for an experiment's trainings: one process, matplotlib present,
     an in-memory dataset (index subsets) with a test split."""
-    from .datasets import ArrayDataset
     from .train import Dist, load_datasets, resolve_device
 
     cfg.validate()
@@ -797,7 +796,7 @@ def load_data(cfg, kind: str):
         raise ImportError(f"the {kind} experiment draws its figures with matplotlib: "
                           "pip install matplotlib") from e
     train, test = load_datasets(cfg, quiet=True)
-    if not isinstance(train, ArrayDataset):
+    if not train.in_memory:
         raise ValueError(f"the {kind} experiment trains on index subsets, which only in-memory "
                          f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
                          f"not {cfg.dataset}")

@@ -41,7 +41,7 @@ from torch import nn
 
 from . import __version__
 from .config import ScoreConfig
-from .datasets import ArrayDataset, DatasetError, load_dataset
+from .datasets import DatasetError, load_dataset
 from .io import atomic_write
 from .loaders import make_loader
 from .models import build_model
@@ -208,12 +208,12 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
         torch.backends.cudnn.benchmark = True
 
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
-    file_kwargs = ({} if isinstance(train, ArrayDataset) else
+    file_kwargs = ({} if train.in_memory else
                    {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
     sub_kwargs = {}
     if subset is not None:
         subset = check_subset(subset, len(train))
-        if not isinstance(train, ArrayDataset):
+        if not train.in_memory:
             raise ValueError(f"training on a `subset` works for in-memory datasets (fashion-mnist, "
                              f"cifar10, cifar100, synthetic) only for now, not for {cfg.dataset}: "
                              "write the subset as a dataset with `easyhard compress` instead")
@@ -230,8 +230,7 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     if cfg.clean_every or cfg.clean_steps:
         clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,
                                    world_size=dist.world_size, **file_kwargs, **sub_kwargs)
-    in_ch = train.images.shape[-1] if isinstance(train, ArrayDataset) else 3
-    size = train.images.shape[1] if isinstance(train, ArrayDataset) else cfg.crop
+    in_ch, size = train.channels, train.input_size(cfg.crop)
     model = build_model(arch, train.num_classes, in_ch, size).to(device, memory_format=torch.channels_last)
     ddp_model = model
     if dist.enabled:
