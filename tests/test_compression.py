@@ -265,3 +265,34 @@ def test_scoring_cost_and_labels(tmp_path, scored):
     assert scoring_cost(lone, load_scores(lone), 1)["seconds"] is None
     labels = source_labels([str(run), str(merged), f"mine={merged}", str(merged)])
     assert [label for label, _ in labels] == ["convnet-run0", "merged", "mine", "merged#2"]
+
+
+def test_cut_hardest_drops_the_very_hardest_first(tmp_path, scored):
+    """--cut-hardest: the hardest and stratified strategies never keep the hardest fraction;
+    random selection is untouched (the baseline stays the removal experiment's)."""
+    merged = scored / "merged.npz"
+    r = compression([merged], tmp_path / "exp", "--keep", "0.5", "--strategies",
+                    "hardest,stratified,random", "--cut-hardest", "0.25", "--seeds", "1",
+                    "--global", "--json")
+    assert r.exit_code == 0, r.output
+    rows = read_results(tmp_path / "exp" / RESULTS)
+    cut = {row["strategy"]: row["cut_hardest"] for row in rows}
+    assert cut == {"none": 0.0, "hardest": 0.25, "stratified": 0.25, "random": 0.0}
+    # the kept examples avoid the hardest quarter (the subset the cell trained on)
+    from easyhard.compression import Ranking, compression_subset
+    from easyhard.scores import hardness
+
+    table = load_scores(str(merged))
+    h = hardness("easiness", table.scores["easiness"])
+    ranking = Ranking("easiness", "easiness", "merged", None, h, {})
+    hardest_quarter = set(np.argsort(-h, kind="stable")[:40].tolist())
+    alive = np.ones(160, dtype=bool)
+    for strategy in ("hardest", "stratified"):
+        idx, info = compression_subset(ranking, alive, table.labels, 4, strategy, 0.5, False,
+                                       0.25, 0, 0)
+        assert len(idx) == 80 and not hardest_quarter & set(idx.tolist())
+    idx, _ = compression_subset(ranking, alive, table.labels, 4, "hardest", 0.5, False, 0.0, 0, 0)
+    assert hardest_quarter <= set(idx.tolist())  # without the cut they are the first kept
+    r = compression([merged], tmp_path / "exp2", "--keep", "0.9", "--strategies", "hardest",
+                    "--cut-hardest", "0.25", "--seeds", "1")
+    assert r.exit_code == 1 and "more than is left" in r.output
