@@ -42,7 +42,8 @@ import numpy as np
 
 from .experiment import (BUDGETS, CELLS, COMPRESSION_STRATEGIES, KIND_FILES, REFERENCE, Cell,
                          _interval, _pts, _remove_stale_temps, _torch_version, _write_rows,
-                         _write_text, add_cell, file_sha256, finished_cells, load_data,
+                         _write_text, accuracy_limits, add_cell, draw_full_data, error_bars,
+                         file_sha256, finished_cells, load_data,
                          load_score_table, paired_summary, partial_note, prepare_output,
                          reference_subset, train_cells, training_config, write_manifest)
 from .io import check_disjoint
@@ -459,20 +460,13 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
     for ax, (ranking, budget) in zip(axes.flat, combos):
         entries = [e for e in stats if (e["ranking"], e["budget"]) == (ranking, budget)]
         for r in (e for e in entries if e["strategy"] == REFERENCE):
-            ax.axhline(100 * r["acc_mean"], color="black", lw=1.2, ls="--",
-                       label=f"full data (n={r['acc_n']})")
-            if r["acc_low"] is not None:
-                ax.axhspan(100 * r["acc_low"], 100 * r["acc_high"], color="black", alpha=0.1)
+            draw_full_data(ax, r)
         for s in COMPRESSION_STRATEGIES:
             line = sorted((e for e in entries if e["strategy"] == s), key=lambda e: e["keep"])
             if not line:
                 continue
             x = np.array([100 * e["keep"] for e in line]) + shift[s]
-            y = np.array([100 * e["acc_mean"] for e in line])
-            err = None
-            if all(e["acc_low"] is not None for e in line):
-                err = np.array([[100 * (e["acc_mean"] - e["acc_low"]) for e in line],
-                                [100 * (e["acc_high"] - e["acc_mean"]) for e in line]])
+            y, err = error_bars(line)
             ax.errorbar(x, y, yerr=err, color=COLORS[s], marker="o", ms=4, capsize=3,
                         label=f"keep the {s}" if s != "random" else "keep at random")
         ax.set_title(textwrap.fill(f"{ranking}; budget: {budget}", 48), fontsize=9)
@@ -485,7 +479,7 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
-    _accuracy_limits(axes.flat[0], stats)
+    accuracy_limits(axes.flat[0], stats)
     fig.suptitle(textwrap.fill(title, 60 * cols), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
@@ -536,7 +530,7 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
                             textcoords="offset points")
             ax.set_xlabel(f"total cost: scoring + subset training ({unit})")
             ax.set_ylabel("test accuracy (%)")
-            _accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
+            accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
             ax.set_title(f"budget: {budget}; cost in {unit} (labels: kept fraction)",
                          fontsize=10)
             ax.grid(alpha=0.3)
@@ -550,16 +544,6 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     fig.suptitle(textwrap.fill(title, 150), fontsize=11)
     fig.tight_layout()
     _save(fig, path)
-
-
-def _accuracy_limits(ax, stats: Sequence[dict]) -> None:
-    """Accuracy lies in [0, 100]: an interval of few seeds may reach beyond, the axis does not
-    (shared axes follow)."""
-    lows = [100 * e[k] for e in stats for k in ("acc_low", "acc_mean") if e[k] is not None]
-    highs = [100 * e[k] for e in stats for k in ("acc_high", "acc_mean") if e[k] is not None]
-    if lows:
-        pad = 0.05 * max(1.0, max(highs) - min(lows))
-        ax.set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + pad))
 
 
 def _save(fig, path: str) -> None:

@@ -691,6 +691,36 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
     return "\n".join(lines)
 
 
+def error_bars(entries: Sequence[dict], key_mean: str = "acc_mean", key_low: str = "acc_low",
+               key_high: str = "acc_high") -> tuple[np.ndarray, np.ndarray | None]:
+    """Means (%) and matplotlib's asymmetric error bars (%) of statistics entries; no bars when
+    an entry has no interval (fewer than two seeds)."""
+    y = np.array([100 * e[key_mean] for e in entries])
+    err = None
+    if all(e[key_low] is not None for e in entries):
+        err = np.array([[100 * (e[key_mean] - e[key_low]) for e in entries],
+                        [100 * (e[key_high] - e[key_mean]) for e in entries]])
+    return y, err
+
+
+def draw_full_data(ax, entry: dict) -> None:
+    """The full-data reference: a dashed line at its mean accuracy, its 95% interval a band."""
+    ax.axhline(100 * entry["acc_mean"], color="black", lw=1.2, ls="--",
+               label=f"full data (n={entry['acc_n']})")
+    if entry["acc_low"] is not None:
+        ax.axhspan(100 * entry["acc_low"], 100 * entry["acc_high"], color="black", alpha=0.1)
+
+
+def accuracy_limits(ax, stats: Sequence[dict]) -> None:
+    """Accuracy lies in [0, 100]: an interval of few seeds may reach beyond, the axis does not
+    (shared axes follow)."""
+    lows = [100 * e[k] for e in stats for k in ("acc_low", "acc_mean") if e[k] is not None]
+    highs = [100 * e[k] for e in stats for k in ("acc_high", "acc_mean") if e[k] is not None]
+    if lows:
+        pad = 0.05 * max(1.0, max(highs) - min(lows))
+        ax.set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + pad))
+
+
 def plot_removal(stats: list[dict], path: str, title: str) -> None:
     """removal.png: per (score, budget) a column; above, test accuracy (%) against the removed
     fraction (%), one line per order with its 95% interval and the full data as a line with its
@@ -708,31 +738,18 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
               "random": "remove at random"}
     shift = {"easiest": -0.8, "random": 0.0, "hardest": 0.8}  # keeps error bars apart
 
-    def bars(entries, key_mean, key_low, key_high):
-        y = np.array([100 * e[key_mean] for e in entries])
-        lo = [e[key_low] for e in entries]
-        err = None
-        if all(v is not None for v in lo):
-            err = np.array([[100 * (e[key_mean] - e[key_low]) for e in entries],
-                            [100 * (e[key_high] - e[key_mean]) for e in entries]])
-        return y, err
-
     for col, (score, budget) in enumerate(combos):
         top, bottom = axes[0, col], axes[1, col]
         entries = [e for e in stats if (e["score"], e["budget"]) == (score, budget)]
         ref = [e for e in entries if e["order"] == REFERENCE]
         if ref:
-            r = ref[0]
-            top.axhline(100 * r["acc_mean"], color="black", lw=1.2, ls="--",
-                        label=f"full data (n={r['acc_n']})")
-            if r["acc_low"] is not None:
-                top.axhspan(100 * r["acc_low"], 100 * r["acc_high"], color="black", alpha=0.1)
+            draw_full_data(top, ref[0])
         for order in REMOVAL_ORDERS:
             line = sorted((e for e in entries if e["order"] == order), key=lambda e: e["fraction"])
             if not line:
                 continue
             x = np.array([100 * e["fraction"] for e in line]) + shift[order]
-            y, err = bars(line, "acc_mean", "acc_low", "acc_high")
+            y, err = error_bars(line)
             n = max(e["acc_n"] for e in line)
             top.errorbar(x, y, yerr=err, color=colors[order], marker="o", ms=4, capsize=3,
                          label=f"{labels[order]} (n={n})")
@@ -740,7 +757,7 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
             if diffs:
                 d = [e["vs_random"] for e in diffs]
                 xd = np.array([100 * e["fraction"] for e in diffs]) + shift[order]
-                yd, errd = bars(d, "mean", "low", "high")
+                yd, errd = error_bars(d, "mean", "low", "high")
                 bottom.errorbar(xd, yd, yerr=errd, color=colors[order], marker="o", ms=4,
                                 capsize=3, label=labels[order])
         bottom.axhline(0, color="tab:gray", lw=1.2, label="remove at random (Δ = 0)")
@@ -752,11 +769,7 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
             ax.legend(fontsize=8, loc="best")
     axes[0, 0].set_ylabel("test accuracy (%)")
     axes[1, 0].set_ylabel("Δ test accuracy vs random removal (points)")
-    # accuracy lies in [0, 100]: an interval of few seeds may reach beyond, the axis does not
-    lows = [100 * e[k] for e in stats for k in ("acc_low", "acc_mean") if e[k] is not None]
-    highs = [100 * e[k] for e in stats for k in ("acc_high", "acc_mean") if e[k] is not None]
-    pad = 0.05 * max(1.0, max(highs) - min(lows))
-    axes[0, 0].set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + pad))
+    accuracy_limits(axes[0, 0], stats)
     fig.suptitle(textwrap.fill(title, 60 * len(combos)), fontsize=11)
     fig.tight_layout()
     with atomic_write(path) as f:
