@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import environment, write_json  # noqa: E402
 
 from easyhard import SampleStats  # noqa: E402
-from easyhard.stats import HISTORY_DTYPE  # noqa: E402
+from easyhard.statsfile import HISTORY_DTYPE  # noqa: E402
 
 
 def make_run(path: str, base: np.ndarray, labels: np.ndarray, C: int, epochs: int, seed: int,

@@ -43,8 +43,8 @@ __version__ = "0.1.0"
 
 _check_installed()
 
-_LAZY = {"SampleStats": "easyhard.stats", "HISTORY_DTYPE": "easyhard.stats"}
-_SUBMODULES = {"ops", "reference", "stats", "io"}
+_LAZY = {"SampleStats": "easyhard.stats", "HISTORY_DTYPE": "easyhard.statsfile"}
+_SUBMODULES = {"ops", "reference", "stats", "statsfile", "io"}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,6 @@ count, threads), ``images_per_s`` (one key per setting), and for train ``overhea
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import platform
@@ -100,13 +99,12 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
                 ) -> dict[str, Any]:
     """Images/s of the scoring step with and without the recording (see the module docstring)."""
     import torch
-    from torch import nn
 
+    from .config import ScoreConfig
     from .datasets import load_dataset
     from .loaders import make_loader
-    from .models import build_model
     from .stats import SampleStats
-    from .train import Dist, amp_dtype, resolve_device
+    from .train import Dist, Training, resolve_device
 
     say = progress or (lambda s: None)
     cfg.validate()
@@ -127,33 +125,17 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
                    {"crop": cfg.crop, "workers": cfg.workers})
     loader = make_loader(train, cfg.batch_size, device, train=True, seed=0, rank=dist.rank,
                          world_size=dist.world_size, **file_kwargs)
-    in_ch, size = train.channels, train.input_size(cfg.crop)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(cfg.arch, train.num_classes, in_ch, size).to(
-        device, memory_format=memory_format)
-    ddp = model
-    if dist.enabled:
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(ddp) if cfg.compile else ddp
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)
-    dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss()
+    size = train.input_size(cfg.crop)
+    # the training step of `easyhard score` with its default recipe (optimizer, schedule, loss)
+    recipe = ScoreConfig(dataset=cfg.dataset, archs=(cfg.arch,), amp=cfg.amp, compile=cfg.compile,
+                         crop=cfg.crop, device=cfg.device, batch_size=cfg.batch_size)
+    training = Training.build(recipe, cfg.arch, train, device, dist, steps_per_epoch=len(loader),
+                              channels_last=cfg.channels_last)
+    dtype = training.dtype
     stats = SampleStats(len(train), train.num_classes, device, labels=train.labels)
 
     def step(x, y, idx, record: bool) -> None:
-        if not cfg.channels_last:
-            x = x.contiguous()
-        with (torch.autocast(device.type, dtype=dtype) if dtype is not None
-              else contextlib.nullcontext()):
-            logits = forward(x)
-            loss = criterion(logits, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        logits, _ = training.step(x, y)
         if record:
             stats.update(logits, y, idx)
 

@@ -38,7 +38,7 @@ def _class_names(inputs: list[str]) -> list[str] | None:
     dataset whose names are known without reading it)."""
     from .datasets import FASHION_MNIST_CLASSES
     from .overlap import expand_inputs
-    from .scores import read_metadata_block
+    from .statsfile import read_metadata_block
 
     try:
         meta = read_metadata_block(expand_inputs(inputs)[0]) or {}

@@ -9,7 +9,8 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import IO, Iterator
+import threading
+from typing import IO, Any, Callable, Iterator
 
 
 def umask() -> int:
@@ -47,6 +48,40 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+class BackgroundWriter:
+    """Runs writes on a thread, one at a time, in the order given, so that the caller goes on
+    (a training run's epoch-end checkpoint is written while the next epoch trains).
+
+    ``submit(fn, *args)`` first waits for the previous write; ``wait()`` waits for the last one.
+    Both raise the error of a write that failed (once). The thread is not a daemon: a process
+    ending on an exception still finishes the write it had started. Hand it copies (snapshots),
+    never state the caller goes on changing."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            fn(*args)
+        except BaseException as e:  # raised in the caller's thread by wait()
+            self._error = e
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(fn, args),
+                                        name="easyhard-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # ---------------------------------------------------------------------------- nothing lost

@@ -110,9 +110,9 @@ def load_runs(files: Sequence[str], window: int | None = None,
               names: Sequence[str] | None = None) -> list[Run]:
     """Load and score every run (the scores `names`, default all); refuses files of other data
     or merged files, naming them."""
-    from .stats import read_stats_file
+    from .statsfile import read_stats_file
 
-    from .scores import MERGED_FORMAT, read_metadata_block
+    from .statsfile import MERGED_FORMAT, read_metadata_block
 
     def load(f: str) -> Run:
         if (read_metadata_block(f) or {}).get("format") == MERGED_FORMAT:

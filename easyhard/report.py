@@ -109,7 +109,7 @@ class RunInfo:
 
 def load_run(folder: str, window: int | None = None) -> RunInfo:
     from .scores import compute_scores
-    from .stats import read_stats_file
+    from .statsfile import read_stats_file
 
     f = read_stats_file(os.path.join(folder, "scores.npz"))
     metrics = []

@@ -33,17 +33,18 @@ fraction of runs; an example never presented in any one run has NaN scores there
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .io import atomic_write, same_file
+from .io import same_file
+from .statsfile import MergedFile, parse_metadata, read_archive, write_merged_file
 
 if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
-    from .stats import SampleStats, StatsFile
+    from .stats import SampleStats
+    from .statsfile import StatsFile
 
 DIRECTION = {
     "easiness": "higher_easier",
@@ -150,9 +151,6 @@ def hardness(name: str, values: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- merging
-MERGED_FORMAT = "easyhard.merged"
-
-
 @dataclass
 class ScoreTable:
     """Scores of one run or of merged runs, with the identity of every example."""
@@ -176,7 +174,7 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
         if same_file(p, out):
             raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "
                              "destroy a run's per-epoch history; choose another output file")
-    from .stats import read_stats_file
+    from .statsfile import read_stats_file
 
     per_run, first = [], None
     for p in paths:
@@ -198,69 +196,28 @@ def merge_score_files(paths: Sequence[str], out: str, window: int | None = None)
         per_run.append((p, stats.metadata, compute_scores(stats, window)))
     names = [n for n in per_run[0][2]]
     stacked = {n: np.stack([r[2][n].astype(np.float64) for r in per_run]) for n in names}
-    table = ScoreTable({n: stacked[n].mean(0) for n in names}, first.labels, first.num_classes,
-                       first.fingerprint, first.paths, {})
-    meta = {"format": MERGED_FORMAT, "format_version": 1, "num_samples": first.num_samples,
-            "num_classes": first.num_classes, "fingerprint": first.fingerprint, "window": window,
-            "runs": [{"file": os.path.abspath(p), "arch": m.get("arch"), "seed": m.get("seed"),
-                      "run": m.get("run"), "epochs": m.get("epochs")} for p, m, _ in per_run],
-            "directions": DIRECTION}
-    table.metadata = meta
-    arrays = {"index": np.arange(first.num_samples), "label": first.labels,
-              "metadata": np.array(json.dumps(meta, sort_keys=True))}
-    for n in names:
-        arrays[f"score_{n}"] = table.scores[n]
-        arrays[f"runs_{n}"] = stacked[n].astype(np.float32)
-    if first.paths is not None:
-        arrays["path"] = np.array(first.paths, dtype=str)
-    with atomic_write(out) as f:
-        np.savez(f, **arrays)
-    return table
-
-
-def read_metadata_block(path: str) -> dict | None:
-    """The JSON metadata block of an easyhard .npz file (a run's or a merged one), read without
-    loading the arrays; None when the file has none or is not a readable archive."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "metadata" not in z.files:
-                return None
-            meta = json.loads(str(z["metadata"]))
-    except Exception:
-        return None
-    return meta if isinstance(meta, dict) else None
+    means = {n: stacked[n].mean(0) for n in names}
+    runs = [{"file": os.path.abspath(p), "arch": m.get("arch"), "seed": m.get("seed"),
+             "run": m.get("run"), "epochs": m.get("epochs")} for p, m, _ in per_run]
+    meta = write_merged_file(out, labels=first.labels, num_classes=first.num_classes,
+                             fingerprint=first.fingerprint, paths=first.paths, window=window,
+                             runs=runs, means=means, per_run=stacked, directions=DIRECTION)
+    return ScoreTable(means, first.labels, first.num_classes, first.fingerprint, first.paths, meta)
 
 
 def load_scores(path: str, window: int | None = None) -> ScoreTable:
-    """Scores from a run's score file (computed here) or a merged file (read)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
-    try:
-        meta = json.loads(str(arrays["metadata"])) if "metadata" in arrays else {}
-    except ValueError as e:
-        raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: metadata is JSON but not an object: not an easyhard score file")
-    if meta.get("format") == MERGED_FORMAT:
-        missing = [k for k in ("num_classes",) if not isinstance(meta.get(k), int)]
-        missing += [k for k in ("label",) if k not in arrays]
-        if missing:
-            raise ValueError(f"{path}: a merged score file without {', '.join(missing)}: it is "
-                             "damaged; merge the runs again")
-        if window is not None and window != meta.get("window"):
-            raise ValueError(f"{path} was merged with window={meta.get('window')}; re-merge to "
-                             f"use window={window}")
-        scores = {k[len("score_"):]: v for k, v in arrays.items() if k.startswith("score_")}
-        return ScoreTable(scores, arrays["label"].astype(np.int64), int(meta["num_classes"]),
-                          meta.get("fingerprint"),
-                          arrays["path"].tolist() if "path" in arrays else None, meta)
-    from .stats import read_stats_file
+    """Scores from a run's statistics file (computed here) or a merged scores file (read); both
+    through easyhard.statsfile, which checks their format and version."""
+    from .statsfile import MERGED_FORMAT, read_merged_file, read_stats_file
 
-    stats = read_stats_file(path)
+    arrays = read_archive(path)
+    if parse_metadata(arrays, path).get("format") == MERGED_FORMAT:
+        merged: MergedFile = read_merged_file(path, arrays)
+        if window is not None and window != merged.metadata.get("window"):
+            raise ValueError(f"{path} was merged with window={merged.metadata.get('window')}; "
+                             f"re-merge to use window={window}")
+        return ScoreTable(merged.scores, merged.labels, merged.num_classes, merged.fingerprint,
+                          merged.paths, merged.metadata)
+    stats = read_stats_file(path, arrays)
     return ScoreTable(compute_scores(stats, window), stats.labels, stats.num_classes,
                       stats.fingerprint, stats.paths, stats.metadata)

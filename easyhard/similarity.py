@@ -298,7 +298,7 @@ def resolve_score_path(path: str) -> str:
 
 def score_source(score_file: str, metadata: dict) -> ScoreSource:
     """Where the runs that produced `score_file` are (from its metadata and place)."""
-    from .scores import MERGED_FORMAT
+    from .statsfile import MERGED_FORMAT
     from .train import is_run_folder
 
     here = os.path.dirname(os.path.abspath(score_file))

@@ -1,54 +1,27 @@
 """Per-example training statistics: the state behind every easyhard score.
 
 `SampleStats` owns, for a dataset of N examples, the epoch accumulators that the fused op
-easyhard::accumulate_stats updates on the device at every training step, the running totals, and a
-compact per-example, per-epoch history kept in host memory (8 bytes per example per epoch:
-ImageNet's 1.28M examples over 90 epochs fit in 0.92 GB).
+easyhard::accumulate_stats updates on the device at every training step, the running totals (on
+the same device: an epoch is folded there), and a compact per-example, per-epoch history kept in
+host memory (8 bytes per example per epoch: ImageNet's 1.28M examples over 90 epochs fit in
+0.92 GB).
 
-Score file (``save``/``load``; a NumPy ``.npz`` archive written atomically, read with
-``allow_pickle=False``). Rows are in dataset order, never sorted:
-
-    index         int64 [N]            dataset index of row i (always i)
-    label         int64 [N]            label of each example (-1: never presented, none given)
-    path          str [N]              relative path (file datasets only)
-    history       HISTORY_DTYPE [E, N] one record per closed epoch
-    total_counts  int64 [N, 4]         closed epochs, columns ops.COUNT_FIELDS
-    total_sums    float64 [N, 5]       closed epochs, columns ops.SUM_FIELDS
-    epoch_counts, epoch_sums, flags    the open epoch's accumulators (exact resume)
-    metadata      str                  JSON: format, N, C, epochs, fingerprint, versions, run info
+Its statistics file (``save``/``load``: scores.npz, format in easyhard.statsfile) holds the
+totals, the history and the open epoch, rows in dataset order.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from . import __version__, ops
-from .io import atomic_write
+from . import ops
+from .statsfile import HISTORY_DTYPE, check_label_range, read_stats_file, write_stats_file
 
-FORMAT = "easyhard.scores"
-FORMAT_VERSION = 1
-
-#: One example's record for one epoch (8 bytes). ``presentations`` and ``correct`` count the
-#: epoch's presentations; above 255 presentations both are scaled to a total of 255 (the fraction
-#: correct is kept to 1/255; exact counts stay in the totals). ``prob`` is the mean true-class
-#: probability over the epoch's presentations, in float32: it breaks the ties of easiness, and
-#: float16 cannot tell confident examples apart (its resolution near 1 is 5e-4). ``el2n`` is the
-#: mean EL2N over the epoch's finite presentations. Both are 0 for an epoch without presentations.
-#: The margin is kept in the totals (AUM averages it over all presentations).
-HISTORY_DTYPE = np.dtype(
-    [("presentations", "u1"), ("correct", "u1"), ("prob", "<f4"), ("el2n", "<f2")]
-)
 _NO_MISMATCH = torch.iinfo(torch.int64).max  # status[2] while no batch label contradicted `labels`
-HISTORY_GROWTH = 16  # epochs added to the history buffer when it is full
-_RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
-                      "fingerprint", "created", "easyhard_version", "torch_version",
-                      "numpy_version"}
+HISTORY_GROWTH = 16  # the history buffer's first size in epochs (then it doubles)
 
 
 def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
@@ -57,21 +30,23 @@ def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
     return np.asarray(x).astype(dtype, copy=False)
 
 
-def epoch_record(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
-    """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]) into HISTORY_DTYPE [N]."""
-    pres = counts[:, ops.PRESENTATIONS].astype(np.int64)
-    correct = counts[:, ops.CORRECT].astype(np.int64)
-    finite = pres - counts[:, ops.NONFINITE]
-    rec = np.zeros(len(pres), dtype=HISTORY_DTYPE)
-    over = pres > 255
-    correct = np.where(over, np.rint(correct * 255.0 / np.maximum(pres, 1)), correct)
-    rec["presentations"] = np.minimum(pres, 255)
-    rec["correct"] = correct
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prob = np.where(pres > 0, sums[:, ops.PROB_SUM] / np.maximum(pres, 1), 0.0)
-        el2n = np.where(finite > 0, sums[:, ops.EL2N_SUM] / np.maximum(finite, 1), 0.0)
-    rec["prob"] = prob
-    rec["el2n"] = el2n
+def epoch_record(counts: np.ndarray | torch.Tensor, sums: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]; numpy, or torch on any
+    device: computed there, only the record comes to the host) into HISTORY_DTYPE [N]."""
+    counts, sums = torch.as_tensor(counts), torch.as_tensor(sums)
+    pres = counts[:, ops.PRESENTATIONS].long()
+    correct = counts[:, ops.CORRECT].long()
+    finite = pres - counts[:, ops.NONFINITE].long()
+    scaled = torch.round(correct.double() * 255.0 / pres.clamp(min=1).double()).long()  # half-even
+    correct = torch.where(pres > 255, scaled, correct)
+    prob = torch.where(pres > 0, sums[:, ops.PROB_SUM].double() / pres.clamp(min=1).double(), 0.0)
+    el2n = torch.where(finite > 0, sums[:, ops.EL2N_SUM].double() / finite.clamp(min=1).double(),
+                       0.0)
+    rec = np.empty(len(pres), dtype=HISTORY_DTYPE)
+    rec["presentations"] = pres.clamp(max=255).to(torch.uint8).cpu().numpy()
+    rec["correct"] = correct.to(torch.uint8).cpu().numpy()
+    rec["prob"] = prob.float().cpu().numpy()
+    rec["el2n"] = el2n.cpu().numpy()  # float64 to float16 by numpy: one rounding
     return rec
 
 
@@ -115,8 +90,13 @@ class SampleStats:
         # One tensor, so that one asynchronous copy polls both.
         self._status = torch.tensor([0, -1, _NO_MISMATCH], dtype=torch.int64, device=self.device)
         self._errors, self._mismatch = self._status[:2], self._status[2:]
-        self._total_counts = np.zeros((N, len(ops.COUNT_FIELDS)), dtype=np.int64)
-        self._total_sums = np.zeros((N, len(ops.SUM_FIELDS)), dtype=np.float64)
+        # Closed epochs' totals live beside the accumulators (on the device): closing an epoch
+        # folds there, and only its 8-byte record per example comes to the host.
+        self._total_counts = torch.zeros(N, len(ops.COUNT_FIELDS), dtype=torch.int64,
+                                         device=self.device)
+        self._total_sums = torch.zeros(N, len(ops.SUM_FIELDS), dtype=torch.float64,
+                                       device=self.device)
+        self._open_empty = True  # no update since the last end_epoch: the accumulators are 0
         # Closed epochs' records: a buffer grown HISTORY_GROWTH epochs at a time, so that adding an
         # epoch and reading the history cost O(N), not O(epochs * N).
         self._history_buf = np.zeros((0, N), dtype=HISTORY_DTYPE)
@@ -157,6 +137,7 @@ class SampleStats:
             self._compare_labels(labels, indices, raise_now=not cuda)
         ops.accumulate_stats(logits, labels, indices, self._counts, self._sums,
                              self._flags, self._errors)
+        self._open_empty = False
         if self._seen_labels is not None:
             valid = (indices >= 0) & (indices < self.num_samples)
             self._seen_labels[torch.where(valid, indices, self.num_samples)] = labels
@@ -234,12 +215,13 @@ class SampleStats:
     def end_epoch(self) -> None:
         """Close the epoch: append it to the history, fold it into the totals, zero the
         accumulators. The last-correct flags carry over."""
-        counts, sums = self._open_epoch()
-        self._total_counts += counts
-        self._total_sums += sums
-        self._append_record(epoch_record(counts, sums))
+        self.check()
+        self._append_record(epoch_record(self._counts, self._sums))
+        self._total_counts.add_(self._counts)  # int32 into int64, float32 into float64: exact
+        self._total_sums.add_(self._sums)
         self._counts.zero_()
         self._sums.zero_()
+        self._open_empty = True
 
     def all_reduce(self, group=None) -> None:
         """Sum the open epoch's accumulators across torch.distributed ranks (call before
@@ -255,6 +237,7 @@ class SampleStats:
             tdist.all_reduce(t, group=group)
         settled = (correct_flag == touched).to(torch.int32) * ops.LAST_CORRECT
         self._flags.copy_(torch.where(touched > 0, settled, self._flags))
+        self._open_empty = False  # other ranks' presentations arrived
 
     def check(self) -> None:
         """Raise RuntimeError if any update so far had invalid labels or indices, ValueError if
@@ -288,9 +271,10 @@ class SampleStats:
         )
 
     def _open_epoch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The closed epochs' totals plus the open epoch's accumulators, on the host."""
         self.check()
-        return (self._counts.cpu().numpy().astype(np.int64),
-                self._sums.cpu().numpy().astype(np.float64))
+        return ((self._total_counts + self._counts).cpu().numpy(),
+                (self._total_sums + self._sums).cpu().numpy())
 
     # ------------------------------------------------------------------ reading
     @property
@@ -306,11 +290,18 @@ class SampleStats:
         view.flags.writeable = False
         return view
 
-    def _append_record(self, record: np.ndarray) -> None:
-        if self._epochs == len(self._history_buf):
-            grown = np.zeros((self._epochs + HISTORY_GROWTH, self.num_samples), HISTORY_DTYPE)
+    def reserve(self, epochs: int) -> None:
+        """Make room for `epochs` closed epochs in the history at once (a run knows how many it
+        trains): appending then never copies the history. The room costs nothing until used
+        (fresh zero pages)."""
+        if epochs > len(self._history_buf):
+            grown = np.zeros((epochs, self.num_samples), HISTORY_DTYPE)
             grown[: self._epochs] = self._history_buf[: self._epochs]
             self._history_buf = grown
+
+    def _append_record(self, record: np.ndarray) -> None:
+        if self._epochs == len(self._history_buf):  # doubles: O(1) amortised per epoch
+            self.reserve(max(HISTORY_GROWTH, 2 * self._epochs))
         self._history_buf[self._epochs] = record
         self._epochs += 1
 
@@ -329,8 +320,6 @@ class SampleStats:
         ``margin_sum``, ``loss_sum``, ``el2n_sum``; bool ``last_correct``.
         """
         counts, sums = self._open_epoch()
-        counts += self._total_counts
-        sums += self._total_sums
         out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
         out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
         out["last_correct"] = (self._flags.cpu().numpy() & ops.LAST_CORRECT).astype(bool)
@@ -339,22 +328,29 @@ class SampleStats:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, history: bool = True) -> dict[str, Any]:
         """Everything needed to resume exactly; loadable with torch.load(weights_only=True).
+        A snapshot: later updates do not change it.
 
         `history`: include the closed epochs' records (E x N x 8 bytes). Without them the state
         says how many there are (``history_epochs``) and ``load_state_dict`` takes them from a
-        HistoryLog: a checkpoint every epoch then costs O(N), not O(E x N)."""
+        HistoryLog: a checkpoint every epoch then costs O(N), not O(E x N). The open epoch's
+        accumulators are left out while they are zero (just after ``end_epoch``: an epoch-end
+        checkpoint), and the count totals are stored as int32 while they fit."""
         self.check()
+        counts = self._total_counts
+        if int(counts.max()) <= torch.iinfo(torch.int32).max and int(counts.min()) >= 0:
+            counts = counts.to(torch.int32)  # a copy, half the size (loaded back as int64)
         out = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
-            "counts": self._counts.cpu(),
-            "sums": self._sums.cpu(),
-            "flags": self._flags.cpu(),
-            "total_counts": torch.from_numpy(self._total_counts.copy()),
-            "total_sums": torch.from_numpy(self._total_sums.copy()),
+            "flags": self._flags.cpu().clone(),
+            "total_counts": counts.cpu().clone() if counts is self._total_counts else counts.cpu(),
+            "total_sums": self._total_sums.cpu().clone(),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,
         }
+        if not self._open_empty:
+            out["counts"] = self._counts.cpu().clone()
+            out["sums"] = self._sums.cpu().clone()
         if history:
             h = self.history
             out["history"] = torch.from_numpy(
@@ -374,7 +370,12 @@ class SampleStats:
         expect = {"counts": (N, len(ops.COUNT_FIELDS)), "sums": (N, len(ops.SUM_FIELDS)),
                   "flags": (N,), "total_counts": (N, len(ops.COUNT_FIELDS)),
                   "total_sums": (N, len(ops.SUM_FIELDS)), "labels": (N,)}
+        open_empty = "counts" not in state and "sums" not in state  # saved just after end_epoch
         for key, shape in expect.items():
+            if key in ("counts", "sums") and open_empty:
+                continue
+            if key not in state:
+                raise ValueError(f"state lacks {key!r}: it is damaged or not a SampleStats state")
             if tuple(state[key].shape) != shape:
                 raise ValueError(f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}")
         if "history" in state:
@@ -388,12 +389,17 @@ class SampleStats:
             history = np.ascontiguousarray(history).view(np.uint8).reshape(want, N, -1)
         if history.ndim != 3 or history.shape[1:] != (N, HISTORY_DTYPE.itemsize):
             raise ValueError(f"state['history'] has shape {history.shape}, expected [E, {N}, 8]")
-        self._counts.copy_(torch.as_tensor(state["counts"]))
-        self._sums.copy_(torch.as_tensor(state["sums"]))
+        if open_empty:
+            self._counts.zero_()
+            self._sums.zero_()
+        else:
+            self._counts.copy_(torch.as_tensor(state["counts"]))
+            self._sums.copy_(torch.as_tensor(state["sums"]))
+        self._open_empty = open_empty
         self._flags.copy_(torch.as_tensor(state["flags"]))
         self._status.copy_(torch.tensor([0, -1, _NO_MISMATCH]))
-        self._total_counts = _numpy(state["total_counts"], np.int64).copy()
-        self._total_sums = _numpy(state["total_sums"], np.float64).copy()
+        self._total_counts.copy_(torch.as_tensor(state["total_counts"]))  # int32 or int64
+        self._total_sums.copy_(torch.as_tensor(state["total_sums"]))
         records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
         self._history_buf = records.copy()
         self._epochs = len(records)
@@ -403,46 +409,28 @@ class SampleStats:
         else:
             self._seen_labels[:N] = torch.from_numpy(labels).to(self.device)
 
-    # ------------------------------------------------------------------ score files
+    # ------------------------------------------------------------------ statistics files
     def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
-        """Write the score file (format in the module docstring) atomically.
+        """Write the statistics file (easyhard.statsfile) atomically.
 
         `metadata`: run information (dataset, architecture, seed, view, ...), stored in the JSON
         block beside the format, sizes, fingerprint and package versions.
         """
-        metadata = dict(metadata or {})
-        clash = _RESERVED_METADATA & metadata.keys()
-        if clash:
-            raise ValueError(f"metadata keys {sorted(clash)} are reserved by the score file format")
-        state = self.state_dict()
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "num_samples": self.num_samples,
-            "num_classes": self.num_classes,
-            "epochs": self.epochs,
-            "fingerprint": self.fingerprint,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "easyhard_version": __version__,
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            **metadata,
-        }
+        self.check()
         arrays = {
-            "index": np.arange(self.num_samples, dtype=np.int64),
-            "label": state["labels"].numpy(),
+            "label": np.array(self.labels, dtype=np.int64),
             "history": self.history,
-            "total_counts": self._total_counts,
-            "total_sums": self._total_sums,
-            "epoch_counts": state["counts"].numpy(),
-            "epoch_sums": state["sums"].numpy(),
-            "flags": state["flags"].numpy(),
-            "metadata": np.array(json.dumps(meta, sort_keys=True)),
+            "total_counts": self._total_counts.cpu().numpy(),
+            "total_sums": self._total_sums.cpu().numpy(),
+            "epoch_counts": self._counts.cpu().numpy(),
+            "epoch_sums": self._sums.cpu().numpy(),
+            "flags": self._flags.cpu().numpy(),
         }
         if self.paths is not None:
             arrays["path"] = np.array(self.paths, dtype=str)
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
+        write_stats_file(path, arrays, num_samples=self.num_samples, num_classes=self.num_classes,
+                         epochs=self.epochs, fingerprint=self.fingerprint, metadata=metadata,
+                         torch_version=torch.__version__)
 
     @classmethod
     def load(
@@ -452,7 +440,7 @@ class SampleStats:
         *,
         expect_fingerprint: str | None = None,
     ) -> "SampleStats":
-        """Read a score file written by ``save``; checks its format, shapes and example identity,
+        """Read a statistics file written by ``save``; checks its format, shapes and example identity,
         and (if given) that its dataset fingerprint equals `expect_fingerprint`."""
         f = read_stats_file(path)
         if expect_fingerprint is not None and f.fingerprint != expect_fingerprint:
@@ -476,13 +464,6 @@ class SampleStats:
         stats.metadata = f.metadata
         return stats
 
-    @staticmethod
-    def _check_labels_range(labels: np.ndarray, num_classes: int) -> None:
-        bad = (labels < -1) | (labels >= num_classes)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"labels[{i}] = {labels[i]} is outside [0, {num_classes})")
-
     def _check_labels(self, labels) -> np.ndarray:
         """Dataset labels as int64 [N]: integers (never truncated) in [-1, C)."""
         if isinstance(labels, torch.Tensor):
@@ -495,179 +476,10 @@ class SampleStats:
                 f"labels must be integers, got dtype {arr.dtype} (not truncated: pass integer "
                 "class labels)"
             )
-        self._check_labels_range(arr, self.num_classes)
+        check_label_range(arr, self.num_classes)
         return arr.astype(np.int64)
 
     def _set_labels(self, labels: np.ndarray) -> None:
         self._labels = labels
         # Slot N is a placeholder for rows with an invalid index (never compared).
         self._labels_dev = torch.from_numpy(np.append(labels, -1)).to(self.device)
-
-
-@dataclass
-class StatsFile:
-    """A score file as read from disk, checked, without device state: what the analyses need
-    (``history`` and ``totals()`` as on SampleStats, so scores.compute_scores takes either).
-    ``read_stats_file`` makes one; ``SampleStats.load`` builds on it."""
-
-    path: str
-    metadata: dict[str, Any]
-    labels: np.ndarray  # int64 [N]
-    paths: list[str] | None
-    history: np.ndarray  # HISTORY_DTYPE [E, N]
-    total_counts: np.ndarray  # int64 [N, 4], closed epochs
-    total_sums: np.ndarray  # float64 [N, 5], closed epochs
-    open_counts: np.ndarray  # the open epoch's accumulators
-    open_sums: np.ndarray
-    flags: np.ndarray  # int32 [N]
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.metadata["num_samples"])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.metadata["num_classes"])
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.metadata.get("fingerprint")
-
-    @property
-    def epochs(self) -> int:
-        return int(self.history.shape[0])
-
-    def totals(self) -> dict[str, np.ndarray]:
-        """As SampleStats.totals: sums over closed epochs and the open one, numpy [N] each."""
-        counts = self.total_counts + self.open_counts.astype(np.int64)
-        sums = self.total_sums + self.open_sums.astype(np.float64)
-        out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
-        out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
-        out["last_correct"] = (self.flags & ops.LAST_CORRECT).astype(bool)
-        return out
-
-
-def read_stats_file(path: str | os.PathLike) -> StatsFile:
-    """Read and check a score file written by SampleStats.save: format and version, sizes,
-    dtypes and shapes of every array, and example identity (rows in dataset order)."""
-    path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, ...
-        raise ValueError(f"{path} is not a readable easyhard score file ({e})") from e
-    meta = read_metadata(arrays, path)
-    N, C = int(meta["num_samples"]), int(meta["num_classes"])
-    index = arrays.get("index")
-    if index is None or index.shape != (N,) or not np.array_equal(index, np.arange(N)):
-        raise ValueError(f"{path}: 'index' must list examples 0..{N - 1} in dataset order")
-    expect = {"label": ((N,), "iu"), "total_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
-              "total_sums": ((N, len(ops.SUM_FIELDS)), "f"),
-              "epoch_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
-              "epoch_sums": ((N, len(ops.SUM_FIELDS)), "f"), "flags": ((N,), "iu")}
-    for key, (shape, kinds) in expect.items():
-        if key not in arrays:
-            raise ValueError(f"{path}: missing array '{key}': the file is damaged")
-        if arrays[key].shape != shape or arrays[key].dtype.kind not in kinds:
-            raise ValueError(f"{path}: '{key}' is {arrays[key].dtype} {arrays[key].shape}, "
-                             f"expected shape {shape}")
-    history = arrays.get("history")
-    if history is None or history.dtype != HISTORY_DTYPE:
-        raise ValueError(f"{path}: 'history' has dtype "
-                         f"{None if history is None else history.dtype}, expected {HISTORY_DTYPE}")
-    if history.ndim != 2 or history.shape[1] != N:
-        raise ValueError(f"{path}: 'history' has shape {history.shape}, expected [E, {N}]")
-    labels = arrays["label"].astype(np.int64)
-    SampleStats._check_labels_range(labels, C)
-    return StatsFile(path, meta, labels, arrays["path"].tolist() if "path" in arrays else None,
-                     history, arrays["total_counts"].astype(np.int64),
-                     arrays["total_sums"].astype(np.float64), arrays["epoch_counts"],
-                     arrays["epoch_sums"], arrays["flags"].astype(np.int32))
-
-
-def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
-    """Parse and check the JSON metadata block of a score file's arrays."""
-    if "metadata" not in arrays:
-        raise ValueError(f"{path} has no metadata block: not an easyhard score file")
-    try:
-        meta = json.loads(str(arrays["metadata"]))
-    except ValueError as e:
-        raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: metadata is JSON but not an object: not an easyhard score file")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an easyhard score file (format {meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has score-file format version {meta['format_version']}, newer than this "
-            f"easyhard ({__version__}) reads ({FORMAT_VERSION}); upgrade easyhard"
-        )
-    for key in ("num_samples", "num_classes"):
-        if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
-            raise ValueError(f"{path}: metadata lacks an integer {key!r}: the file is damaged or "
-                             "was not written by easyhard")
-    return meta
-
-
-class HistoryLog:
-    """A run's closed-epoch records on disk, beside its checkpoint: a 16-byte header (magic,
-    N) and one HISTORY_DTYPE [N] record per epoch, appended at the end of each epoch (O(N)),
-    so that a checkpoint needs only ``state_dict(history=False)``. The checkpoint says how many
-    records it covers; ``read`` returns those, and ``sync`` drops any written after it (a run
-    killed between the append and the checkpoint)."""
-
-    MAGIC = b"EHHIST1\0"
-
-    def __init__(self, path: str | os.PathLike, num_samples: int) -> None:
-        self.path = os.fspath(path)
-        self.num_samples = int(num_samples)
-        self._record = self.num_samples * HISTORY_DTYPE.itemsize
-
-    def _header(self) -> bytes:
-        return self.MAGIC + np.int64(self.num_samples).tobytes()
-
-    def records(self) -> int:
-        """Complete records in the file (0 when it does not exist); refuses a foreign file."""
-        try:
-            size = os.path.getsize(self.path)
-        except FileNotFoundError:
-            return 0
-        if size < 16:  # killed while writing the header: nothing recorded yet
-            return 0
-        with open(self.path, "rb") as f:
-            head = f.read(16)
-        if head != self._header():
-            raise ValueError(f"{self.path} is not the history of a run over {self.num_samples} "
-                             "examples (its header differs): move it away to restart the run")
-        return (size - 16) // self._record
-
-    def sync(self, history: np.ndarray) -> None:
-        """Make the file hold exactly the records of `history` ([E, N]): those already there are
-        kept (records beyond E are cut off), the missing ones appended; flushed to disk before it
-        returns, so that a checkpoint written next never counts records the file lacks."""
-        E = len(history)
-        have = min(self.records(), E)
-        mode = "r+b" if os.path.exists(self.path) and os.path.getsize(self.path) >= 16 else "wb"
-        with open(self.path, mode) as f:
-            if mode == "wb":
-                f.write(self._header())
-            f.truncate(16 + have * self._record)
-            f.seek(16 + have * self._record)
-            if have < E:
-                f.write(np.ascontiguousarray(history[have:E]).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-
-    def read(self, epochs: int) -> np.ndarray:
-        """The first `epochs` records, HISTORY_DTYPE [epochs, N]."""
-        have = self.records()
-        if have < epochs:
-            raise ValueError(f"{self.path} holds {have} epoch record(s), the checkpoint counts "
-                             f"{epochs}: the history is incomplete; move the run folder away to "
-                             "restart it")
-        with open(self.path, "rb") as f:
-            f.seek(16)
-            data = np.fromfile(f, dtype=HISTORY_DTYPE, count=epochs * self.num_samples)
-        return data.reshape(epochs, self.num_samples)

@@ -42,10 +42,11 @@ from torch import nn
 from . import __version__
 from .config import ScoreConfig
 from .datasets import DatasetError, load_dataset
-from .io import atomic_write
+from .io import BackgroundWriter, atomic_write
 from .loaders import make_loader
 from .models import build_model
-from .stats import HistoryLog, SampleStats
+from .stats import SampleStats
+from .statsfile import HistoryLog
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -148,7 +149,11 @@ def _maybe_progress(total: int, desc: str, quiet: bool):
     return None if bar.disable else bar
 
 
-# ---------------------------------------------------------------------------- one run
+class DivergedError(RuntimeError):
+    """Training produced non-finite losses for too many consecutive steps; no scores were written."""
+
+
+# ---------------------------------------------------------------------------- the stages of a run
 def load_datasets(cfg: ScoreConfig, quiet: bool = True):
     """(train, test) datasets of a configuration; test is None when the data has no test split."""
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
@@ -161,27 +166,316 @@ def load_datasets(cfg: ScoreConfig, quiet: bool = True):
     return train, test
 
 
-class DivergedError(RuntimeError):
-    """Training produced non-finite losses for too many consecutive steps; no scores were written."""
+def run_device(cfg: ScoreConfig, dist: Dist) -> torch.device:
+    """The device a rank trains on: cfg.device, or its local GPU under torchrun."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
 
 
+@dataclass(frozen=True)
+class CleanView:
+    """When a run records the clean view (eval mode, no augmentation) into its own statistics:
+    after every `every`-th epoch, and every `steps` steps during the first epoch; each of those
+    epochs closes one record. The one place that decides it."""
+
+    every: int = 0
+    steps: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every or self.steps)
+
+    def during(self, epoch: int, step: int) -> bool:
+        """A clean pass after step `step` (0-based) of epoch `epoch`?"""
+        return bool(self.steps) and epoch == 0 and (step + 1) % self.steps == 0
+
+    def after(self, epoch: int) -> bool:
+        """A clean pass after epoch `epoch` (0-based)?"""
+        return bool(self.every) and (epoch + 1) % self.every == 0
+
+    def closes(self, epoch: int) -> bool:
+        """Does the clean view's epoch record close with epoch `epoch`?"""
+        return self.after(epoch) or (bool(self.steps) and epoch == 0)
+
+
+@dataclass
+class RunData:
+    """The loaders of one run: training batches (its shard, or its subset), the test split and,
+    when the clean view is recorded, the training examples again without augmentation."""
+
+    train: Any
+    loader: Any
+    test_loader: Any = None
+    clean_loader: Any = None
+
+    @classmethod
+    def build(cls, cfg: ScoreConfig, train, test, device: torch.device, dist: Dist,
+              data_seed: int, subset: np.ndarray | None) -> "RunData":
+        file_kwargs = ({} if train.in_memory else
+                       {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
+        sub_kwargs = {}
+        if subset is not None:
+            if not train.in_memory:
+                raise ValueError(f"training on a `subset` works for in-memory datasets "
+                                 f"(fashion-mnist, cifar10, cifar100, synthetic) only for now, not "
+                                 f"for {cfg.dataset}: write the subset as a dataset with "
+                                 "`easyhard compress` instead")
+            sub_kwargs["subset"] = subset
+        shard = {"rank": dist.rank, "world_size": dist.world_size}
+        loader = make_loader(train, cfg.batch_size, device, train=True, seed=data_seed, **shard,
+                             **file_kwargs, **sub_kwargs)
+        test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
+                       if test is not None else None)
+        clean_loader = None
+        if CleanView(cfg.clean_every, cfg.clean_steps).enabled:
+            clean_loader = make_loader(train, 1024, device, train=False, **shard, **file_kwargs,
+                                       **sub_kwargs)
+        return cls(train, loader, test_loader, clean_loader)
+
+
+@dataclass
+class Training:
+    """The model and what trains it: one `step` is the scoring run's training step (autocast
+    forward, loss, backward with the grad scaler, optimizer and schedule) and returns the step's
+    own logits, which the recording takes as they are (no extra forward pass). `easyhard bench
+    train` times this same step."""
+
+    model: nn.Module  # the bare model: state_dict, evaluation, clean passes
+    forward: Callable  # what trains: the model, DDP-wrapped and/or compiled
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    device: torch.device
+    channels_last: bool = True
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+
+    @classmethod
+    def build(cls, cfg: ScoreConfig, arch: str, train, device: torch.device, dist: Dist, *,
+              steps_per_epoch: int, max_steps: int | None = None,
+              channels_last: bool = True) -> "Training":
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = build_model(arch, train.num_classes, train.channels, train.input_size(cfg.crop))
+        model = model.to(device, memory_format=memory_format)
+        ddp_model = model
+        if dist.enabled:
+            ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        decay, no_decay = [], []
+        for p in model.parameters():
+            (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        else:
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch, max_steps))
+        dtype = amp_dtype(cfg, device)
+        return cls(model=model, forward=torch.compile(ddp_model) if cfg.compile else ddp_model,
+                   opt=opt, sched=sched,
+                   scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+                   criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                   dtype=dtype, device=device, channels_last=channels_last,
+                   ddp=ddp_model if dist.enabled else None)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on batch (x, y); returns (logits, loss) of its forward pass."""
+        if not self.channels_last:
+            x = x.contiguous()
+        with self.autocast():
+            logits = self.forward(x)
+            loss = self.criterion(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return logits, loss
+
+    @property
+    def steps_done(self) -> int:
+        return self.sched.last_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, ck: dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+
+
+def train_one_epoch(training: Training, loader, stats: SampleStats, *, epoch: int,
+                    max_steps: int | None = None, clean_pass: Callable[[], None] | None = None,
+                    clean: CleanView = CleanView(), bar=None) -> dict[str, Any]:
+    """Train one epoch over `loader`, recording every step's own logits in `stats` (the fused op).
+
+    Stops early once the run has taken max_steps optimizer steps. Nothing synchronises per step:
+    the loss and the longest streak of non-finite losses stay on the device, read once at the
+    end. Returns the epoch's "loss" (mean), "images", "seconds" and "nonfinite_streak"."""
+    device = training.device
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    training.model.train()
+    seen, t0 = 0, time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    streak = torch.zeros((), dtype=torch.int64, device=device)  # consecutive non-finite losses
+    worst = torch.zeros((), dtype=torch.int64, device=device)
+    for step, (x, y, idx) in enumerate(loader):
+        logits, loss = training.step(x, y)
+        stats.update(logits, y, idx)  # the training step's own logits
+        seen += len(y)
+        loss = loss.detach()
+        loss_sum += loss.float() * len(y)
+        streak = torch.where(torch.isfinite(loss), 0, streak + 1)
+        worst = torch.maximum(worst, streak)
+        if bar is not None:
+            bar.update(len(y))
+        if clean_pass is not None and clean.during(epoch, step):
+            clean_pass()
+        if max_steps is not None and training.steps_done >= max_steps:
+            break  # the step budget is spent: this last epoch ends here
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"loss": float(loss_sum) / max(seen, 1), "images": seen,
+            "seconds": time.perf_counter() - t0, "nonfinite_streak": int(worst)}
+
+
+def record_clean_view(training: Training, loader, stats: SampleStats) -> None:
+    """Record the clean view: every example of `loader` once, eval mode, no gradients."""
+    training.model.eval()
+    with torch.no_grad(), training.autocast():
+        for x, y, idx in loader:
+            stats.update(training.model(x), y, idx)
+    training.model.train()
+
+
+def evaluate(model: nn.Module, loader, autocast) -> float:
+    """Top-1 accuracy of `model` over `loader`."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), autocast():
+        for x, y, _ in loader:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    model.train()
+    return correct / max(total, 1)
+
+
+@dataclass
+class Recording:
+    """A run's per-example statistics (and the clean view's, when recorded) with their side files
+    of closed-epoch records (history.bin, history_clean.bin)."""
+
+    stats: SampleStats
+    log: HistoryLog
+    clean: SampleStats | None = None
+    clean_log: HistoryLog | None = None
+
+    @classmethod
+    def build(cls, train, device: torch.device, run_dir: str, clean: bool) -> "Recording":
+        examples = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
+        new = lambda: SampleStats(len(train), train.num_classes, device, **examples)
+        return cls(new(), HistoryLog(os.path.join(run_dir, HISTORY_FILE), len(train)),
+                   new() if clean else None,
+                   HistoryLog(os.path.join(run_dir, CLEAN_HISTORY_FILE), len(train))
+                   if clean else None)
+
+    def state_dicts(self) -> dict[str, Any]:
+        """The checkpoint's statistics: O(N), the closed epochs' records being in the side files."""
+        return {"stats": self.stats.state_dict(history=False),
+                "clean": self.clean.state_dict(history=False) if self.clean is not None else None}
+
+    def load_state_dicts(self, ck: dict[str, Any]) -> None:
+        self.stats.load_state_dict(ck["stats"], _logged_history(ck["stats"], self.log))
+        if self.clean is not None:
+            self.clean.load_state_dict(ck["clean"], _logged_history(ck["clean"], self.clean_log))
+
+    def reserve(self, epochs: int) -> None:
+        self.stats.reserve(epochs)
+        if self.clean is not None:
+            self.clean.reserve(epochs)  # at most one clean record per epoch
+
+    def histories(self) -> list[tuple[HistoryLog, np.ndarray]]:
+        """(side file, records it must hold) pairs for save_checkpoint."""
+        out = [(self.log, self.stats.history)]
+        if self.clean is not None:
+            out.append((self.clean_log, self.clean.history))
+        return out
+
+
+def _host_copy(obj: Any) -> Any:
+    """A copy of a (nested) state dict whose tensors are on the host and shared with nothing
+    that training goes on changing."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: str, state: dict[str, Any],
+                    histories: list[tuple[HistoryLog, np.ndarray]]) -> None:
+    """Write a checkpoint: first the side files' records (flushed: a checkpoint never counts
+    records not on disk), then the checkpoint itself, atomically."""
+    for log, history in histories:
+        log.sync(history)
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def _epoch_finished(epoch: int) -> None:
+    """Called after each epoch's checkpoint was handed to the writer (tests stop runs here)."""
+
+
+def restore(ckpt_path: str, identity: dict[str, Any], training: Training,
+            rec: Recording) -> tuple[int, list[dict]]:
+    """Continue a killed run from its checkpoint: refuses a damaged one or one of another run;
+    returns (epochs done, their metrics)."""
+    try:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, garbage, or not a checkpoint at all
+        raise ValueError(f"{ckpt_path} cannot be read ({type(e).__name__}); it is damaged: "
+                         "move it away to restart this run from scratch") from e
+    check_same_run(ck.get("identity") if isinstance(ck, dict) else None, identity, ckpt_path)
+    training.load_state_dict(ck)
+    rec.load_state_dicts(ck)
+    set_rng_state(ck["rng"])
+    return ck["epoch"], ck["metrics"]
+
+
+# ---------------------------------------------------------------------------- one run
 def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
-              quiet: bool = False, dist: Dist | None = None,
-              stop_after_epoch: int | None = None, datasets=None,
+              quiet: bool = False, dist: Dist | None = None, datasets=None,
               subset: np.ndarray | None = None, max_steps: int | None = None,
               run_dir: str | None = None, evaluate_every_epoch: bool = True,
               save_scores: bool = True) -> str:
     """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
 
-    datasets: (train, test) when already loaded (else from cfg). stop_after_epoch: end after that
-    many epochs as if killed (for tests of resume).
+    datasets: (train, test) when already loaded (else from cfg).
 
     For experiments on subsets (easyhard.experiment):
 
     - subset: int [k] dataset indices, each at most once: train on these examples only (the
       loader gets the index list; no copy of the data). The others are never presented (their
-      rows in the score file say so); the test split is evaluated in full. In-memory datasets
-      only for now (TensorLoader); image folders are refused.
+      rows in the statistics file say so); the test split is evaluated in full. In-memory
+      datasets only for now (TensorLoader); image folders are refused.
     - max_steps: train exactly this many optimizer steps: as many epochs over the data as that
       takes, the last one cut short at the step. The learning-rate schedule spans max_steps
       steps (lr_lambda's total_steps). Default: cfg.epochs epochs.
@@ -191,223 +485,119 @@ def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     - save_scores: write scores.npz at the end (False: metrics.jsonl and config.json only).
 
     Both subset and max_steps are part of the run's identity: resume refuses a checkpoint of
-    another subset or step count."""
-    dist = dist or Dist()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    seed = cfg.seed + run
-    seeds = run_seeds(cfg, run)
-    run_dir = run_dir or os.path.join(out_dir, f"{arch}-run{run}")
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
-    np.random.seed(seed)
-    random.seed(seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    another subset or step count.
 
-    train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
-    file_kwargs = ({} if train.in_memory else
-                   {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
-    sub_kwargs = {}
-    if subset is not None:
-        subset = check_subset(subset, len(train))
-        if not train.in_memory:
-            raise ValueError(f"training on a `subset` works for in-memory datasets (fashion-mnist, "
-                             f"cifar10, cifar100, synthetic) only for now, not for {cfg.dataset}: "
-                             "write the subset as a dataset with `easyhard compress` instead")
-        sub_kwargs["subset"] = subset
+    The stages: datasets and loaders (RunData), model and optimizer (Training), statistics
+    (Recording), restore, then per epoch train_one_epoch, close the epoch (sum across ranks,
+    clean view), evaluate, checkpoint (written in the background while the next epoch trains),
+    and at the end the statistics files."""
+    dist = dist or Dist()
+    device = run_device(cfg, dist)
+    seeds = run_seeds(cfg, run)
+    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
+    np.random.seed(cfg.seed + run)
+    random.seed(cfg.seed + run)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 1):
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
-    loader = make_loader(train, cfg.batch_size, device, train=True, seed=seeds["data_seed"],
-                         rank=dist.rank,
-                         world_size=dist.world_size, **file_kwargs, **sub_kwargs)
-    test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
-                   if test is not None else None)
-    clean_loader = None
-    if cfg.clean_every or cfg.clean_steps:
-        clean_loader = make_loader(train, 1024, device, train=False, rank=dist.rank,
-                                   world_size=dist.world_size, **file_kwargs, **sub_kwargs)
-    in_ch, size = train.channels, train.input_size(cfg.crop)
-    model = build_model(arch, train.num_classes, in_ch, size).to(device, memory_format=torch.channels_last)
-    ddp_model = model
-    if dist.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(ddp_model) if cfg.compile else ddp_model
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    else:
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    steps_per_epoch = len(loader)
-    n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch, max_steps))
-    dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    examples = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
-    stats = SampleStats(len(train), train.num_classes, device, **examples)
-    clean = SampleStats(len(train), train.num_classes, device, **examples) if clean_loader else None
-    # The closed epochs' records go to side files, appended each epoch; checkpoints hold the rest
-    log = HistoryLog(os.path.join(run_dir, HISTORY_FILE), len(train))
-    clean_log = HistoryLog(os.path.join(run_dir, CLEAN_HISTORY_FILE), len(train))
+    train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
+    if subset is not None:
+        subset = check_subset(subset, len(train))
+    run_dir = run_dir or os.path.join(out_dir, f"{arch}-run{run}")
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    clean = CleanView(cfg.clean_every, cfg.clean_steps)
 
+    data = RunData.build(cfg, train, test, device, dist, seeds["data_seed"], subset)
+    steps_per_epoch = len(data.loader)
+    training = Training.build(cfg, arch, train, device, dist, steps_per_epoch=steps_per_epoch,
+                              max_steps=max_steps)
+    rec = Recording.build(train, device, run_dir, clean=data.clean_loader is not None)
+    n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
     identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
     start_epoch, metrics = 0, []
     if resume and os.path.exists(ckpt_path):
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated, garbage, or not a checkpoint at all
-            raise ValueError(f"{ckpt_path} cannot be read ({type(e).__name__}); it is damaged: "
-                             "move it away to restart this run from scratch") from e
-        check_same_run(ck.get("identity") if isinstance(ck, dict) else None, identity, ckpt_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        stats.load_state_dict(ck["stats"], _logged_history(ck["stats"], log))
-        if clean is not None:
-            clean.load_state_dict(ck["clean"], _logged_history(ck["clean"], clean_log))
-        set_rng_state(ck["rng"])
-        start_epoch, metrics = ck["epoch"], ck["metrics"]
-
-    def autocast():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype)
-
-    def clean_pass() -> None:
-        model.eval()
-        with torch.no_grad(), autocast():
-            for x, y, idx in clean_loader:
-                clean.update(model(x), y, idx)
-        model.train()
+        start_epoch, metrics = restore(ckpt_path, identity, training, rec)
+    rec.reserve(n_epochs)  # the history never grows (and copies) mid-run
 
     is_main = dist.rank == 0
     if is_main:  # says what the run is from its start, and marks the folder as easyhard's
         os.makedirs(run_dir, exist_ok=True)
         _write_run_config(run_dir, identity, device, dist, finished=False)
     label = f"{arch} run {run}"
-    nonfinite_run = torch.zeros((), dtype=torch.int64, device=device)  # consecutive, on device
-    nonfinite_worst = torch.zeros((), dtype=torch.int64, device=device)
     presented = len(train) if subset is None else len(subset)
-    for epoch in range(start_epoch, n_epochs):
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        model.train()
-        bar = _maybe_progress(presented // dist.world_size, f"{label} epoch {epoch + 1}/{n_epochs}",
-                              quiet or not is_main)
-        seen, t0 = 0, time.perf_counter()
-        loss_sum = torch.zeros((), device=device)  # read once per epoch: no sync per step
-        join = (nn.parallel.distributed.Join([ddp_model]) if dist.enabled
-                else contextlib.nullcontext())
-        with join:
-            for step, (x, y, idx) in enumerate(loader):
-                with autocast():
-                    logits = forward(x)
-                    loss = criterion(logits, y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                stats.update(logits, y, idx)  # the training step's own logits
-                seen += len(y)
-                loss_sum += loss.detach().float() * len(y)
-                finite = torch.isfinite(loss.detach())  # no sync: read once per epoch
-                nonfinite_run = torch.where(finite, 0, nonfinite_run + 1)
-                nonfinite_worst = torch.maximum(nonfinite_worst, nonfinite_run)
-                if bar is not None:
-                    bar.update(len(y))
-                if clean is not None and cfg.clean_steps and epoch == 0 and (step + 1) % cfg.clean_steps == 0:
-                    clean_pass()
-                if max_steps is not None and sched.last_epoch >= max_steps:
-                    break  # the step budget is spent: this last epoch ends here
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
-        if int(nonfinite_worst) >= limit:
-            raise DivergedError(
-                f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
-                f"{int(nonfinite_worst)} consecutive steps; no scores were written for it. Lower "
-                "`lr`, or set `amp` to bf16 or fp32 instead of fp16")
-        if dist.enabled:
-            stats.all_reduce()
-        record_before = stats.epochs
-        stats.end_epoch()
-        if clean is not None and cfg.clean_every and (epoch + 1) % cfg.clean_every == 0:
-            clean_pass()
-        if clean is not None and (cfg.clean_every and (epoch + 1) % cfg.clean_every == 0
-                                  or cfg.clean_steps and epoch == 0):
+    clean_pass = None
+    if rec.clean is not None:
+        clean_pass = lambda: record_clean_view(training, data.clean_loader, rec.clean)  # noqa: E731
+    writer = BackgroundWriter()
+    try:
+        for epoch in range(start_epoch, n_epochs):
+            bar = _maybe_progress(presented // dist.world_size,
+                                  f"{label} epoch {epoch + 1}/{n_epochs}", quiet or not is_main)
+            join = (nn.parallel.distributed.Join([training.ddp]) if training.ddp is not None
+                    else contextlib.nullcontext())
+            with join:
+                m = train_one_epoch(training, data.loader, rec.stats, epoch=epoch,
+                                    max_steps=max_steps, clean_pass=clean_pass, clean=clean,
+                                    bar=bar)
+            if bar is not None:
+                bar.close()
+            limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
+            if m["nonfinite_streak"] >= limit:
+                raise DivergedError(
+                    f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
+                    f"{m['nonfinite_streak']} consecutive steps; no scores were written for it. "
+                    "Lower `lr`, or set `amp` to bf16 or fp32 instead of fp16")
+            # close the epoch: every rank's presentations summed, one record per example
             if dist.enabled:
-                clean.all_reduce()
-            clean.end_epoch()
-        hist = stats.history[record_before]
-        train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
-        test_acc = None
-        if is_main and test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
-            test_acc = evaluate(model, test_loader, autocast)
-        metrics.append({"epoch": epoch + 1, "loss": float(loss_sum) / max(seen, 1),
-                        "train_acc": train_acc, "test_acc": test_acc,
-                        "images_per_s": seen * dist.world_size / elapsed, "seconds": elapsed,
-                        "lr": sched.get_last_lr()[0], "steps": sched.last_epoch,
-                        "images": seen * dist.world_size})
-        if is_main:
-            if not quiet:
-                m = metrics[-1]
-                test_txt = "n/a" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
-                print(f"{label} epoch {epoch + 1}/{n_epochs}: loss {m['loss']:.4f} train acc "
-                      f"{m['train_acc']:.4f} test acc {test_txt} "
-                      f"({m['images_per_s']:.0f} images/s)", flush=True)
-            _write_metrics(run_dir, metrics)
-            log.sync(stats.history)  # first: the checkpoint never counts records not on disk
-            if clean is not None:
-                clean_log.sync(clean.history)
-            with atomic_write(ckpt_path) as f:
-                torch.save({"epoch": epoch + 1, "arch": arch, "run": run,
-                            "config": _config_dict(cfg), "identity": identity,
-                            "model": model.state_dict(),
-                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "stats": stats.state_dict(history=False),
-                            "clean": clean.state_dict(history=False) if clean is not None
-                            else None,
-                            "rng": rng_state(), "metrics": metrics}, f)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            return run_dir
+                rec.stats.all_reduce()
+            rec.stats.end_epoch()
+            if clean.after(epoch):
+                clean_pass()
+            if clean.closes(epoch):
+                if dist.enabled:
+                    rec.clean.all_reduce()
+                rec.clean.end_epoch()
+            hist = rec.stats.history[-1]
+            test_acc = None
+            if is_main and data.test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
+                test_acc = evaluate(training.model, data.test_loader, training.autocast)
+            train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
+            metrics.append({
+                "epoch": epoch + 1, "loss": m["loss"], "train_acc": train_acc,
+                "test_acc": test_acc, "images_per_s": m["images"] * dist.world_size / m["seconds"],
+                "seconds": m["seconds"], "lr": training.sched.get_last_lr()[0],
+                "steps": training.steps_done, "images": m["images"] * dist.world_size})
+            if is_main:
+                if not quiet:
+                    _print_epoch(label, epoch, n_epochs, metrics[-1])
+                _write_metrics(run_dir, metrics)
+                state = {"epoch": epoch + 1, "arch": arch, "run": run,
+                         "config": _config_dict(cfg), "identity": identity,
+                         **_host_copy(training.state_dict()), **rec.state_dicts(),
+                         "rng": rng_state(), "metrics": list(metrics)}
+                writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
+            _epoch_finished(epoch + 1)
+    finally:
+        writer.wait()  # a run that fails still leaves its last epoch's checkpoint complete
     if is_main:
-        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": seed, **seeds,
+        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": cfg.seed + run, **seeds,
                 "epochs_trained": n_epochs, "view": "train", "world_size": dist.world_size,
-                "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+                "amp": str(training.dtype).replace("torch.", "") if training.dtype else "fp32",
                 "config": _config_dict(cfg), "identity": identity}
         if save_scores:
-            stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
-            if clean is not None:
-                clean.save(os.path.join(run_dir, "scores_clean.npz"),
-                           metadata={**meta, "view": "clean"})
+            rec.stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
+            if rec.clean is not None:
+                rec.clean.save(os.path.join(run_dir, "scores_clean.npz"),
+                               metadata={**meta, "view": "clean"})
         _write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
 
 
-def evaluate(model: nn.Module, loader, autocast) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad(), autocast():
-        for x, y, _ in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    model.train()
-    return correct / max(total, 1)
+def _print_epoch(label: str, epoch: int, n_epochs: int, m: dict[str, Any]) -> None:
+    test_txt = "n/a" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
+    print(f"{label} epoch {epoch + 1}/{n_epochs}: loss {m['loss']:.4f} train acc "
+          f"{m['train_acc']:.4f} test acc {test_txt} ({m['images_per_s']:.0f} images/s)",
+          flush=True)
 
 
 def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
@@ -446,7 +636,7 @@ def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str, *,
     """Everything that makes one run what it is: resume refuses a run whose identity differs.
     A run on a subset adds the subset's size and digest (`subset_digest`), a run with a step
     budget its `max_steps`."""
-    from .stats import FORMAT_VERSION
+    from .statsfile import FORMAT_VERSION
 
     config = {k: v for k, v in _config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
     identity = {"arch": arch, "run": run, "seed": cfg.seed + run, **run_seeds(cfg, run),
@@ -533,7 +723,7 @@ def clear_previous(out_dir: str) -> list[str]:
     whose config.json says easyhard wrote them (only the files a run writes; a folder left with
     anything else in it stays), and merged.npz when it is an easyhard merged file. Everything
     else stays. Returns what was deleted."""
-    from .scores import MERGED_FORMAT, read_metadata_block
+    from .statsfile import MERGED_FORMAT, read_metadata_block
 
     removed = []
     if not os.path.isdir(out_dir):
@@ -641,8 +831,8 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
 
 def _score_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train,
                 test) -> dict:
-    from .scores import excluded, merge_score_files, read_metadata_block
-    from .stats import read_metadata
+    from .scores import excluded, merge_score_files
+    from .statsfile import read_metadata, read_metadata_block
 
     run_dirs = []
     for arch in cfg.archs:

@@ -34,6 +34,31 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+class SimulatedKill(Exception):
+    """Raised out of score_run by `killed_after_epoch`, as a kill would end the process."""
+
+
+@pytest.fixture
+def killed_after_epoch(monkeypatch):
+    """``with killed_after_epoch(n): score_run(...)``: the run stops right after epoch n's
+    checkpoint, as if killed there (score_run raises SimulatedKill, which the block expects)."""
+    import contextlib
+
+    from easyhard import train
+
+    @contextlib.contextmanager
+    def killed(n):
+        def finished(epoch):
+            if epoch >= n:
+                raise SimulatedKill(f"killed after epoch {epoch}")
+
+        with monkeypatch.context() as m, pytest.raises(SimulatedKill):
+            m.setattr(train, "_epoch_finished", finished)
+            yield
+
+    return killed
+
+
 @pytest.fixture
 def kill_midway():
     """kill_midway(command, out): start `command` (a list, in a new process, one thread), and

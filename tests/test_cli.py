@@ -191,12 +191,13 @@ def test_wording_of_library_messages():
     assert cli_wording("every `ps` value") == "every --p value"  # OverlapConfig's flag
 
 
-def test_damaged_checkpoint_on_resume(tmp_path):
+def test_damaged_checkpoint_on_resume(tmp_path, killed_after_epoch):
     from easyhard.train import score_run
 
     cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
                       batch_size=64, archs=("convnet",), epochs=2, device="cpu")
-    score_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True, stop_after_epoch=1)
+    with killed_after_epoch(1):
+        score_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True)
     (tmp_path / "o" / "convnet-run0" / "checkpoint.pt").write_bytes(b"garbage")
     code, out = cli("score", *SMALL, "--epochs", "2", "--resume", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "checkpoint.pt cannot be read", "damaged")

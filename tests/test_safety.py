@@ -202,12 +202,13 @@ def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
     assert len(load_scores(str(tmp_path / "o" / "merged.npz")).metadata["runs"]) == 2
 
 
-def test_resume_refuses_a_damaged_checkpoint(tmp_path):
+def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
     cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
                       batch_size=64, archs=("convnet",), epochs=2, device="cpu")
     from easyhard.train import score_run
 
-    score_run(cfg, "convnet", 0, str(tmp_path), quiet=True, stop_after_epoch=1)
+    with killed_after_epoch(1):
+        score_run(cfg, "convnet", 0, str(tmp_path), quiet=True)
     ck = tmp_path / "convnet-run0" / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[:100])
     with pytest.raises(ValueError, match="damaged"):

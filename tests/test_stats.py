@@ -255,7 +255,7 @@ def test_load_refuses_other_dataset_and_bad_files(tmp_path):
         SampleStats.load(out, expect_fingerprint="bbb")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(out.read_bytes()[:200])
-    with pytest.raises(ValueError, match="not a readable easyhard score file"):
+    with pytest.raises(ValueError, match="not a readable easyhard statistics file"):
         SampleStats.load(bad)
     other = tmp_path / "other.npz"
     np.savez(other, x=np.zeros(3))

@@ -80,10 +80,11 @@ def test_training_learns_and_is_reproducible(tmp_path):
     assert metrics[-1]["test_acc"] > 0.8  # the synthetic classes are separable
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+def test_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
     cfg = small_cfg(epochs=3)
     score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
-    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), stop_after_epoch=1)
+    with killed_after_epoch(1):
+        score_run(cfg, "convnet", 0, str(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
     score_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
     assert_same_scores(tmp_path / "straight" / "convnet-run0" / "scores.npz",
@@ -92,18 +93,19 @@ def test_resume_equals_uninterrupted(tmp_path):
         score_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
 
 
-def test_checkpoints_leave_the_history_to_its_side_file(tmp_path):
+def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_epoch):
     """A checkpoint holds O(N) of per-example state; the closed epochs' records are in
     history.bin. Resume is exact after a kill between the append and the checkpoint (a record
     too many in the side file), and from a checkpoint of the previous version (history inside
     the checkpoint, no side file)."""
-    from easyhard.stats import HISTORY_DTYPE, HistoryLog
+    from easyhard.statsfile import HISTORY_DTYPE, HistoryLog
 
     cfg = small_cfg(epochs=3)
     score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
     straight = tmp_path / "straight" / "convnet-run0" / "scores.npz"
     run = tmp_path / "cut" / "convnet-run0"
-    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), stop_after_epoch=1)
+    with killed_after_epoch(1):
+        score_run(cfg, "convnet", 0, str(tmp_path / "cut"))
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert "history" not in ck["stats"] and ck["stats"]["history_epochs"] == 1
     N = ck["stats"]["num_samples"]
@@ -129,7 +131,7 @@ def test_checkpoints_leave_the_history_to_its_side_file(tmp_path):
 
 
 def test_history_log_refuses_what_it_cannot_use(tmp_path):
-    from easyhard.stats import HISTORY_DTYPE, HistoryLog
+    from easyhard.statsfile import HISTORY_DTYPE, HistoryLog
 
     log = HistoryLog(tmp_path / "h.bin", 5)
     assert log.records() == 0
@@ -150,6 +152,46 @@ def test_history_log_refuses_what_it_cannot_use(tmp_path):
     state = stats.state_dict(history=False)
     with pytest.raises(ValueError, match="saved without its history"):
         SampleStats(5, 3).load_state_dict(state)
+    # a file shorter than the header: the start of its own header (killed while writing it) is
+    # rewritten; anything else is refused, never replaced
+    short = HistoryLog(tmp_path / "short.bin", 5)
+    (tmp_path / "short.bin").write_bytes(short._header()[:5])
+    short.sync(recs[:1])
+    assert short.records() == 1
+    (tmp_path / "short.bin").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="not the history of a run"):
+        short.sync(recs[:1])
+    assert (tmp_path / "short.bin").read_bytes() == b"mine"
+
+
+def test_compact_epoch_end_state(tmp_path):
+    """Just after end_epoch the state leaves out the zero accumulators and stores the count
+    totals as int32; it loads back to the same statistics, and a state saved mid-epoch keeps its
+    accumulators."""
+    from easyhard import SampleStats
+
+    g = torch.Generator().manual_seed(3)
+    stats = SampleStats(40, 3)
+    for epoch in range(2):
+        for b in range(4):
+            idx = torch.arange(b * 10, b * 10 + 10)
+            stats.update(torch.randn(10, 3, generator=g), idx % 3, idx)
+        if epoch == 0:
+            stats.end_epoch()
+    mid = stats.state_dict()
+    assert "counts" in mid and mid["counts"].abs().sum() > 0
+    stats.end_epoch()
+    end = stats.state_dict()
+    assert "counts" not in end and "sums" not in end
+    assert end["total_counts"].dtype == torch.int32
+    for state in (mid, end):
+        again = SampleStats(40, 3)
+        again.load_state_dict(state)
+        if state is mid:
+            again.end_epoch()
+        for name, value in stats.totals().items():
+            np.testing.assert_array_equal(again.totals()[name], value, err_msg=name)
+        np.testing.assert_array_equal(again.history, stats.history)
 
 
 def test_resume_after_a_real_kill(tmp_path):
