@@ -185,6 +185,57 @@ def test_merge_never_mixes_views_or_windows(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def test_files_of_a_newer_format_are_refused_both_kinds(tmp_path):
+    """Statistics files and merged scores files both carry a format version; a newer one than
+    this easyhard reads is refused with a message saying so (statsfile.check_version)."""
+    from easyhard.scores import merge_score_files
+    from easyhard.statsfile import read_archive, write_archive
+
+    ds = load_dataset("synthetic", num_samples=30, num_classes=3, image_size=4)
+    a = SampleStats(30, 3, labels=ds.labels, fingerprint=ds.fingerprint)
+    a.update(torch.randn(30, 3), torch.from_numpy(ds.labels), torch.arange(30))
+    a.end_epoch()
+    a.save(tmp_path / "s.npz", metadata={"view": "train"})
+    merge_score_files([str(tmp_path / "s.npz")], str(tmp_path / "m.npz"))
+    for name in ("s.npz", "m.npz"):
+        assert load_scores(str(tmp_path / name)).scores["easiness"].shape == (30,)
+        arrays = read_archive(tmp_path / name)
+        meta = json.loads(str(arrays.pop("metadata")))
+        write_archive(tmp_path / f"new-{name}", arrays, {**meta, "format_version": 99})
+        with pytest.raises(ValueError, match="format version 99, newer than this easyhard"):
+            load_scores(str(tmp_path / f"new-{name}"))
+
+
+def test_background_writer_keeps_order_and_reports_failures(tmp_path):
+    """io.BackgroundWriter: one write at a time in the order given; a failed write's error is
+    raised in the caller (once), and the writes after it still run."""
+    import time
+
+    from easyhard.io import BackgroundWriter
+
+    done = []
+
+    def write(name, delay):
+        time.sleep(delay)
+        done.append(name)
+
+    def fail():
+        raise OSError("disk full")
+
+    w = BackgroundWriter()
+    w.submit(write, "a", 0.2)
+    w.submit(write, "b", 0.0)  # waits for a
+    w.wait()
+    assert done == ["a", "b"]
+    w.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        w.submit(write, "c", 0.0)  # the failure surfaces at the next hand-over
+    w.submit(write, "c", 0.0)
+    w.wait()
+    w.wait()  # raised once only
+    assert done == ["a", "b", "c"]
+
+
 # ---------------------------------------------------------------------------- 4. resume
 def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
     base = ["score", "--dataset", "synthetic", "--image-size", "8", "--batch-size", "64",
