@@ -1,14 +1,16 @@
-"""Benchmark the loaders: images/s of the DALI CPU pipeline against the torch.utils.data + PIL
-pipeline on the same generated ImageNet-like JPEG folder (500 x 375 images, random-resized crop
-to 224, flip, normalise), with the same number of threads / workers; and of the GPU-resident
-TensorLoader on CIFAR-shaped data.
+"""Benchmark the loaders on an ImageNet-like JPEG folder made here, through `easyhard bench
+loader` (easyhard.bench.bench_loader: one implementation of the measurement): images/s of the DALI
+CPU pipeline (crop-region decoding, and full decoding for contrast) against torch.utils.data + PIL
+on the same generated folder (500 x 375 photo-like JPEGs, random-resized crop to 224, flip,
+normalise), with the same number of threads / workers; and of the device-resident TensorLoader on
+CIFAR-shaped data. What this script adds to the command: the generated folder and the verdict.
 
     python benchmarks/bench_loader.py                       # 400 images, 2 threads/workers
     python benchmarks/bench_loader.py --images 2000 --threads 8 --device cuda --out gpu-results
 
 Target on a 2-core CPU: DALI at least 1.2x the torch pipeline. Decoding is the bound there, so the
-gain comes from decoding only the crop's region (fn.decoders.image_random_crop); the plain DALI
-pipeline (full decode, then crop) is measured too. Writes results/bench_loader-<device>.json.
+gain comes from decoding only the crop's region (fn.decoders.image_random_crop). Writes
+results/bench_loader-<device>.json.
 """
 from __future__ import annotations
 
@@ -16,15 +18,14 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import environment, sync, write_json  # noqa: E402
+from common import environment, write_json  # noqa: E402
 
-from easyhard.datasets import load_dataset, make_synthetic  # noqa: E402
-from easyhard.loaders import DaliLoader, TensorLoader, TorchImageLoader, dali_available  # noqa: E402
+from easyhard.bench import bench_loader  # noqa: E402
+from easyhard.config import BenchLoaderConfig  # noqa: E402
 
 
 def make_jpeg_folder(root: str, n: int, classes: int = 10, size=(500, 375), seed: int = 0) -> None:
@@ -50,69 +51,46 @@ def make_jpeg_folder(root: str, n: int, classes: int = 10, size=(500, 375), seed
         pil.save(os.path.join(root, f"class{c:02d}", f"{i:06d}.jpg"), quality=90)
 
 
-def images_per_second(loader, epochs: int, device: str) -> float:
-    for _ in loader:  # warm-up epoch: workers, pipeline, caches
-        pass
-    n = 0
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for images, _, _ in loader:
-            n += images.shape[0]
-    sync(device)
-    return n / (time.perf_counter() - start)
-
-
-def bench_files(a) -> list[dict]:
-    """images/s of the file loaders on a generated (or given) JPEG folder."""
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = a.folder or os.path.join(tmp, "train")
-        if a.folder is None:
-            make_jpeg_folder(folder, a.images)
-        ds = load_dataset("imagefolder", root=folder)
-        loaders = {"torch+PIL": lambda: TorchImageLoader(ds, a.batch_size, "cpu", crop=224,
-                                                          num_workers=a.threads)}
-        if dali_available():
-            loaders["dali-cpu"] = lambda: DaliLoader(ds, a.batch_size, "cpu", crop=224,
-                                                     num_threads=a.threads)
-            loaders["dali-cpu-full-decode"] = lambda: DaliLoader(
-                ds, a.batch_size, "cpu", crop=224, num_threads=a.threads, roi_decode=False)
-        for name, make in loaders.items():
-            ips = images_per_second(make(), a.epochs, "cpu")
-            rows.append({"loader": name, "images_per_s": ips, "images": len(ds),
-                         "threads": a.threads, "crop": 224})
-            print(f"{name:<22} {ips:8.0f} images/s", flush=True)
-    return rows
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--threads", type=int, default=2, help="DALI threads = torch workers")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="device of the GPU-resident loader")
-    p.add_argument("--folder", default=None, help="reuse a JPEG folder (default: generate one)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed batches per loader (default: two passes over the folder)")
+    p.add_argument("--device", default="cpu", help="device of the device-resident loader")
+    p.add_argument("--folder", default=None,
+                   help="reuse a JPEG folder holding train/ (default: generate one)")
     p.add_argument("--skip-files", action="store_true",
-                   help="only the GPU-resident loader (e.g. on a GPU machine without DALI)")
+                   help="only the device-resident loader (e.g. on a GPU machine without DALI)")
     p.add_argument("--out", default=None)
     a = p.parse_args()
-    rows = []
+    results = {}
     if not a.skip_files:
-        rows += bench_files(a)
-    small = make_synthetic(50_000, 10, 32, seed=0)
-    tl = TensorLoader(small, 512, a.device, train=True)
-    ips = images_per_second(tl, 2, a.device)
-    rows.append({"loader": f"tensor-{a.device}", "images_per_s": ips, "images": len(small),
-                 "batch_size": 512, "size": 32})
-    print(f"{'tensor-' + a.device:<22} {ips:8.0f} images/s (CIFAR-shaped, crop+flip on device)")
+        with tempfile.TemporaryDirectory() as tmp:
+            root = a.folder or tmp
+            if a.folder is None:
+                make_jpeg_folder(os.path.join(root, "train"), a.images)
+            n = sum(len(f) for _, _, f in os.walk(os.path.join(root, "train")))
+            steps = a.steps or max(1, 2 * n // a.batch_size)
+            results["files"] = bench_loader(BenchLoaderConfig(
+                dataset="imagefolder", data_dir=root, batch_size=a.batch_size, steps=steps,
+                warmup=max(2, -(-n // a.batch_size)), workers=a.threads, crop=224, device="cpu"))
+    results["tensors"] = bench_loader(BenchLoaderConfig(
+        dataset="synthetic", num_samples=50_000, num_classes=10, image_size=32, batch_size=512,
+        steps=150, warmup=5, device=a.device))
+    rows = []
+    for kind, r in results.items():
+        for name, rate in r["images_per_s"].items():
+            rows.append({"loader": name, "images_per_s": rate, "kind": kind,
+                         "batch_size": r["config"]["batch_size"], "threads": a.threads})
+            print(f"{name:<28} {rate:8.0f} images/s", flush=True)
     by = {r["loader"]: r["images_per_s"] for r in rows}
     verdict = {}
-    if "dali-cpu" in by:
-        ratio = by["dali-cpu"] / by["torch+PIL"]
+    if "DALI CPU" in by:
+        ratio = by["DALI CPU"] / by["torch + PIL"]
         verdict = {"dali_over_torch": ratio, "target": 1.2, "met": ratio >= 1.2,
-                   "full_decode_over_torch": by["dali-cpu-full-decode"] / by["torch+PIL"]}
+                   "full_decode_over_torch": by["DALI CPU, full decode"] / by["torch + PIL"]}
         print(f"DALI CPU is {ratio:.2f}x the torch pipeline (target 1.2x: "
               f"{'met' if verdict['met'] else 'NOT met'})")
     path = write_json(f"bench_loader-{a.device.split(':')[0]}.json",

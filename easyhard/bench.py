@@ -13,8 +13,9 @@ state. Synthetic data isolates the model; an image folder includes the loader. U
 every rank trains its shard (DistributedDataParallel) and images/s are summed over ranks.
 
 ``bench loader`` measures images/s of every loader that can read the dataset here: for image
-files DALI with GPU decoding ("mixed", on a GPU), DALI on the CPU, and torch + PIL workers; for
-in-memory datasets the device-resident TensorLoader; all with the same thread count.
+files DALI with GPU decoding ("mixed", on a GPU), DALI on the CPU (decoding only the crop's
+region, and for contrast whole images), and torch + PIL workers; for in-memory datasets the
+device-resident TensorLoader; all with the same thread count.
 
 Both return one JSON-ready dict: ``env`` (GPUs, CUDA, torch, DALI and easyhard versions, CPU
 count, threads), ``images_per_s`` (one key per setting), and for train ``overhead_percent``.
@@ -196,19 +197,22 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
     }
 
 
-def loader_choices(dataset, device) -> list[tuple[str, str, Any]]:
-    """(name, backend, device) of every loader that can read `dataset` on this machine."""
+def loader_choices(dataset, device) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """(name, backend, device, options) of every loader that can read `dataset` on this machine;
+    for DALI on the CPU also the full decode (decoding whole images, then cropping) beside the
+    default region-of-interest decoding, which shows what the latter gains."""
     from .loaders import dali_available
 
     if dataset.in_memory:
         where = "GPU-resident" if device.type == "cuda" else "CPU"
-        return [(f"tensors ({where})", "auto", device)]
+        return [(f"tensors ({where})", "auto", device, {})]
     out = []
     if dali_available():
         if device.type == "cuda":
-            out.append(("DALI mixed (GPU decoding)", "dali", device))
-        out.append(("DALI CPU", "dali", "cpu"))
-    out.append(("torch + PIL", "torch", "cpu"))
+            out.append(("DALI mixed (GPU decoding)", "dali", device, {}))
+        out.append(("DALI CPU", "dali", "cpu", {}))
+        out.append(("DALI CPU, full decode", "dali", "cpu", {"roi_decode": False}))
+    out.append(("torch + PIL", "torch", "cpu", {}))
     return out
 
 
@@ -227,8 +231,8 @@ def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | Non
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
     rates: dict[str, float] = {}
     first: dict[str, float] = {}
-    for name, backend, where in loader_choices(train, device):
-        kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers}
+    for name, backend, where, options in loader_choices(train, device):
+        kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers, **options}
         say(f"{name}: {cfg.warmup} warm-up and {cfg.steps} timed batches")
         t0 = time.perf_counter()
         loader = make_loader(train, cfg.batch_size, where, train=True, seed=0, backend=backend,

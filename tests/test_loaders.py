@@ -30,6 +30,28 @@ def small():
     return load_dataset("synthetic", num_samples=103, num_classes=4, image_size=12, seed=1)
 
 
+def test_every_loader_follows_the_loader_protocol(small, tmp_path):
+    """One interface: iterate to (images, labels, indices), len, set_epoch, skipped; the same
+    rank/world_size names; the same epoch order for the same examples and seed."""
+    from easyhard.loaders import Loader
+
+    files = jpeg_folder(tmp_path / "data", per_class=3)
+    loaders = [TensorLoader(small, 8, seed=4, rank=1, world_size=2),
+               TorchImageLoader(files, 4, crop=16, num_workers=0, seed=4, rank=1, world_size=2)]
+    if dali_available():
+        loaders.append(DaliLoader(files, 4, "cpu", crop=16, num_threads=1, seed=4, rank=1,
+                                  world_size=2))
+    for loader in loaders:
+        assert isinstance(loader, Loader), type(loader).__name__
+        assert loader.skipped == [] and (loader.rank, loader.world_size) == (1, 2)
+        loader.set_epoch(3)
+        idx, _, _ = collect(loader)
+        assert len(loader) == -(-len(idx) // loader.batch_size)
+    # the shared epoch order: the file loaders agree example for example
+    orders = [lo.epoch_order() for lo in loaders[1:]]
+    assert all(torch.equal(orders[0], o) for o in orders)
+
+
 class TestTensorLoader:
     def test_every_index_once_per_epoch(self, small):
         loader = TensorLoader(small, 16, train=True, seed=5)
@@ -139,7 +161,7 @@ class TestDaliLoader:
         seen = []
         for shard in range(2):
             seen += collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3,
-                                       shard_id=shard, num_shards=2))[0]
+                                       rank=shard, world_size=2))[0]
         assert sorted(seen) == list(range(21))
 
     def test_same_seed_same_order_and_clean_view(self, tmp_path):
@@ -237,8 +259,8 @@ class TestDaliLoader:
         ds = jpeg_folder(tmp_path)
         seen, orders = [], []
         for shard in range(2):
-            loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3, shard_id=shard,
-                                num_shards=2)
+            loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3, rank=shard,
+                                world_size=2)
             loader.set_epoch(epoch)
             expected = loader.epoch_order().tolist()
             idx, lab, _ = collect(loader)
@@ -269,7 +291,7 @@ class TestTorchImageLoader:
         seen = []
         for shard in range(2):
             seen += collect(TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=1,
-                                             shard_id=shard, num_shards=2))[0]
+                                             rank=shard, world_size=2))[0]
         assert sorted(seen) == list(range(21))
         x1 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]
         x2 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]

@@ -1,0 +1,273 @@
+"""DaliLoader: image files (the ImageNet path) through NVIDIA DALI, with GPU ("mixed") decoding
+on a CUDA device and CPU operators otherwise; and find_undecodable, DALI's own check of files."""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..datasets import FileDataset
+from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, CorruptImageError, EpochOrder
+
+log = logging.getLogger("easyhard.loaders")
+
+
+class DaliLoader(EpochOrder):
+    """DALI loader for a FileDataset (see the module docstring).
+
+    The epoch's order and augmentation depend only on (seed, epoch), as in the other loaders, so
+    that a run resumed at epoch k repeats the uninterrupted one: the order is ``epoch_order`` (the
+    same permutation and sharding as TorchImageLoader), given to DALI's reader as an explicit file
+    list read without shuffling, and each training epoch gets a fresh pipeline seeded from
+    (seed, epoch). The clean view's pipeline (dataset order, no randomness) is built once.
+
+    Args:
+        dataset: the FileDataset.
+        batch_size: examples per batch; the last batch of an epoch is partial, never padded.
+        device: "cuda[:n]" decodes on that GPU (nvJPEG, "mixed"); "cpu" uses CPU operators only.
+        train: random-resized crop (decoding only the crop region) + flip, and shuffling; False:
+            resize (shorter side crop/0.875) + centre crop, dataset order.
+        crop: output size in pixels.
+        num_threads: DALI CPU threads.
+        seed: the epoch order and augmentation depend only on (seed, epoch).
+        rank, world_size: DDP sharding; each rank gets every world_size-th example of the
+            epoch's order.
+        dtype: torch.float16 or torch.float32 images.
+        skip_corrupt: check every file first with DALI's own decoder (``find_undecodable``: one
+            CPU decoding pass over the dataset) and drop the files it cannot decode, corrupt or in
+            a format DALI does not read such as GIF (logged, their indices kept in ``skipped`` as
+            never presented). Without it such a file stops the epoch with a CorruptImageError
+            naming it (found by the same check over the files the epoch had not yet presented).
+        roi_decode: when training, decode only the random crop's region (fn.decoders.
+            image_random_crop) instead of the whole image followed by a crop.
+    """
+
+    def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cuda",
+                 *, train: bool = True, crop: int = 224, num_threads: int = 4, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, dtype: torch.dtype = torch.float32,
+                 skip_corrupt: bool = False, prefetch: int = 2, roi_decode: bool = True,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        try:
+            import nvidia.dali.plugin.pytorch  # noqa: F401
+        except ImportError as e:
+            raise ImportError("DaliLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
+                              "(or use TorchImageLoader)") from e
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.crop = crop
+        self.dtype = dtype
+        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads, find_undecodable)
+        self._init_order(torch.as_tensor(keep, dtype=torch.int64), batch_size=batch_size,
+                         train=train, seed=seed, rank=rank, world_size=world_size)
+        self._files = dataset.files()  # all files, by dataset index
+        self.labels = torch.from_numpy(dataset.labels).to(self.device)
+        device_id = None  # CPU operators only
+        if self.device.type == "cuda":
+            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self._pipe_kwargs = dict(
+            train=train, crop=crop, gpu=self.device.type == "cuda", dtype=dtype, mean=mean,
+            std=std, roi_decode=roi_decode, batch_size=batch_size, num_threads=num_threads,
+            device_id=device_id, prefetch_queue_depth=prefetch)
+        self._iter = None  # the clean view's iterator, reused while its passes complete
+        self._pending = False  # an iteration started and not finished
+        if not train:  # build it now: it starts reading (prefetching) at once
+            self._iter = self._make_iter(self.epoch_order(), 0)  # the same order every epoch
+
+    def _make_iter(self, order: torch.Tensor, pipeline_seed: int):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        if len(order) == 0:
+            return None
+        indices = order.tolist()
+        pipe = _dali_pipeline(files=[self._files[i] for i in indices], indices=indices,
+                              seed=pipeline_seed, **self._pipe_kwargs)
+        try:  # the iterator starts reading (prefetching) at once
+            return DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
+                                       last_batch_policy=LastBatchPolicy.PARTIAL,
+                                       auto_reset=not self.train)  # a training epoch reads once
+        except RuntimeError as e:
+            raise self._corrupt_error(e, indices) from e
+
+    def _epoch_iter(self, order: torch.Tensor):
+        if not self.train:
+            if self._iter is None or self._pending:
+                # a pass was abandoned part-way: start over from a fresh pipeline
+                self._iter = self._make_iter(order, 0)
+            return self._iter
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+        return self._make_iter(order, seed)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.epoch_order()  # what the pipeline reads, in this order
+        it = self._epoch_iter(order)
+        self._pending = True
+        presented = 0
+        try:
+            for out in it or ():
+                images = out[0]["images"].permute(0, 3, 1, 2)  # NHWC -> channels-last NCHW view
+                idx = out[0]["index"].view(-1).to(device=self.device, dtype=torch.int64)
+                presented += len(idx)
+                yield images.to(self.device), self.labels[idx], idx
+        except RuntimeError as e:
+            # The files presented so far decoded: the culprit is among the rest of the epoch.
+            raise self._corrupt_error(e, order[presented:].tolist()) from e
+        self._pending = False
+        self.epoch += 1
+
+    def _corrupt_error(self, err: Exception, indices: list[int]) -> Exception:
+        """The error to raise for a pipeline failure while reading the dataset `indices`: DALI's
+        decoder errors do not name the file, so decode those files one batch at a time with DALI's
+        decoder (find_undecodable; one CPU decoding pass over them) and name the ones that fail.
+        The original error if none fails (the failure was something else)."""
+        if "pipeline" not in str(err) and "operator" not in str(err):
+            return err
+        files = [self._files[i] for i in indices]
+        log.warning("the DALI pipeline failed; decoding the %d file(s) it had not yet presented "
+                    "this epoch to find the one(s) it cannot decode", len(files))
+        try:
+            bad = find_undecodable(files, self._pipe_kwargs["num_threads"])
+        except Exception:  # the check itself failed: keep the original error
+            log.exception("could not check the files for undecodable images")
+            return err
+        if not bad:
+            return err
+        names = ", ".join(files[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        return CorruptImageError(
+            f"{len(bad)} image(s) cannot be decoded by DALI (corrupt, or a format its decoder does "
+            f"not read, such as GIF): {names}. Remove, replace or convert them, or pass "
+            "`skip_corrupt=True` to drop them and record them as never presented.")
+
+
+def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_decode,
+                   **pipeline_kwargs):
+    """Build the DALI pipeline: reader (index as label, `files` read in the given order, one
+    shard) -> decode -> crop/resize -> normalise."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    @pipeline_def
+    def pipeline():
+        jpegs, index = fn.readers.file(files=files, labels=indices, random_shuffle=False,
+                                       pad_last_batch=True, name="Reader")
+        decoder_device = "mixed" if gpu else "cpu"
+        area, aspect = [0.08, 1.0], [0.75, 4 / 3]
+        if train and roi_decode:
+            # Decodes only the region of the random crop (ROI decoding).
+            images = fn.decoders.image_random_crop(jpegs, device=decoder_device,
+                                                   output_type=types.RGB, random_area=area,
+                                                   random_aspect_ratio=aspect)
+            images = fn.resize(images, resize_x=crop, resize_y=crop)
+            mirror = fn.random.coin_flip(probability=0.5)
+        elif train:
+            images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=(crop, crop), random_area=area,
+                                            random_aspect_ratio=aspect)
+            mirror = fn.random.coin_flip(probability=0.5)
+        else:
+            images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
+            images = fn.resize(images, resize_shorter=int(round(crop / 0.875)))
+            mirror = 0
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT16 if dtype == torch.float16 else types.FLOAT,
+            output_layout="HWC", crop=(crop, crop), mean=[255 * m for m in mean],
+            std=[255 * s for s in std], mirror=mirror)
+        if gpu:
+            index = index.gpu()
+        return images, index
+
+    pipe = pipeline(**pipeline_kwargs)
+    pipe.build()
+    return pipe
+
+
+def find_undecodable(files: Sequence[str], threads: int | None = None,
+                     batch_size: int = 64) -> list[int]:
+    """Positions of files that DALI's image decoder cannot decode: truly corrupt files, and files
+    that PIL reads but DALI does not (a GIF, or any unsupported format, whatever its extension).
+
+    Exact for DaliLoader: it runs the loader's decoder operator (``fn.decoders.image``, CPU) on
+    every file, `batch_size` files per run on `threads` DALI threads. A batch that fails is split
+    in halves until the failing files stand alone; DALI pipelines are unusable after an error, so
+    each failed run builds a fresh one (a few milliseconds): a bad file costs about
+    2·log2(batch_size) small runs. Cost: one full CPU decode of every file, the same work as one
+    clean-view epoch on CPU: about 3 ms per ImageNet-size JPEG per thread (measured, 500x375), so
+    a few seconds for a thousand files, about an hour of thread time for all of ImageNet (split
+    over `threads`). Files that cannot be read at all count as undecodable.
+    Needs NVIDIA DALI.
+    """
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    threads = threads or min(16, os.cpu_count() or 2)
+    batch_size = max(1, batch_size)
+
+    @pipeline_def
+    def decode():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        return fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+
+    def read(i: int) -> np.ndarray | None:
+        try:
+            return np.fromfile(files[i], dtype=np.uint8)
+        except OSError:
+            return None
+
+    pipe = None
+    bad: list[int] = []
+
+    def decodes(chunk: list[tuple[int, np.ndarray]]) -> bool:
+        nonlocal pipe
+        if pipe is None:
+            pipe = decode(batch_size=batch_size, num_threads=threads, device_id=None,
+                          prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+            pipe.build()
+        pipe.feed_input("encoded", [data for _, data in chunk])
+        try:
+            pipe.run()
+            return True
+        except RuntimeError:
+            pipe = None  # a pipeline that failed cannot run again
+            return False
+
+    def check(chunk: list[tuple[int, np.ndarray]]) -> None:
+        if decodes(chunk):
+            return
+        if len(chunk) == 1:
+            bad.append(chunk[0][0])
+            return
+        half = len(chunk) // 2
+        check(chunk[:half])
+        check(chunk[half:])
+
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(files), batch_size):
+            chunk = []
+            positions = range(start, min(start + batch_size, len(files)))
+            for i, data in zip(positions, pool.map(read, positions)):
+                if data is None:
+                    bad.append(i)
+                else:
+                    chunk.append((i, data))
+            if chunk:
+                check(chunk)
+    return sorted(bad)
+
+
+def _usable_indices(dataset: FileDataset, skip_corrupt: bool, threads: int,
+                    find=find_undecodable) -> tuple[np.ndarray, list[int]]:
+    """All indices, or (with skip_corrupt) those whose file `find` (find_undecodable: DALI's
+    decoder) does not reject, plus the skipped ones."""
+    if not skip_corrupt:
+        return np.arange(len(dataset)), []
+    skipped = find(dataset.files(), threads)
+    if skipped:
+        log.warning("skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
+                    "presented", len(skipped), dataset.paths[skipped[0]])
+    keep = np.setdiff1d(np.arange(len(dataset)), np.array(skipped, dtype=np.int64))
+    return keep, skipped
