@@ -23,11 +23,16 @@ import struct
 import tarfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
+from .io import atomic_write, place, place_tree, same_device
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
+#: What writing a subset did: (bytes of the source split, bytes written, how source files entered
+#: the output: "hard", "symlink", "copy", or None when every file was written anew)
+SubsetWritten = tuple[int, int, Union[str, None]]
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
@@ -50,6 +55,9 @@ class ArrayDataset:
     classes: list[str]  # class names, label i -> classes[i]
     root: str | None = None  # where it was read from
     fingerprint: str = ""  # filled in by __post_init__ when empty
+    #: Writes a subset in this dataset's own format (set by its reader; default subset.npz).
+    subset_writer: Callable[..., SubsetWritten] | None = field(default=None, repr=False,
+                                                               compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -83,6 +91,17 @@ class ArrayDataset:
     def input_size(self, crop: int) -> int:
         """Side of the images a model sees: the stored images' (`crop` is for image files)."""
         return int(self.images.shape[1])
+
+    def sources(self) -> dict[str, str | None]:
+        """What it is read from (what -> path), for the checks that no output overlaps it."""
+        return {"source dataset": self.root}
+
+    def write_subset(self, idx: np.ndarray, work: str, link: str = "hard") -> SubsetWritten:
+        """Write the examples `idx` (ascending dataset indices) into folder `work` in this
+        dataset's own format, so that the folder works as its data directory. Returns (bytes of
+        the source split, bytes written, how source files entered: a LINK_MODES entry or None
+        when every file was written anew)."""
+        return (self.subset_writer or write_npz_subset)(self, idx, work, link)
 
 
 @dataclass
@@ -130,8 +149,53 @@ class FileDataset:
         """Absolute paths, in dataset-index order."""
         return [os.path.join(self.root, p) for p in self.paths]
 
+    def sources(self) -> dict[str, str | None]:
+        """What it is read from (what -> path), for the checks that no output overlaps it."""
+        return {"source dataset": self.base or self.root, "file list": self.file_list}
+
+    def write_subset(self, idx: np.ndarray, work: str, link: str = "hard") -> SubsetWritten:
+        """The kept files under work/<split folder>/ at their relative paths (so the output works as
+        --data-dir, and with torchvision's ImageFolder), the other split of a train/ + val/ source
+        beside it unchanged, and file_list.txt (paths relative to the split folder)."""
+        split_dir = os.path.basename(self.root) if self.base else "train"
+        tree = os.path.join(work, split_dir)
+        os.makedirs(tree)
+        after = 0
+        lines = []
+        for i in idx:
+            rel = self.paths[i]
+            src = os.path.join(self.root, rel)
+            place(src, os.path.join(tree, rel), link)
+            after += os.path.getsize(src)
+            listed = f"./{rel}" if rel.lstrip().startswith("#") else rel  # never read as a comment
+            lines.append(f"{listed} {int(self.labels[i])}\n")
+        if self.file_list is None:
+            # Empty class folders keep ImageFolder's class -> label mapping unchanged. A file list
+            # has no class folders: its labels are in the list.
+            for cls in self.classes:
+                os.makedirs(os.path.join(tree, cls), exist_ok=True)
+        if self.base:  # the held-out split comes along, as the test pair of Fashion-MNIST does
+            for name in ("val", "test"):
+                other = os.path.join(self.base, name)
+                if name != split_dir and os.path.isdir(other):
+                    place_tree(other, os.path.join(work, name), link)
+        if all("\n" not in p and "\r" not in p for p in self.paths):
+            with atomic_write(os.path.join(work, "file_list.txt"), "w") as f:
+                f.writelines(lines)
+        before = sum(os.path.getsize(os.path.join(self.root, p)) for p in self.paths)
+        return before, after, link
+
 
 Dataset = Union[ArrayDataset, FileDataset]
+
+
+# ---------------------------------------------------------------------------- subsets written out
+def write_npz_subset(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) -> SubsetWritten:
+    """Any in-memory dataset: subset.npz (images, labels, indices); `link` unused."""
+    path = os.path.join(work, "subset.npz")
+    with atomic_write(path) as f:
+        np.savez(f, images=ds.images[idx], labels=ds.labels[idx], indices=idx)
+    return ds.images.nbytes + ds.labels.nbytes, os.path.getsize(path), None
 
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -222,7 +286,32 @@ def load_fashion_mnist(root: str | None = None, split: str = "train") -> ArrayDa
     if images.ndim != 3:
         raise DatasetError(f"{img}: expected [N, 28, 28] images, got shape {images.shape}")
     return ArrayDataset("fashion-mnist", split, images[..., None], labels,
-                        list(FASHION_MNIST_CLASSES), root)
+                        list(FASHION_MNIST_CLASSES), root,
+                        subset_writer=write_fashion_mnist_subset)
+
+
+def write_fashion_mnist_subset(ds: ArrayDataset, idx: np.ndarray, work: str,
+                               link: str) -> SubsetWritten:
+    """Fashion-MNIST's four idx files: the split's pair holding the subset (gzipped like the
+    source), the other split's pair placed unchanged (`link`), so `work` works as --data-dir."""
+    root = ds.root
+    prefix = "train" if ds.split == "train" else "t10k"
+    other = "t10k" if ds.split == "train" else "train"
+    src_images = _find(root, f"{prefix}-images-idx3-ubyte")
+    gz = src_images.endswith(".gz")
+    suffix = ".gz" if gz else ""
+    before = os.path.getsize(src_images) + os.path.getsize(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    img_out = os.path.join(work, f"{prefix}-images-idx3-ubyte{suffix}")
+    lab_out = os.path.join(work, f"{prefix}-labels-idx1-ubyte{suffix}")
+    write_idx(img_out, ds.images[idx, :, :, 0], compress=gz)
+    write_idx(lab_out, ds.labels[idx].astype(np.uint8), compress=gz)
+    used = link
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):  # the other split, unchanged
+        src = _find(root, f"{other}-{kind}")
+        if src is not None:
+            used = place(src, os.path.join(work, os.path.basename(src)),
+                          "copy" if link == "hard" and not same_device(src, work) else link)
+    return before, os.path.getsize(img_out) + os.path.getsize(lab_out), used
 
 
 # ---------------------------------------------------------------------------- CIFAR
@@ -308,7 +397,35 @@ def load_cifar(name: str, root: str, split: str = "train") -> ArrayDataset:
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(y.astype(np.int64))
     return ArrayDataset(name, split, np.ascontiguousarray(np.concatenate(images)),
-                        np.concatenate(labels), classes, root)
+                        np.concatenate(labels), classes, root, subset_writer=write_cifar_subset)
+
+
+def write_cifar_subset(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) -> SubsetWritten:
+    """CIFAR's python batches holding the subset (same pickled layout as the source), the other
+    split's batches and the meta file as in the source (always written anew: `link` unused)."""
+    spec = _CIFAR[ds.name]
+    read, _ = _cifar_reader(ds.root, spec)
+    folder = os.path.join(work, spec["folder"])
+    os.makedirs(folder)
+    before = sum(len(read(b)) for b in spec[ds.split])
+    data = ds.images[idx].transpose(0, 3, 1, 2).reshape(len(idx), 3072)
+    labels = ds.labels[idx]
+    names = spec[ds.split]
+    after = 0
+    for b, part in zip(names, np.array_split(np.arange(len(idx)), len(names))):
+        # str keys: read as str by torchvision (encoding="latin1") and by easyhard alike, as the
+        # Python 2 strings of the original batches are.
+        batch = {"batch_label": f"easyhard subset of {b}", "data": data[part],
+                 spec["labels"]: [int(x) for x in labels[part]],
+                 "filenames": [f"{int(i)}.png" for i in idx[part]]}
+        with atomic_write(os.path.join(folder, b)) as f:
+            pickle.dump(batch, f, protocol=2)
+        after += os.path.getsize(os.path.join(folder, b))
+    other = "test" if ds.split == "train" else "train"
+    for name in spec[other] + [spec["meta"]]:
+        with atomic_write(os.path.join(folder, name)) as f:
+            f.write(read(name))
+    return before, after, None
 
 
 # ---------------------------------------------------------------------------- image folders

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 from typing import IO, Any, Callable, Iterator
@@ -190,3 +191,38 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
         raise OutputExistsError(f"{folder} holds files easyhard did not write (it wrote "
                                 f"{record.get('file_count')}, there are {_count_files(folder)}); "
                                 "`force=True` does not delete them: choose another folder")
+
+
+# ---------------------------------------------------------------------------- placing files
+LINK_MODES = ("hard", "symlink", "copy")  # how a source file enters an output
+
+
+def place(src: str, dst: str, mode: str) -> str:
+    """Put `src` at `dst` by `mode`; returns the mode used."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if mode == "hard":
+        try:
+            os.link(src, dst)
+        except OSError as e:
+            raise OSError(f"cannot hard-link {src} into the output ({e.strerror}); use "
+                          "`link='copy'` or `link='symlink'` (e.g. across file systems)") from e
+    elif mode == "symlink":
+        os.symlink(os.path.abspath(src), dst)
+    else:
+        shutil.copy2(src, dst)
+    return mode
+
+
+def place_tree(src: str, dst: str, link: str) -> None:
+    """Put the tree `src` at `dst` (a new folder), every file by `link` (see place)."""
+    os.makedirs(dst)
+    for dirpath, dirnames, files in os.walk(src, followlinks=True):
+        rel = os.path.relpath(dirpath, src)
+        for d in dirnames:
+            os.makedirs(os.path.join(dst, rel, d), exist_ok=True)
+        for f in files:
+            place(os.path.join(dirpath, f), os.path.join(dst, rel, f), link)
+
+
+def same_device(a: str, b: str) -> bool:
+    return os.stat(a).st_dev == os.stat(b).st_dev

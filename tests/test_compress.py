@@ -175,10 +175,10 @@ def test_killed_compress_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     make_folder(tmp_path / "src", per_class=5)
     ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
     sel = select(np.arange(10.0), ds.labels, 2, 6)
-    import easyhard.compress as cm
+    import easyhard.datasets as dm
 
     calls = {"n": 0}
-    real = cm._place
+    real = dm.place
 
     def dying(src, dst, mode):
         calls["n"] += 1
@@ -186,7 +186,7 @@ def test_killed_compress_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
             raise KeyboardInterrupt  # killed mid-way
         real(src, dst, mode)
 
-    monkeypatch.setattr(cm, "_place", dying)
+    monkeypatch.setattr(dm, "place", dying)  # the image folder's writer places each file
     with pytest.raises(KeyboardInterrupt):
         compress(ds, sel, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
