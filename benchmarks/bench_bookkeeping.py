@@ -35,7 +35,7 @@ from easyhard.train import save_checkpoint  # noqa: E402
 
 def end_of_epoch(stats: SampleStats, log: HistoryLog, ckpt: str, writer: BackgroundWriter,
                  background: dict) -> float:
-    """What the training loop waits for at the end of an epoch (as score_run does it); the
+    """What the training loop waits for at the end of an epoch (as train_run does it); the
     background write's duration goes into background["seconds"]."""
     def write(*args):
         t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def main() -> None:
     counts[:, 0] = 1
     sums = torch.rand(N, 5, generator=g)
     stats = SampleStats(N, a.classes, labels=torch.randint(0, a.classes, (N,), generator=g))
-    stats.reserve(a.epochs)  # as score_run does: the history never grows mid-run
+    stats.reserve(a.epochs)  # as train_run does: the history never grows mid-run
     times, old, written = {}, {}, {}
     writer, background = BackgroundWriter(), {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -65,12 +65,12 @@ def recording_overhead(arch, dataset_args: dict, batch_size, device, amp, blocks
 
 
 def scoring_vs_plain(dataset, arch, batch_size, device, epochs=1) -> dict:
-    from easyhard.train import ScoreConfig, score_run
+    from easyhard.train import ScoreConfig, train_run
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ScoreConfig(dataset=dataset, archs=(arch,), epochs=epochs, batch_size=batch_size,
                           device=str(device))
-        score_run(cfg, arch, 0, tmp, quiet=True)
+        train_run(cfg, arch, 0, tmp, quiet=True)
         import json
 
         metrics = [json.loads(l) for l in open(os.path.join(tmp, f"{arch}-run0", "metrics.jsonl"))]
@@ -104,13 +104,13 @@ def gpu_suite(device, out: dict) -> None:
         out.setdefault("gpu_224", []).append(r)
         print(f"{arch} 224px bf16: {r['images_per_s_recording']:.0f} images/s recording, "
               f"{r['images_per_s_plain']:.0f} plain ({100 * r['overhead']:.2f}% overhead)", flush=True)
-    from easyhard.train import ScoreConfig, score_run
+    from easyhard.train import ScoreConfig, train_run
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ScoreConfig(dataset="synthetic", num_samples=50_000, num_classes=10, image_size=32,
                           archs=("airbench",), epochs=10, batch_size=1024, device=str(device))
         t0 = time.perf_counter()
-        score_run(cfg, "airbench", 0, tmp, quiet=True)
+        train_run(cfg, "airbench", 0, tmp, quiet=True)
         sync(str(device))
         out["cifar_shaped_scoring_10_epochs_s"] = time.perf_counter() - t0
     print(f"CIFAR-shaped scoring run (airbench, 10 epochs x 50,000): "

@@ -13,24 +13,36 @@ per-example, per-epoch log, and derives difficulty scores from it.
 `import easyhard` checks the compiled extension without importing torch (so the command line stays
 fast); the heavy modules load on first use.
 
+Three words, three things: a *run* is one training of one architecture with one seed that
+records every example at every presentation (`easyhard score` trains runs); its *statistics
+file* (scores.npz) holds those raw per-example, per-epoch statistics; *scores* are the
+difficulty measures derived from it (easiness, forgetting, EL2N, ...), averaged over runs in a
+*merged scores file* (merged.npz).
+
 The data flow, one module per stage (follow one example index from the dataset to the report):
 
-    datasets.py     a dataset: images, labels, a fingerprint; example i is dataset index i
-    loaders.py      batches of (images, labels, dataset indices): tensors, DALI or torch + PIL
-    train.py        the training step (score_run); its own logits go to the fused op
+    datasets.py     a dataset: images, labels, a fingerprint; example i is dataset index i;
+                    each format also writes its own subsets (write_subset)
+    loaders/        batches of (images, labels, dataset indices): the Loader protocol, one
+                    module per loader (tensor, dali, torch_images), common order and sharding
+    train.py        a run: RunData, Training (the training step), train_one_epoch feeding the
+                    step's own logits to the fused op, checkpoints; train_job runs them all
     ops.py, csrc/   easyhard::accumulate_stats adds correctness, probability, margin, loss,
                     EL2N per example on the device; easyhard::topk_select picks subsets
-    stats.py        SampleStats: those accumulators, an 8-byte record per example per epoch,
-                    and the statistics file (scores.npz) they are saved to
-    scores.py       difficulty scores derived from a statistics file (easiness, forgetting,
-                    EL2N, margin, ...), and the merge of several runs
+    stats.py        SampleStats: those accumulators, the totals, an 8-byte record per example
+                    per epoch
+    statsfile.py    the statistics file, the merged scores file and the history side file:
+                    every reader and writer of those formats
+    scores.py       scores derived from a statistics file (easiness, forgetting, EL2N,
+                    margin, ...), and the merge of several runs
     select.py       a subset by score (hardest, easiest, random, stratified; per class or not)
     compress.py     the subset written out as a dataset of the source's format
     overlap.py,     analyses: are easy/hard sets shared across runs and architectures; do easy
     similarity.py   examples look alike
     experiment.py,  training afresh on subsets: removal and compression experiments (shared
     compression.py  cells, resume, paired error bars)
-    report.py       one page of all of it; cli*.py the command line, config.py its settings
+    report.py       one page of all of it; cli*.py the command line, config.py its settings,
+                    bench.py `easyhard bench`, io.py atomic writes and the no-overlap rules
 """
 from __future__ import annotations
 

@@ -265,7 +265,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
             --epochs 4 --out runs/fm
     """
     from .io import same_file
-    from .train import JOB_CONFIG, clear_previous, score
+    from .train import JOB_CONFIG, clear_previous, train_job
 
     cfg = make_config(ScoreConfig, settings)
     source = click.get_current_context().meta.get("easyhard.config_file")
@@ -278,7 +278,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
                                    "or --force to start afresh")
     if force and not resume:
         clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
-    summary = score(cfg, out_dir, resume=resume, quiet=quiet)
+    summary = train_job(cfg, out_dir, resume=resume, quiet=quiet)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
@@ -292,7 +292,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
 
 @main.command("merge")
 @click.argument("score_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Merged score file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The merged scores file to write.")
 @click.option("--window", type=click.IntRange(1), default=None,
               help="Epochs counted by easiness (default: all).")
 @debug_option
@@ -303,9 +303,9 @@ def merge_cmd(score_files, out, window):
     Example:
         easyhard merge runs/fm/convnet-run*/scores.npz --window 2 --out convnet.npz
     """
-    from .scores import merge_score_files
+    from .scores import merge_stats_files
 
-    table = merge_score_files(list(score_files), out, window=window)
+    table = merge_stats_files(list(score_files), out, window=window)
     click.echo(f"merged {len(score_files)} runs of {len(table.labels)} examples into {out}")
 
 
@@ -325,7 +325,8 @@ def models_cmd():
 
 # ---------------------------------------------------------------------------- selection
 def _run_selection(score_file: str, cfg: SelectConfig):
-    """Load a score file (one run's or merged) and select; returns (table, selection)."""
+    """Load scores (a run's statistics file or a merged scores file) and select; returns
+    (table, selection)."""
     from .scores import excluded, hardness, load_scores
     from .select import select
 
@@ -402,7 +403,7 @@ SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"
 @config_options(SelectConfig)
 @_output_options
 def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
-    """Choose a subset from a score file: writes indices.npy, indices.txt and selection.json.
+    """Choose a subset by the scores of a statistics or merged scores file: writes indices.npy, indices.txt and selection.json.
 
     \b
     Example:
@@ -413,7 +414,7 @@ def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
 
     cfg = make_config(SelectConfig, settings)
     _, selection = _run_selection(score_file, cfg)
-    check_disjoint(out_dir, {"score file": score_file})
+    check_disjoint(out_dir, {"scores input": score_file})
     check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
     os.makedirs(out_dir, exist_ok=True)
     write_indices(out_dir, selection.indices)
@@ -449,7 +450,7 @@ def compress_cmd(score_file, out_dir, force, as_json, quiet, **settings):
             f"{source.fingerprint!r}: the scores belong to other data")
     manifest = compress(source, selection, out_dir, link=cfg.link, force=force,
                         provenance={"score_file": os.path.abspath(score_file)},
-                        inputs={"score file": score_file})
+                        inputs={"scores input": score_file})
     _report(selection, as_json, quiet, {
         "written": os.path.abspath(out_dir),
         "bytes_before": manifest["bytes_before"], "bytes_after": manifest["bytes_after"]})

@@ -75,7 +75,7 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
 
     Trains every (kept fraction, strategy, ranking, seed) and the full data as the reference,
     and weighs accuracy against cost: each ranking's scoring time (from its runs' metrics) plus
-    the subset's training time. SCORES are score files (a run's scores.npz or a merged.npz),
+    the subset's training time. SCORES are statistics files (a run's scores.npz) or merged scores files (merged.npz),
     each optionally labelled LABEL=FILE; --window 1,2 ranks by their first epochs too (cheaper
     scoring); --external NAME=FILE.npy adds published scores. A --arch other than the scoring
     runs' measures transfer. Writes compression-results.jsonl, compression-summary.md,

@@ -15,7 +15,7 @@ def overlap_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     """Compare the easy and hard sets of several runs: pairwise Jaccard against chance, rank
     correlations, consistency across all runs, per class; pairs grouped by what differs.
 
-    INPUTS: score files, run folders, or `easyhard score --out` folders (expanded to their runs).
+    INPUTS: statistics files (scores.npz), run folders, or `easyhard score --out` folders (expanded to their runs).
     Writes overlap.json, overlap.txt, pairs.png and overlap.png into --out.
 
     \b

@@ -4,7 +4,7 @@
     easyhard analyze similarity runs/fm/merged.npz --features runs/fm/resnet20-run0 --out sim/
 
 Attached to the `analyze` group when easyhard.cli imports this module. Every check (the
-configuration, the score file, the dataset and its fingerprint, the feature model, the device,
+configuration, the scores input, the dataset and its fingerprint, the feature model, the device,
 where the output goes) runs before any image is read or anything is written.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .config import SimilarityConfig
 def similarity_cmd(scores, out_dir, force, as_json, quiet, **settings):
     """Do easy examples look alike? Spread of the easiest and hardest examples against
     class-matched random sets, in pixel and feature space, with intervals; local density
-    against easiness. SCORES: a score file (a run's scores.npz or merged.npz), a run folder or
+    against easiness. SCORES: a statistics file (a run's scores.npz), a merged scores file (merged.npz), a run folder or
     an `easyhard score` output folder. Writes similarity.json and PNG figures into --out.
 
     \b
@@ -60,7 +60,7 @@ def similarity_cmd(scores, out_dir, force, as_json, quiet, **settings):
     if feature_source is not None:
         model, info = load_feature_model(feature_source.checkpoint, dataset, device)
         feature_source.arch = feature_source.arch or info["arch"]
-    check_disjoint(out_dir, {"score file": score_file,
+    check_disjoint(out_dir, {"scores input": score_file,
                              "dataset": getattr(dataset, "base", None) or dataset.root,
                              "file list": cfg.file_list,
                              "feature model": feature_source and feature_source.checkpoint})

@@ -56,7 +56,7 @@ def study_cmd(out_dir, resume, quiet, **settings):
         easyhard study --out runs/fashion-mnist
         easyhard study --arch convnet --arch resnet20 --epochs 4 --seed-runs 2 --out runs/fm4
     """
-    from .train import score
+    from .train import train_job
 
     cfg = make_config(StudyConfig, settings)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not resume:
@@ -69,13 +69,13 @@ def study_cmd(out_dir, resume, quiet, **settings):
 
     arch_job = ScoreConfig(**{**base, "runs": 1})
     say(f"1/5 scoring {', '.join(cfg.archs)} (seed {cfg.seed})")
-    score(arch_job, os.path.join(out_dir, "runs"), resume=resume, quiet=quiet)
+    train_job(arch_job, os.path.join(out_dir, "runs"), resume=resume, quiet=quiet)
     folders = [os.path.join(out_dir, "runs")]
     if cfg.seed_runs:
         seed_job = ScoreConfig(**{**base, "archs": (cfg.archs[0],), "runs": cfg.seed_runs,
                                   "seed": cfg.seed + 1})
         say(f"2/5 scoring {cfg.archs[0]} with seed(s) {cfg.seed + 1}..{cfg.seed + cfg.seed_runs}")
-        score(seed_job, os.path.join(out_dir, "seeds"), resume=resume, quiet=quiet)
+        train_job(seed_job, os.path.join(out_dir, "seeds"), resume=resume, quiet=quiet)
         folders.append(os.path.join(out_dir, "seeds"))
     analyses = []
     run_count = len(cfg.archs) + cfg.seed_runs

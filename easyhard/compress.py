@@ -53,7 +53,7 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
              inputs: dict[str, str] | None = None) -> dict[str, Any]:
     """Write `selection` of `dataset` to folder `out`; returns the manifest.
 
-    `out` may not overlap the source or any of `inputs` (what -> path, e.g. the score file),
+    `out` may not overlap the source or any of `inputs` (what -> path, e.g. the scores input),
     however the paths are spelled. An existing non-empty `out` is replaced only with `force`, and
     only when it is an earlier compress output holding nothing else (see io.check_replaceable)."""
     if link not in LINK_MODES:

@@ -6,7 +6,7 @@
 Keep a fraction of the training set, chosen by a strategy (``hardest``: drop the easiest, the
 paper's compression; ``easiest``; ``random``, the baseline; ``stratified``, coverage-centric
 selection over equal-width score bins) ranked by a *ranking*: a score (easiness,
-easiness_plain, forgetting, EL2N, margin, ...) of a score file counted over a window of its
+easiness_plain, forgetting, EL2N, margin, ...) of a statistics file counted over a window of its
 early epochs, or an external score array (``--external NAME=FILE.npy``, e.g. published
 C-scores). Train afresh on the subset (the removal harness: easyhard.experiment's cells, resume,
 index subsets, error bars) and measure test accuracy.
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .config import CompressionConfig
 
 CONFIG_FILE, RESULTS, SUMMARY, FIGURE, COST_FIGURE = KIND_FILES["compression"]
-#: Settings a continued compression experiment may change (they add cells); score files may be
+#: Settings a continued compression experiment may change (they add cells); statistics files may be
 #: added too, never changed.
 GRID_FIELDS = ("keep", "strategies", "seeds", "score", "budget", "window", "external")
 HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
@@ -75,12 +75,12 @@ AS_REMOVAL = {"hardest": "easiest", "easiest": "hardest", "random": "random",
 # ---------------------------------------------------------------------------- rankings
 @dataclass
 class Ranking:
-    """One way of ranking the examples: a score of a score file over a window, or an external
+    """One way of ranking the examples: a score of a statistics (or merged scores) file over a window, or an external
     array; with what it cost to compute."""
 
     label: str  # unique: "easiness (convnet-run0, 1 epoch)", "cscore (external)"
     score: str
-    source: str  # the score file's label, or the external name
+    source: str  # the scores input's label, or the external name
     window: int | None
     hardness: np.ndarray  # float64 [N], larger = harder (scores.hardness)
     cost: dict  # {"seconds", "runs", "arch", "epochs"}; seconds None when unknown
@@ -137,7 +137,7 @@ def scoring_cost(path: str, table, window: int | None) -> dict:
 
 
 def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, path) of score files given as [LABEL=]FILE: the label defaults to the run
+    """(label, path) of the scores inputs given as [LABEL=]FILE: the label defaults to the run
     folder's name for a run's scores.npz and to the file's stem otherwise, made unique."""
     out, seen = [], set()
     for item in paths:
@@ -149,7 +149,7 @@ def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
             label = (os.path.basename(os.path.dirname(os.path.abspath(path))) or stem) \
                 if stem == "scores" else stem
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"score file {path} does not exist (give [LABEL=]FILE)")
+            raise FileNotFoundError(f"scores input {path} does not exist (give [LABEL=]FILE)")
         base, n = label, 2
         while label in seen:
             label, n = f"{base}#{n}", n + 1
@@ -235,7 +235,7 @@ def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]],
                                 {"seconds": None, "images": None, "runs": None, "arch": None,
                                  "epochs": None}))
     if not rankings:
-        raise ValueError("no ranking: give score files (SCORES) or external scores (`external`)")
+        raise ValueError("no ranking: give statistics or merged scores files (SCORES) or external scores (`external`)")
     return rankings, alive, shas
 
 
@@ -563,7 +563,7 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
                     train_missing: bool = True) -> dict:
     """Run (or continue) the compression experiment of `cfg` with the rankings of `score_files`
     ([LABEL=]FILE) and cfg.external in `out`; returns a summary. Everything is checked before
-    anything is written (the removal experiment's checks, for every score file, and every
+    anything is written (the removal experiment's checks, for every scores input, and every
     external array's length, values and order)."""
     from . import __version__
     from .train import input_paths
@@ -571,7 +571,7 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
     device, train, test = load_data(cfg, "compression")
     sources = source_labels(score_files)
-    inputs = {f"score file {label}": path for label, path in sources}
+    inputs = {f"scores input {label}": path for label, path in sources}
     inputs.update({f"external score {name}": path for name, _, path in cfg.external_items()})
     check_disjoint(out, {**inputs, **input_paths(cfg, train)})
     rankings, alive, shas = build_rankings(cfg, sources, train)

@@ -202,7 +202,7 @@ class ScoreConfig(DataConfig):
 
 @dataclass
 class SelectConfig(Config):
-    """How a subset is chosen from a score file (easyhard.select.select)."""
+    """How a subset is chosen by scores (easyhard.select.select)."""
 
     keep: str | None = field(default=None, metadata=param(
         "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True))
@@ -339,7 +339,7 @@ class SimilarityConfig(DataConfig):
     score: str = field(default="easiness", metadata=param(
         "The score that defines easy and hard.", choices=RANKING_SCORES))
     window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness (a run's score file only; default: all).", min=1, type=int))
+        "Epochs counted by easiness (a run's statistics file only; default: all).", min=1, type=int))
     fraction: float = field(default=0.1, metadata=param(
         "Size of the easy and the hard set: this fraction of each class (and of all examples).",
         min=0.001, max=0.5))
@@ -418,7 +418,7 @@ class ExperimentConfig(ScoreConfig):
         "as many, the steps budget as many optimizer steps.", min=1))
     seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k."))
     window: int | None = field(default=None, metadata=param(
-        "Early epochs of the score file counted by the ranking score (default: all recorded).",
+        "Early epochs of the statistics file counted by the ranking score (default: all recorded).",
         min=1, type=int))
     arch: str = field(default="convnet", metadata=param(
         "Architecture, one per experiment (see `easyhard models`)."))
@@ -461,7 +461,7 @@ class ExperimentConfig(ScoreConfig):
     def _validate_recipe(self) -> None:
         self.archs = (self.arch,)
         window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
-        try:                                     # here it counts the score file's epochs
+        try:                                     # here it counts the statistics file's epochs
             super().validate()
         finally:
             self.window = window
@@ -536,14 +536,14 @@ def _fraction_items(name: str, text: str) -> list[float]:
 @dataclass
 class CompressionConfig(ExperimentConfig):
     """The compression experiment: which fractions to keep, by which selection strategies, ranked
-    by which scores (of the score files, counted over which windows, or external arrays), on top
+    by which scores (of the statistics files, counted over which windows, or external arrays), on top
     of ExperimentConfig."""
 
     KIND = "compression"
     LISTS = ("keep", "strategies", "score", "budget", "window")
 
     window: str | None = field(default=None, metadata=param(
-        "Early epochs of the score files counted by easiness and easiness_plain, "
+        "Early epochs of the statistics files counted by easiness and easiness_plain, "
         "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
         "the other scores always count every recorded epoch; default: all).",
         type=str))

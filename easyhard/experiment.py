@@ -5,7 +5,7 @@
 
 Do hard examples matter more (Kishida & Nakayama, 2019)? Remove the easiest, the hardest or a
 random fraction of the training set, train afresh on what is left with the scoring engine
-(easyhard.train.score_run, given the subset as an index list: no copy of the data), and measure
+(easyhard.train.train_run, given the subset as an index list: no copy of the data), and measure
 test accuracy on the full test split. The full data is trained too, with the same recipe and
 seeds: it is the reference, not a number from elsewhere.
 
@@ -15,9 +15,9 @@ reference of every score and budget, random removal under every score) train it 
 experiment is resumable: the same command again reads finished cells back (never retrained),
 continues a half-finished one from its checkpoint, and trains only what is missing, so more
 seeds, fractions, orders, scores or budgets add cells. A changed recipe (anything else, the
-score file's content included) is refused with the differences named.
+scores input's content included) is refused with the differences named.
 
-Selection: easyhard.select.select on the score file's hardness (scores.hardness): removing the
+Selection: easyhard.select.select on the scores input's hardness (scores.hardness): removing the
 easiest fraction f keeps the hardest round((1 - f) N), class-balanced or global; ties of the
 score are broken by a permutation from ``selection_seed`` (never by dataset index: easiness_plain
 and forgetting have many ties); random removal for training seed k draws with
@@ -83,7 +83,7 @@ KIND_FILES = {"removal": (CONFIG_FILE, RESULTS, SUMMARY, FIGURE),
 TOP_FILES = (MANIFEST,) + tuple(f for k in KINDS for f in KIND_FILES[k])
 CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "history.bin", CELL_RESULT)
 #: Settings a continued experiment may change (they add cells); every other setting is part of
-#: the experiment's identity, and so is the content of the score file.
+#: the experiment's identity, and so is the content of the scores input.
 GRID_FIELDS = ("fractions", "orders", "seeds", "score", "budget")
 #: ScoreConfig fields that are not settings of an experiment (no command-line option).
 HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
@@ -218,7 +218,7 @@ class Cell:
 
     id: str
     identity: dict
-    run: int  # the seed index k (score_run's run)
+    run: int  # the seed index k (train_run's run)
     subset: np.ndarray  # ascending dataset indices
     max_steps: int | None  # None: the recipe's epochs
     steps: int  # planned optimizer steps
@@ -252,7 +252,7 @@ def file_sha256(path: str) -> str:
 
 def experiment_identity(cfg: "RemovalConfig", fingerprint: str, score_sha256: str) -> dict:
     """What a continued experiment may not change: every setting but the grid's (GRID_FIELDS),
-    the dataset and the score file's content."""
+    the dataset and the scores input's content."""
     skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | set(JOB_ONLY_FIELDS)
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     return {"experiment": "removal", "dataset_fingerprint": fingerprint,
@@ -511,7 +511,7 @@ def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
     `kind` experiment of the same identity: the same recipe, dataset and scores), "joined" (the
     folder holds the other kind of experiment: cells are shared) or "replaced" (an earlier
     easyhard experiment, deleted, with `force`; when the folder also holds the other kind, only
-    this kind's files go, the cells stay). `sources`: label -> sha256 of the score files; a
+    this kind's files go, the cells stay). `sources`: label -> sha256 of the scores inputs; a
     continued experiment may add labels, never change the content of one. Refuses anything
     else, before any change."""
     from .train import identity_differences
@@ -558,10 +558,10 @@ def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
     if kind not in exps:
         return "joined"
     grid = "more seeds, fractions, orders, scores or budgets" if kind == "removal" else \
-        "more seeds, kept fractions, strategies, scores, windows, score files or budgets"
+        "more seeds, kept fractions, strategies, scores, windows, scores inputs or budgets"
     diff = identity_differences(exps[kind].get("identity") or {}, identity)
     before = exps[kind].get("sources") or {}
-    diff += [f"the score file labelled {label!r} has other content (sha256 "
+    diff += [f"the scores input labelled {label!r} has other content (sha256 "
              f"{before[label][:12]}... there, {sha[:12]}... now)"
              for label, sha in (sources or {}).items() if label in before and before[label] != sha]
     if diff:
@@ -867,7 +867,7 @@ def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, sa
 def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datasets, say,
                 describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
     """Train one cell, holding its lock; a cell another worker finished is read back."""
-    from .train import score_run
+    from .train import train_run
 
     cell_dir = os.path.join(out, CELLS, cell.id)
     found = read_cell_result(cell_dir, cell)
@@ -884,7 +884,7 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datase
         f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
         f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
         f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
-    score_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
+    train_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
               subset=cell.subset, max_steps=cell.max_steps, run_dir=cell_dir,
               evaluate_every_epoch=False, save_scores=False)
     outcome = _cell_outcome(cell_dir, cell)
@@ -915,7 +915,7 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     """Run (or continue) the removal experiment of `cfg` ranked by `score_file` in `out`;
     returns a summary (rows, statistics, counts). Everything that can be checked is checked
     before anything is written: the configuration, the device, the dataset (in-memory only for
-    now), the score file (same data: fingerprint and labels; the scores asked for), the selections,
+    now), the scores input (same data: fingerprint and labels; the scores asked for), the selections,
     where the output goes (not overlapping an input; empty, the same experiment to continue, the
     other kind of experiment to join, or with `force` an earlier easyhard experiment to
     replace)."""
@@ -925,7 +925,7 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
 
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
     device, train, test = load_data(cfg, "removal")
-    check_disjoint(out, {"score file": score_file, **input_paths(cfg, train)})
+    check_disjoint(out, {"scores input": score_file, **input_paths(cfg, train)})
     table = load_score_table(score_file, cfg.window, train, cfg.dataset)
     alive = ~excluded(table)
     missing = [s for s in cfg.score_list() if s not in table.scores]

@@ -1,6 +1,6 @@
 """Are easy and hard examples shared across runs? (`easyhard analyze overlap`)
 
-Given several runs' score files (or run folders, or an `easyhard score --out` folder), this
+Given several runs' statistics files (or run folders, or an `easyhard score --out` folder), this
 compares which examples each run finds easiest and hardest:
 
 - pairwise, for every pair of runs: the Jaccard index of the easiest p and of the hardest p (p in
@@ -82,7 +82,7 @@ class Run:
 
 # ---------------------------------------------------------------------------- inputs
 def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
-    """Score files from INPUTs: a file stays; a run folder gives its scores file of `view`; a
+    """Statistics files from INPUTs: a file stays; a run folder gives its statistics file of `view`; a
     scoring job's folder gives every run folder in it (sorted)."""
     name = "scores.npz" if view == "train" else "scores_clean.npz"
     files: list[str] = []
@@ -95,7 +95,7 @@ def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
             found = sorted(os.path.join(item, d, name) for d in os.listdir(item)
                            if os.path.isfile(os.path.join(item, d, name)))
             if not found:
-                raise ValueError(f"{item} holds no run with a {name} (give score files, run "
+                raise ValueError(f"{item} holds no run with a {name} (give statistics files, run "
                                  "folders or an `easyhard score` output folder)")
             files.extend(found)
         else:
@@ -260,7 +260,7 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
     """The whole comparison as one JSON-ready dict (see the module docstring and overlap.json).
 
     `score`: a score with an easy/hard direction (scores.DIRECTION); `window`: epochs counted by
-    easiness; `view`: "train" or "clean" (which score file of a run folder); `ps`: set fractions
+    easiness; `view`: "train" or "clean" (which statistics file of a run folder); `ps`: set fractions
     in (0, 1]; `tie_seed`: seed of the per-run tie-breaking permutations."""
     if DIRECTION.get(score) in (None, "neither"):
         raise ValueError(f"`score` must be one of "

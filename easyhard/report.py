@@ -1,6 +1,6 @@
 """One page that tells a run's whole story: `easyhard report INPUT... --out DIR`.
 
-INPUTs, in any mix: score runs (a run folder, a score file, or an `easyhard score --out` folder,
+INPUTs, in any mix: scoring runs (a run folder, a statistics file, or an `easyhard score --out` folder,
 expanded to its runs), and the folders written by `easyhard analyze overlap`, `easyhard analyze
 similarity` and `easyhard experiment removal|compression` (recognised by their manifests). The
 report holds whatever the inputs hold:
@@ -70,7 +70,7 @@ def collect(inputs: Sequence[str]) -> Inputs:
     for item in inputs:
         if os.path.isfile(item):
             if not item.endswith(".npz"):
-                raise ValueError(f"{item} is neither a score file nor a folder easyhard wrote")
+                raise ValueError(f"{item} is neither a statistics file nor a folder easyhard wrote")
             found.runs.append(os.path.dirname(os.path.abspath(item)))
             continue
         if not os.path.isdir(item):

@@ -1,4 +1,4 @@
-"""Difficulty scores derived from a run's per-example log (SampleStats / score file).
+"""Difficulty scores derived from a run's per-example log (SampleStats / its statistics file).
 
 Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says which end is easy:
 "higher_easier", "higher_harder", or "neither" (variability). Ranges are in each docstring line.
@@ -68,7 +68,7 @@ def compute_scores(stats: SampleStats | StatsFile, window: int | None = None,
     tot = stats.totals()
     E = hist.shape[0]
     if E == 0:
-        raise ValueError("the score file has no completed epoch: nothing to score")
+        raise ValueError("the statistics file has no completed epoch: nothing to score")
     w = E if window is None else int(window)
     if not 1 <= w <= E:
         raise ValueError(f"window must be between 1 and the {E} recorded epochs, got {window}")
@@ -163,13 +163,13 @@ class ScoreTable:
     metadata: dict
 
 
-def merge_score_files(paths: Sequence[str], out: str, window: int | None = None) -> ScoreTable:
+def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None) -> ScoreTable:
     """Average every score over runs (and architectures); refuses files of different data.
 
     Writes `out` (.npz, atomically): index, label, (path), score_<name> [N] means over runs,
     runs_<name> [R, N] per run, and a JSON metadata block listing the runs."""
     if not paths:
-        raise ValueError("nothing to merge: give at least one score file")
+        raise ValueError("nothing to merge: give at least one statistics file")
     for p in paths:
         if same_file(p, out):
             raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "

@@ -274,25 +274,25 @@ def build_plan(ease: np.ndarray, labels: np.ndarray, valid: np.ndarray, num_clas
 # ---------------------------------------------------------------------------- inputs
 @dataclass
 class ScoreSource:
-    """A score file and the runs around it."""
+    """A scores input (statistics or merged scores file) and the runs around it."""
 
-    file: str  # the score file (a run's scores.npz or a merged file)
+    file: str  # a run's statistics file (scores.npz) or a merged scores file
     folder: str | None  # the score output folder its runs live in
     runs: list[str]  # run folders whose models produced the scores
 
 
 def resolve_score_path(path: str) -> str:
-    """The score file of a SCORES argument: a file, a run folder (its scores.npz) or a score
+    """The file of a SCORES argument: a file, a run folder (its scores.npz) or a score
     output folder (its merged.npz)."""
     if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist: give a score file (a run's scores.npz or a "
+        raise ValueError(f"{path} does not exist: give a statistics file (a run's scores.npz) or a "
                          "merged.npz) or a run folder or score output folder")
     if os.path.isdir(path):
         for name in ("scores.npz", "merged.npz"):
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name)
         raise ValueError(f"{path} is a folder with neither scores.npz (a run folder) nor "
-                         "merged.npz (an `easyhard score` output folder): give a score file")
+                         "merged.npz (an `easyhard score` output folder): give a statistics file")
     return path
 
 
@@ -607,10 +607,10 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
     from .scores import excluded, hardness
 
     if score not in table.scores:
-        raise ValueError(f"the score file holds no {score!r} score (it has "
+        raise ValueError(f"the scores input holds no {score!r} score (it has "
                          f"{', '.join(sorted(table.scores))})")
     if len(table.labels) != len(dataset) or not np.array_equal(table.labels, dataset.labels):
-        raise ValueError("the score file and the dataset disagree on the examples or their labels")
+        raise ValueError("the scores input and the dataset disagree on the examples or their labels")
     ease = -hardness(score, table.scores[score])
     absent = excluded(table)
     valid = ~absent & ~np.isnan(ease)

@@ -309,7 +309,7 @@ def read_merged_file(path: str, arrays: Mapping[str, np.ndarray] | None = None) 
     missing = [k for k in ("num_classes",) if not isinstance(meta.get(k), int)]
     missing += [k for k in ("label",) if k not in arrays]
     if missing:
-        raise ValueError(f"{path}: a merged score file without {', '.join(missing)}: it is "
+        raise ValueError(f"{path}: a merged scores file without {', '.join(missing)}: it is "
                          "damaged; merge the runs again")
     labels = arrays["label"].astype(np.int64)
     check_label_range(labels, int(meta["num_classes"]))

@@ -1,21 +1,27 @@
-"""The scoring engine: train CNNs and record every training example at every presentation.
+"""Runs: train CNNs and record every training example at every presentation.
 
-    easyhard score --dataset fashion-mnist --arch convnet --arch resnet20 --runs 2 --epochs 4 --out runs/
+    easyhard score --dataset fashion-mnist --arch convnet --arch resnet20 --runs 2 --epochs 4 \
+        --out runs/
 
-For each (architecture, run) this trains a model (channels-last; AMP bf16 on GPU by default, fp16
-with a grad scaler as an option, fp32 on CPU; optional torch.compile; SGD with momentum/Nesterov
-and weight decay; label smoothing; step, cosine or one-cycle schedules with warm-up), feeds the
-training step's own logits to the fused op through SampleStats (no extra forward pass), optionally
-records a clean view (eval mode, no augmentation) into its own history, evaluates on the test
-split each epoch, and writes into ``OUT/<arch>-run<k>/``: ``scores.npz`` (and
-``scores_clean.npz``), ``metrics.jsonl`` (per epoch: loss, train and test accuracy, images/s),
-``config.json`` (the resolved configuration), ``checkpoint.pt`` (every epoch, atomically; its
-per-example part is O(N): the closed epochs' records are appended to ``history.bin`` instead, see
-stats.HistoryLog) and ``history.bin``; ``resume`` continues a killed run and, on CPU, ends with
-bit-identical scores. Finally
-``OUT/merged.npz`` merges all runs (easyhard.scores.merge_score_files).
+A *run* (train_run) trains one architecture with one seed (channels-last; AMP bf16 on GPU by
+default, fp16 with a grad scaler as an option, fp32 on CPU; optional torch.compile; SGD with
+momentum/Nesterov and weight decay; label smoothing; step, cosine or one-cycle schedules with
+warm-up) and feeds the training step's own logits to the fused op through SampleStats (no extra
+forward pass); optionally it records a clean view (eval mode, no augmentation) into its own
+statistics, and evaluates on the test split each epoch. Its stages, in order: RunData (datasets
+and loaders), Training (model, optimizer, the training step), Recording (statistics and their
+side files), restore, then per epoch train_one_epoch, closing the epoch, evaluate and
+save_checkpoint (in the background while the next epoch trains). It writes into
+``OUT/<arch>-run<k>/``: ``scores.npz`` (its statistics file; and ``scores_clean.npz``),
+``metrics.jsonl`` (per epoch: loss, train and test accuracy, images/s), ``config.json`` (the
+resolved configuration), ``checkpoint.pt`` (every epoch, atomically; its per-example part is
+O(N): the closed epochs' records are appended to ``history.bin`` instead, see
+statsfile.HistoryLog) and ``history.bin``; ``resume`` continues a killed run and, on CPU, ends
+with bit-identical statistics. A *job* (train_job, the command `easyhard score`) trains every
+(architecture, run) and finally merges their scores into ``OUT/merged.npz``
+(easyhard.scores.merge_stats_files).
 
-The same engine trains experiment cells (easyhard.experiment): ``score_run`` takes a ``subset`` of
+The same engine trains experiment cells (easyhard.experiment): ``train_run`` takes a ``subset`` of
 dataset indices (handed to the loader, no copy of the data; in-memory datasets for now) and a
 ``max_steps`` step budget, both part of the run's identity, so that resume refuses a checkpoint of
 another subset or budget.
@@ -461,7 +467,7 @@ def restore(ckpt_path: str, identity: dict[str, Any], training: Training,
 
 
 # ---------------------------------------------------------------------------- one run
-def score_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
+def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
               quiet: bool = False, dist: Dist | None = None, datasets=None,
               subset: np.ndarray | None = None, max_steps: int | None = None,
               run_dir: str | None = None, evaluate_every_epoch: bool = True,
@@ -610,7 +616,7 @@ RUN_FORMAT = "easyhard.run"
 #: Fields that say which runs a job holds or how they are read, not what one run is: a finished
 #: or killed run can be resumed under a job that differs in them.
 JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
-#: What a run folder holds, all written by score_run: --force deletes these and nothing else.
+#: What a run folder holds, all written by train_run: --force deletes these and nothing else.
 HISTORY_FILE, CLEAN_HISTORY_FILE = "history.bin", "history_clean.bin"
 RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt",
              HISTORY_FILE, CLEAN_HISTORY_FILE)
@@ -779,8 +785,9 @@ def write_job_config(cfg: ScoreConfig, out_dir: str) -> None:
         f.write(text)
 
 
-def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Every (architecture, run) in turn, then the merged score file. Returns a summary.
+def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False
+              ) -> dict:
+    """Every (architecture, run) in turn, then the merged scores file. Returns a summary.
 
     Everything that can be checked (the configuration, the device, the dataset, the output's
     place) is checked before anything is written. With `resume`, runs found in out_dir continue
@@ -803,7 +810,7 @@ def score(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool =
         if dist.rank == 0:
             os.makedirs(out_dir, exist_ok=True)
             write_job_config(cfg, out_dir)
-        return _score_runs(cfg, out_dir, resume, quiet, dist, train, test)
+        return _train_job_runs(cfg, out_dir, resume, quiet, dist, train, test)
     except BaseException:
         if dist.rank == 0:
             _remove_unstarted(out_dir, created, before)
@@ -829,9 +836,9 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
             os.rmdir(out_dir)
 
 
-def _score_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train,
+def _train_job_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train,
                 test) -> dict:
-    from .scores import excluded, merge_score_files
+    from .scores import excluded, merge_stats_files
     from .statsfile import read_metadata, read_metadata_block
 
     run_dirs = []
@@ -845,13 +852,13 @@ def _score_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist:
                                run_identity(cfg, arch, run, train.fingerprint), done)
                 run_dirs.append(os.path.dirname(done))
                 continue
-            run_dirs.append(score_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet,
+            run_dirs.append(train_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet,
                                       dist=dist, datasets=(train, test)))
     summary = {"runs": run_dirs}
     if dist.rank == 0:
         files = [os.path.join(d, "scores.npz") for d in run_dirs]
         merged = os.path.join(out_dir, "merged.npz")
-        table = merge_score_files(files, merged, window=cfg.window)
+        table = merge_stats_files(files, merged, window=cfg.window)
         summary["merged"] = merged
         summary["never_presented"] = int(excluded(table).sum())
     if dist.enabled:

@@ -35,13 +35,13 @@ def one_thread():
 
 
 class SimulatedKill(Exception):
-    """Raised out of score_run by `killed_after_epoch`, as a kill would end the process."""
+    """Raised out of train_run by `killed_after_epoch`, as a kill would end the process."""
 
 
 @pytest.fixture
 def killed_after_epoch(monkeypatch):
-    """``with killed_after_epoch(n): score_run(...)``: the run stops right after epoch n's
-    checkpoint, as if killed there (score_run raises SimulatedKill, which the block expects)."""
+    """``with killed_after_epoch(n): train_run(...)``: the run stops right after epoch n's
+    checkpoint, as if killed there (train_run raises SimulatedKill, which the block expects)."""
     import contextlib
 
     from easyhard import train

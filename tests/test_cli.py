@@ -192,12 +192,12 @@ def test_wording_of_library_messages():
 
 
 def test_damaged_checkpoint_on_resume(tmp_path, killed_after_epoch):
-    from easyhard.train import score_run
+    from easyhard.train import train_run
 
     cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
                       batch_size=64, archs=("convnet",), epochs=2, device="cpu")
     with killed_after_epoch(1):
-        score_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True)
+        train_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True)
     (tmp_path / "o" / "convnet-run0" / "checkpoint.pt").write_bytes(b"garbage")
     code, out = cli("score", *SMALL, "--epochs", "2", "--resume", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "checkpoint.pt cannot be read", "damaged")
@@ -294,7 +294,7 @@ def test_internal_errors_say_how_to_see_the_traceback(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise KeyError("oops")
 
-    monkeypatch.setattr(train, "score", broken)
+    monkeypatch.setattr(train, "train_job", broken)
     r = run(["score", *SMALL, "--out", tmp_path / "o"])
     assert r.exit_code == 1 and "internal error (KeyError" in r.output and "--debug" in r.output
     r = run(["score", *SMALL, "--debug", "--out", tmp_path / "o"])

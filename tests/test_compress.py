@@ -20,7 +20,7 @@ from test_datasets import make_fmnist, make_folder, write_cifar10
 
 
 def score_file(dataset, path, epochs=2, seed=0):
-    """A score file for `dataset` from random logits (identity and fingerprint as a real run)."""
+    """A statistics file for `dataset` from random logits (identity and fingerprint as a real run)."""
     g = torch.Generator().manual_seed(seed)
     N, C = len(dataset), dataset.num_classes
     stats = SampleStats(N, C, labels=dataset.labels, paths=getattr(dataset, "paths", None),

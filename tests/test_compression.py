@@ -18,7 +18,7 @@ from easyhard.compression import (COST_FIGURE, FIGURE, RESULTS, ROW_FIELDS, SUMM
 from easyhard.experiment import CELLS, MANIFEST, read_results
 from easyhard.experiment import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
-from easyhard.train import ScoreConfig, score
+from easyhard.train import ScoreConfig, train_job
 
 DATA = ["--dataset", "synthetic", "--num-samples", "160", "--num-classes", "4",
         "--image-size", "8", "--batch-size", "32", "--device", "cpu", "--epochs", "2"]
@@ -38,7 +38,7 @@ def scored(tmp_path_factory):
     out = tmp_path_factory.mktemp("scores")
     cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
                       batch_size=32, archs=("convnet",), epochs=2, device="cpu")
-    score(cfg, str(out), quiet=True)
+    train_job(cfg, str(out), quiet=True)
     return out
 
 
@@ -215,11 +215,11 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
     assert json.loads(r.output)["reused"] == 2 and json.loads(r.output)["trained"] == 4
     r = compression([merged], out, *base[:-1], "--lr", "0.1")
     assert r.exit_code == 1 and "lr: 0.2 -> 0.1" in r.output and "--force" in r.output
-    # a score file of the same label with other content is refused, naming the label
+    # a statistics file of the same label with other content is refused, naming the label
     other = tmp_path / "other"
     cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
                       batch_size=32, archs=("convnet",), epochs=2, device="cpu", seed=5)
-    score(cfg, str(other), quiet=True)
+    train_job(cfg, str(other), quiet=True)
     r = compression([f"merged={other / 'merged.npz'}"], out, *base)
     assert r.exit_code == 1 and "labelled 'merged' has other content" in r.output
     # ... and added under a label of its own
@@ -231,7 +231,7 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
                       batch_size=50, archs=("convnet",), epochs=1, device="cpu")
-    score(cfg, str(tmp_path / "scores"), quiet=True)
+    train_job(cfg, str(tmp_path / "scores"), quiet=True)
     args = ["experiment", "compression", str(tmp_path / "scores" / "merged.npz"), "--dataset",
             "synthetic", "--num-samples", "800", "--num-classes", "4", "--image-size", "12",
             "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--keep", "0.5",

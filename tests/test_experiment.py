@@ -18,7 +18,7 @@ from easyhard import SampleStats
 from easyhard.cli import main
 from easyhard.experiment import (CELLS, FIGURE, MANIFEST, RESULTS, ROW_FIELDS, SUMMARY,
                                  read_results, summarize, t_interval, t_quantile, without_timing)
-from easyhard.train import ScoreConfig, score, score_run
+from easyhard.train import ScoreConfig, train_job, train_run
 
 DATA = ["--dataset", "synthetic", "--num-samples", "160", "--num-classes", "4",
         "--image-size", "8", "--batch-size", "32", "--device", "cpu"]
@@ -38,11 +38,11 @@ def cli(args):
 
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory):
-    """A score file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
+    """A statistics file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
     out = tmp_path_factory.mktemp("scores")
     cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
                       batch_size=32, archs=("convnet",), epochs=2, device="cpu")
-    score(cfg, str(out), quiet=True)
+    train_job(cfg, str(out), quiet=True)
     return out / "merged.npz"
 
 
@@ -109,7 +109,7 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
                       batch_size=50, archs=("convnet",), epochs=1, device="cpu")
-    score(cfg, str(tmp_path / "scores"), quiet=True)
+    train_job(cfg, str(tmp_path / "scores"), quiet=True)
     args = ["experiment", "removal", str(tmp_path / "scores" / "merged.npz"), "--dataset",
             "synthetic", "--num-samples", "800", "--num-classes", "4", "--image-size", "12",
             "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--fractions", "0.5",
@@ -186,7 +186,7 @@ def test_score_run_on_a_subset_with_a_step_budget(tmp_path):
     cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
                       batch_size=32, archs=("convnet",), epochs=2, device="cpu")
     subset = np.arange(0, 160, 3)  # 54 examples: 2 batches per epoch
-    run = score_run(cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7,
+    run = train_run(cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7,
                     evaluate_every_epoch=False)
     metrics = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     assert [m["steps"] for m in metrics] == [2, 4, 6, 7]
@@ -196,9 +196,9 @@ def test_score_run_on_a_subset_with_a_step_budget(tmp_path):
     assert sorted(set(pres[subset].tolist())) == [3, 4] and (pres[subset] == 4).sum() == 32
     assert pres[np.setdiff1d(np.arange(160), subset)].sum() == 0
     with pytest.raises(ValueError, match="another configuration"):
-        score_run(cfg, "convnet", 0, str(tmp_path), subset=subset[1:], max_steps=7, resume=True)
+        train_run(cfg, "convnet", 0, str(tmp_path), subset=subset[1:], max_steps=7, resume=True)
     with pytest.raises(ValueError, match="more than once"):
-        score_run(cfg, "convnet", 0, str(tmp_path / "b"), subset=[1, 1, 2])
+        train_run(cfg, "convnet", 0, str(tmp_path / "b"), subset=[1, 1, 2])
 
 
 def test_t_statistics_against_scipy():
@@ -249,7 +249,7 @@ def test_two_workers_share_one_folder(tmp_path):
     worker alone."""
     cfg = ScoreConfig(dataset="synthetic", num_samples=400, num_classes=4, image_size=10,
                       batch_size=50, archs=("convnet",), epochs=1, device="cpu")
-    score(cfg, str(tmp_path / "scores"), quiet=True)
+    train_job(cfg, str(tmp_path / "scores"), quiet=True)
     args = [sys.executable, "-m", "easyhard", "experiment", "removal",
             str(tmp_path / "scores" / "merged.npz"), "--dataset", "synthetic", "--num-samples",
             "400", "--num-classes", "4", "--image-size", "10", "--batch-size", "50", "--device",

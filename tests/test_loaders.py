@@ -344,18 +344,18 @@ def test_tensor_loader_covers_every_index_once(n, batch, world, seed, epoch, tra
 
 
 def test_image_folder_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
-    """score_run on image files (DALI when installed, else the torch loader), killed after epoch 1
+    """train_run on image files (DALI when installed, else the torch loader), killed after epoch 1
     and resumed, ends with the same bits as an uninterrupted run (training and clean views)."""
-    from easyhard.train import ScoreConfig, score_run
+    from easyhard.train import ScoreConfig, train_run
 
     jpeg_folder(tmp_path / "data", classes=3, per_class=8)
     cfg = ScoreConfig(dataset="imagefolder", data_dir=str(tmp_path / "data"), archs=("convnet",),
                       epochs=3, crop=16, batch_size=8, device="cpu", workers=1, clean_every=1)
-    score_run(cfg, "convnet", 0, str(tmp_path / "straight"), quiet=True)
+    train_run(cfg, "convnet", 0, str(tmp_path / "straight"), quiet=True)
     with killed_after_epoch(1):
-        score_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True)
+        train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True)
     assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
-    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
+    train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
     for name in ("scores.npz", "scores_clean.npz"):
         with np.load(tmp_path / "straight" / "convnet-run0" / name, allow_pickle=False) as a, \
                 np.load(tmp_path / "cut" / "convnet-run0" / name, allow_pickle=False) as b:

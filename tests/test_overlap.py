@@ -21,7 +21,7 @@ from easyhard.overlap import (Ranking, analyze_overlap, chance_jaccard, differin
 
 
 def write_run(path, correct_prob, labels, *, fingerprint="fp", metadata=None, absent=()):
-    """A score file whose true-class probability per epoch is `correct_prob` [E, N] (a fixed,
+    """A statistics file whose true-class probability per epoch is `correct_prob` [E, N] (a fixed,
     known ranking): logits log(p) for the label, log(1-p) shared by the others."""
     E, N = correct_prob.shape
     C = int(labels.max()) + 1

@@ -20,7 +20,7 @@ from easyhard.datasets import load_dataset, read_idx, write_idx
 from easyhard.io import check_disjoint, inside
 from easyhard.scores import compute_scores, load_scores
 from easyhard.select import select
-from easyhard.train import DivergedError, ScoreConfig, score
+from easyhard.train import DivergedError, ScoreConfig, train_job
 
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
@@ -88,11 +88,11 @@ def test_compress_force_replaces_only_its_own_output(tmp_path):
         assert r.exit_code != 0 and "did not write" in r.output, r.output
         assert extra.read_text() == "mine"
         extra.unlink()
-    # The score file inside the output folder: refused, the score file kept.
+    # The statistics file inside the output folder: refused, the file kept.
     (tmp_path / "holder").mkdir()
     inner = score_file(ds, tmp_path / "holder" / "s.npz")
     r = run(["compress", inner, *args[2:], "--out", tmp_path / "holder", "--force"])
-    assert r.exit_code != 0 and "score file" in r.output
+    assert r.exit_code != 0 and "scores input" in r.output
     assert os.path.exists(inner)
 
 
@@ -188,7 +188,7 @@ def test_merge_never_mixes_views_or_windows(tmp_path):
 def test_files_of_a_newer_format_are_refused_both_kinds(tmp_path):
     """Statistics files and merged scores files both carry a format version; a newer one than
     this easyhard reads is refused with a message saying so (statsfile.check_version)."""
-    from easyhard.scores import merge_score_files
+    from easyhard.scores import merge_stats_files
     from easyhard.statsfile import read_archive, write_archive
 
     ds = load_dataset("synthetic", num_samples=30, num_classes=3, image_size=4)
@@ -196,7 +196,7 @@ def test_files_of_a_newer_format_are_refused_both_kinds(tmp_path):
     a.update(torch.randn(30, 3), torch.from_numpy(ds.labels), torch.arange(30))
     a.end_epoch()
     a.save(tmp_path / "s.npz", metadata={"view": "train"})
-    merge_score_files([str(tmp_path / "s.npz")], str(tmp_path / "m.npz"))
+    merge_stats_files([str(tmp_path / "s.npz")], str(tmp_path / "m.npz"))
     for name in ("s.npz", "m.npz"):
         assert load_scores(str(tmp_path / name)).scores["easiness"].shape == (30,)
         arrays = read_archive(tmp_path / name)
@@ -256,14 +256,14 @@ def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
 def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
     cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
                       batch_size=64, archs=("convnet",), epochs=2, device="cpu")
-    from easyhard.train import score_run
+    from easyhard.train import train_run
 
     with killed_after_epoch(1):
-        score_run(cfg, "convnet", 0, str(tmp_path), quiet=True)
+        train_run(cfg, "convnet", 0, str(tmp_path), quiet=True)
     ck = tmp_path / "convnet-run0" / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[:100])
     with pytest.raises(ValueError, match="damaged"):
-        score_run(cfg, "convnet", 0, str(tmp_path), quiet=True, resume=True)
+        train_run(cfg, "convnet", 0, str(tmp_path), quiet=True, resume=True)
 
 
 # ---------------------------------------------------------------------------- 6. never presented
@@ -454,7 +454,7 @@ def test_a_diverging_run_stops_without_writing_scores(tmp_path):
                       batch_size=32, archs=("convnet",), epochs=2, device="cpu", lr=1e30,
                       max_nonfinite_steps=3)
     with pytest.raises(DivergedError, match="consecutive steps"):
-        score(cfg, str(tmp_path / "o"), quiet=True)
+        train_job(cfg, str(tmp_path / "o"), quiet=True)
     assert not (tmp_path / "o" / "convnet-run0" / "scores.npz").exists()
     assert not (tmp_path / "o" / "merged.npz").exists()
 

@@ -319,12 +319,12 @@ def test_feature_model_of_other_data_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A real score output folder: two convnet runs on small synthetic data (1 epoch each)."""
-    from easyhard.train import score
+    from easyhard.train import train_job
 
     out = tmp_path_factory.mktemp("score") / "runs"
     cfg = ScoreConfig(dataset="synthetic", num_samples=240, num_classes=3, image_size=8,
                       archs=("convnet",), runs=2, epochs=1, batch_size=64, device="cpu")
-    score(cfg, str(out), quiet=True)
+    train_job(cfg, str(out), quiet=True)
     return out
 
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from easyhard import SampleStats
 from easyhard.cli import main
-from easyhard.scores import load_scores, merge_score_files
-from easyhard.train import ScoreConfig, score, score_run
+from easyhard.scores import load_scores, merge_stats_files
+from easyhard.train import ScoreConfig, train_job, train_run
 
 SMALL = ["--dataset", "synthetic", "--num-samples", "300", "--num-classes", "4",
          "--image-size", "12", "--batch-size", "64", "--quiet"]
@@ -71,8 +71,8 @@ def test_score_outputs(tmp_path):
 
 def test_training_learns_and_is_reproducible(tmp_path):
     cfg = small_cfg(epochs=4, batch_size=32)
-    score(cfg, str(tmp_path / "a"), quiet=True)
-    score(cfg, str(tmp_path / "b"), quiet=True)
+    train_job(cfg, str(tmp_path / "a"), quiet=True)
+    train_job(cfg, str(tmp_path / "b"), quiet=True)
     assert_same_scores(tmp_path / "a" / "convnet-run0" / "scores.npz",
                        tmp_path / "b" / "convnet-run0" / "scores.npz")
     metrics = [json.loads(l) for l in
@@ -82,15 +82,15 @@ def test_training_learns_and_is_reproducible(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
     cfg = small_cfg(epochs=3)
-    score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
+    train_run(cfg, "convnet", 0, str(tmp_path / "straight"))
     with killed_after_epoch(1):
-        score_run(cfg, "convnet", 0, str(tmp_path / "cut"))
+        train_run(cfg, "convnet", 0, str(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
-    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
+    train_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
     assert_same_scores(tmp_path / "straight" / "convnet-run0" / "scores.npz",
                        tmp_path / "cut" / "convnet-run0" / "scores.npz")
     with pytest.raises(ValueError, match="another configuration"):
-        score_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
+        train_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
 
 
 def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_epoch):
@@ -101,11 +101,11 @@ def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_e
     from easyhard.statsfile import HISTORY_DTYPE, HistoryLog
 
     cfg = small_cfg(epochs=3)
-    score_run(cfg, "convnet", 0, str(tmp_path / "straight"))
+    train_run(cfg, "convnet", 0, str(tmp_path / "straight"))
     straight = tmp_path / "straight" / "convnet-run0" / "scores.npz"
     run = tmp_path / "cut" / "convnet-run0"
     with killed_after_epoch(1):
-        score_run(cfg, "convnet", 0, str(tmp_path / "cut"))
+        train_run(cfg, "convnet", 0, str(tmp_path / "cut"))
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert "history" not in ck["stats"] and ck["stats"]["history_epochs"] == 1
     N = ck["stats"]["num_samples"]
@@ -116,7 +116,7 @@ def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_e
     # killed after appending epoch 2's record, before its checkpoint: the record is dropped
     with open(run / "history.bin", "ab") as f:
         f.write(np.full(N, 7, dtype=HISTORY_DTYPE).tobytes())
-    score_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
+    train_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
     assert_same_scores(straight, run / "scores.npz")
     assert HistoryLog(run / "history.bin", N).records() == 3
     # a checkpoint of the previous version: its history inside, no side file
@@ -126,7 +126,7 @@ def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_e
     del ck["stats"]["history_epochs"]
     torch.save(ck, old / "checkpoint.pt")
     (old / "history.bin").unlink()
-    score_run(cfg, "convnet", 0, str(tmp_path / "old"), resume=True)
+    train_run(cfg, "convnet", 0, str(tmp_path / "old"), resume=True)
     assert_same_scores(straight, old / "scores.npz")
 
 
@@ -263,13 +263,13 @@ def test_cli_refusals(tmp_path):
 
 
 def test_merge_refuses_other_data(tmp_path):
-    score(small_cfg(epochs=1), str(tmp_path / "a"), quiet=True)
-    score(small_cfg(epochs=1, num_samples=301), str(tmp_path / "b"), quiet=True)
+    train_job(small_cfg(epochs=1), str(tmp_path / "a"), quiet=True)
+    train_job(small_cfg(epochs=1, num_samples=301), str(tmp_path / "b"), quiet=True)
     r = cli(["merge", tmp_path / "a" / "convnet-run0" / "scores.npz",
                                   tmp_path / "b" / "convnet-run0" / "scores.npz",
                                   "--out", tmp_path / "m.npz"])
     assert r.exit_code != 0 and "cannot be merged" in r.output
-    table = merge_score_files([str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2,
+    table = merge_stats_files([str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2,
                               str(tmp_path / "m.npz"))
     one = load_scores(str(tmp_path / "a" / "convnet-run0" / "scores.npz"))
     np.testing.assert_allclose(table.scores["easiness"], one.scores["easiness"])
@@ -301,7 +301,7 @@ def test_easiness_on_real_fashion_mnist_is_graded(tmp_path):
     """After real training, the easiest 10% is not a tie: fewer than 1% of examples share the
     easiness value at the 10% boundary (binary per-epoch correctness alone leaves most tied)."""
     cfg = ScoreConfig(dataset="fashion-mnist", archs=("convnet",), epochs=1, device="cpu")
-    score(cfg, str(tmp_path), quiet=True)
+    train_job(cfg, str(tmp_path), quiet=True)
     table = load_scores(str(tmp_path / "convnet-run0" / "scores.npz"))
     e = table.scores["easiness"]
     boundary = np.sort(e)[::-1][len(e) // 10 - 1]
@@ -353,7 +353,7 @@ def test_score_image_folder(tmp_path):
 
 def test_clean_view_inside_the_first_epoch(tmp_path):
     cfg = small_cfg(epochs=2, clean_steps=2)  # 300 / 64 -> 5 steps: passes after steps 2 and 4
-    score_run(cfg, "convnet", 0, str(tmp_path))
+    train_run(cfg, "convnet", 0, str(tmp_path))
     clean = SampleStats.load(tmp_path / "convnet-run0" / "scores_clean.npz")
     assert clean.epochs == 1 and (clean.history["presentations"][0] == 2).all()
     train = SampleStats.load(tmp_path / "convnet-run0" / "scores.npz")
