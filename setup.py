@@ -9,6 +9,7 @@ FORCE_CUDA=1) and torch is a CUDA build, even on a machine with no GPU. setup.py
 decided. Build isolation must stay off: the extension must be compiled against the torch that
 will import it.
 """
+
 from __future__ import annotations
 
 import glob

@@ -14,6 +14,7 @@ apart, the background write (it must end within the next epoch). For contrast, t
     python benchmarks/bench_bookkeeping.py                 # 1.28M x 90 epochs, CPU
     python benchmarks/bench_bookkeeping.py --epochs 20 --n 100000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,12 @@ from easyhard.statsfile import HistoryLog  # noqa: E402
 from easyhard.train import save_checkpoint  # noqa: E402
 
 
-def end_of_epoch(stats: SampleStats, log: HistoryLog, ckpt: str, writer: BackgroundWriter,
-                 background: dict) -> float:
+def end_of_epoch(
+    stats: SampleStats, log: HistoryLog, ckpt: str, writer: BackgroundWriter, background: dict
+) -> float:
     """What the training loop waits for at the end of an epoch (as train_run does it); the
     background write's duration goes into background["seconds"]."""
+
     def write(*args):
         t0 = time.perf_counter()
         save_checkpoint(*args)
@@ -44,8 +47,7 @@ def end_of_epoch(stats: SampleStats, log: HistoryLog, ckpt: str, writer: Backgro
 
     t0 = time.perf_counter()
     stats.end_epoch()
-    writer.submit(write, ckpt, {"stats": stats.state_dict(history=False)},
-                  [(log, stats.history)])
+    writer.submit(write, ckpt, {"stats": stats.state_dict(history=False)}, [(log, stats.history)])
     return time.perf_counter() - t0
 
 
@@ -84,28 +86,47 @@ def main() -> None:
             writer.wait()  # in a run, the next epoch trains meanwhile
             written[e] = background["seconds"]
             if e in (1, 16, 45, a.epochs) or e % 10 == 0:
-                print(f"epoch {e:3d}: {times[e]:.3f} s in the loop, {written[e]:.3f} s written "
-                      "in the background", flush=True)
-        ckpt_mb = os.path.getsize(ckpt) / 2 ** 20
-        log_mb = os.path.getsize(log.path) / 2 ** 20
+                print(
+                    f"epoch {e:3d}: {times[e]:.3f} s in the loop, {written[e]:.3f} s written "
+                    "in the background",
+                    flush=True,
+                )
+        ckpt_mb = os.path.getsize(ckpt) / 2**20
+        log_mb = os.path.getsize(log.path) / 2**20
     last = times[a.epochs]
     budget = a.epoch_seconds / 100
     median = sorted(times.values())[len(times) // 2]
     worst_write = max(written.values())
-    print(f"bookkeeping at epoch {a.epochs}: {last:.3f} s ({100 * last / a.epoch_seconds:.2f}% of "
-          f"a {a.epoch_seconds:g} s epoch; target <= 1%: {'met' if last <= budget else 'NOT met'});"
-          f" median {median:.3f} s; background write at most {worst_write:.3f} s (must end within "
-          f"the next epoch: {'yes' if worst_write < a.epoch_seconds else 'NO'}); checkpoint's "
-          f"statistics {ckpt_mb:.0f} MB, side file {log_mb:.0f} MB")
+    print(
+        f"bookkeeping at epoch {a.epochs}: {last:.3f} s ({100 * last / a.epoch_seconds:.2f}% of "
+        f"a {a.epoch_seconds:g} s epoch; target <= 1%: {'met' if last <= budget else 'NOT met'});"
+        f" median {median:.3f} s; background write at most {worst_write:.3f} s (must end within "
+        f"the next epoch: {'yes' if worst_write < a.epoch_seconds else 'NO'}); checkpoint's "
+        f"statistics {ckpt_mb:.0f} MB, side file {log_mb:.0f} MB"
+    )
     for e, t in old.items():
         print(f"previous way (history inside the checkpoint) at epoch {e}: {t:.3f} s")
-    path = write_json("bench_bookkeeping-cpu.json", {
-        "env": environment("cpu"), "n": N, "classes": a.classes, "epochs": a.epochs,
-        "seconds_per_epoch": times, "seconds_at_last_epoch": last, "median_seconds": median,
-        "background_write_seconds": written, "background_write_max_seconds": worst_write,
-        "percent_of_epoch": 100 * last / a.epoch_seconds, "target_percent": 1.0,
-        "met": last <= budget, "checkpoint_stats_mb": ckpt_mb, "side_file_mb": log_mb,
-        "previous_way_seconds": old}, a.out)
+    path = write_json(
+        "bench_bookkeeping-cpu.json",
+        {
+            "env": environment("cpu"),
+            "n": N,
+            "classes": a.classes,
+            "epochs": a.epochs,
+            "seconds_per_epoch": times,
+            "seconds_at_last_epoch": last,
+            "median_seconds": median,
+            "background_write_seconds": written,
+            "background_write_max_seconds": worst_write,
+            "percent_of_epoch": 100 * last / a.epoch_seconds,
+            "target_percent": 1.0,
+            "met": last <= budget,
+            "checkpoint_stats_mb": ckpt_mb,
+            "side_file_mb": log_mb,
+            "previous_way_seconds": old,
+        },
+        a.out,
+    )
     print(f"wrote {path}")
 
 

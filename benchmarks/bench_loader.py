@@ -12,6 +12,7 @@ Target on a 2-core CPU: DALI at least 1.2x the torch pipeline. Decoding is the b
 gain comes from decoding only the crop's region (fn.decoders.image_random_crop). Writes
 results/bench_loader-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def make_jpeg_folder(root: str, n: int, classes: int = 10, size=(500, 375), seed
         draw = ImageDraw.Draw(pil)
         for _ in range(6):
             x0, y0 = rng.integers(0, w - 60), rng.integers(0, h - 60)
-            draw.ellipse([x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 200)],
-                         fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            draw.ellipse(
+                [x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 200)],
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+            )
         pil.save(os.path.join(root, f"class{c:02d}", f"{i:06d}.jpg"), quality=90)
 
 
@@ -56,13 +59,21 @@ def main() -> None:
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--threads", type=int, default=2, help="DALI threads = torch workers")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed batches per loader (default: two passes over the folder)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed batches per loader (default: two passes over the folder)",
+    )
     p.add_argument("--device", default="cpu", help="device of the device-resident loader")
-    p.add_argument("--folder", default=None,
-                   help="reuse a JPEG folder holding train/ (default: generate one)")
-    p.add_argument("--skip-files", action="store_true",
-                   help="only the device-resident loader (e.g. on a GPU machine without DALI)")
+    p.add_argument(
+        "--folder", default=None, help="reuse a JPEG folder holding train/ (default: generate one)"
+    )
+    p.add_argument(
+        "--skip-files",
+        action="store_true",
+        help="only the device-resident loader (e.g. on a GPU machine without DALI)",
+    )
     p.add_argument("--out", default=None)
     a = p.parse_args()
     results = {}
@@ -73,28 +84,62 @@ def main() -> None:
                 make_jpeg_folder(os.path.join(root, "train"), a.images)
             n = sum(len(f) for _, _, f in os.walk(os.path.join(root, "train")))
             steps = a.steps or max(1, 2 * n // a.batch_size)
-            results["files"] = bench_loader(BenchLoaderConfig(
-                dataset="imagefolder", data_dir=root, batch_size=a.batch_size, steps=steps,
-                warmup=max(2, -(-n // a.batch_size)), workers=a.threads, crop=224, device="cpu"))
-    results["tensors"] = bench_loader(BenchLoaderConfig(
-        dataset="synthetic", num_samples=50_000, num_classes=10, image_size=32, batch_size=512,
-        steps=150, warmup=5, device=a.device))
+            results["files"] = bench_loader(
+                BenchLoaderConfig(
+                    dataset="imagefolder",
+                    data_dir=root,
+                    batch_size=a.batch_size,
+                    steps=steps,
+                    warmup=max(2, -(-n // a.batch_size)),
+                    workers=a.threads,
+                    crop=224,
+                    device="cpu",
+                )
+            )
+    results["tensors"] = bench_loader(
+        BenchLoaderConfig(
+            dataset="synthetic",
+            num_samples=50_000,
+            num_classes=10,
+            image_size=32,
+            batch_size=512,
+            steps=150,
+            warmup=5,
+            device=a.device,
+        )
+    )
     rows = []
     for kind, r in results.items():
         for name, rate in r["images_per_s"].items():
-            rows.append({"loader": name, "images_per_s": rate, "kind": kind,
-                         "batch_size": r["config"]["batch_size"], "threads": a.threads})
+            rows.append(
+                {
+                    "loader": name,
+                    "images_per_s": rate,
+                    "kind": kind,
+                    "batch_size": r["config"]["batch_size"],
+                    "threads": a.threads,
+                }
+            )
             print(f"{name:<28} {rate:8.0f} images/s", flush=True)
     by = {r["loader"]: r["images_per_s"] for r in rows}
     verdict = {}
     if "DALI CPU" in by:
         ratio = by["DALI CPU"] / by["torch + PIL"]
-        verdict = {"dali_over_torch": ratio, "target": 1.2, "met": ratio >= 1.2,
-                   "full_decode_over_torch": by["DALI CPU, full decode"] / by["torch + PIL"]}
-        print(f"DALI CPU is {ratio:.2f}x the torch pipeline (target 1.2x: "
-              f"{'met' if verdict['met'] else 'NOT met'})")
-    path = write_json(f"bench_loader-{a.device.split(':')[0]}.json",
-                      {"env": environment(a.device), "rows": rows, "verdict": verdict}, a.out)
+        verdict = {
+            "dali_over_torch": ratio,
+            "target": 1.2,
+            "met": ratio >= 1.2,
+            "full_decode_over_torch": by["DALI CPU, full decode"] / by["torch + PIL"],
+        }
+        print(
+            f"DALI CPU is {ratio:.2f}x the torch pipeline (target 1.2x: "
+            f"{'met' if verdict['met'] else 'NOT met'})"
+        )
+    path = write_json(
+        f"bench_loader-{a.device.split(':')[0]}.json",
+        {"env": environment(a.device), "rows": rows, "verdict": verdict},
+        a.out,
+    )
     print(f"wrote {path}")
 
 

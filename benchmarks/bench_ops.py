@@ -10,6 +10,7 @@ a 2-core CPU at least 4x faster than eager at 1024 x 1000 float32; on a GPU at l
 than eager and the large batch within 2x of the bandwidth bound. Writes
 results/bench_ops-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,15 @@ def bench_device(device: str, compile_eager: bool) -> list[dict]:
             args = (logits, labels, indices, st["counts"], st["sums"], st["flags"], st["errors"])
             fused = time_fn(lambda: ops.accumulate_stats(*args), device)
             eager = time_fn(lambda: reference.accumulate_stats(*args, validate=False), device)
-            row = {"device": device, "B": B, "C": C, "dtype": dname, "fused_s": fused,
-                   "eager_s": eager, "speedup_vs_eager": eager / fused}
+            row = {
+                "device": device,
+                "B": B,
+                "C": C,
+                "dtype": dname,
+                "fused_s": fused,
+                "eager_s": eager,
+                "speedup_vs_eager": eager / fused,
+            }
             if compile_eager:
                 compiled_fn = torch.compile(reference.accumulate_stats, dynamic=False)
                 compiled = time_fn(lambda: compiled_fn(*args, validate=False), device, warmup=2)
@@ -67,8 +75,11 @@ def bench_device(device: str, compile_eager: bool) -> list[dict]:
 
 
 def format_row(r: dict) -> str:
-    s = (f"{r['device']:>4} {r['B']:>6}x{r['C']:<5} {r['dtype']:<8} fused {r['fused_s'] * 1e6:9.1f} us"
-         f"  eager {r['eager_s'] * 1e6:9.1f} us ({r['speedup_vs_eager']:5.1f}x)")
+    s = (
+        f"{r['device']:>4} {r['B']:>6}x{r['C']:<5} {r['dtype']:<8} "
+        f"fused {r['fused_s'] * 1e6:9.1f} us"
+        f"  eager {r['eager_s'] * 1e6:9.1f} us ({r['speedup_vs_eager']:5.1f}x)"
+    )
     if "compiled_s" in r:
         s += f"  compiled {r['compiled_s'] * 1e6:9.1f} us ({r['speedup_vs_compiled']:5.1f}x)"
     if "fused_over_read_once" in r:
@@ -78,8 +89,12 @@ def format_row(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", action="append", choices=["cpu", "cuda"],
-                   help="default: cpu, and cuda when available")
+    p.add_argument(
+        "--device",
+        action="append",
+        choices=["cpu", "cuda"],
+        help="default: cpu, and cuda when available",
+    )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     a = p.parse_args()
@@ -88,15 +103,19 @@ def main() -> None:
         rows = bench_device(device, compile_eager=not a.no_compile)
         target = next(r for r in rows if r["B"] == 1024 and r["dtype"] == "float32")
         goal = 4.0 if device == "cpu" else 10.0
-        verdict = {"target_speedup_vs_eager": goal,
-                   "met": target["speedup_vs_eager"] >= goal}
+        verdict = {"target_speedup_vs_eager": goal, "met": target["speedup_vs_eager"] >= goal}
         if device == "cuda":
             big = [r for r in rows if r["B"] == 65536]
             verdict["read_once_target_met"] = all(r["fused_over_read_once"] <= 2.0 for r in big)
-        path = write_json(f"bench_ops-{device}.json",
-                          {"env": environment(device), "rows": rows, "verdict": verdict}, a.out)
-        print(f"{device}: 1024x1000 float32 fused is {target['speedup_vs_eager']:.1f}x eager "
-              f"(target {goal}x: {'met' if verdict['met'] else 'NOT met'}); wrote {path}")
+        path = write_json(
+            f"bench_ops-{device}.json",
+            {"env": environment(device), "rows": rows, "verdict": verdict},
+            a.out,
+        )
+        print(
+            f"{device}: 1024x1000 float32 fused is {target['speedup_vs_eager']:.1f}x eager "
+            f"(target {goal}x: {'met' if verdict['met'] else 'NOT met'}); wrote {path}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ The six score files are made once (in a temporary folder) from correlated synthe
 through SampleStats' own state (no training); loading them is part of the timed work, as it is
 for a user. Writes results/bench_overlap-cpu.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ from easyhard import SampleStats  # noqa: E402
 from easyhard.statsfile import HISTORY_DTYPE  # noqa: E402
 
 
-def make_run(path: str, base: np.ndarray, labels: np.ndarray, C: int, epochs: int, seed: int,
-             arch: str) -> None:
+def make_run(
+    path: str, base: np.ndarray, labels: np.ndarray, C: int, epochs: int, seed: int, arch: str
+) -> None:
     """A score file whose per-epoch true-class probabilities follow a shared difficulty `base`
     plus run noise (what correlated runs look like), written through SampleStats.save."""
     rng = np.random.default_rng(seed)
@@ -49,15 +51,30 @@ def make_run(path: str, base: np.ndarray, labels: np.ndarray, C: int, epochs: in
     total_sums[:, 4] = hist["el2n"].astype(np.float64).sum(0)
     total_sums[:, 2] = (hist["prob"].astype(np.float64) - 0.5).sum(0)
     stats = SampleStats(N, C, labels=labels, fingerprint="bench-imagenet")
-    stats.load_state_dict({
-        "num_samples": N, "num_classes": C,
-        "counts": torch.zeros(N, 4, dtype=torch.int32), "sums": torch.zeros(N, 5),
-        "flags": torch.from_numpy(hist[-1]["correct"].astype(np.int32)),
-        "total_counts": total_counts, "total_sums": total_sums,
-        "history": torch.from_numpy(hist.view(np.uint8).reshape(epochs, N, 8).copy()),
-        "labels": torch.from_numpy(labels)})
-    stats.save(path, metadata={"arch": arch, "seed": seed, "init_seed": seed, "data_seed": seed,
-                               "view": "train", "dataset": "bench"})
+    stats.load_state_dict(
+        {
+            "num_samples": N,
+            "num_classes": C,
+            "counts": torch.zeros(N, 4, dtype=torch.int32),
+            "sums": torch.zeros(N, 5),
+            "flags": torch.from_numpy(hist[-1]["correct"].astype(np.int32)),
+            "total_counts": total_counts,
+            "total_sums": total_sums,
+            "history": torch.from_numpy(hist.view(np.uint8).reshape(epochs, N, 8).copy()),
+            "labels": torch.from_numpy(labels),
+        }
+    )
+    stats.save(
+        path,
+        metadata={
+            "arch": arch,
+            "seed": seed,
+            "init_seed": seed,
+            "data_seed": seed,
+            "view": "train",
+            "dataset": "bench",
+        },
+    )
 
 
 def main() -> None:
@@ -77,10 +94,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for r in range(args.runs):
-            path = os.path.join(tmp, f"{'resnet50' if r % 2 else 'resnet18'}-run{r // 2}", "scores.npz")
+            path = os.path.join(
+                tmp, f"{'resnet50' if r % 2 else 'resnet18'}-run{r // 2}", "scores.npz"
+            )
             os.makedirs(os.path.dirname(path))
-            make_run(path, base, labels, args.classes, args.epochs, r,
-                     "resnet50" if r % 2 else "resnet18")
+            make_run(
+                path,
+                base,
+                labels,
+                args.classes,
+                args.epochs,
+                r,
+                "resnet50" if r % 2 else "resnet18",
+            )
             files.append(path)
         times = []
         for _ in range(2):
@@ -90,15 +116,26 @@ def main() -> None:
             write_outputs(result, os.path.join(tmp, f"an{len(times)}"), inputs=files)
             times.append((mid - start, time.perf_counter() - start))
     analysis, total = min(times, key=lambda t: t[1])
-    payload = {"benchmark": "bench_overlap", "env": environment("cpu"),
-               "n": args.n, "classes": args.classes, "runs": args.runs, "epochs": args.epochs,
-               "pairs": args.runs * (args.runs - 1) // 2, "kendall_n": result["kendall_n"],
-               "analysis_s": analysis, "total_s": total, "target_s": 10.0,
-               "met": total < 10.0}
+    payload = {
+        "benchmark": "bench_overlap",
+        "env": environment("cpu"),
+        "n": args.n,
+        "classes": args.classes,
+        "runs": args.runs,
+        "epochs": args.epochs,
+        "pairs": args.runs * (args.runs - 1) // 2,
+        "kendall_n": result["kendall_n"],
+        "analysis_s": analysis,
+        "total_s": total,
+        "target_s": 10.0,
+        "met": total < 10.0,
+    }
     path = write_json("bench_overlap-cpu.json", payload, args.out)
-    print(f"analyze overlap: {args.runs} runs x {args.n} examples x {args.classes} classes: "
-          f"{analysis:.2f} s analysis, {total:.2f} s with figures and JSON "
-          f"(target < 10 s: {'met' if payload['met'] else 'NOT met'}) -> {path}")
+    print(
+        f"analyze overlap: {args.runs} runs x {args.n} examples x {args.classes} classes: "
+        f"{analysis:.2f} s analysis, {total:.2f} s with figures and JSON "
+        f"(target < 10 s: {'met' if payload['met'] else 'NOT met'}) -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ argsorts, one per class (what the target is stated against), and a single lexsor
 (label, key, index). Targets: at least 3x faster than the per-class loop on a 2-core CPU; under
 2 ms on a GPU. Writes results/bench_select-<device>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ def numpy_per_class(scores: np.ndarray, labels: np.ndarray, budgets: np.ndarray)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=len(budgets)))])
     chosen = []
     for c in range(len(budgets)):
-        members = by_class[bounds[c]:bounds[c + 1]]
+        members = by_class[bounds[c] : bounds[c + 1]]
         order = np.argsort(-scores[members], kind="stable")  # largest first, ties by index
-        chosen.append(members[order[:budgets[c]]])
+        chosen.append(members[order[: budgets[c]]])
     return np.sort(np.concatenate(chosen))
 
 
@@ -58,8 +59,11 @@ def main() -> None:
     budgets = class_budgets(labels, int(round(a.keep * a.n)), a.classes)
     k = int(budgets.sum())
     dev = a.device
-    s_t, l_t, b_t = (torch.from_numpy(scores).to(dev), torch.from_numpy(labels).to(dev),
-                     torch.from_numpy(budgets))
+    s_t, l_t, b_t = (
+        torch.from_numpy(scores).to(dev),
+        torch.from_numpy(labels).to(dev),
+        torch.from_numpy(budgets),
+    )
     want = numpy_per_class(scores, labels, budgets)
     got = ops.topk_select(s_t, k, True, l_t, b_t).cpu().numpy()
     assert np.array_equal(got, want), "op and numpy disagree"
@@ -67,12 +71,15 @@ def main() -> None:
     rows = {
         "op_per_class_s": time_fn(lambda: ops.topk_select(s_t, k, True, l_t, b_t), dev, repeat=7),
         "op_global_s": time_fn(lambda: ops.topk_select(s_t, k, True), dev, repeat=7),
-        "numpy_per_class_loop_s": time_fn(lambda: numpy_per_class(scores, labels, budgets), "cpu",
-                                          warmup=1, repeat=5),
-        "numpy_lexsort_s": time_fn(lambda: numpy_lexsort(scores, labels, budgets), "cpu",
-                                   warmup=1, repeat=5),
+        "numpy_per_class_loop_s": time_fn(
+            lambda: numpy_per_class(scores, labels, budgets), "cpu", warmup=1, repeat=5
+        ),
+        "numpy_lexsort_s": time_fn(
+            lambda: numpy_lexsort(scores, labels, budgets), "cpu", warmup=1, repeat=5
+        ),
         "numpy_global_argsort_s": time_fn(
-            lambda: np.sort(np.argsort(-scores, kind="stable")[:k]), "cpu", warmup=1, repeat=5),
+            lambda: np.sort(np.argsort(-scores, kind="stable")[:k]), "cpu", warmup=1, repeat=5
+        ),
     }
     rows["speedup_vs_per_class_loop"] = rows["numpy_per_class_loop_s"] / rows["op_per_class_s"]
     rows["speedup_vs_lexsort"] = rows["numpy_lexsort_s"] / rows["op_per_class_s"]
@@ -80,16 +87,29 @@ def main() -> None:
     for key, v in rows.items():
         print(f"{key:<28} {v * 1e3:10.2f} ms" if key.endswith("_s") else f"{key:<28} {v:10.2f}x")
     if dev == "cpu":
-        verdict = {"target": "3x the per-class numpy loop",
-                   "met": rows["speedup_vs_per_class_loop"] >= 3}
+        verdict = {
+            "target": "3x the per-class numpy loop",
+            "met": rows["speedup_vs_per_class_loop"] >= 3,
+        }
     else:
         verdict = {"target": "under 2 ms", "met": rows["op_per_class_s"] < 2e-3}
-    print(f"{dev}: per-class selection {rows['op_per_class_s'] * 1e3:.2f} ms, "
-          f"{rows['speedup_vs_per_class_loop']:.1f}x the per-class numpy loop "
-          f"(target {verdict['target']}: {'met' if verdict['met'] else 'NOT met'})")
-    path = write_json(f"bench_select-{dev.split(':')[0]}.json",
-                      {"env": environment(dev), "n": a.n, "classes": a.classes, "k": k,
-                       "results": rows, "verdict": verdict}, a.out)
+    print(
+        f"{dev}: per-class selection {rows['op_per_class_s'] * 1e3:.2f} ms, "
+        f"{rows['speedup_vs_per_class_loop']:.1f}x the per-class numpy loop "
+        f"(target {verdict['target']}: {'met' if verdict['met'] else 'NOT met'})"
+    )
+    path = write_json(
+        f"bench_select-{dev.split(':')[0]}.json",
+        {
+            "env": environment(dev),
+            "n": a.n,
+            "classes": a.classes,
+            "k": k,
+            "results": rows,
+            "verdict": verdict,
+        },
+        a.out,
+    )
     print(f"wrote {path}")
 
 

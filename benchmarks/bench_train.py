@@ -14,6 +14,7 @@
     python benchmarks/bench_train.py                      # Fashion-MNIST, convnet, CPU
     python benchmarks/bench_train.py --device cuda --gpu-suite --out gpu-results
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,45 +44,62 @@ def make_step(model, opt, dtype, device):
         loss.backward()
         opt.step()
         return logits
+
     return step
 
 
-def recording_overhead(arch, dataset_args: dict, batch_size, device, amp, blocks,
-                       steps_per_block) -> dict:
+def recording_overhead(
+    arch, dataset_args: dict, batch_size, device, amp, blocks, steps_per_block
+) -> dict:
     """The recording overhead as `easyhard bench train` measures it (easyhard.bench: one
     implementation): the same model, batches and process with and without recording, in
     alternating blocks."""
     from easyhard.bench import bench_train
     from easyhard.config import BenchTrainConfig
 
-    cfg = BenchTrainConfig(arch=arch, batch_size=batch_size, device=str(device), amp=amp,
-                           blocks=blocks, steps=blocks * steps_per_block, warmup=3,
-                           **dataset_args)
+    cfg = BenchTrainConfig(
+        arch=arch,
+        batch_size=batch_size,
+        device=str(device),
+        amp=amp,
+        blocks=blocks,
+        steps=blocks * steps_per_block,
+        warmup=3,
+        **dataset_args,
+    )
     r = bench_train(cfg)
-    return {"arch": arch, "batch_size": batch_size,
-            "images_per_s_recording": r["images_per_s"]["recording"],
-            "images_per_s_plain": r["images_per_s"]["plain"],
-            "overhead": r["overhead_percent"] / 100, "bench": r}
+    return {
+        "arch": arch,
+        "batch_size": batch_size,
+        "images_per_s_recording": r["images_per_s"]["recording"],
+        "images_per_s_plain": r["images_per_s"]["plain"],
+        "overhead": r["overhead_percent"] / 100,
+        "bench": r,
+    }
 
 
 def scoring_vs_plain(dataset, arch, batch_size, device, epochs=1) -> dict:
     from easyhard.train import ScoreConfig, train_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScoreConfig(dataset=dataset, archs=(arch,), epochs=epochs, batch_size=batch_size,
-                          device=str(device))
+        cfg = ScoreConfig(
+            dataset=dataset, archs=(arch,), epochs=epochs, batch_size=batch_size, device=str(device)
+        )
         train_run(cfg, arch, 0, tmp, quiet=True)
         import json
 
-        metrics = [json.loads(l) for l in open(os.path.join(tmp, f"{arch}-run0", "metrics.jsonl"))]
+        metrics = [
+            json.loads(line) for line in open(os.path.join(tmp, f"{arch}-run0", "metrics.jsonl"))
+        ]
     scoring = sum(m["images_per_s"] for m in metrics) / len(metrics)
     # The plain loop: DataLoader over pre-normalised tensors, no augmentation, no recording.
     ds = load_dataset(dataset)
     x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div_(255)
     x = (x - x.mean()) / x.std()
     y = torch.from_numpy(ds.labels)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
-                                         batch_size=batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True
+    )
     torch.manual_seed(0)
     model = build_model(arch, ds.num_classes, x.shape[1], x.shape[2]).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
@@ -93,8 +111,13 @@ def scoring_vs_plain(dataset, arch, batch_size, device, epochs=1) -> dict:
             seen += len(yb)
     sync(str(device))
     plain = seen / (time.perf_counter() - t0)
-    return {"dataset": dataset, "arch": arch, "scoring_images_per_s": scoring,
-            "plain_loop_images_per_s": plain, "ratio": scoring / plain}
+    return {
+        "dataset": dataset,
+        "arch": arch,
+        "scoring_images_per_s": scoring,
+        "plain_loop_images_per_s": plain,
+        "ratio": scoring / plain,
+    }
 
 
 def gpu_suite(device, out: dict) -> None:
@@ -102,19 +125,33 @@ def gpu_suite(device, out: dict) -> None:
     for arch, bs in (("resnet50", 256), ("resnet18", 256)):
         r = recording_overhead(arch, big, bs, device, "bf16", blocks=3, steps_per_block=6)
         out.setdefault("gpu_224", []).append(r)
-        print(f"{arch} 224px bf16: {r['images_per_s_recording']:.0f} images/s recording, "
-              f"{r['images_per_s_plain']:.0f} plain ({100 * r['overhead']:.2f}% overhead)", flush=True)
+        print(
+            f"{arch} 224px bf16: {r['images_per_s_recording']:.0f} images/s recording, "
+            f"{r['images_per_s_plain']:.0f} plain ({100 * r['overhead']:.2f}% overhead)",
+            flush=True,
+        )
     from easyhard.train import ScoreConfig, train_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ScoreConfig(dataset="synthetic", num_samples=50_000, num_classes=10, image_size=32,
-                          archs=("airbench",), epochs=10, batch_size=1024, device=str(device))
+        cfg = ScoreConfig(
+            dataset="synthetic",
+            num_samples=50_000,
+            num_classes=10,
+            image_size=32,
+            archs=("airbench",),
+            epochs=10,
+            batch_size=1024,
+            device=str(device),
+        )
         t0 = time.perf_counter()
         train_run(cfg, "airbench", 0, tmp, quiet=True)
         sync(str(device))
         out["cifar_shaped_scoring_10_epochs_s"] = time.perf_counter() - t0
-    print(f"CIFAR-shaped scoring run (airbench, 10 epochs x 50,000): "
-          f"{out['cifar_shaped_scoring_10_epochs_s']:.1f} s", flush=True)
+    print(
+        f"CIFAR-shaped scoring run (airbench, 10 epochs x 50,000): "
+        f"{out['cifar_shaped_scoring_10_epochs_s']:.1f} s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -135,25 +172,31 @@ def main() -> None:
         data = {"dataset": "fashion-mnist"}
     except Exception:
         ds = make_synthetic(60_000, 10, 28, channels=1, seed=0)
-        data = {"dataset": "synthetic", "num_samples": 60_000, "num_classes": 10,
-                "image_size": 28}
+        data = {"dataset": "synthetic", "num_samples": 60_000, "num_classes": 10, "image_size": 28}
     r = recording_overhead(a.arch, data, a.batch_size, device, "auto", a.blocks, a.steps)
     results["recording"] = r
     goal = 0.03 if device.type == "cpu" else 0.01
-    print(f"recording overhead ({a.arch}, {ds.name}, batch {a.batch_size}): "
-          f"{100 * r['overhead']:.2f}% ({r['images_per_s_recording']:.0f} vs "
-          f"{r['images_per_s_plain']:.0f} images/s; target <= {100 * goal:.0f}%: "
-          f"{'met' if r['overhead'] <= goal else 'NOT met'})", flush=True)
+    print(
+        f"recording overhead ({a.arch}, {ds.name}, batch {a.batch_size}): "
+        f"{100 * r['overhead']:.2f}% ({r['images_per_s_recording']:.0f} vs "
+        f"{r['images_per_s_plain']:.0f} images/s; target <= {100 * goal:.0f}%: "
+        f"{'met' if r['overhead'] <= goal else 'NOT met'})",
+        flush=True,
+    )
     if not a.skip_plain and ds.name == "fashion-mnist":
         c = scoring_vs_plain("fashion-mnist", a.arch, a.batch_size, device)
         results["scoring_vs_plain"] = c
-        print(f"scoring run {c['scoring_images_per_s']:.0f} images/s vs plain DataLoader loop "
-              f"{c['plain_loop_images_per_s']:.0f} ({c['ratio']:.2f}x; target >= 1: "
-              f"{'met' if c['ratio'] >= 1 else 'NOT met'})", flush=True)
+        print(
+            f"scoring run {c['scoring_images_per_s']:.0f} images/s vs plain DataLoader loop "
+            f"{c['plain_loop_images_per_s']:.0f} ({c['ratio']:.2f}x; target >= 1: "
+            f"{'met' if c['ratio'] >= 1 else 'NOT met'})",
+            flush=True,
+        )
     if a.gpu_suite:
         gpu_suite(device, results)
-    path = write_json(f"bench_train-{device.type}.json", {"env": environment(a.device), **results},
-                      a.out)
+    path = write_json(
+        f"bench_train-{device.type}.json", {"env": environment(a.device), **results}, a.out
+    )
     print(f"wrote {path}")
 
 

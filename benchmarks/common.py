@@ -3,6 +3,7 @@
 Benchmarks are scripts, never part of the test suite. Each writes one JSON file under
 benchmarks/results/ (atomically) and prints a table.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,8 +24,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_fn(fn: Callable[[], object], device: str, *, warmup: int = 3, repeat: int = 20,
-            min_time: float = 0.2) -> float:
+def time_fn(
+    fn: Callable[[], object],
+    device: str,
+    *,
+    warmup: int = 3,
+    repeat: int = 20,
+    min_time: float = 0.2,
+) -> float:
     """Median seconds per call of fn() over `repeat` timed blocks of equal size."""
     for _ in range(warmup):
         fn()

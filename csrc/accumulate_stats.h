@@ -46,17 +46,18 @@ inline void check_accumulate_stats_args(const at::Tensor& logits, const at::Tens
                                         const at::Tensor& indices, const at::Tensor& counts,
                                         const at::Tensor& sums, const at::Tensor& flags,
                                         const at::Tensor& errors) {
-  TORCH_CHECK(logits.dim() == 2, "accumulate_stats: logits must be 2-D [B, C], got ",
-              logits.dim(), "-D");
-  TORCH_CHECK(logits.size(1) >= 2, "accumulate_stats: logits must have at least 2 classes, got C=",
-              logits.size(1));
+  TORCH_CHECK(logits.dim() == 2, "accumulate_stats: logits must be 2-D [B, C], got ", logits.dim(),
+              "-D");
+  TORCH_CHECK(logits.size(1) >= 2,
+              "accumulate_stats: logits must have at least 2 classes, got C=", logits.size(1));
   TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kHalf ||
                   logits.scalar_type() == at::kBFloat16,
               "accumulate_stats: logits must be float32, float16 or bfloat16, got ",
               logits.scalar_type());
   const int64_t B = logits.size(0);
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == B, "accumulate_stats: labels must have shape [",
-              B, "] to match logits, got ", labels.sizes());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == B,
+              "accumulate_stats: labels must have shape [", B, "] to match logits, got ",
+              labels.sizes());
   TORCH_CHECK(indices.dim() == 1 && indices.size(0) == B,
               "accumulate_stats: indices must have shape [", B, "] to match logits, got ",
               indices.sizes());
@@ -65,13 +66,16 @@ inline void check_accumulate_stats_args(const at::Tensor& logits, const at::Tens
   TORCH_CHECK(indices.scalar_type() == at::kLong, "accumulate_stats: indices must be int64, got ",
               indices.scalar_type());
   TORCH_CHECK(counts.dim() == 2 && counts.size(1) == kNumCounts,
-              "accumulate_stats: counts must have shape [N, ", kNumCounts, "], got ", counts.sizes());
+              "accumulate_stats: counts must have shape [N, ", kNumCounts, "], got ",
+              counts.sizes());
   TORCH_CHECK(counts.scalar_type() == at::kInt, "accumulate_stats: counts must be int32, got ",
               counts.scalar_type());
   const int64_t N = counts.size(0);
-  TORCH_CHECK(N < (int64_t(1) << 31), "accumulate_stats: at most 2^31-1 examples are supported, got N=", N);
+  TORCH_CHECK(N < (int64_t(1) << 31),
+              "accumulate_stats: at most 2^31-1 examples are supported, got N=", N);
   TORCH_CHECK(sums.dim() == 2 && sums.size(0) == N && sums.size(1) == kNumSums,
-              "accumulate_stats: sums must have shape [", N, ", ", kNumSums, "], got ", sums.sizes());
+              "accumulate_stats: sums must have shape [", N, ", ", kNumSums, "], got ",
+              sums.sizes());
   TORCH_CHECK(sums.scalar_type() == at::kFloat, "accumulate_stats: sums must be float32, got ",
               sums.scalar_type());
   TORCH_CHECK(flags.dim() == 1 && flags.size(0) == N, "accumulate_stats: flags must have shape [",
@@ -81,9 +85,10 @@ inline void check_accumulate_stats_args(const at::Tensor& logits, const at::Tens
   TORCH_CHECK(errors.dim() == 1 && errors.size(0) == 2 && errors.scalar_type() == at::kLong,
               "accumulate_stats: errors must be an int64 tensor of shape [2], got ",
               errors.scalar_type(), " ", errors.sizes());
-  TORCH_CHECK(counts.is_contiguous() && sums.is_contiguous() && flags.is_contiguous() &&
-                  errors.is_contiguous(),
-              "accumulate_stats: the state tensors counts, sums, flags and errors must be contiguous");
+  TORCH_CHECK(
+      counts.is_contiguous() && sums.is_contiguous() && flags.is_contiguous() &&
+          errors.is_contiguous(),
+      "accumulate_stats: the state tensors counts, sums, flags and errors must be contiguous");
   const auto device = logits.device();
   const std::pair<const char*, const at::Tensor*> others[] = {
       {"labels", &labels}, {"indices", &indices}, {"counts", &counts},
@@ -103,8 +108,9 @@ struct RowStats {
 
 // m: max logit over the row; so1 = sum over j != label of exp(x_j - m), so2 the same of
 // exp(2 (x_j - m)); xy: true-class logit; maxother: the largest logit of any other class; correct:
-// whether the first index of the maximum (as torch.argmax) is the label. Keeping the true class out of so1/so2 avoids
-// cancellation for confident rows, where 1 - p_y and EL2N are tiny (the easy examples).
+// whether the first index of the maximum (as torch.argmax) is the label. Keeping the true class out
+// of so1/so2 avoids cancellation for confident rows, where 1 - p_y and EL2N are tiny (the easy
+// examples).
 EASYHARD_HOST_DEVICE RowStats finish_row(bool finite, float m, float so1, float so2, float xy,
                                          float maxother, bool correct) {
   RowStats r;
@@ -129,8 +135,8 @@ EASYHARD_HOST_DEVICE RowStats finish_row(bool finite, float m, float so1, float 
 }
 
 // Resolves one example's flag after every row of a batch has set its batch bits: the example counts
-// as correct in this batch only if all its rows were correct. Returns the new flag value and whether
-// a forgetting event happened (last-correct before the batch, not correct in it).
+// as correct in this batch only if all its rows were correct. Returns the new flag value and
+// whether a forgetting event happened (last-correct before the batch, not correct in it).
 EASYHARD_HOST_DEVICE int32_t settled_flag(int32_t v, bool* forgot) {
   const bool incorrect = (v & kBatchIncorrect) != 0;
   *forgot = incorrect && (v & kLastCorrect);

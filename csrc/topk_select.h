@@ -69,13 +69,15 @@ inline int64_t check_topk_select_args(const at::Tensor& scores, int64_t k,
               bud.scalar_type());
   TORCH_CHECK(lab.device() == scores.device(), "topk_select: labels is on ", lab.device(),
               " but scores is on ", scores.device());
-  TORCH_CHECK(bud.device() == scores.device() || bud.device().is_cpu(), "topk_select: budgets is on ",
-              bud.device(), " but must be on the CPU or on scores' device (", scores.device(), ")");
+  TORCH_CHECK(bud.device() == scores.device() || bud.device().is_cpu(),
+              "topk_select: budgets is on ", bud.device(),
+              " but must be on the CPU or on scores' device (", scores.device(), ")");
   return bud.size(0);
 }
 
 // Checks the per-class budgets against the class sizes (both on the host) and k.
-inline void check_budgets(const int64_t* budgets, const int64_t* class_sizes, int64_t C, int64_t k) {
+inline void check_budgets(const int64_t* budgets, const int64_t* class_sizes, int64_t C,
+                          int64_t k) {
   int64_t total = 0;
   for (int64_t c = 0; c < C; ++c) {
     TORCH_CHECK(budgets[c] >= 0, "topk_select: budgets[", c, "] = ", budgets[c], " is negative");
@@ -88,16 +90,16 @@ inline void check_budgets(const int64_t* budgets, const int64_t* class_sizes, in
 
 // Checks the values of a per-class selection on any backend (after check_topk_select_args): every
 // label in [0, C), the budgets against the class sizes, their sum against k. Returns the class
-// sizes, int64 [C] on the CPU. Every kernel calls it before any early return (k = 0, N = 0), so that
-// each backend refuses the same arguments for every k. On CUDA it synchronises: selection is not a
-// per-step op.
+// sizes, int64 [C] on the CPU. Every kernel calls it before any early return (k = 0, N = 0), so
+// that each backend refuses the same arguments for every k. On CUDA it synchronises: selection is
+// not a per-step op.
 inline at::Tensor check_topk_select_classes(const at::Tensor& labels, const at::Tensor& budgets,
                                             int64_t C, int64_t k) {
   const auto bad = labels.lt(0).logical_or_(labels.ge(C));
   if (bad.any().item<bool>()) {
     const int64_t i = at::nonzero(bad)[0][0].item<int64_t>();
-    TORCH_CHECK(false, "topk_select: labels must be in [0, ", C, "): labels[", i, "] = ",
-                labels[i].item<int64_t>(), " is outside [0, ", C, ")");
+    TORCH_CHECK(false, "topk_select: labels must be in [0, ", C, "): labels[", i,
+                "] = ", labels[i].item<int64_t>(), " is outside [0, ", C, ")");
   }
   const auto sizes = at::bincount(labels, {}, C).to(at::kCPU, at::kLong).contiguous();
   const auto bud = budgets.to(at::kCPU).contiguous();

@@ -44,6 +44,7 @@ The data flow, one module per stage (follow one example index from the dataset t
     report.py       one page of all of it; cli*.py the command line, config.py its settings,
                     bench.py `easyhard bench`, io.py atomic writes and the no-overlap rules
 """
+
 from __future__ import annotations
 
 import importlib

@@ -2,13 +2,15 @@
 
 `check_installed()` is cheap and torch-free (it runs on `import easyhard`): it finds the compiled
 module and compares the torch it was built against (recorded by setup.py in _build_info.json) with
-the torch installed now. It looks for the compiled module in the package's own folder only. `load()` imports torch and the extension, which registers the ops under
-torch.ops.easyhard. Both raise ImportError with the command that rebuilds the extension.
+the torch installed now. It looks for the compiled module in the package's own folder only.
+`load()` imports torch and the extension, which registers the ops under torch.ops.easyhard.
+Both raise ImportError with the command that rebuilds the extension.
 """
+
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.machinery
+import importlib.metadata
 import json
 import os
 from typing import Any
@@ -41,8 +43,10 @@ def _same_release(a: str, b: str, *, local: bool = True) -> bool:
 def check_installed() -> None:
     """Raise ImportError if the extension is missing or was built against another torch."""
     here = os.path.dirname(_BUILD_INFO)
-    if not any(os.path.exists(os.path.join(here, "_C" + suffix))
-               for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+    if not any(
+        os.path.exists(os.path.join(here, "_C" + suffix))
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    ):
         raise ImportError("easyhard's compiled extension easyhard._C is missing. " + REBUILD)
     built = build_info().get("torch_version")
     try:

@@ -20,6 +20,7 @@ device-resident TensorLoader; all with the same thread count.
 Both return one JSON-ready dict: ``env`` (GPUs, CUDA, torch, DALI and easyhard versions, CPU
 count, threads), ``images_per_s`` (one key per setting), and for train ``overhead_percent``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -42,13 +43,21 @@ def environment(device: str) -> dict[str, Any]:
 
     env: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "easyhard": __version__, "device": device,
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "easyhard": __version__,
+        "device": device,
         "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        "gpus": ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-                 if torch.cuda.is_available() else []),
+        "gpus": (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        ),
         "dali": None,
     }
     if dali_available():
@@ -70,7 +79,7 @@ def _peak_memory_mb(device) -> dict[str, float]:
 
     out = {"peak_host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if device.type == "cuda":
-        out["peak_device_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+        out["peak_device_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
 
 
@@ -96,8 +105,9 @@ def _timed_next(it: Iterator, clock: dict) -> Any:
     return batch
 
 
-def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
-                ) -> dict[str, Any]:
+def bench_train(
+    cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Images/s of the scoring step with and without the recording (see the module docstring)."""
     import torch
 
@@ -122,16 +132,37 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
-    file_kwargs = ({} if train.in_memory else
-                   {"crop": cfg.crop, "workers": cfg.workers})
-    loader = make_loader(train, cfg.batch_size, device, train=True, seed=0, rank=dist.rank,
-                         world_size=dist.world_size, **file_kwargs)
+    file_kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers}
+    loader = make_loader(
+        train,
+        cfg.batch_size,
+        device,
+        train=True,
+        seed=0,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        **file_kwargs,
+    )
     size = train.input_size(cfg.crop)
     # the training step of `easyhard score` with its default recipe (optimizer, schedule, loss)
-    recipe = ScoreConfig(dataset=cfg.dataset, archs=(cfg.arch,), amp=cfg.amp, compile=cfg.compile,
-                         crop=cfg.crop, device=cfg.device, batch_size=cfg.batch_size)
-    training = Training.build(recipe, cfg.arch, train, device, dist, steps_per_epoch=len(loader),
-                              channels_last=cfg.channels_last)
+    recipe = ScoreConfig(
+        dataset=cfg.dataset,
+        archs=(cfg.arch,),
+        amp=cfg.amp,
+        compile=cfg.compile,
+        crop=cfg.crop,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+    )
+    training = Training.build(
+        recipe,
+        cfg.arch,
+        train,
+        device,
+        dist,
+        steps_per_epoch=len(loader),
+        channels_last=cfg.channels_last,
+    )
     dtype = training.dtype
     stats = SampleStats(len(train), train.num_classes, device, labels=train.labels)
 
@@ -159,8 +190,7 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
     images = {True: 0, False: 0}
     for b in range(2 * blocks):
         record = b % 2 == 0  # recording, plain, recording, ...: drift falls on both alike
-        say(f"block {b + 1}/{2 * blocks} ({'recording' if record else 'plain'}, "
-            f"{per_block} steps)")
+        say(f"block {b + 1}/{2 * blocks} ({'recording' if record else 'plain'}, {per_block} steps)")
         clock["wait"] = 0.0
         _sync(device)
         t0 = time.perf_counter()
@@ -174,19 +204,27 @@ def bench_train(cfg: "BenchTrainConfig", progress: Callable[[str], None] | None 
     stats.end_epoch()  # raises if the CUDA kernels recorded bad labels or indices
     rates = {"recording": images[True] / seconds[True], "plain": images[False] / seconds[False]}
     if dist.enabled:  # images/s summed over ranks
-        t = torch.tensor([rates["recording"], rates["plain"]], dtype=torch.float64,
-                         device=device)
+        t = torch.tensor([rates["recording"], rates["plain"]], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         rates = {"recording": float(t[0]), "plain": float(t[1])}
     total = seconds[True] + seconds[False]
     return {
-        "command": "train", "env": environment(str(device)),
-        "config": {"arch": cfg.arch, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
-                   "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
-                   "channels_last": cfg.channels_last, "compile": cfg.compile,
-                   "steps": per_block * blocks, "blocks": blocks, "warmup": cfg.warmup,
-                   "world_size": dist.world_size, "image_size": size,
-                   "loader": type(loader).__name__},
+        "command": "train",
+        "env": environment(str(device)),
+        "config": {
+            "arch": cfg.arch,
+            "dataset": cfg.dataset,
+            "batch_size": cfg.batch_size,
+            "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
+            "channels_last": cfg.channels_last,
+            "compile": cfg.compile,
+            "steps": per_block * blocks,
+            "blocks": blocks,
+            "warmup": cfg.warmup,
+            "world_size": dist.world_size,
+            "image_size": size,
+            "loader": type(loader).__name__,
+        },
         "images_per_s": rates,
         "overhead_percent": 100 * (rates["plain"] / rates["recording"] - 1),
         "data_wait_percent": 100 * (wait[True] + wait[False]) / total,
@@ -216,8 +254,9 @@ def loader_choices(dataset, device) -> list[tuple[str, str, Any, dict[str, Any]]
     return out
 
 
-def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | None = None
-                 ) -> dict[str, Any]:
+def bench_loader(
+    cfg: "BenchLoaderConfig", progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Images/s of each available loader on the dataset, same threads and batch size."""
     import torch
 
@@ -235,8 +274,9 @@ def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | Non
         kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers, **options}
         say(f"{name}: {cfg.warmup} warm-up and {cfg.steps} timed batches")
         t0 = time.perf_counter()
-        loader = make_loader(train, cfg.batch_size, where, train=True, seed=0, backend=backend,
-                             **kwargs)
+        loader = make_loader(
+            train, cfg.batch_size, where, train=True, seed=0, backend=backend, **kwargs
+        )
         it = _batches(loader)
         next(it)
         first[name] = time.perf_counter() - t0
@@ -251,39 +291,60 @@ def bench_loader(cfg: "BenchLoaderConfig", progress: Callable[[str], None] | Non
         _sync(dev)
         rates[name] = n / (time.perf_counter() - t0)
         del it, loader
-    return {"command": "loader", "env": environment(str(device)),
-            "config": {"dataset": cfg.dataset, "batch_size": cfg.batch_size,
-                       "workers": cfg.workers, "crop": cfg.crop, "steps": cfg.steps,
-                       "warmup": cfg.warmup, "examples": len(train)},
-            "images_per_s": rates, "first_batch_seconds": first}
+    return {
+        "command": "loader",
+        "env": environment(str(device)),
+        "config": {
+            "dataset": cfg.dataset,
+            "batch_size": cfg.batch_size,
+            "workers": cfg.workers,
+            "crop": cfg.crop,
+            "steps": cfg.steps,
+            "warmup": cfg.warmup,
+            "examples": len(train),
+        },
+        "images_per_s": rates,
+        "first_batch_seconds": first,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The terminal table of a bench result."""
     env, c = result["env"], result["config"]
-    gpus = ", ".join(env["gpus"]) or f"CPU ({env['cpu_count']} cores, {env['torch_threads']} " \
-                                     "threads)"
-    lines = [f"easyhard bench {result['command']}: {gpus}; torch {env['torch']}, "
-             f"easyhard {env['easyhard']}" + (f", DALI {env['dali']}" if env["dali"] else "")]
+    gpus = (
+        ", ".join(env["gpus"]) or f"CPU ({env['cpu_count']} cores, {env['torch_threads']} threads)"
+    )
+    lines = [
+        f"easyhard bench {result['command']}: {gpus}; torch {env['torch']}, "
+        f"easyhard {env['easyhard']}" + (f", DALI {env['dali']}" if env["dali"] else "")
+    ]
     if result["command"] == "train":
-        lines.append(f"{c['arch']} on {c['dataset']} ({c['image_size']} px, {c['loader']}), batch "
-                     f"{c['batch_size']}, {c['amp']}, channels-last {c['channels_last']}, compile "
-                     f"{c['compile']}, {c['steps']} timed steps per setting in {c['blocks']} "
-                     f"alternating blocks, world size {c['world_size']}")
-        lines += [f"  images/s with recording  {result['images_per_s']['recording']:12.1f}",
-                  f"  images/s without         {result['images_per_s']['plain']:12.1f}",
-                  f"  recording overhead       {result['overhead_percent']:+11.2f}%",
-                  f"  waiting for data         {result['data_wait_percent']:11.1f}%",
-                  f"  first step (compile)     {result['first_step_seconds']:11.2f} s",
-                  f"  steady step              {result['steady_step_seconds']:11.4f} s"]
+        lines.append(
+            f"{c['arch']} on {c['dataset']} ({c['image_size']} px, {c['loader']}), batch "
+            f"{c['batch_size']}, {c['amp']}, channels-last {c['channels_last']}, compile "
+            f"{c['compile']}, {c['steps']} timed steps per setting in {c['blocks']} "
+            f"alternating blocks, world size {c['world_size']}"
+        )
+        lines += [
+            f"  images/s with recording  {result['images_per_s']['recording']:12.1f}",
+            f"  images/s without         {result['images_per_s']['plain']:12.1f}",
+            f"  recording overhead       {result['overhead_percent']:+11.2f}%",
+            f"  waiting for data         {result['data_wait_percent']:11.1f}%",
+            f"  first step (compile)     {result['first_step_seconds']:11.2f} s",
+            f"  steady step              {result['steady_step_seconds']:11.4f} s",
+        ]
         if "peak_device_mb" in result:
             lines.append(f"  peak device memory       {result['peak_device_mb']:11.1f} MB")
         lines.append(f"  peak host memory (RSS)   {result['peak_host_rss_mb']:11.1f} MB")
     else:
-        lines.append(f"{c['dataset']} ({c['examples']} examples), batch {c['batch_size']}, "
-                     f"{c['workers']} threads/workers, {c['steps']} timed batches")
+        lines.append(
+            f"{c['dataset']} ({c['examples']} examples), batch {c['batch_size']}, "
+            f"{c['workers']} threads/workers, {c['steps']} timed batches"
+        )
         width = max(len(k) for k in result["images_per_s"])
         for name, rate in result["images_per_s"].items():
-            lines.append(f"  {name:<{width}}  {rate:12.1f} images/s  (first batch "
-                         f"{result['first_batch_seconds'][name]:.2f} s)")
+            lines.append(
+                f"  {name:<{width}}  {rate:12.1f} images/s  (first batch "
+                f"{result['first_batch_seconds'][name]:.2f} s)"
+            )
     return "\n".join(lines)

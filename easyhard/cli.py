@@ -19,6 +19,7 @@ do (`--debug` shows the traceback instead). Library messages name parameters in 
 
 torch is imported inside command bodies, so `easyhard --help` answers at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,16 @@ import re
 import click
 
 from . import __version__
-from .config import (CompressConfig, Config, DataConfig, ScoreConfig, SelectConfig,
-                     check_keys, load_toml_file, value_type)
+from .config import (
+    CompressConfig,
+    Config,
+    DataConfig,
+    ScoreConfig,
+    SelectConfig,
+    check_keys,
+    load_toml_file,
+    value_type,
+)
 
 NON_CONFIG_OPTIONS = {
     "--config": "A TOML file supplying any setting by its field name; flags override it",
@@ -67,6 +76,7 @@ def cli_wording(message: str) -> str:
     """A library message worded for the command line, on one line: `name=True` -> --name,
     `name=False` -> --no-name, `name='x'` -> --name x, `name` -> --name (dashes for
     underscores)."""
+
     def word(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
         flag = _flag_of(name)
@@ -77,6 +87,7 @@ def cli_wording(message: str) -> str:
         if value == "False":
             return "--no-" + flag[2:]
         return f"{flag} {value.strip(chr(39) + chr(34))}"
+
     message = re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)(?:=([^`]+))?`", word, message)
     return " ".join(message.split())
 
@@ -104,11 +115,14 @@ def user_message(e: BaseException) -> str:
     from .datasets import DatasetError
 
     text = cli_wording(str(e)) or type(e).__name__
-    if isinstance(e, (ValueError, OSError, RuntimeError, DatasetError, ImportError)) \
-            and not isinstance(e, (UnicodeError, KeyError)):
+    if isinstance(
+        e, (ValueError, OSError, RuntimeError, DatasetError, ImportError)
+    ) and not isinstance(e, (UnicodeError, KeyError)):
         return text
-    return (f"internal error ({type(e).__name__}: {text}); rerun with --debug for the traceback "
-            "and report it")
+    return (
+        f"internal error ({type(e).__name__}: {text}); rerun with --debug for the traceback "
+        "and report it"
+    )
 
 
 def _set_debug(ctx: click.Context, param, value: bool) -> None:
@@ -116,8 +130,14 @@ def _set_debug(ctx: click.Context, param, value: bool) -> None:
         ctx.meta[_DEBUG] = True
 
 
-debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
-                            callback=_set_debug, help=NON_CONFIG_OPTIONS["--debug"] + ".")
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help=NON_CONFIG_OPTIONS["--debug"] + ".",
+)
 
 
 # ---------------------------------------------------------------------------- options
@@ -136,19 +156,28 @@ def _option(f: dataclasses.Field):
         ctype = click.Choice(meta["choices"])
     elif kind in (int, float) and (lo is not None or hi is not None):
         ranged = click.IntRange if kind is int else click.FloatRange
-        ctype = ranged(lo, hi, min_open=meta.get("min_open", False),
-                       max_open=meta.get("max_open", False))
+        ctype = ranged(
+            lo, hi, min_open=meta.get("min_open", False), max_open=meta.get("max_open", False)
+        )
     elif kind in (int, float):
         ctype = click.INT if kind is int else click.FLOAT
     else:
         ctype = click.STRING
-    return click.option(flag, f.name, type=ctype, default=default, multiple=meta.get("multiple"),
-                        required=meta.get("required", False), **common)
+    return click.option(
+        flag,
+        f.name,
+        type=ctype,
+        default=default,
+        multiple=meta.get("multiple"),
+        required=meta.get("required", False),
+        **common,
+    )
 
 
 def config_options(cls: type, *, skip: tuple[str, ...] = ()):
     """Click options for every field of configuration class `cls` (one option per field, named,
     typed and documented by the field's metadata), plus --config FILE for a TOML file of them."""
+
     def load_config(ctx: click.Context, param, value: str | None) -> None:
         if value is None:
             return
@@ -160,10 +189,17 @@ def config_options(cls: type, *, skip: tuple[str, ...] = ()):
     def decorate(fn):
         for f in reversed([f for f in dataclasses.fields(cls) if f.name not in skip]):
             fn = _option(f)(fn)
-        fn = click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                          is_eager=True, expose_value=False, callback=load_config,
-                          help=NON_CONFIG_OPTIONS["--config"] + ".")(fn)
+        fn = click.option(
+            "--config",
+            "config_file",
+            type=click.Path(exists=True, dir_okay=False),
+            is_eager=True,
+            expose_value=False,
+            callback=load_config,
+            help=NON_CONFIG_OPTIONS["--config"] + ".",
+        )(fn)
         return debug_option(fn)
+
     return decorate
 
 
@@ -232,8 +268,12 @@ def info(as_json: bool) -> None:
         ("DALI", report["dali"] or "not installed (pip install nvidia-dali-cuda130)"),
         ("extension built for", f"torch {ext['torch_version']}"),
         ("compiled backends", ", ".join(ext["backends"])),
-        ("CUDA kernels", f"CUDA {ext['cuda_version']}, archs {ext['cuda_archs']}"
-         if ext["cuda_version"] else "not built (CPU-only extension)"),
+        (
+            "CUDA kernels",
+            f"CUDA {ext['cuda_version']}, archs {ext['cuda_archs']}"
+            if ext["cuda_version"]
+            else "not built (CPU-only extension)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -249,11 +289,20 @@ def _load_dataset(cfg: DataConfig, split: str = "train"):
 # ---------------------------------------------------------------------------- scoring
 @main.command("score")
 @config_options(ScoreConfig)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder (one sub-folder per run, plus merged.npz).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output folder (one sub-folder per run, plus merged.npz).",
+)
 @click.option("--resume", is_flag=True, help=NON_CONFIG_OPTIONS["--resume"] + ".")
-@click.option("--force", is_flag=True, help="Start afresh in a non-empty --out: deletes only what "
-              "an earlier `easyhard score` wrote there.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start afresh in a non-empty --out: deletes only what "
+    "an earlier `easyhard score` wrote there.",
+)
 @click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
 def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
@@ -272,29 +321,43 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
     if source and same_file(source, os.path.join(out_dir, JOB_CONFIG)):
         raise click.ClickException(
             f"{source} is the job's own record in --out, which the run rewrites: pass a copy of "
-            "it as --config")
+            "it as --config"
+        )
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
-        raise click.ClickException(f"{out_dir} is not empty: pass --resume to continue its runs "
-                                   "or --force to start afresh")
+        raise click.ClickException(
+            f"{out_dir} is not empty: pass --resume to continue its runs or --force to start afresh"
+        )
     if force and not resume:
         clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
     summary = train_job(cfg, out_dir, resume=resume, quiet=quiet)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
-        click.echo(f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
-                   f"merged scores in {os.path.abspath(summary['merged'])}")
+        click.echo(
+            f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
+            f"merged scores in {os.path.abspath(summary['merged'])}"
+        )
         if summary["never_presented"]:
-            click.echo(f"{summary['never_presented']} example(s) were never presented (dropped "
-                       "as unreadable): they keep their rows with NaN scores and are left out of "
-                       "every ranking")
+            click.echo(
+                f"{summary['never_presented']} example(s) were never presented (dropped "
+                "as unreadable): they keep their rows with NaN scores and are left out of "
+                "every ranking"
+            )
 
 
 @main.command("merge")
-@click.argument("score_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The merged scores file to write.")
-@click.option("--window", type=click.IntRange(1), default=None,
-              help="Epochs counted by easiness (default: all).")
+@click.argument(
+    "score_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The merged scores file to write."
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1),
+    default=None,
+    help="Epochs counted by easiness (default: all).",
+)
 @debug_option
 def merge_cmd(score_files, out, window):
     """Average the scores of several runs (and architectures) of the same dataset.
@@ -332,36 +395,55 @@ def _run_selection(score_file: str, cfg: SelectConfig):
 
     table = load_scores(score_file, cfg.window)
     if cfg.score not in table.scores:
-        raise ValueError(f"{score_file} holds no {cfg.score!r} score (it has "
-                         f"{', '.join(sorted(table.scores))})")
-    selection = select(hardness(cfg.score, table.scores[cfg.score]), table.labels,
-                       table.num_classes, cfg.keep, strategy=cfg.strategy, balanced=cfg.balanced,
-                       cut_hardest=cfg.cut_hardest, seed=cfg.seed, bins=cfg.bins,
-                       score_name=cfg.score, exclude=excluded(table), tie_seed=cfg.tie_seed)
+        raise ValueError(
+            f"{score_file} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
+        )
+    selection = select(
+        hardness(cfg.score, table.scores[cfg.score]),
+        table.labels,
+        table.num_classes,
+        cfg.keep,
+        strategy=cfg.strategy,
+        balanced=cfg.balanced,
+        cut_hardest=cfg.cut_hardest,
+        seed=cfg.seed,
+        bins=cfg.bins,
+        score_name=cfg.score,
+        exclude=excluded(table),
+        tie_seed=cfg.tie_seed,
+    )
     selection.info["score_file"] = os.path.abspath(score_file)
     selection.info["window"] = cfg.window
     return table, selection
 
 
 def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) -> None:
-    payload = {"kept": int(len(selection.indices)), "of": selection.num_samples,
-               "compression_ratio": selection.ratio,
-               "kept_per_class": selection.kept_per_class.tolist(), **selection.info,
-               **(extra or {})}
+    payload = {
+        "kept": int(len(selection.indices)),
+        "of": selection.num_samples,
+        "compression_ratio": selection.ratio,
+        "kept_per_class": selection.kept_per_class.tolist(),
+        **selection.info,
+        **(extra or {}),
+    }
     if as_json:
         click.echo(json.dumps(payload, indent=1))
         return
     if quiet:
         return
     info = selection.info
-    click.echo(f"kept {payload['kept']} of {payload['of']} examples "
-               f"({payload['kept'] / max(payload['of'], 1):.1%}; compression ratio "
-               f"{selection.ratio:.3f}) by {info['strategy']}"
-               f"{' class-balanced' if info['balanced'] else ''} on {info['score']}"
-               f"{', after cutting the ' + str(info['cut']) + ' hardest' if info['cut'] else ''}")
+    click.echo(
+        f"kept {payload['kept']} of {payload['of']} examples "
+        f"({payload['kept'] / max(payload['of'], 1):.1%}; compression ratio "
+        f"{selection.ratio:.3f}) by {info['strategy']}"
+        f"{' class-balanced' if info['balanced'] else ''} on {info['score']}"
+        f"{', after cutting the ' + str(info['cut']) + ' hardest' if info['cut'] else ''}"
+    )
     if info.get("excluded"):
-        click.echo(f"{info['excluded']} example(s) never presented during scoring were left out "
-                   "(they have no scores)")
+        click.echo(
+            f"{info['excluded']} example(s) never presented during scoring were left out "
+            "(they have no scores)"
+        )
     C = len(selection.kept_per_class)
     shown = range(C) if C <= 50 else range(20)
     click.echo("class  kept / size")
@@ -374,19 +456,29 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
 
 
 def _output_options(fn):
-    for option in reversed([
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-                     help="Output folder."),
-        click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + "."),
-        click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + "."),
-        click.option("--quiet", is_flag=True, help="Print nothing but errors."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--out",
+                "out_dir",
+                type=click.Path(file_okay=False),
+                required=True,
+                help="Output folder.",
+            ),
+            click.option("--force", is_flag=True, help=NON_CONFIG_OPTIONS["--force"] + "."),
+            click.option(
+                "--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + "."
+            ),
+            click.option("--quiet", is_flag=True, help="Print nothing but errors."),
+        ]
+    ):
         fn = option(fn)
     return fn
 
 
-def echo_outputs(record: dict, table: str, out_dir: str, written: list[str], as_json: bool,
-                 quiet: bool) -> None:
+def echo_outputs(
+    record: dict, table: str, out_dir: str, written: list[str], as_json: bool, quiet: bool
+) -> None:
     """How an analysis command ends: its JSON record (--json), or its table and what it wrote."""
     if as_json:
         click.echo(json.dumps(record, indent=1, default=str))
@@ -403,7 +495,8 @@ SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"
 @config_options(SelectConfig)
 @_output_options
 def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
-    """Choose a subset by the scores of a statistics or merged scores file: writes indices.npy, indices.txt and selection.json.
+    """Choose a subset by the scores of a statistics or merged scores file: writes indices.npy,
+    indices.txt and selection.json.
 
     \b
     Example:
@@ -418,10 +511,15 @@ def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
     check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
     os.makedirs(out_dir, exist_ok=True)
     write_indices(out_dir, selection.indices)
-    record = {"format": SELECTION_FORMAT, "kept": int(len(selection.indices)),
-              "of": selection.num_samples, "compression_ratio": selection.ratio,
-              "kept_per_class": selection.kept_per_class.tolist(),
-              "class_sizes": selection.class_sizes.tolist(), **selection.info}
+    record = {
+        "format": SELECTION_FORMAT,
+        "kept": int(len(selection.indices)),
+        "of": selection.num_samples,
+        "compression_ratio": selection.ratio,
+        "kept_per_class": selection.kept_per_class.tolist(),
+        "class_sizes": selection.class_sizes.tolist(),
+        **selection.info,
+    }
     seal_output(out_dir, SELECTION_MANIFEST, record)
     _report(selection, as_json, quiet, {"written": os.path.abspath(out_dir)})
 
@@ -447,13 +545,27 @@ def compress_cmd(score_file, out_dir, force, as_json, quiet, **settings):
         raise click.ClickException(
             f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}, but "
             f"{cfg.dataset} ({source.root or 'generated'}) has fingerprint "
-            f"{source.fingerprint!r}: the scores belong to other data")
-    manifest = compress(source, selection, out_dir, link=cfg.link, force=force,
-                        provenance={"score_file": os.path.abspath(score_file)},
-                        inputs={"scores input": score_file})
-    _report(selection, as_json, quiet, {
-        "written": os.path.abspath(out_dir),
-        "bytes_before": manifest["bytes_before"], "bytes_after": manifest["bytes_after"]})
+            f"{source.fingerprint!r}: the scores belong to other data"
+        )
+    manifest = compress(
+        source,
+        selection,
+        out_dir,
+        link=cfg.link,
+        force=force,
+        provenance={"score_file": os.path.abspath(score_file)},
+        inputs={"scores input": score_file},
+    )
+    _report(
+        selection,
+        as_json,
+        quiet,
+        {
+            "written": os.path.abspath(out_dir),
+            "bytes_before": manifest["bytes_before"],
+            "bytes_after": manifest["bytes_after"],
+        },
+    )
 
 
 # ---------------------------------------------------------------------------- the study
@@ -474,13 +586,14 @@ def bench() -> None:
 
 # Each study command lives in easyhard/cli_<name>.py, beside its library module, and attaches
 # itself to the groups above when imported here (no torch at import time).
-from . import cli_overlap  # noqa: E402,F401
-from . import cli_report  # noqa: E402,F401
-from . import cli_study  # noqa: E402,F401
-from . import cli_experiment  # noqa: E402,F401
-from . import cli_similarity  # noqa: E402,F401
-from . import cli_bench  # noqa: E402,F401
-
+from . import (  # noqa: E402
+    cli_bench,  # noqa: F401
+    cli_experiment,  # noqa: F401
+    cli_overlap,  # noqa: F401
+    cli_report,  # noqa: F401
+    cli_similarity,  # noqa: F401
+    cli_study,  # noqa: F401
+)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

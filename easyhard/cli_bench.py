@@ -1,5 +1,6 @@
 """`easyhard bench train|loader`: a thin layer over easyhard.bench (options generated from
 easyhard.config.BenchTrainConfig and BenchLoaderConfig)."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ easyhard.experiment; options generated from easyhard.config.RemovalConfig).
     easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
         --fractions 0.1,0.3,0.5,0.7,0.9 --seeds 3 --budget epochs,steps --out runs/removal
 """
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,27 @@ def _finish(summary: dict, quiet: bool, as_json: bool) -> None:
 @experiment.command("removal")
 @click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
 @config_options(RemovalConfig, skip=HIDDEN_FIELDS)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="The experiment's folder; the same command again continues it.")
-@click.option("--force", is_flag=True, help="Start afresh: replace an earlier easyhard experiment "
-              "in --out (never anything else).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The experiment's folder; the same command again continues it.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start afresh: replace an earlier easyhard experiment in --out (never anything else).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines and no table.")
 @click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option("--no-train", "no_train", is_flag=True, help="Train nothing: write the tables and "
-              "figures from the trainings finished so far (safe beside a running worker).")
+@click.option(
+    "--no-train",
+    "no_train",
+    is_flag=True,
+    help="Train nothing: write the tables and "
+    "figures from the trainings finished so far (safe beside a running worker).",
+)
 def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings):
     """Remove the easiest, hardest or a random fraction of the training set and train afresh.
 
@@ -53,29 +67,45 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
     from .experiment import run_removal
 
     cfg = make_config(RemovalConfig, settings)
-    summary = run_removal(cfg, score_file, out_dir, force=force, quiet=quiet or as_json,
-                          train_missing=not no_train)
+    summary = run_removal(
+        cfg, score_file, out_dir, force=force, quiet=quiet or as_json, train_missing=not no_train
+    )
     _finish(summary, quiet, as_json)
 
 
 @experiment.command("compression")
 @click.argument("score_files", nargs=-1, metavar="[LABEL=]SCORES...")
 @config_options(CompressionConfig, skip=HIDDEN_FIELDS)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="The experiment's folder (a removal experiment's folder shares its "
-              "trainings); the same command again continues it.")
-@click.option("--force", is_flag=True, help="Start afresh: replace an earlier compression "
-              "experiment in --out (never anything else; a removal experiment there stays).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="The experiment's folder (a removal experiment's folder shares its "
+    "trainings); the same command again continues it.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start afresh: replace an earlier compression "
+    "experiment in --out (never anything else; a removal experiment there stays).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines and no table.")
 @click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option("--no-train", "no_train", is_flag=True, help="Train nothing: write the tables and "
-              "figures from the trainings finished so far (safe beside a running worker).")
+@click.option(
+    "--no-train",
+    "no_train",
+    is_flag=True,
+    help="Train nothing: write the tables and "
+    "figures from the trainings finished so far (safe beside a running worker).",
+)
 def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **settings):
     """Keep a fraction of the training set by easiness (or another ranking) and train on it.
 
     Trains every (kept fraction, strategy, ranking, seed) and the full data as the reference,
     and weighs accuracy against cost: each ranking's scoring time (from its runs' metrics) plus
-    the subset's training time. SCORES are statistics files (a run's scores.npz) or merged scores files (merged.npz),
+    the subset's training time. SCORES are statistics files (a run's scores.npz) or merged
+    scores files (merged.npz),
     each optionally labelled LABEL=FILE; --window 1,2 ranks by their first epochs too (cheaper
     scoring); --external NAME=FILE.npy adds published scores. A --arch other than the scoring
     runs' measures transfer. Writes compression-results.jsonl, compression-summary.md,
@@ -89,6 +119,7 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
     from .compression import run_compression
 
     cfg = make_config(CompressionConfig, settings)
-    summary = run_compression(cfg, score_files, out_dir, force=force, quiet=quiet or as_json,
-                              train_missing=not no_train)
+    summary = run_compression(
+        cfg, score_files, out_dir, force=force, quiet=quiet or as_json, train_missing=not no_train
+    )
     _finish(summary, quiet, as_json)

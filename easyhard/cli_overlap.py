@@ -1,4 +1,5 @@
 """`easyhard analyze overlap`: are easy and hard examples shared across runs? (easyhard.overlap)"""
+
 from __future__ import annotations
 
 import click
@@ -15,7 +16,8 @@ def overlap_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     """Compare the easy and hard sets of several runs: pairwise Jaccard against chance, rank
     correlations, consistency across all runs, per class; pairs grouped by what differs.
 
-    INPUTS: statistics files (scores.npz), run folders, or `easyhard score --out` folders (expanded to their runs).
+    INPUTS: statistics files (scores.npz), run folders, or `easyhard score --out` folders
+    (expanded to their runs).
     Writes overlap.json, overlap.txt, pairs.png and overlap.png into --out.
 
     \b
@@ -25,12 +27,25 @@ def overlap_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     from .overlap import analyze_overlap, format_table, write_outputs
 
     cfg = make_config(OverlapConfig, settings)
-    result = analyze_overlap(list(inputs), score=cfg.score, window=cfg.window, view=cfg.view,
-                             ps=cfg.ps, tie_seed=cfg.tie_seed, kendall_max=cfg.kendall_max,
-                             class_names=_class_names(list(inputs)))
+    result = analyze_overlap(
+        list(inputs),
+        score=cfg.score,
+        window=cfg.window,
+        view=cfg.view,
+        ps=cfg.ps,
+        tie_seed=cfg.tie_seed,
+        kendall_max=cfg.kendall_max,
+        class_names=_class_names(list(inputs)),
+    )
     result = write_outputs(result, out_dir, force=force, inputs=list(inputs))
-    echo_outputs(result, format_table(result), out_dir,
-                 ["overlap.json", "overlap.txt", *result["figures"]], as_json, quiet)
+    echo_outputs(
+        result,
+        format_table(result),
+        out_dir,
+        ["overlap.json", "overlap.txt", *result["figures"]],
+        as_json,
+        quiet,
+    )
 
 
 def _class_names(inputs: list[str]) -> list[str] | None:

@@ -1,4 +1,5 @@
 """`easyhard report`: one self-contained page from score runs, analyses and experiments."""
+
 from __future__ import annotations
 
 import json
@@ -29,11 +30,18 @@ def report_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     from .report import write_report
 
     cfg = make_config(ReportConfig, settings)
-    record = write_report(list(inputs), out_dir, title=cfg.title, window=cfg.window,
-                          force=force, with_examples=cfg.examples)
+    record = write_report(
+        list(inputs),
+        out_dir,
+        title=cfg.title,
+        window=cfg.window,
+        force=force,
+        with_examples=cfg.examples,
+    )
     if as_json:
         click.echo(json.dumps(record, indent=1, default=str))
     elif not quiet:
         shown = ", ".join(k for k, v in record["sections"].items() if v)
-        click.echo(f"report: {os.path.join(os.path.abspath(out_dir), 'report.html')} "
-                   f"(sections: {shown})")
+        click.echo(
+            f"report: {os.path.join(os.path.abspath(out_dir), 'report.html')} (sections: {shown})"
+        )

@@ -18,6 +18,7 @@ and after). The source is never modified. The output is built in a hidden siblin
 renamed into place when complete, so a killed run never leaves a tree that looks finished; a
 non-empty output folder is refused unless ``force``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,10 +31,16 @@ import numpy as np
 
 from . import __version__
 from .datasets import Dataset
-from .io import OutputExistsError  # noqa: F401  (raised by compress; importable from here too)
-from .io import LINK_MODES, atomic_write, check_disjoint, check_replaceable, seal_output, umask
+from .io import (
+    LINK_MODES,
+    OutputExistsError,  # noqa: F401  (raised by compress; importable from here too)
+    atomic_write,
+    check_disjoint,
+    check_replaceable,
+    seal_output,
+    umask,
+)
 from .select import Selection
-
 
 FORMAT = "easyhard.compressed"
 MANIFEST = "manifest.json"
@@ -48,9 +55,16 @@ def write_indices(folder: str, indices: np.ndarray) -> None:
         f.write("".join(f"{int(i)}\n" for i in indices))
 
 
-def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "hard",
-             force: bool = False, provenance: dict[str, Any] | None = None,
-             inputs: dict[str, str] | None = None) -> dict[str, Any]:
+def compress(
+    dataset: Dataset,
+    selection: Selection,
+    out: str,
+    *,
+    link: str = "hard",
+    force: bool = False,
+    provenance: dict[str, Any] | None = None,
+    inputs: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Write `selection` of `dataset` to folder `out`; returns the manifest.
 
     `out` may not overlap the source or any of `inputs` (what -> path, e.g. the scores input),
@@ -59,8 +73,10 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
     if link not in LINK_MODES:
         raise ValueError(f"link must be one of {', '.join(LINK_MODES)}, got {link!r}")
     if selection.num_samples != len(dataset):
-        raise ValueError(f"the selection is over {selection.num_samples} examples but the dataset "
-                         f"has {len(dataset)}")
+        raise ValueError(
+            f"the selection is over {selection.num_samples} examples but the dataset "
+            f"has {len(dataset)}"
+        )
     if len(selection.indices) == 0:
         raise ValueError("the selection is empty: nothing to write")
     out = os.path.abspath(out)
@@ -80,8 +96,13 @@ def compress(dataset: Dataset, selection: Selection, out: str, *, link: str = "h
             "format": FORMAT,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "easyhard_version": __version__,
-            "source": {"dataset": dataset.name, "split": dataset.split, "root": dataset.root,
-                       "fingerprint": dataset.fingerprint, "num_samples": len(dataset)},
+            "source": {
+                "dataset": dataset.name,
+                "split": dataset.split,
+                "root": dataset.root,
+                "fingerprint": dataset.fingerprint,
+                "num_samples": len(dataset),
+            },
             "selection": selection.info,
             "kept": int(len(idx)),
             "compression_ratio": selection.ratio,
@@ -109,10 +130,15 @@ def _remove_leftovers(out: str) -> None:
         path = os.path.join(parent, name)
         if not os.path.isdir(path) or os.path.islink(path):
             continue
-        if name.startswith(f".{base}.partial-") and os.path.isfile(os.path.join(path, PARTIAL_MARKER)):
+        if name.startswith(f".{base}.partial-") and os.path.isfile(
+            os.path.join(path, PARTIAL_MARKER)
+        ):
             shutil.rmtree(path)
-        elif (name.startswith(f".{base}.old-") and os.listdir(path) == ["old"]
-              and os.path.isfile(os.path.join(path, "old", MANIFEST))):
+        elif (
+            name.startswith(f".{base}.old-")
+            and os.listdir(path) == ["old"]
+            and os.path.isfile(os.path.join(path, "old", MANIFEST))
+        ):
             shutil.rmtree(path)
 
 

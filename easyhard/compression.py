@@ -28,6 +28,7 @@ per requested training: ROW_FIELDS), ``compression-summary.md``, ``compression.p
 against kept fraction, a panel per ranking) and ``compression-cost.png``, the resolved
 ``compression-config.toml``, and the compression record in ``experiment.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,12 +41,35 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .experiment import (BUDGETS, CELLS, COMPRESSION_STRATEGIES, KIND_FILES, REFERENCE, Cell,
-                         _interval, _pts, _remove_stale_temps, _torch_version, _write_rows,
-                         _write_text, accuracy_limits, add_cell, draw_full_data, error_bars,
-                         file_sha256, finished_cells, load_data,
-                         load_score_table, paired_summary, partial_note, prepare_output,
-                         reference_subset, train_cells, training_config, write_manifest)
+from .experiment import (
+    BUDGETS,
+    CELLS,
+    COMPRESSION_STRATEGIES,
+    KIND_FILES,
+    REFERENCE,
+    Cell,
+    _interval,
+    _pts,
+    _remove_stale_temps,
+    _torch_version,
+    _write_rows,
+    _write_text,
+    accuracy_limits,
+    add_cell,
+    draw_full_data,
+    error_bars,
+    file_sha256,
+    finished_cells,
+    load_data,
+    load_score_table,
+    paired_summary,
+    partial_note,
+    prepare_output,
+    reference_subset,
+    train_cells,
+    training_config,
+    write_manifest,
+)
 from .io import check_disjoint
 
 if TYPE_CHECKING:
@@ -56,26 +80,63 @@ CONFIG_FILE, RESULTS, SUMMARY, FIGURE, COST_FIGURE = KIND_FILES["compression"]
 #: added too, never changed.
 GRID_FIELDS = ("keep", "strategies", "seeds", "score", "budget", "window", "external")
 HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
-ROW_FIELDS = ("ranking", "score", "source", "window", "budget", "keep", "strategy", "fraction",
-              "order", "seed", "test_acc", "train_acc", "epochs", "steps", "kept", "removed",
-              "excluded", "balanced", "arch", "cut_hardest", "scoring_arch", "scoring_runs",
-              "scoring_epochs", "scoring_seconds", "scoring_images", "dataset", "selection_seed",
-              "tie_seed", "cell", "training_seconds", "total_seconds", "training_images",
-              "total_images", "seconds", "images_per_s")
+ROW_FIELDS = (
+    "ranking",
+    "score",
+    "source",
+    "window",
+    "budget",
+    "keep",
+    "strategy",
+    "fraction",
+    "order",
+    "seed",
+    "test_acc",
+    "train_acc",
+    "epochs",
+    "steps",
+    "kept",
+    "removed",
+    "excluded",
+    "balanced",
+    "arch",
+    "cut_hardest",
+    "scoring_arch",
+    "scoring_runs",
+    "scoring_epochs",
+    "scoring_seconds",
+    "scoring_images",
+    "dataset",
+    "selection_seed",
+    "tie_seed",
+    "cell",
+    "training_seconds",
+    "total_seconds",
+    "training_images",
+    "total_images",
+    "seconds",
+    "images_per_s",
+)
 TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
 #: The scores that count only the first `window` epochs (scores.compute_scores); the others
 #: always span every recorded epoch, so other windows give them no ranking of their own.
 WINDOWED = ("easiness", "easiness_plain")
 STRATEGY_RANK = {REFERENCE: 0, **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES)}}
 #: The removal order that a strategy's subset equals (keeping the hardest = removing the easiest).
-AS_REMOVAL = {"hardest": "easiest", "easiest": "hardest", "random": "random",
-              "stratified": "stratified", REFERENCE: REFERENCE}
+AS_REMOVAL = {
+    "hardest": "easiest",
+    "easiest": "hardest",
+    "random": "random",
+    "stratified": "stratified",
+    REFERENCE: REFERENCE,
+}
 
 
 # ---------------------------------------------------------------------------- rankings
 @dataclass
 class Ranking:
-    """One way of ranking the examples: a score of a statistics (or merged scores) file over a window, or an external
+    """One way of ranking the examples: a score of a statistics (or merged scores) file over a
+    window, or an external
     array; with what it cost to compute."""
 
     label: str  # unique: "easiness (convnet-run0, 1 epoch)", "cscore (external)"
@@ -105,8 +166,10 @@ def _metrics_cost(run_file: str, epochs: int) -> tuple[float, float] | None:
             found[int(r["epoch"])] = (float(r["seconds"]), float(images))
     if not all(e in found for e in range(1, epochs + 1)):
         return None
-    return (sum(found[e][0] for e in range(1, epochs + 1)),
-            sum(found[e][1] for e in range(1, epochs + 1)))
+    return (
+        sum(found[e][0] for e in range(1, epochs + 1)),
+        sum(found[e][1] for e in range(1, epochs + 1)),
+    )
 
 
 def scoring_cost(path: str, table, window: int | None) -> dict:
@@ -130,10 +193,13 @@ def scoring_cost(path: str, table, window: int | None) -> dict:
     epochs = int(window)
     parts = [_metrics_cost(f, epochs) if f else None for f in files]
     known = not any(p is None for p in parts)
-    return {"seconds": round(sum(p[0] for p in parts), 3) if known else None,
-            "images": round(sum(p[1] for p in parts)) if known else None,
-            "runs": len(files), "arch": ",".join(dict.fromkeys(str(a) for a in archs)),
-            "epochs": epochs}
+    return {
+        "seconds": round(sum(p[0] for p in parts), 3) if known else None,
+        "images": round(sum(p[1] for p in parts)) if known else None,
+        "runs": len(files),
+        "arch": ",".join(dict.fromkeys(str(a) for a in archs)),
+        "epochs": epochs,
+    }
 
 
 def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
@@ -146,8 +212,11 @@ def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
             label, path = "", str(item)
         if not label:
             stem = os.path.splitext(os.path.basename(path))[0]
-            label = (os.path.basename(os.path.dirname(os.path.abspath(path))) or stem) \
-                if stem == "scores" else stem
+            label = (
+                (os.path.basename(os.path.dirname(os.path.abspath(path))) or stem)
+                if stem == "scores"
+                else stem
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"scores input {path} does not exist (give [LABEL=]FILE)")
         base, n = label, 2
@@ -167,14 +236,17 @@ def load_external(name: str, direction: str, path: str, train) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError(f"external score {name!r}: {path} is not a .npy or .npz array file "
-                         f"({e})") from e
+        raise ValueError(
+            f"external score {name!r}: {path} is not a .npy or .npz array file ({e})"
+        ) from e
     labels = index = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             if "scores" not in loaded.files:
-                raise ValueError(f"external score {name!r}: {path} holds no array named "
-                                 f"'scores' (it has {', '.join(loaded.files) or 'nothing'})")
+                raise ValueError(
+                    f"external score {name!r}: {path} holds no array named "
+                    f"'scores' (it has {', '.join(loaded.files) or 'nothing'})"
+                )
             values = loaded["scores"]
             labels = loaded["labels"] if "labels" in loaded.files else None
             index = loaded["index"] if "index" in loaded.files else None
@@ -182,26 +254,36 @@ def load_external(name: str, direction: str, path: str, train) -> np.ndarray:
         values = loaded
     n = len(train)
     if values.ndim != 1 or values.shape[0] != n or values.dtype.kind not in "fiub":
-        raise ValueError(f"external score {name!r}: {path} must hold one number per training "
-                         f"example ({n}, in dataset order), got {values.dtype} {values.shape}")
+        raise ValueError(
+            f"external score {name!r}: {path} must hold one number per training "
+            f"example ({n}, in dataset order), got {values.dtype} {values.shape}"
+        )
     values = values.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise ValueError(f"external score {name!r}: {path} has {len(bad)} non-finite values "
-                         f"(the first at dataset index {bad[0]}): every example needs a score")
+        raise ValueError(
+            f"external score {name!r}: {path} has {len(bad)} non-finite values "
+            f"(the first at dataset index {bad[0]}): every example needs a score"
+        )
     if index is not None and not np.array_equal(np.asarray(index), np.arange(n)):
-        raise ValueError(f"external score {name!r}: {path}'s 'index' is not 0..{n - 1}: the "
-                         "scores must be in dataset order")
-    if labels is not None and not np.array_equal(np.asarray(labels).astype(np.int64),
-                                                  train.labels.astype(np.int64)):
-        raise ValueError(f"external score {name!r}: {path}'s 'labels' are not the dataset's "
-                         "labels in dataset order: the scores are in another order or of other "
-                         "data")
+        raise ValueError(
+            f"external score {name!r}: {path}'s 'index' is not 0..{n - 1}: the "
+            "scores must be in dataset order"
+        )
+    if labels is not None and not np.array_equal(
+        np.asarray(labels).astype(np.int64), train.labels.astype(np.int64)
+    ):
+        raise ValueError(
+            f"external score {name!r}: {path}'s 'labels' are not the dataset's "
+            "labels in dataset order: the scores are in another order or of other "
+            "data"
+        )
     return values if direction == "higher_harder" else -values
 
 
-def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]], train
-                   ) -> tuple[list[Ranking], np.ndarray, dict[str, str]]:
+def build_rankings(
+    cfg: "CompressionConfig", sources: Sequence[tuple[str, str]], train
+) -> tuple[list[Ranking], np.ndarray, dict[str, str]]:
     """Every ranking of the grid, the examples that take part (presented in every scoring run),
     and label -> sha256 of every input file."""
     from .scores import excluded, hardness
@@ -216,26 +298,44 @@ def build_rankings(cfg: "CompressionConfig", sources: Sequence[tuple[str, str]],
             alive &= ~excluded(table)
             missing = [s for s in cfg.score_list() if s not in table.scores]
             if missing:
-                raise ValueError(f"{path} holds no {missing[0]!r} score (it has "
-                                 f"{', '.join(sorted(table.scores))}): choose another `score`")
+                raise ValueError(
+                    f"{path} holds no {missing[0]!r} score (it has "
+                    f"{', '.join(sorted(table.scores))}): choose another `score`"
+                )
             for score in cfg.score_list():
                 # only easiness counts a window; the others always span every recorded epoch
                 w = window if score in WINDOWED else None
-                if any(r.source == label and r.score == score and r.window == w
-                       for r in rankings):
+                if any(r.source == label and r.score == score and r.window == w for r in rankings):
                     continue
                 cost = scoring_cost(path, table, w)
                 span = f"{cost['epochs']} epoch{'s' if cost['epochs'] > 1 else ''}"
-                rankings.append(Ranking(f"{score} ({label}, {span})", score, label, w,
-                                        hardness(score, table.scores[score]), cost))
+                rankings.append(
+                    Ranking(
+                        f"{score} ({label}, {span})",
+                        score,
+                        label,
+                        w,
+                        hardness(score, table.scores[score]),
+                        cost,
+                    )
+                )
     for name, direction, path in cfg.external_items():
         shas[f"external:{name}"] = file_sha256(path)
-        rankings.append(Ranking(f"{name} (external)", name, "external", None,
-                                load_external(name, direction, path, train),
-                                {"seconds": None, "images": None, "runs": None, "arch": None,
-                                 "epochs": None}))
+        rankings.append(
+            Ranking(
+                f"{name} (external)",
+                name,
+                "external",
+                None,
+                load_external(name, direction, path, train),
+                {"seconds": None, "images": None, "runs": None, "arch": None, "epochs": None},
+            )
+        )
     if not rankings:
-        raise ValueError("no ranking: give statistics or merged scores files (SCORES) or external scores (`external`)")
+        raise ValueError(
+            "no ranking: give statistics or merged scores files (SCORES) or external scores "
+            "(`external`)"
+        )
     return rankings, alive, shas
 
 
@@ -251,13 +351,27 @@ class Request:
     k: int
 
     def sort_key(self) -> tuple:
-        return (self.ranking, BUDGETS.index(self.budget), -self.keep,
-                STRATEGY_RANK[self.strategy], self.k)
+        return (
+            self.ranking,
+            BUDGETS.index(self.budget),
+            -self.keep,
+            STRATEGY_RANK[self.strategy],
+            self.k,
+        )
 
 
-def compression_subset(r: Ranking, alive: np.ndarray, labels: np.ndarray, num_classes: int,
-                       strategy: str, keep: float, balanced: bool, cut_hardest: float, seed: int,
-                       tie_seed: int):
+def compression_subset(
+    r: Ranking,
+    alive: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    strategy: str,
+    keep: float,
+    balanced: bool,
+    cut_hardest: float,
+    seed: int,
+    tie_seed: int,
+):
     """(indices, info): `strategy` keeps n - round((1 - keep) n) of the n examples that take
     part (the removal experiment's count, so that the same subset is the same cell)."""
     from .select import select
@@ -271,19 +385,42 @@ def compression_subset(r: Ranking, alive: np.ndarray, labels: np.ndarray, num_cl
     key = np.zeros(len(alive)) if strategy == "random" else r.hardness
     ties = tie_seed if strategy in ("hardest", "easiest") else None
     if cut and count > n - int(math.floor(cut * n + 0.5)):
-        raise ValueError(f"keeping {keep:g} of the examples after cutting the hardest "
-                         f"{cut:g} is more than is left: lower `cut_hardest` or `keep`")
-    sel = select(key, labels, num_classes, count, strategy=strategy, balanced=balanced,
-                 cut_hardest=cut, seed=seed, score_name=r.score, exclude=~alive, tie_seed=ties)
-    info = {"kept": int(len(sel.indices)), "removed": removed,
-            "kept_per_class": sel.kept_per_class.tolist(), "strategy": strategy,
-            "tie_seed": ties, "random_seed": seed if strategy in ("random", "stratified")
-            else None}
+        raise ValueError(
+            f"keeping {keep:g} of the examples after cutting the hardest "
+            f"{cut:g} is more than is left: lower `cut_hardest` or `keep`"
+        )
+    sel = select(
+        key,
+        labels,
+        num_classes,
+        count,
+        strategy=strategy,
+        balanced=balanced,
+        cut_hardest=cut,
+        seed=seed,
+        score_name=r.score,
+        exclude=~alive,
+        tie_seed=ties,
+    )
+    info = {
+        "kept": int(len(sel.indices)),
+        "removed": removed,
+        "kept_per_class": sel.kept_per_class.tolist(),
+        "strategy": strategy,
+        "tie_seed": ties,
+        "random_seed": seed if strategy in ("random", "stratified") else None,
+    }
     return sel.indices, info
 
 
-def plan(cfg: "CompressionConfig", rankings: Sequence[Ranking], alive: np.ndarray, labels,
-         num_classes: int, fingerprint: str) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
+def plan(
+    cfg: "CompressionConfig",
+    rankings: Sequence[Ranking],
+    alive: np.ndarray,
+    labels,
+    num_classes: int,
+    fingerprint: str,
+) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
     """Every request of the grid and the unique cells they need, seed by seed, the reference
     first. Cell ids are the removal experiment's (experiment.add_cell)."""
     n = int(alive.sum())
@@ -292,8 +429,9 @@ def plan(cfg: "CompressionConfig", rankings: Sequence[Ranking], alive: np.ndarra
     subsets: dict[tuple, tuple] = {}
     requests: list[tuple[Request, str]] = []
     cells: dict[str, Cell] = {}
-    grid = [(1.0, REFERENCE)] + [(q, s) for q in sorted(cfg.keep_list(), reverse=True)
-                                 for s in cfg.strategy_list()]
+    grid = [(1.0, REFERENCE)] + [
+        (q, s) for q in sorted(cfg.keep_list(), reverse=True) for s in cfg.strategy_list()
+    ]
     for k in range(cfg.seeds):
         for budget in cfg.budget_list():
             for r in rankings:
@@ -307,15 +445,41 @@ def plan(cfg: "CompressionConfig", rankings: Sequence[Ranking], alive: np.ndarra
                     else:
                         key = (r.label, strategy, keep)
                     if key not in subsets:
-                        subsets[key] = (reference_subset(alive, labels, num_classes)
-                                        if strategy == REFERENCE else compression_subset(
-                                            r, alive, labels, num_classes, strategy, keep,
-                                            cfg.balanced, cfg.cut_hardest, cfg.selection_seed + k,
-                                            cfg.selection_seed))
+                        subsets[key] = (
+                            reference_subset(alive, labels, num_classes)
+                            if strategy == REFERENCE
+                            else compression_subset(
+                                r,
+                                alive,
+                                labels,
+                                num_classes,
+                                strategy,
+                                keep,
+                                cfg.balanced,
+                                cfg.cut_hardest,
+                                cfg.selection_seed + k,
+                                cfg.selection_seed,
+                            )
+                        )
                     idx, info = subsets[key]
                     req = Request(r.label, budget, keep, strategy, k)
-                    requests.append((req, add_cell(cells, run_cfg, cfg.arch, k, fingerprint, idx,
-                                                   info, budget, full_steps, req)))
+                    requests.append(
+                        (
+                            req,
+                            add_cell(
+                                cells,
+                                run_cfg,
+                                cfg.arch,
+                                k,
+                                fingerprint,
+                                idx,
+                                info,
+                                budget,
+                                full_steps,
+                                req,
+                            ),
+                        )
+                    )
     requests.sort(key=lambda rc: rc[0].sort_key())
     return requests, cells
 
@@ -329,9 +493,13 @@ def describe(req: Request) -> str:
 
 
 # ---------------------------------------------------------------------------- outputs
-def result_rows(cfg: "CompressionConfig", rankings: Sequence[Ranking],
-                requests: Sequence[tuple[Request, str]], results: dict[str, dict],
-                excluded_count: int) -> list[dict]:
+def result_rows(
+    cfg: "CompressionConfig",
+    rankings: Sequence[Ranking],
+    requests: Sequence[tuple[Request, str]],
+    results: dict[str, dict],
+    excluded_count: int,
+) -> list[dict]:
     """compression-results.jsonl's lines (ROW_FIELDS) for the requests whose cell finished."""
     by_label = {r.label: r for r in rankings}
     rows = []
@@ -344,23 +512,47 @@ def result_rows(cfg: "CompressionConfig", rankings: Sequence[Ranking],
         scoring = r.cost["seconds"] if scored else 0.0
         scoring_images = r.cost["images"] if scored else 0
         training = round(res["seconds"], 3)
-        rows.append({
-            "ranking": r.label, "score": r.score, "source": r.source, "window": r.window,
-            "budget": req.budget, "keep": req.keep, "strategy": req.strategy,
-            "fraction": round(1 - req.keep, 10), "order": AS_REMOVAL[req.strategy],
-            "seed": cfg.seed + req.k, "test_acc": res["test_acc"], "train_acc": res["train_acc"],
-            "epochs": res["epochs"], "steps": res["steps"], "kept": res["kept"],
-            "removed": res["removed"], "excluded": excluded_count, "balanced": cfg.balanced,
-            "arch": cfg.arch, "cut_hardest": cfg.cut_hardest if req.strategy in
-            ("hardest", "stratified") else 0.0,
-            "scoring_arch": r.cost["arch"], "scoring_runs": r.cost["runs"],
-            "scoring_epochs": r.cost["epochs"], "scoring_seconds": scoring,
-            "dataset": cfg.dataset, "selection_seed": cfg.selection_seed,
-            "tie_seed": res["tie_seed"], "cell": cid, "training_seconds": training,
-            "total_seconds": None if scoring is None else round(scoring + training, 3),
-            "scoring_images": scoring_images, "training_images": res["images"],
-            "total_images": None if scoring_images is None else scoring_images + res["images"],
-            "seconds": training, "images_per_s": round(res["images_per_s"], 1)})
+        rows.append(
+            {
+                "ranking": r.label,
+                "score": r.score,
+                "source": r.source,
+                "window": r.window,
+                "budget": req.budget,
+                "keep": req.keep,
+                "strategy": req.strategy,
+                "fraction": round(1 - req.keep, 10),
+                "order": AS_REMOVAL[req.strategy],
+                "seed": cfg.seed + req.k,
+                "test_acc": res["test_acc"],
+                "train_acc": res["train_acc"],
+                "epochs": res["epochs"],
+                "steps": res["steps"],
+                "kept": res["kept"],
+                "removed": res["removed"],
+                "excluded": excluded_count,
+                "balanced": cfg.balanced,
+                "arch": cfg.arch,
+                "cut_hardest": cfg.cut_hardest
+                if req.strategy in ("hardest", "stratified")
+                else 0.0,
+                "scoring_arch": r.cost["arch"],
+                "scoring_runs": r.cost["runs"],
+                "scoring_epochs": r.cost["epochs"],
+                "scoring_seconds": scoring,
+                "dataset": cfg.dataset,
+                "selection_seed": cfg.selection_seed,
+                "tie_seed": res["tie_seed"],
+                "cell": cid,
+                "training_seconds": training,
+                "total_seconds": None if scoring is None else round(scoring + training, 3),
+                "scoring_images": scoring_images,
+                "training_images": res["images"],
+                "total_images": None if scoring_images is None else scoring_images + res["images"],
+                "seconds": training,
+                "images_per_s": round(res["images_per_s"], 1),
+            }
+        )
     return rows
 
 
@@ -368,14 +560,29 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     """Per (ranking, budget, keep, strategy): accuracy over seeds and the paired differences to
     the full data and to random selection at the same kept fraction (t-intervals), with the
     mean training, scoring and total seconds."""
-    stats = paired_summary(rows, ("ranking", "budget", "keep", "strategy"), "strategy",
-                           REFERENCE, "random",
-                           lambda k: (k[0], BUDGETS.index(k[1]), -k[2], STRATEGY_RANK[k[3]]))
+    stats = paired_summary(
+        rows,
+        ("ranking", "budget", "keep", "strategy"),
+        "strategy",
+        REFERENCE,
+        "random",
+        lambda k: (k[0], BUDGETS.index(k[1]), -k[2], STRATEGY_RANK[k[3]]),
+    )
     for e in stats:
-        mine = [r for r in rows if (r["ranking"], r["budget"], r["keep"], r["strategy"]) ==
-                (e["ranking"], e["budget"], e["keep"], e["strategy"])]
-        for name in ("training_seconds", "scoring_seconds", "total_seconds", "scoring_images",
-                     "training_images", "total_images"):
+        mine = [
+            r
+            for r in rows
+            if (r["ranking"], r["budget"], r["keep"], r["strategy"])
+            == (e["ranking"], e["budget"], e["keep"], e["strategy"])
+        ]
+        for name in (
+            "training_seconds",
+            "scoring_seconds",
+            "total_seconds",
+            "scoring_images",
+            "training_images",
+            "total_images",
+        ):
             values = [r[name] for r in mine]
             e[name] = None if any(v is None for v in values) else float(np.mean(values))
     return stats
@@ -385,16 +592,22 @@ def _seconds(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0f}"
 
 
-def summary_markdown(cfg: "CompressionConfig", rankings: Sequence[Ranking], stats: list[dict],
-                     context: dict) -> str:
+def summary_markdown(
+    cfg: "CompressionConfig", rankings: Sequence[Ranking], stats: list[dict], context: dict
+) -> str:
     """compression-summary.md: what was run, the rankings with their cost, one table per
     (ranking, budget)."""
     lines = [
-        "# Compression experiment", "",
+        "# Compression experiment",
+        "",
         f"- Dataset: {cfg.dataset} (fingerprint `{context['fingerprint']}`), {context['n']} "
         "training examples take part"
-        + (f" ({context['excluded']} not presented in every scoring run are left out of every "
-           "subset, the reference included)" if context["excluded"] else "")
+        + (
+            f" ({context['excluded']} not presented in every scoring run are left out of every "
+            "subset, the reference included)"
+            if context["excluded"]
+            else ""
+        )
         + f"; test accuracy on the full test split ({context['test_size']} examples).",
         f"- Training: {cfg.arch}, {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), batch "
         f"{cfg.batch_size}, {cfg.epochs} epoch(s) on the full data ({context['full_steps']} "
@@ -404,43 +617,61 @@ def summary_markdown(cfg: "CompressionConfig", rankings: Sequence[Ranking], stat
         f"- Selection {'class-balanced' if cfg.balanced else 'global'}; ties broken by a "
         f"permutation from seed {cfg.selection_seed}; random and stratified selection for "
         f"training seed k drawn with seed {cfg.selection_seed}+k"
-        + (f"; hardest and stratified first cut the hardest {cfg.cut_hardest:g}"
-           if cfg.cut_hardest else "") + ".",
+        + (
+            f"; hardest and stratified first cut the hardest {cfg.cut_hardest:g}"
+            if cfg.cut_hardest
+            else ""
+        )
+        + ".",
         "- Budget `epochs`: every subset trains for the recipe's epochs (fewer steps: the "
         "saving); `steps`: every subset trains for the full data's steps.",
         "- Test accuracy in %: mean ± sd over seeds. Δ: paired difference (same training seed) "
         "in points, mean [95% t-interval]. Seconds: scoring (the scoring runs' epochs the "
         "ranking counts, from their metrics), training (the subset's), total; random selection "
-        "and the full data need no scoring.", "",
-        "## Rankings", "",
+        "and the full data need no scoring.",
+        "",
+        "## Rankings",
+        "",
         "| ranking | scoring runs | architecture | epochs counted | scoring seconds |",
-        "|:---|---:|:---|---:|---:|"]
+        "|:---|---:|:---|---:|---:|",
+    ]
     for r in rankings:
         c = r.cost
-        lines.append(f"| {r.label} | {c['runs'] or 'n/a'} | {c['arch'] or 'n/a'} | "
-                     f"{c['epochs'] or 'n/a'} | {_seconds(c['seconds'])} |")
+        lines.append(
+            f"| {r.label} | {c['runs'] or 'n/a'} | {c['arch'] or 'n/a'} | "
+            f"{c['epochs'] or 'n/a'} | {_seconds(c['seconds'])} |"
+        )
     lines.append("")
     by_group: dict[tuple, list[dict]] = {}
     for e in stats:
         by_group.setdefault((e["ranking"], e["budget"]), []).append(e)
     for (ranking, budget), entries in by_group.items():
-        lines += [f"## {ranking}, budget: {budget}", "",
-                  "| kept | strategy | examples | n | test acc % | Δ vs full data | Δ vs random "
-                  "| training s | total s |",
-                  "|---:|:---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {ranking}, budget: {budget}",
+            "",
+            "| kept | strategy | examples | n | test acc % | Δ vs full data | Δ vs random "
+            "| training s | total s |",
+            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for e in entries:
             acc = _pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {_pts(e['acc_std'])}")
             strategy = "full data" if e["strategy"] == REFERENCE else e["strategy"]
-            lines.append(f"| {e['keep']:.0%} | {strategy} | "
-                         f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
-                         f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} | "
-                         f"{_seconds(e['training_seconds'])} | {_seconds(e['total_seconds'])} |")
+            lines.append(
+                f"| {e['keep']:.0%} | {strategy} | "
+                f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
+                f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} | "
+                f"{_seconds(e['training_seconds'])} | {_seconds(e['total_seconds'])} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
-COLORS = {"hardest": "tab:red", "easiest": "tab:blue", "random": "tab:gray",
-          "stratified": "tab:green"}
+COLORS = {
+    "hardest": "tab:red",
+    "easiest": "tab:blue",
+    "random": "tab:gray",
+    "stratified": "tab:green",
+}
 
 
 def plot_compression(stats: list[dict], path: str, title: str) -> None:
@@ -454,8 +685,9 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
     combos = list(dict.fromkeys((e["ranking"], e["budget"]) for e in stats))
     cols = min(3, len(combos))
     rows_n = math.ceil(len(combos) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5.2 * cols, 4.2 * rows_n + 0.8),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(5.2 * cols, 4.2 * rows_n + 0.8), squeeze=False, sharey=True
+    )
     shift = {s: 0.8 * (i - 1.5) for i, s in enumerate(COMPRESSION_STRATEGIES)}
     for ax, (ranking, budget) in zip(axes.flat, combos):
         entries = [e for e in stats if (e["ranking"], e["budget"]) == (ranking, budget)]
@@ -467,15 +699,24 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
                 continue
             x = np.array([100 * e["keep"] for e in line]) + shift[s]
             y, err = error_bars(line)
-            ax.errorbar(x, y, yerr=err, color=COLORS[s], marker="o", ms=4, capsize=3,
-                        label=f"keep the {s}" if s != "random" else "keep at random")
+            ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                color=COLORS[s],
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=f"keep the {s}" if s != "random" else "keep at random",
+            )
         ax.set_title(textwrap.fill(f"{ranking}; budget: {budget}", 48), fontsize=9)
         ax.set_xlabel("kept fraction of the training set (%)")
-        ax.set_xticks(sorted({round(100 * e["keep"]) for e in entries if e["strategy"] !=
-                              REFERENCE}))
+        ax.set_xticks(
+            sorted({round(100 * e["keep"]) for e in entries if e["strategy"] != REFERENCE})
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in axes.flat[len(combos):]:
+    for ax in axes.flat[len(combos) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
@@ -499,8 +740,7 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     budgets = list(dict.fromkeys(e["budget"] for e in stats))
     rankings = list(dict.fromkeys(e["ranking"] for e in stats))
     markers = dict(zip(rankings, "osD^v<>pXh*" * 4))
-    axes_x = (("total_seconds", "seconds", 1.0), ("total_images", "million images processed",
-                                                   1e-6))
+    axes_x = (("total_seconds", "seconds", 1.0), ("total_images", "million images processed", 1e-6))
     fig, axes = plt.subplots(len(budgets), 2, figsize=(17, 5.8 * len(budgets)), squeeze=False)
     for row, budget in enumerate(budgets):
         for col, (key, unit, scale) in enumerate(axes_x):
@@ -508,36 +748,69 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
             seen: set = set()
             for e in (e for e in stats if e["budget"] == budget and e.get(key) is not None):
                 x, y = e[key] * scale, 100 * e["acc_mean"]
-                yerr = None if e["acc_low"] is None else [[y - 100 * e["acc_low"]],
-                                                          [100 * e["acc_high"] - y]]
+                yerr = (
+                    None
+                    if e["acc_low"] is None
+                    else [[y - 100 * e["acc_low"]], [100 * e["acc_high"] - y]]
+                )
                 if e["strategy"] in (REFERENCE, "random"):  # the same cells under every ranking
                     mark = "full" if e["strategy"] == REFERENCE else e["keep"]
                     if mark in seen:
                         continue
                     seen.add(mark)
                     if e["strategy"] == REFERENCE:
-                        ax.errorbar([x], [y], yerr=yerr, color="black", marker="*", ms=14,
-                                    capsize=3, ls="none", label="full data")
+                        ax.errorbar(
+                            [x],
+                            [y],
+                            yerr=yerr,
+                            color="black",
+                            marker="*",
+                            ms=14,
+                            capsize=3,
+                            ls="none",
+                            label="full data",
+                        )
                         continue
-                    ax.errorbar([x], [y], yerr=yerr, color=COLORS["random"], marker="o", ms=6,
-                                capsize=3, ls="none", label="keep at random"
-                                if len(seen - {"full"}) == 1 else None)
+                    ax.errorbar(
+                        [x],
+                        [y],
+                        yerr=yerr,
+                        color=COLORS["random"],
+                        marker="o",
+                        ms=6,
+                        capsize=3,
+                        ls="none",
+                        label="keep at random" if len(seen - {"full"}) == 1 else None,
+                    )
                 else:
-                    ax.errorbar([x], [y], yerr=yerr, color=COLORS[e["strategy"]],
-                                marker=markers[e["ranking"]], ms=6, capsize=3, ls="none",
-                                alpha=0.85)
-                ax.annotate(f"{e['keep']:.0%}", (x, y), fontsize=6, xytext=(4, 3),
-                            textcoords="offset points")
+                    ax.errorbar(
+                        [x],
+                        [y],
+                        yerr=yerr,
+                        color=COLORS[e["strategy"]],
+                        marker=markers[e["ranking"]],
+                        ms=6,
+                        capsize=3,
+                        ls="none",
+                        alpha=0.85,
+                    )
+                ax.annotate(
+                    f"{e['keep']:.0%}",
+                    (x, y),
+                    fontsize=6,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
             ax.set_xlabel(f"total cost: scoring + subset training ({unit})")
             ax.set_ylabel("test accuracy (%)")
             accuracy_limits(ax, [e for e in stats if e["budget"] == budget])
-            ax.set_title(f"budget: {budget}; cost in {unit} (labels: kept fraction)",
-                         fontsize=10)
+            ax.set_title(f"budget: {budget}; cost in {unit} (labels: kept fraction)", fontsize=10)
             ax.grid(alpha=0.3)
         ax = axes[row, 1]
         for strategy in ("hardest", "easiest", "stratified"):
-            ax.plot([], [], color=COLORS[strategy], marker="o", ls="none",
-                    label=f"keep the {strategy}")
+            ax.plot(
+                [], [], color=COLORS[strategy], marker="o", ls="none", label=f"keep the {strategy}"
+            )
         for r in rankings:
             ax.plot([], [], color="dimgray", marker=markers[r], ls="none", label=r)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -557,10 +830,16 @@ def _save(fig, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------- the run
-def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: str, *,
-                    force: bool = False, quiet: bool = False,
-                    log: Callable[[str], None] | None = None,
-                    train_missing: bool = True) -> dict:
+def run_compression(
+    cfg: "CompressionConfig",
+    score_files: Sequence[str],
+    out: str,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    train_missing: bool = True,
+) -> dict:
     """Run (or continue) the compression experiment of `cfg` with the rankings of `score_files`
     ([LABEL=]FILE) and cfg.external in `out`; returns a summary. Everything is checked before
     anything is written (the removal experiment's checks, for every scores input, and every
@@ -575,35 +854,60 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     inputs.update({f"external score {name}": path for name, _, path in cfg.external_items()})
     check_disjoint(out, {**inputs, **input_paths(cfg, train)})
     rankings, alive, shas = build_rankings(cfg, sources, train)
-    requests, cells = plan(cfg, rankings, alive, train.labels, train.num_classes,
-                           train.fingerprint)
+    requests, cells = plan(cfg, rankings, alive, train.labels, train.num_classes, train.fingerprint)
     skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
-    identity = {"experiment": "compression", "dataset_fingerprint": train.fingerprint,
-                "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}}
+    identity = {
+        "experiment": "compression",
+        "dataset_fingerprint": train.fingerprint,
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
+    }
     if not train_missing and force:
-        raise ValueError("`no_train` writes the outputs of an existing experiment; it does not go "
-                         "with `force`")
+        raise ValueError(
+            "`no_train` writes the outputs of an existing experiment; it does not go with `force`"
+        )
     state = prepare_output(out, identity, force, kind="compression", sources=shas)
     if not train_missing and state == "new":
         raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
     n, n_excluded = int(alive.sum()), int((~alive).sum())
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    context = {"fingerprint": train.fingerprint, "n": n, "excluded": n_excluded,
-               "test_size": len(test), "full_steps": full_steps,
-               "score_files": {label: os.path.abspath(p) for label, p in sources},
-               "easyhard_version": __version__, "torch_version": _torch_version(),
-               "device": str(device)}
+    context = {
+        "fingerprint": train.fingerprint,
+        "n": n,
+        "excluded": n_excluded,
+        "test_size": len(test),
+        "full_steps": full_steps,
+        "score_files": {label: os.path.abspath(p) for label, p in sources},
+        "easyhard_version": __version__,
+        "torch_version": _torch_version(),
+        "device": str(device),
+    }
 
     def manifest(finished: bool, done: int) -> None:
-        write_manifest(out, "compression", {
-            "finished": finished, "identity": identity, "sources": shas,
-            "grid": {name: getattr(cfg, name) for name in GRID_FIELDS},
-            "config": dataclasses.asdict(cfg), **context,
-            "rankings": [{"label": r.label, "score": r.score, "source": r.source,
-                          "window": r.window, "cost": r.cost} for r in rankings],
-            "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
-            "outputs": [RESULTS, SUMMARY, FIGURE, COST_FIGURE]})
+        write_manifest(
+            out,
+            "compression",
+            {
+                "finished": finished,
+                "identity": identity,
+                "sources": shas,
+                "grid": {name: getattr(cfg, name) for name in GRID_FIELDS},
+                "config": dataclasses.asdict(cfg),
+                **context,
+                "rankings": [
+                    {
+                        "label": r.label,
+                        "score": r.score,
+                        "source": r.source,
+                        "window": r.window,
+                        "cost": r.cost,
+                    }
+                    for r in rankings
+                ],
+                "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
+                "outputs": [RESULTS, SUMMARY, FIGURE, COST_FIGURE],
+            },
+        )
 
     os.makedirs(out, exist_ok=True)
     _remove_stale_temps(out)
@@ -611,41 +915,76 @@ def run_compression(cfg: "CompressionConfig", score_files: Sequence[str], out: s
     manifest(False, len(results))
     from .config import to_toml
 
-    _write_text(os.path.join(out, CONFIG_FILE), to_toml(cfg, (
-        f"written by easyhard experiment compression {__version__}: the resolved configuration."
-        "\nRepeat or continue it: easyhard experiment compression SCORES... --config <a copy> "
-        "--out <folder>")))
+    _write_text(
+        os.path.join(out, CONFIG_FILE),
+        to_toml(
+            cfg,
+            (
+                f"written by easyhard experiment compression {__version__}: the resolved "
+                "configuration."
+                "\nRepeat or continue it: easyhard experiment compression SCORES... "
+                "--config <a copy> "
+                "--out <folder>"
+            ),
+        ),
+    )
     os.makedirs(os.path.join(out, CELLS), exist_ok=True)
     todo = [c for c in cells.values() if c.id not in results] if train_missing else []
-    say(f"compression experiment in {os.path.abspath(out)} ({state}): {len(rankings)} "
+    say(
+        f"compression experiment in {os.path.abspath(out)} ({state}): {len(rankings)} "
         f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
         f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
-        f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else ""))
+        f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else "")
+    )
 
     def done(cell: Cell, outcome: dict) -> None:
         results[cell.id] = outcome
         _write_rows(out, result_rows(cfg, rankings, requests, results, n_excluded), RESULTS)
         manifest(False, len(results))
 
-    train_cells(todo, out, training_config(cfg), cfg.arch, (train, test), say,
-                lambda cell: describe(cell.requests[0]), done)
+    train_cells(
+        todo,
+        out,
+        training_config(cfg),
+        cfg.arch,
+        (train, test),
+        say,
+        lambda cell: describe(cell.requests[0]),
+        done,
+    )
 
     rows = result_rows(cfg, rankings, requests, results, n_excluded)
     _write_rows(out, rows, RESULTS)
     stats = summarize(rows)
-    text = partial_note(summary_markdown(cfg, rankings, stats, context), len(results),
-                        len(cells))
+    text = partial_note(summary_markdown(cfg, rankings, stats, context), len(results), len(cells))
     _write_text(os.path.join(out, SUMMARY), text + "\n")
-    what = (f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
-            f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
-            f"t-interval over {cfg.seeds} seed(s)")
+    what = (
+        f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
+        f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
+        f"t-interval over {cfg.seeds} seed(s)"
+    )
     plot_compression(stats, os.path.join(out, FIGURE), f"Compression experiment: {what}")
-    plot_cost(stats, os.path.join(out, COST_FIGURE),
-              f"Accuracy against total cost (scoring + training): {what}")
+    plot_cost(
+        stats,
+        os.path.join(out, COST_FIGURE),
+        f"Accuracy against total cost (scoring + training): {what}",
+    )
     manifest(len(results) == len(cells), len(results))
-    return {"out": os.path.abspath(out), "state": state, "rankings": len(rankings),
-            "requested": len(requests), "cells": len(cells), "trained": len(todo),
-            "reused": len(cells) - len(todo), "excluded": n_excluded, "full_steps": full_steps,
-            "rows": rows, "statistics": stats, "summary": text,
-            "files": {name: os.path.join(os.path.abspath(out), name)
-                      for name in (RESULTS, SUMMARY, FIGURE, COST_FIGURE)}}
+    return {
+        "out": os.path.abspath(out),
+        "state": state,
+        "rankings": len(rankings),
+        "requested": len(requests),
+        "cells": len(cells),
+        "trained": len(todo),
+        "reused": len(cells) - len(todo),
+        "excluded": n_excluded,
+        "full_steps": full_steps,
+        "rows": rows,
+        "statistics": stats,
+        "summary": text,
+        "files": {
+            name: os.path.join(os.path.abspath(out), name)
+            for name in (RESULTS, SUMMARY, FIGURE, COST_FIGURE)
+        },
+    }

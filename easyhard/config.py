@@ -11,6 +11,7 @@ imports no torch, so that ``easyhard --help`` answers at once.
     text = to_toml(cfg)                      # the resolved configuration, as a --config file
     same = from_mapping(ScoreConfig, load_toml_file("score-config.toml"))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,19 +32,36 @@ OPTIMIZERS = ("sgd", "adamw")
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
 
-def param(help: str, *, choices: Sequence[str] | None = None, min: float | None = None,
-          max: float | None = None, max_open: bool = False, min_open: bool = False,
-          type: type | None = None, flag: str | None = None, multiple: bool = False,
-          required: bool = False) -> dict:
+def param(
+    help: str,
+    *,
+    choices: Sequence[str] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    max_open: bool = False,
+    min_open: bool = False,
+    type: type | None = None,
+    flag: str | None = None,
+    multiple: bool = False,
+    required: bool = False,
+) -> dict:
     """Metadata of a configuration field: its help, choices, range [min, max] (an end excluded
     with min_open / max_open), value type (needed when the default is None), option spelling
     (`flag`, e.g.
     "--arch" or "--balanced/--global"; default --field-name), whether the option repeats
     (`multiple`, for tuple fields) and whether it must be given."""
-    return {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max,
-            "max_open": max_open, "min_open": min_open, "type": type, "flag": flag,
-            "multiple": multiple,
-            "required": required}
+    return {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "min": min,
+        "max": max,
+        "max_open": max_open,
+        "min_open": min_open,
+        "type": type,
+        "flag": flag,
+        "multiple": multiple,
+        "required": required,
+    }
 
 
 class ConfigError(ValueError):
@@ -92,11 +110,14 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
             raise ConfigError(f"`{name}` must be one of {', '.join(meta['choices'])}, got {v!r}")
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and (v <= lo if meta.get("min_open") else v < lo):
-            raise ConfigError(f"`{name}` must be {'above' if meta.get('min_open') else 'at least'} "
-                              f"{lo}, got {v!r}")
+            raise ConfigError(
+                f"`{name}` must be {'above' if meta.get('min_open') else 'at least'} "
+                f"{lo}, got {v!r}"
+            )
         if hi is not None and (v >= hi if meta.get("max_open") else v > hi):
-            raise ConfigError(f"`{name}` must be {'below' if meta.get('max_open') else 'at most'} "
-                              f"{hi}, got {v!r}")
+            raise ConfigError(
+                f"`{name}` must be {'below' if meta.get('max_open') else 'at most'} {hi}, got {v!r}"
+            )
 
 
 # ---------------------------------------------------------------------------- the jobs
@@ -104,24 +125,39 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
 class DataConfig(Config):
     """Which dataset: the options of every command that reads one."""
 
-    dataset: str = field(default="fashion-mnist", metadata=param(
-        "The dataset (its training split).", choices=DATASETS))
-    data_dir: str | None = field(default=None, metadata=param(
-        "Dataset root (default for fashion-mnist: /usr/share/datasets/fashion-mnist).", type=str))
-    file_list: str | None = field(default=None, metadata=param(
-        "imagefolder: a 'relative/path label' list, paths under --data-dir.", type=str))
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata=param("The dataset (its training split).", choices=DATASETS),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=param(
+            "Dataset root (default for fashion-mnist: /usr/share/datasets/fashion-mnist).", type=str
+        ),
+    )
+    file_list: str | None = field(
+        default=None,
+        metadata=param(
+            "imagefolder: a 'relative/path label' list, paths under --data-dir.", type=str
+        ),
+    )
     num_samples: int = field(default=2048, metadata=param("synthetic only: examples.", min=1))
     num_classes: int = field(default=10, metadata=param("synthetic only: classes.", min=2))
-    image_size: int = field(default=28, metadata=param("synthetic only: image side in pixels.",
-                                                       min=4))
+    image_size: int = field(
+        default=28, metadata=param("synthetic only: image side in pixels.", min=4)
+    )
     synthetic_seed: int = field(default=0, metadata=param("synthetic only: the seed of the data."))
 
     def dataset_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of datasets.load_dataset besides name, root and split."""
         extra: dict[str, Any] = {"file_list": self.file_list}
         if self.dataset == "synthetic":
-            extra.update(num_samples=self.num_samples, num_classes=self.num_classes,
-                         image_size=self.image_size, seed=self.synthetic_seed)
+            extra.update(
+                num_samples=self.num_samples,
+                num_classes=self.num_classes,
+                image_size=self.image_size,
+                seed=self.synthetic_seed,
+            )
         return extra
 
 
@@ -132,52 +168,97 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class ScoreConfig(DataConfig):
     """Everything that defines a scoring job (saved with every run)."""
 
-    archs: tuple[str, ...] = field(default=("convnet", "resnet20"), metadata=param(
-        "Architecture; repeat for several (see `easyhard models`).", flag="--arch",
-        multiple=True))
-    runs: int = field(default=1, metadata=param(
-        "Runs per architecture (seeds seed, seed+1, ...).", min=1))
+    archs: tuple[str, ...] = field(
+        default=("convnet", "resnet20"),
+        metadata=param(
+            "Architecture; repeat for several (see `easyhard models`).",
+            flag="--arch",
+            multiple=True,
+        ),
+    )
+    runs: int = field(
+        default=1, metadata=param("Runs per architecture (seeds seed, seed+1, ...).", min=1)
+    )
     epochs: int = field(default=2, metadata=param("Training epochs per run.", min=1))
     batch_size: int = field(default=256, metadata=param("Examples per step, per process.", min=1))
     lr: float = field(default=0.2, metadata=param("Peak learning rate.", min=0))
-    momentum: float = field(default=0.9, metadata=param(
-        "SGD momentum (adamw: its beta1).", min=0, max=1, max_open=True))
+    momentum: float = field(
+        default=0.9, metadata=param("SGD momentum (adamw: its beta1).", min=0, max=1, max_open=True)
+    )
     nesterov: bool = field(default=True, metadata=param("Nesterov momentum."))
     weight_decay: float = field(default=5e-4, metadata=param("L2 weight decay.", min=0))
-    label_smoothing: float = field(default=0.0, metadata=param(
-        "Cross-entropy label smoothing.", min=0, max=1, max_open=True))
-    schedule: str = field(default="onecycle", metadata=param(
-        "Learning-rate schedule.", choices=SCHEDULES))
-    warmup_epochs: float = field(default=0.5, metadata=param(
-        "Linear warm-up of the cosine and step schedules, in epochs.", min=0))
-    amp: str = field(default="auto", metadata=param(
-        "Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES))
+    label_smoothing: float = field(
+        default=0.0, metadata=param("Cross-entropy label smoothing.", min=0, max=1, max_open=True)
+    )
+    schedule: str = field(
+        default="onecycle", metadata=param("Learning-rate schedule.", choices=SCHEDULES)
+    )
+    warmup_epochs: float = field(
+        default=0.5,
+        metadata=param("Linear warm-up of the cosine and step schedules, in epochs.", min=0),
+    )
+    amp: str = field(
+        default="auto",
+        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
+    )
     compile: bool = field(default=False, metadata=param("torch.compile the model."))
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
     seed: int = field(default=0, metadata=param("Run k of every architecture uses seed + k."))
-    init_seed: int | None = field(default=None, metadata=param(
-        "Seed of the initialisation, the same for every run (default: the run's seed).",
-        type=int))
-    data_seed: int | None = field(default=None, metadata=param(
-        "Seed of the data order and augmentation, the same for every run (default: the run's "
-        "seed).", type=int))
-    optimizer: str = field(default="sgd", metadata=param(
-        "sgd (momentum, Nesterov) or adamw (give a suitable --lr, e.g. 1e-3).",
-        choices=OPTIMIZERS))
-    clean_every: int = field(default=0, metadata=param(
-        "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0))
-    clean_steps: int = field(default=0, metadata=param(
-        "Record a clean view every K steps inside the first epoch (0: off).", min=0))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness in the merged file (default: all).", min=1, type=int))
+    init_seed: int | None = field(
+        default=None,
+        metadata=param(
+            "Seed of the initialisation, the same for every run (default: the run's seed).",
+            type=int,
+        ),
+    )
+    data_seed: int | None = field(
+        default=None,
+        metadata=param(
+            "Seed of the data order and augmentation, the same for every run (default: the run's "
+            "seed).",
+            type=int,
+        ),
+    )
+    optimizer: str = field(
+        default="sgd",
+        metadata=param(
+            "sgd (momentum, Nesterov) or adamw (give a suitable --lr, e.g. 1e-3).",
+            choices=OPTIMIZERS,
+        ),
+    )
+    clean_every: int = field(
+        default=0,
+        metadata=param(
+            "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0
+        ),
+    )
+    clean_steps: int = field(
+        default=0,
+        metadata=param("Record a clean view every K steps inside the first epoch (0: off).", min=0),
+    )
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Epochs counted by easiness in the merged file (default: all).", min=1, type=int
+        ),
+    )
     crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
-    workers: int = field(default=4, metadata=param(
-        "Decoding threads / workers for image-folder datasets.", min=1))
-    skip_corrupt: bool = field(default=False, metadata=param(
-        "Image folders: drop unreadable images (logged; recorded as never presented) instead of "
-        "stopping with an error naming the file."))
-    max_nonfinite_steps: int = field(default=50, metadata=param(
-        "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1))
+    workers: int = field(
+        default=4, metadata=param("Decoding threads / workers for image-folder datasets.", min=1)
+    )
+    skip_corrupt: bool = field(
+        default=False,
+        metadata=param(
+            "Image folders: drop unreadable images (logged; recorded as never presented) "
+            "instead of stopping with an error naming the file."
+        ),
+    )
+    max_nonfinite_steps: int = field(
+        default=50,
+        metadata=param(
+            "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.archs, (list, str)):
@@ -190,52 +271,85 @@ class ScoreConfig(DataConfig):
         if not _DEVICE.match(self.device):
             raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.window is not None and self.window > self.epochs:
-            raise ConfigError(f"`window` ({self.window}) counts more epochs than the "
-                              f"{self.epochs} trained (`epochs`)")
+            raise ConfigError(
+                f"`window` ({self.window}) counts more epochs than the "
+                f"{self.epochs} trained (`epochs`)"
+            )
         from .models import available_models
 
         unknown = [a for a in self.archs if a not in available_models()]
         if unknown:
-            raise ConfigError(f"unknown architecture(s) {', '.join(unknown)}; choose from "
-                              f"{', '.join(available_models())}")
+            raise ConfigError(
+                f"unknown architecture(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(available_models())}"
+            )
 
 
 @dataclass
 class SelectConfig(Config):
     """How a subset is chosen by scores (easyhard.select.select)."""
 
-    keep: str | None = field(default=None, metadata=param(
-        "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True))
-    score: str = field(default="easiness", metadata=param(
-        "The score that ranks examples.", choices=RANKING_SCORES))
+    keep: str | None = field(
+        default=None,
+        metadata=param(
+            "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True
+        ),
+    )
+    score: str = field(
+        default="easiness", metadata=param("The score that ranks examples.", choices=RANKING_SCORES)
+    )
     # The defaults are what measured best on real Fashion-MNIST (docs/fashion-mnist.md,
     # "Compression experiment"): class-balanced coverage-centric selection by easiness.
-    strategy: str = field(default="stratified", metadata=param(
-        "Stratify across score bins (coverage-centric; measured best at 70% kept, see the "
-        "README), keep the hardest (drop the easiest: the paper's compression), the easiest, "
-        "or a random draw.", choices=STRATEGIES))
-    balanced: bool = field(default=True, metadata=param(
-        "Class-balanced budgets (proportional to class sizes) or one global ranking.",
-        flag="--balanced/--global"))
-    cut_hardest: float = field(default=0.0, metadata=param(
-        "First drop this fraction of the very hardest examples.", min=0, max=1, max_open=True))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness (default: all recorded epochs).", min=1, type=int))
+    strategy: str = field(
+        default="stratified",
+        metadata=param(
+            "Stratify across score bins (coverage-centric; measured best at 70% kept, see the "
+            "README), keep the hardest (drop the easiest: the paper's compression), the easiest, "
+            "or a random draw.",
+            choices=STRATEGIES,
+        ),
+    )
+    balanced: bool = field(
+        default=True,
+        metadata=param(
+            "Class-balanced budgets (proportional to class sizes) or one global ranking.",
+            flag="--balanced/--global",
+        ),
+    )
+    cut_hardest: float = field(
+        default=0.0,
+        metadata=param(
+            "First drop this fraction of the very hardest examples.", min=0, max=1, max_open=True
+        ),
+    )
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Epochs counted by easiness (default: all recorded epochs).", min=1, type=int
+        ),
+    )
     bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
     seed: int = field(default=0, metadata=param("Seed of the random and stratified strategies."))
-    tie_seed: int | None = field(default=None, metadata=param(
-        "Break ties of the score by a permutation from this seed (default: by dataset index); "
-        "use it with easiness_plain, where most examples tie.", type=int))
+    tie_seed: int | None = field(
+        default=None,
+        metadata=param(
+            "Break ties of the score by a permutation from this seed (default: by dataset index); "
+            "use it with easiness_plain, where most examples tie.",
+            type=int,
+        ),
+    )
 
 
 @dataclass
 class CompressConfig(SelectConfig, DataConfig):
     """A subset written out as a dataset of the source's format."""
 
-    split: str = field(default="train", metadata=param("The split the scores are of.",
-                                                       choices=("train", "test")))
-    link: str = field(default="hard", metadata=param("How image files enter the new tree.",
-                                                     choices=LINK_MODES))
+    split: str = field(
+        default="train", metadata=param("The split the scores are of.", choices=("train", "test"))
+    )
+    link: str = field(
+        default="hard", metadata=param("How image files enter the new tree.", choices=LINK_MODES)
+    )
 
 
 # ---------------------------------------------------------------------------- files
@@ -260,8 +374,10 @@ def check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are "
-                          f"{', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are "
+            f"{', '.join(sorted(names))}"
+        )
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], where: str = "configuration"):
@@ -298,22 +414,48 @@ def to_toml(cfg: Config, header: str = "") -> str:
 class OverlapConfig(Config):
     """Which score, window and sets `easyhard analyze overlap` compares (easyhard.overlap)."""
 
-    score: str = field(default="easiness", metadata=param(
-        "The score that ranks examples (easiness_plain: the paper's fraction correct).",
-        choices=RANKING_SCORES))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness: the first K (the paper's early training; default: all).",
-        min=1, type=int))
-    view: str = field(default="train", metadata=param(
-        "Which record of a run folder: the training view or the clean view.",
-        choices=("train", "clean")))
-    ps: tuple[float, ...] = field(default=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5), metadata=param(
-        "Size of the easy and hard sets as a fraction of the examples; repeat for several.",
-        flag="--p", multiple=True, min=0, max=1, min_open=True))
-    tie_seed: int = field(default=0, metadata=param(
-        "Seed of the per-run permutations that order tied scores."))
-    kendall_max: int = field(default=200_000, metadata=param(
-        "Kendall's tau on a fixed random sample of at most this many examples.", min=100))
+    score: str = field(
+        default="easiness",
+        metadata=param(
+            "The score that ranks examples (easiness_plain: the paper's fraction correct).",
+            choices=RANKING_SCORES,
+        ),
+    )
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Epochs counted by easiness: the first K (the paper's early training; default: all).",
+            min=1,
+            type=int,
+        ),
+    )
+    view: str = field(
+        default="train",
+        metadata=param(
+            "Which record of a run folder: the training view or the clean view.",
+            choices=("train", "clean"),
+        ),
+    )
+    ps: tuple[float, ...] = field(
+        default=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5),
+        metadata=param(
+            "Size of the easy and hard sets as a fraction of the examples; repeat for several.",
+            flag="--p",
+            multiple=True,
+            min=0,
+            max=1,
+            min_open=True,
+        ),
+    )
+    tie_seed: int = field(
+        default=0, metadata=param("Seed of the per-run permutations that order tied scores.")
+    )
+    kendall_max: int = field(
+        default=200_000,
+        metadata=param(
+            "Kendall's tau on a fixed random sample of at most this many examples.", min=100
+        ),
+    )
 
 
 @dataclass
@@ -321,10 +463,18 @@ class ReportConfig(Config):
     """What `easyhard report` shows (easyhard.report)."""
 
     title: str = field(default="easyhard report", metadata=param("The page's title."))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int))
-    examples: bool = field(default=True, metadata=param(
-        "Image grids of the easiest and hardest examples (reads the runs' dataset)."))
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int
+        ),
+    )
+    examples: bool = field(
+        default=True,
+        metadata=param(
+            "Image grids of the easiest and hardest examples (reads the runs' dataset)."
+        ),
+    )
 
 
 @dataclass
@@ -332,48 +482,103 @@ class SimilarityConfig(DataConfig):
     """How `easyhard analyze similarity` measures whether easy examples look alike
     (easyhard.similarity): the sets, the subsampling budget and the feature model."""
 
-    features: str | None = field(default=None, metadata=param(
-        "Feature model: a run folder or its checkpoint.pt (default: a run in the scores' folder "
-        "that did not produce them; else the scoring run itself, which every output then says).",
-        type=str))
-    score: str = field(default="easiness", metadata=param(
-        "The score that defines easy and hard.", choices=RANKING_SCORES))
-    window: int | None = field(default=None, metadata=param(
-        "Epochs counted by easiness (a run's statistics file only; default: all).", min=1, type=int))
-    fraction: float = field(default=0.1, metadata=param(
-        "Size of the easy and the hard set: this fraction of each class (and of all examples).",
-        min=0.001, max=0.5))
-    sample_size: int = field(default=100, metadata=param(
-        "Examples in one subsample of a set (at most half the set).", min=4))
-    repeats: int = field(default=50, metadata=param(
-        "Subsamples per set (drawn without replacement) for the mean and 95% interval.", min=5))
-    pool_size: int = field(default=1000, metadata=param(
-        "Per class: the random examples that random sets are drawn from and the local density "
-        "is measured on.", min=20))
-    neighbours: int = field(default=10, metadata=param(
-        "Local density: mean distance to this many nearest same-class neighbours.", min=1))
-    max_classes: int = field(default=50, metadata=param(
-        "Per-class statistics for at most this many classes (a seeded random choice when there "
-        "are more; the overall statistics use every class).", min=1))
-    pixel_size: int | None = field(default=None, metadata=param(
-        "Pixel space: images resized (shorter side) and centre-cropped to this size (default: "
-        "the native size of in-memory datasets, 32 for image folders).", min=4, type=int))
-    grid_examples: int = field(default=6, metadata=param(
-        "Image grid: this many easiest and hardest examples per class.", min=1, max=20))
-    batch_size: int = field(default=512, metadata=param(
-        "Images per forward pass of the feature model.", min=1))
+    features: str | None = field(
+        default=None,
+        metadata=param(
+            "Feature model: a run folder or its checkpoint.pt (default: a run in the scores' "
+            "folder that did not produce them; else the scoring run itself, which every output "
+            "then says).",
+            type=str,
+        ),
+    )
+    score: str = field(
+        default="easiness",
+        metadata=param("The score that defines easy and hard.", choices=RANKING_SCORES),
+    )
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Epochs counted by easiness (a run's statistics file only; default: all).",
+            min=1,
+            type=int,
+        ),
+    )
+    fraction: float = field(
+        default=0.1,
+        metadata=param(
+            "Size of the easy and the hard set: this fraction of each class (and of all examples).",
+            min=0.001,
+            max=0.5,
+        ),
+    )
+    sample_size: int = field(
+        default=100,
+        metadata=param("Examples in one subsample of a set (at most half the set).", min=4),
+    )
+    repeats: int = field(
+        default=50,
+        metadata=param(
+            "Subsamples per set (drawn without replacement) for the mean and 95% interval.", min=5
+        ),
+    )
+    pool_size: int = field(
+        default=1000,
+        metadata=param(
+            "Per class: the random examples that random sets are drawn from and the local density "
+            "is measured on.",
+            min=20,
+        ),
+    )
+    neighbours: int = field(
+        default=10,
+        metadata=param(
+            "Local density: mean distance to this many nearest same-class neighbours.", min=1
+        ),
+    )
+    max_classes: int = field(
+        default=50,
+        metadata=param(
+            "Per-class statistics for at most this many classes (a seeded random choice when there "
+            "are more; the overall statistics use every class).",
+            min=1,
+        ),
+    )
+    pixel_size: int | None = field(
+        default=None,
+        metadata=param(
+            "Pixel space: images resized (shorter side) and centre-cropped to this size (default: "
+            "the native size of in-memory datasets, 32 for image folders).",
+            min=4,
+            type=int,
+        ),
+    )
+    grid_examples: int = field(
+        default=6,
+        metadata=param(
+            "Image grid: this many easiest and hardest examples per class.", min=1, max=20
+        ),
+    )
+    batch_size: int = field(
+        default=512, metadata=param("Images per forward pass of the feature model.", min=1)
+    )
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
     workers: int = field(default=4, metadata=param("Image-folder reading threads.", min=1))
-    seed: int = field(default=0, metadata=param(
-        "Seed of every random choice (sets' tie order, subsamples, random sets, pools)."))
+    seed: int = field(
+        default=0,
+        metadata=param(
+            "Seed of every random choice (sets' tie order, subsamples, random sets, pools)."
+        ),
+    )
 
     def validate(self) -> None:
         super().validate()
         if not _DEVICE.match(self.device):
             raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.pool_size < self.sample_size:
-            raise ConfigError(f"`pool_size` ({self.pool_size}) must be at least `sample_size` "
-                              f"({self.sample_size}): random sets are drawn from the pool")
+            raise ConfigError(
+                f"`pool_size` ({self.pool_size}) must be at least `sample_size` "
+                f"({self.sample_size}): random sets are drawn from the pool"
+            )
 
 
 @dataclass
@@ -381,12 +586,22 @@ class StudyConfig(ScoreConfig):
     """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
     runs differ only in seed."""
 
-    archs: tuple[str, ...] = field(default=("resnet8", "convnet"), metadata=param(
-        "Architecture; repeat for several (see `easyhard models`). The first also runs with the "
-        "next seed(s). Default: a residual and a plain network cheap enough for a 2-core CPU.",
-        flag="--arch", multiple=True))
-    seed_runs: int = field(default=1, metadata=param(
-        "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0))
+    archs: tuple[str, ...] = field(
+        default=("resnet8", "convnet"),
+        metadata=param(
+            "Architecture; repeat for several (see `easyhard models`). The first also runs with "
+            "the next seed(s). Default: a residual and a plain network cheap enough for a 2-core "
+            "CPU.",
+            flag="--arch",
+            multiple=True,
+        ),
+    )
+    seed_runs: int = field(
+        default=1,
+        metadata=param(
+            "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------- experiments
@@ -413,29 +628,62 @@ class ExperimentConfig(ScoreConfig):
     KIND = "experiment"
     LISTS = ("score", "budget")  # comma-separated list settings (class attributes, not fields)
 
-    epochs: int = field(default=2, metadata=param(
-        "Training epochs on the full data (the reference); the epochs budget gives every subset "
-        "as many, the steps budget as many optimizer steps.", min=1))
+    epochs: int = field(
+        default=2,
+        metadata=param(
+            "Training epochs on the full data (the reference); the epochs budget gives every "
+            "subset as many, the steps budget as many optimizer steps.",
+            min=1,
+        ),
+    )
     seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k."))
-    window: int | None = field(default=None, metadata=param(
-        "Early epochs of the statistics file counted by the ranking score (default: all recorded).",
-        min=1, type=int))
-    arch: str = field(default="convnet", metadata=param(
-        "Architecture, one per experiment (see `easyhard models`)."))
-    seeds: int = field(default=3, metadata=param(
-        "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1))
-    balanced: bool = field(default=False, metadata=param(
-        "Choose the same fraction of every class, or rank all examples together.",
-        flag="--balanced/--global"))
-    score: str = field(default="easiness", metadata=param(
-        "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
-        "the paper's fraction correct)."))
-    budget: str = field(default="epochs", metadata=param(
-        "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
-        "for smaller ones) or steps (the full data's optimizer steps for every subset)."))
-    selection_seed: int = field(default=0, metadata=param(
-        "Ties of the ranking score are broken by a permutation from this seed; random (and "
-        "stratified) selection for training seed k draws with selection_seed + k."))
+    window: int | None = field(
+        default=None,
+        metadata=param(
+            "Early epochs of the statistics file counted by the ranking score (default: all "
+            "recorded).",
+            min=1,
+            type=int,
+        ),
+    )
+    arch: str = field(
+        default="convnet",
+        metadata=param("Architecture, one per experiment (see `easyhard models`)."),
+    )
+    seeds: int = field(
+        default=3,
+        metadata=param(
+            "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1
+        ),
+    )
+    balanced: bool = field(
+        default=False,
+        metadata=param(
+            "Choose the same fraction of every class, or rank all examples together.",
+            flag="--balanced/--global",
+        ),
+    )
+    score: str = field(
+        default="easiness",
+        metadata=param(
+            "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
+            "the paper's fraction correct)."
+        ),
+    )
+    budget: str = field(
+        default="epochs",
+        metadata=param(
+            "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
+            "for smaller ones) or steps (the full data's optimizer steps for every subset)."
+        ),
+    )
+    selection_seed: int = field(
+        default=0,
+        metadata=param(
+            "Ties of the ranking score are broken by a permutation from this seed; random (and "
+            "stratified) selection for training seed k draws with selection_seed + k."
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -461,17 +709,20 @@ class ExperimentConfig(ScoreConfig):
     def _validate_recipe(self) -> None:
         self.archs = (self.arch,)
         window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
-        try:                                     # here it counts the statistics file's epochs
+        try:  # here it counts the statistics file's epochs
             super().validate()
         finally:
             self.window = window
         for name in ("clean_every", "clean_steps"):
             if getattr(self, name):
-                raise ConfigError(f"`{name}` is not a setting of the {self.KIND} experiment (its "
-                                  "trainings record no clean view)")
+                raise ConfigError(
+                    f"`{name}` is not a setting of the {self.KIND} experiment (its "
+                    "trainings record no clean view)"
+                )
         if self.runs != 1:
-            raise ConfigError(f"`runs` is not a setting of the {self.KIND} experiment: give "
-                              "`seeds`")
+            raise ConfigError(
+                f"`runs` is not a setting of the {self.KIND} experiment: give `seeds`"
+            )
         self.score = ",".join(self.score_list())
         self.budget = ",".join(self.budget_list())
 
@@ -483,11 +734,19 @@ class RemovalConfig(ExperimentConfig):
     KIND = "removal"
     LISTS = ("fractions", "orders", "score", "budget")
 
-    fractions: str = field(default="0.1,0.3,0.5,0.7,0.9", metadata=param(
-        "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); the "
-        "full data is always trained too, as the reference."))
-    orders: str = field(default=",".join(REMOVAL_ORDERS), metadata=param(
-        "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."))
+    fractions: str = field(
+        default="0.1,0.3,0.5,0.7,0.9",
+        metadata=param(
+            "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); "
+            "the full data is always trained too, as the reference."
+        ),
+    )
+    orders: str = field(
+        default=",".join(REMOVAL_ORDERS),
+        metadata=param(
+            "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."
+        ),
+    )
 
     def fraction_list(self) -> list[float]:
         """The fractions to remove, ascending, without duplicates (0, the reference, dropped)."""
@@ -496,16 +755,20 @@ class RemovalConfig(ExperimentConfig):
             try:
                 v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
             except ValueError:
-                raise ConfigError(f"`fractions` must be numbers such as 0.3 or 30%, got "
-                                  f"{item!r}") from None
+                raise ConfigError(
+                    f"`fractions` must be numbers such as 0.3 or 30%, got {item!r}"
+                ) from None
             if not 0 <= v < 1:
-                raise ConfigError(f"`fractions` must lie in [0, 1) (removing everything leaves "
-                                  f"nothing to train on), got {item}")
+                raise ConfigError(
+                    f"`fractions` must lie in [0, 1) (removing everything leaves "
+                    f"nothing to train on), got {item}"
+                )
             if v > 0:
                 out.add(round(v, 10))
         if not out:
-            raise ConfigError("`fractions` holds no fraction above 0: give what to remove, e.g. "
-                              "0.1,0.3,0.5")
+            raise ConfigError(
+                "`fractions` holds no fraction above 0: give what to remove, e.g. 0.1,0.3,0.5"
+            )
         return sorted(out)
 
     def order_list(self) -> list[str]:
@@ -525,8 +788,9 @@ def _fraction_items(name: str, text: str) -> list[float]:
         try:
             v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
         except ValueError:
-            raise ConfigError(f"`{name}` must be numbers such as 0.3 or 30%, got {item!r}") \
-                from None
+            raise ConfigError(
+                f"`{name}` must be numbers such as 0.3 or 30%, got {item!r}"
+            ) from None
         if not 0 < v < 1:
             raise ConfigError(f"`{name}` must lie in (0, 1), got {item}")
         out.add(round(v, 10))
@@ -536,38 +800,64 @@ def _fraction_items(name: str, text: str) -> list[float]:
 @dataclass
 class CompressionConfig(ExperimentConfig):
     """The compression experiment: which fractions to keep, by which selection strategies, ranked
-    by which scores (of the statistics files, counted over which windows, or external arrays), on top
-    of ExperimentConfig."""
+    by which scores (of the statistics files, counted over which windows, or external arrays),
+    on top of ExperimentConfig."""
 
     KIND = "compression"
     LISTS = ("keep", "strategies", "score", "budget", "window")
 
-    window: str | None = field(default=None, metadata=param(
-        "Early epochs of the statistics files counted by easiness and easiness_plain, "
-        "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
-        "the other scores always count every recorded epoch; default: all).",
-        type=str))
-    keep: str = field(default="0.3,0.5,0.7", metadata=param(
-        "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "
-        "full data is always trained too, as the reference."))
-    strategies: str = field(default=",".join(COMPRESSION_STRATEGIES), metadata=param(
-        "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
-        "compression), easiest, random, stratified (coverage-centric: equal-width score bins)."))
-    cut_hardest: float = field(default=0.0, metadata=param(
-        "The hardest and stratified strategies first drop this fraction of the very hardest "
-        "examples (likely mislabelled), as coverage-centric selection does.", min=0, max=1,
-        max_open=True))
-    external: tuple[str, ...] = field(default=(), metadata=param(
-        "An external score array as NAME=FILE (.npy, float [N] in dataset order, or .npz with "
-        "`scores` and optionally `labels`, checked): higher = easier, like easiness and "
-        "C-scores; NAME:harder=FILE for higher = harder. Repeatable.", multiple=True))
+    window: str | None = field(
+        default=None,
+        metadata=param(
+            "Early epochs of the statistics files counted by easiness and easiness_plain, "
+            "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
+            "the other scores always count every recorded epoch; default: all).",
+            type=str,
+        ),
+    )
+    keep: str = field(
+        default="0.3,0.5,0.7",
+        metadata=param(
+            "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "
+            "full data is always trained too, as the reference."
+        ),
+    )
+    strategies: str = field(
+        default=",".join(COMPRESSION_STRATEGIES),
+        metadata=param(
+            "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
+            "compression), easiest, random, stratified (coverage-centric: equal-width score bins)."
+        ),
+    )
+    cut_hardest: float = field(
+        default=0.0,
+        metadata=param(
+            "The hardest and stratified strategies first drop this fraction of the very hardest "
+            "examples (likely mislabelled), as coverage-centric selection does.",
+            min=0,
+            max=1,
+            max_open=True,
+        ),
+    )
+    external: tuple[str, ...] = field(
+        default=(),
+        metadata=param(
+            "An external score array as NAME=FILE (.npy, float [N] in dataset order, or .npz with "
+            "`scores` and optionally `labels`, checked): higher = easier, like easiness and "
+            "C-scores; NAME:harder=FILE for higher = harder. Repeatable.",
+            multiple=True,
+        ),
+    )
 
     def keep_list(self) -> list[float]:
         return _fraction_items("keep", self.keep)
 
     def strategy_list(self) -> list[str]:
-        return [s for s in COMPRESSION_STRATEGIES
-                if s in self._choices("strategies", COMPRESSION_STRATEGIES)]
+        return [
+            s
+            for s in COMPRESSION_STRATEGIES
+            if s in self._choices("strategies", COMPRESSION_STRATEGIES)
+        ]
 
     def window_list(self) -> list[int | None]:
         """The windows (None: all recorded epochs), in the given order, without duplicates."""
@@ -581,8 +871,9 @@ class CompressionConfig(ExperimentConfig):
                 try:
                     value = int(item)
                 except ValueError:
-                    raise ConfigError(f"`window` must be epoch counts such as 1,2 (or all), got "
-                                      f"{item!r}") from None
+                    raise ConfigError(
+                        f"`window` must be epoch counts such as 1,2 (or all), got {item!r}"
+                    ) from None
                 if value < 1:
                     raise ConfigError(f"`window` must count at least 1 epoch, got {value}")
             if value not in out:
@@ -598,16 +889,21 @@ class CompressionConfig(ExperimentConfig):
             if not sep or not name or not path.strip():
                 raise ConfigError(f"`external` takes NAME=FILE (or NAME:harder=FILE), got {item!r}")
             if how not in ("", "easier", "harder"):
-                raise ConfigError(f"`external` {item!r}: after the name comes :easier or :harder "
-                                  f"(which way the array points), not :{how}")
+                raise ConfigError(
+                    f"`external` {item!r}: after the name comes :easier or :harder "
+                    f"(which way the array points), not :{how}"
+                )
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise ConfigError(f"`external` name {name!r}: use letters, digits, _ . -")
             if name in seen or name in RANKING_SCORES:
-                raise ConfigError(f"`external` name {name!r} is taken: give every external score "
-                                  "a name of its own, not a built-in score's")
+                raise ConfigError(
+                    f"`external` name {name!r} is taken: give every external score "
+                    "a name of its own, not a built-in score's"
+                )
             seen.add(name)
-            out.append((name, "higher_harder" if how == "harder" else "higher_easier",
-                        path.strip()))
+            out.append(
+                (name, "higher_harder" if how == "harder" else "higher_easier", path.strip())
+            )
         return out
 
     def validate(self) -> None:
@@ -617,8 +913,9 @@ class CompressionConfig(ExperimentConfig):
         self.keep = ",".join(f"{f:g}" for f in self.keep_list())
         self.strategies = ",".join(self.strategy_list())
         windows = self.window_list()
-        self.window = None if windows == [None] else ",".join(
-            "all" if w is None else str(w) for w in windows)
+        self.window = (
+            None if windows == [None] else ",".join("all" if w is None else str(w) for w in windows)
+        )
 
 
 # ---------------------------------------------------------------------------- benchmarks
@@ -626,16 +923,25 @@ class CompressionConfig(ExperimentConfig):
 class BenchLoaderConfig(DataConfig):
     """`easyhard bench loader` (easyhard.bench): which data, batch, threads and how long."""
 
-    dataset: str = field(default="synthetic", metadata=param(
-        "The dataset (its training split); synthetic isolates the model.", choices=DATASETS))
+    dataset: str = field(
+        default="synthetic",
+        metadata=param(
+            "The dataset (its training split); synthetic isolates the model.", choices=DATASETS
+        ),
+    )
     batch_size: int = field(default=256, metadata=param("Examples per batch.", min=1))
     steps: int = field(default=50, metadata=param("Timed steps (batches) per setting.", min=1))
-    warmup: int = field(default=10, metadata=param(
-        "Untimed steps first (bench train: the first one compiles with --compile).", min=1))
+    warmup: int = field(
+        default=10,
+        metadata=param(
+            "Untimed steps first (bench train: the first one compiles with --compile).", min=1
+        ),
+    )
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
     crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
-    workers: int = field(default=4, metadata=param(
-        "Decoding threads / workers for image-folder datasets.", min=1))
+    workers: int = field(
+        default=4, metadata=param("Decoding threads / workers for image-folder datasets.", min=1)
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -647,25 +953,35 @@ class BenchLoaderConfig(DataConfig):
 class BenchTrainConfig(BenchLoaderConfig):
     """`easyhard bench train`: the training step of a scoring run, with and without recording."""
 
-    arch: str = field(default="convnet", metadata=param(
-        "Architecture (see `easyhard models`)."))
-    amp: str = field(default="auto", metadata=param(
-        "Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES))
-    channels_last: bool = field(default=True, metadata=param(
-        "Channels-last memory format (what `easyhard score` uses)."))
-    compile: bool = field(default=False, metadata=param(
-        "torch.compile the model (its first step is reported apart)."))
-    blocks: int = field(default=5, metadata=param(
-        "Alternating blocks per setting (recording, plain, ...): drift falls on both alike.",
-        min=1))
+    arch: str = field(default="convnet", metadata=param("Architecture (see `easyhard models`)."))
+    amp: str = field(
+        default="auto",
+        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
+    )
+    channels_last: bool = field(
+        default=True, metadata=param("Channels-last memory format (what `easyhard score` uses).")
+    )
+    compile: bool = field(
+        default=False, metadata=param("torch.compile the model (its first step is reported apart).")
+    )
+    blocks: int = field(
+        default=5,
+        metadata=param(
+            "Alternating blocks per setting (recording, plain, ...): drift falls on both alike.",
+            min=1,
+        ),
+    )
 
     def validate(self) -> None:
         super().validate()
         from .models import available_models
 
         if self.arch not in available_models():
-            raise ConfigError(f"unknown `arch` {self.arch!r}; choose one of "
-                              f"{', '.join(available_models())}")
+            raise ConfigError(
+                f"unknown `arch` {self.arch!r}; choose one of {', '.join(available_models())}"
+            )
         if self.steps < self.blocks:
-            raise ConfigError(f"`steps` ({self.steps}) must be at least `blocks` "
-                              f"({self.blocks}): each block times at least one step")
+            raise ConfigError(
+                f"`steps` ({self.steps}) must be at least `blocks` "
+                f"({self.blocks}): each block times at least one step"
+            )

@@ -11,6 +11,7 @@ output so that scores of different data never get mixed.
 Small sets (Fashion-MNIST, CIFAR, synthetic) are ArrayDatasets held in memory and fed by the
 GPU-resident loader; image folders are FileDatasets read by DALI (or the torch fallback).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -34,8 +35,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-in
 #: the output: "hard", "symlink", "copy", or None when every file was written anew)
 SubsetWritten = tuple[int, int, Union[str, None]]
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 log = logging.getLogger("easyhard.datasets")
 
@@ -56,15 +67,20 @@ class ArrayDataset:
     root: str | None = None  # where it was read from
     fingerprint: str = ""  # filled in by __post_init__ when empty
     #: Writes a subset in this dataset's own format (set by its reader; default subset.npz).
-    subset_writer: Callable[..., SubsetWritten] | None = field(default=None, repr=False,
-                                                               compare=False)
+    subset_writer: Callable[..., SubsetWritten] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise DatasetError(f"{self.name}: images must be uint8 [N, H, W, C], got "
-                               f"{self.images.dtype} {self.images.shape}")
+            raise DatasetError(
+                f"{self.name}: images must be uint8 [N, H, W, C], got "
+                f"{self.images.dtype} {self.images.shape}"
+            )
         if self.labels.shape != (len(self.images),):
-            raise DatasetError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
+            raise DatasetError(
+                f"{self.name}: {len(self.labels)} labels for {len(self.images)} images"
+            )
         self.labels = self.labels.astype(np.int64, copy=False)
         if not self.fingerprint:
             self.fingerprint = fingerprint_arrays(self.name, self.images, self.labels)
@@ -123,11 +139,14 @@ class FileDataset:
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if len(self.paths) != len(self.labels):
-            raise DatasetError(f"{self.name}: {len(self.labels)} labels for {len(self.paths)} files")
+            raise DatasetError(
+                f"{self.name}: {len(self.labels)} labels for {len(self.paths)} files"
+            )
         if not self.fingerprint:
             if self.file_sizes is None:
                 self.file_sizes = np.array(
-                    [os.path.getsize(os.path.join(self.root, p)) for p in self.paths], np.int64)
+                    [os.path.getsize(os.path.join(self.root, p)) for p in self.paths], np.int64
+                )
             self.fingerprint = fingerprint_files(self.paths, self.labels, self.file_sizes)
 
     #: Image files, decoded by a loader batch by batch.
@@ -227,8 +246,9 @@ def _open_maybe_gz(path: str) -> bytes:
     try:
         return gzip.decompress(data)
     except (EOFError, OSError, zlib.error) as e:  # truncated, or not gzip after all
-        raise DatasetError(f"{path} is a damaged gzip file ({e or 'truncated'}); download it "
-                           "again") from e
+        raise DatasetError(
+            f"{path} is a damaged gzip file ({e or 'truncated'}); download it again"
+        ) from e
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -241,12 +261,16 @@ def read_idx(path: str) -> np.ndarray:
         raise DatasetError(f"{path}: unknown idx element type 0x{data[2]:02x}")
     ndim = data[3]
     if len(data) < 4 + 4 * ndim:
-        raise DatasetError(f"{path}: truncated idx header ({len(data)} bytes for {ndim} dimensions)")
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        raise DatasetError(
+            f"{path}: truncated idx header ({len(data)} bytes for {ndim} dimensions)"
+        )
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     dtype = np.dtype(dtypes[data[2]])
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DatasetError(f"{path}: truncated idx file ({body.size} of {int(np.prod(dims))} values)")
+        raise DatasetError(
+            f"{path}: truncated idx file ({body.size} of {int(np.prod(dims))} values)"
+        )
     return body.reshape(dims).copy()  # writable, independent of the file buffer
 
 
@@ -285,13 +309,20 @@ def load_fashion_mnist(root: str | None = None, split: str = "train") -> ArrayDa
     labels = read_idx(lab).astype(np.int64)
     if images.ndim != 3:
         raise DatasetError(f"{img}: expected [N, 28, 28] images, got shape {images.shape}")
-    return ArrayDataset("fashion-mnist", split, images[..., None], labels,
-                        list(FASHION_MNIST_CLASSES), root,
-                        subset_writer=write_fashion_mnist_subset)
+    return ArrayDataset(
+        "fashion-mnist",
+        split,
+        images[..., None],
+        labels,
+        list(FASHION_MNIST_CLASSES),
+        root,
+        subset_writer=write_fashion_mnist_subset,
+    )
 
 
-def write_fashion_mnist_subset(ds: ArrayDataset, idx: np.ndarray, work: str,
-                               link: str) -> SubsetWritten:
+def write_fashion_mnist_subset(
+    ds: ArrayDataset, idx: np.ndarray, work: str, link: str
+) -> SubsetWritten:
     """Fashion-MNIST's four idx files: the split's pair holding the subset (gzipped like the
     source), the other split's pair placed unchanged (`link`), so `work` works as --data-dir."""
     root = ds.root
@@ -300,7 +331,9 @@ def write_fashion_mnist_subset(ds: ArrayDataset, idx: np.ndarray, work: str,
     src_images = _find(root, f"{prefix}-images-idx3-ubyte")
     gz = src_images.endswith(".gz")
     suffix = ".gz" if gz else ""
-    before = os.path.getsize(src_images) + os.path.getsize(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    before = os.path.getsize(src_images) + os.path.getsize(
+        _find(root, f"{prefix}-labels-idx1-ubyte")
+    )
     img_out = os.path.join(work, f"{prefix}-images-idx3-ubyte{suffix}")
     lab_out = os.path.join(work, f"{prefix}-labels-idx1-ubyte{suffix}")
     write_idx(img_out, ds.images[idx, :, :, 0], compress=gz)
@@ -309,8 +342,11 @@ def write_fashion_mnist_subset(ds: ArrayDataset, idx: np.ndarray, work: str,
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):  # the other split, unchanged
         src = _find(root, f"{other}-{kind}")
         if src is not None:
-            used = place(src, os.path.join(work, os.path.basename(src)),
-                          "copy" if link == "hard" and not same_device(src, work) else link)
+            used = place(
+                src,
+                os.path.join(work, os.path.basename(src)),
+                "copy" if link == "hard" and not same_device(src, work) else link,
+            )
     return before, os.path.getsize(img_out) + os.path.getsize(lab_out), used
 
 
@@ -320,11 +356,16 @@ class _SafeUnpickler(pickle.Unpickler):
     arbitrary callables run while reading a downloaded file."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
         # protocol 2 pickles an empty array's buffer as a call of bytes() (a batch of 0 rows)
-        ("__builtin__", "bytes"), ("builtins", "bytes"),
+        ("__builtin__", "bytes"),
+        ("builtins", "bytes"),
     }
 
     def find_class(self, module: str, name: str):
@@ -344,12 +385,24 @@ def _unpickle(data: bytes, what: str) -> dict:
 
 
 _CIFAR = {
-    "cifar10": {"folder": "cifar-10-batches-py", "archive": "cifar-10-python.tar.gz",
-                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
-                "meta": "batches.meta", "names": "label_names", "labels": "labels"},
-    "cifar100": {"folder": "cifar-100-python", "archive": "cifar-100-python.tar.gz",
-                 "train": ["train"], "test": ["test"], "meta": "meta",
-                 "names": "fine_label_names", "labels": "fine_labels"},
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "archive": "cifar-10-python.tar.gz",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": "batches.meta",
+        "names": "label_names",
+        "labels": "labels",
+    },
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "archive": "cifar-100-python.tar.gz",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": "meta",
+        "names": "fine_label_names",
+        "labels": "fine_labels",
+    },
 }
 
 
@@ -369,6 +422,7 @@ def _cifar_reader(root: str, spec: dict):
                 if name not in members:
                     raise DatasetError(f"{archive} has no member {name}")
                 return tar.extractfile(members[name]).read()
+
             return read, archive
     raise DatasetError(
         f"CIFAR files not found: looked for {spec['folder']}/ or {spec['archive']} in {root}. "
@@ -387,17 +441,29 @@ def load_cifar(name: str, root: str, split: str = "train") -> ArrayDataset:
         d = _unpickle(read(batch), f"{where}:{batch}")
         data = np.asarray(d["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3072:
-            raise DatasetError(f"{where}:{batch}: expected data of shape [n, 3072], got {data.shape}")
+            raise DatasetError(
+                f"{where}:{batch}: expected data of shape [n, 3072], got {data.shape}"
+            )
         y = np.asarray(d.get(spec["labels"], []))
-        if y.shape != (len(data),) or (len(y) and (y.dtype.kind not in "iu" or y.min() < 0
-                                                   or y.max() >= len(classes))):
-            raise DatasetError(f"{where}:{batch}: expected {len(data)} integer labels in "
-                               f"[0, {len(classes)}), got {y.dtype} {y.shape}"
-                               + (f" from {y.min()} to {y.max()}" if y.size and y.dtype.kind in "iuf" else ""))
+        if y.shape != (len(data),) or (
+            len(y) and (y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= len(classes))
+        ):
+            raise DatasetError(
+                f"{where}:{batch}: expected {len(data)} integer labels in "
+                f"[0, {len(classes)}), got {y.dtype} {y.shape}"
+                + (f" from {y.min()} to {y.max()}" if y.size and y.dtype.kind in "iuf" else "")
+            )
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(y.astype(np.int64))
-    return ArrayDataset(name, split, np.ascontiguousarray(np.concatenate(images)),
-                        np.concatenate(labels), classes, root, subset_writer=write_cifar_subset)
+    return ArrayDataset(
+        name,
+        split,
+        np.ascontiguousarray(np.concatenate(images)),
+        np.concatenate(labels),
+        classes,
+        root,
+        subset_writer=write_cifar_subset,
+    )
 
 
 def write_cifar_subset(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) -> SubsetWritten:
@@ -415,9 +481,12 @@ def write_cifar_subset(ds: ArrayDataset, idx: np.ndarray, work: str, link: str) 
     for b, part in zip(names, np.array_split(np.arange(len(idx)), len(names))):
         # str keys: read as str by torchvision (encoding="latin1") and by easyhard alike, as the
         # Python 2 strings of the original batches are.
-        batch = {"batch_label": f"easyhard subset of {b}", "data": data[part],
-                 spec["labels"]: [int(x) for x in labels[part]],
-                 "filenames": [f"{int(i)}.png" for i in idx[part]]}
+        batch = {
+            "batch_label": f"easyhard subset of {b}",
+            "data": data[part],
+            spec["labels"]: [int(x) for x in labels[part]],
+            "filenames": [f"{int(i)}.png" for i in idx[part]],
+        }
         with atomic_write(os.path.join(folder, b)) as f:
             pickle.dump(batch, f, protocol=2)
         after += os.path.getsize(os.path.join(folder, b))
@@ -441,7 +510,9 @@ def imagefolder_split_root(root: str, split: str) -> str:
     root itself for the training split (and no test split). A root whose only sub-folder is
     train/ (a compressed training split) is read as root/train: a single class named "train"
     could not be trained on anyway."""
-    held_out = [os.path.join(root, n) for n in ("val", "test") if os.path.isdir(os.path.join(root, n))]
+    held_out = [
+        os.path.join(root, n) for n in ("val", "test") if os.path.isdir(os.path.join(root, n))
+    ]
     has_train = os.path.isdir(os.path.join(root, "train"))
     if split == "train":
         if has_train and not held_out:
@@ -450,8 +521,9 @@ def imagefolder_split_root(root: str, split: str) -> str:
         return os.path.join(root, "train") if has_train else root
     if has_train and held_out:
         return held_out[0]
-    raise DatasetError(f"{root} has no test split: expected train/ beside val/ or test/ "
-                       "(the ImageNet layout)")
+    raise DatasetError(
+        f"{root} has no test split: expected train/ beside val/ or test/ (the ImageNet layout)"
+    )
 
 
 def load_imagefolder(root: str, split: str = "train", file_list: str | None = None) -> FileDataset:
@@ -475,7 +547,9 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
             with open(file_list, encoding="utf-8") as f:
                 lines = f.read().split("\n")
         except UnicodeDecodeError as e:
-            raise DatasetError(f"{file_list} is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+            raise DatasetError(
+                f"{file_list} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+            ) from e
         except OSError as e:
             raise DatasetError(f"cannot read the file list {file_list} ({e.strerror})") from e
         for lineno, line in enumerate(lines, 1):
@@ -486,7 +560,9 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
                 rel, label = line.rsplit(maxsplit=1)
                 label = int(label)
             except ValueError:
-                raise DatasetError(f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}")
+                raise DatasetError(
+                    f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}"
+                )
             if label < 0:
                 raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
             entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label))
@@ -496,12 +572,13 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         paths = [p for p, _ in entries]
         if len(set(paths)) != len(paths):
             raise DatasetError(f"{file_list} lists a file twice")
-        labels = np.array([l for _, l in entries], dtype=np.int64)
+        labels = np.array([label for _, label in entries], dtype=np.int64)
         classes = [str(c) for c in range(int(labels.max()) + 1)]
         missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
         if missing:
-            raise DatasetError(f"{len(missing)} files of {file_list} are missing under {root}, "
-                               f"e.g. {missing[0]}")
+            raise DatasetError(
+                f"{len(missing)} files of {file_list} are missing under {root}, e.g. {missing[0]}"
+            )
     else:
         classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
         if not classes:
@@ -516,24 +593,45 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
                     elif not fn.startswith("."):
                         ignored.append(rel)
         if ignored:
-            log.warning("%s: ignored %d file(s) that are not images (%s), e.g. %s", root,
-                        len(ignored), "/".join(IMAGE_EXTENSIONS), ignored[0])
+            log.warning(
+                "%s: ignored %d file(s) that are not images (%s), e.g. %s",
+                root,
+                len(ignored),
+                "/".join(IMAGE_EXTENSIONS),
+                ignored[0],
+            )
         if not pairs:
             raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
         pairs.sort()
         paths = [p for p, _ in pairs]
         labels = np.array([c for _, c in pairs], dtype=np.int64)
-    return FileDataset("imagefolder", split, os.path.abspath(root), paths, labels, classes,
-                       base=base, file_list=os.path.abspath(file_list) if file_list else None)
+    return FileDataset(
+        "imagefolder",
+        split,
+        os.path.abspath(root),
+        paths,
+        labels,
+        classes,
+        base=base,
+        file_list=os.path.abspath(file_list) if file_list else None,
+    )
 
 
 # ---------------------------------------------------------------------------- synthetic
-def make_synthetic(num_samples: int = 1024, num_classes: int = 10, image_size: int = 32,
-                   channels: int = 3, seed: int = 0, split: str = "train") -> ArrayDataset:
+def make_synthetic(
+    num_samples: int = 1024,
+    num_classes: int = 10,
+    image_size: int = 32,
+    channels: int = 3,
+    seed: int = 0,
+    split: str = "train",
+) -> ArrayDataset:
     """Random images whose class shifts their mean colour (learnable, for tests and benchmarks)."""
     if num_samples < 1 or num_classes < 2 or image_size < 1 or channels not in (1, 3):
-        raise DatasetError("synthetic data needs num_samples >= 1, num_classes >= 2, "
-                           "image_size >= 1 and 1 or 3 channels")
+        raise DatasetError(
+            "synthetic data needs num_samples >= 1, num_classes >= 2, "
+            "image_size >= 1 and 1 or 3 channels"
+        )
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     labels = rng.integers(0, num_classes, num_samples).astype(np.int64)
     centers = np.random.default_rng(seed).integers(40, 216, (num_classes, channels))
@@ -549,8 +647,14 @@ def _check_split(split: str) -> str:
     return split
 
 
-def load_dataset(name: str, root: str | None = None, split: str = "train", *,
-                 file_list: str | None = None, **synthetic) -> Dataset:
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    split: str = "train",
+    *,
+    file_list: str | None = None,
+    **synthetic,
+) -> Dataset:
     """Load a dataset by name (one of DATASETS). `root`: where its files are (default for
     Fashion-MNIST: /usr/share/datasets/fashion-mnist). For `imagefolder`, root is the folder of
     class sub-folders (or the folder a `file_list` is relative to). `synthetic` takes
@@ -559,8 +663,10 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", *,
         return load_fashion_mnist(root, split)
     if name in _CIFAR:
         if root is None:
-            raise DatasetError(f"{name} needs `data_dir`: the folder holding "
-                               f"{_CIFAR[name]['folder']}/ or {_CIFAR[name]['archive']}")
+            raise DatasetError(
+                f"{name} needs `data_dir`: the folder holding "
+                f"{_CIFAR[name]['folder']}/ or {_CIFAR[name]['archive']}"
+            )
         return load_cifar(name, root, split)
     if name == "imagefolder":
         if root is None:

@@ -42,6 +42,7 @@ difference to random removal), ``removal-config.toml`` (the resolved configurati
 ``--force`` replaces only an earlier easyhard experiment). This module imports torch only inside
 its functions.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,17 +69,27 @@ BUDGETS = ("epochs", "steps")
 REFERENCE = "none"  # the order of the full-data reference (fraction 0)
 
 FORMAT, MANIFEST = "easyhard.experiment", "experiment.json"
-CONFIG_FILE, RESULTS, SUMMARY, FIGURE = ("removal-config.toml", "results.jsonl", "summary.md",
-                                         "removal.png")
+CONFIG_FILE, RESULTS, SUMMARY, FIGURE = (
+    "removal-config.toml",
+    "results.jsonl",
+    "summary.md",
+    "removal.png",
+)
 CELLS, CELL_RESULT = "cells", "result.json"
 #: The experiments one folder can hold; they share its cells (dropping the easiest 30% is keeping
 #: the hardest 70%: one training).
 KINDS = ("removal", "compression")
 #: What each experiment writes at the top of its folder (besides the shared manifest).
-KIND_FILES = {"removal": (CONFIG_FILE, RESULTS, SUMMARY, FIGURE),
-              "compression": ("compression-config.toml", "compression-results.jsonl",
-                              "compression-summary.md", "compression.png",
-                              "compression-cost.png")}
+KIND_FILES = {
+    "removal": (CONFIG_FILE, RESULTS, SUMMARY, FIGURE),
+    "compression": (
+        "compression-config.toml",
+        "compression-results.jsonl",
+        "compression-summary.md",
+        "compression.png",
+        "compression-cost.png",
+    ),
+}
 #: Everything an experiment writes at the top of its folder, and in a cell folder.
 TOP_FILES = (MANIFEST,) + tuple(f for k in KINDS for f in KIND_FILES[k])
 CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "history.bin", CELL_RESULT)
@@ -89,9 +100,29 @@ GRID_FIELDS = ("fractions", "orders", "seeds", "score", "budget")
 HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 JOB_ONLY_FIELDS = ("workers",)
 #: The fields of a results.jsonl line; the timing fields differ between repetitions.
-ROW_FIELDS = ("score", "budget", "fraction", "order", "seed", "test_acc", "train_acc", "epochs",
-              "steps", "kept", "removed", "excluded", "balanced", "arch", "window", "dataset",
-              "selection_seed", "tie_seed", "cell", "seconds", "images_per_s")
+ROW_FIELDS = (
+    "score",
+    "budget",
+    "fraction",
+    "order",
+    "seed",
+    "test_acc",
+    "train_acc",
+    "epochs",
+    "steps",
+    "kept",
+    "removed",
+    "excluded",
+    "balanced",
+    "arch",
+    "window",
+    "dataset",
+    "selection_seed",
+    "tie_seed",
+    "cell",
+    "seconds",
+    "images_per_s",
+)
 TIMING_FIELDS = ("seconds", "images_per_s")
 ORDER_RANK = {REFERENCE: 0, **{o: i + 1 for i, o in enumerate(REMOVAL_ORDERS)}}
 
@@ -153,8 +184,14 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half}
 
 
-def paired_summary(rows: Sequence[dict], group: Sequence[str], order_field: str,
-                   reference: str, baseline: str, sort_key: Callable[[tuple], Any]) -> list[dict]:
+def paired_summary(
+    rows: Sequence[dict],
+    group: Sequence[str],
+    order_field: str,
+    reference: str,
+    baseline: str,
+    sort_key: Callable[[tuple], Any],
+) -> list[dict]:
     """One entry per `group` key of results rows (the last field, `order_field`, is what was
     done): test accuracy over seeds (n, mean, std) and the paired differences (same seed) to the
     full data (`vs_full`: the same key with `reference` in `order_field`, and fraction 0) and to
@@ -170,15 +207,27 @@ def paired_summary(rows: Sequence[dict], group: Sequence[str], order_field: str,
     out = []
     for key in sorted(groups, key=sort_key):
         accs = groups[key]
-        entry = {**dict(zip(group, key)), "seeds": sorted(accs),
-                 **{f"acc_{k}": v for k, v in t_interval(list(accs.values())).items()}}
+        entry = {
+            **dict(zip(group, key)),
+            "seeds": sorted(accs),
+            **{f"acc_{k}": v for k, v in t_interval(list(accs.values())).items()},
+        }
         entry["kept"] = next(iter(kept[key])) if len(kept[key]) == 1 else None
         order = key[where]
-        refs = [k for k in groups if k[where] == reference
-                and all(k[i] == key[i] for i in range(len(key)) if i != where and group[i]
-                        not in ("fraction", "keep"))]
-        for name, other in (("vs_full", refs[0] if refs else None),
-                            ("vs_random", key[:where] + (baseline,) + key[where + 1:])):
+        refs = [
+            k
+            for k in groups
+            if k[where] == reference
+            and all(
+                k[i] == key[i]
+                for i in range(len(key))
+                if i != where and group[i] not in ("fraction", "keep")
+            )
+        ]
+        for name, other in (
+            ("vs_full", refs[0] if refs else None),
+            ("vs_random", key[:where] + (baseline,) + key[where + 1 :]),
+        ):
             if order == reference or (name == "vs_random" and order == baseline):
                 continue
             base = groups.get(other, {})
@@ -192,8 +241,14 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     seeds (n, mean, std) and the paired differences (same seed) to the full data (`vs_full`) and
     to random removal at the same fraction (`vs_random`, easiest and hardest only), each a
     t_interval of the differences."""
-    return paired_summary(rows, ("score", "budget", "fraction", "order"), "order", REFERENCE,
-                          "random", lambda k: (k[0], BUDGETS.index(k[1]), k[2], ORDER_RANK[k[3]]))
+    return paired_summary(
+        rows,
+        ("score", "budget", "fraction", "order"),
+        "order",
+        REFERENCE,
+        "random",
+        lambda k: (k[0], BUDGETS.index(k[1]), k[2], ORDER_RANK[k[3]]),
+    )
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -208,8 +263,13 @@ class Request:
     k: int  # seed index: training seed = cfg.seed + k
 
     def sort_key(self) -> tuple:
-        return (self.score, BUDGETS.index(self.budget), self.fraction, ORDER_RANK[self.order],
-                self.k)
+        return (
+            self.score,
+            BUDGETS.index(self.budget),
+            self.fraction,
+            ORDER_RANK[self.order],
+            self.k,
+        )
 
 
 @dataclass
@@ -255,12 +315,24 @@ def experiment_identity(cfg: "RemovalConfig", fingerprint: str, score_sha256: st
     the dataset and the scores input's content."""
     skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | set(JOB_ONLY_FIELDS)
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-    return {"experiment": "removal", "dataset_fingerprint": fingerprint,
-            "score_file_sha256": score_sha256, "config": config}
+    return {
+        "experiment": "removal",
+        "dataset_fingerprint": fingerprint,
+        "score_file_sha256": score_sha256,
+        "config": config,
+    }
 
 
-def removal_subset(table, alive: np.ndarray, score: str, order: str, fraction: float,
-                   balanced: bool, seed: int, tie_seed: int):
+def removal_subset(
+    table,
+    alive: np.ndarray,
+    score: str,
+    order: str,
+    fraction: float,
+    balanced: bool,
+    seed: int,
+    tie_seed: int,
+):
     """(indices, info) of the examples kept when `order` removal takes away `fraction` of the
     examples that take part (`alive`): removed = round(fraction * n), class-balanced or
     global."""
@@ -271,24 +343,40 @@ def removal_subset(table, alive: np.ndarray, score: str, order: str, fraction: f
     removed = int(math.floor(fraction * n + 0.5))
     keep = n - removed
     if keep < 1:
-        raise ValueError(f"removing {fraction:g} of the {n} examples leaves none: lower "
-                         "`fractions`")
+        raise ValueError(
+            f"removing {fraction:g} of the {n} examples leaves none: lower `fractions`"
+        )
     if order == "random":
         key, strategy, ties = np.zeros(len(alive)), "random", None
     else:  # removing the easiest keeps the hardest, and the other way round
         key = hardness(score, table.scores[score])
         strategy, ties = ("hardest" if order == "easiest" else "easiest"), tie_seed
-    sel = select(key, table.labels, table.num_classes, keep, strategy=strategy,
-                 balanced=balanced, seed=seed, score_name=score, exclude=~alive, tie_seed=ties)
-    info = {"kept": int(len(sel.indices)), "removed": removed,
-            "kept_per_class": sel.kept_per_class.tolist(),
-            "strategy": strategy, "tie_seed": ties, "random_seed": seed if order == "random"
-            else None}
+    sel = select(
+        key,
+        table.labels,
+        table.num_classes,
+        keep,
+        strategy=strategy,
+        balanced=balanced,
+        seed=seed,
+        score_name=score,
+        exclude=~alive,
+        tie_seed=ties,
+    )
+    info = {
+        "kept": int(len(sel.indices)),
+        "removed": removed,
+        "kept_per_class": sel.kept_per_class.tolist(),
+        "strategy": strategy,
+        "tie_seed": ties,
+        "random_seed": seed if order == "random" else None,
+    }
     return sel.indices, info
 
 
-def plan(cfg: "RemovalConfig", table, fingerprint: str) -> tuple[list[tuple[Request, str]],
-                                                               dict[str, Cell]]:
+def plan(
+    cfg: "RemovalConfig", table, fingerprint: str
+) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
     """Every request of the configuration's grid and the unique cells they need (by id), in
     training order: seed by seed, the reference first, so that a stopped run already holds whole
     curves."""
@@ -315,16 +403,23 @@ def plan(cfg: "RemovalConfig", table, fingerprint: str) -> tuple[list[tuple[Requ
                         key = (score, order, fraction)
                     if key not in subsets:
                         if order == REFERENCE:
-                            subsets[key] = reference_subset(alive, table.labels,
-                                                            table.num_classes)
+                            subsets[key] = reference_subset(alive, table.labels, table.num_classes)
                         else:
                             subsets[key] = removal_subset(
-                                table, alive, score, order, fraction, cfg.balanced,
-                                cfg.selection_seed + k, cfg.selection_seed)
+                                table,
+                                alive,
+                                score,
+                                order,
+                                fraction,
+                                cfg.balanced,
+                                cfg.selection_seed + k,
+                                cfg.selection_seed,
+                            )
                     idx, info = subsets[key]
                     req = Request(score, budget, fraction, order, k)
-                    cid = add_cell(cells, run_cfg, cfg.arch, k, fingerprint, idx, info, budget,
-                                   full_steps, req)
+                    cid = add_cell(
+                        cells, run_cfg, cfg.arch, k, fingerprint, idx, info, budget, full_steps, req
+                    )
                     requests.append((req, cid))
     requests.sort(key=lambda rc: rc[0].sort_key())
     return requests, cells
@@ -333,13 +428,27 @@ def plan(cfg: "RemovalConfig", table, fingerprint: str) -> tuple[list[tuple[Requ
 def reference_subset(alive: np.ndarray, labels: np.ndarray, num_classes: int):
     """(indices, info) of the full data: every example that takes part."""
     return np.flatnonzero(alive).astype(np.int64), {
-        "kept": int(alive.sum()), "removed": 0, "kept_per_class": np.bincount(
-            labels[alive], minlength=num_classes).tolist(),
-        "strategy": None, "tie_seed": None, "random_seed": None}
+        "kept": int(alive.sum()),
+        "removed": 0,
+        "kept_per_class": np.bincount(labels[alive], minlength=num_classes).tolist(),
+        "strategy": None,
+        "tie_seed": None,
+        "random_seed": None,
+    }
 
 
-def add_cell(cells: dict[str, "Cell"], run_cfg, arch: str, k: int, fingerprint: str,
-             idx: np.ndarray, info: dict, budget: str, full_steps: int, request: Any) -> str:
+def add_cell(
+    cells: dict[str, "Cell"],
+    run_cfg,
+    arch: str,
+    k: int,
+    fingerprint: str,
+    idx: np.ndarray,
+    info: dict,
+    budget: str,
+    full_steps: int,
+    request: Any,
+) -> str:
     """The id of the cell that trains `idx` with seed index k under `budget` (created in
     `cells` when new), with `request` added to it. The id is a digest of the training's identity
     (train.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
@@ -393,18 +502,28 @@ def _cell_folders(out: str) -> list[str]:
     cells = os.path.join(out, CELLS)
     if not os.path.isdir(cells) or os.path.islink(cells):
         return []
-    return sorted(os.path.join(cells, n) for n in os.listdir(cells)
-                  if not (_LOCK.match(n) and os.path.isfile(os.path.join(cells, n))
-                          and not os.path.islink(os.path.join(cells, n))))
+    return sorted(
+        os.path.join(cells, n)
+        for n in os.listdir(cells)
+        if not (
+            _LOCK.match(n)
+            and os.path.isfile(os.path.join(cells, n))
+            and not os.path.islink(os.path.join(cells, n))
+        )
+    )
 
 
 def _lock_files(out: str) -> list[str]:
     cells = os.path.join(out, CELLS)
     if not os.path.isdir(cells) or os.path.islink(cells):
         return []
-    return [os.path.join(cells, n) for n in os.listdir(cells)
-            if _LOCK.match(n) and os.path.isfile(os.path.join(cells, n))
-            and not os.path.islink(os.path.join(cells, n))]
+    return [
+        os.path.join(cells, n)
+        for n in os.listdir(cells)
+        if _LOCK.match(n)
+        and os.path.isfile(os.path.join(cells, n))
+        and not os.path.islink(os.path.join(cells, n))
+    ]
 
 
 @contextlib.contextmanager
@@ -443,8 +562,11 @@ def _only_own_files(out: str) -> str | None:
             return cell
         for name in sorted(os.listdir(cell)):
             path = os.path.join(cell, name)
-            if not (name in CELL_FILES or _own_temp(name, CELL_FILES)) or not os.path.isfile(path) \
-                    or os.path.islink(path):
+            if (
+                not (name in CELL_FILES or _own_temp(name, CELL_FILES))
+                or not os.path.isfile(path)
+                or os.path.islink(path)
+            ):
                 return path
     return None
 
@@ -492,8 +614,13 @@ def experiments_of(record: dict | None) -> dict[str, dict]:
     kind = record.get("experiment")
     if kind not in KINDS:
         return {}
-    return {kind: {k: v for k, v in record.items()
-                   if k not in ("format", "format_version", "entries", "file_count")}}
+    return {
+        kind: {
+            k: v
+            for k, v in record.items()
+            if k not in ("format", "format_version", "entries", "file_count")
+        }
+    }
 
 
 def write_manifest(out: str, kind: str, entry: dict) -> None:
@@ -501,12 +628,24 @@ def write_manifest(out: str, kind: str, entry: dict) -> None:
     other experiments in the folder kept (they share its cells)."""
     exps = experiments_of(_read_manifest(out))
     exps[kind] = entry
-    seal_output(out, MANIFEST, {"format": FORMAT, "format_version": 2,
-                                "experiments": {k: exps[k] for k in KINDS if k in exps}})
+    seal_output(
+        out,
+        MANIFEST,
+        {
+            "format": FORMAT,
+            "format_version": 2,
+            "experiments": {k: exps[k] for k in KINDS if k in exps},
+        },
+    )
 
 
-def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
-                   sources: dict[str, str] | None = None) -> str:
+def prepare_output(
+    out: str,
+    identity: dict,
+    force: bool,
+    kind: str = "removal",
+    sources: dict[str, str] | None = None,
+) -> str:
     """May the `kind` experiment go to `out`? "new" (absent or empty), "continued" (an earlier
     `kind` experiment of the same identity: the same recipe, dataset and scores), "joined" (the
     folder holds the other kind of experiment: cells are shared) or "replaced" (an earlier
@@ -531,9 +670,11 @@ def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
         if any(k != kind for k in exps):  # keep the other experiment and the shared cells
             other = _only_own_files(out)
             if other:
-                raise OutputExistsError(f"{out} holds {other}, which easyhard did not write; "
-                                        "`force=True` does not delete it: move it or choose "
-                                        "another folder")
+                raise OutputExistsError(
+                    f"{out} holds {other}, which easyhard did not write; "
+                    "`force=True` does not delete it: move it or choose "
+                    "another folder"
+                )
             for name in KIND_FILES[kind]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(out, name))
@@ -547,28 +688,40 @@ def prepare_output(out: str, identity: dict, force: bool, kind: str = "removal",
                 raise
         other = _only_own_files(out)
         if other:
-            raise OutputExistsError(f"{out} holds {other}, which easyhard did not write; "
-                                    "`force=True` does not delete it: move it or choose another "
-                                    "folder")
+            raise OutputExistsError(
+                f"{out} holds {other}, which easyhard did not write; "
+                "`force=True` does not delete it: move it or choose another "
+                "folder"
+            )
         _remove_experiment(out)
         return "replaced"
     if record is None or record.get("format") != FORMAT or not exps:
-        raise OutputExistsError(f"{out} is not empty and holds no easyhard experiment "
-                                f"({MANIFEST}): choose another `out`")
+        raise OutputExistsError(
+            f"{out} is not empty and holds no easyhard experiment "
+            f"({MANIFEST}): choose another `out`"
+        )
     if kind not in exps:
         return "joined"
-    grid = "more seeds, fractions, orders, scores or budgets" if kind == "removal" else \
-        "more seeds, kept fractions, strategies, scores, windows, scores inputs or budgets"
+    grid = (
+        "more seeds, fractions, orders, scores or budgets"
+        if kind == "removal"
+        else "more seeds, kept fractions, strategies, scores, windows, scores inputs or budgets"
+    )
     diff = identity_differences(exps[kind].get("identity") or {}, identity)
     before = exps[kind].get("sources") or {}
-    diff += [f"the scores input labelled {label!r} has other content (sha256 "
-             f"{before[label][:12]}... there, {sha[:12]}... now)"
-             for label, sha in (sources or {}).items() if label in before and before[label] != sha]
+    diff += [
+        f"the scores input labelled {label!r} has other content (sha256 "
+        f"{before[label][:12]}... there, {sha[:12]}... now)"
+        for label, sha in (sources or {}).items()
+        if label in before and before[label] != sha
+    ]
     if diff:
-        raise ValueError(f"{out} holds a {kind} experiment with other settings "
-                         f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}): repeat its "
-                         f"settings to continue it ({grid} add cells), or use a new `out`, or "
-                         "`force=True` to replace it")
+        raise ValueError(
+            f"{out} holds a {kind} experiment with other settings "
+            f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}): repeat its "
+            f"settings to continue it ({grid} add cells), or use a new `out`, or "
+            "`force=True` to replace it"
+        )
     return "continued"
 
 
@@ -582,12 +735,14 @@ def read_cell_result(cell_dir: str, cell: Cell) -> dict | None:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} cannot be read ({e}): move the folder {cell_dir} away to "
-                         "train that cell again") from e
+        raise ValueError(
+            f"{path} cannot be read ({e}): move the folder {cell_dir} away to train that cell again"
+        ) from e
     from .train import check_same_run
 
-    check_same_run(result.get("identity") if isinstance(result, dict) else None, cell.identity,
-                   path)
+    check_same_run(
+        result.get("identity") if isinstance(result, dict) else None, cell.identity, path
+    )
     return result
 
 
@@ -599,17 +754,30 @@ def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
     seconds = float(sum(m["seconds"] for m in metrics))
     images = int(sum(m["images"] for m in metrics))
     if last["steps"] != cell.steps or last["test_acc"] is None:
-        raise RuntimeError(f"cell {cell.id} ended after {last['steps']} steps instead of "
-                           f"{cell.steps}, or without a test accuracy")
-    return {"identity": cell.identity, "test_acc": last["test_acc"],
-            "train_acc": last["train_acc"], "epochs": len(metrics), "steps": last["steps"],
-            "images": images, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9),
-            **cell.selection}
+        raise RuntimeError(
+            f"cell {cell.id} ended after {last['steps']} steps instead of "
+            f"{cell.steps}, or without a test accuracy"
+        )
+    return {
+        "identity": cell.identity,
+        "test_acc": last["test_acc"],
+        "train_acc": last["train_acc"],
+        "epochs": len(metrics),
+        "steps": last["steps"],
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / max(seconds, 1e-9),
+        **cell.selection,
+    }
 
 
 # ---------------------------------------------------------------------------- outputs
-def result_rows(cfg: "RemovalConfig", requests: Sequence[tuple[Request, str]],
-                results: dict[str, dict], excluded_count: int) -> list[dict]:
+def result_rows(
+    cfg: "RemovalConfig",
+    requests: Sequence[tuple[Request, str]],
+    results: dict[str, dict],
+    excluded_count: int,
+) -> list[dict]:
     """results.jsonl's lines (ROW_FIELDS) for the requests whose cell has finished, in the
     requests' order."""
     rows = []
@@ -617,15 +785,31 @@ def result_rows(cfg: "RemovalConfig", requests: Sequence[tuple[Request, str]],
         r = results.get(cid)
         if r is None:
             continue
-        rows.append({
-            "score": req.score, "budget": req.budget, "fraction": req.fraction,
-            "order": req.order, "seed": cfg.seed + req.k, "test_acc": r["test_acc"],
-            "train_acc": r["train_acc"], "epochs": r["epochs"], "steps": r["steps"],
-            "kept": r["kept"], "removed": r["removed"], "excluded": excluded_count,
-            "balanced": cfg.balanced, "arch": cfg.arch, "window": cfg.window,
-            "dataset": cfg.dataset, "selection_seed": cfg.selection_seed,
-            "tie_seed": r["tie_seed"], "cell": cid, "seconds": round(r["seconds"], 3),
-            "images_per_s": round(r["images_per_s"], 1)})
+        rows.append(
+            {
+                "score": req.score,
+                "budget": req.budget,
+                "fraction": req.fraction,
+                "order": req.order,
+                "seed": cfg.seed + req.k,
+                "test_acc": r["test_acc"],
+                "train_acc": r["train_acc"],
+                "epochs": r["epochs"],
+                "steps": r["steps"],
+                "kept": r["kept"],
+                "removed": r["removed"],
+                "excluded": excluded_count,
+                "balanced": cfg.balanced,
+                "arch": cfg.arch,
+                "window": cfg.window,
+                "dataset": cfg.dataset,
+                "selection_seed": cfg.selection_seed,
+                "tie_seed": r["tie_seed"],
+                "cell": cid,
+                "seconds": round(r["seconds"], 3),
+                "images_per_s": round(r["images_per_s"], 1),
+            }
+        )
     return rows
 
 
@@ -647,18 +831,24 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
     """summary.md: what was run, then one table per (score, budget)."""
     budgets = {
         "epochs": f"every subset is trained for {cfg.epochs} epoch(s): a smaller subset gets "
-                  "fewer optimizer steps",
+        "fewer optimizer steps",
         "steps": f"every subset is trained for the full data's {context['full_steps']} "
-                 f"optimizer steps ({cfg.epochs} epoch(s) of {context['n']} examples, batch "
-                 f"{cfg.batch_size}): more epochs over a smaller subset, the last one cut at the "
-                 "exact step, with the full data's learning-rate schedule"}
+        f"optimizer steps ({cfg.epochs} epoch(s) of {context['n']} examples, batch "
+        f"{cfg.batch_size}): more epochs over a smaller subset, the last one cut at the "
+        "exact step, with the full data's learning-rate schedule",
+    }
     window = "all recorded epochs" if cfg.window is None else f"the first {cfg.window} epoch(s)"
     lines = [
-        "# Removal experiment", "",
+        "# Removal experiment",
+        "",
         f"- Dataset: {cfg.dataset} (fingerprint `{context['fingerprint']}`), {context['n']} "
         f"training examples take part"
-        + (f" ({context['excluded']} never presented during scoring are left out of every "
-           "subset, the reference included)" if context["excluded"] else "")
+        + (
+            f" ({context['excluded']} never presented during scoring are left out of every "
+            "subset, the reference included)"
+            if context["excluded"]
+            else ""
+        )
         + f"; test accuracy on the full test split ({context['test_size']} examples).",
         f"- Training: {cfg.arch}, {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), batch "
         f"{cfg.batch_size}, {cfg.epochs} epoch(s) on the full data, seeds {cfg.seed}.."
@@ -673,40 +863,60 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
         "- Test accuracy in %: mean ± standard deviation over the n seeds. Δ: paired difference "
         "(same training seed) in percentage points, mean [95% t-interval over the n seeds, "
         "n − 1 degrees of freedom]; an interval that excludes 0 is a difference these seeds "
-        "resolve.", ""]
+        "resolve.",
+        "",
+    ]
     by_group: dict[tuple, list[dict]] = {}
     for e in stats:
         by_group.setdefault((e["score"], e["budget"]), []).append(e)
     for (score, budget), entries in by_group.items():
-        lines += [f"## {score}, budget: {budget}", "",
-                  "| removed | order | kept | n | test acc % | Δ vs full data | Δ vs random |",
-                  "|---:|:---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {score}, budget: {budget}",
+            "",
+            "| removed | order | kept | n | test acc % | Δ vs full data | Δ vs random |",
+            "|---:|:---|---:|---:|---:|---:|---:|",
+        ]
         for e in entries:
             acc = _pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {_pts(e['acc_std'])}")
             order = "none (full data)" if e["order"] == REFERENCE else e["order"]
-            lines.append(f"| {e['fraction']:.0%} | {order} | "
-                         f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
-                         f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} |")
+            lines.append(
+                f"| {e['fraction']:.0%} | {order} | "
+                f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
+                f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
-def error_bars(entries: Sequence[dict], key_mean: str = "acc_mean", key_low: str = "acc_low",
-               key_high: str = "acc_high") -> tuple[np.ndarray, np.ndarray | None]:
+def error_bars(
+    entries: Sequence[dict],
+    key_mean: str = "acc_mean",
+    key_low: str = "acc_low",
+    key_high: str = "acc_high",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Means (%) and matplotlib's asymmetric error bars (%) of statistics entries; no bars when
     an entry has no interval (fewer than two seeds)."""
     y = np.array([100 * e[key_mean] for e in entries])
     err = None
     if all(e[key_low] is not None for e in entries):
-        err = np.array([[100 * (e[key_mean] - e[key_low]) for e in entries],
-                        [100 * (e[key_high] - e[key_mean]) for e in entries]])
+        err = np.array(
+            [
+                [100 * (e[key_mean] - e[key_low]) for e in entries],
+                [100 * (e[key_high] - e[key_mean]) for e in entries],
+            ]
+        )
     return y, err
 
 
 def draw_full_data(ax, entry: dict) -> None:
     """The full-data reference: a dashed line at its mean accuracy, its 95% interval a band."""
-    ax.axhline(100 * entry["acc_mean"], color="black", lw=1.2, ls="--",
-               label=f"full data (n={entry['acc_n']})")
+    ax.axhline(
+        100 * entry["acc_mean"],
+        color="black",
+        lw=1.2,
+        ls="--",
+        label=f"full data (n={entry['acc_n']})",
+    )
     if entry["acc_low"] is not None:
         ax.axhspan(100 * entry["acc_low"], 100 * entry["acc_high"], color="black", alpha=0.1)
 
@@ -731,11 +941,15 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     combos = list(dict.fromkeys((e["score"], e["budget"]) for e in stats))
-    fig, axes = plt.subplots(2, len(combos), figsize=(5.2 * len(combos), 8.4), squeeze=False,
-                             sharex=True, sharey="row")  # one scale per row: panels compare
+    fig, axes = plt.subplots(
+        2, len(combos), figsize=(5.2 * len(combos), 8.4), squeeze=False, sharex=True, sharey="row"
+    )  # one scale per row: panels compare
     colors = {"easiest": "tab:blue", "hardest": "tab:red", "random": "tab:gray"}
-    labels = {"easiest": "remove the easiest", "hardest": "remove the hardest",
-              "random": "remove at random"}
+    labels = {
+        "easiest": "remove the easiest",
+        "hardest": "remove the hardest",
+        "random": "remove at random",
+    }
     shift = {"easiest": -0.8, "random": 0.0, "hardest": 0.8}  # keeps error bars apart
 
     for col, (score, budget) in enumerate(combos):
@@ -751,15 +965,31 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
             x = np.array([100 * e["fraction"] for e in line]) + shift[order]
             y, err = error_bars(line)
             n = max(e["acc_n"] for e in line)
-            top.errorbar(x, y, yerr=err, color=colors[order], marker="o", ms=4, capsize=3,
-                         label=f"{labels[order]} (n={n})")
+            top.errorbar(
+                x,
+                y,
+                yerr=err,
+                color=colors[order],
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=f"{labels[order]} (n={n})",
+            )
             diffs = [e for e in line if e.get("vs_random") and e["vs_random"]["n"]]
             if diffs:
                 d = [e["vs_random"] for e in diffs]
                 xd = np.array([100 * e["fraction"] for e in diffs]) + shift[order]
                 yd, errd = error_bars(d, "mean", "low", "high")
-                bottom.errorbar(xd, yd, yerr=errd, color=colors[order], marker="o", ms=4,
-                                capsize=3, label=labels[order])
+                bottom.errorbar(
+                    xd,
+                    yd,
+                    yerr=errd,
+                    color=colors[order],
+                    marker="o",
+                    ms=4,
+                    capsize=3,
+                    label=labels[order],
+                )
         bottom.axhline(0, color="tab:gray", lw=1.2, label="remove at random (Δ = 0)")
         top.set_title(f"ranking: {score}; budget: {budget}")
         bottom.set_xlabel("removed fraction of the training set (%)")
@@ -783,9 +1013,11 @@ def partial_note(text: str, finished: int, cells: int) -> str:
     if finished >= cells:
         return text
     title, _, rest = text.partition("\n\n")
-    return (f"{title}\n\n- **Partial**: {finished} of {cells} distinct trainings have finished; "
-            "the tables hold those. The same command without --no-train trains the rest.\n"
-            f"{rest}")
+    return (
+        f"{title}\n\n- **Partial**: {finished} of {cells} distinct trainings have finished; "
+        "the tables hold those. The same command without --no-train trains the rest.\n"
+        f"{rest}"
+    )
 
 
 def _write_text(path: str, text: str) -> None:
@@ -806,16 +1038,20 @@ def load_data(cfg, kind: str):
     try:
         import matplotlib  # noqa: F401  (the figure is drawn at the end: fail before training)
     except ImportError as e:
-        raise ImportError(f"the {kind} experiment draws its figures with matplotlib: "
-                          "pip install matplotlib") from e
+        raise ImportError(
+            f"the {kind} experiment draws its figures with matplotlib: pip install matplotlib"
+        ) from e
     train, test = load_datasets(cfg, quiet=True)
     if not train.in_memory:
-        raise ValueError(f"the {kind} experiment trains on index subsets, which only in-memory "
-                         f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
-                         f"not {cfg.dataset}")
+        raise ValueError(
+            f"the {kind} experiment trains on index subsets, which only in-memory "
+            f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
+            f"not {cfg.dataset}"
+        )
     if test is None:
-        raise ValueError(f"{cfg.dataset} has no test split: the {kind} experiment measures test "
-                         "accuracy")
+        raise ValueError(
+            f"{cfg.dataset} has no test split: the {kind} experiment measures test accuracy"
+        )
     return device, train, test
 
 
@@ -826,20 +1062,31 @@ def load_score_table(path: str, window: int | None, train, dataset: str):
 
     table = load_scores(path, window)
     if table.fingerprint != train.fingerprint:
-        raise ValueError(f"{path} was scored on dataset fingerprint {table.fingerprint!r}, "
-                         f"but {dataset} has fingerprint {train.fingerprint!r}: the scores belong "
-                         "to other data")
+        raise ValueError(
+            f"{path} was scored on dataset fingerprint {table.fingerprint!r}, "
+            f"but {dataset} has fingerprint {train.fingerprint!r}: the scores belong "
+            "to other data"
+        )
     alive = ~excluded(table)
-    if len(table.labels) != len(train) or not np.array_equal(table.labels[alive],
-                                                             train.labels[alive]):
+    if len(table.labels) != len(train) or not np.array_equal(
+        table.labels[alive], train.labels[alive]
+    ):
         raise ValueError(f"{path} and {dataset} disagree on the examples or their labels")
     if not alive.any():
         raise ValueError(f"{path}: no example was presented during scoring")
     return table
 
 
-def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, say,
-                describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
+def train_cells(
+    todo: Sequence[Cell],
+    out: str,
+    run_cfg,
+    arch: str,
+    datasets,
+    say,
+    describe_cell: Callable[[Cell], str],
+    done: Callable[[Cell, dict], None],
+) -> None:
     """Train the cells of `todo` one after the other in OUT/cells/<id>/ (a half-finished one
     continues from its checkpoint), write each one's result.json and call done(cell, result)."""
     pending, n = list(todo), len(todo)
@@ -852,8 +1099,7 @@ def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, sa
                     busy.append(cell)
                     continue
                 count += 1
-                _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell,
-                            done)
+                _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell, done)
                 # finished (result.json is read before any training): the lock has done its job
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(out, CELLS, f"{cell.id}.lock"))
@@ -864,8 +1110,18 @@ def train_cells(todo: Sequence[Cell], out: str, run_cfg, arch: str, datasets, sa
         pending = busy
 
 
-def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datasets, say,
-                describe_cell: Callable[[Cell], str], done: Callable[[Cell, dict], None]) -> None:
+def _train_cell(
+    cell: Cell,
+    i: int,
+    n: int,
+    out: str,
+    run_cfg,
+    arch: str,
+    datasets,
+    say,
+    describe_cell: Callable[[Cell], str],
+    done: Callable[[Cell, dict], None],
+) -> None:
     """Train one cell, holding its lock; a cell another worker finished is read back."""
     from .train import train_run
 
@@ -876,25 +1132,42 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, run_cfg, arch: str, datase
         done(cell, found)
         return
     resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
-    budget = ("epochs budget" if cell.max_steps is None and
-              getattr(cell.requests[0], "budget", "epochs") == "epochs"
-              else f"steps budget: {cell.steps} steps")
-    say(f"[{i}/{n}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
+    budget = (
+        "epochs budget"
+        if cell.max_steps is None and getattr(cell.requests[0], "budget", "epochs") == "epochs"
+        else f"steps budget: {cell.steps} steps"
+    )
+    say(
+        f"[{i}/{n}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
         f"{cell.id}"
         f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
         f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
-        f"({budget}){'; resuming from its checkpoint' if resumed else ''}")
-    train_run(run_cfg, arch, cell.run, out, resume=True, quiet=True, datasets=datasets,
-              subset=cell.subset, max_steps=cell.max_steps, run_dir=cell_dir,
-              evaluate_every_epoch=False, save_scores=False)
+        f"({budget}){'; resuming from its checkpoint' if resumed else ''}"
+    )
+    train_run(
+        run_cfg,
+        arch,
+        cell.run,
+        out,
+        resume=True,
+        quiet=True,
+        datasets=datasets,
+        subset=cell.subset,
+        max_steps=cell.max_steps,
+        run_dir=cell_dir,
+        evaluate_every_epoch=False,
+        save_scores=False,
+    )
     outcome = _cell_outcome(cell_dir, cell)
     with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
         json.dump(outcome, f, indent=1)
     for name in ("checkpoint.pt", "history.bin"):  # finished: nothing to resume
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(cell_dir, name))
-    say(f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
-        f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left")
+    say(
+        f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
+        f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"
+    )
     done(cell, outcome)
 
 
@@ -909,13 +1182,21 @@ def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
     return results
 
 
-def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool = False,
-                quiet: bool = False, log: Callable[[str], None] | None = None,
-                train_missing: bool = True) -> dict:
+def run_removal(
+    cfg: "RemovalConfig",
+    score_file: str,
+    out: str,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    train_missing: bool = True,
+) -> dict:
     """Run (or continue) the removal experiment of `cfg` ranked by `score_file` in `out`;
     returns a summary (rows, statistics, counts). Everything that can be checked is checked
     before anything is written: the configuration, the device, the dataset (in-memory only for
-    now), the scores input (same data: fingerprint and labels; the scores asked for), the selections,
+    now), the scores input (same data: fingerprint and labels; the scores asked for), the
+    selections,
     where the output goes (not overlapping an input; empty, the same experiment to continue, the
     other kind of experiment to join, or with `force` an earlier easyhard experiment to
     replace)."""
@@ -930,31 +1211,49 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     alive = ~excluded(table)
     missing = [s for s in cfg.score_list() if s not in table.scores]
     if missing:
-        raise ValueError(f"{score_file} holds no {missing[0]!r} score (it has "
-                         f"{', '.join(sorted(table.scores))}): choose another `score`")
+        raise ValueError(
+            f"{score_file} holds no {missing[0]!r} score (it has "
+            f"{', '.join(sorted(table.scores))}): choose another `score`"
+        )
     requests, cells = plan(cfg, table, train.fingerprint)
     identity = experiment_identity(cfg, train.fingerprint, file_sha256(score_file))
     if not train_missing and force:
-        raise ValueError("`no_train` writes the outputs of an existing experiment; it does not go "
-                         "with `force`")
+        raise ValueError(
+            "`no_train` writes the outputs of an existing experiment; it does not go with `force`"
+        )
     state = prepare_output(out, identity, force)
     if not train_missing and state == "new":
         raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
     n, n_excluded = int(alive.sum()), int((~alive).sum())
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    context = {"fingerprint": train.fingerprint, "n": n, "excluded": n_excluded,
-               "test_size": len(test), "full_steps": full_steps,
-               "score_file": os.path.abspath(score_file), "easyhard_version": __version__,
-               "torch_version": _torch_version(), "device": str(device)}
+    context = {
+        "fingerprint": train.fingerprint,
+        "n": n,
+        "excluded": n_excluded,
+        "test_size": len(test),
+        "full_steps": full_steps,
+        "score_file": os.path.abspath(score_file),
+        "easyhard_version": __version__,
+        "torch_version": _torch_version(),
+        "device": str(device),
+    }
     grid = {name: getattr(cfg, name) for name in GRID_FIELDS}
 
     def manifest(finished: bool, done: int) -> None:
-        write_manifest(out, "removal", {
-            "finished": finished, "identity": identity, "grid": grid,
-            "config": dataclasses.asdict(cfg), **context,
-            "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
-            "outputs": [RESULTS, SUMMARY, FIGURE]})
+        write_manifest(
+            out,
+            "removal",
+            {
+                "finished": finished,
+                "identity": identity,
+                "grid": grid,
+                "config": dataclasses.asdict(cfg),
+                **context,
+                "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
+                "outputs": [RESULTS, SUMMARY, FIGURE],
+            },
+        )
 
     os.makedirs(out, exist_ok=True)
     _remove_stale_temps(out)
@@ -962,29 +1261,53 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     manifest(False, len(results))  # first: marks the folder as an experiment's
     from .config import to_toml
 
-    _write_text(os.path.join(out, CONFIG_FILE), to_toml(cfg, (
-        f"written by easyhard experiment removal {__version__}: the resolved configuration.\n"
-        "Repeat or continue it: easyhard experiment removal SCORES --config <a copy> --out "
-        "<folder>")))
+    _write_text(
+        os.path.join(out, CONFIG_FILE),
+        to_toml(
+            cfg,
+            (
+                f"written by easyhard experiment removal {__version__}: the resolved "
+                "configuration.\n"
+                "Repeat or continue it: easyhard experiment removal SCORES --config <a copy> --out "
+                "<folder>"
+            ),
+        ),
+    )
     os.makedirs(os.path.join(out, CELLS), exist_ok=True)
 
     todo = [c for c in cells.values() if c.id not in results] if train_missing else []
-    say(f"removal experiment in {os.path.abspath(out)} ({state}): {len(requests)} requested "
+    say(
+        f"removal experiment in {os.path.abspath(out)} ({state}): {len(requests)} requested "
         f"trainings, {len(cells)} distinct cells ({len(requests) - len(cells)} shared), "
         f"{len(cells) - len(todo)} finished earlier, {len(todo)} to train; {n} examples"
-        + (f" ({n_excluded} never presented during scoring, left out of every subset)"
-           if n_excluded else "")
+        + (
+            f" ({n_excluded} never presented during scoring, left out of every subset)"
+            if n_excluded
+            else ""
+        )
         + f"; budget(s): {', '.join(cfg.budget_list())}"
-        + (f" (steps: {full_steps} optimizer steps for every subset)"
-           if "steps" in cfg.budget_list() else ""))
+        + (
+            f" (steps: {full_steps} optimizer steps for every subset)"
+            if "steps" in cfg.budget_list()
+            else ""
+        )
+    )
 
     def done(cell: Cell, outcome: dict) -> None:
         results[cell.id] = outcome
         _write_rows(out, result_rows(cfg, requests, results, n_excluded))
         manifest(False, len(results))
 
-    train_cells(todo, out, training_config(cfg), cfg.arch, (train, test), say,
-                lambda cell: describe(cell.requests[0]), done)
+    train_cells(
+        todo,
+        out,
+        training_config(cfg),
+        cfg.arch,
+        (train, test),
+        say,
+        lambda cell: describe(cell.requests[0]),
+        done,
+    )
 
     rows = result_rows(cfg, requests, results, n_excluded)
     _write_rows(out, rows)
@@ -992,17 +1315,30 @@ def run_removal(cfg: "RemovalConfig", score_file: str, out: str, *, force: bool 
     text = partial_note(summary_markdown(cfg, stats, context), len(results), len(cells))
     _write_text(os.path.join(out, SUMMARY), text + "\n")
     seeds = f"{cfg.seeds} seed{'s' if cfg.seeds > 1 else ''}"
-    plot_removal(stats, os.path.join(out, FIGURE),
-                 f"Removal experiment: {cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the "
-                 f"full data, {'class-balanced' if cfg.balanced else 'global'} removal; mean and "
-                 f"95% t-interval over {seeds}")
+    plot_removal(
+        stats,
+        os.path.join(out, FIGURE),
+        f"Removal experiment: {cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the "
+        f"full data, {'class-balanced' if cfg.balanced else 'global'} removal; mean and "
+        f"95% t-interval over {seeds}",
+    )
     manifest(len(results) == len(cells), len(results))
-    return {"out": os.path.abspath(out), "state": state, "requested": len(requests),
-            "cells": len(cells), "trained": len(todo), "reused": len(cells) - len(todo),
-            "excluded": n_excluded, "full_steps": full_steps, "rows": rows,
-            "statistics": stats, "summary": text,
-            "files": {name: os.path.join(os.path.abspath(out), name)
-                      for name in (RESULTS, SUMMARY, FIGURE)}}
+    return {
+        "out": os.path.abspath(out),
+        "state": state,
+        "requested": len(requests),
+        "cells": len(cells),
+        "trained": len(todo),
+        "reused": len(cells) - len(todo),
+        "excluded": n_excluded,
+        "full_steps": full_steps,
+        "rows": rows,
+        "statistics": stats,
+        "summary": text,
+        "files": {
+            name: os.path.join(os.path.abspath(out), name) for name in (RESULTS, SUMMARY, FIGURE)
+        },
+    }
 
 
 def _write_rows(out: str, rows: list[dict], name: str = RESULTS) -> None:

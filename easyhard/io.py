@@ -3,6 +3,7 @@
 A killed process never leaves a half-written file under the final name: data goes to a temporary
 file in the same folder, is flushed to disk, and is renamed over the target in one step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,7 @@ class BackgroundWriter:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self.wait()
-        self._thread = threading.Thread(target=self._run, args=(fn, args),
-                                        name="easyhard-writer")
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="easyhard-writer")
         self._thread.start()
 
     def wait(self) -> None:
@@ -105,11 +105,15 @@ def check_disjoint(output: str | os.PathLike, inputs: dict[str, str | os.PathLik
         if src is None:
             continue
         if inside(output, src):
-            raise ValueError(f"the output {output} lies inside the {what} {src} (an input is never "
-                             "an output): write elsewhere")
+            raise ValueError(
+                f"the output {output} lies inside the {what} {src} (an input is never "
+                "an output): write elsewhere"
+            )
         if inside(src, output):
-            raise ValueError(f"the {what} {src} lies inside the output {output}: writing there "
-                             "could replace it; choose an output folder that holds no input")
+            raise ValueError(
+                f"the {what} {src} lies inside the output {output}: writing there "
+                "could replace it; choose an output folder that holds no input"
+            )
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -133,16 +137,22 @@ def _count_files(folder: str) -> int:
     return n
 
 
-def seal_output(folder: str, manifest_name: str, record: dict, transient: tuple[str, ...] = ()) -> dict:
+def seal_output(
+    folder: str, manifest_name: str, record: dict, transient: tuple[str, ...] = ()
+) -> dict:
     """Write `record` as the folder's manifest (JSON, atomically), adding what the folder holds
     (top-level ``entries`` and ``file_count``) so that a later ``--force`` can tell the folder
     is entirely easyhard's own. Call it last, when everything else is written; top-level files
     named in `transient` are about to be removed and are not listed."""
     names = set(os.listdir(folder)) - set(transient)
     entries = sorted(names | {manifest_name})
-    record = {**record, "entries": entries,
-              "file_count": _count_files(folder) - (len(os.listdir(folder)) - len(names))
-              + (manifest_name not in names)}
+    record = {
+        **record,
+        "entries": entries,
+        "file_count": _count_files(folder)
+        - (len(os.listdir(folder)) - len(names))
+        + (manifest_name not in names),
+    }
     with atomic_write(os.path.join(folder, manifest_name), "w") as f:
         json.dump(record, f, indent=1)
     return record
@@ -171,26 +181,36 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
     if not names:
         return
     if not force:
-        raise OutputExistsError(f"{folder} exists and is not empty; choose another folder, or pass "
-                                "`force=True` to replace an earlier easyhard output there")
+        raise OutputExistsError(
+            f"{folder} exists and is not empty; choose another folder, or pass "
+            "`force=True` to replace an earlier easyhard output there"
+        )
     record = read_json_object(os.path.join(folder, manifest_name))
     if record is None or record.get("format") != fmt:
-        raise OutputExistsError(f"{folder} is not empty and is not an earlier easyhard output "
-                                f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
-                                "easyhard's own outputs: choose another folder")
+        raise OutputExistsError(
+            f"{folder} is not empty and is not an earlier easyhard output "
+            f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
+            "easyhard's own outputs: choose another folder"
+        )
     entries = record.get("entries")
     if not isinstance(entries, list):
-        raise OutputExistsError(f"{folder} was written by an older easyhard that did not list its "
-                                "files; remove it yourself or choose another folder")
+        raise OutputExistsError(
+            f"{folder} was written by an older easyhard that did not list its "
+            "files; remove it yourself or choose another folder"
+        )
     extra = sorted(set(names) - set(entries))
     if extra:
-        raise OutputExistsError(f"{folder} holds {os.path.join(folder, extra[0])}, which easyhard "
-                                "did not write; `force=True` does not delete it: move it or choose "
-                                "another folder")
+        raise OutputExistsError(
+            f"{folder} holds {os.path.join(folder, extra[0])}, which easyhard "
+            "did not write; `force=True` does not delete it: move it or choose "
+            "another folder"
+        )
     if _count_files(folder) != record.get("file_count"):
-        raise OutputExistsError(f"{folder} holds files easyhard did not write (it wrote "
-                                f"{record.get('file_count')}, there are {_count_files(folder)}); "
-                                "`force=True` does not delete them: choose another folder")
+        raise OutputExistsError(
+            f"{folder} holds files easyhard did not write (it wrote "
+            f"{record.get('file_count')}, there are {_count_files(folder)}); "
+            "`force=True` does not delete them: choose another folder"
+        )
 
 
 # ---------------------------------------------------------------------------- placing files
@@ -204,8 +224,10 @@ def place(src: str, dst: str, mode: str) -> str:
         try:
             os.link(src, dst)
         except OSError as e:
-            raise OSError(f"cannot hard-link {src} into the output ({e.strerror}); use "
-                          "`link='copy'` or `link='symlink'` (e.g. across file systems)") from e
+            raise OSError(
+                f"cannot hard-link {src} into the output ({e.strerror}); use "
+                "`link='copy'` or `link='symlink'` (e.g. across file systems)"
+            ) from e
     elif mode == "symlink":
         os.symlink(os.path.abspath(src), dst)
     else:

@@ -9,6 +9,7 @@ channels); and for 28-32 px images a CIFAR-style ResNet-18 (3x3 stem, no max-poo
 five-convolution network of width 32 (about 1,000 images/s on a 2-core CPU at 28 x 28).
 ``register_model`` adds your own.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,11 +23,13 @@ _REGISTRY: dict[str, Builder] = {}
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
     """Decorator: make `builder(num_classes, in_channels, image_size)` available as `name`."""
+
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
         _REGISTRY[name] = builder
         return builder
+
     return wrap
 
 
@@ -34,24 +37,37 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, in_channels: int = 3, image_size: int = 224
+) -> nn.Module:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(available_models())}")
+        raise ValueError(
+            f"unknown architecture {name!r}; choose one of {', '.join(available_models())}"
+        )
     return _REGISTRY[name](num_classes, in_channels, image_size)
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 @register_model("convnet")
 def convnet(num_classes: int, in_channels: int, image_size: int, width: int = 32) -> nn.Module:
     w = width
     return nn.Sequential(
-        conv_bn(in_channels, w), conv_bn(w, w), nn.MaxPool2d(2),
-        conv_bn(w, 2 * w), conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
-        conv_bn(2 * w, 4 * w), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
+        conv_bn(in_channels, w),
+        conv_bn(w, w),
+        nn.MaxPool2d(2),
+        conv_bn(w, 2 * w),
+        conv_bn(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        conv_bn(2 * w, 4 * w),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, num_classes),
+    )
 
 
 class BasicBlock(nn.Module):
@@ -63,8 +79,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -74,7 +91,9 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """ResNet for small images: 3x3 stem, stages of BasicBlocks, global average pooling."""
 
-    def __init__(self, widths: list[int], blocks: list[int], num_classes: int, in_channels: int) -> None:
+    def __init__(
+        self, widths: list[int], blocks: list[int], num_classes: int, in_channels: int
+    ) -> None:
         super().__init__()
         self.stem = conv_bn(in_channels, widths[0])
         layers, cin = [], widths[0]
@@ -83,7 +102,9 @@ class SmallResNet(nn.Module):
                 layers.append(BasicBlock(cin, w, 2 if (j == 0 and i > 0) else 1))
                 cin = w
         self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)))
@@ -113,15 +134,26 @@ def airbench(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     widths = (64, 256, 256)
 
     def group(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                             nn.BatchNorm2d(cout), nn.GELU(),
-                             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                             nn.BatchNorm2d(cout), nn.GELU())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+        )
 
     return nn.Sequential(
-        nn.Conv2d(in_channels, 24, 2, padding=0, bias=True), nn.GELU(),
-        group(24, widths[0]), group(widths[0], widths[1]), group(widths[1], widths[2]),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[2], num_classes, bias=False))
+        nn.Conv2d(in_channels, 24, 2, padding=0, bias=True),
+        nn.GELU(),
+        group(24, widths[0]),
+        group(widths[0], widths[1]),
+        group(widths[1], widths[2]),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(widths[2], num_classes, bias=False),
+    )
 
 
 def _adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
@@ -129,8 +161,14 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
         return model
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            new = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
-                            module.padding, bias=module.bias is not None)
+            new = nn.Conv2d(
+                in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                bias=module.bias is not None,
+            )
             parent = model
             *path, last = name.split(".")
             for p in path:
@@ -146,10 +184,19 @@ def _torchvision(name: str) -> Builder:
 
         model = getattr(tvm, name)(weights=None, num_classes=num_classes)
         return _adapt_first_conv(model, in_channels)
+
     build.__name__ = name
     return build
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2",
-              "mobilenet_v3_small", "mobilenet_v3_large"):
+for _name in (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "vgg16_bn",
+    "densenet121",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+):
     register_model(_name)(_torchvision(_name))

@@ -4,6 +4,7 @@ Each op has a wrapper with its documentation here and a fake (meta) kernel regis
 so that the ops trace under torch.compile(fullgraph=True) and pass torch.library.opcheck. The
 pure-PyTorch reference of each op lives in easyhard.reference under the same name.
 """
+
 from __future__ import annotations
 
 import operator
@@ -76,7 +77,9 @@ def accumulate_stats(
     ``ERROR_INDEX``, ``errors[1]`` the smallest offending batch row. easyhard.SampleStats inspects
     it asynchronously and raises. Shapes, dtypes and devices are checked on every backend.
     """
-    torch.ops.easyhard.accumulate_stats.default(logits, labels, indices, counts, sums, flags, errors)
+    torch.ops.easyhard.accumulate_stats.default(
+        logits, labels, indices, counts, sums, flags, errors
+    )
 
 
 def _check_dtype(op: str, name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...]) -> None:
@@ -95,13 +98,20 @@ def _accumulate_stats_fake(logits, labels, indices, counts, sums, flags, errors)
     torch._check(labels.shape == logits.shape[:1], lambda: "accumulate_stats: labels must be [B]")
     torch._check(indices.shape == logits.shape[:1], lambda: "accumulate_stats: indices must be [B]")
     _check_dtype(op, "logits", logits, (torch.float32, torch.float16, torch.bfloat16))
-    for name, t, dtype in (("labels", labels, torch.int64), ("indices", indices, torch.int64),
-                           ("counts", counts, torch.int32), ("sums", sums, torch.float32),
-                           ("flags", flags, torch.int32), ("errors", errors, torch.int64)):
+    for name, t, dtype in (
+        ("labels", labels, torch.int64),
+        ("indices", indices, torch.int64),
+        ("counts", counts, torch.int32),
+        ("sums", sums, torch.float32),
+        ("flags", flags, torch.int32),
+        ("errors", errors, torch.int64),
+    ):
         _check_dtype(op, name, t, (dtype,))
         if t.device != logits.device:
-            raise RuntimeError(f"{op}: {name} is on {t.device} but logits is on {logits.device}; "
-                               "move every argument to one device")
+            raise RuntimeError(
+                f"{op}: {name} is on {t.device} but logits is on {logits.device}; "
+                "move every argument to one device"
+            )
     return None
 
 
@@ -131,8 +141,9 @@ def topk_select(
     if isinstance(k, (bool, torch.Tensor)) or not (isinstance(k, torch.SymInt) or _is_index(k)):
         raise TypeError(f"topk_select: k must be an integer, got {type(k).__name__} ({k!r})")
     if not isinstance(largest, (bool, np.bool_)):
-        raise TypeError(f"topk_select: largest must be a bool, got {type(largest).__name__} "
-                        f"({largest!r})")
+        raise TypeError(
+            f"topk_select: largest must be a bool, got {type(largest).__name__} ({largest!r})"
+        )
     return torch.ops.easyhard.topk_select.default(scores, k, largest, labels, budgets)
 
 
@@ -152,19 +163,23 @@ def _topk_select_fake(scores, k, largest, labels=None, budgets=None):
     torch._check(0 <= k, lambda: f"topk_select: k={k} must be in [0, N]")
     torch._check(k <= scores.shape[0], lambda: f"topk_select: k={k} must be in [0, N]")
     if (labels is None) != (budgets is None):
-        raise RuntimeError("topk_select: labels and budgets go together (per-class selection) or "
-                           "not at all")
+        raise RuntimeError(
+            "topk_select: labels and budgets go together (per-class selection) or not at all"
+        )
     if labels is not None:
         _check_dtype(op, "labels", labels, (torch.int64,))
         _check_dtype(op, "budgets", budgets, (torch.int64,))
         torch._check(labels.shape == scores.shape, lambda: "topk_select: labels must be [N]")
         torch._check(budgets.dim() == 1, lambda: "topk_select: budgets must be 1-D [C]")
         if labels.device != scores.device:
-            raise RuntimeError(f"topk_select: labels is on {labels.device} but scores is on "
-                               f"{scores.device}")
+            raise RuntimeError(
+                f"topk_select: labels is on {labels.device} but scores is on {scores.device}"
+            )
         if budgets.device != scores.device and budgets.device.type != "cpu":
-            raise RuntimeError(f"topk_select: budgets is on {budgets.device} but must be on the "
-                               f"CPU or on scores' device ({scores.device})")
+            raise RuntimeError(
+                f"topk_select: budgets is on {budgets.device} but must be on the "
+                f"CPU or on scores' device ({scores.device})"
+            )
     return scores.new_empty((k,), dtype=torch.int64)
 
 
@@ -179,6 +194,9 @@ def build() -> dict[str, object]:
         "torch_version": _C.torch_version,
         "cuda_version": _C.cuda_version or None,
         "cuda_archs": _C.cuda_archs or None,
-        "backends": [b for b in ("CPU", "CUDA")
-                     if all(has_kernel(op, b) for op in ("accumulate_stats", "topk_select"))],
+        "backends": [
+            b
+            for b in ("CPU", "CUDA")
+            if all(has_kernel(op, b) for op in ("accumulate_stats", "topk_select"))
+        ],
     }

@@ -27,6 +27,7 @@ examples (its standard error there is below 0.002); the sample size is reported.
     from easyhard.overlap import analyze_overlap
     result = analyze_overlap(["runs/fm"], score="easiness", window=2)
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -46,8 +47,18 @@ DEFAULT_PS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 FORMAT = "easyhard.overlap"
 #: Configuration fields that say nothing about how a run trained (where the data lives, how many
 #: threads decode it, which merged window is written): never reported as a difference.
-_NOT_TRAINING = {"data_dir", "file_list", "workers", "window", "seed", "runs", "archs", "device",
-                 "max_nonfinite_steps", "compile"}
+_NOT_TRAINING = {
+    "data_dir",
+    "file_list",
+    "workers",
+    "window",
+    "seed",
+    "runs",
+    "archs",
+    "device",
+    "max_nonfinite_steps",
+    "compile",
+}
 
 
 @dataclass
@@ -82,7 +93,8 @@ class Run:
 
 # ---------------------------------------------------------------------------- inputs
 def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
-    """Statistics files from INPUTs: a file stays; a run folder gives its statistics file of `view`; a
+    """Statistics files from INPUTs: a file stays; a run folder gives its statistics file of
+    `view`; a
     scoring job's folder gives every run folder in it (sorted)."""
     name = "scores.npz" if view == "train" else "scores_clean.npz"
     files: list[str] = []
@@ -92,35 +104,48 @@ def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
         elif os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
             files.append(os.path.join(item, name))
         elif os.path.isdir(item):
-            found = sorted(os.path.join(item, d, name) for d in os.listdir(item)
-                           if os.path.isfile(os.path.join(item, d, name)))
+            found = sorted(
+                os.path.join(item, d, name)
+                for d in os.listdir(item)
+                if os.path.isfile(os.path.join(item, d, name))
+            )
             if not found:
-                raise ValueError(f"{item} holds no run with a {name} (give statistics files, run "
-                                 "folders or an `easyhard score` output folder)")
+                raise ValueError(
+                    f"{item} holds no run with a {name} (give statistics files, run "
+                    "folders or an `easyhard score` output folder)"
+                )
             files.extend(found)
         else:
             raise ValueError(f"{item} does not exist")
     if len(files) < 2:
-        raise ValueError(f"overlap compares runs: give at least two, found {len(files)} "
-                         f"({', '.join(files) or 'none'})")
+        raise ValueError(
+            f"overlap compares runs: give at least two, found {len(files)} "
+            f"({', '.join(files) or 'none'})"
+        )
     return files
 
 
-def load_runs(files: Sequence[str], window: int | None = None,
-              names: Sequence[str] | None = None) -> list[Run]:
+def load_runs(
+    files: Sequence[str], window: int | None = None, names: Sequence[str] | None = None
+) -> list[Run]:
     """Load and score every run (the scores `names`, default all); refuses files of other data
     or merged files, naming them."""
-    from .statsfile import read_stats_file
-
-    from .statsfile import MERGED_FORMAT, read_metadata_block
+    from .statsfile import MERGED_FORMAT, read_metadata_block, read_stats_file
 
     def load(f: str) -> Run:
         if (read_metadata_block(f) or {}).get("format") == MERGED_FORMAT:
-            raise ValueError(f"{f} is a merged file (means over runs): give the runs' own score "
-                             "files or folders")
+            raise ValueError(
+                f"{f} is a merged file (means over runs): give the runs' own score files or folders"
+            )
         stats = read_stats_file(f)
-        return Run(os.path.abspath(f), stats.metadata, compute_scores(stats, window, names),
-                   stats.labels, stats.num_classes, stats.fingerprint)
+        return Run(
+            os.path.abspath(f),
+            stats.metadata,
+            compute_scores(stats, window, names),
+            stats.labels,
+            stats.num_classes,
+            stats.fingerprint,
+        )
 
     with ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1))) as pool:
         loaded = list(pool.map(load, files))  # numpy releases the GIL: runs load side by side
@@ -129,9 +154,11 @@ def load_runs(files: Sequence[str], window: int | None = None,
         if runs:
             first = runs[0]
             if run.fingerprint != first.fingerprint:
-                raise ValueError(f"{f} was scored on dataset fingerprint {run.fingerprint!r}, "
-                                 f"{first.file} on {first.fingerprint!r}: runs of different data "
-                                 "cannot be compared")
+                raise ValueError(
+                    f"{f} was scored on dataset fingerprint {run.fingerprint!r}, "
+                    f"{first.file} on {first.fingerprint!r}: runs of different data "
+                    "cannot be compared"
+                )
             if len(run.labels) != len(first.labels) or not np.array_equal(run.labels, first.labels):
                 raise ValueError(f"{f} and {first.file} disagree on the examples or their labels")
         runs.append(run)
@@ -170,7 +197,7 @@ class Ranking:
         self.sorted = h[self.order]
         self.pos = np.empty(n, dtype=np.int64)
         self.pos[self.order] = np.arange(n)
-        small = labels.astype(np.int16) if num_classes < 2 ** 15 else labels  # radix sort
+        small = labels.astype(np.int16) if num_classes < 2**15 else labels  # radix sort
         by_class = self.order[np.argsort(small[self.order], kind="stable")]
         sizes = np.bincount(labels, minlength=num_classes)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -249,23 +276,38 @@ def _centred_ranks(ranking: "Ranking") -> tuple[np.ndarray, float]:
 
 def _summary(values: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(len(v))}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(len(v)),
+    }
 
 
-def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: int | None = None,
-                    view: str = "train", ps: Sequence[float] = DEFAULT_PS, tie_seed: int = 0,
-                    kendall_max: int = 200_000, class_names: Sequence[str] | None = None
-                    ) -> dict[str, Any]:
+def analyze_overlap(
+    inputs: Sequence[str],
+    *,
+    score: str = "easiness",
+    window: int | None = None,
+    view: str = "train",
+    ps: Sequence[float] = DEFAULT_PS,
+    tie_seed: int = 0,
+    kendall_max: int = 200_000,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The whole comparison as one JSON-ready dict (see the module docstring and overlap.json).
 
     `score`: a score with an easy/hard direction (scores.DIRECTION); `window`: epochs counted by
-    easiness; `view`: "train" or "clean" (which statistics file of a run folder); `ps`: set fractions
+    easiness; `view`: "train" or "clean" (which statistics file of a run folder); `ps`: set
+    fractions
     in (0, 1]; `tie_seed`: seed of the per-run tie-breaking permutations."""
     if DIRECTION.get(score) in (None, "neither"):
-        raise ValueError(f"`score` must be one of "
-                         f"{', '.join(n for n, d in DIRECTION.items() if d != 'neither')}, got "
-                         f"{score!r}")
+        raise ValueError(
+            f"`score` must be one of "
+            f"{', '.join(n for n, d in DIRECTION.items() if d != 'neither')}, got "
+            f"{score!r}"
+        )
     if view not in ("train", "clean"):
         raise ValueError(f"`view` must be train or clean, got {view!r}")
     ps = sorted(set(float(p) for p in ps))
@@ -284,8 +326,11 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
         raise ValueError("fewer than two examples were presented in every run: nothing to compare")
     hs = [hardness(score, r.scores[score])[keep] for r in runs]
     with ThreadPoolExecutor(max(1, min(len(runs), os.cpu_count() or 1))) as pool:
-        rankings = list(pool.map(lambda i: Ranking(hs[i], labels, C, tie_seed * 1_000_003 + i),
-                                 range(len(runs))))
+        rankings = list(
+            pool.map(
+                lambda i: Ranking(hs[i], labels, C, tie_seed * 1_000_003 + i), range(len(runs))
+            )
+        )
         centred = list(pool.map(_centred_ranks, rankings))
     sample = np.sort(np.random.default_rng(tie_seed).permutation(n)[:kendall_max])
     fields = [r.fields() for r in runs]
@@ -293,8 +338,9 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
     import scipy.stats
 
     cuts = [(p, which, set_size(p, n)) for p in ps for which in ("easy", "hard")]
-    in_set = [[rk.easy(k) if which == "easy" else rk.hard(k) for _, which, k in cuts]
-              for rk in rankings]  # [run][cut] membership masks
+    in_set = [
+        [rk.easy(k) if which == "easy" else rk.hard(k) for _, which, k in cuts] for rk in rankings
+    ]  # [run][cut] membership masks
     pairs = []
     for a, b in itertools.combinations(range(len(runs)), 2):
         differs = differing_fields(fields[a], fields[b])
@@ -306,43 +352,78 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
             inter = int(np.count_nonzero(in_set[a][c] & in_set[b][c]))
             j = inter / (2 * k - inter)  # both sets hold k examples
             chance = chance_jaccard(k / n)
-            overlap.append({"p": p, "set": which, "k": k, "jaccard": j, "chance": chance,
-                            "ratio": j / chance,
-                            "tied": (rankings[a].tied(which, k) + rankings[b].tied(which, k)) / 2})
-        pairs.append({"a": a, "b": b, "differs": differs, "group": group_name(differs),
-                      "spearman": spearman, "kendall": kendall, "overlap": overlap})
+            overlap.append(
+                {
+                    "p": p,
+                    "set": which,
+                    "k": k,
+                    "jaccard": j,
+                    "chance": chance,
+                    "ratio": j / chance,
+                    "tied": (rankings[a].tied(which, k) + rankings[b].tied(which, k)) / 2,
+                }
+            )
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "differs": differs,
+                "group": group_name(differs),
+                "spearman": spearman,
+                "kendall": kendall,
+                "overlap": overlap,
+            }
+        )
 
     groups: dict[str, dict[str, Any]] = {}
     for name in sorted({pr["group"] for pr in pairs}):
         members = [pr for pr in pairs if pr["group"] == name]
-        entry = {"pairs": len(members),
-                 "spearman": _summary([pr["spearman"] for pr in members]),
-                 "kendall": _summary([pr["kendall"] for pr in members]), "overlap": []}
+        entry = {
+            "pairs": len(members),
+            "spearman": _summary([pr["spearman"] for pr in members]),
+            "kendall": _summary([pr["kendall"] for pr in members]),
+            "overlap": [],
+        }
         for i, o in enumerate(members[0]["overlap"]):
             values = [pr["overlap"][i]["jaccard"] for pr in members]
-            entry["overlap"].append({"p": o["p"], "set": o["set"], "chance": o["chance"],
-                                     "jaccard": _summary(values),
-                                     "ratio": float(np.mean(values)) / o["chance"]})
+            entry["overlap"].append(
+                {
+                    "p": o["p"],
+                    "set": o["set"],
+                    "chance": o["chance"],
+                    "jaccard": _summary(values),
+                    "ratio": float(np.mean(values)) / o["chance"],
+                }
+            )
         groups[name] = entry
 
     consistency = {"runs": len(runs), "top": [], "threshold": {}}
     for c, (p, which, k) in enumerate(cuts):
         count = int(np.count_nonzero(np.logical_and.reduce([m[c] for m in in_set])))
         expected = n * (k / n) ** len(runs)
-        consistency["top"].append({"p": p, "set": which, "k": k, "shared": count,
-                                   "chance": expected,
-                                   "ratio": count / expected if expected else float("nan")})
+        consistency["top"].append(
+            {
+                "p": p,
+                "set": which,
+                "k": k,
+                "shared": count,
+                "chance": expected,
+                "ratio": count / expected if expected else float("nan"),
+            }
+        )
     plain = [r.scores["easiness_plain"][keep] for r in runs]
     for name, test in (("always_easy", lambda v: v == 1.0), ("never_learned", lambda v: v == 0.0)):
         sets = [test(v) for v in plain]
         shared = np.logical_and.reduce(sets)
         consistency["threshold"][name] = {
-            "per_run": [int(s.sum()) for s in sets], "shared": int(shared.sum()),
-            "chance": float(n * np.prod([s.mean() for s in sets]))}
+            "per_run": [int(s.sum()) for s in sets],
+            "shared": int(shared.sum()),
+            "chance": float(n * np.prod([s.mean() for s in sets])),
+        }
 
     per_class = []
     sizes = rankings[0].class_sizes
-    by_label = np.argsort(labels.astype(np.int16) if C < 2 ** 15 else labels, kind="stable")
+    by_label = np.argsort(labels.astype(np.int16) if C < 2**15 else labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
     present = sizes > 0
     for p in ps:
@@ -360,21 +441,39 @@ def analyze_overlap(inputs: Sequence[str], *, score: str = "easiness", window: i
                 if sizes[c] == 0:
                     continue
                 chance = chance_jaccard(kc[c] / sizes[c])
-                per_class.append({"class": c, "name": class_names[c] if class_names else str(c),
-                                  "p": p, "set": which, "jaccard": float(jac[c]),
-                                  "chance": chance, "ratio": float(jac[c]) / chance})
+                per_class.append(
+                    {
+                        "class": c,
+                        "name": class_names[c] if class_names else str(c),
+                        "p": p,
+                        "set": which,
+                        "jaccard": float(jac[c]),
+                        "chance": chance,
+                        "ratio": float(jac[c]) / chance,
+                    }
+                )
 
     return {
         "format": FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "easyhard_version": __version__,
-        "score": score, "direction": DIRECTION[score], "window": window, "view": view,
-        "ps": ps, "tie_seed": tie_seed, "fingerprint": first.fingerprint,
-        "num_examples": int(len(first.labels)), "compared": int(n),
-        "never_presented": int(absent.sum()), "num_classes": int(C),
+        "score": score,
+        "direction": DIRECTION[score],
+        "window": window,
+        "view": view,
+        "ps": ps,
+        "tie_seed": tie_seed,
+        "fingerprint": first.fingerprint,
+        "num_examples": int(len(first.labels)),
+        "compared": int(n),
+        "never_presented": int(absent.sum()),
+        "num_classes": int(C),
         "kendall_n": int(len(sample)),
         "runs": [r.describe() for r in runs],
-        "pairs": pairs, "groups": groups, "consistency": consistency, "per_class": per_class,
+        "pairs": pairs,
+        "groups": groups,
+        "consistency": consistency,
+        "per_class": per_class,
     }
 
 
@@ -384,15 +483,22 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
     easy and hard sets at each p, and the rank correlations."""
     absent = result["never_presented"]
     left_out = f" ({absent} never presented, left out)" if absent else ""
-    lines = [f"{len(result['runs'])} runs, {result['compared']} examples compared{left_out}; "
-             f"score {result['score']}, window {result['window'] or 'all'}, view {result['view']}"]
+    lines = [
+        f"{len(result['runs'])} runs, {result['compared']} examples compared{left_out}; "
+        f"score {result['score']}, window {result['window'] or 'all'}, view {result['view']}"
+    ]
     for i, r in enumerate(result["runs"]):
-        lines.append(f"  [{i}] {r.get('arch')} seed {r.get('seed')} (init {r.get('init_seed')}, "
-                     f"data {r.get('data_seed')})  {r['file']}")
+        lines.append(
+            f"  [{i}] {r.get('arch')} seed {r.get('seed')} (init {r.get('init_seed')}, "
+            f"data {r.get('data_seed')})  {r['file']}"
+        )
     ps = list(p_shown or result["ps"])
     width = max([5] + [len(name) for name in result["groups"]])
-    head = f"{'group':<{width}} pairs  set  " + "".join(f"{f'p={p:g}':>14}" for p in ps) + \
-        "   spearman  kendall"
+    head = (
+        f"{'group':<{width}} pairs  set  "
+        + "".join(f"{f'p={p:g}':>14}" for p in ps)
+        + "   spearman  kendall"
+    )
     lines += ["", "Jaccard of the easiest / hardest p (ratio to chance p/(2-p)):", head]
     for name, g in result["groups"].items():
         for which in ("easy", "hard"):
@@ -400,19 +506,32 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
             for p in ps:
                 o = next(o for o in g["overlap"] if o["p"] == p and o["set"] == which)
                 cells.append(f"{o['jaccard']['mean']:.3f} ({o['ratio']:4.1f}x)")
-            corr = (f"   {g['spearman']['mean']:8.3f}  {g['kendall']['mean']:7.3f}"
-                    if which == "easy" else "")
-            lines.append(f"{name:<{width}} {g['pairs']:>5}  {which:<4} " +
-                         "".join(f"{c:>14}" for c in cells) + corr)
+            corr = (
+                f"   {g['spearman']['mean']:8.3f}  {g['kendall']['mean']:7.3f}"
+                if which == "easy"
+                else ""
+            )
+            lines.append(
+                f"{name:<{width}} {g['pairs']:>5}  {which:<4} "
+                + "".join(f"{c:>14}" for c in cells)
+                + corr
+            )
     lines.append("")
-    lines.append("shared by all runs (consistency): " + ", ".join(
-        f"{t['set']} p={t['p']:g}: {t['shared']} vs chance {t['chance']:.1f}"
-        for t in result["consistency"]["top"] if t["p"] in (ps[0], ps[len(ps) // 2])))
+    lines.append(
+        "shared by all runs (consistency): "
+        + ", ".join(
+            f"{t['set']} p={t['p']:g}: {t['shared']} vs chance {t['chance']:.1f}"
+            for t in result["consistency"]["top"]
+            if t["p"] in (ps[0], ps[len(ps) // 2])
+        )
+    )
     th = result["consistency"]["threshold"]
-    lines.append(f"always easy in the window: per run {th['always_easy']['per_run']}, shared "
-                 f"{th['always_easy']['shared']} (chance {th['always_easy']['chance']:.1f}); never "
-                 f"learned in the window: per run {th['never_learned']['per_run']}, shared "
-                 f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f})")
+    lines.append(
+        f"always easy in the window: per run {th['always_easy']['per_run']}, shared "
+        f"{th['always_easy']['shared']} (chance {th['always_easy']['chance']:.1f}); never "
+        f"learned in the window: per run {th['never_learned']['per_run']}, shared "
+        f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f})"
+    )
     return "\n".join(lines)
 
 
@@ -448,12 +567,21 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
     for i in range(R):
         for j in range(R):
             if not np.isnan(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center",
-                        color="white" if mat[i, j] < 0.6 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    f"{mat[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if mat[i, j] < 0.6 else "black",
+                    fontsize=9,
+                )
     ax.set_xticks(range(R), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(R), names, fontsize=8)
-    ax.set_title(f"Jaccard of the {p_map:.0%} easiest (upper) and hardest (lower) examples\n"
-                 f"chance {chance_jaccard(p_map):.3f}; score {result['score']}")
+    ax.set_title(
+        f"Jaccard of the {p_map:.0%} easiest (upper) and hardest (lower) examples\n"
+        f"chance {chance_jaccard(p_map):.3f}; score {result['score']}"
+    )
     fig.colorbar(im, ax=ax, label="Jaccard index")
     fig.tight_layout()
     written.append(save("pairs.png", fig))
@@ -466,8 +594,12 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
             mean = np.array([o["jaccard"]["mean"] for o in rows])
             lo = np.array([o["jaccard"]["min"] for o in rows])
             hi = np.array([o["jaccard"]["max"] for o in rows])
-            ax.plot(ps * 100, mean, marker="o",
-                    label=f"{name} ({g['pairs']} pair{'s' if g['pairs'] > 1 else ''})")
+            ax.plot(
+                ps * 100,
+                mean,
+                marker="o",
+                label=f"{name} ({g['pairs']} pair{'s' if g['pairs'] > 1 else ''})",
+            )
             if g["pairs"] > 1:
                 ax.fill_between(ps * 100, lo, hi, alpha=0.2)
         grid = np.linspace(ps.min(), ps.max(), 100)
@@ -480,15 +612,18 @@ def plot(result: dict[str, Any], folder: str) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Jaccard index (mean over pairs; band: min-max)")
     axes[1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"Are the easy and hard sets shared? (score {result['score']}, "
-                 f"{len(result['runs'])} runs, window {result['window'] or 'all'})")
+    fig.suptitle(
+        f"Are the easy and hard sets shared? (score {result['score']}, "
+        f"{len(result['runs'])} runs, window {result['window'] or 'all'})"
+    )
     fig.tight_layout()
     written.append(save("overlap.png", fig))
     return written
 
 
-def write_outputs(result: dict[str, Any], folder: str, *, force: bool = False,
-                  inputs: Sequence[str] = ()) -> dict[str, Any]:
+def write_outputs(
+    result: dict[str, Any], folder: str, *, force: bool = False, inputs: Sequence[str] = ()
+) -> dict[str, Any]:
     """overlap.json (the result, sealed as the folder's manifest), overlap.txt (the table) and
     the figures, into `folder` (not overlapping any input; replaced only with `force` when it is
     an earlier overlap output)."""

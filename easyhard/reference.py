@@ -3,6 +3,7 @@
 Each function has the name and signature of its easyhard.ops counterpart. They are vectorised
 eager compositions, also used by the benchmarks as "what a user would write without the op".
 """
+
 from __future__ import annotations
 
 import numpy as np

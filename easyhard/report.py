@@ -1,6 +1,6 @@
 """One page that tells a run's whole story: `easyhard report INPUT... --out DIR`.
 
-INPUTs, in any mix: scoring runs (a run folder, a statistics file, or an `easyhard score --out` folder,
+INPUTs, in any mix: runs (a run folder, a statistics file, or an `easyhard score --out` folder,
 expanded to its runs), and the folders written by `easyhard analyze overlap`, `easyhard analyze
 similarity` and `easyhard experiment removal|compression` (recognised by their manifests). The
 report holds whatever the inputs hold:
@@ -19,6 +19,7 @@ it opens offline), ``report.md`` with ``figures/*.png`` beside it, and ``report.
 manifest: which inputs, which sections). The figures are matplotlib (Agg), titled, with labelled
 axes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,13 +37,28 @@ import numpy as np
 from . import __version__
 
 FORMAT, MANIFEST = "easyhard.report", "report.json"
-SECTIONS = ("summary", "learning-curves", "easiness", "data-map", "examples", "overlap",
-            "similarity", "experiments", "provenance")
-TITLES = {"summary": "Summary", "learning-curves": "Learning curves",
-          "easiness": "Easiness", "data-map": "Data map",
-          "examples": "Easiest and hardest examples", "overlap": "Are easy and hard examples shared?",
-          "similarity": "Do easy examples look alike?",
-          "experiments": "Removal and compression", "provenance": "Provenance"}
+SECTIONS = (
+    "summary",
+    "learning-curves",
+    "easiness",
+    "data-map",
+    "examples",
+    "overlap",
+    "similarity",
+    "experiments",
+    "provenance",
+)
+TITLES = {
+    "summary": "Summary",
+    "learning-curves": "Learning curves",
+    "easiness": "Easiness",
+    "data-map": "Data map",
+    "examples": "Easiest and hardest examples",
+    "overlap": "Are easy and hard examples shared?",
+    "similarity": "Do easy examples look alike?",
+    "experiments": "Removal and compression",
+    "provenance": "Provenance",
+}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -51,8 +67,9 @@ class Inputs:
     """What the report was given, sorted by kind."""
 
     runs: list[str] = field(default_factory=list)  # run folders (holding scores.npz)
-    analyses: dict[str, list[str]] = field(default_factory=lambda: {
-        "overlap": [], "similarity": [], "experiment": []})
+    analyses: dict[str, list[str]] = field(
+        default_factory=lambda: {"overlap": [], "similarity": [], "experiment": []}
+    )
 
 
 def _manifest(folder: str, name: str) -> dict | None:
@@ -64,9 +81,11 @@ def _manifest(folder: str, name: str) -> dict | None:
 def collect(inputs: Sequence[str]) -> Inputs:
     """Sort INPUTs into score runs and analysis folders; refuses what it cannot recognise."""
     found = Inputs()
-    kinds = {"overlap": ("overlap.json", "easyhard.overlap"),
-             "similarity": ("similarity.json", "easyhard.similarity"),
-             "experiment": ("experiment.json", "easyhard.experiment")}
+    kinds = {
+        "overlap": ("overlap.json", "easyhard.overlap"),
+        "similarity": ("similarity.json", "easyhard.similarity"),
+        "experiment": ("experiment.json", "easyhard.experiment"),
+    }
     for item in inputs:
         if os.path.isfile(item):
             if not item.endswith(".npz"):
@@ -75,18 +94,29 @@ def collect(inputs: Sequence[str]) -> Inputs:
             continue
         if not os.path.isdir(item):
             raise ValueError(f"{item} does not exist")
-        kind = next((k for k, (name, fmt) in kinds.items()
-                     if (_manifest(item, name) or {}).get("format") == fmt), None)
+        kind = next(
+            (
+                k
+                for k, (name, fmt) in kinds.items()
+                if (_manifest(item, name) or {}).get("format") == fmt
+            ),
+            None,
+        )
         if kind:
             found.analyses[kind].append(os.path.abspath(item))
         elif os.path.isfile(os.path.join(item, "scores.npz")):
             found.runs.append(os.path.abspath(item))
         else:
-            runs = sorted(os.path.join(item, d) for d in os.listdir(item)
-                          if os.path.isfile(os.path.join(item, d, "scores.npz")))
+            runs = sorted(
+                os.path.join(item, d)
+                for d in os.listdir(item)
+                if os.path.isfile(os.path.join(item, d, "scores.npz"))
+            )
             if not runs:
-                raise ValueError(f"{item} holds no score run and no easyhard analysis or "
-                                 "experiment (overlap.json, similarity.json, experiment.json)")
+                raise ValueError(
+                    f"{item} holds no score run and no easyhard analysis or "
+                    "experiment (overlap.json, similarity.json, experiment.json)"
+                )
             found.runs.extend(os.path.abspath(r) for r in runs)
     if not found.runs and not any(found.analyses.values()):
         raise ValueError("nothing to report: give score runs or analysis folders")
@@ -119,12 +149,14 @@ def load_run(folder: str, window: int | None = None) -> RunInfo:
             metrics = [json.loads(line) for line in fh if line.strip()]
     meta = f.metadata
     name = f"{meta.get('arch', os.path.basename(folder))} seed {meta.get('seed', '?')}"
-    if meta.get("init_seed", meta.get("seed")) != meta.get("seed") or \
-            meta.get("data_seed", meta.get("seed")) != meta.get("seed"):
+    if meta.get("init_seed", meta.get("seed")) != meta.get("seed") or meta.get(
+        "data_seed", meta.get("seed")
+    ) != meta.get("seed"):
         name += f" (init {meta.get('init_seed')}, data {meta.get('data_seed')})"
     w = None if window is None else min(window, f.epochs)
-    return RunInfo(folder, name, meta, metrics, compute_scores(f, w), f.labels, f.num_classes,
-                   f.fingerprint)
+    return RunInfo(
+        folder, name, meta, metrics, compute_scores(f, w), f.labels, f.num_classes, f.fingerprint
+    )
 
 
 # ---------------------------------------------------------------------------- figures
@@ -156,11 +188,14 @@ def fig_learning_curves(runs: list[RunInfo]) -> bytes | None:
         axes[1].plot(ep, [100 * m["train_acc"] for m in r.metrics], marker="o", label=r.name)
         test = [m.get("test_acc") for m in r.metrics]
         if any(t is not None for t in test):
-            axes[2].plot(ep, [np.nan if t is None else 100 * t for t in test], marker="o",
-                         label=r.name)
-    for ax, title, unit in zip(axes, ("training loss", "train accuracy (training view)",
-                                      "test accuracy"),
-                               ("cross-entropy", "accuracy (%)", "accuracy (%)")):
+            axes[2].plot(
+                ep, [np.nan if t is None else 100 * t for t in test], marker="o", label=r.name
+            )
+    for ax, title, unit in zip(
+        axes,
+        ("training loss", "train accuracy (training view)", "test accuracy"),
+        ("cross-entropy", "accuracy (%)", "accuracy (%)"),
+    ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(unit)
@@ -179,8 +214,9 @@ def fig_easiness(runs: list[RunInfo], class_names: list[str] | None) -> bytes:
     C = runs[0].num_classes
     shown = list(range(min(C, 10)))
     fig = plt.figure(figsize=(13, 4.2))
-    grid = fig.add_gridspec(2, 1 + (len(shown) + 1) // 2, width_ratios=[2.2] +
-                            [1] * ((len(shown) + 1) // 2))
+    grid = fig.add_gridspec(
+        2, 1 + (len(shown) + 1) // 2, width_ratios=[2.2] + [1] * ((len(shown) + 1) // 2)
+    )
     ax = fig.add_subplot(grid[:, 0])
     bins = np.linspace(0, 1, 41)
     ax.hist(ease[np.isfinite(ease)], bins=bins, color="C0")
@@ -191,13 +227,16 @@ def fig_easiness(runs: list[RunInfo], class_names: list[str] | None) -> bytes:
         a = fig.add_subplot(grid[i % 2, 1 + i // 2])
         v = ease[(labels == c) & np.isfinite(ease)]
         a.hist(v, bins=bins[::2], color="C1")
-        a.set_title(class_names[c] if class_names and c < len(class_names) else f"class {c}",
-                    fontsize=9)
+        a.set_title(
+            class_names[c] if class_names and c < len(class_names) else f"class {c}", fontsize=9
+        )
         a.tick_params(labelsize=7)
         if i % 2:
             a.set_xlabel("easiness", fontsize=8)
-    fig.suptitle(f"Easiness over {len(runs)} run(s): overall and per class"
-                 f"{'' if C <= 10 else f' (first 10 of {C} classes)'}")
+    fig.suptitle(
+        f"Easiness over {len(runs)} run(s): overall and per class"
+        f"{'' if C <= 10 else f' (first 10 of {C} classes)'}"
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -217,16 +256,27 @@ def fig_data_map(runs: list[RunInfo]) -> bytes:
         corr = r.scores["easiness_plain"]
         ok = np.flatnonzero(np.isfinite(conf) & np.isfinite(var))
         pick = ok if len(ok) <= 20000 else rng.choice(ok, 20000, replace=False)
-        sc = ax.scatter(var[pick], conf[pick], c=corr[pick], s=3, cmap="coolwarm_r", vmin=0,
-                        vmax=1, alpha=0.6, rasterized=True)
+        sc = ax.scatter(
+            var[pick],
+            conf[pick],
+            c=corr[pick],
+            s=3,
+            cmap="coolwarm_r",
+            vmin=0,
+            vmax=1,
+            alpha=0.6,
+            rasterized=True,
+        )
         ax.set_xlabel("variability (std over epochs of p_true)")
         ax.set_ylabel("confidence (mean over epochs of p_true)")
         ax.set_title(f"{r.name}: {len(pick)} examples")
         ax.set_xlim(0, max(0.5, float(np.nanmax(var[pick])) if len(pick) else 0.5))
         ax.set_ylim(0, 1)
     fig.colorbar(sc, ax=axes[0].tolist(), label="fraction of presentations correct")
-    fig.suptitle("Data map (dataset cartography): easy-to-learn top left, ambiguous right, "
-                 "hard-to-learn bottom left")
+    fig.suptitle(
+        "Data map (dataset cartography): easy-to-learn top left, ambiguous right, "
+        "hard-to-learn bottom left"
+    )
     return _png(fig)
 
 
@@ -243,8 +293,12 @@ def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | Non
         return None
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model = build_model(run.metadata["arch"], dataset.num_classes, dataset.images.shape[-1],
-                            dataset.images.shape[1])
+        model = build_model(
+            run.metadata["arch"],
+            dataset.num_classes,
+            dataset.images.shape[-1],
+            dataset.images.shape[1],
+        )
         model.load_state_dict(state["model"])
     except Exception:  # noqa: BLE001 - a report shows what it can; the grid says so
         return None
@@ -253,8 +307,12 @@ def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | Non
     out = {}
     with torch.no_grad():
         for x, _, idx in loader:
-            out.update(zip(idx.tolist(), model(x.contiguous(memory_format=torch.channels_last))
-                           .argmax(1).tolist()))
+            out.update(
+                zip(
+                    idx.tolist(),
+                    model(x.contiguous(memory_format=torch.channels_last)).argmax(1).tolist(),
+                )
+            )
     return np.array([out[int(i)] for i in indices])
 
 
@@ -291,12 +349,19 @@ def fig_examples(runs: list[RunInfo], dataset, per_class: int = 6) -> bytes:
     flat = np.concatenate([np.concatenate(p) for p in picks]) if picks else np.zeros(0, int)
     preds = _predictions(runs[0], dataset, flat)
     pred_of = dict(zip(flat.tolist(), preds.tolist())) if preds is not None else {}
-    fig, axes = plt.subplots(C, 2 * per_class, figsize=(1.25 * 2 * per_class, 1.45 * C + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        C, 2 * per_class, figsize=(1.25 * 2 * per_class, 1.45 * C + 0.8), squeeze=False
+    )
     for c, (easy, hard) in enumerate(picks):
-        cells = list(easy) + [None] * (per_class - len(easy)) + list(hard) + \
-            [None] * (per_class - len(hard))
-        images = _load_images(dataset, np.array([i for i in cells if i is not None], dtype=np.int64))
+        cells = (
+            list(easy)
+            + [None] * (per_class - len(easy))
+            + list(hard)
+            + [None] * (per_class - len(hard))
+        )
+        images = _load_images(
+            dataset, np.array([i for i in cells if i is not None], dtype=np.int64)
+        )
         it = iter(images)
         for j, i in enumerate(cells):
             ax = axes[c, j]
@@ -309,13 +374,22 @@ def fig_examples(runs: list[RunInfo], dataset, per_class: int = 6) -> bytes:
             ax.imshow(im, cmap="gray" if im.ndim == 2 else None)
             p = pred_of.get(int(i))
             wrong = p is not None and p != c
-            ax.set_title(f"#{i} {ease[i]:.2f}" + (f"\n→{names[p][:10]}" if wrong else ""),
-                         fontsize=6.5, color="red" if wrong else "black")
+            ax.set_title(
+                f"#{i} {ease[i]:.2f}" + (f"\n→{names[p][:10]}" if wrong else ""),
+                fontsize=6.5,
+                color="red" if wrong else "black",
+            )
             if j == 0:
                 ax.set_ylabel(names[c][:14], fontsize=8)
-    fig.suptitle("Easiest (left) and hardest (right) examples per class: dataset index, easiness"
-                 + ("; red: the first run's final model predicts another class (→)" if pred_of
-                    else "; predictions not available (in-memory datasets only)"), fontsize=10)
+    fig.suptitle(
+        "Easiest (left) and hardest (right) examples per class: dataset index, easiness"
+        + (
+            "; red: the first run's final model predicts another class (→)"
+            if pred_of
+            else "; predictions not available (in-memory datasets only)"
+        ),
+        fontsize=10,
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -334,23 +408,41 @@ class Section:
     def figure(self, name: str, png: bytes, caption: str, figures: dict[str, bytes]) -> None:
         figures[name] = png
         data = base64.b64encode(png).decode()
-        self.html.append(f'<figure><img alt="{html.escape(caption)}" '
-                         f'src="data:image/png;base64,{data}"><figcaption>'
-                         f'{html.escape(caption)}</figcaption></figure>')
+        self.html.append(
+            f'<figure><img alt="{html.escape(caption)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>'
+            f"{html.escape(caption)}</figcaption></figure>"
+        )
         self.md.append(f"![{caption}](figures/{name})\n")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
-        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) +
-                         "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>"
-                                                           for v in row) + "</tr>" for row in rows)
-                         + "</table>")
-        self.md.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" +
-                       "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in rows))
+        def cell(v: Any) -> str:
+            return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+        self.html.append(
+            "<table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + "</tr>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+                for row in rows
+            )
+            + "</table>"
+        )
+        self.md.append(
+            "| "
+            + " | ".join(header)
+            + " |\n|"
+            + "---|" * len(header)
+            + "\n"
+            + "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in rows)
+        )
 
     def details(self, title: str, text: str) -> None:
-        self.html.append(f"<details><summary>{html.escape(title)}</summary><pre>"
-                         f"{html.escape(text)}</pre></details>")
+        self.html.append(
+            f"<details><summary>{html.escape(title)}</summary><pre>"
+            f"{html.escape(text)}</pre></details>"
+        )
         self.md.append(f"<details><summary>{title}</summary>\n\n```\n{text}\n```\n</details>\n")
 
 
@@ -359,8 +451,11 @@ def _markdown_tables(text: str, section: Section) -> None:
     block: list[str] = []
 
     def flush_table():
-        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block
-                if not set(line.replace("|", "").strip()) <= set("-: ")]
+        rows = [
+            [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in block
+            if not set(line.replace("|", "").strip()) <= set("-: ")
+        ]
         if rows:
             section.table(rows[0], rows[1:])
         block.clear()
@@ -385,34 +480,63 @@ def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]
     headline = []
     for n, folder in enumerate(folders):
         res = _manifest(folder, "overlap.json") or {}
-        sec.text(f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
-                 f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
-                 + (f" ({res['never_presented']} never presented, left out)"
-                    if res.get("never_presented") else "") + ".")
+        sec.text(
+            f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
+            f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
+            + (
+                f" ({res['never_presented']} never presented, left out)"
+                if res.get("never_presented")
+                else ""
+            )
+            + "."
+        )
         p_show = min(res.get("ps", [0.1]), key=lambda p: abs(p - 0.1))
         rows = []
         for name, g in res.get("groups", {}).items():
             cells = {o["set"]: o for o in g["overlap"] if o["p"] == p_show}
-            rows.append([name, g["pairs"], cells["easy"]["jaccard"]["mean"],
-                         cells["hard"]["jaccard"]["mean"], cells["easy"]["chance"],
-                         g["spearman"]["mean"], g["kendall"]["mean"]])
-            headline.append(f"Runs differing in {name}: Jaccard of the easiest {p_show:.0%} "
-                            f"{cells['easy']['jaccard']['mean']:.2f} (chance "
-                            f"{cells['easy']['chance']:.2f}), hardest "
-                            f"{cells['hard']['jaccard']['mean']:.2f}")
-        sec.table(["group (what differs)", "pairs", f"easy Jaccard p={p_show:g}",
-                   f"hard Jaccard p={p_show:g}", "chance", "Spearman", "Kendall"], rows)
+            rows.append(
+                [
+                    name,
+                    g["pairs"],
+                    cells["easy"]["jaccard"]["mean"],
+                    cells["hard"]["jaccard"]["mean"],
+                    cells["easy"]["chance"],
+                    g["spearman"]["mean"],
+                    g["kendall"]["mean"],
+                ]
+            )
+            headline.append(
+                f"Runs differing in {name}: Jaccard of the easiest {p_show:.0%} "
+                f"{cells['easy']['jaccard']['mean']:.2f} (chance "
+                f"{cells['easy']['chance']:.2f}), hardest "
+                f"{cells['hard']['jaccard']['mean']:.2f}"
+            )
+        sec.table(
+            [
+                "group (what differs)",
+                "pairs",
+                f"easy Jaccard p={p_show:g}",
+                f"hard Jaccard p={p_show:g}",
+                "chance",
+                "Spearman",
+                "Kendall",
+            ],
+            rows,
+        )
         th = res.get("consistency", {}).get("threshold", {})
         if th:
-            sec.text(f"Always easy in the window (correct at every observation): per run "
-                     f"{th['always_easy']['per_run']}, shared by all {th['always_easy']['shared']} "
-                     f"(chance {th['always_easy']['chance']:.1f}). Never learned in the window: "
-                     f"per run {th['never_learned']['per_run']}, shared by all "
-                     f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f}).")
+            sec.text(
+                f"Always easy in the window (correct at every observation): per run "
+                f"{th['always_easy']['per_run']}, shared by all {th['always_easy']['shared']} "
+                f"(chance {th['always_easy']['chance']:.1f}). Never learned in the window: "
+                f"per run {th['never_learned']['per_run']}, shared by all "
+                f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f})."
+            )
         for fig in _figures_of(folder):
             with open(os.path.join(folder, fig), "rb") as f:
-                sec.figure(f"overlap{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
-                           figures)
+                sec.figure(
+                    f"overlap{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}", figures
+                )
     return headline
 
 
@@ -437,35 +561,50 @@ def _similarity_section(sec: Section, folders: list[str], figures: dict[str, byt
             entry = res.get(space)
             if not isinstance(entry, dict):
                 continue
-            for measure, part in (("pairwise distance", entry),
-                                  ("distance to centroid", entry.get("centroid") or {})):
+            for measure, part in (
+                ("pairwise distance", entry),
+                ("distance to centroid", entry.get("centroid") or {}),
+            ):
                 cells = [_interval(part.get(f"{s}_over_random")) for s in ("easy", "hard")]
                 rows.append([space, measure, *cells])
             easy = entry.get("easy_over_random") or {}
             if isinstance(easy.get("mean"), float):
-                headline.append(f"Spread of the easiest examples against class-matched random "
-                                f"sets, {space} space: {_interval(easy)} (below 1: alike); "
-                                f"hardest: {_interval(entry.get('hard_over_random'))}")
+                headline.append(
+                    f"Spread of the easiest examples against class-matched random "
+                    f"sets, {space} space: {_interval(easy)} (below 1: alike); "
+                    f"hardest: {_interval(entry.get('hard_over_random'))}"
+                )
         if rows:
-            sec.text(f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
-                     "over the spread of class-matched random sets (mean and 95% interval over "
-                     "subsamples drawn without replacement): below 1, the set is tighter (alike); "
-                     "above 1, more diverse.")
+            sec.text(
+                f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
+                "over the spread of class-matched random sets (mean and 95% interval over "
+                "subsamples drawn without replacement): below 1, the set is tighter (alike); "
+                "above 1, more diverse."
+            )
             sec.table(["space", "measure", "easy / random", "hard / random"], rows)
         density = res.get("density")
         if isinstance(density, dict):
-            rows = [[space, (density.get(space) or {}).get("spearman"),
-                     (density.get(space) or {}).get("mean_per_class")]
-                    for space in ("pixel", "features") if isinstance(density.get(space), dict)]
+            rows = [
+                [
+                    space,
+                    (density.get(space) or {}).get("spearman"),
+                    (density.get(space) or {}).get("mean_per_class"),
+                ]
+                for space in ("pixel", "features")
+                if isinstance(density.get(space), dict)
+            ]
             if rows:
-                sec.text("Dataset bias as a number: Spearman correlation of each example's local "
-                         "sparsity (mean distance to its nearest same-class neighbours) with its "
-                         "easiness; negative means easy examples sit in denser regions.")
+                sec.text(
+                    "Dataset bias as a number: Spearman correlation of each example's local "
+                    "sparsity (mean distance to its nearest same-class neighbours) with its "
+                    "easiness; negative means easy examples sit in denser regions."
+                )
                 sec.table(["space", "Spearman (pooled)", "mean over classes"], rows)
         for fig in _figures_of(folder):
             with open(os.path.join(folder, fig), "rb") as f:
-                sec.figure(f"similarity{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}",
-                           figures)
+                sec.figure(
+                    f"similarity{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}", figures
+                )
     return headline
 
 
@@ -485,23 +624,32 @@ def _experiment_section(sec: Section, folders: list[str], figures: dict[str, byt
                         _markdown_tables(f.read(), sec)
                 elif name.endswith(".png"):
                     with open(path, "rb") as f:
-                        sec.figure(f"experiment{n}-{name}", f.read(),
-                                   f"{os.path.basename(folder)}/{name}", figures)
+                        sec.figure(
+                            f"experiment{n}-{name}",
+                            f.read(),
+                            f"{os.path.basename(folder)}/{name}",
+                            figures,
+                        )
     return []
 
 
 def _machine() -> dict[str, Any]:
     import torch
 
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in
-                                                 range(torch.cuda.device_count())],
-            "easyhard": __version__}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "easyhard": __version__,
+    }
 
 
-def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bool = True
-          ) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any]]:
+def build(
+    inputs: Sequence[str], *, window: int | None = None, with_examples: bool = True
+) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any]]:
     """The report's sections (HTML and Markdown pieces), its figures and its provenance."""
     found = collect(inputs)
     runs = [load_run(f, window) for f in found.runs]
@@ -509,9 +657,11 @@ def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bo
         first = runs[0]
         for r in runs[1:]:
             if r.fingerprint != first.fingerprint:
-                raise ValueError(f"{r.folder} was scored on dataset fingerprint "
-                                 f"{r.fingerprint!r}, {first.folder} on {first.fingerprint!r}: "
-                                 "one report covers one dataset; make one report per dataset")
+                raise ValueError(
+                    f"{r.folder} was scored on dataset fingerprint "
+                    f"{r.fingerprint!r}, {first.folder} on {first.fingerprint!r}: "
+                    "one report covers one dataset; make one report per dataset"
+                )
     figures: dict[str, bytes] = {}
     sections = {key: Section(key) for key in SECTIONS}
     summary = sections["summary"]
@@ -522,8 +672,9 @@ def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bo
             from .config import DataConfig
             from .datasets import load_dataset
 
-            data = DataConfig(**{k: v for k, v in cfg.items()
-                                 if k in DataConfig.__dataclass_fields__})
+            data = DataConfig(
+                **{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__}
+            )
             dataset = load_dataset(data.dataset, data.data_dir, "train", **data.dataset_kwargs())
             if dataset.fingerprint != runs[0].fingerprint:
                 dataset = None
@@ -533,38 +684,62 @@ def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bo
         rows = []
         for r in runs:
             last = r.metrics[-1] if r.metrics else {}
-            rows.append([r.name, r.metadata.get("epochs", len(r.metrics)),
-                         "n/a" if last.get("train_acc") is None else f"{100 * last['train_acc']:.1f}%",
-                         "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
-                         int(r.scores["never_presented"].sum()),
-                         int(r.scores["never_learned"].sum())])
-        summary.table(["run", "epochs", "train acc", "test acc", "never presented",
-                       "never learned"], rows)
+            rows.append(
+                [
+                    r.name,
+                    r.metadata.get("epochs", len(r.metrics)),
+                    "n/a" if last.get("train_acc") is None else f"{100 * last['train_acc']:.1f}%",
+                    "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
+                    int(r.scores["never_presented"].sum()),
+                    int(r.scores["never_learned"].sum()),
+                ]
+            )
+        summary.table(
+            ["run", "epochs", "train acc", "test acc", "never presented", "never learned"], rows
+        )
         lc = fig_learning_curves(runs)
         if lc:
-            sections["learning-curves"].figure("learning-curves.png", lc,
-                                               "Loss, train and test accuracy per epoch and run",
-                                               figures)
+            sections["learning-curves"].figure(
+                "learning-curves.png",
+                lc,
+                "Loss, train and test accuracy per epoch and run",
+                figures,
+            )
         sections["easiness"].text(
             "Easiness: the fraction of correct observations in the window, graded by the mean "
-            "true-class probability; higher is easier. Mean over runs.")
-        sections["easiness"].figure("easiness.png", fig_easiness(runs, class_names),
-                                    "Easiness histogram, overall and per class", figures)
-        sections["data-map"].figure("data-map.png", fig_data_map(runs),
-                                    "Confidence against variability, coloured by correctness",
-                                    figures)
+            "true-class probability; higher is easier. Mean over runs."
+        )
+        sections["easiness"].figure(
+            "easiness.png",
+            fig_easiness(runs, class_names),
+            "Easiness histogram, overall and per class",
+            figures,
+        )
+        sections["data-map"].figure(
+            "data-map.png",
+            fig_data_map(runs),
+            "Confidence against variability, coloured by correctness",
+            figures,
+        )
         if with_examples and dataset is not None:
-            sections["examples"].figure("examples.png", fig_examples(runs, dataset),
-                                        "Easiest and hardest examples per class", figures)
+            sections["examples"].figure(
+                "examples.png",
+                fig_examples(runs, dataset),
+                "Easiest and hardest examples per class",
+                figures,
+            )
         elif with_examples:
-            sections["examples"].text("The dataset of these runs could not be read here (moved, "
-                                      "or different data), so no example images are shown.")
+            sections["examples"].text(
+                "The dataset of these runs could not be read here (moved, "
+                "or different data), so no example images are shown."
+            )
     headline = []
     if found.analyses["overlap"]:
         headline += _overlap_section(sections["overlap"], found.analyses["overlap"], figures)
     if found.analyses["similarity"]:
-        headline += _similarity_section(sections["similarity"], found.analyses["similarity"],
-                                        figures)
+        headline += _similarity_section(
+            sections["similarity"], found.analyses["similarity"], figures
+        )
     if found.analyses["experiment"]:
         _experiment_section(sections["experiments"], found.analyses["experiment"], figures)
     if headline:
@@ -573,22 +748,32 @@ def build(inputs: Sequence[str], *, window: int | None = None, with_examples: bo
         summary.text(line)
 
     prov = sections["provenance"]
-    provenance = {"machine": _machine(), "runs": [], "analyses": found.analyses,
-                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    provenance = {
+        "machine": _machine(),
+        "runs": [],
+        "analyses": found.analyses,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     for r in runs:
         meta = {k: v for k, v in r.metadata.items() if k not in ("identity",)}
         provenance["runs"].append({"folder": r.folder, "fingerprint": r.fingerprint, **meta})
-        prov.details(f"{r.name}: {r.folder} (fingerprint {r.fingerprint})",
-                     json.dumps(meta, indent=1, sort_keys=True, default=str))
+        prov.details(
+            f"{r.name}: {r.folder} (fingerprint {r.fingerprint})",
+            json.dumps(meta, indent=1, sort_keys=True, default=str),
+        )
     for kind, folders in found.analyses.items():
         for folder in folders:
             record = None
             for name in ("overlap.json", "similarity.json", "experiment.json"):
                 record = record or _manifest(folder, name)
-            keep = {k: v for k, v in (record or {}).items()
-                    if not isinstance(v, (list, dict)) or k in ("config", "identity", "grid")}
-            prov.details(f"{kind}: {folder}", json.dumps(keep, indent=1, sort_keys=True,
-                                                         default=str))
+            keep = {
+                k: v
+                for k, v in (record or {}).items()
+                if not isinstance(v, (list, dict)) or k in ("config", "identity", "grid")
+            }
+            prov.details(
+                f"{kind}: {folder}", json.dumps(keep, indent=1, sort_keys=True, default=str)
+            )
     prov.details("machine", json.dumps(provenance["machine"], indent=1))
     return sections, figures, provenance
 
@@ -605,11 +790,15 @@ font-size:.8em}nav a{margin-right:1em}.empty{color:#888;font-style:italic}"""
 
 def render(sections: dict[str, Section], title: str) -> tuple[str, str]:
     """(report.html, report.md) from the sections; an empty section says what would fill it."""
-    fill = {"learning-curves": "score runs", "easiness": "score runs", "data-map": "score runs",
-            "examples": "score runs whose dataset can be read",
-            "overlap": "an `easyhard analyze overlap` folder",
-            "similarity": "an `easyhard analyze similarity` folder",
-            "experiments": "an `easyhard experiment removal` or `compression` folder"}
+    fill = {
+        "learning-curves": "score runs",
+        "easiness": "score runs",
+        "data-map": "score runs",
+        "examples": "score runs whose dataset can be read",
+        "overlap": "an `easyhard analyze overlap` folder",
+        "similarity": "an `easyhard analyze similarity` folder",
+        "experiments": "an `easyhard experiment removal` or `compression` folder",
+    }
     body, md = [], [f"# {title}\n"]
     nav = " ".join(f'<a href="#{k}">{TITLES[k]}</a>' for k in SECTIONS)
     for key in SECTIONS:
@@ -624,17 +813,26 @@ def render(sections: dict[str, Section], title: str) -> tuple[str, str]:
             body.append(f'<p class="empty">{html.escape(note)}</p>')
             md.append(note + "\n")
         body.append("</section>")
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
-            f"{html.escape(title)}</title><style>{_CSS}</style></head><body><h1>"
-            f"{html.escape(title)}</h1><p>easyhard {__version__}, "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p><nav>{nav}</nav>"
-            + "".join(body) + "</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>'
+        f"{html.escape(title)}</title><style>{_CSS}</style></head><body><h1>"
+        f"{html.escape(title)}</h1><p>easyhard {__version__}, "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p><nav>{nav}</nav>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
     return page, "\n".join(md)
 
 
-def write_report(inputs: Sequence[str], out: str, *, title: str = "easyhard report",
-                 window: int | None = None, force: bool = False,
-                 with_examples: bool = True) -> dict[str, Any]:
+def write_report(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    title: str = "easyhard report",
+    window: int | None = None,
+    force: bool = False,
+    with_examples: bool = True,
+) -> dict[str, Any]:
     """Build and write report.html, report.md, figures/ and report.json into `out`."""
     from .io import atomic_write, check_disjoint, check_replaceable, seal_output
 
@@ -657,7 +855,16 @@ def write_report(inputs: Sequence[str], out: str, *, title: str = "easyhard repo
         f.write(page)
     with atomic_write(os.path.join(out, "report.md"), "w") as f:
         f.write(md)
-    return seal_output(out, MANIFEST, {
-        "format": FORMAT, "easyhard_version": __version__, "title": title, "window": window,
-        "sections": {k: bool(sections[k].html) for k in SECTIONS},
-        "figures": sorted(figures), "provenance": provenance})
+    return seal_output(
+        out,
+        MANIFEST,
+        {
+            "format": FORMAT,
+            "easyhard_version": __version__,
+            "title": title,
+            "window": window,
+            "sections": {k: bool(sections[k].html) for k in SECTIONS},
+            "figures": sorted(figures),
+            "provenance": provenance,
+        },
+    )

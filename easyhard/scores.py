@@ -31,6 +31,7 @@ Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says wh
 In a merged file every score is the mean over runs, ``never_learned`` and ``never_presented`` the
 fraction of runs; an example never presented in any one run has NaN scores there too.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ DIRECTION = {
 SCORES = tuple(DIRECTION)
 
 
-def compute_scores(stats: SampleStats | StatsFile, window: int | None = None,
-                   names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def compute_scores(
+    stats: SampleStats | StatsFile, window: int | None = None, names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """The scores of one run (see the module docstring), with ``never_learned`` and
     ``never_presented``. `window`: epochs counted by easiness. `names`: only these scores (default:
     all of SCORES); each is computed only when asked for."""
@@ -108,8 +110,11 @@ def compute_scores(stats: SampleStats | StatsFile, window: int | None = None,
             conf = np.where(n_seen > 0, np.nansum(epoch_prob, 0) / np.maximum(n_seen, 1), 0.0)
             if which == "confidence":
                 return conf
-            return np.where(n_seen > 0, np.sqrt(np.nansum((epoch_prob - conf) ** 2, 0)
-                                                / np.maximum(n_seen, 1)), 0.0)
+            return np.where(
+                n_seen > 0,
+                np.sqrt(np.nansum((epoch_prob - conf) ** 2, 0) / np.maximum(n_seen, 1)),
+                0.0,
+            )
 
     makers = {
         "easiness": easiness,
@@ -172,8 +177,10 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
         raise ValueError("nothing to merge: give at least one statistics file")
     for p in paths:
         if same_file(p, out):
-            raise ValueError(f"the output {out} is one of the inputs ({p}): merging into it would "
-                             "destroy a run's per-epoch history; choose another output file")
+            raise ValueError(
+                f"the output {out} is one of the inputs ({p}): merging into it would "
+                "destroy a run's per-epoch history; choose another output file"
+            )
     from .statsfile import read_stats_file
 
     per_run, first = [], None
@@ -182,26 +189,51 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
         if first is None:
             first = stats
         elif stats.fingerprint != first.fingerprint:
-            raise ValueError(f"{p} was scored on dataset fingerprint {stats.fingerprint!r}, "
-                             f"{paths[0]} on {first.fingerprint!r}: they cannot be merged")
-        elif stats.num_samples != first.num_samples or not np.array_equal(stats.labels, first.labels):
+            raise ValueError(
+                f"{p} was scored on dataset fingerprint {stats.fingerprint!r}, "
+                f"{paths[0]} on {first.fingerprint!r}: they cannot be merged"
+            )
+        elif stats.num_samples != first.num_samples or not np.array_equal(
+            stats.labels, first.labels
+        ):
             raise ValueError(f"{p} and {paths[0]} disagree on the examples or their labels")
         elif stats.metadata.get("view") != first.metadata.get("view"):
-            raise ValueError(f"{p} records the {stats.metadata.get('view')!r} view, {paths[0]} the "
-                             f"{first.metadata.get('view')!r} view: views are never merged")
+            raise ValueError(
+                f"{p} records the {stats.metadata.get('view')!r} view, {paths[0]} the "
+                f"{first.metadata.get('view')!r} view: views are never merged"
+            )
         elif window is None and stats.epochs != first.epochs:
-            raise ValueError(f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
-                             "over all epochs would count different windows; give a window of at "
-                             f"most {min(stats.epochs, first.epochs)} epochs")
+            raise ValueError(
+                f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
+                "over all epochs would count different windows; give a window of at "
+                f"most {min(stats.epochs, first.epochs)} epochs"
+            )
         per_run.append((p, stats.metadata, compute_scores(stats, window)))
     names = [n for n in per_run[0][2]]
     stacked = {n: np.stack([r[2][n].astype(np.float64) for r in per_run]) for n in names}
     means = {n: stacked[n].mean(0) for n in names}
-    runs = [{"file": os.path.abspath(p), "arch": m.get("arch"), "seed": m.get("seed"),
-             "run": m.get("run"), "epochs": m.get("epochs")} for p, m, _ in per_run]
-    meta = write_merged_file(out, labels=first.labels, num_classes=first.num_classes,
-                             fingerprint=first.fingerprint, paths=first.paths, window=window,
-                             runs=runs, means=means, per_run=stacked, directions=DIRECTION)
+    runs = [
+        {
+            "file": os.path.abspath(p),
+            "arch": m.get("arch"),
+            "seed": m.get("seed"),
+            "run": m.get("run"),
+            "epochs": m.get("epochs"),
+        }
+        for p, m, _ in per_run
+    ]
+    meta = write_merged_file(
+        out,
+        labels=first.labels,
+        num_classes=first.num_classes,
+        fingerprint=first.fingerprint,
+        paths=first.paths,
+        window=window,
+        runs=runs,
+        means=means,
+        per_run=stacked,
+        directions=DIRECTION,
+    )
     return ScoreTable(means, first.labels, first.num_classes, first.fingerprint, first.paths, meta)
 
 
@@ -214,10 +246,24 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
     if parse_metadata(arrays, path).get("format") == MERGED_FORMAT:
         merged: MergedFile = read_merged_file(path, arrays)
         if window is not None and window != merged.metadata.get("window"):
-            raise ValueError(f"{path} was merged with window={merged.metadata.get('window')}; "
-                             f"re-merge to use window={window}")
-        return ScoreTable(merged.scores, merged.labels, merged.num_classes, merged.fingerprint,
-                          merged.paths, merged.metadata)
+            raise ValueError(
+                f"{path} was merged with window={merged.metadata.get('window')}; "
+                f"re-merge to use window={window}"
+            )
+        return ScoreTable(
+            merged.scores,
+            merged.labels,
+            merged.num_classes,
+            merged.fingerprint,
+            merged.paths,
+            merged.metadata,
+        )
     stats = read_stats_file(path, arrays)
-    return ScoreTable(compute_scores(stats, window), stats.labels, stats.num_classes,
-                      stats.fingerprint, stats.paths, stats.metadata)
+    return ScoreTable(
+        compute_scores(stats, window),
+        stats.labels,
+        stats.num_classes,
+        stats.fingerprint,
+        stats.paths,
+        stats.metadata,
+    )

@@ -10,12 +10,14 @@ Strategies (each global or class-balanced):
   inside each bin.
 
 Examples in ``exclude`` (never presented during scoring: their scores say nothing) take no part
-in any of it. ``cut_hardest`` first removes that fraction of the very hardest examples (likely mislabelled), as
+in any of it. ``cut_hardest`` first removes that fraction of the very hardest examples (likely
+mislabelled), as
 Data Diet and coverage-centric selection do. Keep/prune semantics: ``keep`` as a fraction keeps
 exactly floor(keep * N + 0.5) examples (of those left after the cut); class-balanced budgets are
 proportional to class sizes with largest-remainder rounding, so they add up exactly. Rankings
 and ties go through easyhard::topk_select (ties broken by dataset index).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,12 +48,15 @@ def resolve_keep(keep: float | int | str, n: int) -> int:
             raise ValueError(f"keep fraction must be in (0, 1], got {value}")
         return int(math.floor(value * n + 0.5))
     if not 0 < value <= n:
-        raise ValueError(f"keep count must be between 1 and the {n} examples available, got {value}")
+        raise ValueError(
+            f"keep count must be between 1 and the {n} examples available, got {value}"
+        )
     return int(value)
 
 
-def class_budgets(labels: np.ndarray, k: int, num_classes: int,
-                  available: np.ndarray | None = None) -> np.ndarray:
+def class_budgets(
+    labels: np.ndarray, k: int, num_classes: int, available: np.ndarray | None = None
+) -> np.ndarray:
     """Per-class budgets (int64 [C]) summing to exactly k, proportional to the class sizes, by
     largest-remainder rounding (equal remainders: the smaller class index first). `available`
     (default: the class sizes) caps each budget."""
@@ -86,10 +91,21 @@ class Selection:
         return self.num_samples / max(len(self.indices), 1)
 
 
-def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float | int | str, *,
-           strategy: str = "hardest", balanced: bool = False, cut_hardest: float = 0.0,
-           seed: int = 0, bins: int = 50, score_name: str = "hardness",
-           exclude: np.ndarray | None = None, tie_seed: int | None = None) -> Selection:
+def select(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    keep: float | int | str,
+    *,
+    strategy: str = "hardest",
+    balanced: bool = False,
+    cut_hardest: float = 0.0,
+    seed: int = 0,
+    bins: int = 50,
+    score_name: str = "hardness",
+    exclude: np.ndarray | None = None,
+    tie_seed: int | None = None,
+) -> Selection:
     """Choose a subset. `scores` are oriented with larger = harder (see scores.hardness).
 
     `exclude`: bool [N], examples that take no part (e.g. never presented during scoring): never
@@ -107,15 +123,18 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
     if h.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {h.shape}")
     if labels.shape != (N,) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers of shape [{N}], got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"labels must be integers of shape [{N}], got {labels.dtype} {labels.shape}"
+        )
     labels = labels.astype(np.int64)
     if exclude is None:
         alive = np.ones(N, dtype=bool)
     else:
         exclude = np.asarray(exclude)
         if exclude.shape != (N,) or exclude.dtype != np.bool_:
-            raise ValueError(f"exclude must be a bool array of shape [{N}], got {exclude.dtype} "
-                             f"{exclude.shape}")
+            raise ValueError(
+                f"exclude must be a bool array of shape [{N}], got {exclude.dtype} {exclude.shape}"
+            )
         alive = ~exclude
     # Excluded examples may lack a label (-1: never presented, none recorded).
     if N and ((labels[alive] < 0).any() or labels.min() < -1 or labels.max() >= num_classes):
@@ -140,6 +159,7 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
         p = torch.from_numpy(perm)
         picked = ops.topk_select(key[p], k, largest, None if lab is None else lab[p], bud).numpy()
         return np.sort(perm[picked])
+
     n_excluded = N - int(alive.sum())
     n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))
     if n_cut:
@@ -148,12 +168,15 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
         alive[top(key, n_cut, True)] = False
     available = int(alive.sum())
     if available == 0:
-        raise ValueError(f"no example is left to select from ({n_excluded} excluded, {n_cut} cut "
-                         "as the hardest)")
+        raise ValueError(
+            f"no example is left to select from ({n_excluded} excluded, {n_cut} cut as the hardest)"
+        )
     k = resolve_keep(keep, available)
     if k == 0:
-        raise ValueError(f"keeping {keep} of {available} examples rounds to 0: the subset would "
-                         "be empty; keep a larger fraction or a count of at least 1")
+        raise ValueError(
+            f"keeping {keep} of {available} examples rounds to 0: the subset would "
+            "be empty; keep a larger fraction or a count of at least 1"
+        )
     if strategy == "stratified":
         chosen = _stratified(h, labels, alive, k, num_classes, balanced, bins, seed)
     else:
@@ -164,26 +187,43 @@ def select(scores: np.ndarray, labels: np.ndarray, num_classes: int, keep: float
             key, largest = h_t.clone(), strategy == "hardest"
         key[torch.from_numpy(~alive)] = float("nan")  # NaN ranks last: cut examples never chosen
         if balanced:
-            budgets = class_budgets(labels, k, num_classes,
-                                    np.bincount(labels[alive], minlength=num_classes))
+            budgets = class_budgets(
+                labels, k, num_classes, np.bincount(labels[alive], minlength=num_classes)
+            )
             chosen = top(key, k, largest, budgets)
         else:
             chosen = top(key, k, largest)
-    info = {"strategy": strategy, "balanced": balanced, "cut_hardest": cut_hardest,
-            "cut": n_cut, "excluded": n_excluded, "keep": str(keep), "kept": int(len(chosen)),
-            "seed": seed, "score": score_name, "tie_seed": tie_seed}
+    info = {
+        "strategy": strategy,
+        "balanced": balanced,
+        "cut_hardest": cut_hardest,
+        "cut": n_cut,
+        "excluded": n_excluded,
+        "keep": str(keep),
+        "kept": int(len(chosen)),
+        "seed": seed,
+        "score": score_name,
+        "tie_seed": tie_seed,
+    }
     if strategy == "stratified":
         info["bins"] = bins
-    return Selection(np.asarray(chosen, dtype=np.int64), N,
-                     np.bincount(labels[chosen], minlength=num_classes), class_sizes, info)
+    return Selection(
+        np.asarray(chosen, dtype=np.int64),
+        N,
+        np.bincount(labels[chosen], minlength=num_classes),
+        class_sizes,
+        info,
+    )
 
 
 def _stratified(h, labels, alive, k, C, balanced, bins, seed) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if balanced:
         budgets = class_budgets(labels, k, C, np.bincount(labels[alive], minlength=C))
-        parts = [_ccs(np.flatnonzero(alive & (labels == c)), h, int(budgets[c]), bins, rng)
-                 for c in range(C)]
+        parts = [
+            _ccs(np.flatnonzero(alive & (labels == c)), h, int(budgets[c]), bins, rng)
+            for c in range(C)
+        ]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return np.sort(_ccs(np.flatnonzero(alive), h, k, bins, rng))
 

@@ -48,6 +48,7 @@ ratios with their intervals, an image grid of the easiest and hardest examples p
 the feature model's prediction under each), per-class mean images of the easy, random and hard
 sets, and local sparsity against easiness.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,10 +67,14 @@ FORMAT_VERSION = 1
 SPACES = ("pixel", "features")
 GRID_CLASSES = 10  # classes shown in the image grid and the mean images
 MEAN_IMAGE_CAP = 256  # examples averaged per set for the mean images of image folders
-SELF_SCORED_NOTE = ('features come from a model whose own confidence defined "easy" (easy '
-                    'examples sit near its class centres partly by construction)')
-NO_FEATURES_NOTE = ("no feature model: pixel space only (give `features`: a run folder or a "
-                    "checkpoint of a model trained on this dataset)")
+SELF_SCORED_NOTE = (
+    'features come from a model whose own confidence defined "easy" (easy '
+    "examples sit near its class centres partly by construction)"
+)
+NO_FEATURES_NOTE = (
+    "no feature model: pixel space only (give `features`: a run folder or a "
+    "checkpoint of a model trained on this dataset)"
+)
 FILE_PIXEL_SIZE = 32  # default pixel-space size of image folders
 
 
@@ -107,10 +112,10 @@ def knn_distance(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     c = c - c.mean(0, keepdim=True)
     out = torch.empty(n, dtype=torch.float64)
     for start in range(0, n, chunk):
-        d = torch.cdist(c[start:start + chunk], c)
+        d = torch.cdist(c[start : start + chunk], c)
         rows = torch.arange(len(d))
         d[rows, rows + start] = math.inf
-        out[start:start + len(d)] = d.topk(k, dim=1, largest=False).values.double().mean(1)
+        out[start : start + len(d)] = d.topk(k, dim=1, largest=False).values.double().mean(1)
     return out
 
 
@@ -160,8 +165,9 @@ def easiest_first(ease: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -
     return idx[np.argsort(-ease[idx], kind="stable")]
 
 
-def class_matched_random(rng: np.random.Generator, labels_of_set: np.ndarray,
-                         pools: dict[int, np.ndarray]) -> np.ndarray:
+def class_matched_random(
+    rng: np.random.Generator, labels_of_set: np.ndarray, pools: dict[int, np.ndarray]
+) -> np.ndarray:
     """A random set matched by class to a set whose labels are `labels_of_set` [m]: position i
     holds an example of class labels_of_set[i], drawn without replacement from pools[class]."""
     labels_of_set = np.asarray(labels_of_set)
@@ -170,8 +176,9 @@ def class_matched_random(rng: np.random.Generator, labels_of_set: np.ndarray,
         where = labels_of_set == c
         pool = pools[int(c)]
         if where.sum() > len(pool):
-            raise ValueError(f"class {int(c)}: {int(where.sum())} random examples asked of a pool "
-                             f"of {len(pool)}")
+            raise ValueError(
+                f"class {int(c)}: {int(where.sum())} random examples asked of a pool of {len(pool)}"
+            )
         out[where] = rng.choice(pool, int(where.sum()), replace=False)
     return out
 
@@ -218,9 +225,20 @@ def subsample_size(set_size: int, sample_size: int) -> int:
     return min(int(sample_size), int(set_size) // 2)
 
 
-def build_plan(ease: np.ndarray, labels: np.ndarray, valid: np.ndarray, num_classes: int, *,
-               fraction: float, sample_size: int, repeats: int, pool_size: int,
-               max_classes: int, grid_examples: int = 6, seed: int = 0) -> Plan:
+def build_plan(
+    ease: np.ndarray,
+    labels: np.ndarray,
+    valid: np.ndarray,
+    num_classes: int,
+    *,
+    fraction: float,
+    sample_size: int,
+    repeats: int,
+    pool_size: int,
+    max_classes: int,
+    grid_examples: int = 6,
+    seed: int = 0,
+) -> Plan:
     """The sets and every random draw of the analysis, before any image is read.
 
     ease: float [N], higher = easier; labels: int64 [N]; valid: bool [N] (examples that take part).
@@ -229,22 +247,26 @@ def build_plan(ease: np.ndarray, labels: np.ndarray, valid: np.ndarray, num_clas
     examples. Each comparison draws `repeats` subsamples of subsample_size(...) examples without
     replacement and, for each, a class-matched random set from the pools."""
     if pool_size < sample_size:
-        raise ValueError(f"`pool_size` ({pool_size}) must be at least `sample_size` "
-                         f"({sample_size})")
+        raise ValueError(
+            f"`pool_size` ({pool_size}) must be at least `sample_size` ({sample_size})"
+        )
     rng = np.random.default_rng([seed, 12])
     labels = np.asarray(labels, dtype=np.int64)
     valid = np.asarray(valid, dtype=bool)
     ok = np.flatnonzero(valid)
     by_class = ok[np.argsort(labels[ok], kind="stable")]  # grouped by class, index order inside
     bounds = np.r_[0, np.cumsum(np.bincount(labels[ok], minlength=num_classes))]
-    members = {c: by_class[bounds[c]:bounds[c + 1]] for c in range(num_classes)}
+    members = {c: by_class[bounds[c] : bounds[c + 1]] for c in range(num_classes)}
     present = [c for c in range(num_classes) if len(members[c])]
     classes = present
     if len(present) > max_classes:
-        classes = sorted(np.random.default_rng([seed, 13]).choice(present, max_classes,
-                                                                  replace=False).tolist())
-    pools = {c: np.sort(rng.choice(members[c], min(len(members[c]), pool_size), replace=False))
-             for c in present}
+        classes = sorted(
+            np.random.default_rng([seed, 13]).choice(present, max_classes, replace=False).tolist()
+        )
+    pools = {
+        c: np.sort(rng.choice(members[c], min(len(members[c]), pool_size), replace=False))
+        for c in present
+    }
     easy, hard, skipped, grid = {}, {}, {}, {}
     n_valid = int(valid.sum())
     if n_valid < 4:
@@ -261,8 +283,10 @@ def build_plan(ease: np.ndarray, labels: np.ndarray, valid: np.ndarray, num_clas
     for key in ["all", *classes]:
         m = subsample_size(len(easy[key]), sample_size)
         if m < 2:
-            skipped[key] = (f"its easy and hard sets hold {len(easy[key])} example(s): too few for "
-                            "subsamples of 2")
+            skipped[key] = (
+                f"its easy and hard sets hold {len(easy[key])} example(s): too few for "
+                "subsamples of 2"
+            )
             continue
         for which, the_set in (("easy", easy[key]), ("hard", hard[key])):
             subs = np.stack([rng.choice(the_set, m, replace=False) for _ in range(repeats)])
@@ -285,14 +309,18 @@ def resolve_score_path(path: str) -> str:
     """The file of a SCORES argument: a file, a run folder (its scores.npz) or a score
     output folder (its merged.npz)."""
     if not os.path.exists(path):
-        raise ValueError(f"{path} does not exist: give a statistics file (a run's scores.npz) or a "
-                         "merged.npz) or a run folder or score output folder")
+        raise ValueError(
+            f"{path} does not exist: give a statistics file (a run's scores.npz) or a "
+            "merged.npz) or a run folder or score output folder"
+        )
     if os.path.isdir(path):
         for name in ("scores.npz", "merged.npz"):
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name)
-        raise ValueError(f"{path} is a folder with neither scores.npz (a run folder) nor "
-                         "merged.npz (an `easyhard score` output folder): give a statistics file")
+        raise ValueError(
+            f"{path} is a folder with neither scores.npz (a run folder) nor "
+            "merged.npz (an `easyhard score` output folder): give a statistics file"
+        )
     return path
 
 
@@ -303,8 +331,11 @@ def score_source(score_file: str, metadata: dict) -> ScoreSource:
 
     here = os.path.dirname(os.path.abspath(score_file))
     if metadata.get("format") == MERGED_FORMAT:
-        runs = [os.path.dirname(r["file"]) for r in metadata.get("runs", [])
-                if isinstance(r, dict) and isinstance(r.get("file"), str)]
+        runs = [
+            os.path.dirname(r["file"])
+            for r in metadata.get("runs", [])
+            if isinstance(r, dict) and isinstance(r.get("file"), str)
+        ]
         return ScoreSource(score_file, here, runs)
     if is_run_folder(here):
         return ScoreSource(score_file, os.path.dirname(here), [here])
@@ -339,8 +370,9 @@ def _run_record(folder: str) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def find_feature_model(features: str | None, source: ScoreSource,
-                       fingerprint: str | None) -> FeatureSource | None:
+def find_feature_model(
+    features: str | None, source: ScoreSource, fingerprint: str | None
+) -> FeatureSource | None:
     """The feature model: `features` when given (a run folder or a checkpoint file); else a run
     in the score output folder that did not produce the scores (preferring another
     architecture); else a scoring run (self_scored); else None."""
@@ -350,17 +382,22 @@ def find_feature_model(features: str | None, source: ScoreSource,
     scoring = {real(r) for r in source.runs}
     if features is not None:
         if not os.path.exists(features):
-            raise ValueError(f"the feature model {features} does not exist: give `features` a "
-                             "run folder of `easyhard score` or its checkpoint.pt")
+            raise ValueError(
+                f"the feature model {features} does not exist: give `features` a "
+                "run folder of `easyhard score` or its checkpoint.pt"
+            )
         ckpt = os.path.join(features, "checkpoint.pt") if os.path.isdir(features) else features
         if not os.path.isfile(ckpt):
-            raise ValueError(f"{features} holds no checkpoint.pt: give `features` a run folder "
-                             "of `easyhard score` or a checkpoint file")
+            raise ValueError(
+                f"{features} holds no checkpoint.pt: give `features` a run folder "
+                "of `easyhard score` or a checkpoint file"
+            )
         folder = os.path.dirname(os.path.abspath(ckpt))
         run = folder if is_run_folder(folder) else None
         self_scored = real(folder) in scoring
-        return FeatureSource(ckpt, run, _run_record(folder).get("arch"), self_scored,
-                             "given as --features")
+        return FeatureSource(
+            ckpt, run, _run_record(folder).get("arch"), self_scored, "given as --features"
+        )
     if source.folder is None or not os.path.isdir(source.folder):
         return None
     others, own = [], []
@@ -377,12 +414,14 @@ def find_feature_model(features: str | None, source: ScoreSource,
         scoring_archs = {_run_record(r).get("arch") for r in source.runs}
         others.sort(key=lambda o: o[2] in scoring_archs)  # another architecture first (stable)
         folder, ckpt, arch = others[0]
-        return FeatureSource(ckpt, folder, arch, False,
-                             "a run in the score folder that did not produce these scores")
+        return FeatureSource(
+            ckpt, folder, arch, False, "a run in the score folder that did not produce these scores"
+        )
     if own:
         folder, ckpt, arch = own[0]
-        return FeatureSource(ckpt, folder, arch, True,
-                             "the scoring run itself (no other run in the score folder)")
+        return FeatureSource(
+            ckpt, folder, arch, True, "the scoring run itself (no other run in the score folder)"
+        )
     return None
 
 
@@ -390,13 +429,16 @@ def final_linear(model: nn.Module, num_classes: int) -> nn.Linear:
     """The model's classifier: its last nn.Linear module, which must have num_classes outputs."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or linears[-1].out_features != num_classes:
-        raise ValueError(f"{type(model).__name__} has no final linear layer with {num_classes} "
-                         "outputs to take penultimate features from")
+        raise ValueError(
+            f"{type(model).__name__} has no final linear layer with {num_classes} "
+            "outputs to take penultimate features from"
+        )
     return linears[-1]
 
 
-def load_feature_model(checkpoint: str, dataset, device: torch.device | str = "cpu"
-                       ) -> tuple[nn.Module, dict]:
+def load_feature_model(
+    checkpoint: str, dataset, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict]:
     """The model of an `easyhard score` checkpoint (torch.load weights_only), in eval mode on
     `device`; refuses a model trained on other data (dataset fingerprint). Returns (model, info)
     with info {"arch", "epoch", "fingerprint"}."""
@@ -406,24 +448,35 @@ def load_feature_model(checkpoint: str, dataset, device: torch.device | str = "c
     try:
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{checkpoint} cannot be read as a checkpoint ({type(e).__name__}): give "
-                         "`features` a checkpoint.pt written by `easyhard score`") from e
-    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict) \
-            or not isinstance(ck.get("arch"), str):
-        raise ValueError(f"{checkpoint} is not an easyhard checkpoint (no model state and "
-                         "architecture): give `features` a checkpoint.pt written by "
-                         "`easyhard score`")
+        raise ValueError(
+            f"{checkpoint} cannot be read as a checkpoint ({type(e).__name__}): give "
+            "`features` a checkpoint.pt written by `easyhard score`"
+        ) from e
+    if (
+        not isinstance(ck, dict)
+        or not isinstance(ck.get("model"), dict)
+        or not isinstance(ck.get("arch"), str)
+    ):
+        raise ValueError(
+            f"{checkpoint} is not an easyhard checkpoint (no model state and "
+            "architecture): give `features` a checkpoint.pt written by "
+            "`easyhard score`"
+        )
     identity = ck.get("identity") if isinstance(ck.get("identity"), dict) else {}
     fp = identity.get("dataset_fingerprint")
     if fp is None:
-        raise ValueError(f"{checkpoint} does not record the data its model was trained on, so its "
-                         "features cannot be checked against this dataset: give `features` a "
-                         "checkpoint written by this easyhard")
+        raise ValueError(
+            f"{checkpoint} does not record the data its model was trained on, so its "
+            "features cannot be checked against this dataset: give `features` a "
+            "checkpoint written by this easyhard"
+        )
     if fp != dataset.fingerprint:
-        raise ValueError(f"the feature model {checkpoint} was trained on dataset fingerprint "
-                         f"{fp!r}, but {dataset.name} ({dataset.root or 'generated'}) has "
-                         f"fingerprint {dataset.fingerprint!r}: its features describe other data; "
-                         "give `features` a model trained on this dataset")
+        raise ValueError(
+            f"the feature model {checkpoint} was trained on dataset fingerprint "
+            f"{fp!r}, but {dataset.name} ({dataset.root or 'generated'}) has "
+            f"fingerprint {dataset.fingerprint!r}: its features describe other data; "
+            "give `features` a model trained on this dataset"
+        )
     config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
     if isinstance(dataset, ArrayDataset):
         in_ch, size = dataset.images.shape[-1], dataset.images.shape[1]
@@ -433,23 +486,31 @@ def load_feature_model(checkpoint: str, dataset, device: torch.device | str = "c
     try:
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
-        raise ValueError(f"the weights in {checkpoint} do not fit a {ck['arch']} for "
-                         f"{dataset.num_classes} classes and {in_ch} channel(s): it was trained on "
-                         "other data") from e
+        raise ValueError(
+            f"the weights in {checkpoint} do not fit a {ck['arch']} for "
+            f"{dataset.num_classes} classes and {in_ch} channel(s): it was trained on "
+            "other data"
+        ) from e
     final_linear(model, dataset.num_classes)
     model.to(device).eval()
-    return model, {"arch": ck["arch"], "epoch": ck.get("epoch"), "fingerprint": fp,
-                   "crop": int(config.get("crop", 224))}
+    return model, {
+        "arch": ck["arch"],
+        "epoch": ck.get("epoch"),
+        "fingerprint": fp,
+        "crop": int(config.get("crop", 224)),
+    }
 
 
 @torch.no_grad()
-def penultimate(model: nn.Module, x: torch.Tensor, num_classes: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def penultimate(
+    model: nn.Module, x: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(features [B, D], logits [B, num_classes]) of a batch: features are the input of the final
     linear layer, taken with a forward pre-hook (the model is called once, as it is)."""
     captured: list[torch.Tensor] = []
     handle = final_linear(model, num_classes).register_forward_pre_hook(
-        lambda module, inputs: captured.append(inputs[0].detach()))
+        lambda module, inputs: captured.append(inputs[0].detach())
+    )
     try:
         logits = model(x)
     finally:
@@ -457,10 +518,17 @@ def penultimate(model: nn.Module, x: torch.Tensor, num_classes: int
     return captured[-1].flatten(1), logits
 
 
-def extract_features(model: nn.Module, dataset, indices: np.ndarray, device: torch.device | str,
-                     *, batch_size: int = 512, crop: int = 224, workers: int = 4,
-                     progress: Callable[[int], None] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: nn.Module,
+    dataset,
+    indices: np.ndarray,
+    device: torch.device | str,
+    *,
+    batch_size: int = 512,
+    crop: int = 224,
+    workers: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (float32 [n, D], CPU) and predictions (int64 [n]) of the examples
     `indices`, in that order: the clean view (eval mode, no augmentation) as the model was
     trained on, batched on `device`, no gradients."""
@@ -473,9 +541,15 @@ def extract_features(model: nn.Module, dataset, indices: np.ndarray, device: tor
         loader = TensorLoader(dataset, batch_size, device, train=False, subset=indices)
         position = None
     else:
-        sub = FileDataset(dataset.name, dataset.split, dataset.root,
-                          [dataset.paths[i] for i in indices], dataset.labels[indices],
-                          dataset.classes, fingerprint=dataset.fingerprint or "subset")
+        sub = FileDataset(
+            dataset.name,
+            dataset.split,
+            dataset.root,
+            [dataset.paths[i] for i in indices],
+            dataset.labels[indices],
+            dataset.classes,
+            fingerprint=dataset.fingerprint or "subset",
+        )
         loader = make_loader(sub, batch_size, device, train=False, crop=crop, workers=workers)
         position = indices
     feats, preds, got = [], [], []
@@ -491,8 +565,9 @@ def extract_features(model: nn.Module, dataset, indices: np.ndarray, device: tor
         order = position[order]
     if len(order) != len(indices) or not np.array_equal(np.sort(order), np.sort(indices)):
         raise RuntimeError("the feature loader did not return every requested example once")
-    back = np.argsort(order, kind="stable")[np.argsort(np.argsort(indices, kind="stable"),
-                                                       kind="stable")]
+    back = np.argsort(order, kind="stable")[
+        np.argsort(np.argsort(indices, kind="stable"), kind="stable")
+    ]
     return torch.cat(feats)[back], torch.cat(preds)[back]
 
 
@@ -504,16 +579,21 @@ def resize_crop(x: torch.Tensor, size: int) -> torch.Tensor:
         return x
     if min(H, W) != size:
         scale = size / min(H, W)
-        x = nn.functional.interpolate(x, size=(max(size, round(H * scale)),
-                                               max(size, round(W * scale))),
-                                      mode="bilinear", antialias=True, align_corners=False)
+        x = nn.functional.interpolate(
+            x,
+            size=(max(size, round(H * scale)), max(size, round(W * scale))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
     H, W = x.shape[-2:]
     top, left = (H - size) // 2, (W - size) // 2
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
-def load_pixels(dataset, indices: np.ndarray, size: int | None = None, workers: int = 4
-                ) -> torch.Tensor:
+def load_pixels(
+    dataset, indices: np.ndarray, size: int | None = None, workers: int = 4
+) -> torch.Tensor:
     """Images of `indices` as float32 [n, C, S, S] in [0, 1]: in-memory datasets at their native
     size unless `size` is given, image files resized and centre-cropped to `size` (default 32)."""
     from .datasets import ArrayDataset
@@ -557,8 +637,9 @@ def pixel_vectors(images: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- the analysis
-def ratio_stats(vectors: torch.Tensor, rows_sub: np.ndarray, rows_rand: np.ndarray
-                ) -> dict[str, Any]:
+def ratio_stats(
+    vectors: torch.Tensor, rows_sub: np.ndarray, rows_rand: np.ndarray
+) -> dict[str, Any]:
     """Spread ratios of one comparison in one space: vectors [n, d], row indices [R, m] of the
     subsamples and of their random sets. Returns the ratio summaries for both measures and the
     mean spreads."""
@@ -567,21 +648,32 @@ def ratio_stats(vectors: torch.Tensor, rows_sub: np.ndarray, rows_rand: np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         pair = (sub_p / ran_p).numpy()
         cent = (sub_c / ran_c).numpy()
-    return {"pairwise": summarize(pair), "centroid": summarize(cent),
-            "spread": {"set": {"pairwise": float(sub_p.mean()), "centroid": float(sub_c.mean())},
-                       "random": {"pairwise": float(ran_p.mean()),
-                                  "centroid": float(ran_c.mean())}}}
+    return {
+        "pairwise": summarize(pair),
+        "centroid": summarize(cent),
+        "spread": {
+            "set": {"pairwise": float(sub_p.mean()), "centroid": float(sub_c.mean())},
+            "random": {"pairwise": float(ran_p.mean()), "centroid": float(ran_c.mean())},
+        },
+    }
 
 
 def _space_entry(easy: dict, hard: dict, m: int, repeats: int, set_size: int) -> dict[str, Any]:
-    return {"easy_over_random": easy["pairwise"], "hard_over_random": hard["pairwise"],
-            "measure": "mean pairwise distance",
-            "centroid": {"easy_over_random": easy["centroid"],
-                         "hard_over_random": hard["centroid"]},
-            "spread": {"easy": easy["spread"]["set"], "hard": hard["spread"]["set"],
-                       "random_for_easy": easy["spread"]["random"],
-                       "random_for_hard": hard["spread"]["random"]},
-            "set_size": set_size, "sample_size": m, "repeats": repeats}
+    return {
+        "easy_over_random": easy["pairwise"],
+        "hard_over_random": hard["pairwise"],
+        "measure": "mean pairwise distance",
+        "centroid": {"easy_over_random": easy["centroid"], "hard_over_random": hard["centroid"]},
+        "spread": {
+            "easy": easy["spread"]["set"],
+            "hard": hard["spread"]["set"],
+            "random_for_easy": easy["spread"]["random"],
+            "random_for_hard": hard["spread"]["random"],
+        },
+        "set_size": set_size,
+        "sample_size": m,
+        "repeats": repeats,
+    }
 
 
 @dataclass
@@ -595,29 +687,57 @@ class Result:
     density_points: dict[str, np.ndarray]  # per pool example: "ease", "labels", "pixel", ...
 
 
-def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
-            sample_size: int = 100, repeats: int = 50, pool_size: int = 1000,
-            neighbours: int = 10, max_classes: int = 50, pixel_size: int | None = None,
-            grid_examples: int = 6, seed: int = 0, feature_model: nn.Module | None = None,
-            feature_source: FeatureSource | None = None, device: torch.device | str = "cpu",
-            batch_size: int = 512, crop: int = 224, workers: int = 4,
-            log: Callable[[str], None] = lambda s: None) -> Result:
+def analyze(
+    table,
+    dataset,
+    *,
+    fraction: float = 0.1,
+    score: str = "easiness",
+    sample_size: int = 100,
+    repeats: int = 50,
+    pool_size: int = 1000,
+    neighbours: int = 10,
+    max_classes: int = 50,
+    pixel_size: int | None = None,
+    grid_examples: int = 6,
+    seed: int = 0,
+    feature_model: nn.Module | None = None,
+    feature_source: FeatureSource | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    crop: int = 224,
+    workers: int = 4,
+    log: Callable[[str], None] = lambda s: None,
+) -> Result:
     """Measure whether the easy examples of `table` (a scores.ScoreTable) look alike in
     `dataset` (the data it was scored on): see the module docstring for every definition."""
     from .scores import excluded, hardness
 
     if score not in table.scores:
-        raise ValueError(f"the scores input holds no {score!r} score (it has "
-                         f"{', '.join(sorted(table.scores))})")
+        raise ValueError(
+            f"the scores input holds no {score!r} score (it has {', '.join(sorted(table.scores))})"
+        )
     if len(table.labels) != len(dataset) or not np.array_equal(table.labels, dataset.labels):
-        raise ValueError("the scores input and the dataset disagree on the examples or their labels")
+        raise ValueError(
+            "the scores input and the dataset disagree on the examples or their labels"
+        )
     ease = -hardness(score, table.scores[score])
     absent = excluded(table)
     valid = ~absent & ~np.isnan(ease)
     n_excluded = int((~valid).sum())
-    plan = build_plan(ease, table.labels, valid, dataset.num_classes, fraction=fraction,
-                      sample_size=sample_size, repeats=repeats, pool_size=pool_size,
-                      max_classes=max_classes, grid_examples=grid_examples, seed=seed)
+    plan = build_plan(
+        ease,
+        table.labels,
+        valid,
+        dataset.num_classes,
+        fraction=fraction,
+        sample_size=sample_size,
+        repeats=repeats,
+        pool_size=pool_size,
+        max_classes=max_classes,
+        grid_examples=grid_examples,
+        seed=seed,
+    )
     needed = plan.needed()
     log(f"reading {len(needed)} of {len(dataset)} examples")
     images = load_pixels(dataset, needed, pixel_size, workers)
@@ -626,9 +746,17 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
     if feature_model is not None:
         name = feature_source.name if feature_source else "the model"
         log(f"features of {len(needed)} examples from {name}")
-        feats, preds = extract_features(feature_model, dataset, needed, device,
-                                        batch_size=batch_size, crop=crop, workers=workers)
+        feats, preds = extract_features(
+            feature_model,
+            dataset,
+            needed,
+            device,
+            batch_size=batch_size,
+            crop=crop,
+            workers=workers,
+        )
         spaces["features"] = feats
+
     def rows(idx: np.ndarray) -> np.ndarray:  # dataset indices -> rows of the vectors read
         return np.searchsorted(needed, idx)
 
@@ -637,15 +765,17 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
     for comp in plan.comparisons:
         for space, vec in spaces.items():
             found[(comp.key, comp.which, space)] = ratio_stats(
-                vec, rows(comp.subsamples), rows(comp.randoms))
+                vec, rows(comp.subsamples), rows(comp.randoms)
+            )
     sizes = {comp.key: (comp.set_size, comp.subsamples.shape[1]) for comp in plan.comparisons}
 
     def entry(key, space):
         if key in plan.skipped or space not in spaces:
             return None
         set_size, m = sizes[key]
-        return _space_entry(found[(key, "easy", space)], found[(key, "hard", space)], m, repeats,
-                            set_size)
+        return _space_entry(
+            found[(key, "easy", space)], found[(key, "hard", space)], m, repeats, set_size
+        )
 
     # local density on the pools
     density_points = {"ease": [], "labels": [], **{s: [] for s in spaces}}
@@ -657,16 +787,23 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
         for space, vec in spaces.items():
             knn = knn_distance(vec[torch.from_numpy(rows(pool))], neighbours).numpy()
             density_points[space].append(knn)
-            per_class_density[space].append({"class": c, "name": dataset.classes[c],
-                                             "spearman": _nan_none(spearman(knn, ease[pool])),
-                                             "n": int(len(pool))})
-    density_points = {k: np.concatenate(v) if v else np.zeros(0)
-                      for k, v in density_points.items()}
-    density = {"measure": f"mean distance to the {neighbours} nearest same-class neighbours within "
-                          "the class's random pool (higher: sparser region)",
-               "correlation": "Spearman rank correlation of that distance with easiness "
-                              "(negative: easy examples lie in denser regions)",
-               "k": neighbours, "pool_size": pool_size}
+            per_class_density[space].append(
+                {
+                    "class": c,
+                    "name": dataset.classes[c],
+                    "spearman": _nan_none(spearman(knn, ease[pool])),
+                    "n": int(len(pool)),
+                }
+            )
+    density_points = {k: np.concatenate(v) if v else np.zeros(0) for k, v in density_points.items()}
+    density = {
+        "measure": f"mean distance to the {neighbours} nearest same-class neighbours within "
+        "the class's random pool (higher: sparser region)",
+        "correlation": "Spearman rank correlation of that distance with easiness "
+        "(negative: easy examples lie in denser regions)",
+        "k": neighbours,
+        "pool_size": pool_size,
+    }
     for space in SPACES:
         if space not in spaces:
             density[space] = None
@@ -675,17 +812,26 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
         density[space] = {
             "spearman": _nan_none(spearman(density_points[space], density_points["ease"])),
             "mean_per_class": float(np.mean(rhos)) if rhos else None,
-            "per_class": per_class_density[space]}
+            "per_class": per_class_density[space],
+        }
 
     per_class = []
     for c in plan.classes:
         n_c = int((valid & (table.labels == c)).sum())
-        item = {"class": c, "name": dataset.classes[c], "examples": n_c,
-                "set_size": int(len(plan.easy[c])),
-                "pixel": entry(c, "pixel"), "features": entry(c, "features"),
-                "density": {s: next((d["spearman"] for d in per_class_density[s]
-                                     if d["class"] == c), None) if s in spaces else None
-                            for s in SPACES}}
+        item = {
+            "class": c,
+            "name": dataset.classes[c],
+            "examples": n_c,
+            "set_size": int(len(plan.easy[c])),
+            "pixel": entry(c, "pixel"),
+            "features": entry(c, "features"),
+            "density": {
+                s: next((d["spearman"] for d in per_class_density[s] if d["class"] == c), None)
+                if s in spaces
+                else None
+                for s in SPACES
+            },
+        }
         if c in plan.skipped:
             item["skipped"] = plan.skipped[c]
         per_class.append(item)
@@ -694,11 +840,15 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
     grid = {}
     for c, (easy_idx, hard_idx) in plan.grid.items():
         grid[c] = {
-            which: {"images": images[torch.from_numpy(rows(idx))].numpy(), "index": idx,
-                    "label": table.labels[idx],
-                    "pred": None if preds is None else preds[torch.from_numpy(rows(idx))].numpy(),
-                    "ease": ease[idx]}
-            for which, idx in (("easy", easy_idx), ("hard", hard_idx))}
+            which: {
+                "images": images[torch.from_numpy(rows(idx))].numpy(),
+                "index": idx,
+                "label": table.labels[idx],
+                "pred": None if preds is None else preds[torch.from_numpy(rows(idx))].numpy(),
+                "ease": ease[idx],
+            }
+            for which, idx in (("easy", easy_idx), ("hard", hard_idx))
+        }
     from .datasets import ArrayDataset
 
     mean_images = {}
@@ -713,12 +863,20 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
         mean_images[c] = means
 
     from . import __version__
+
     fs = feature_source
     record = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "score": score, "fraction": fraction,
-        "dataset": {"name": dataset.name, "root": dataset.root, "fingerprint": dataset.fingerprint,
-                    "examples": int(len(dataset)), "classes": list(dataset.classes)},
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "score": score,
+        "fraction": fraction,
+        "dataset": {
+            "name": dataset.name,
+            "root": dataset.root,
+            "fingerprint": dataset.fingerprint,
+            "examples": int(len(dataset)),
+            "classes": list(dataset.classes),
+        },
         "examples_used": int(valid.sum()),
         "excluded": n_excluded,
         "excluded_reason": "never presented during scoring (no score)",
@@ -726,26 +884,44 @@ def analyze(table, dataset, *, fraction: float = 0.1, score: str = "easiness",
         "features": entry("all", "features"),
         "per_class": per_class,
         "density": density,
-        "feature_model": None if fs is None else {
-            "checkpoint": os.path.abspath(fs.checkpoint), "run": fs.run and os.path.abspath(fs.run),
-            "arch": fs.arch, "how": fs.how, "self_scored": fs.self_scored,
-            "note": SELF_SCORED_NOTE if fs.self_scored else None},
-        "note": (SELF_SCORED_NOTE if fs is not None and fs.self_scored else
-                 NO_FEATURES_NOTE if feature_model is None else None),
-        "pixel_space": (f"images resized (shorter side) and centre-cropped to "
-                        f"{images.shape[-1]} px, scaled to [0, 1], each channel standardised over "
-                        "the examples read"),
+        "feature_model": None
+        if fs is None
+        else {
+            "checkpoint": os.path.abspath(fs.checkpoint),
+            "run": fs.run and os.path.abspath(fs.run),
+            "arch": fs.arch,
+            "how": fs.how,
+            "self_scored": fs.self_scored,
+            "note": SELF_SCORED_NOTE if fs.self_scored else None,
+        },
+        "note": (
+            SELF_SCORED_NOTE
+            if fs is not None and fs.self_scored
+            else NO_FEATURES_NOTE
+            if feature_model is None
+            else None
+        ),
+        "pixel_space": (
+            f"images resized (shorter side) and centre-cropped to "
+            f"{images.shape[-1]} px, scaled to [0, 1], each channel standardised over "
+            "the examples read"
+        ),
         "random_control": "per subsample, a random set with the same number of examples of each "
-                          "class, drawn without replacement from the class's random pool",
+        "class, drawn without replacement from the class's random pool",
         "interval": "2.5th-97.5th percentile of the ratio over the subsamples (drawn without "
-                    "replacement)",
-        "settings": {"sample_size": sample_size, "repeats": repeats, "pool_size": pool_size,
-                     "neighbours": neighbours, "max_classes": max_classes,
-                     "pixel_size": int(images.shape[-1]), "seed": seed},
+        "replacement)",
+        "settings": {
+            "sample_size": sample_size,
+            "repeats": repeats,
+            "pool_size": pool_size,
+            "neighbours": neighbours,
+            "max_classes": max_classes,
+            "pixel_size": int(images.shape[-1]),
+            "seed": seed,
+        },
         "examples_read": int(len(needed)),
         "skipped": {str(k): v for k, v in plan.skipped.items()},
-        "versions": {"easyhard": __version__, "torch": torch.__version__,
-                     "numpy": np.__version__},
+        "versions": {"easyhard": __version__, "torch": torch.__version__, "numpy": np.__version__},
     }
     return Result(record, list(dataset.classes), grid, mean_images, density_points)
 
@@ -777,19 +953,28 @@ def plot_ratios(result: Result, path: str) -> None:
     """Easy/random and hard/random spread ratios with their intervals, overall and per class, one
     panel per space."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rec = result.record
     spaces = [s for s in SPACES if rec.get(s) is not None]
-    rows = [("all classes", rec)] + [(pc["name"], pc) for pc in rec["per_class"]
-                                     if pc.get("pixel") is not None]
-    fig, axes = plt.subplots(1, len(spaces), figsize=(5.2 * len(spaces), 1.2 + 0.38 * len(rows)),
-                             squeeze=False, sharey=True)
+    rows = [("all classes", rec)] + [
+        (pc["name"], pc) for pc in rec["per_class"] if pc.get("pixel") is not None
+    ]
+    fig, axes = plt.subplots(
+        1,
+        len(spaces),
+        figsize=(5.2 * len(spaces), 1.2 + 0.38 * len(rows)),
+        squeeze=False,
+        sharey=True,
+    )
     y = np.arange(len(rows))[::-1]
     for ax, space in zip(axes[0], spaces):
-        for offset, key, colour, label in ((0.15, "easy_over_random", "tab:blue", "easy / random"),
-                                           (-0.15, "hard_over_random", "tab:red", "hard / random")):
+        for offset, key, colour, label in (
+            (0.15, "easy_over_random", "tab:blue", "easy / random"),
+            (-0.15, "hard_over_random", "tab:red", "hard / random"),
+        ):
             mean, lo, hi = [], [], []
             for _, item in rows:
                 s = (item.get(space) or {}).get(key) or {}
@@ -797,21 +982,35 @@ def plot_ratios(result: Result, path: str) -> None:
                 lo.append(s.get("low") if s.get("low") is not None else np.nan)
                 hi.append(s.get("high") if s.get("high") is not None else np.nan)
             mean, lo, hi = map(np.array, (mean, lo, hi))
-            ax.errorbar(mean, y + offset, xerr=[mean - lo, hi - mean], fmt="o", color=colour,
-                        capsize=3, markersize=4, label=label)
+            ax.errorbar(
+                mean,
+                y + offset,
+                xerr=[mean - lo, hi - mean],
+                fmt="o",
+                color=colour,
+                capsize=3,
+                markersize=4,
+                label=label,
+            )
         ax.axvline(1.0, color="0.3", lw=1, ls="--")
         ax.set_yticks(y)
         ax.set_yticklabels([name for name, _ in rows])
         ax.set_xlabel("spread ratio: set / class-matched random set")
-        ax.set_title({"pixel": "pixel space", "features": _feature_caption(rec)}[space],
-                     fontsize=9, wrap=True)
+        ax.set_title(
+            {"pixel": "pixel space", "features": _feature_caption(rec)}[space],
+            fontsize=9,
+            wrap=True,
+        )
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     axes[0][0].set_ylabel("set")
-    fig.suptitle(f"Do easy examples look alike? Spread (mean pairwise distance) of the easiest "
-                 f"and hardest {rec['fraction']:.0%} by {rec['score']}\nrelative to random sets "
-                 f"of the same classes: mean and 95% interval over {rec['settings']['repeats']} "
-                 "subsamples (below 1: more alike than random)", fontsize=10)
+    fig.suptitle(
+        f"Do easy examples look alike? Spread (mean pairwise distance) of the easiest "
+        f"and hardest {rec['fraction']:.0%} by {rec['score']}\nrelative to random sets "
+        f"of the same classes: mean and 95% interval over {rec['settings']['repeats']} "
+        "subsamples (below 1: more alike than random)",
+        fontsize=10,
+    )
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -830,6 +1029,7 @@ def plot_grid(result: Result, path: str) -> None:
     """The easiest (left) and hardest (right) examples of each shown class, each captioned with
     its label and the feature model's prediction (red when they differ)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -837,10 +1037,13 @@ def plot_grid(result: Result, path: str) -> None:
     classes = sorted(result.grid)
     g = max(len(result.grid[c]["easy"]["index"]) for c in classes)
     cols = 2 * g + 1
-    fig, axes = plt.subplots(len(classes), cols, figsize=(1.15 * (cols - 0.7),
-                                                          1.45 * len(classes) + 0.9),
-                             squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * g + [0.3] + [1] * g})
+    fig, axes = plt.subplots(
+        len(classes),
+        cols,
+        figsize=(1.15 * (cols - 0.7), 1.45 * len(classes) + 0.9),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * g + [0.3] + [1] * g},
+    )
     for r, c in enumerate(classes):
         for which, start in (("easy", 0), ("hard", g + 1)):
             item = result.grid[c][which]
@@ -854,8 +1057,9 @@ def plot_grid(result: Result, path: str) -> None:
                 if item["pred"] is not None:
                     pred = names[int(item["pred"][j])]
                     wrong = pred != label
-                    ax.set_xlabel(f"{label}\npred: {pred}", fontsize=6,
-                                  color="tab:red" if wrong else "black")
+                    ax.set_xlabel(
+                        f"{label}\npred: {pred}", fontsize=6, color="tab:red" if wrong else "black"
+                    )
                 else:
                     ax.set_xlabel(label, fontsize=6)
         axes[r][g].axis("off")
@@ -863,9 +1067,12 @@ def plot_grid(result: Result, path: str) -> None:
     axes[0][0].set_title("easiest →", fontsize=8, loc="left")
     axes[0][g + 1].set_title("hardest →", fontsize=8, loc="left")
     rec = result.record
-    fig.suptitle(f"Easiest (left) and hardest (right) {g} examples per class by {rec['score']}; "
-                 f"caption: label, prediction\n({_feature_caption(rec)}; red: prediction differs "
-                 "from the label)", fontsize=9)
+    fig.suptitle(
+        f"Easiest (left) and hardest (right) {g} examples per class by {rec['score']}; "
+        f"caption: label, prediction\n({_feature_caption(rec)}; red: prediction differs "
+        "from the label)",
+        fontsize=9,
+    )
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -874,12 +1081,14 @@ def plot_grid(result: Result, path: str) -> None:
 def plot_mean_images(result: Result, path: str) -> None:
     """Per shown class, the mean image of its easy set, its random pool and its hard set."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     classes = sorted(result.mean_images)
-    fig, axes = plt.subplots(3, len(classes), figsize=(max(6.0, 1.25 * len(classes) + 1.2), 4.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        3, len(classes), figsize=(max(6.0, 1.25 * len(classes) + 1.2), 4.8), squeeze=False
+    )
     for j, c in enumerate(classes):
         for i, which in enumerate(("easy", "random", "hard")):
             _show(axes[i][j], result.mean_images[c][which])
@@ -888,9 +1097,11 @@ def plot_mean_images(result: Result, path: str) -> None:
             if j == 0:
                 axes[i][j].set_ylabel(f"{which} mean", fontsize=8)
     rec = result.record
-    fig.suptitle(f"Mean images per class: easiest {rec['fraction']:.0%}, a random sample, "
-                 f"hardest {rec['fraction']:.0%}\nby {rec['score']} (pixel intensity 0-1)",
-                 fontsize=9)
+    fig.suptitle(
+        f"Mean images per class: easiest {rec['fraction']:.0%}, a random sample, "
+        f"hardest {rec['fraction']:.0%}\nby {rec['score']} (pixel intensity 0-1)",
+        fontsize=9,
+    )
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -900,6 +1111,7 @@ def plot_density(result: Result, path: str) -> None:
     """Local sparsity (mean k-NN distance to same-class examples) against easiness, coloured by
     class, and the per-class Spearman correlations."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -912,17 +1124,28 @@ def plot_density(result: Result, path: str) -> None:
     for c in np.unique(pts["labels"]):
         sel = pts["labels"] == c
         few = len(np.unique(pts["labels"])) <= 10
-        ax.scatter(pts["ease"][sel], pts[space][sel], s=4, alpha=0.5, color=cmap(int(c) % cmap.N),
-                   label=result.class_names[int(c)] if few else None)
+        ax.scatter(
+            pts["ease"][sel],
+            pts[space][sel],
+            s=4,
+            alpha=0.5,
+            color=cmap(int(c) % cmap.N),
+            label=result.class_names[int(c)] if few else None,
+        )
     ax.set_xlabel(f"{rec['score']} (higher: easier)")
     if len(pts[space]) and np.nanmin(pts[space]) > 0:
         ax.set_yscale("log")
     where = "feature space" if space == "features" else "pixel space"
-    ax.set_ylabel(f"mean distance to {dens['k']} nearest same-class examples\n({where}; "
-                  "higher: sparser)")
+    ax.set_ylabel(
+        f"mean distance to {dens['k']} nearest same-class examples\n({where}; higher: sparser)"
+    )
     rho = dens[space]["spearman"]
-    ax.set_title(f"Local sparsity against easiness (Spearman {rho:+.2f} pooled)"
-                 if rho is not None else "Local sparsity against easiness", fontsize=9)
+    ax.set_title(
+        f"Local sparsity against easiness (Spearman {rho:+.2f} pooled)"
+        if rho is not None
+        else "Local sparsity against easiness",
+        fontsize=9,
+    )
     if len(np.unique(pts["labels"])) <= 10:
         ax.legend(fontsize=7, markerscale=3, loc="best")
     names = [d["name"] for d in dens[space]["per_class"]]
@@ -930,10 +1153,16 @@ def plot_density(result: Result, path: str) -> None:
     for offset, s, colour in ((-0.2, "pixel", "tab:gray"), (0.2, "features", "tab:purple")):
         if dens.get(s) is None:
             continue
-        vals = [d["spearman"] if d["spearman"] is not None else np.nan
-                for d in dens[s]["per_class"]]
-        bx.bar(x + offset, vals, width=0.4, color=colour,
-               label="pixel space" if s == "pixel" else "feature space")
+        vals = [
+            d["spearman"] if d["spearman"] is not None else np.nan for d in dens[s]["per_class"]
+        ]
+        bx.bar(
+            x + offset,
+            vals,
+            width=0.4,
+            color=colour,
+            label="pixel space" if s == "pixel" else "feature space",
+        )
     bx.axhline(0, color="0.3", lw=1)
     bx.set_xticks(x)
     bx.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
@@ -946,8 +1175,12 @@ def plot_density(result: Result, path: str) -> None:
     plt.close(fig)
 
 
-FIGURES = {"ratios.png": plot_ratios, "grid.png": plot_grid, "mean_images.png": plot_mean_images,
-           "density.png": plot_density}
+FIGURES = {
+    "ratios.png": plot_ratios,
+    "grid.png": plot_grid,
+    "mean_images.png": plot_mean_images,
+    "density.png": plot_density,
+}
 
 
 def write_outputs(result: Result, out_dir: str, force: bool = False) -> dict:
@@ -961,8 +1194,12 @@ def write_outputs(result: Result, out_dir: str, force: bool = False) -> dict:
     _remove_previous(out_dir)
     written = []
     for name, plot in FIGURES.items():
-        if name == "grid.png" and not result.grid or name == "mean_images.png" \
-                and not result.mean_images:
+        if (
+            name == "grid.png"
+            and not result.grid
+            or name == "mean_images.png"
+            and not result.mean_images
+        ):
             continue
         plot(result, os.path.join(out_dir, name))
         written.append(name)
@@ -996,30 +1233,43 @@ def format_table(record: dict) -> str:
     """The terminal table of a similarity record."""
     lines = []
     ds = record["dataset"]
-    lines.append(f"easiest and hardest {record['fraction']:.0%} by {record['score']} of "
-                 f"{ds['name']}: {record['examples_used']} examples"
-                 f" ({record['excluded']} never presented, left out)")
+    lines.append(
+        f"easiest and hardest {record['fraction']:.0%} by {record['score']} of "
+        f"{ds['name']}: {record['examples_used']} examples"
+        f" ({record['excluded']} never presented, left out)"
+    )
     fm = record.get("feature_model")
     if fm is None:
         lines.append(NO_FEATURES_NOTE.replace("`features`", "--features"))
     else:
-        lines.append(f"features: {os.path.basename(fm['run'] or fm['checkpoint'])} ({fm['arch']}), "
-                     f"{fm['how']}")
+        lines.append(
+            f"features: {os.path.basename(fm['run'] or fm['checkpoint'])} ({fm['arch']}), "
+            f"{fm['how']}"
+        )
         if fm["self_scored"]:
             lines.append(f"NOTE: {SELF_SCORED_NOTE}")
     st = record["settings"]
-    lines.append(f"spread = mean pairwise distance; ratio to a class-matched random set: mean "
-                 f"[95% interval] over {st['repeats']} subsamples (without replacement)")
+    lines.append(
+        f"spread = mean pairwise distance; ratio to a class-matched random set: mean "
+        f"[95% interval] over {st['repeats']} subsamples (without replacement)"
+    )
     spaces = [s for s in SPACES if record.get(s) is not None]
-    header = f"{'set':<14}" + "".join(f"{s + ' easy/random':<24}{s + ' hard/random':<24}"
-                                      for s in spaces)
+    header = f"{'set':<14}" + "".join(
+        f"{s + ' easy/random':<24}{s + ' hard/random':<24}" for s in spaces
+    )
     lines.append(header)
     rows = [("all", record)] + [(pc["name"], pc) for pc in record["per_class"]]
     for name, item in rows:
-        cells = "".join(f"{_fmt((item.get(s) or {}).get('easy_over_random')):<24}"
-                        f"{_fmt((item.get(s) or {}).get('hard_over_random')):<24}" for s in spaces)
-        lines.append(f"{name[:13]:<14}{cells}" if item.get(spaces[0]) is not None
-                     else f"{name[:13]:<14}skipped: {item.get('skipped', '')}")
+        cells = "".join(
+            f"{_fmt((item.get(s) or {}).get('easy_over_random')):<24}"
+            f"{_fmt((item.get(s) or {}).get('hard_over_random')):<24}"
+            for s in spaces
+        )
+        lines.append(
+            f"{name[:13]:<14}{cells}"
+            if item.get(spaces[0]) is not None
+            else f"{name[:13]:<14}skipped: {item.get('skipped', '')}"
+        )
     dens = record["density"]
     for s in spaces:
         d = dens.get(s)
@@ -1027,7 +1277,9 @@ def format_table(record: dict) -> str:
             continue
         pooled = "-" if d["spearman"] is None else f"{d['spearman']:+.2f}"
         mean = "-" if d["mean_per_class"] is None else f"{d['mean_per_class']:+.2f}"
-        lines.append(f"local sparsity ({s}, {dens['k']}-NN distance): Spearman with easiness "
-                     f"{pooled} pooled, {mean} mean per class (negative: easy examples are in "
-                     "denser regions)")
+        lines.append(
+            f"local sparsity ({s}, {dens['k']}-NN distance): Spearman with easiness "
+            f"{pooled} pooled, {mean} mean per class (negative: easy examples are in "
+            "denser regions)"
+        )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ host memory (8 bytes per example per epoch: ImageNet's 1.28M examples over 90 ep
 Its statistics file (``save``/``load``: scores.npz, format in easyhard.statsfile) holds the
 totals, the history and the open epoch, rows in dataset order.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def epoch_record(counts: np.ndarray | torch.Tensor, sums: np.ndarray | torch.Ten
     scaled = torch.round(correct.double() * 255.0 / pres.clamp(min=1).double()).long()  # half-even
     correct = torch.where(pres > 255, scaled, correct)
     prob = torch.where(pres > 0, sums[:, ops.PROB_SUM].double() / pres.clamp(min=1).double(), 0.0)
-    el2n = torch.where(finite > 0, sums[:, ops.EL2N_SUM].double() / finite.clamp(min=1).double(),
-                       0.0)
+    el2n = torch.where(
+        finite > 0, sums[:, ops.EL2N_SUM].double() / finite.clamp(min=1).double(), 0.0
+    )
     rec = np.empty(len(pres), dtype=HISTORY_DTYPE)
     rec["presentations"] = pres.clamp(max=255).to(torch.uint8).cpu().numpy()
     rec["correct"] = correct.to(torch.uint8).cpu().numpy()
@@ -92,10 +94,12 @@ class SampleStats:
         self._errors, self._mismatch = self._status[:2], self._status[2:]
         # Closed epochs' totals live beside the accumulators (on the device): closing an epoch
         # folds there, and only its 8-byte record per example comes to the host.
-        self._total_counts = torch.zeros(N, len(ops.COUNT_FIELDS), dtype=torch.int64,
-                                         device=self.device)
-        self._total_sums = torch.zeros(N, len(ops.SUM_FIELDS), dtype=torch.float64,
-                                       device=self.device)
+        self._total_counts = torch.zeros(
+            N, len(ops.COUNT_FIELDS), dtype=torch.int64, device=self.device
+        )
+        self._total_sums = torch.zeros(
+            N, len(ops.SUM_FIELDS), dtype=torch.float64, device=self.device
+        )
         self._open_empty = True  # no update since the last end_epoch: the accumulators are 0
         # Closed epochs' records: a buffer grown HISTORY_GROWTH epochs at a time, so that adding an
         # epoch and reading the history cost O(N), not O(epochs * N).
@@ -135,8 +139,9 @@ class SampleStats:
             self._poll_errors()
         if self._labels_dev is not None and len(indices):
             self._compare_labels(labels, indices, raise_now=not cuda)
-        ops.accumulate_stats(logits, labels, indices, self._counts, self._sums,
-                             self._flags, self._errors)
+        ops.accumulate_stats(
+            logits, labels, indices, self._counts, self._sums, self._flags, self._errors
+        )
         self._open_empty = False
         if self._seen_labels is not None:
             valid = (indices >= 0) & (indices < self.num_samples)
@@ -273,8 +278,10 @@ class SampleStats:
     def _open_epoch(self) -> tuple[np.ndarray, np.ndarray]:
         """The closed epochs' totals plus the open epoch's accumulators, on the host."""
         self.check()
-        return ((self._total_counts + self._counts).cpu().numpy(),
-                (self._total_sums + self._sums).cpu().numpy())
+        return (
+            (self._total_counts + self._counts).cpu().numpy(),
+            (self._total_sums + self._sums).cpu().numpy(),
+        )
 
     # ------------------------------------------------------------------ reading
     @property
@@ -354,7 +361,8 @@ class SampleStats:
         if history:
             h = self.history
             out["history"] = torch.from_numpy(
-                h.view(np.uint8).reshape(*h.shape, HISTORY_DTYPE.itemsize).copy())
+                h.view(np.uint8).reshape(*h.shape, HISTORY_DTYPE.itemsize).copy()
+            )
         return out
 
     def load_state_dict(self, state: Mapping[str, Any], history: np.ndarray | None = None) -> None:
@@ -367,9 +375,14 @@ class SampleStats:
                 f"state is for {state['num_samples']} examples and {state['num_classes']} classes, "
                 f"this SampleStats has {N} and {C}"
             )
-        expect = {"counts": (N, len(ops.COUNT_FIELDS)), "sums": (N, len(ops.SUM_FIELDS)),
-                  "flags": (N,), "total_counts": (N, len(ops.COUNT_FIELDS)),
-                  "total_sums": (N, len(ops.SUM_FIELDS)), "labels": (N,)}
+        expect = {
+            "counts": (N, len(ops.COUNT_FIELDS)),
+            "sums": (N, len(ops.SUM_FIELDS)),
+            "flags": (N,),
+            "total_counts": (N, len(ops.COUNT_FIELDS)),
+            "total_sums": (N, len(ops.SUM_FIELDS)),
+            "labels": (N,),
+        }
         open_empty = "counts" not in state and "sums" not in state  # saved just after end_epoch
         for key, shape in expect.items():
             if key in ("counts", "sums") and open_empty:
@@ -377,15 +390,19 @@ class SampleStats:
             if key not in state:
                 raise ValueError(f"state lacks {key!r}: it is damaged or not a SampleStats state")
             if tuple(state[key].shape) != shape:
-                raise ValueError(f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}")
+                raise ValueError(
+                    f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}"
+                )
         if "history" in state:
             history = _numpy(state["history"], np.uint8)
         else:
             want = int(state["history_epochs"])
             if history is None or history.dtype != HISTORY_DTYPE or history.shape != (want, N):
                 got = "none" if history is None else f"{history.dtype} {history.shape}"
-                raise ValueError(f"the state was saved without its history ({want} epochs of "
-                                 f"{N} examples): give them as `history` (got {got})")
+                raise ValueError(
+                    f"the state was saved without its history ({want} epochs of "
+                    f"{N} examples): give them as `history` (got {got})"
+                )
             history = np.ascontiguousarray(history).view(np.uint8).reshape(want, N, -1)
         if history.ndim != 3 or history.shape[1:] != (N, HISTORY_DTYPE.itemsize):
             raise ValueError(f"state['history'] has shape {history.shape}, expected [E, {N}, 8]")
@@ -428,9 +445,16 @@ class SampleStats:
         }
         if self.paths is not None:
             arrays["path"] = np.array(self.paths, dtype=str)
-        write_stats_file(path, arrays, num_samples=self.num_samples, num_classes=self.num_classes,
-                         epochs=self.epochs, fingerprint=self.fingerprint, metadata=metadata,
-                         torch_version=torch.__version__)
+        write_stats_file(
+            path,
+            arrays,
+            num_samples=self.num_samples,
+            num_classes=self.num_classes,
+            epochs=self.epochs,
+            fingerprint=self.fingerprint,
+            metadata=metadata,
+            torch_version=torch.__version__,
+        )
 
     @classmethod
     def load(
@@ -440,7 +464,8 @@ class SampleStats:
         *,
         expect_fingerprint: str | None = None,
     ) -> "SampleStats":
-        """Read a statistics file written by ``save``; checks its format, shapes and example identity,
+        """Read a statistics file written by ``save``; checks its format, shapes and example
+        identity,
         and (if given) that its dataset fingerprint equals `expect_fingerprint`."""
         f = read_stats_file(path)
         if expect_fingerprint is not None and f.fingerprint != expect_fingerprint:
@@ -450,17 +475,21 @@ class SampleStats:
             )
         N, C = f.num_samples, f.num_classes
         stats = cls(N, C, device, paths=f.paths, fingerprint=f.fingerprint)
-        stats.load_state_dict({
-            "num_samples": N,
-            "num_classes": C,
-            "counts": torch.from_numpy(f.open_counts),
-            "sums": torch.from_numpy(f.open_sums),
-            "flags": torch.from_numpy(f.flags),
-            "total_counts": f.total_counts,
-            "total_sums": f.total_sums,
-            "history": f.history.view(np.uint8).reshape(*f.history.shape, HISTORY_DTYPE.itemsize),
-            "labels": f.labels,
-        })
+        stats.load_state_dict(
+            {
+                "num_samples": N,
+                "num_classes": C,
+                "counts": torch.from_numpy(f.open_counts),
+                "sums": torch.from_numpy(f.open_sums),
+                "flags": torch.from_numpy(f.flags),
+                "total_counts": f.total_counts,
+                "total_sums": f.total_sums,
+                "history": f.history.view(np.uint8).reshape(
+                    *f.history.shape, HISTORY_DTYPE.itemsize
+                ),
+                "labels": f.labels,
+            }
+        )
         stats.metadata = f.metadata
         return stats
 

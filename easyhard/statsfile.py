@@ -27,6 +27,7 @@ epochs, beside its checkpoint: a 16-byte header, then one HISTORY_DTYPE [N] reco
 
 A file of a newer format version than this easyhard reads is refused with a message saying so.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -58,9 +59,18 @@ HISTORY_DTYPE = np.dtype(
     [("presentations", "u1"), ("correct", "u1"), ("prob", "<f4"), ("el2n", "<f2")]
 )
 
-RESERVED_METADATA = {"format", "format_version", "num_samples", "num_classes", "epochs",
-                     "fingerprint", "created", "easyhard_version", "torch_version",
-                     "numpy_version"}
+RESERVED_METADATA = {
+    "format",
+    "format_version",
+    "num_samples",
+    "num_classes",
+    "epochs",
+    "fingerprint",
+    "created",
+    "easyhard_version",
+    "torch_version",
+    "numpy_version",
+}
 
 
 # ---------------------------------------------------------------------------- archives
@@ -77,8 +87,9 @@ def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is not a readable easyhard statistics file ({e})") from e
 
 
-def write_archive(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-                  meta: Mapping[str, Any]) -> None:
+def write_archive(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> None:
     """Write `arrays` and the JSON block `meta` as an .npz file, atomically."""
     with atomic_write(path) as f:
         np.savez(f, **arrays, metadata=np.array(json.dumps(meta, sort_keys=True)))
@@ -93,8 +104,9 @@ def parse_metadata(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, Any
     except ValueError as e:
         raise ValueError(f"{path}: metadata is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: metadata is JSON but not an object: not an easyhard "
-                         "statistics file")
+        raise ValueError(
+            f"{path}: metadata is JSON but not an object: not an easyhard statistics file"
+        )
     return meta
 
 
@@ -104,7 +116,8 @@ def check_version(meta: Mapping[str, Any], path: str) -> None:
     if fmt in _VERSIONS and int(meta.get("format_version", 0)) > _VERSIONS[fmt]:
         raise ValueError(
             f"{path} has {_WHAT[fmt]} format version {meta['format_version']}, newer than this "
-            f"easyhard ({__version__}) reads ({_VERSIONS[fmt]}); upgrade easyhard")
+            f"easyhard ({__version__}) reads ({_VERSIONS[fmt]}); upgrade easyhard"
+        )
 
 
 def read_metadata_block(path: str) -> dict | None:
@@ -129,18 +142,26 @@ def check_label_range(labels: np.ndarray, num_classes: int) -> None:
 
 
 # ---------------------------------------------------------------------------- statistics file
-def write_stats_file(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *,
-                     num_samples: int, num_classes: int, epochs: int, fingerprint: str | None,
-                     metadata: Mapping[str, Any] | None = None,
-                     torch_version: str | None = None) -> None:
+def write_stats_file(
+    path: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    num_samples: int,
+    num_classes: int,
+    epochs: int,
+    fingerprint: str | None,
+    metadata: Mapping[str, Any] | None = None,
+    torch_version: str | None = None,
+) -> None:
     """Write a statistics file: `arrays` as in the module docstring (without index and
     metadata), `metadata` the run's information (dataset, architecture, seed, view, ...) stored
     beside the format, sizes, fingerprint and package versions."""
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA & metadata.keys()
     if clash:
-        raise ValueError(f"metadata keys {sorted(clash)} are reserved by the statistics file "
-                         "format")
+        raise ValueError(
+            f"metadata keys {sorted(clash)} are reserved by the statistics file format"
+        )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -202,8 +223,9 @@ class StatsFile:
         return out
 
 
-def read_stats_file(path: str | os.PathLike,
-                    arrays: Mapping[str, np.ndarray] | None = None) -> StatsFile:
+def read_stats_file(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray] | None = None
+) -> StatsFile:
     """Read and check a statistics file written by SampleStats.save: format and version, sizes,
     dtypes and shapes of every array, and example identity (rows in dataset order). `arrays`:
     its arrays when already read (read_archive)."""
@@ -216,28 +238,44 @@ def read_stats_file(path: str | os.PathLike,
     index = arrays.get("index")
     if index is None or index.shape != (N,) or not np.array_equal(index, np.arange(N)):
         raise ValueError(f"{path}: 'index' must list examples 0..{N - 1} in dataset order")
-    expect = {"label": ((N,), "iu"), "total_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
-              "total_sums": ((N, len(ops.SUM_FIELDS)), "f"),
-              "epoch_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
-              "epoch_sums": ((N, len(ops.SUM_FIELDS)), "f"), "flags": ((N,), "iu")}
+    expect = {
+        "label": ((N,), "iu"),
+        "total_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
+        "total_sums": ((N, len(ops.SUM_FIELDS)), "f"),
+        "epoch_counts": ((N, len(ops.COUNT_FIELDS)), "iu"),
+        "epoch_sums": ((N, len(ops.SUM_FIELDS)), "f"),
+        "flags": ((N,), "iu"),
+    }
     for key, (shape, kinds) in expect.items():
         if key not in arrays:
             raise ValueError(f"{path}: missing array '{key}': the file is damaged")
         if arrays[key].shape != shape or arrays[key].dtype.kind not in kinds:
-            raise ValueError(f"{path}: '{key}' is {arrays[key].dtype} {arrays[key].shape}, "
-                             f"expected shape {shape}")
+            raise ValueError(
+                f"{path}: '{key}' is {arrays[key].dtype} {arrays[key].shape}, "
+                f"expected shape {shape}"
+            )
     history = arrays.get("history")
     if history is None or history.dtype != HISTORY_DTYPE:
-        raise ValueError(f"{path}: 'history' has dtype "
-                         f"{None if history is None else history.dtype}, expected {HISTORY_DTYPE}")
+        raise ValueError(
+            f"{path}: 'history' has dtype "
+            f"{None if history is None else history.dtype}, expected {HISTORY_DTYPE}"
+        )
     if history.ndim != 2 or history.shape[1] != N:
         raise ValueError(f"{path}: 'history' has shape {history.shape}, expected [E, {N}]")
     labels = arrays["label"].astype(np.int64)
     check_label_range(labels, C)
-    return StatsFile(path, meta, labels, arrays["path"].tolist() if "path" in arrays else None,
-                     history, arrays["total_counts"].astype(np.int64),
-                     arrays["total_sums"].astype(np.float64), arrays["epoch_counts"],
-                     arrays["epoch_sums"], arrays["flags"].astype(np.int32))
+    return StatsFile(
+        path,
+        meta,
+        labels,
+        arrays["path"].tolist() if "path" in arrays else None,
+        history,
+        arrays["total_counts"].astype(np.int64),
+        arrays["total_sums"].astype(np.float64),
+        arrays["epoch_counts"],
+        arrays["epoch_sums"],
+        arrays["flags"].astype(np.int32),
+    )
 
 
 def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
@@ -246,27 +284,45 @@ def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> d
         raise ValueError(f"{path} has no metadata block: not an easyhard statistics file")
     meta = parse_metadata(arrays, path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an easyhard statistics file (format "
-                         f"{meta.get('format')!r})")
+        raise ValueError(
+            f"{path} is not an easyhard statistics file (format {meta.get('format')!r})"
+        )
     check_version(meta, path)
     for key in ("num_samples", "num_classes"):
         if not isinstance(meta.get(key), int) or isinstance(meta.get(key), bool):
-            raise ValueError(f"{path}: metadata lacks an integer {key!r}: the file is damaged or "
-                             "was not written by easyhard")
+            raise ValueError(
+                f"{path}: metadata lacks an integer {key!r}: the file is damaged or "
+                "was not written by easyhard"
+            )
     return meta
 
 
 # ---------------------------------------------------------------------------- merged scores file
-def write_merged_file(out: str | os.PathLike, *, labels: np.ndarray, num_classes: int,
-                      fingerprint: str | None, paths: list[str] | None, window: int | None,
-                      runs: list[dict[str, Any]], means: Mapping[str, np.ndarray],
-                      per_run: Mapping[str, np.ndarray],
-                      directions: Mapping[str, str]) -> dict[str, Any]:
+def write_merged_file(
+    out: str | os.PathLike,
+    *,
+    labels: np.ndarray,
+    num_classes: int,
+    fingerprint: str | None,
+    paths: list[str] | None,
+    window: int | None,
+    runs: list[dict[str, Any]],
+    means: Mapping[str, np.ndarray],
+    per_run: Mapping[str, np.ndarray],
+    directions: Mapping[str, str],
+) -> dict[str, Any]:
     """Write a merged scores file (module docstring); returns its metadata."""
     n = len(labels)
-    meta = {"format": MERGED_FORMAT, "format_version": MERGED_FORMAT_VERSION, "num_samples": n,
-            "num_classes": int(num_classes), "fingerprint": fingerprint, "window": window,
-            "runs": runs, "directions": dict(directions)}
+    meta = {
+        "format": MERGED_FORMAT,
+        "format_version": MERGED_FORMAT_VERSION,
+        "num_samples": n,
+        "num_classes": int(num_classes),
+        "fingerprint": fingerprint,
+        "window": window,
+        "runs": runs,
+        "directions": dict(directions),
+    }
     arrays = {"index": np.arange(n), "label": labels}
     for name in means:
         arrays[f"score_{name}"] = means[name]
@@ -303,19 +359,23 @@ def read_merged_file(path: str, arrays: Mapping[str, np.ndarray] | None = None) 
     arrays = read_archive(path) if arrays is None else arrays
     meta = parse_metadata(arrays, path)
     if meta.get("format") != MERGED_FORMAT:
-        raise ValueError(f"{path} is not an easyhard merged scores file (format "
-                         f"{meta.get('format')!r})")
+        raise ValueError(
+            f"{path} is not an easyhard merged scores file (format {meta.get('format')!r})"
+        )
     check_version(meta, path)
     missing = [k for k in ("num_classes",) if not isinstance(meta.get(k), int)]
     missing += [k for k in ("label",) if k not in arrays]
     if missing:
-        raise ValueError(f"{path}: a merged scores file without {', '.join(missing)}: it is "
-                         "damaged; merge the runs again")
+        raise ValueError(
+            f"{path}: a merged scores file without {', '.join(missing)}: it is "
+            "damaged; merge the runs again"
+        )
     labels = arrays["label"].astype(np.int64)
     check_label_range(labels, int(meta["num_classes"]))
-    scores = {k[len("score_"):]: v for k, v in arrays.items() if k.startswith("score_")}
-    return MergedFile(path, meta, scores, labels,
-                      arrays["path"].tolist() if "path" in arrays else None)
+    scores = {k[len("score_") :]: v for k, v in arrays.items() if k.startswith("score_")}
+    return MergedFile(
+        path, meta, scores, labels, arrays["path"].tolist() if "path" in arrays else None
+    )
 
 
 # ---------------------------------------------------------------------------- history side file
@@ -347,8 +407,10 @@ class HistoryLog:
         if size < 16 and self._header().startswith(head):
             return 0  # killed while writing the header: nothing recorded yet
         if head != self._header():
-            raise ValueError(f"{self.path} is not the history of a run over {self.num_samples} "
-                             "examples (its header differs): move it away to restart the run")
+            raise ValueError(
+                f"{self.path} is not the history of a run over {self.num_samples} "
+                "examples (its header differs): move it away to restart the run"
+            )
         return (size - 16) // self._record
 
     def sync(self, history: np.ndarray) -> None:
@@ -372,9 +434,11 @@ class HistoryLog:
         """The first `epochs` records, HISTORY_DTYPE [epochs, N]."""
         have = self.records()
         if have < epochs:
-            raise ValueError(f"{self.path} holds {have} epoch record(s), the checkpoint counts "
-                             f"{epochs}: the history is incomplete; move the run folder away to "
-                             "restart it")
+            raise ValueError(
+                f"{self.path} holds {have} epoch record(s), the checkpoint counts "
+                f"{epochs}: the history is incomplete; move the run folder away to "
+                "restart it"
+            )
         with open(self.path, "rb") as f:
             f.seek(16)
             data = np.fromfile(f, dtype=HISTORY_DTYPE, count=epochs * self.num_samples)

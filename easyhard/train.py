@@ -29,6 +29,7 @@ another subset or budget.
 Multi-GPU / multi-node: launch with torchrun; each rank trains on its shard (DDP; NCCL on GPU,
 gloo on CPU) and the per-example accumulators are summed across ranks at the end of each epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,10 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"`device` {name} was asked for but no CUDA device is available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"`device` {name} does not exist: {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
+            raise ValueError(
+                f"`device` {name} does not exist: {torch.cuda.device_count()} CUDA "
+                "device(s) are visible"
+            )
     return dev
 
 
@@ -82,8 +85,9 @@ def amp_dtype(cfg: ScoreConfig, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[mode]
 
 
-def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int,
-              total_steps: int | None = None) -> Callable[[int], float]:
+def lr_lambda(
+    cfg: ScoreConfig, steps_per_epoch: int, total_steps: int | None = None
+) -> Callable[[int], float]:
     """Multiplier of the peak learning rate at each step. The schedule spans cfg.epochs epochs of
     steps_per_epoch steps, or `total_steps` steps when given (then one epoch of the schedule,
     e.g. of the warm-up, lasts total_steps / cfg.epochs steps: a step budget keeps the schedule
@@ -98,21 +102,29 @@ def lr_lambda(cfg: ScoreConfig, steps_per_epoch: int,
     def f(step: int) -> float:
         if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to 0
             peak = max(1, int(0.25 * total))
-            return (step + 1) / peak if step < peak else max(0.0, (total - step) / max(1, total - peak))
+            return (
+                (step + 1) / peak
+                if step < peak
+                else max(0.0, (total - step) / max(1, total - peak))
+            )
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
         return 0.1 ** int(3 * t)  # step: /10 at one and two thirds
+
     return f
 
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-             "python": list(random.getstate()[1])}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": list(random.getstate()[1]),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -120,7 +132,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
+    )
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -150,13 +164,22 @@ def _maybe_progress(total: int, desc: str, quiet: bool):
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, dynamic_ncols=True,
-               leave=False, disable=None, mininterval=0.5)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        unit_scale=True,
+        dynamic_ncols=True,
+        leave=False,
+        disable=None,
+        mininterval=0.5,
+    )
     return None if bar.disable else bar
 
 
 class DivergedError(RuntimeError):
-    """Training produced non-finite losses for too many consecutive steps; no scores were written."""
+    """Training produced non-finite losses for too many consecutive steps; no statistics were
+    written."""
 
 
 # ---------------------------------------------------------------------------- the stages of a run
@@ -220,27 +243,52 @@ class RunData:
     clean_loader: Any = None
 
     @classmethod
-    def build(cls, cfg: ScoreConfig, train, test, device: torch.device, dist: Dist,
-              data_seed: int, subset: np.ndarray | None) -> "RunData":
-        file_kwargs = ({} if train.in_memory else
-                       {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt})
+    def build(
+        cls,
+        cfg: ScoreConfig,
+        train,
+        test,
+        device: torch.device,
+        dist: Dist,
+        data_seed: int,
+        subset: np.ndarray | None,
+    ) -> "RunData":
+        file_kwargs = (
+            {}
+            if train.in_memory
+            else {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt}
+        )
         sub_kwargs = {}
         if subset is not None:
             if not train.in_memory:
-                raise ValueError(f"training on a `subset` works for in-memory datasets "
-                                 f"(fashion-mnist, cifar10, cifar100, synthetic) only for now, not "
-                                 f"for {cfg.dataset}: write the subset as a dataset with "
-                                 "`easyhard compress` instead")
+                raise ValueError(
+                    f"training on a `subset` works for in-memory datasets "
+                    f"(fashion-mnist, cifar10, cifar100, synthetic) only for now, not "
+                    f"for {cfg.dataset}: write the subset as a dataset with "
+                    "`easyhard compress` instead"
+                )
             sub_kwargs["subset"] = subset
         shard = {"rank": dist.rank, "world_size": dist.world_size}
-        loader = make_loader(train, cfg.batch_size, device, train=True, seed=data_seed, **shard,
-                             **file_kwargs, **sub_kwargs)
-        test_loader = (make_loader(test, 1024, device, train=False, **file_kwargs)
-                       if test is not None else None)
+        loader = make_loader(
+            train,
+            cfg.batch_size,
+            device,
+            train=True,
+            seed=data_seed,
+            **shard,
+            **file_kwargs,
+            **sub_kwargs,
+        )
+        test_loader = (
+            make_loader(test, 1024, device, train=False, **file_kwargs)
+            if test is not None
+            else None
+        )
         clean_loader = None
         if CleanView(cfg.clean_every, cfg.clean_steps).enabled:
-            clean_loader = make_loader(train, 1024, device, train=False, **shard, **file_kwargs,
-                                       **sub_kwargs)
+            clean_loader = make_loader(
+                train, 1024, device, train=False, **shard, **file_kwargs, **sub_kwargs
+            )
         return cls(train, loader, test_loader, clean_loader)
 
 
@@ -263,33 +311,51 @@ class Training:
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
 
     @classmethod
-    def build(cls, cfg: ScoreConfig, arch: str, train, device: torch.device, dist: Dist, *,
-              steps_per_epoch: int, max_steps: int | None = None,
-              channels_last: bool = True) -> "Training":
+    def build(
+        cls,
+        cfg: ScoreConfig,
+        arch: str,
+        train,
+        device: torch.device,
+        dist: Dist,
+        *,
+        steps_per_epoch: int,
+        max_steps: int | None = None,
+        channels_last: bool = True,
+    ) -> "Training":
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = build_model(arch, train.num_classes, train.channels, train.input_size(cfg.crop))
         model = model.to(device, memory_format=memory_format)
         ddp_model = model
         if dist.enabled:
             ddp_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         decay, no_decay = [], []
         for p in model.parameters():
             (decay if p.ndim > 1 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         if cfg.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
         else:
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch, max_steps))
         dtype = amp_dtype(cfg, device)
-        return cls(model=model, forward=torch.compile(ddp_model) if cfg.compile else ddp_model,
-                   opt=opt, sched=sched,
-                   scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-                   criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-                   dtype=dtype, device=device, channels_last=channels_last,
-                   ddp=ddp_model if dist.enabled else None)
+        return cls(
+            model=model,
+            forward=torch.compile(ddp_model) if cfg.compile else ddp_model,
+            opt=opt,
+            sched=sched,
+            scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+            dtype=dtype,
+            device=device,
+            channels_last=channels_last,
+            ddp=ddp_model if dist.enabled else None,
+        )
 
     def autocast(self):
         if self.dtype is None:
@@ -315,8 +381,12 @@ class Training:
         return self.sched.last_epoch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
@@ -325,9 +395,17 @@ class Training:
         self.scaler.load_state_dict(ck["scaler"])
 
 
-def train_one_epoch(training: Training, loader, stats: SampleStats, *, epoch: int,
-                    max_steps: int | None = None, clean_pass: Callable[[], None] | None = None,
-                    clean: CleanView = CleanView(), bar=None) -> dict[str, Any]:
+def train_one_epoch(
+    training: Training,
+    loader,
+    stats: SampleStats,
+    *,
+    epoch: int,
+    max_steps: int | None = None,
+    clean_pass: Callable[[], None] | None = None,
+    clean: CleanView = CleanView(),
+    bar=None,
+) -> dict[str, Any]:
     """Train one epoch over `loader`, recording every step's own logits in `stats` (the fused op).
 
     Stops early once the run has taken max_steps optimizer steps. Nothing synchronises per step:
@@ -357,8 +435,12 @@ def train_one_epoch(training: Training, loader, stats: SampleStats, *, epoch: in
             break  # the step budget is spent: this last epoch ends here
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {"loss": float(loss_sum) / max(seen, 1), "images": seen,
-            "seconds": time.perf_counter() - t0, "nonfinite_streak": int(worst)}
+    return {
+        "loss": float(loss_sum) / max(seen, 1),
+        "images": seen,
+        "seconds": time.perf_counter() - t0,
+        "nonfinite_streak": int(worst),
+    }
 
 
 def record_clean_view(training: Training, loader, stats: SampleStats) -> None:
@@ -395,16 +477,23 @@ class Recording:
     @classmethod
     def build(cls, train, device: torch.device, run_dir: str, clean: bool) -> "Recording":
         examples = dict(labels=train.labels, paths=train.paths, fingerprint=train.fingerprint)
-        new = lambda: SampleStats(len(train), train.num_classes, device, **examples)
-        return cls(new(), HistoryLog(os.path.join(run_dir, HISTORY_FILE), len(train)),
-                   new() if clean else None,
-                   HistoryLog(os.path.join(run_dir, CLEAN_HISTORY_FILE), len(train))
-                   if clean else None)
+
+        def new() -> SampleStats:
+            return SampleStats(len(train), train.num_classes, device, **examples)
+
+        return cls(
+            new(),
+            HistoryLog(os.path.join(run_dir, HISTORY_FILE), len(train)),
+            new() if clean else None,
+            HistoryLog(os.path.join(run_dir, CLEAN_HISTORY_FILE), len(train)) if clean else None,
+        )
 
     def state_dicts(self) -> dict[str, Any]:
         """The checkpoint's statistics: O(N), the closed epochs' records being in the side files."""
-        return {"stats": self.stats.state_dict(history=False),
-                "clean": self.clean.state_dict(history=False) if self.clean is not None else None}
+        return {
+            "stats": self.stats.state_dict(history=False),
+            "clean": self.clean.state_dict(history=False) if self.clean is not None else None,
+        }
 
     def load_state_dicts(self, ck: dict[str, Any]) -> None:
         self.stats.load_state_dict(ck["stats"], _logged_history(ck["stats"], self.log))
@@ -436,8 +525,9 @@ def _host_copy(obj: Any) -> Any:
     return obj
 
 
-def save_checkpoint(path: str, state: dict[str, Any],
-                    histories: list[tuple[HistoryLog, np.ndarray]]) -> None:
+def save_checkpoint(
+    path: str, state: dict[str, Any], histories: list[tuple[HistoryLog, np.ndarray]]
+) -> None:
     """Write a checkpoint: first the side files' records (flushed: a checkpoint never counts
     records not on disk), then the checkpoint itself, atomically."""
     for log, history in histories:
@@ -450,15 +540,18 @@ def _epoch_finished(epoch: int) -> None:
     """Called after each epoch's checkpoint was handed to the writer (tests stop runs here)."""
 
 
-def restore(ckpt_path: str, identity: dict[str, Any], training: Training,
-            rec: Recording) -> tuple[int, list[dict]]:
+def restore(
+    ckpt_path: str, identity: dict[str, Any], training: Training, rec: Recording
+) -> tuple[int, list[dict]]:
     """Continue a killed run from its checkpoint: refuses a damaged one or one of another run;
     returns (epochs done, their metrics)."""
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, garbage, or not a checkpoint at all
-        raise ValueError(f"{ckpt_path} cannot be read ({type(e).__name__}); it is damaged: "
-                         "move it away to restart this run from scratch") from e
+        raise ValueError(
+            f"{ckpt_path} cannot be read ({type(e).__name__}); it is damaged: "
+            "move it away to restart this run from scratch"
+        ) from e
     check_same_run(ck.get("identity") if isinstance(ck, dict) else None, identity, ckpt_path)
     training.load_state_dict(ck)
     rec.load_state_dicts(ck)
@@ -467,11 +560,22 @@ def restore(ckpt_path: str, identity: dict[str, Any], training: Training,
 
 
 # ---------------------------------------------------------------------------- one run
-def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bool = False,
-              quiet: bool = False, dist: Dist | None = None, datasets=None,
-              subset: np.ndarray | None = None, max_steps: int | None = None,
-              run_dir: str | None = None, evaluate_every_epoch: bool = True,
-              save_scores: bool = True) -> str:
+def train_run(
+    cfg: ScoreConfig,
+    arch: str,
+    run: int,
+    out_dir: str,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    dist: Dist | None = None,
+    datasets=None,
+    subset: np.ndarray | None = None,
+    max_steps: int | None = None,
+    run_dir: str | None = None,
+    evaluate_every_epoch: bool = True,
+    save_scores: bool = True,
+) -> str:
     """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
 
     datasets: (train, test) when already loaded (else from cfg).
@@ -503,8 +607,9 @@ def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
     np.random.seed(cfg.seed + run)
     random.seed(cfg.seed + run)
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
-                                  or max_steps < 1):
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     if subset is not None:
@@ -515,8 +620,9 @@ def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
 
     data = RunData.build(cfg, train, test, device, dist, seeds["data_seed"], subset)
     steps_per_epoch = len(data.loader)
-    training = Training.build(cfg, arch, train, device, dist, steps_per_epoch=steps_per_epoch,
-                              max_steps=max_steps)
+    training = Training.build(
+        cfg, arch, train, device, dist, steps_per_epoch=steps_per_epoch, max_steps=max_steps
+    )
     rec = Recording.build(train, device, run_dir, clean=data.clean_loader is not None)
     n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
     identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
@@ -533,18 +639,34 @@ def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
     presented = len(train) if subset is None else len(subset)
     clean_pass = None
     if rec.clean is not None:
-        clean_pass = lambda: record_clean_view(training, data.clean_loader, rec.clean)  # noqa: E731
+
+        def clean_pass() -> None:
+            record_clean_view(training, data.clean_loader, rec.clean)
+
     writer = BackgroundWriter()
     try:
         for epoch in range(start_epoch, n_epochs):
-            bar = _maybe_progress(presented // dist.world_size,
-                                  f"{label} epoch {epoch + 1}/{n_epochs}", quiet or not is_main)
-            join = (nn.parallel.distributed.Join([training.ddp]) if training.ddp is not None
-                    else contextlib.nullcontext())
+            bar = _maybe_progress(
+                presented // dist.world_size,
+                f"{label} epoch {epoch + 1}/{n_epochs}",
+                quiet or not is_main,
+            )
+            join = (
+                nn.parallel.distributed.Join([training.ddp])
+                if training.ddp is not None
+                else contextlib.nullcontext()
+            )
             with join:
-                m = train_one_epoch(training, data.loader, rec.stats, epoch=epoch,
-                                    max_steps=max_steps, clean_pass=clean_pass, clean=clean,
-                                    bar=bar)
+                m = train_one_epoch(
+                    training,
+                    data.loader,
+                    rec.stats,
+                    epoch=epoch,
+                    max_steps=max_steps,
+                    clean_pass=clean_pass,
+                    clean=clean,
+                    bar=bar,
+                )
             if bar is not None:
                 bar.close()
             limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
@@ -552,7 +674,8 @@ def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
                 raise DivergedError(
                     f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
                     f"{m['nonfinite_streak']} consecutive steps; no scores were written for it. "
-                    "Lower `lr`, or set `amp` to bf16 or fp32 instead of fp16")
+                    "Lower `lr`, or set `amp` to bf16 or fp32 instead of fp16"
+                )
             # close the epoch: every rank's presentations summed, one record per example
             if dist.enabled:
                 rec.stats.all_reduce()
@@ -568,42 +691,69 @@ def train_run(cfg: ScoreConfig, arch: str, run: int, out_dir: str, *, resume: bo
             if is_main and data.test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
                 test_acc = evaluate(training.model, data.test_loader, training.autocast)
             train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
-            metrics.append({
-                "epoch": epoch + 1, "loss": m["loss"], "train_acc": train_acc,
-                "test_acc": test_acc, "images_per_s": m["images"] * dist.world_size / m["seconds"],
-                "seconds": m["seconds"], "lr": training.sched.get_last_lr()[0],
-                "steps": training.steps_done, "images": m["images"] * dist.world_size})
+            metrics.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": m["loss"],
+                    "train_acc": train_acc,
+                    "test_acc": test_acc,
+                    "images_per_s": m["images"] * dist.world_size / m["seconds"],
+                    "seconds": m["seconds"],
+                    "lr": training.sched.get_last_lr()[0],
+                    "steps": training.steps_done,
+                    "images": m["images"] * dist.world_size,
+                }
+            )
             if is_main:
                 if not quiet:
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
                 _write_metrics(run_dir, metrics)
-                state = {"epoch": epoch + 1, "arch": arch, "run": run,
-                         "config": _config_dict(cfg), "identity": identity,
-                         **_host_copy(training.state_dict()), **rec.state_dicts(),
-                         "rng": rng_state(), "metrics": list(metrics)}
+                state = {
+                    "epoch": epoch + 1,
+                    "arch": arch,
+                    "run": run,
+                    "config": _config_dict(cfg),
+                    "identity": identity,
+                    **_host_copy(training.state_dict()),
+                    **rec.state_dicts(),
+                    "rng": rng_state(),
+                    "metrics": list(metrics),
+                }
                 writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
             _epoch_finished(epoch + 1)
     finally:
         writer.wait()  # a run that fails still leaves its last epoch's checkpoint complete
     if is_main:
-        meta = {"dataset": cfg.dataset, "arch": arch, "run": run, "seed": cfg.seed + run, **seeds,
-                "epochs_trained": n_epochs, "view": "train", "world_size": dist.world_size,
-                "amp": str(training.dtype).replace("torch.", "") if training.dtype else "fp32",
-                "config": _config_dict(cfg), "identity": identity}
+        meta = {
+            "dataset": cfg.dataset,
+            "arch": arch,
+            "run": run,
+            "seed": cfg.seed + run,
+            **seeds,
+            "epochs_trained": n_epochs,
+            "view": "train",
+            "world_size": dist.world_size,
+            "amp": str(training.dtype).replace("torch.", "") if training.dtype else "fp32",
+            "config": _config_dict(cfg),
+            "identity": identity,
+        }
         if save_scores:
             rec.stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
             if rec.clean is not None:
-                rec.clean.save(os.path.join(run_dir, "scores_clean.npz"),
-                               metadata={**meta, "view": "clean"})
+                rec.clean.save(
+                    os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"}
+                )
         _write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
 
 
 def _print_epoch(label: str, epoch: int, n_epochs: int, m: dict[str, Any]) -> None:
     test_txt = "n/a" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
-    print(f"{label} epoch {epoch + 1}/{n_epochs}: loss {m['loss']:.4f} train acc "
-          f"{m['train_acc']:.4f} test acc {test_txt} ({m['images_per_s']:.0f} images/s)",
-          flush=True)
+    print(
+        f"{label} epoch {epoch + 1}/{n_epochs}: loss {m['loss']:.4f} train acc "
+        f"{m['train_acc']:.4f} test acc {test_txt} ({m['images_per_s']:.0f} images/s)",
+        flush=True,
+    )
 
 
 def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
@@ -618,8 +768,15 @@ RUN_FORMAT = "easyhard.run"
 JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
 #: What a run folder holds, all written by train_run: --force deletes these and nothing else.
 HISTORY_FILE, CLEAN_HISTORY_FILE = "history.bin", "history_clean.bin"
-RUN_FILES = ("scores.npz", "scores_clean.npz", "metrics.jsonl", "config.json", "checkpoint.pt",
-             HISTORY_FILE, CLEAN_HISTORY_FILE)
+RUN_FILES = (
+    "scores.npz",
+    "scores_clean.npz",
+    "metrics.jsonl",
+    "config.json",
+    "checkpoint.pt",
+    HISTORY_FILE,
+    CLEAN_HISTORY_FILE,
+)
 
 
 def _logged_history(state: dict, log: "HistoryLog"):
@@ -633,21 +790,36 @@ def _logged_history(state: dict, log: "HistoryLog"):
 def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:
     """The effective seeds of run `run`: init_seed and data_seed default to the run's seed."""
     seed = cfg.seed + run
-    return {"init_seed": seed if cfg.init_seed is None else cfg.init_seed,
-            "data_seed": seed if cfg.data_seed is None else cfg.data_seed}
+    return {
+        "init_seed": seed if cfg.init_seed is None else cfg.init_seed,
+        "data_seed": seed if cfg.data_seed is None else cfg.data_seed,
+    }
 
 
-def run_identity(cfg: ScoreConfig, arch: str, run: int, fingerprint: str, *,
-                 subset: np.ndarray | None = None, max_steps: int | None = None) -> dict[str, Any]:
+def run_identity(
+    cfg: ScoreConfig,
+    arch: str,
+    run: int,
+    fingerprint: str,
+    *,
+    subset: np.ndarray | None = None,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     """Everything that makes one run what it is: resume refuses a run whose identity differs.
     A run on a subset adds the subset's size and digest (`subset_digest`), a run with a step
     budget its `max_steps`."""
     from .statsfile import FORMAT_VERSION
 
     config = {k: v for k, v in _config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
-    identity = {"arch": arch, "run": run, "seed": cfg.seed + run, **run_seeds(cfg, run),
-                "dataset_fingerprint": fingerprint,
-                "score_format_version": FORMAT_VERSION, "config": config}
+    identity = {
+        "arch": arch,
+        "run": run,
+        "seed": cfg.seed + run,
+        **run_seeds(cfg, run),
+        "dataset_fingerprint": fingerprint,
+        "score_format_version": FORMAT_VERSION,
+        "config": config,
+    }
     if subset is not None:
         identity["subset"] = subset_digest(subset)
     if max_steps is not None:
@@ -660,8 +832,9 @@ def check_subset(subset, num_samples: int) -> np.ndarray:
     [0, num_samples), each at most once, at least one."""
     arr = np.asarray(subset)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ValueError(f"`subset` must be a 1-D array of dataset indices, got {arr.dtype} "
-                         f"of shape {arr.shape}")
+        raise ValueError(
+            f"`subset` must be a 1-D array of dataset indices, got {arr.dtype} of shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError("`subset` is empty: there is nothing to train on")
     arr = np.sort(arr.astype(np.int64))
@@ -683,33 +856,54 @@ def subset_digest(subset: np.ndarray) -> dict[str, Any]:
 
 def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable 'field: old -> new' lines for two run identities."""
-    flat = lambda d: {**{k: v for k, v in d.items() if k != "config"},
-                      **{f"config.{k}": v for k, v in d.get("config", {}).items()}}
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in d.items() if k != "config"},
+            **{f"config.{k}": v for k, v in d.get("config", {}).items()},
+        }
+
     a, b = flat(old), flat(new)
-    return [f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
-            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    return [
+        f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
 
 
 def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:
     """Refuse to resume from `where` unless it recorded exactly `identity`."""
     if not isinstance(found, dict):
-        raise ValueError(f"{where} was written by an easyhard that did not record the run's "
-                         "identity, so resuming cannot be checked: use a new output folder")
+        raise ValueError(
+            f"{where} was written by an easyhard that did not record the run's "
+            "identity, so resuming cannot be checked: use a new output folder"
+        )
     diff = identity_differences(found, identity)
     if diff:
-        raise ValueError(f"{where} belongs to another configuration ({'; '.join(diff[:6])}"
-                         f"{'; ...' if len(diff) > 6 else ''}): resume it with the same settings, "
-                         "or use a new output folder")
+        raise ValueError(
+            f"{where} belongs to another configuration ({'; '.join(diff[:6])}"
+            f"{'; ...' if len(diff) > 6 else ''}): resume it with the same settings, "
+            "or use a new output folder"
+        )
 
 
-def _write_run_config(run_dir: str, identity: dict[str, Any], device, dist, *,
-                      finished: bool) -> None:
-    record = {"format": RUN_FORMAT, "finished": finished, "arch": identity["arch"],
-              "run": identity["run"], "seed": identity["seed"],
-              "easyhard_version": __version__, "torch_version": torch.__version__,
-              "device": str(device), "world_size": dist.world_size,
-              "dataset_fingerprint": identity["dataset_fingerprint"], "identity": identity,
-              **identity["config"]}
+def _write_run_config(
+    run_dir: str, identity: dict[str, Any], device, dist, *, finished: bool
+) -> None:
+    record = {
+        "format": RUN_FORMAT,
+        "finished": finished,
+        "arch": identity["arch"],
+        "run": identity["run"],
+        "seed": identity["seed"],
+        "easyhard_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "world_size": dist.world_size,
+        "dataset_fingerprint": identity["dataset_fingerprint"],
+        "identity": identity,
+        **identity["config"],
+    }
     with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(record, f, indent=1)
 
@@ -770,23 +964,27 @@ def write_job_config(cfg: ScoreConfig, out_dir: str) -> None:
     from .config import to_toml
 
     path = os.path.join(out_dir, JOB_CONFIG)
-    text = to_toml(cfg, f"{_JOB_HEADER} {__version__}: the resolved configuration of this job.\n"
-                        f"Repeat or continue it: easyhard score --config <a copy> --out "
-                        f"<folder> [--resume]")
+    text = to_toml(
+        cfg,
+        f"{_JOB_HEADER} {__version__}: the resolved configuration of this job.\n"
+        f"Repeat or continue it: easyhard score --config <a copy> --out "
+        f"<folder> [--resume]",
+    )
     if os.path.lexists(path):
         with open(path, encoding="utf-8", errors="replace") as f:
             old = f.read()
         if not old.startswith(f"# {_JOB_HEADER}"):
-            raise ValueError(f"{path} exists and easyhard did not write it; move it away or "
-                             "choose another output folder")
+            raise ValueError(
+                f"{path} exists and easyhard did not write it; move it away or "
+                "choose another output folder"
+            )
         if old == text:
             return
     with atomic_write(path, "w") as f:
         f.write(text)
 
 
-def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False
-              ) -> dict:
+def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
     """Every (architecture, run) in turn, then the merged scores file. Returns a summary.
 
     Everything that can be checked (the configuration, the device, the dataset, the output's
@@ -824,8 +1022,11 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
         return
     for name in set(os.listdir(out_dir)) - before:
         path = os.path.join(out_dir, name)
-        if (os.path.isdir(path) and is_run_folder(path)
-                and not os.path.exists(os.path.join(path, "checkpoint.pt"))):
+        if (
+            os.path.isdir(path)
+            and is_run_folder(path)
+            and not os.path.exists(os.path.join(path, "checkpoint.pt"))
+        ):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(path, "config.json"))
                 os.rmdir(path)
@@ -836,8 +1037,9 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
             os.rmdir(out_dir)
 
 
-def _train_job_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train,
-                test) -> dict:
+def _train_job_runs(
+    cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train, test
+) -> dict:
     from .scores import excluded, merge_stats_files
     from .statsfile import read_metadata, read_metadata_block
 
@@ -848,12 +1050,23 @@ def _train_job_runs(cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, d
             if resume and os.path.exists(done):
                 block = read_metadata_block(done)  # checks the format and its version
                 meta = read_metadata({} if block is None else {"metadata": json.dumps(block)}, done)
-                check_same_run(meta.get("identity"),
-                               run_identity(cfg, arch, run, train.fingerprint), done)
+                check_same_run(
+                    meta.get("identity"), run_identity(cfg, arch, run, train.fingerprint), done
+                )
                 run_dirs.append(os.path.dirname(done))
                 continue
-            run_dirs.append(train_run(cfg, arch, run, out_dir, resume=resume, quiet=quiet,
-                                      dist=dist, datasets=(train, test)))
+            run_dirs.append(
+                train_run(
+                    cfg,
+                    arch,
+                    run,
+                    out_dir,
+                    resume=resume,
+                    quiet=quiet,
+                    dist=dist,
+                    datasets=(train, test),
+                )
+            )
     summary = {"runs": run_dirs}
     if dist.rank == 0:
         files = [os.path.join(d, "scores.npz") for d in run_dirs]

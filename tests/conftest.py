@@ -1,5 +1,6 @@
 """Shared pytest configuration: the `cuda` marker skips cleanly without a GPU or CUDA kernels;
 shared fixtures."""
+
 from __future__ import annotations
 
 import pytest
@@ -76,11 +77,18 @@ def kill_midway():
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             cells = out / "cells"
-            names = sorted(n for n in os.listdir(cells) if not n.endswith(".lock")) \
-                if cells.is_dir() else []
+            names = (
+                sorted(n for n in os.listdir(cells) if not n.endswith(".lock"))
+                if cells.is_dir()
+                else []
+            )
             finished = [n for n in names if (cells / n / "result.json").exists()]
-            half = [n for n in names if (cells / n / "checkpoint.pt").exists()
-                    and not (cells / n / "result.json").exists()]
+            half = [
+                n
+                for n in names
+                if (cells / n / "checkpoint.pt").exists()
+                and not (cells / n / "result.json").exists()
+            ]
             if finished and half:
                 break
             time.sleep(0.01)

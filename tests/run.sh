@@ -17,6 +17,8 @@ echo "== installing dependencies"
 "$PY" -m pip install -q "torch>=2.4,<=2.14.1" "setuptools>=64" wheel ninja pybind11
 command -v cmake > /dev/null || "$PY" -m pip install -q "cmake<4"
 "$PY" -m pip install -q "nvidia-dali-cuda130" || echo "warning: DALI could not be installed"
+# the linters CI runs (pinned: a new release must not fail an unchanged tree)
+"$PY" -m pip install -q "ruff==0.17.6" "clang-format==23.1.5"
 
 # The real Fashion-MNIST reader test needs Debian's dataset-fashion-mnist (skipped without it).
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get > /dev/null; then
@@ -35,6 +37,13 @@ if [ "${1:-}" = "--setup-only" ]; then
   echo "== set up; run 'python3 -m easyhard --help'"
   exit 0
 fi
+
+echo "== lint and format: ruff (pyproject.toml), clang-format (.clang-format)"
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+CLANG_FORMAT="$("$PY" -c 'import clang_format; print(clang_format.get_executable("clang-format"))')"
+find csrc \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' \) -print0 \
+  | xargs -0 "$CLANG_FORMAT" --dry-run --Werror
 
 echo "== CMake build and ctest"
 cmake_args=(-DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')")

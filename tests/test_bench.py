@@ -1,6 +1,7 @@
 """Tests of `easyhard bench train|loader` on the CPU with tiny settings: complete JSON with
 positive throughputs, an overhead figure, the environment; every available loader of an image
 folder; clear refusals."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,32 @@ from click.testing import CliRunner
 from easyhard.cli import main
 from easyhard.loaders import dali_available
 
-TINY = ["--dataset", "synthetic", "--num-samples", "256", "--num-classes", "4",
-        "--image-size", "12", "--batch-size", "32", "--device", "cpu"]
-ENV_KEYS = {"date", "cpu_count", "torch_threads", "torch", "cuda", "easyhard", "dali",
-            "gpu_count", "gpus", "device"}
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "256",
+    "--num-classes",
+    "4",
+    "--image-size",
+    "12",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+]
+ENV_KEYS = {
+    "date",
+    "cpu_count",
+    "torch_threads",
+    "torch",
+    "cuda",
+    "easyhard",
+    "dali",
+    "gpu_count",
+    "gpus",
+    "device",
+}
 
 
 def cli(args):
@@ -23,8 +46,22 @@ def cli(args):
 
 
 def test_bench_train_json_is_complete():
-    r = cli(["bench", "train", *TINY, "--arch", "convnet", "--steps", "6", "--warmup", "2",
-             "--blocks", "3", "--json"])
+    r = cli(
+        [
+            "bench",
+            "train",
+            *TINY,
+            "--arch",
+            "convnet",
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--blocks",
+            "3",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["command"] == "train" and ENV_KEYS <= res["env"].keys()
@@ -37,14 +74,34 @@ def test_bench_train_json_is_complete():
     assert res["first_step_seconds"] > 0 and res["steady_step_seconds"] > 0
     assert res["peak_host_rss_mb"] > 0 and "peak_device_mb" not in res  # no GPU here
     c = res["config"]
-    assert (c["arch"], c["steps"], c["blocks"], c["world_size"], c["image_size"]) == \
-        ("convnet", 6, 3, 1, 12)
+    assert (c["arch"], c["steps"], c["blocks"], c["world_size"], c["image_size"]) == (
+        "convnet",
+        6,
+        3,
+        1,
+        12,
+    )
     assert c["loader"] == "TensorLoader" and c["amp"] == "fp32" and c["channels_last"]
 
 
 def test_bench_train_table_and_settings():
-    r = cli(["bench", "train", *TINY, "--arch", "resnet8", "--steps", "2", "--warmup", "1",
-             "--blocks", "1", "--no-channels-last", "--quiet"])
+    r = cli(
+        [
+            "bench",
+            "train",
+            *TINY,
+            "--arch",
+            "resnet8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--blocks",
+            "1",
+            "--no-channels-last",
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "images/s with recording" in r.output and "recording overhead" in r.output
     assert "resnet8 on synthetic" in r.output and "channels-last False" in r.output
@@ -63,9 +120,29 @@ def test_bench_loader_every_available_loader(tmp_path):
         for i in range(8):
             arr = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
             Image.fromarray(arr).save(tmp_path / "data" / f"class{c}" / f"{i:02d}.jpg")
-    r = cli(["bench", "loader", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
-             "--batch-size", "4", "--crop", "16", "--workers", "1", "--steps", "3",
-             "--warmup", "1", "--device", "cpu", "--json"])
+    r = cli(
+        [
+            "bench",
+            "loader",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            tmp_path / "data",
+            "--batch-size",
+            "4",
+            "--crop",
+            "16",
+            "--workers",
+            "1",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     want = {"torch + PIL"} | ({"DALI CPU", "DALI CPU, full decode"} if dali_available() else set())

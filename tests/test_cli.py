@@ -1,5 +1,6 @@
 """The front end (issue 9): options generated from the configuration dataclasses, --config TOML
 files, checks before any output exists, and errors that are one sentence, never a traceback."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,19 +13,41 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from easyhard.cli import NON_CONFIG_OPTIONS, cli_wording, main
-from easyhard.config import (CompressConfig, ConfigError, ScoreConfig, SelectConfig, from_mapping,
-                             load_toml_file, to_toml)
-from easyhard.datasets import load_dataset
-
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
+from easyhard.cli import NON_CONFIG_OPTIONS, cli_wording, main
+from easyhard.config import (
+    CompressConfig,
+    ConfigError,
+    ScoreConfig,
+    SelectConfig,
+    from_mapping,
+    load_toml_file,
+    to_toml,
+)
+from easyhard.datasets import load_dataset
+
 COMMANDS = {"score": ScoreConfig, "select": SelectConfig, "compress": CompressConfig}
-SMALL = ["--dataset", "synthetic", "--num-samples", "120", "--num-classes", "3",
-         "--image-size", "8", "--batch-size", "64", "--arch", "convnet", "--epochs", "1",
-         "--device", "cpu", "--quiet"]
+SMALL = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "120",
+    "--num-classes",
+    "3",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "64",
+    "--arch",
+    "convnet",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def run(args):
@@ -33,8 +56,13 @@ def run(args):
 
 def cli(*args, cwd=None):
     """`python -m easyhard ARGS` in a fresh process: (exit code, stdout + stderr)."""
-    p = subprocess.run([sys.executable, "-m", "easyhard", *map(str, args)], capture_output=True,
-                       text=True, timeout=300, cwd=cwd)
+    p = subprocess.run(
+        [sys.executable, "-m", "easyhard", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
     return p.returncode, p.stdout + p.stderr
 
 
@@ -84,10 +112,12 @@ def test_choices_come_from_their_owners():
 
 def test_help_does_not_import_torch():
     """`easyhard --help` answers at once: nothing on its path imports torch."""
-    code = ("import sys; from click.testing import CliRunner; from easyhard.cli import main; "
-            "r = CliRunner().invoke(main, ['--help']); "
-            "[CliRunner().invoke(main, [c, '--help']) for c in main.commands]; "
-            "assert r.exit_code == 0; print('torch' in sys.modules)")
+    code = (
+        "import sys; from click.testing import CliRunner; from easyhard.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); "
+        "[CliRunner().invoke(main, [c, '--help']) for c in main.commands]; "
+        "assert r.exit_code == 0; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -102,28 +132,49 @@ def test_every_command_help_has_an_example(name):
 def test_config_file_supplies_settings_and_flags_override(tmp_path):
     (tmp_path / "c.toml").write_text(
         'dataset = "synthetic"\nnum_samples = 120\nnum_classes = 3\nimage_size = 8\n'
-        'batch_size = 64\narchs = ["convnet"]\nepochs = 2\ndevice = "cpu"\n')
-    r = run(["score", "--config", tmp_path / "c.toml", "--epochs", "1", "--quiet", "--json",
-             "--out", tmp_path / "o"])
+        'batch_size = 64\narchs = ["convnet"]\nepochs = 2\ndevice = "cpu"\n'
+    )
+    r = run(
+        [
+            "score",
+            "--config",
+            tmp_path / "c.toml",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--json",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
     written = load_toml_file(str(tmp_path / "o" / "score-config.toml"))
-    assert written["epochs"] == 1 and written["archs"] == ["convnet"] and written["batch_size"] == 64
+    assert (
+        written["epochs"] == 1 and written["archs"] == ["convnet"] and written["batch_size"] == 64
+    )
     cfg = json.loads((tmp_path / "o" / "convnet-run0" / "config.json").read_text())
     assert cfg["epochs"] == 1 and cfg["num_samples"] == 120
     # the written file reproduces the job
     assert from_mapping(ScoreConfig, written) == ScoreConfig(
-        dataset="synthetic", num_samples=120, num_classes=3, image_size=8, batch_size=64,
-        archs=("convnet",), epochs=1, device="cpu")
+        dataset="synthetic",
+        num_samples=120,
+        num_classes=3,
+        image_size=8,
+        batch_size=64,
+        archs=("convnet",),
+        epochs=1,
+        device="cpu",
+    )
 
 
 def test_config_file_errors_name_the_key(tmp_path):
-    (tmp_path / "bad.toml").write_text('epochs = 1\nbatchsize = 3\n')
+    (tmp_path / "bad.toml").write_text("epochs = 1\nbatchsize = 3\n")
     code, out = cli("score", "--config", tmp_path / "bad.toml", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "batchsize", "bad.toml")
     (tmp_path / "typed.toml").write_text('epochs = "many"\n')
     code, out = cli("score", "--config", tmp_path / "typed.toml", "--out", tmp_path / "o")
     assert code == 2 and "epochs" in out and "Traceback" not in out
-    (tmp_path / "broken.toml").write_text('epochs = \n')
+    (tmp_path / "broken.toml").write_text("epochs = \n")
     code, out = cli("score", "--config", tmp_path / "broken.toml", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "not valid TOML")
     assert not (tmp_path / "o").exists()
@@ -131,8 +182,16 @@ def test_config_file_errors_name_the_key(tmp_path):
 
 def test_the_jobs_own_record_is_not_an_input(tmp_path):
     assert run(["score", *SMALL, "--out", tmp_path / "o"]).exit_code == 0
-    r = run(["score", "--config", tmp_path / "o" / "score-config.toml", "--resume",
-             "--out", tmp_path / "o"])
+    r = run(
+        [
+            "score",
+            "--config",
+            tmp_path / "o" / "score-config.toml",
+            "--resume",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code != 0 and "pass a copy" in r.output
     (tmp_path / "copy.toml").write_bytes((tmp_path / "o" / "score-config.toml").read_bytes())
     r = run(["score", "--config", tmp_path / "copy.toml", "--resume", "--out", tmp_path / "o"])
@@ -158,11 +217,13 @@ def test_library_validation_matches_the_options():
 
 # ---------------------------------------------------------------------------- before any output
 def test_everything_checkable_is_checked_before_an_output_exists(tmp_path):
-    for extra, needle in [(["--window", "3", "--epochs", "2"], "--window (3) counts more epochs"),
-                          (["--device", "foo"], "--device must be auto, cpu, cuda or cuda:N"),
-                          (["--device", "mps"], "--device must be auto, cpu, cuda or cuda:N"),
-                          (["--device", "cuda"], "no CUDA device is available"),
-                          (["--arch", "alexnet"], "unknown architecture(s) alexnet")]:
+    for extra, needle in [
+        (["--window", "3", "--epochs", "2"], "--window (3) counts more epochs"),
+        (["--device", "foo"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--device", "mps"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--device", "cuda"], "no CUDA device is available"),
+        (["--arch", "alexnet"], "unknown architecture(s) alexnet"),
+    ]:
         code, out = cli("score", *SMALL, *extra, "--out", tmp_path / "o")
         if extra == ["--device", "cuda"] and code == 0:
             continue  # a machine with a GPU
@@ -174,8 +235,9 @@ def test_everything_checkable_is_checked_before_an_output_exists(tmp_path):
 
 
 def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
-    code, out = cli("score", *SMALL, "--lr", "1e30", "--max-nonfinite-steps", "1",
-                    "--out", tmp_path / "o")
+    code, out = cli(
+        "score", *SMALL, "--lr", "1e30", "--max-nonfinite-steps", "1", "--out", tmp_path / "o"
+    )
     assert_one_sentence(code, out, "diverged", "--lr")
     assert not (tmp_path / "o").exists()
     code, out = cli("score", *SMALL, "--out", tmp_path / "o")
@@ -185,8 +247,10 @@ def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path)
 # ---------------------------------------------------------------------------- errors
 def test_wording_of_library_messages():
     assert cli_wording("pass `force=True` or give `data_dir`") == "pass --force or give --data-dir"
-    assert cli_wording("use `link='copy'`; `nesterov=False`; `archs`") == \
-        "use --link copy; --no-nesterov; --arch"
+    assert (
+        cli_wording("use `link='copy'`; `nesterov=False`; `archs`")
+        == "use --link copy; --no-nesterov; --arch"
+    )
     assert cli_wording("two\nlines") == "two lines"
     assert cli_wording("every `ps` value") == "every --p value"  # OverlapConfig's flag
 
@@ -194,8 +258,16 @@ def test_wording_of_library_messages():
 def test_damaged_checkpoint_on_resume(tmp_path, killed_after_epoch):
     from easyhard.train import train_run
 
-    cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
-                      batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=120,
+        num_classes=3,
+        image_size=8,
+        batch_size=64,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     with killed_after_epoch(1):
         train_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True)
     (tmp_path / "o" / "convnet-run0" / "checkpoint.pt").write_bytes(b"garbage")
@@ -206,15 +278,26 @@ def test_damaged_checkpoint_on_resume(tmp_path, killed_after_epoch):
 def test_bad_dataset_files(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
     data = (tmp_path / "fm" / "train-images-idx3-ubyte.gz").read_bytes()
-    base = ["score", "--dataset", "fashion-mnist", "--arch", "convnet", "--device", "cpu",
-            "--out", tmp_path / "o"]
+    base = [
+        "score",
+        "--dataset",
+        "fashion-mnist",
+        "--arch",
+        "convnet",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "o",
+    ]
     (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
     code, out = cli(*base, "--data-dir", tmp_path / "fm")
     assert_one_sentence(code, out, "train-images-idx3-ubyte.gz is a damaged gzip file")
     (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
     code, out = cli(*base, "--data-dir", tmp_path / "fm")
     assert_one_sentence(code, out, "train-images-idx3-ubyte.gz is a damaged gzip file")
-    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00"))
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x08\x03\x00")
+    )
     code, out = cli(*base, "--data-dir", tmp_path / "fm")
     assert_one_sentence(code, out, "truncated idx header")
     assert not (tmp_path / "o").exists()
@@ -228,17 +311,40 @@ def test_bad_cifar_label(tmp_path):
     d = pickle.loads(batch.read_bytes())
     d[b"labels"][1] = -1
     batch.write_bytes(pickle.dumps(d, protocol=2))
-    code, out = cli("score", "--dataset", "cifar10", "--data-dir", tmp_path / "c", "--arch",
-                    "convnet", "--device", "cpu", "--out", tmp_path / "o")
+    code, out = cli(
+        "score",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "c",
+        "--arch",
+        "convnet",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_sentence(code, out, "data_batch_2", "labels in [0, 10)")
 
 
 def test_file_list_that_is_not_utf8(tmp_path):
     make_folder(tmp_path / "img", per_class=2)
     (tmp_path / "list.txt").write_bytes(b"class0/000.jpg 0\nclass0/\xff\xfe.jpg 1\n")
-    code, out = cli("score", "--dataset", "imagefolder", "--data-dir", tmp_path / "img",
-                    "--file-list", tmp_path / "list.txt", "--arch", "convnet", "--device", "cpu",
-                    "--out", tmp_path / "o")
+    code, out = cli(
+        "score",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        tmp_path / "img",
+        "--file-list",
+        tmp_path / "list.txt",
+        "--arch",
+        "convnet",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_sentence(code, out, "list.txt is not UTF-8")
 
 
@@ -247,18 +353,26 @@ def test_damaged_score_files(tmp_path):
     good = score_file(ds, tmp_path / "s.npz")
     with np.load(good, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    cases = {"list.npz": json.dumps([1, 2]),
-             "nosize.npz": json.dumps({"format": "easyhard.scores", "num_classes": 2})}
+    cases = {
+        "list.npz": json.dumps([1, 2]),
+        "nosize.npz": json.dumps({"format": "easyhard.scores", "num_classes": 2}),
+    }
     for name, meta in cases.items():
         np.savez(tmp_path / name, **{**arrays, "metadata": np.array(meta)})
         code, out = cli("select", tmp_path / name, "--keep", "0.5", "--out", tmp_path / "sel")
         assert_one_sentence(code, out, name)
         assert "KeyError" not in out and "internal error" not in out
     # a merged file without the asked-for score
-    merged = {"index": np.arange(20), "label": ds.labels,
-              "metadata": np.array(json.dumps({"format": "easyhard.merged", "num_classes": 2,
-                                               "fingerprint": ds.fingerprint})),
-              "score_el2n": np.random.rand(20)}
+    merged = {
+        "index": np.arange(20),
+        "label": ds.labels,
+        "metadata": np.array(
+            json.dumps(
+                {"format": "easyhard.merged", "num_classes": 2, "fingerprint": ds.fingerprint}
+            )
+        ),
+        "score_el2n": np.random.rand(20),
+    }
     np.savez(tmp_path / "m.npz", **merged)
     code, out = cli("select", tmp_path / "m.npz", "--keep", "0.5", "--out", tmp_path / "sel")
     assert_one_sentence(code, out, "holds no 'easiness' score")
@@ -266,9 +380,24 @@ def test_damaged_score_files(tmp_path):
 
 
 def test_one_step_runs_train(tmp_path):
-    code, out = cli("score", "--dataset", "synthetic", "--num-samples", "50", "--epochs", "1",
-                    "--image-size", "8", "--arch", "convnet", "--device", "cpu", "--quiet",
-                    "--out", tmp_path / "o")
+    code, out = cli(
+        "score",
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "50",
+        "--epochs",
+        "1",
+        "--image-size",
+        "8",
+        "--arch",
+        "convnet",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "o",
+    )
     assert code == 0, out
 
 
@@ -280,7 +409,8 @@ def test_image_extensions_are_case_insensitive_and_others_are_reported(tmp_path,
         for i, ext in enumerate([".JPEG", ".Jpeg", ".webp", ".png"]):
             Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(
                 tmp_path / "img" / c / f"{i}{ext}",
-                format={".webp": "WEBP", ".png": "PNG"}.get(ext, "JPEG"))
+                format={".webp": "WEBP", ".png": "PNG"}.get(ext, "JPEG"),
+            )
         (tmp_path / "img" / c / "notes.txt").write_text("x")
     with caplog.at_level("WARNING", logger="easyhard.datasets"):
         ds = load_dataset("imagefolder", root=str(tmp_path / "img"))

@@ -1,4 +1,5 @@
 """Tests of `easyhard select` / `easyhard compress`: each output format read back, refusals."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_datasets import make_fmnist, make_folder, write_cifar10
 
 from easyhard import SampleStats
 from easyhard.cli import main
@@ -16,15 +18,19 @@ from easyhard.datasets import load_dataset
 from easyhard.loaders import TensorLoader, make_loader
 from easyhard.select import select
 
-from test_datasets import make_fmnist, make_folder, write_cifar10
-
 
 def score_file(dataset, path, epochs=2, seed=0):
-    """A statistics file for `dataset` from random logits (identity and fingerprint as a real run)."""
+    """A statistics file for `dataset` from random logits (identity and fingerprint as a real
+    run)."""
     g = torch.Generator().manual_seed(seed)
     N, C = len(dataset), dataset.num_classes
-    stats = SampleStats(N, C, labels=dataset.labels, paths=getattr(dataset, "paths", None),
-                        fingerprint=dataset.fingerprint)
+    stats = SampleStats(
+        N,
+        C,
+        labels=dataset.labels,
+        paths=getattr(dataset, "paths", None),
+        fingerprint=dataset.fingerprint,
+    )
     labels = torch.from_numpy(dataset.labels)
     for _ in range(epochs):
         logits = torch.randn(N, C, generator=g) * 2
@@ -54,8 +60,20 @@ def test_select_command(tmp_path):
     assert record["balanced"] and record["kept_per_class"] == [10, 10, 10]
     again = run(["select", scores, "--keep", "0.5", "--out", tmp_path / "sel"])
     assert again.exit_code != 0 and "not empty" in again.output
-    js = run(["select", scores, "--keep", "10", "--strategy", "random", "--json", "--force",
-              "--out", tmp_path / "sel"])
+    js = run(
+        [
+            "select",
+            scores,
+            "--keep",
+            "10",
+            "--strategy",
+            "random",
+            "--json",
+            "--force",
+            "--out",
+            tmp_path / "sel",
+        ]
+    )
     assert js.exit_code == 0 and json.loads(js.output)["kept"] == 10
 
 
@@ -77,8 +95,21 @@ def test_compress_imagefolder(tmp_path):
     before = {p: os.path.getsize(os.path.join(ds.root, p)) for p in ds.paths}
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "small"
-    r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", ds.root,
-             "--keep", "0.5", "--balanced", "--out", out])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            ds.root,
+            "--keep",
+            "0.5",
+            "--balanced",
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kept"] == 9 and manifest["kept_per_class"] == {"0": 3, "1": 3, "2": 3}
@@ -91,7 +122,9 @@ def test_compress_imagefolder(tmp_path):
     tv = torchvision.datasets.ImageFolder(str(out / "train"))
     assert [os.path.relpath(p, out / "train") for p, _ in tv.samples] == small.paths
     assert [y for _, y in tv.samples] == small.labels.tolist()
-    files = load_dataset("imagefolder", root=str(out / "train"), file_list=str(out / "file_list.txt"))
+    files = load_dataset(
+        "imagefolder", root=str(out / "train"), file_list=str(out / "file_list.txt")
+    )
     assert files.paths == small.paths
     # Hard links by default; the source is untouched.
     src = os.path.join(ds.root, small.paths[0])
@@ -116,8 +149,20 @@ def test_compress_fashion_mnist_format(tmp_path):
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "fm"
-    r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
-             "--keep", "25%", "--out", out])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "src",
+            "--keep",
+            "25%",
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0, r.output
     small = load_dataset("fashion-mnist", root=str(out))
     idx = np.load(out / "indices.npy")
@@ -125,8 +170,9 @@ def test_compress_fashion_mnist_format(tmp_path):
     np.testing.assert_array_equal(small.images, ds.images[idx])
     np.testing.assert_array_equal(small.labels, ds.labels[idx])
     test = load_dataset("fashion-mnist", root=str(out), split="test")  # the test split comes along
-    np.testing.assert_array_equal(test.images, load_dataset("fashion-mnist", root=str(tmp_path / "src"),
-                                                            split="test").images)
+    np.testing.assert_array_equal(
+        test.images, load_dataset("fashion-mnist", root=str(tmp_path / "src"), split="test").images
+    )
     assert sorted(np.concatenate([b[2].numpy() for b in TensorLoader(small, 4)])) == list(range(10))
 
 
@@ -135,8 +181,22 @@ def test_compress_cifar_format(tmp_path):
     ds = load_dataset("cifar10", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "c10"
-    r = run(["compress", scores, "--dataset", "cifar10", "--data-dir", tmp_path / "src",
-             "--keep", "7", "--strategy", "stratified", "--out", out])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            tmp_path / "src",
+            "--keep",
+            "7",
+            "--strategy",
+            "stratified",
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0, r.output
     small = load_dataset("cifar10", root=str(out))
     idx = np.load(out / "indices.npy")
@@ -151,23 +211,72 @@ def test_compress_refusals(tmp_path):
     make_fmnist(tmp_path / "other", n=21)
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
-    r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "other",
-             "--keep", "0.5", "--out", tmp_path / "o1"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "other",
+            "--keep",
+            "0.5",
+            "--out",
+            tmp_path / "o1",
+        ]
+    )
     assert r.exit_code != 0 and "fingerprint" in r.output and "other data" in r.output
     assert not (tmp_path / "o1").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("precious")
-    r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
-             "--keep", "0.5", "--out", tmp_path / "full"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "src",
+            "--keep",
+            "0.5",
+            "--out",
+            tmp_path / "full",
+        ]
+    )
     assert r.exit_code != 0 and "--force" in r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     # --force replaces only an earlier easyhard output, never a user's file (issue 8).
-    r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
-             "--keep", "0.5", "--out", tmp_path / "full", "--force"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "src",
+            "--keep",
+            "0.5",
+            "--out",
+            tmp_path / "full",
+            "--force",
+        ]
+    )
     assert r.exit_code != 0 and "not an earlier easyhard output" in r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
-    r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "none",
-             "--keep", "0.5", "--out", tmp_path / "o2"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "none",
+            "--keep",
+            "0.5",
+            "--out",
+            tmp_path / "o2",
+        ]
+    )
     assert r.exit_code != 0 and "apt-get install dataset-fashion-mnist" in r.output
 
 

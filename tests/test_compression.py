@@ -2,6 +2,7 @@
 every axis combination trains and is reported; scoring cost from the runs' metrics; external
 scores accepted and checked; transfer across architectures; cells shared with the removal
 experiment in one folder; kill -9 and the same command give the same results; refusals."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,38 @@ import pytest
 from click.testing import CliRunner
 
 from easyhard.cli import main
-from easyhard.compression import (COST_FIGURE, FIGURE, RESULTS, ROW_FIELDS, SUMMARY,
-                                  TIMING_FIELDS, scoring_cost, source_labels, summarize)
+from easyhard.compression import (
+    COST_FIGURE,
+    FIGURE,
+    RESULTS,
+    ROW_FIELDS,
+    SUMMARY,
+    TIMING_FIELDS,
+    scoring_cost,
+    source_labels,
+    summarize,
+)
 from easyhard.experiment import CELLS, MANIFEST, read_results
 from easyhard.experiment import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
 from easyhard.train import ScoreConfig, train_job
 
-DATA = ["--dataset", "synthetic", "--num-samples", "160", "--num-classes", "4",
-        "--image-size", "8", "--batch-size", "32", "--device", "cpu", "--epochs", "2"]
+DATA = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "160",
+    "--num-classes",
+    "4",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--epochs",
+    "2",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -36,8 +60,16 @@ def cli(args):
 def scored(tmp_path_factory):
     """One convnet scoring run of the tiny synthetic data, 2 epochs: its folder."""
     out = tmp_path_factory.mktemp("scores")
-    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
-                      batch_size=32, archs=("convnet",), epochs=2, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=160,
+        num_classes=4,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     train_job(cfg, str(out), quiet=True)
     return out
 
@@ -52,9 +84,23 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
     np.save(tmp_path / "mine.npy", ease)  # higher = easier, like easiness itself
     np.save(tmp_path / "flipped.npy", -ease)  # higher = harder
     out = tmp_path / "exp"
-    r = compression([run], out, "--window", "1,2", "--score", "easiness,el2n", "--keep", "0.5",
-                    "--seeds", "2", "--external", f"mine={tmp_path / 'mine.npy'}",
-                    "--external", f"flip:harder={tmp_path / 'flipped.npy'}", "--json")
+    r = compression(
+        [run],
+        out,
+        "--window",
+        "1,2",
+        "--score",
+        "easiness,el2n",
+        "--keep",
+        "0.5",
+        "--seeds",
+        "2",
+        "--external",
+        f"mine={tmp_path / 'mine.npy'}",
+        "--external",
+        f"flip:harder={tmp_path / 'flipped.npy'}",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     rows = read_results(out / RESULTS)
@@ -63,17 +109,28 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
     # externals: 5 rankings; per ranking and seed: the full data and 4 strategies at one fraction
     rankings = {row["ranking"] for row in rows}
     assert summary["rankings"] == 5 and len(rankings) == 5
-    assert rankings == {"easiness (convnet-run0, 1 epoch)", "easiness (convnet-run0, 2 epochs)",
-                        "el2n (convnet-run0, 2 epochs)", "mine (external)", "flip (external)"}
+    assert rankings == {
+        "easiness (convnet-run0, 1 epoch)",
+        "easiness (convnet-run0, 2 epochs)",
+        "el2n (convnet-run0, 2 epochs)",
+        "mine (external)",
+        "flip (external)",
+    }
     assert len(rows) == 5 * 2 * 5
     combos = {(row["ranking"], row["strategy"], row["keep"], row["seed"]) for row in rows}
     assert len(combos) == len(rows)
-    assert {row["strategy"] for row in rows} == {"none", "hardest", "easiest", "random",
-                                                 "stratified"}
+    assert {row["strategy"] for row in rows} == {
+        "none",
+        "hardest",
+        "easiest",
+        "random",
+        "stratified",
+    }
     assert {row["kept"] for row in rows if row["strategy"] != "none"} == {80}
     # scoring cost: the scoring run's epochs from its metrics.jsonl; none for random and full
-    metrics = [json.loads(x) for x in (scored / "convnet-run0" / "metrics.jsonl").read_text()
-               .splitlines()]
+    metrics = [
+        json.loads(x) for x in (scored / "convnet-run0" / "metrics.jsonl").read_text().splitlines()
+    ]
     first, both = metrics[0]["seconds"], metrics[0]["seconds"] + metrics[1]["seconds"]
     for row in rows:
         if row["strategy"] in ("none", "random"):
@@ -85,21 +142,32 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
             assert row["scoring_seconds"] == pytest.approx(want, abs=1e-3)
             assert row["scoring_epochs"] == (1 if row["window"] == 1 else 2)
             assert row["scoring_arch"] == "convnet" and row["scoring_runs"] == 1
-            assert row["total_seconds"] == pytest.approx(row["scoring_seconds"]
-                                                         + row["training_seconds"], abs=2e-3)
+            assert row["total_seconds"] == pytest.approx(
+                row["scoring_seconds"] + row["training_seconds"], abs=2e-3
+            )
             # images processed: the machine-independent cost (160 examples per scoring epoch)
             assert row["scoring_images"] == 160 * row["scoring_epochs"]
             assert row["total_images"] == row["scoring_images"] + row["training_images"]
     for row in rows:  # a subset's training processes its kept examples once per epoch
         assert row["training_images"] == row["kept"] * row["epochs"]
+
     # an external array is a ranking like any other: easiness given as a file (either way
     # round) selects exactly what easiness over all epochs selects, so the cells are the same
     def cell(ranking_prefix, strategy, seed=0):
-        return {row["cell"] for row in rows if row["ranking"].startswith(ranking_prefix)
-                and row["strategy"] == strategy and row["seed"] == seed}
+        return {
+            row["cell"]
+            for row in rows
+            if row["ranking"].startswith(ranking_prefix)
+            and row["strategy"] == strategy
+            and row["seed"] == seed
+        }
+
     for strategy in ("hardest", "easiest"):
-        assert cell("mine (external)", strategy) == cell("flip (external)", strategy) \
+        assert (
+            cell("mine (external)", strategy)
+            == cell("flip (external)", strategy)
             == cell("easiness (convnet-run0, 2 epochs)", strategy)
+        )
     # random selection and the full data are one cell per seed whatever the ranking
     assert len({row["cell"] for row in rows if row["strategy"] == "random"}) == 2
     assert len({row["cell"] for row in rows if row["strategy"] == "none"}) == 2
@@ -115,20 +183,39 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
         png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     record = json.loads((out / MANIFEST).read_text())["experiments"]["compression"]
-    assert record["finished"] and set(record["sources"]) == {"convnet-run0", "external:mine",
-                                                             "external:flip"}
+    assert record["finished"] and set(record["sources"]) == {
+        "convnet-run0",
+        "external:mine",
+        "external:flip",
+    }
 
 
 def test_shares_cells_with_the_removal_experiment_and_transfers(tmp_path, scored):
     merged = scored / "merged.npz"
     out = tmp_path / "exp"
-    r = cli(["experiment", "removal", merged, *DATA, "--fractions", "0.3", "--orders",
-             "easiest,random", "--seeds", "1", "--json", "--out", out])
+    r = cli(
+        [
+            "experiment",
+            "removal",
+            merged,
+            *DATA,
+            "--fractions",
+            "0.3",
+            "--orders",
+            "easiest,random",
+            "--seeds",
+            "1",
+            "--json",
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0, r.output
     removal_cells = {row["cell"] for row in read_results(out / REMOVAL_RESULTS)}
     # keeping the hardest 70% is removing the easiest 30%; a random 70% the same draw
-    r = compression([merged], out, "--keep", "0.7", "--strategies", "hardest,random",
-                    "--seeds", "1", "--json")
+    r = compression(
+        [merged], out, "--keep", "0.7", "--strategies", "hardest,random", "--seeds", "1", "--json"
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["state"] == "joined" and summary["trained"] == 0
@@ -136,21 +223,57 @@ def test_shares_cells_with_the_removal_experiment_and_transfers(tmp_path, scored
     manifest = json.loads((out / MANIFEST).read_text())
     assert set(manifest["experiments"]) == {"removal", "compression"}
     # the removal experiment continues in the same folder, its record kept
-    r = cli(["experiment", "removal", merged, *DATA, "--fractions", "0.3", "--orders",
-             "easiest,random", "--seeds", "1", "--json", "--out", out])
+    r = cli(
+        [
+            "experiment",
+            "removal",
+            merged,
+            *DATA,
+            "--fractions",
+            "0.3",
+            "--orders",
+            "easiest,random",
+            "--seeds",
+            "1",
+            "--json",
+            "--out",
+            out,
+        ]
+    )
     assert r.exit_code == 0 and json.loads(r.output)["state"] == "continued"
     # transfer: scores of a convnet, subsets trained by another architecture
-    r = compression([merged], tmp_path / "transfer", "--arch", "resnet20", "--keep", "0.5",
-                    "--strategies", "hardest", "--seeds", "1", "--json")
+    r = compression(
+        [merged],
+        tmp_path / "transfer",
+        "--arch",
+        "resnet20",
+        "--keep",
+        "0.5",
+        "--strategies",
+        "hardest",
+        "--seeds",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rows = read_results(tmp_path / "transfer" / RESULTS)
     assert {(row["arch"], row["scoring_arch"]) for row in rows} == {("resnet20", "convnet")}
-    cfg = json.loads((tmp_path / "transfer" / CELLS / rows[0]["cell"] / "config.json")
-                     .read_text())
+    cfg = json.loads((tmp_path / "transfer" / CELLS / rows[0]["cell"] / "config.json").read_text())
     assert "resnet20" in json.dumps(cfg)
     # --force replaces the compression experiment only: the removal one and the cells stay
-    r = compression([merged], out, "--keep", "0.7", "--strategies", "hardest", "--seeds", "1",
-                    "--balanced", "--force", "--json")
+    r = compression(
+        [merged],
+        out,
+        "--keep",
+        "0.7",
+        "--strategies",
+        "hardest",
+        "--seeds",
+        "1",
+        "--balanced",
+        "--force",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     assert (out / REMOVAL_RESULTS).exists() and removal_cells <= set(os.listdir(out / CELLS))
     assert all(row["balanced"] for row in read_results(out / RESULTS))
@@ -161,8 +284,10 @@ def test_external_scores_are_checked(tmp_path, scored):
     labels = load_scores(str(merged)).labels
     cases = {
         "short.npy": (np.zeros(159), "one number per training example (160"),
-        "nan.npy": (np.r_[np.zeros(159), np.nan], "non-finite values (the first at dataset "
-                    "index 159)"),
+        "nan.npy": (
+            np.r_[np.zeros(159), np.nan],
+            "non-finite values (the first at dataset index 159)",
+        ),
         "text.npy": (np.array(["a"] * 160), "one number per training example"),
     }
     for name, (arr, message) in cases.items():
@@ -178,8 +303,11 @@ def test_external_scores_are_checked(tmp_path, scored):
     np.savez(tmp_path / "none.npz", values=np.zeros(160))
     r = compression([merged], tmp_path / "out", "--external", f"x={tmp_path / 'none.npz'}")
     assert r.exit_code == 1 and "holds no array named 'scores'" in r.output
-    for bad, message in (("x", "takes NAME=FILE"), ("easiness=f.npy", "is taken"),
-                         ("x:up=f.npy", ":easier or :harder")):
+    for bad, message in (
+        ("x", "takes NAME=FILE"),
+        ("easiness=f.npy", "is taken"),
+        ("x:up=f.npy", ":easier or :harder"),
+    ):
         r = compression([merged], tmp_path / "out", "--external", bad)
         assert r.exit_code == 1 and message in r.output, (bad, r.output)
     r = compression([], tmp_path / "out")
@@ -194,10 +322,20 @@ def test_external_scores_are_checked(tmp_path, scored):
     assert r.exit_code == 1 and "--window must count at least 1 epoch" in r.output
     assert not (tmp_path / "out").exists()  # refused before anything was written
     # accepted: an .npz in dataset order with the dataset's labels
-    np.savez(tmp_path / "good.npz", scores=np.arange(160.0), labels=labels,
-             index=np.arange(160))
-    r = compression([], tmp_path / "out", "--external", f"good={tmp_path / 'good.npz'}",
-                    "--keep", "0.5", "--strategies", "hardest", "--seeds", "1", "--json")
+    np.savez(tmp_path / "good.npz", scores=np.arange(160.0), labels=labels, index=np.arange(160))
+    r = compression(
+        [],
+        tmp_path / "out",
+        "--external",
+        f"good={tmp_path / 'good.npz'}",
+        "--keep",
+        "0.5",
+        "--strategies",
+        "hardest",
+        "--seeds",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rows = read_results(tmp_path / "out" / RESULTS)
     assert {row["ranking"] for row in rows} == {"good (external)"}
@@ -209,16 +347,26 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
     base = ["--keep", "0.5", "--strategies", "hardest", "--seeds", "1", "--json"]
     r = compression([merged], out, *base)
     assert r.exit_code == 0 and json.loads(r.output)["trained"] == 2
-    r = compression([merged], out, "--keep", "0.5,0.7", "--strategies", "hardest", "--seeds",
-                    "2", "--json")
+    r = compression(
+        [merged], out, "--keep", "0.5,0.7", "--strategies", "hardest", "--seeds", "2", "--json"
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["reused"] == 2 and json.loads(r.output)["trained"] == 4
     r = compression([merged], out, *base[:-1], "--lr", "0.1")
     assert r.exit_code == 1 and "lr: 0.2 -> 0.1" in r.output and "--force" in r.output
     # a statistics file of the same label with other content is refused, naming the label
     other = tmp_path / "other"
-    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
-                      batch_size=32, archs=("convnet",), epochs=2, device="cpu", seed=5)
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=160,
+        num_classes=4,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+        seed=5,
+    )
     train_job(cfg, str(other), quiet=True)
     r = compression([f"merged={other / 'merged.npz'}"], out, *base)
     assert r.exit_code == 1 and "labelled 'merged' has other content" in r.output
@@ -229,16 +377,44 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
 
 
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
-    cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
-                      batch_size=50, archs=("convnet",), epochs=1, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=800,
+        num_classes=4,
+        image_size=12,
+        batch_size=50,
+        archs=("convnet",),
+        epochs=1,
+        device="cpu",
+    )
     train_job(cfg, str(tmp_path / "scores"), quiet=True)
-    args = ["experiment", "compression", str(tmp_path / "scores" / "merged.npz"), "--dataset",
-            "synthetic", "--num-samples", "800", "--num-classes", "4", "--image-size", "12",
-            "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--keep", "0.5",
-            "--strategies", "hardest,stratified", "--seeds", "1"]
+    args = [
+        "experiment",
+        "compression",
+        str(tmp_path / "scores" / "merged.npz"),
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "800",
+        "--num-classes",
+        "4",
+        "--image-size",
+        "12",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--epochs",
+        "3",
+        "--keep",
+        "0.5",
+        "--strategies",
+        "hardest,stratified",
+        "--seeds",
+        "1",
+    ]
     killed = tmp_path / "killed"
-    kill_midway([sys.executable, "-m", "easyhard", *args, "--quiet", "--out", str(killed)],
-                killed)
+    kill_midway([sys.executable, "-m", "easyhard", *args, "--quiet", "--out", str(killed)], killed)
     again = cli([*args, "--out", killed])
     assert again.exit_code == 0, again.output
     assert "resuming from its checkpoint" in again.output
@@ -247,14 +423,16 @@ def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+
     assert len(a) == 3 and strip(a) == strip(b)
 
 
 def test_scoring_cost_and_labels(tmp_path, scored):
     run = scored / "convnet-run0" / "scores.npz"
     merged = scored / "merged.npz"
-    metrics = [json.loads(x) for x in (scored / "convnet-run0" / "metrics.jsonl").read_text()
-               .splitlines()]
+    metrics = [
+        json.loads(x) for x in (scored / "convnet-run0" / "metrics.jsonl").read_text().splitlines()
+    ]
     cost = scoring_cost(str(merged), load_scores(str(merged)), None)
     assert cost["runs"] == 1 and cost["epochs"] == 2 and cost["arch"] == "convnet"
     assert cost["seconds"] == pytest.approx(sum(m["seconds"] for m in metrics), abs=1e-3)
@@ -271,9 +449,20 @@ def test_cut_hardest_drops_the_very_hardest_first(tmp_path, scored):
     """--cut-hardest: the hardest and stratified strategies never keep the hardest fraction;
     random selection is untouched (the baseline stays the removal experiment's)."""
     merged = scored / "merged.npz"
-    r = compression([merged], tmp_path / "exp", "--keep", "0.5", "--strategies",
-                    "hardest,stratified,random", "--cut-hardest", "0.25", "--seeds", "1",
-                    "--global", "--json")
+    r = compression(
+        [merged],
+        tmp_path / "exp",
+        "--keep",
+        "0.5",
+        "--strategies",
+        "hardest,stratified,random",
+        "--cut-hardest",
+        "0.25",
+        "--seeds",
+        "1",
+        "--global",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     rows = read_results(tmp_path / "exp" / RESULTS)
     cut = {row["strategy"]: row["cut_hardest"] for row in rows}
@@ -288,11 +477,22 @@ def test_cut_hardest_drops_the_very_hardest_first(tmp_path, scored):
     hardest_quarter = set(np.argsort(-h, kind="stable")[:40].tolist())
     alive = np.ones(160, dtype=bool)
     for strategy in ("hardest", "stratified"):
-        idx, info = compression_subset(ranking, alive, table.labels, 4, strategy, 0.5, False,
-                                       0.25, 0, 0)
+        idx, info = compression_subset(
+            ranking, alive, table.labels, 4, strategy, 0.5, False, 0.25, 0, 0
+        )
         assert len(idx) == 80 and not hardest_quarter & set(idx.tolist())
     idx, _ = compression_subset(ranking, alive, table.labels, 4, "hardest", 0.5, False, 0.0, 0, 0)
     assert hardest_quarter <= set(idx.tolist())  # without the cut they are the first kept
-    r = compression([merged], tmp_path / "exp2", "--keep", "0.9", "--strategies", "hardest",
-                    "--cut-hardest", "0.25", "--seeds", "1")
+    r = compression(
+        [merged],
+        tmp_path / "exp2",
+        "--keep",
+        "0.9",
+        "--strategies",
+        "hardest",
+        "--cut-hardest",
+        "0.25",
+        "--seeds",
+        "1",
+    )
     assert r.exit_code == 1 and "more than is left" in r.output

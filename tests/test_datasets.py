@@ -1,4 +1,5 @@
 """Tests of easyhard.datasets: readers, example identity and fingerprints, refused input."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,11 @@ import tarfile
 import numpy as np
 import pytest
 
-from easyhard.datasets import (FASHION_MNIST_ROOT, DatasetError, load_dataset, read_idx,
-                               write_idx)
+from easyhard.datasets import FASHION_MNIST_ROOT, DatasetError, load_dataset, read_idx, write_idx
 
-FMNIST_PRESENT = os.path.exists(os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")) or \
-    os.path.exists(os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte"))
+FMNIST_PRESENT = os.path.exists(
+    os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")
+) or os.path.exists(os.path.join(FASHION_MNIST_ROOT, "train-images-idx3-ubyte"))
 
 
 @pytest.mark.skipif(not FMNIST_PRESENT, reason="Debian package dataset-fashion-mnist not installed")
@@ -33,10 +34,16 @@ def make_fmnist(folder, n=12, compress=True):
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.uint8)
     for prefix in ("train", "t10k"):
-        write_idx(str(folder / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}"), images,
-                  compress=compress)
-        write_idx(str(folder / f"{prefix}-labels-idx1-ubyte{'.gz' if compress else ''}"), labels,
-                  compress=compress)
+        write_idx(
+            str(folder / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}"),
+            images,
+            compress=compress,
+        )
+        write_idx(
+            str(folder / f"{prefix}-labels-idx1-ubyte{'.gz' if compress else ''}"),
+            labels,
+            compress=compress,
+        )
     return images, labels
 
 
@@ -78,8 +85,9 @@ def write_cifar10(folder, n_per_batch=4, str_keys=False):
         data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 10, n_per_batch)]
         with open(d / name, "wb") as f:
-            pickle.dump({k("data"): data, k("labels"): labels, k("batch_label"): k("x")}, f,
-                        protocol=2)
+            pickle.dump(
+                {k("data"): data, k("labels"): labels, k("batch_label"): k("x")}, f, protocol=2
+            )
         if name != "test_batch":
             all_images.append(data)
             all_labels += labels
@@ -110,7 +118,9 @@ def test_cifar100(tmp_path):
     data = np.random.default_rng(2).integers(0, 256, (6, 3072), dtype=np.uint8)
     for name in ("train", "test"):
         with open(d / name, "wb") as f:
-            pickle.dump({"data": data, "fine_labels": [0, 5, 99, 3, 2, 1], "coarse_labels": [0] * 6}, f)
+            pickle.dump(
+                {"data": data, "fine_labels": [0, 5, 99, 3, 2, 1], "coarse_labels": [0] * 6}, f
+            )
     with open(d / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, f)
     ds = load_dataset("cifar100", root=str(tmp_path))
@@ -133,7 +143,9 @@ def test_cifar_refuses_pickles_that_run_code(tmp_path):
 def test_cifar_missing(tmp_path):
     with pytest.raises(DatasetError, match="cifar-10-batches-py"):
         load_dataset("cifar10", root=str(tmp_path))
-    with pytest.raises(DatasetError, match="needs `data_dir`"):  # library words; the CLI says --data-dir
+    with pytest.raises(
+        DatasetError, match="needs `data_dir`"
+    ):  # library words; the CLI says --data-dir
         load_dataset("cifar100")
 
 
@@ -168,14 +180,17 @@ def test_file_list(tmp_path):
     assert ds.paths == ["cat/img2.jpg", "dog/img1.jpg"] and ds.labels.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("../secret.jpg 0", "escapes the dataset root"),
-    ("/etc/passwd 0", "escapes the dataset root"),
-    ("cat/../../x.jpg 0", "escapes the dataset root"),
-    ("cat/img0.jpg", "expected 'relative/path label'"),
-    ("cat/img9.jpg 0", "missing under"),
-    ("cat/img0.jpg -1", "negative label"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("../secret.jpg 0", "escapes the dataset root"),
+        ("/etc/passwd 0", "escapes the dataset root"),
+        ("cat/../../x.jpg 0", "escapes the dataset root"),
+        ("cat/img0.jpg", "expected 'relative/path label'"),
+        ("cat/img9.jpg 0", "missing under"),
+        ("cat/img0.jpg -1", "negative label"),
+    ],
+)
 def test_file_list_refused(tmp_path, line, message):
     make_folder(tmp_path / "data")
     lst = tmp_path / "list.txt"

@@ -1,6 +1,7 @@
 """Tests of the removal experiment (easyhard.experiment, `easyhard experiment removal`): every cell
 trains and the outputs are complete; a kill -9 and the same command give the same results;
 refusals; the step budget; shared cells trained once; the statistics against scipy."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,35 @@ from click.testing import CliRunner
 
 from easyhard import SampleStats
 from easyhard.cli import main
-from easyhard.experiment import (CELLS, FIGURE, MANIFEST, RESULTS, ROW_FIELDS, SUMMARY,
-                                 read_results, summarize, t_interval, t_quantile, without_timing)
+from easyhard.experiment import (
+    CELLS,
+    FIGURE,
+    MANIFEST,
+    RESULTS,
+    ROW_FIELDS,
+    SUMMARY,
+    read_results,
+    summarize,
+    t_interval,
+    t_quantile,
+    without_timing,
+)
 from easyhard.train import ScoreConfig, train_job, train_run
 
-DATA = ["--dataset", "synthetic", "--num-samples", "160", "--num-classes", "4",
-        "--image-size", "8", "--batch-size", "32", "--device", "cpu"]
+DATA = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "160",
+    "--num-classes",
+    "4",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+]
 
 
 # One thread: these tiny trainings gain nothing from two, and on a shared CPU OpenMP's waiting
@@ -40,8 +64,16 @@ def cli(args):
 def scores(tmp_path_factory):
     """A statistics file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
     out = tmp_path_factory.mktemp("scores")
-    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
-                      batch_size=32, archs=("convnet",), epochs=2, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=160,
+        num_classes=4,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     train_job(cfg, str(out), quiet=True)
     return out / "merged.npz"
 
@@ -52,8 +84,19 @@ def removal(scores, out, *extra):
 
 def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     out = tmp_path / "exp"
-    r = removal(scores, out, "--fractions", "0.5", "--seeds", "2",
-                "--score", "easiness,easiness_plain", "--budget", "epochs,steps", "--json")
+    r = removal(
+        scores,
+        out,
+        "--fractions",
+        "0.5",
+        "--seeds",
+        "2",
+        "--score",
+        "easiness,easiness_plain",
+        "--budget",
+        "epochs,steps",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     rows = read_results(out / RESULTS)
@@ -82,14 +125,19 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     assert {row["epochs"] for row in epochs} == {2}
     assert {row["steps"] for row in epochs if row["kept"] == 80} == {6}
     for row in rows:  # the engine's own record agrees
-        metrics = [json.loads(x) for x in (out / CELLS / row["cell"] / "metrics.jsonl")
-                   .read_text().splitlines()]
+        metrics = [
+            json.loads(x)
+            for x in (out / CELLS / row["cell"] / "metrics.jsonl").read_text().splitlines()
+        ]
         assert metrics[-1]["steps"] == row["steps"] and len(metrics) == row["epochs"]
         assert metrics[-1]["test_acc"] == row["test_acc"]
     # statistics, table and figure
     stats = summarize(rows)
-    easiest = next(e for e in stats if e["order"] == "easiest" and e["budget"] == "steps"
-                   and e["score"] == "easiness")
+    easiest = next(
+        e
+        for e in stats
+        if e["order"] == "easiest" and e["budget"] == "steps" and e["score"] == "easiness"
+    )
     assert easiest["acc_n"] == 2 and easiest["vs_random"]["n"] == 2
     text = (out / SUMMARY).read_text()
     assert "## easiness_plain, budget: steps" in text and "| 50% | easiest | 80 | 2 |" in text
@@ -99,24 +147,64 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     assert manifest["finished"] and manifest["cells"]["unique"] == 22
     # the same command again trains nothing and gives the same file, timing included
     before = (out / RESULTS).read_text()
-    r = removal(scores, out, "--fractions", "0.5", "--seeds", "2",
-                "--score", "easiness,easiness_plain", "--budget", "epochs,steps")
+    r = removal(
+        scores,
+        out,
+        "--fractions",
+        "0.5",
+        "--seeds",
+        "2",
+        "--score",
+        "easiness,easiness_plain",
+        "--budget",
+        "epochs,steps",
+    )
     assert r.exit_code == 0, r.output
     assert "22 finished earlier, 0 to train" in r.output and "| 50% | hardest |" in r.output
     assert (out / RESULTS).read_text() == before
 
 
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
-    cfg = ScoreConfig(dataset="synthetic", num_samples=800, num_classes=4, image_size=12,
-                      batch_size=50, archs=("convnet",), epochs=1, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=800,
+        num_classes=4,
+        image_size=12,
+        batch_size=50,
+        archs=("convnet",),
+        epochs=1,
+        device="cpu",
+    )
     train_job(cfg, str(tmp_path / "scores"), quiet=True)
-    args = ["experiment", "removal", str(tmp_path / "scores" / "merged.npz"), "--dataset",
-            "synthetic", "--num-samples", "800", "--num-classes", "4", "--image-size", "12",
-            "--batch-size", "50", "--device", "cpu", "--epochs", "3", "--fractions", "0.5",
-            "--orders", "easiest,random", "--seeds", "1"]
+    args = [
+        "experiment",
+        "removal",
+        str(tmp_path / "scores" / "merged.npz"),
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "800",
+        "--num-classes",
+        "4",
+        "--image-size",
+        "12",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--epochs",
+        "3",
+        "--fractions",
+        "0.5",
+        "--orders",
+        "easiest,random",
+        "--seeds",
+        "1",
+    ]
     killed = tmp_path / "killed"
-    finished, half = kill_midway([sys.executable, "-m", "easyhard", *args, "--quiet", "--out",
-                                  str(killed)], killed)
+    finished, half = kill_midway(
+        [sys.executable, "-m", "easyhard", *args, "--quiet", "--out", str(killed)], killed
+    )
     assert not (killed / SUMMARY).exists()
     shutil.copytree(killed, tmp_path / "killed-copy")
     done = {n: (killed / CELLS / n / "result.json").stat().st_mtime_ns for n in finished}
@@ -138,8 +226,9 @@ def test_continue_adds_cells_and_refuses_a_changed_recipe(tmp_path, scores):
     base = ["--fractions", "0.5", "--orders", "easiest", "--seeds", "1", "--json"]
     r = removal(scores, out, *base)
     assert r.exit_code == 0 and json.loads(r.output)["trained"] == 2
-    r = removal(scores, out, "--fractions", "0.25,0.5", "--orders", "easiest", "--seeds", "2",
-                "--json")  # more seeds and fractions: new cells beside the two finished ones
+    r = removal(
+        scores, out, "--fractions", "0.25,0.5", "--orders", "easiest", "--seeds", "2", "--json"
+    )  # more seeds and fractions: new cells beside the two finished ones
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["reused"] == 2 and json.loads(r.output)["trained"] == 4
     assert len(read_results(out / RESULTS)) == 6
@@ -183,11 +272,20 @@ def test_refusals(tmp_path, scores):
 
 
 def test_score_run_on_a_subset_with_a_step_budget(tmp_path):
-    cfg = ScoreConfig(dataset="synthetic", num_samples=160, num_classes=4, image_size=8,
-                      batch_size=32, archs=("convnet",), epochs=2, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=160,
+        num_classes=4,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     subset = np.arange(0, 160, 3)  # 54 examples: 2 batches per epoch
-    run = train_run(cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7,
-                    evaluate_every_epoch=False)
+    run = train_run(
+        cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7, evaluate_every_epoch=False
+    )
     metrics = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     assert [m["steps"] for m in metrics] == [2, 4, 6, 7]
     assert [m["test_acc"] is None for m in metrics] == [True, True, True, False]
@@ -216,13 +314,28 @@ def test_t_statistics_against_scipy():
         assert math.isclose(got["std"], v.std(ddof=1))
     assert t_interval([0.5])["low"] is None and t_interval([])["mean"] is None
     # paired differences: same seed, same fraction, against random
-    rows = [{"score": "easiness", "budget": "epochs", "fraction": f, "order": o, "seed": s,
-             "test_acc": acc, "kept": 1}
-            for (f, o, s, acc) in [(0.0, "none", 0, 0.90), (0.0, "none", 1, 0.92),
-                                   (0.0, "none", 2, 0.91), (0.3, "random", 0, 0.88),
-                                   (0.3, "random", 1, 0.89), (0.3, "random", 2, 0.87),
-                                   (0.3, "easiest", 0, 0.89), (0.3, "easiest", 1, 0.91),
-                                   (0.3, "easiest", 2, 0.885)]]
+    rows = [
+        {
+            "score": "easiness",
+            "budget": "epochs",
+            "fraction": f,
+            "order": o,
+            "seed": s,
+            "test_acc": acc,
+            "kept": 1,
+        }
+        for (f, o, s, acc) in [
+            (0.0, "none", 0, 0.90),
+            (0.0, "none", 1, 0.92),
+            (0.0, "none", 2, 0.91),
+            (0.3, "random", 0, 0.88),
+            (0.3, "random", 1, 0.89),
+            (0.3, "random", 2, 0.87),
+            (0.3, "easiest", 0, 0.89),
+            (0.3, "easiest", 1, 0.91),
+            (0.3, "easiest", 2, 0.885),
+        ]
+    ]
     e = next(x for x in summarize(rows) if x["order"] == "easiest")
     d = np.array([0.01, 0.02, 0.015])
     lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
@@ -233,13 +346,16 @@ def test_t_statistics_against_scipy():
 
 
 def test_lists_from_a_config_file(tmp_path, scores):
-    (tmp_path / "exp.toml").write_text('fractions = [0.5]\norders = ["random"]\nseeds = 1\n'
-                                       'budget = ["steps"]\n')
+    (tmp_path / "exp.toml").write_text(
+        'fractions = [0.5]\norders = ["random"]\nseeds = 1\nbudget = ["steps"]\n'
+    )
     r = removal(scores, tmp_path / "out", "--config", tmp_path / "exp.toml", "--json")
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)["rows"]
     assert [(row["order"], row["fraction"], row["budget"]) for row in rows] == [
-        ("none", 0.0, "steps"), ("random", 0.5, "steps")]
+        ("none", 0.0, "steps"),
+        ("random", 0.5, "steps"),
+    ]
     assert 'fractions = "0.5"' in (tmp_path / "out" / "removal-config.toml").read_text()
 
 
@@ -247,24 +363,64 @@ def test_two_workers_share_one_folder(tmp_path):
     """The same command started twice on one folder: each cell is trained by one of them (the
     other skips it while it is locked and reads its result), and the results are those of one
     worker alone."""
-    cfg = ScoreConfig(dataset="synthetic", num_samples=400, num_classes=4, image_size=10,
-                      batch_size=50, archs=("convnet",), epochs=1, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=400,
+        num_classes=4,
+        image_size=10,
+        batch_size=50,
+        archs=("convnet",),
+        epochs=1,
+        device="cpu",
+    )
     train_job(cfg, str(tmp_path / "scores"), quiet=True)
-    args = [sys.executable, "-m", "easyhard", "experiment", "removal",
-            str(tmp_path / "scores" / "merged.npz"), "--dataset", "synthetic", "--num-samples",
-            "400", "--num-classes", "4", "--image-size", "10", "--batch-size", "50", "--device",
-            "cpu", "--epochs", "2", "--fractions", "0.25,0.5", "--seeds", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "easyhard",
+        "experiment",
+        "removal",
+        str(tmp_path / "scores" / "merged.npz"),
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "400",
+        "--num-classes",
+        "4",
+        "--image-size",
+        "10",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--fractions",
+        "0.25,0.5",
+        "--seeds",
+        "1",
+    ]
     out = tmp_path / "shared"
-    workers = [subprocess.Popen([*args, "--out", str(out)], env=ENV, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [*args, "--out", str(out)],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), logs
     rows = read_results(out / RESULTS)
     cells = {row["cell"] for row in rows}
-    assert len(cells) == 7 and sorted(n for n in os.listdir(out / CELLS)
-                                      if not n.endswith(".lock")) == sorted(cells)
-    trained = [line for log in logs for line in log.splitlines()
-               if line.startswith("    test acc ")]
+    assert len(cells) == 7 and sorted(
+        n for n in os.listdir(out / CELLS) if not n.endswith(".lock")
+    ) == sorted(cells)
+    trained = [
+        line for log in logs for line in log.splitlines() if line.startswith("    test acc ")
+    ]
     assert len(trained) == 7, logs  # every cell trained once, by one worker or the other
     for c in cells:  # one training each: one line per epoch in its metrics
         metrics = (out / CELLS / c / "metrics.jsonl").read_text().splitlines()
@@ -279,15 +435,26 @@ def test_two_workers_share_one_folder(tmp_path):
 
 def test_no_train_reports_what_has_finished(tmp_path, scores):
     out = tmp_path / "exp"
-    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "1",
-                "--no-train")
+    r = removal(
+        scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "1", "--no-train"
+    )
     assert r.exit_code == 1 and "holds no experiment yet" in r.output and not out.exists()
     r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "1")
     assert r.exit_code == 0, r.output
     cells_before = sorted(os.listdir(out / CELLS))
     # more seeds, --no-train: nothing trains; the tables hold the finished seed, marked partial
-    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "2",
-                "--no-train", "--json")
+    r = removal(
+        scores,
+        out,
+        "--fractions",
+        "0.5",
+        "--orders",
+        "easiest",
+        "--seeds",
+        "2",
+        "--no-train",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["trained"] == 0 and sorted(os.listdir(out / CELLS)) == cells_before

@@ -1,4 +1,5 @@
 """Tests of the package's import checks and the `easyhard info` command."""
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,25 @@ def copy_package(dest, *, with_extension: bool):
     target = dest / "easyhard"
     target.mkdir()
     for name in os.listdir(PKG):
-        if name.endswith(".py") or name == "_build_info.json" or (with_extension and name.endswith(".so")):
+        if (
+            name.endswith(".py")
+            or name == "_build_info.json"
+            or (with_extension and name.endswith(".so"))
+        ):
             shutil.copy(os.path.join(PKG, name), target / name)
     return target
 
 
 def import_in(path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(path)}
-    return subprocess.run([sys.executable, "-c", "import easyhard; import easyhard.ops"],
-                          cwd=path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "import easyhard; import easyhard.ops"],
+        cwd=path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_missing_extension_says_how_to_rebuild(tmp_path):

@@ -1,4 +1,5 @@
 """Tests of easyhard.loaders: exact coverage, sharding, determinism, layout, corrupt files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easyhard.datasets import load_dataset
-from easyhard.loaders import (CorruptImageError, DaliLoader, TensorLoader, TorchImageLoader,
-                              augment, dali_available, make_loader)
+from easyhard.loaders import (
+    CorruptImageError,
+    DaliLoader,
+    TensorLoader,
+    TorchImageLoader,
+    augment,
+    dali_available,
+    make_loader,
+)
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI not installed")
 
@@ -36,11 +44,14 @@ def test_every_loader_follows_the_loader_protocol(small, tmp_path):
     from easyhard.loaders import Loader
 
     files = jpeg_folder(tmp_path / "data", per_class=3)
-    loaders = [TensorLoader(small, 8, seed=4, rank=1, world_size=2),
-               TorchImageLoader(files, 4, crop=16, num_workers=0, seed=4, rank=1, world_size=2)]
+    loaders = [
+        TensorLoader(small, 8, seed=4, rank=1, world_size=2),
+        TorchImageLoader(files, 4, crop=16, num_workers=0, seed=4, rank=1, world_size=2),
+    ]
     if dali_available():
-        loaders.append(DaliLoader(files, 4, "cpu", crop=16, num_threads=1, seed=4, rank=1,
-                                  world_size=2))
+        loaders.append(
+            DaliLoader(files, 4, "cpu", crop=16, num_threads=1, seed=4, rank=1, world_size=2)
+        )
     for loader in loaders:
         assert isinstance(loader, Loader), type(loader).__name__
         assert loader.skipped == [] and (loader.rank, loader.world_size) == (1, 2)
@@ -117,7 +128,7 @@ def test_augment_crop_and_flip_are_exact():
     # Every output is a shifted (zero-padded), possibly mirrored copy of its input.
     for b in range(2):
         padded = torch.nn.functional.pad(x[b], (0, 0, 2, 2, 2, 2))
-        windows = [padded[dy:dy + 4, dx:dx + 5] for dy in range(5) for dx in range(5)]
+        windows = [padded[dy : dy + 4, dx : dx + 5] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[b], w) or torch.equal(out[b], w.flip(1)) for w in windows)
 
 
@@ -160,8 +171,9 @@ class TestDaliLoader:
         ds = jpeg_folder(tmp_path)
         seen = []
         for shard in range(2):
-            seen += collect(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3,
-                                       rank=shard, world_size=2))[0]
+            seen += collect(
+                DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3, rank=shard, world_size=2)
+            )[0]
         assert sorted(seen) == list(range(21))
 
     def test_same_seed_same_order_and_clean_view(self, tmp_path):
@@ -259,8 +271,9 @@ class TestDaliLoader:
         ds = jpeg_folder(tmp_path)
         seen, orders = [], []
         for shard in range(2):
-            loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3, rank=shard,
-                                world_size=2)
+            loader = DaliLoader(
+                ds, 4, "cpu", crop=16, num_threads=1, seed=3, rank=shard, world_size=2
+            )
             loader.set_epoch(epoch)
             expected = loader.epoch_order().tolist()
             idx, lab, _ = collect(loader)
@@ -290,13 +303,16 @@ class TestTorchImageLoader:
         assert shapes[0] == (4, 3, 16, 16)
         seen = []
         for shard in range(2):
-            seen += collect(TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=1,
-                                             rank=shard, world_size=2))[0]
+            seen += collect(
+                TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=1, rank=shard, world_size=2)
+            )[0]
         assert sorted(seen) == list(range(21))
         x1 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]
         x2 = [x for x, _, _ in TorchImageLoader(ds, 4, crop=16, num_workers=0, seed=7)]
         assert all(torch.equal(a, b) for a, b in zip(x1, x2))
-        assert collect(TorchImageLoader(ds, 4, crop=16, num_workers=2, train=False))[0] == list(range(21))
+        assert collect(TorchImageLoader(ds, 4, crop=16, num_workers=2, train=False))[0] == list(
+            range(21)
+        )
 
     def test_corrupt_file_named_or_skipped(self, tmp_path):
         ds = jpeg_folder(tmp_path, corrupt="class2/000.jpg")
@@ -329,8 +345,14 @@ def test_channel_stats_match_numpy():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 90), batch=st.integers(1, 40), world=st.integers(1, 4),
-       seed=st.integers(0, 1000), epoch=st.integers(0, 5), train=st.booleans())
+@given(
+    n=st.integers(1, 90),
+    batch=st.integers(1, 40),
+    world=st.integers(1, 4),
+    seed=st.integers(0, 1000),
+    epoch=st.integers(0, 5),
+    train=st.booleans(),
+)
 def test_tensor_loader_covers_every_index_once(n, batch, world, seed, epoch, train):
     ds = load_dataset("synthetic", num_samples=n, num_classes=3, image_size=4, seed=1)
     seen = []
@@ -349,15 +371,26 @@ def test_image_folder_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
     from easyhard.train import ScoreConfig, train_run
 
     jpeg_folder(tmp_path / "data", classes=3, per_class=8)
-    cfg = ScoreConfig(dataset="imagefolder", data_dir=str(tmp_path / "data"), archs=("convnet",),
-                      epochs=3, crop=16, batch_size=8, device="cpu", workers=1, clean_every=1)
+    cfg = ScoreConfig(
+        dataset="imagefolder",
+        data_dir=str(tmp_path / "data"),
+        archs=("convnet",),
+        epochs=3,
+        crop=16,
+        batch_size=8,
+        device="cpu",
+        workers=1,
+        clean_every=1,
+    )
     train_run(cfg, "convnet", 0, str(tmp_path / "straight"), quiet=True)
     with killed_after_epoch(1):
         train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True)
     assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
     train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
     for name in ("scores.npz", "scores_clean.npz"):
-        with np.load(tmp_path / "straight" / "convnet-run0" / name, allow_pickle=False) as a, \
-                np.load(tmp_path / "cut" / "convnet-run0" / name, allow_pickle=False) as b:
+        with (
+            np.load(tmp_path / "straight" / "convnet-run0" / name, allow_pickle=False) as a,
+            np.load(tmp_path / "cut" / "convnet-run0" / name, allow_pickle=False) as b,
+        ):
             assert a["history"].shape[0] == 3
             np.testing.assert_array_equal(a["history"], b["history"], err_msg=name)

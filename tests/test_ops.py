@@ -1,4 +1,5 @@
 """Tests of easyhard's custom ops against easyhard.reference (CPU here; CUDA under `cuda`)."""
+
 from __future__ import annotations
 
 import os
@@ -123,8 +124,12 @@ class TestAccumulateStats:
 
     def test_empty_batch(self):
         state = ops.new_state(4)
-        ops.accumulate_stats(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long),
-                             torch.zeros(0, dtype=torch.long), **state)
+        ops.accumulate_stats(
+            torch.zeros(0, 3),
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+            **state,
+        )
         assert int(state["counts"].sum()) == 0
 
     # ---------------------------------------------------------------- bad input
@@ -141,8 +146,9 @@ class TestAccumulateStats:
         state = ops.new_state(4)
         before = {k: v.clone() for k, v in state.items()}
         with pytest.raises(RuntimeError, match=message):
-            ops.accumulate_stats(torch.randn(2, 3), torch.tensor(labels), torch.tensor(indices),
-                                 **state)
+            ops.accumulate_stats(
+                torch.randn(2, 3), torch.tensor(labels), torch.tensor(indices), **state
+            )
         for k in state:
             assert torch.equal(state[k], before[k]), k
 
@@ -173,16 +179,24 @@ class TestAccumulateStats:
         ],
     )
     def test_bad_arguments_refused(self, change, message):
-        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
-                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args = dict(
+            logits=torch.randn(2, 3),
+            labels=torch.tensor([0, 1]),
+            indices=torch.tensor([0, 1]),
+            **ops.new_state(4),
+        )
         args.update(change)
         with pytest.raises(RuntimeError, match=message):
             ops.accumulate_stats(**args)
 
     @pytest.mark.parametrize("name", ["labels", "indices"])
     def test_reference_refuses_non_integer_rows(self, name):
-        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
-                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args = dict(
+            logits=torch.randn(2, 3),
+            labels=torch.tensor([0, 1]),
+            indices=torch.tensor([0, 1]),
+            **ops.new_state(4),
+        )
         args[name] = args[name].float() + 0.5
         with pytest.raises(TypeError, match=f"{name} must be int64"):
             reference.accumulate_stats(**args)
@@ -191,8 +205,12 @@ class TestAccumulateStats:
     def test_argument_on_another_device_refused(self, name):
         # A meta tensor among CPU ones routes the call to the fake kernel, which must refuse it
         # as the real kernels do (it used to return without writing anything).
-        args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]),
-                    indices=torch.tensor([0, 1]), **ops.new_state(4))
+        args = dict(
+            logits=torch.randn(2, 3),
+            labels=torch.tensor([0, 1]),
+            indices=torch.tensor([0, 1]),
+            **ops.new_state(4),
+        )
         args[name] = args[name].to("meta")
         with pytest.raises(RuntimeError, match=f"{name} is on meta but logits is on cpu"):
             ops.accumulate_stats(**args)
@@ -204,8 +222,15 @@ class TestAccumulateStats:
         state = ops.new_state(12)
         torch.library.opcheck(
             torch.ops.easyhard.accumulate_stats.default,
-            (logits, labels, indices, state["counts"], state["sums"], state["flags"],
-             state["errors"]),
+            (
+                logits,
+                labels,
+                indices,
+                state["counts"],
+                state["sums"],
+                state["flags"],
+                state["errors"],
+            ),
         )
 
     def test_torch_compile_fullgraph(self):
@@ -228,8 +253,11 @@ class TestAccumulateStats:
     # ---------------------------------------------------------------- properties
     @settings(max_examples=60, deadline=None)
     @given(
-        B=st.integers(0, 40), C=st.integers(2, 30), N=st.integers(1, 25),
-        seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 4),
+        B=st.integers(0, 40),
+        C=st.integers(2, 30),
+        N=st.integers(1, 25),
+        seed=st.integers(0, 2**31 - 1),
+        steps=st.integers(1, 4),
         dtype=st.sampled_from(DTYPES),
     )
     def test_counts_add_up(self, B, C, N, seed, steps, dtype):
@@ -270,8 +298,12 @@ class TestAccumulateStatsCUDA:
         logits, labels, indices = make_batch(64, 1002, 64, torch.bfloat16, 5)
         view = logits[:, 1:]
         cpu = run(ops.accumulate_stats, [(view, labels % 1001, indices)], 64)
-        gpu = run(ops.accumulate_stats, [(view.cuda(), (labels % 1001).cuda(), indices.cuda())],
-                  64, device="cuda")
+        gpu = run(
+            ops.accumulate_stats,
+            [(view.cuda(), (labels % 1001).cuda(), indices.cuda())],
+            64,
+            device="cuda",
+        )
         assert_states_match({k: v.cpu() for k, v in gpu.items()}, cpu, rtol=1e-4, atol=1e-4)
 
     def test_cuda_invalid_rows_recorded_not_written(self):
@@ -287,16 +319,27 @@ class TestAccumulateStatsCUDA:
     def test_cuda_mixed_devices_refused(self):
         state = ops.new_state(4, "cuda")
         with pytest.raises(RuntimeError, match="labels is on cpu but logits is on cuda"):
-            ops.accumulate_stats(torch.randn(2, 3, device="cuda"), torch.tensor([0, 1]),
-                                 torch.tensor([0, 1], device="cuda"), **state)
+            ops.accumulate_stats(
+                torch.randn(2, 3, device="cuda"),
+                torch.tensor([0, 1]),
+                torch.tensor([0, 1], device="cuda"),
+                **state,
+            )
 
     def test_cuda_opcheck_and_compile(self):
         logits, labels, indices = make_batch(8, 10, 12, torch.bfloat16, 11, device="cuda")
         state = ops.new_state(12, "cuda")
         torch.library.opcheck(
             torch.ops.easyhard.accumulate_stats.default,
-            (logits, labels, indices, state["counts"], state["sums"], state["flags"],
-             state["errors"]),
+            (
+                logits,
+                labels,
+                indices,
+                state["counts"],
+                state["sums"],
+                state["flags"],
+                state["errors"],
+            ),
         )
         fn = torch.compile(ops.accumulate_stats, fullgraph=True)
         fn(logits, labels, indices, **ops.new_state(12, "cuda"))
@@ -365,77 +408,217 @@ class TestTopkSelect:
         k = int(budgets.sum())
         got = ops.topk_select(s, k, True, labels, budgets)
         assert torch.equal(torch.bincount(labels[got], minlength=C), budgets)
-        assert torch.equal(ops.topk_select(s, 1000, True), torch.topk(s, 1000).indices.sort().values)
+        assert torch.equal(
+            ops.topk_select(s, 1000, True), torch.topk(s, 1000).indices.sort().values
+        )
 
-    @pytest.mark.parametrize("args, message", [
-        (dict(scores=torch.zeros(3, 2), k=1), "scores must be 1-D"),
-        (dict(scores=torch.zeros(3, dtype=torch.int64), k=1), "scores must be float32 or float64"),
-        (dict(scores=torch.zeros(3), k=4), r"k=4 must be in \[0, N=3\]"),
-        (dict(scores=torch.zeros(3), k=-1), r"k=-1 must be in"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1, 1])), "labels and budgets go together"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1]), budgets=torch.tensor([1, 0])),
-         r"labels must have shape \[3\]"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 2, 1]), budgets=torch.tensor([1, 0])),
-         r"labels\[1\] = 2 is outside \[0, 2\)"),
-        (dict(scores=torch.zeros(3), k=2, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([0, 2])),
-         r"budgets\[1\] = 2 exceeds the 1 examples of class 1"),
-        (dict(scores=torch.zeros(3), k=2, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([1, 0])),
-         "budgets sum to 1 but k=2"),
-        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([-1, 1])),
-         r"budgets\[0\] = -1 is negative"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1], dtype=torch.int32),
-              budgets=torch.tensor([1, 0])), "labels must be int64"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0.0, 0.0, 1.0]),
-              budgets=torch.tensor([1, 0])), "labels must be int64"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
-              budgets=torch.tensor([1, 0], dtype=torch.int32)), "budgets must be int64"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
-              budgets=torch.tensor([1.0, 0.0])), "budgets must be int64"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
-              budgets=torch.tensor([[1, 0]])), r"budgets must be 1-D \[C\]"),
-        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]),
-              budgets=torch.zeros(0, dtype=torch.int64)), r"budgets must be 1-D \[C\]"),
-        (dict(scores=torch.zeros(3, dtype=torch.float16), k=1), "scores must be float32 or float64"),
-        (dict(scores=torch.zeros(3, dtype=torch.bool), k=1), "scores must be float32 or float64"),
-        # k = 0 validates like any other k.
-        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 5, 1]), budgets=torch.tensor([0, 0])),
-         r"labels\[1\] = 5 is outside \[0, 2\)"),
-        (dict(scores=torch.zeros(3), k=0, labels=torch.tensor([0, 0, 1]), budgets=torch.tensor([1, 0])),
-         "budgets sum to 1 but k=0"),
-        (dict(scores=torch.zeros(0), k=0, labels=torch.zeros(0, dtype=torch.int64),
-              budgets=torch.tensor([1])), r"budgets\[0\] = 1 exceeds the 0 examples of class 0"),
-        # A meta tensor among CPU ones routes the call to the fake kernel: it refuses, as the
-        # real kernels do (it used to return an uninitialised result).
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1], device="meta"),
-              budgets=torch.tensor([1, 0])), "labels is on meta but scores is on cpu"),
-        (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 0, 1]),
-              budgets=torch.tensor([1, 0], device="meta")),
-         "budgets is on meta but must be on the CPU or on scores' device"),
-    ])
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (dict(scores=torch.zeros(3, 2), k=1), "scores must be 1-D"),
+            (
+                dict(scores=torch.zeros(3, dtype=torch.int64), k=1),
+                "scores must be float32 or float64",
+            ),
+            (dict(scores=torch.zeros(3), k=4), r"k=4 must be in \[0, N=3\]"),
+            (dict(scores=torch.zeros(3), k=-1), r"k=-1 must be in"),
+            (
+                dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1, 1])),
+                "labels and budgets go together",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 1]),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                r"labels must have shape \[3\]",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 2, 1]),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                r"labels\[1\] = 2 is outside \[0, 2\)",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=2,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([0, 2]),
+                ),
+                r"budgets\[1\] = 2 exceeds the 1 examples of class 1",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=2,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                "budgets sum to 1 but k=2",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=0,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([-1, 1]),
+                ),
+                r"budgets\[0\] = -1 is negative",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1], dtype=torch.int32),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                "labels must be int64",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0.0, 0.0, 1.0]),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                "labels must be int64",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([1, 0], dtype=torch.int32),
+                ),
+                "budgets must be int64",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([1.0, 0.0]),
+                ),
+                "budgets must be int64",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([[1, 0]]),
+                ),
+                r"budgets must be 1-D \[C\]",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=0,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.zeros(0, dtype=torch.int64),
+                ),
+                r"budgets must be 1-D \[C\]",
+            ),
+            (
+                dict(scores=torch.zeros(3, dtype=torch.float16), k=1),
+                "scores must be float32 or float64",
+            ),
+            (
+                dict(scores=torch.zeros(3, dtype=torch.bool), k=1),
+                "scores must be float32 or float64",
+            ),
+            # k = 0 validates like any other k.
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=0,
+                    labels=torch.tensor([0, 5, 1]),
+                    budgets=torch.tensor([0, 0]),
+                ),
+                r"labels\[1\] = 5 is outside \[0, 2\)",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=0,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                "budgets sum to 1 but k=0",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(0),
+                    k=0,
+                    labels=torch.zeros(0, dtype=torch.int64),
+                    budgets=torch.tensor([1]),
+                ),
+                r"budgets\[0\] = 1 exceeds the 0 examples of class 0",
+            ),
+            # A meta tensor among CPU ones routes the call to the fake kernel: it refuses, as the
+            # real kernels do (it used to return an uninitialised result).
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1], device="meta"),
+                    budgets=torch.tensor([1, 0]),
+                ),
+                "labels is on meta but scores is on cpu",
+            ),
+            (
+                dict(
+                    scores=torch.zeros(3),
+                    k=1,
+                    labels=torch.tensor([0, 0, 1]),
+                    budgets=torch.tensor([1, 0], device="meta"),
+                ),
+                "budgets is on meta but must be on the CPU or on scores' device",
+            ),
+        ],
+    )
     def test_bad_input_refused(self, args, message):
         largest = args.pop("largest", True)
         with pytest.raises(RuntimeError, match=message):
             ops.topk_select(args.pop("scores"), args.pop("k"), largest, **args)
 
-    @pytest.mark.parametrize("k, largest, message", [
-        (True, True, "k must be an integer, got bool"),
-        (2.0, True, "k must be an integer, got float"),
-        (torch.tensor(2.7), True, "k must be an integer, got Tensor"),
-        (torch.tensor(2), True, "k must be an integer, got Tensor"),
-        (2, None, "largest must be a bool, got NoneType"),
-        (2, 1, "largest must be a bool, got int"),
-        (2, "yes", "largest must be a bool, got str"),
-    ])
+    @pytest.mark.parametrize(
+        "k, largest, message",
+        [
+            (True, True, "k must be an integer, got bool"),
+            (2.0, True, "k must be an integer, got float"),
+            (torch.tensor(2.7), True, "k must be an integer, got Tensor"),
+            (torch.tensor(2), True, "k must be an integer, got Tensor"),
+            (2, None, "largest must be a bool, got NoneType"),
+            (2, 1, "largest must be a bool, got int"),
+            (2, "yes", "largest must be a bool, got str"),
+        ],
+    )
     def test_k_and_largest_not_cast(self, k, largest, message):
         with pytest.raises(TypeError, match=message):
             ops.topk_select(torch.rand(5), k, largest)
 
-    @pytest.mark.parametrize("args, message", [
-        (dict(k=1.0), "k must be an integer"),
-        (dict(k=True), "k must be an integer"),
-        (dict(k=1, labels=np.array([0.0, 1.9, 1.0]), budgets=np.array([1, 0])), "labels must be integers"),
-        (dict(k=1, labels=np.array([0, 1, 1]), budgets=np.array([1.0, 0.0])), "budgets must be integers"),
-    ])
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (dict(k=1.0), "k must be an integer"),
+            (dict(k=True), "k must be an integer"),
+            (
+                dict(k=1, labels=np.array([0.0, 1.9, 1.0]), budgets=np.array([1, 0])),
+                "labels must be integers",
+            ),
+            (
+                dict(k=1, labels=np.array([0, 1, 1]), budgets=np.array([1.0, 0.0])),
+                "budgets must be integers",
+            ),
+        ],
+    )
     def test_reference_does_not_truncate(self, args, message):
         with pytest.raises(TypeError, match=message):
             reference.topk_select(np.zeros(3), args.pop("k"), True, **args)
@@ -448,14 +631,21 @@ class TestTopkSelect:
         s = tied_scores(200, 1)
         labels = torch.arange(200) % 4
         budgets = torch.tensor([5, 6, 7, 8])
-        torch.library.opcheck(torch.ops.easyhard.topk_select.default, (s, 26, True, labels, budgets))
+        torch.library.opcheck(
+            torch.ops.easyhard.topk_select.default, (s, 26, True, labels, budgets)
+        )
         torch.library.opcheck(torch.ops.easyhard.topk_select.default, (s, 10, False, None, None))
         fn = torch.compile(lambda x: ops.topk_select(x * 2, 10, True), fullgraph=True)
         assert fn(s).tolist() == reference.topk_select((s * 2).numpy(), 10, True).tolist()
 
     @settings(max_examples=80, deadline=None)
-    @given(N=st.integers(1, 300), C=st.integers(1, 12), frac=st.floats(0, 1),
-           seed=st.integers(0, 2**31 - 1), largest=st.booleans())
+    @given(
+        N=st.integers(1, 300),
+        C=st.integers(1, 12),
+        frac=st.floats(0, 1),
+        seed=st.integers(0, 2**31 - 1),
+        largest=st.booleans(),
+    )
     def test_sizes_are_exact(self, N, C, frac, seed, largest):
         s = tied_scores(N, seed, levels=3, nan_frac=0.1)
         labels = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(seed))
@@ -481,8 +671,9 @@ class TestTopkSelectCUDA:
         cpu = ops.topk_select(s, k, largest, labels, budgets)
         gpu = ops.topk_select(s.cuda(), k, largest, labels.cuda(), budgets.cuda())
         assert torch.equal(gpu.cpu(), cpu)
-        assert torch.equal(ops.topk_select(s.cuda(), 5000, largest).cpu(),
-                           ops.topk_select(s, 5000, largest))
+        assert torch.equal(
+            ops.topk_select(s.cuda(), 5000, largest).cpu(), ops.topk_select(s, 5000, largest)
+        )
 
     def test_cuda_validates_before_returning_for_k0(self):
         s = torch.zeros(3, device="cuda")
@@ -492,10 +683,17 @@ class TestTopkSelectCUDA:
         with pytest.raises(RuntimeError, match="budgets sum to 1 but k=0"):
             ops.topk_select(s, 0, True, lab, torch.tensor([1, 0], device="cuda"))
         with pytest.raises(RuntimeError, match=r"labels\[1\] = 5 is outside \[0, 2\)"):
-            ops.topk_select(s, 0, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([0, 0]))
+            ops.topk_select(
+                s, 0, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([0, 0])
+            )
         with pytest.raises(RuntimeError, match=r"exceeds the 0 examples of class 0"):
-            ops.topk_select(torch.zeros(0, device="cuda"), 0, True,
-                            torch.zeros(0, dtype=torch.int64, device="cuda"), torch.tensor([1]))
+            ops.topk_select(
+                torch.zeros(0, device="cuda"),
+                0,
+                True,
+                torch.zeros(0, dtype=torch.int64, device="cuda"),
+                torch.tensor([1]),
+            )
         with pytest.raises(RuntimeError, match="labels is on cpu but scores is on cuda"):
             ops.topk_select(s, 0, True, lab.cpu(), torch.tensor([0, 0]))
         assert ops.topk_select(s, 0, True, lab, torch.tensor([0, 0])).shape == (0,)
@@ -503,21 +701,34 @@ class TestTopkSelectCUDA:
     def test_cuda_refuses_bad_budgets(self):
         s = torch.zeros(3, device="cuda")
         with pytest.raises(RuntimeError, match="exceeds the 1 examples of class 1"):
-            ops.topk_select(s, 2, True, torch.tensor([0, 0, 1], device="cuda"), torch.tensor([0, 2]))
+            ops.topk_select(
+                s, 2, True, torch.tensor([0, 0, 1], device="cuda"), torch.tensor([0, 2])
+            )
         with pytest.raises(RuntimeError, match=r"labels must be in \[0, 2\)"):
-            ops.topk_select(s, 1, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([1, 0]))
+            ops.topk_select(
+                s, 1, True, torch.tensor([0, 5, 1], device="cuda"), torch.tensor([1, 0])
+            )
 
 
 def test_column_names_mirror_the_cpp_header():
     """ops' column indices are those of csrc/accumulate_stats.h, by name."""
-    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc",
-                               "accumulate_stats.h")).read()
+    header = open(
+        os.path.join(os.path.dirname(__file__), "..", "csrc", "accumulate_stats.h")
+    ).read()
     consts = {m[0]: int(m[1]) for m in re.findall(r"constexpr int64_t (k\w+) = (\d+);", header)}
-    pairs = {"kPresentations": ops.PRESENTATIONS, "kCorrect": ops.CORRECT,
-             "kForgetting": ops.FORGETTING, "kNonFinite": ops.NONFINITE,
-             "kNumCounts": len(ops.COUNT_FIELDS), "kProbSum": ops.PROB_SUM,
-             "kProbSqSum": ops.PROB_SQ_SUM, "kMarginSum": ops.MARGIN_SUM,
-             "kLossSum": ops.LOSS_SUM, "kEl2nSum": ops.EL2N_SUM, "kNumSums": len(ops.SUM_FIELDS)}
+    pairs = {
+        "kPresentations": ops.PRESENTATIONS,
+        "kCorrect": ops.CORRECT,
+        "kForgetting": ops.FORGETTING,
+        "kNonFinite": ops.NONFINITE,
+        "kNumCounts": len(ops.COUNT_FIELDS),
+        "kProbSum": ops.PROB_SUM,
+        "kProbSqSum": ops.PROB_SQ_SUM,
+        "kMarginSum": ops.MARGIN_SUM,
+        "kLossSum": ops.LOSS_SUM,
+        "kEl2nSum": ops.EL2N_SUM,
+        "kNumSums": len(ops.SUM_FIELDS),
+    }
     assert {k: consts[k] for k in pairs} == pairs
     assert ops.COUNT_FIELDS[ops.FORGETTING] == "forgetting_events"
     assert ops.SUM_FIELDS[ops.EL2N_SUM] == "el2n_sum"

@@ -1,5 +1,6 @@
 """Tests of `easyhard analyze overlap` (easyhard.overlap): metrics against hand-computed values and
 scipy, chance against simulation, grouping by differing fields, the tie rule, outputs, errors."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,8 +17,15 @@ from click.testing import CliRunner
 
 from easyhard import SampleStats
 from easyhard.cli import main
-from easyhard.overlap import (Ranking, analyze_overlap, chance_jaccard, differing_fields,
-                              group_name, jaccard, set_size)
+from easyhard.overlap import (
+    Ranking,
+    analyze_overlap,
+    chance_jaccard,
+    differing_fields,
+    group_name,
+    jaccard,
+    set_size,
+)
 
 
 def write_run(path, correct_prob, labels, *, fingerprint="fp", metadata=None, absent=()):
@@ -43,9 +51,20 @@ def meta(arch="convnet", seed=0, init=None, data=None, **config):
     init = seed if init is None else init
     data = seed if data is None else data
     cfg = {"epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 0.2, **config}
-    return {"arch": arch, "seed": seed, "init_seed": init, "data_seed": data, "view": "train",
-            "identity": {"arch": arch, "seed": seed, "init_seed": init, "data_seed": data,
-                         "config": cfg}}
+    return {
+        "arch": arch,
+        "seed": seed,
+        "init_seed": init,
+        "data_seed": data,
+        "view": "train",
+        "identity": {
+            "arch": arch,
+            "seed": seed,
+            "init_seed": init,
+            "data_seed": data,
+            "config": cfg,
+        },
+    }
 
 
 def test_jaccard_and_chance_by_hand():
@@ -76,8 +95,12 @@ def test_pairwise_metrics_against_hand_sets_and_scipy(tmp_path):
     labels = np.repeat(np.arange(4), N // 4)
     base = rng.random(N)
     probs = [1 / (1 + np.exp(-4 * (base - 0.5 + rng.normal(0, s, N)))) for s in (0.0, 0.1, 0.5)]
-    files = [write_run(tmp_path / f"r{i}" / "scores.npz", np.stack([p] * E), labels,
-                       metadata=meta(seed=i)) for i, p in enumerate(probs)]
+    files = [
+        write_run(
+            tmp_path / f"r{i}" / "scores.npz", np.stack([p] * E), labels, metadata=meta(seed=i)
+        )
+        for i, p in enumerate(probs)
+    ]
     res = analyze_overlap(files, score="easiness", ps=(0.1, 0.5), kendall_max=10_000)
     from easyhard.scores import compute_scores
 
@@ -88,8 +111,11 @@ def test_pairwise_metrics_against_hand_sets_and_scipy(tmp_path):
         assert pr["kendall"] == pytest.approx(scipy.stats.kendalltau(ea, eb).statistic, abs=1e-9)
         for o in pr["overlap"]:
             k = set_size(o["p"], N)
-            pick = (lambda e: set(np.argsort(-e)[:k])) if o["set"] == "easy" else \
-                (lambda e: set(np.argsort(e)[:k]))
+            pick = (
+                (lambda e: set(np.argsort(-e)[:k]))
+                if o["set"] == "easy"
+                else (lambda e: set(np.argsort(e)[:k]))
+            )
             sa, sb = pick(ea), pick(eb)
             assert o["jaccard"] == pytest.approx(len(sa & sb) / len(sa | sb))
             assert o["chance"] == pytest.approx(chance_jaccard(k / N))
@@ -104,7 +130,9 @@ def test_pairwise_metrics_against_hand_sets_and_scipy(tmp_path):
     top = next(t for t in res["consistency"]["top"] if t["p"] == 0.1 and t["set"] == "easy")
     assert top["shared"] == len(shared) and top["chance"] == pytest.approx(N * (k / N) ** 3)
     # per class: mean over pairs of the within-class Jaccard
-    pc = next(c for c in res["per_class"] if c["class"] == 2 and c["p"] == 0.1 and c["set"] == "easy")
+    pc = next(
+        c for c in res["per_class"] if c["class"] == 2 and c["p"] == 0.1 and c["set"] == "easy"
+    )
     idx = np.flatnonzero(labels == 2)
     kc = set_size(0.1, len(idx))
     sets = [set(idx[np.argsort(-e[idx])[:kc]]) for e in ease]
@@ -117,8 +145,12 @@ def test_all_tied_scores_give_chance_overlap_not_one(tmp_path):
     chance-level overlap and reports the sets as tied, never 1.0 by dataset index."""
     N = 3000
     labels = np.repeat(np.arange(3), N // 3)
-    files = [write_run(tmp_path / f"t{i}" / "scores.npz", np.full((2, N), 0.9), labels,
-                       metadata=meta(seed=i)) for i in range(2)]
+    files = [
+        write_run(
+            tmp_path / f"t{i}" / "scores.npz", np.full((2, N), 0.9), labels, metadata=meta(seed=i)
+        )
+        for i in range(2)
+    ]
     res = analyze_overlap(files, score="easiness_plain", ps=(0.1, 0.3))
     for o in res["pairs"][0]["overlap"]:
         assert o["tied"] == 1.0
@@ -128,15 +160,24 @@ def test_all_tied_scores_give_chance_overlap_not_one(tmp_path):
 
 def test_grouping_by_what_differs():
     a = meta("convnet", 0)["identity"]
-    flat = lambda m: {"arch": m["arch"], "init_seed": m["init_seed"], "data_seed": m["data_seed"],
-                      **m["config"]}
-    cases = [(meta("resnet20", 0), ["arch"], "arch"),
-             (meta("convnet", 1), ["data_seed", "init_seed"], "seed"),
-             (meta("convnet", 0, init=5), ["init_seed"], "init_seed"),
-             (meta("convnet", 0, data=5), ["data_seed"], "data_seed"),
-             (meta("convnet", 0, optimizer="adamw"), ["optimizer"], "optimizer"),
-             (meta("resnet20", 1), ["arch", "data_seed", "init_seed"], "arch+seed"),
-             (meta("convnet", 0, batch_size=128), ["batch_size"], "batch_size")]
+
+    def flat(m):
+        return {
+            "arch": m["arch"],
+            "init_seed": m["init_seed"],
+            "data_seed": m["data_seed"],
+            **m["config"],
+        }
+
+    cases = [
+        (meta("resnet20", 0), ["arch"], "arch"),
+        (meta("convnet", 1), ["data_seed", "init_seed"], "seed"),
+        (meta("convnet", 0, init=5), ["init_seed"], "init_seed"),
+        (meta("convnet", 0, data=5), ["data_seed"], "data_seed"),
+        (meta("convnet", 0, optimizer="adamw"), ["optimizer"], "optimizer"),
+        (meta("resnet20", 1), ["arch", "data_seed", "init_seed"], "arch+seed"),
+        (meta("convnet", 0, batch_size=128), ["batch_size"], "batch_size"),
+    ]
     for other, differs, group in cases:
         d = differing_fields(flat(a), flat(other["identity"]))
         assert d == differs and group_name(d) == group
@@ -151,10 +192,29 @@ def test_command_outputs_and_groups(tmp_path):
     runs = tmp_path / "job"
     for arch, seed in (("convnet", 0), ("convnet", 1), ("resnet20", 0)):
         p = np.clip(base + rng.normal(0, 0.2, N), 0.01, 0.99)
-        write_run(runs / f"{arch}-run{seed}" / "scores.npz", np.stack([p, p]), labels,
-                  metadata=meta(arch, seed), absent=(7,) if arch == "resnet20" else ())
-    r = CliRunner().invoke(main, ["analyze", "overlap", str(runs), "--p", "0.1", "--p", "0.3",
-                                  "--window", "1", "--out", str(tmp_path / "an")])
+        write_run(
+            runs / f"{arch}-run{seed}" / "scores.npz",
+            np.stack([p, p]),
+            labels,
+            metadata=meta(arch, seed),
+            absent=(7,) if arch == "resnet20" else (),
+        )
+    r = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            "overlap",
+            str(runs),
+            "--p",
+            "0.1",
+            "--p",
+            "0.3",
+            "--window",
+            "1",
+            "--out",
+            str(tmp_path / "an"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "Jaccard of the easiest / hardest p" in r.output and "1 never presented" in r.output
     res = json.loads((tmp_path / "an" / "overlap.json").read_text())
@@ -167,16 +227,23 @@ def test_command_outputs_and_groups(tmp_path):
     assert set(res["groups"]) == {"seed", "arch", "arch+seed"} and res["per_class"]
     for name in ("pairs.png", "overlap.png", "overlap.txt"):
         assert (tmp_path / "an" / name).stat().st_size > 0
-    again = CliRunner().invoke(main, ["analyze", "overlap", str(runs), "--out", str(tmp_path / "an")])
+    again = CliRunner().invoke(
+        main, ["analyze", "overlap", str(runs), "--out", str(tmp_path / "an")]
+    )
     assert again.exit_code != 0 and "not empty" in again.output
-    forced = CliRunner().invoke(main, ["analyze", "overlap", str(runs), "--force",
-                                       "--out", str(tmp_path / "an")])
+    forced = CliRunner().invoke(
+        main, ["analyze", "overlap", str(runs), "--force", "--out", str(tmp_path / "an")]
+    )
     assert forced.exit_code == 0, forced.output
 
 
 def _cli(*args):
-    p = subprocess.run([sys.executable, "-m", "easyhard", "analyze", "overlap", *map(str, args)],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "easyhard", "analyze", "overlap", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return p.returncode, p.stdout + p.stderr
 
 
@@ -184,12 +251,14 @@ def test_errors_are_one_sentence(tmp_path):
     labels = np.repeat(np.arange(2), 50)
     a = write_run(tmp_path / "a" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="A")
     b = write_run(tmp_path / "b" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="B")
-    for args, needle in [((a, b), "runs of different data cannot be compared"),
-                         ((a,), "give at least two"),
-                         ((a, b, "--score", "variability"), "Invalid value for '--score'"),
-                         ((a, a, "--window", "5"), "window must be between 1 and the 2"),
-                         ((a, a, "--p", "0"), "Invalid value for '--p'"),
-                         ((tmp_path / "a", tmp_path / "a", "--view", "clean"), "holds no run")]:
+    for args, needle in [
+        ((a, b), "runs of different data cannot be compared"),
+        ((a,), "give at least two"),
+        ((a, b, "--score", "variability"), "Invalid value for '--score'"),
+        ((a, a, "--window", "5"), "window must be between 1 and the 2"),
+        ((a, a, "--p", "0"), "Invalid value for '--p'"),
+        ((tmp_path / "a", tmp_path / "a", "--view", "clean"), "holds no run"),
+    ]:
         code, out = _cli(*args, "--out", tmp_path / "o")
         assert code in (1, 2) and needle in out and "Traceback" not in out, (args, out)
         assert not (tmp_path / "o").exists()

@@ -1,5 +1,6 @@
 """Tests of `easyhard report`: every section from real (tiny) runs and an overlap analysis, every
 embedded image decodes, the page is self-contained, Markdown beside it, refusals."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,23 @@ from PIL import Image
 from easyhard.cli import main
 from easyhard.report import SECTIONS, TITLES
 
-RUNS = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3",
-        "--image-size", "8", "--batch-size", "64", "--epochs", "2", "--device", "cpu", "--quiet"]
+RUNS = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "240",
+    "--num-classes",
+    "3",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def run(args):
@@ -25,10 +41,16 @@ def run(args):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    assert run(["score", *RUNS, "--arch", "convnet", "--arch", "resnet20", "--out",
-                root / "runs"]).exit_code == 0
-    assert run(["score", *RUNS, "--arch", "convnet", "--seed", "1", "--out",
-                root / "runs2"]).exit_code == 0
+    assert (
+        run(
+            ["score", *RUNS, "--arch", "convnet", "--arch", "resnet20", "--out", root / "runs"]
+        ).exit_code
+        == 0
+    )
+    assert (
+        run(["score", *RUNS, "--arch", "convnet", "--seed", "1", "--out", root / "runs2"]).exit_code
+        == 0
+    )
     r = run(["analyze", "overlap", root / "runs", root / "runs2", "--out", root / "overlap"])
     assert r.exit_code == 0, r.output
     return root
@@ -62,8 +84,15 @@ def test_report_has_every_section_and_images_decode(study):
     record = json.loads((study / "rep" / "report.json").read_text())
     assert record["format"] == "easyhard.report"
     filled = {k for k, v in record["sections"].items() if v}
-    assert filled >= {"summary", "learning-curves", "easiness", "data-map", "examples", "overlap",
-                      "provenance"}
+    assert filled >= {
+        "summary",
+        "learning-curves",
+        "easiness",
+        "data-map",
+        "examples",
+        "overlap",
+        "provenance",
+    }
     assert "convnet seed 0" in page and "resnet20 seed 0" in page
     assert "Runs differing in arch" in page and "fingerprint" in page
 
@@ -86,9 +115,28 @@ def test_report_refusals(study, tmp_path):
     (tmp_path / "taken" / "x.txt").write_text("mine")
     r = run(["report", study / "runs", "--out", tmp_path / "taken", "--force"])
     assert r.exit_code == 1 and (tmp_path / "taken" / "x.txt").read_text() == "mine"
-    r = run(["score", "--dataset", "synthetic", "--num-samples", "50", "--num-classes", "3",
-             "--image-size", "8", "--epochs", "1", "--device", "cpu", "--quiet", "--arch",
-             "convnet", "--out", tmp_path / "other"])
+    r = run(
+        [
+            "score",
+            "--dataset",
+            "synthetic",
+            "--num-samples",
+            "50",
+            "--num-classes",
+            "3",
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--arch",
+            "convnet",
+            "--out",
+            tmp_path / "other",
+        ]
+    )
     assert r.exit_code == 0
     r = run(["report", study / "runs", tmp_path / "other", "--out", tmp_path / "mixed"])
     assert r.exit_code == 1 and "one report covers one dataset" in r.output
@@ -98,14 +146,42 @@ def test_report_shows_removal_and_compression_from_one_folder(study, tmp_path):
     """An experiment folder holding both kinds: each one's table and figures are on the page
     with the full-data reference line; every image decodes."""
     scores = study / "runs" / "convnet-run0" / "scores.npz"
-    data = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3",
-            "--image-size", "8", "--batch-size", "64", "--epochs", "1", "--device", "cpu",
-            "--seeds", "1", "--quiet"]
+    data = [
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "240",
+        "--num-classes",
+        "3",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--seeds",
+        "1",
+        "--quiet",
+    ]
     exp = tmp_path / "exp"
     r = run(["experiment", "removal", scores, *data, "--fractions", "0.5", "--out", exp])
     assert r.exit_code == 0, r.output
-    r = run(["experiment", "compression", scores, *data, "--keep", "0.5", "--strategies",
-             "hardest,random", "--out", exp])
+    r = run(
+        [
+            "experiment",
+            "compression",
+            scores,
+            *data,
+            "--keep",
+            "0.5",
+            "--strategies",
+            "hardest,random",
+            "--out",
+            exp,
+        ]
+    )
     assert r.exit_code == 0, r.output
     r = run(["report", exp, "--out", tmp_path / "rep"])
     assert r.exit_code == 0, r.output

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong (issue 8): outputs never replace inputs or a user's files,
 resumed and merged results never mix runs, never-presented examples never rank, and every
 compressed format loads back to exactly source[indices], with easyhard and with torchvision."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_compress import score_file
+from test_datasets import make_fmnist, make_folder, write_cifar10
 
 from easyhard import SampleStats
 from easyhard.cli import main
@@ -21,9 +24,6 @@ from easyhard.io import check_disjoint, inside
 from easyhard.scores import compute_scores, load_scores
 from easyhard.select import select
 from easyhard.train import DivergedError, ScoreConfig, train_job
-
-from test_compress import score_file
-from test_datasets import make_fmnist, make_folder, write_cifar10
 
 
 def run(args):
@@ -50,8 +50,21 @@ def test_compress_never_replaces_its_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.symlink(tmp_path / "fmA", tmp_path / "alias")
     for out in ("fmA", str(tmp_path / "fmA"), "./fmA/", "alias", str(tmp_path), "fmA/inner"):
-        r = run(["compress", scores, "--dataset", "fashion-mnist", "--data-dir", "fmA",
-                 "--keep", "0.7", "--out", out, "--force"])
+        r = run(
+            [
+                "compress",
+                scores,
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                "fmA",
+                "--keep",
+                "0.7",
+                "--out",
+                out,
+                "--force",
+            ]
+        )
         assert r.exit_code != 0, out
         assert "inside" in r.output and "Traceback" not in r.output, r.output
         assert tree(tmp_path / "fmA") == before, out
@@ -64,8 +77,23 @@ def test_compress_into_a_parent_of_an_image_folder_is_refused(tmp_path):
     scores = score_file(ds, tmp_path / "s.npz")
     before = tree(tmp_path / "P")
     for link in ("hard", "symlink"):
-        r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "P" / "data",
-                 "--keep", "0.5", "--out", tmp_path / "P", "--force", "--link", link])
+        r = run(
+            [
+                "compress",
+                scores,
+                "--dataset",
+                "imagefolder",
+                "--data-dir",
+                tmp_path / "P" / "data",
+                "--keep",
+                "0.5",
+                "--out",
+                tmp_path / "P",
+                "--force",
+                "--link",
+                link,
+            ]
+        )
         assert r.exit_code != 0 and "lies inside the output" in r.output
     assert tree(tmp_path / "P") == before
 
@@ -74,8 +102,16 @@ def test_compress_force_replaces_only_its_own_output(tmp_path):
     make_fmnist(tmp_path / "src", n=30)
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
-    args = ["compress", scores, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "src",
-            "--keep", "0.5"]
+    args = [
+        "compress",
+        scores,
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        tmp_path / "src",
+        "--keep",
+        "0.5",
+    ]
     assert run([*args, "--out", tmp_path / "out"]).exit_code == 0
     r = run([*args, "--keep", "0.3", "--out", tmp_path / "out", "--force"])  # our own: replaced
     assert r.exit_code == 0, r.output
@@ -96,10 +132,14 @@ def test_compress_force_replaces_only_its_own_output(tmp_path):
     assert os.path.exists(inner)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
-       out=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
-       via_link=st.booleans())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    src=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
+    out=st.lists(st.sampled_from(["a", "b", ".", ".."]), min_size=1, max_size=4),
+    via_link=st.booleans(),
+)
 def test_overlap_check_is_spelling_independent(tmp_path_factory, src, out, via_link):
     """Property: check_disjoint refuses exactly the outputs that are, contain or lie inside the
     source, however the two paths are spelled (relative parts, '..', a symbolic link)."""
@@ -121,9 +161,25 @@ def test_overlap_check_is_spelling_independent(tmp_path_factory, src, out, via_l
 
 
 # ---------------------------------------------------------------------------- 2. score --force
-SMALL = ["--dataset", "synthetic", "--num-samples", "120", "--num-classes", "3",
-         "--image-size", "8", "--batch-size", "64", "--arch", "convnet", "--epochs", "1",
-         "--device", "cpu", "--quiet"]
+SMALL = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "120",
+    "--num-classes",
+    "3",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "64",
+    "--arch",
+    "convnet",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
@@ -143,8 +199,24 @@ def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
 
 def test_score_refuses_to_write_into_its_dataset(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
-    r = run(["score", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "fm", "--arch",
-             "convnet", "--epochs", "1", "--device", "cpu", "--quiet", "--out", tmp_path / "fm" / "runs"])
+    r = run(
+        [
+            "score",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "fm",
+            "--arch",
+            "convnet",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            tmp_path / "fm" / "runs",
+        ]
+    )
     assert r.exit_code != 0 and "inside the dataset" in r.output
     assert sorted(os.listdir(tmp_path / "fm")) == sorted(os.listdir(tmp_path / "fm"))
     assert not (tmp_path / "fm" / "runs").exists()
@@ -180,8 +252,17 @@ def test_merge_never_mixes_views_or_windows(tmp_path):
     assert r.exit_code != 0 and "views are never merged" in r.output
     r = run(["merge", tmp_path / "train.npz", tmp_path / "three.npz", "--out", tmp_path / "m.npz"])
     assert r.exit_code != 0 and "window" in r.output
-    r = run(["merge", tmp_path / "train.npz", tmp_path / "three.npz", "--window", "2",
-             "--out", tmp_path / "m.npz"])
+    r = run(
+        [
+            "merge",
+            tmp_path / "train.npz",
+            tmp_path / "three.npz",
+            "--window",
+            "2",
+            "--out",
+            tmp_path / "m.npz",
+        ]
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -238,24 +319,60 @@ def test_background_writer_keeps_order_and_reports_failures(tmp_path):
 
 # ---------------------------------------------------------------------------- 4. resume
 def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
-    base = ["score", "--dataset", "synthetic", "--image-size", "8", "--batch-size", "64",
-            "--arch", "convnet", "--device", "cpu", "--quiet", "--out", tmp_path / "o"]
-    assert run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1"]).exit_code == 0
+    base = [
+        "score",
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "64",
+        "--arch",
+        "convnet",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "o",
+    ]
+    assert (
+        run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1"]).exit_code == 0
+    )
     merged = (tmp_path / "o" / "merged.npz").read_bytes()
     r = run([*base, "--num-samples", "150", "--num-classes", "4", "--epochs", "2", "--resume"])
     assert r.exit_code != 0 and "another configuration" in r.output
     assert "num_samples: 120 -> 150" in r.output and "epochs: 1 -> 2" in r.output
     assert (tmp_path / "o" / "merged.npz").read_bytes() == merged
     # The same job resumed (and one more run of it) is accepted.
-    r = run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1", "--resume",
-             "--runs", "2"])
+    r = run(
+        [
+            *base,
+            "--num-samples",
+            "120",
+            "--num-classes",
+            "3",
+            "--epochs",
+            "1",
+            "--resume",
+            "--runs",
+            "2",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert len(load_scores(str(tmp_path / "o" / "merged.npz")).metadata["runs"]) == 2
 
 
 def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
-    cfg = ScoreConfig(dataset="synthetic", num_samples=120, num_classes=3, image_size=8,
-                      batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=120,
+        num_classes=3,
+        image_size=8,
+        batch_size=64,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     from easyhard.train import train_run
 
     with killed_after_epoch(1):
@@ -284,9 +401,24 @@ def test_never_presented_examples_take_no_part(tmp_path):
     assert np.isfinite(np.delete(s["easiness"], bad)).all()
     for strategy in ("hardest", "easiest", "random", "stratified"):
         for balanced in (False, True):
-            r = run(["compress", tmp_path / "s.npz", "--dataset", "imagefolder", "--data-dir",
-                     tmp_path / "src", "--keep", "1.0", "--strategy", strategy,
-                     "--balanced" if balanced else "--global", "--out", tmp_path / "o", "--force"])
+            r = run(
+                [
+                    "compress",
+                    tmp_path / "s.npz",
+                    "--dataset",
+                    "imagefolder",
+                    "--data-dir",
+                    tmp_path / "src",
+                    "--keep",
+                    "1.0",
+                    "--strategy",
+                    strategy,
+                    "--balanced" if balanced else "--global",
+                    "--out",
+                    tmp_path / "o",
+                    "--force",
+                ]
+            )
             assert r.exit_code == 0, r.output
             assert "1 example(s) never presented" in r.output and f"kept {N - 1} of {N}" in r.output
             idx = np.load(tmp_path / "o" / "indices.npy")
@@ -296,22 +428,45 @@ def test_never_presented_examples_take_no_part(tmp_path):
     run(["merge", tmp_path / "s.npz", "--out", tmp_path / "m.npz"])
     table = load_scores(str(tmp_path / "m.npz"))
     assert table.scores["never_presented"][bad] == 1.0
-    r = run(["select", tmp_path / "m.npz", "--keep", "5", "--strategy", "hardest", "--json",
-             "--out", tmp_path / "sel"])
+    r = run(
+        [
+            "select",
+            tmp_path / "m.npz",
+            "--keep",
+            "5",
+            "--strategy",
+            "hardest",
+            "--json",
+            "--out",
+            tmp_path / "sel",
+        ]
+    )
     assert r.exit_code == 0 and json.loads(r.output)["excluded"] == 1
     assert bad not in np.load(tmp_path / "sel" / "indices.npy")
 
 
 # ---------------------------------------------------------------------------- 8. empty selections
-@pytest.mark.parametrize("extra", [["--keep", "1e-9"], ["--keep", "0.5", "--cut-hardest", "0.999999"],
-                                   ["--keep", "0%"]])
+@pytest.mark.parametrize(
+    "extra", [["--keep", "1e-9"], ["--keep", "0.5", "--cut-hardest", "0.999999"], ["--keep", "0%"]]
+)
 def test_empty_selections_are_refused(tmp_path, extra):
     make_fmnist(tmp_path / "src", n=30)
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
-    for cmd in (["select", scores, *extra, "--out", tmp_path / "o"],
-                ["compress", scores, *extra, "--dataset", "fashion-mnist", "--data-dir",
-                 tmp_path / "src", "--out", tmp_path / "o"]):
+    for cmd in (
+        ["select", scores, *extra, "--out", tmp_path / "o"],
+        [
+            "compress",
+            scores,
+            *extra,
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            tmp_path / "src",
+            "--out",
+            tmp_path / "o",
+        ],
+    ):
         r = run(cmd)
         assert r.exit_code != 0, r.output
         assert "empty" in r.output or "no example is left" in r.output or "(0, 1]" in r.output
@@ -326,20 +481,49 @@ def test_compress_file_list_adds_no_class_folders(tmp_path):
     lst.write_text("".join(f"{p} {7 if y else 99999}\n" for p, y in zip(ds0.paths, ds0.labels)))
     ds = load_dataset("imagefolder", root=str(tmp_path / "src"), file_list=str(lst))
     scores = score_file(ds, tmp_path / "s.npz")
-    r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "src",
-             "--file-list", lst, "--keep", "0.5", "--out", tmp_path / "o"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            tmp_path / "src",
+            "--file-list",
+            lst,
+            "--keep",
+            "0.5",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
-    assert sorted(os.listdir(tmp_path / "o" / "train")) == sorted({p.split("/")[0] for p in ds.paths})
-    back = load_dataset("imagefolder", root=str(tmp_path / "o" / "train"),
-                        file_list=str(tmp_path / "o" / "file_list.txt"))
+    assert sorted(os.listdir(tmp_path / "o" / "train")) == sorted(
+        {p.split("/")[0] for p in ds.paths}
+    )
+    back = load_dataset(
+        "imagefolder",
+        root=str(tmp_path / "o" / "train"),
+        file_list=str(tmp_path / "o" / "file_list.txt"),
+    )
     idx = np.load(tmp_path / "o" / "indices.npy")
     assert back.paths == [ds.paths[i] for i in idx]
     np.testing.assert_array_equal(back.labels, ds.labels[idx])
 
 
 def test_compress_synthetic_matches_its_scores(tmp_path):
-    opts = ["--dataset", "synthetic", "--num-samples", "50", "--num-classes", "5",
-            "--image-size", "6", "--synthetic-seed", "3"]
+    opts = [
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "50",
+        "--num-classes",
+        "5",
+        "--image-size",
+        "6",
+        "--synthetic-seed",
+        "3",
+    ]
     ds = load_dataset("synthetic", num_samples=50, num_classes=5, image_size=6, seed=3)
     scores = score_file(ds, tmp_path / "s.npz")
     r = run(["compress", scores, *opts, "--keep", "0.4", "--out", tmp_path / "o"])
@@ -380,14 +564,28 @@ def test_every_format_loads_back_to_the_selected_examples(tmp_path, keep):
     write_cifar10(tmp_path / "c10", str_keys=True)
     make_folder(tmp_path / "img" / "train", per_class=5)
     make_folder(tmp_path / "img" / "val", per_class=2)
-    for name, kwargs in [("fashion-mnist", {"root": str(tmp_path / "fm")}),
-                         ("cifar10", {"root": str(tmp_path / "c10")}),
-                         ("imagefolder", {"root": str(tmp_path / "img")})]:
+    for name, kwargs in [
+        ("fashion-mnist", {"root": str(tmp_path / "fm")}),
+        ("cifar10", {"root": str(tmp_path / "c10")}),
+        ("imagefolder", {"root": str(tmp_path / "img")}),
+    ]:
         ds = load_dataset(name, **kwargs)
         scores = score_file(ds, tmp_path / f"{name}.npz")
         out = tmp_path / f"{name}-out"
-        r = run(["compress", scores, "--dataset", name, "--data-dir", kwargs["root"],
-                 "--keep", keep, "--out", out])
+        r = run(
+            [
+                "compress",
+                scores,
+                "--dataset",
+                name,
+                "--data-dir",
+                kwargs["root"],
+                "--keep",
+                keep,
+                "--out",
+                out,
+            ]
+        )
         assert r.exit_code == 0, r.output
         idx = np.load(out / "indices.npy", allow_pickle=False)
         back = load_dataset(name, root=str(out))
@@ -405,8 +603,9 @@ def test_every_format_loads_back_to_the_selected_examples(tmp_path, keep):
         if name == "fashion-mnist":
             tv_images = read_image_file(str(out / "train-images-idx3-ubyte")).numpy()
             np.testing.assert_array_equal(tv_images, ds.images[idx, :, :, 0])
-            np.testing.assert_array_equal(read_label_file(str(out / "train-labels-idx1-ubyte")).numpy(),
-                                          ds.labels[idx])
+            np.testing.assert_array_equal(
+                read_label_file(str(out / "train-labels-idx1-ubyte")).numpy(), ds.labels[idx]
+            )
         if name == "cifar10":
             tv = _tv_cifar(out)
             np.testing.assert_array_equal(tv.data, ds.images[idx])
@@ -433,26 +632,51 @@ def test_odd_file_names_load_back(tmp_path):
     for c in ("c0", "c 1"):
         (tmp_path / "src" / c).mkdir(parents=True)
         for i, n in enumerate(names):
-            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / "src" / c / n,
-                                                           format="PNG" if n.endswith(".png") else "JPEG")
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(
+                tmp_path / "src" / c / n, format="PNG" if n.endswith(".png") else "JPEG"
+            )
     ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
     assert len(ds) == 10
     scores = score_file(ds, tmp_path / "s.npz")
-    r = run(["compress", scores, "--dataset", "imagefolder", "--data-dir", tmp_path / "src",
-             "--keep", "1.0", "--out", tmp_path / "o"])
+    r = run(
+        [
+            "compress",
+            scores,
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            tmp_path / "src",
+            "--keep",
+            "1.0",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert load_dataset("imagefolder", root=str(tmp_path / "o")).paths == ds.paths
-    listed = load_dataset("imagefolder", root=str(tmp_path / "o" / "train"),
-                          file_list=str(tmp_path / "o" / "file_list.txt"))
+    listed = load_dataset(
+        "imagefolder",
+        root=str(tmp_path / "o" / "train"),
+        file_list=str(tmp_path / "o" / "file_list.txt"),
+    )
     assert listed.paths == ds.paths
     assert SampleStats.load(tmp_path / "s.npz").paths == ds.paths
 
 
 # ---------------------------------------------------------------------------- divergence
 def test_a_diverging_run_stops_without_writing_scores(tmp_path):
-    cfg = ScoreConfig(dataset="synthetic", num_samples=256, num_classes=3, image_size=8,
-                      batch_size=32, archs=("convnet",), epochs=2, device="cpu", lr=1e30,
-                      max_nonfinite_steps=3)
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=256,
+        num_classes=3,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+        lr=1e30,
+        max_nonfinite_steps=3,
+    )
     with pytest.raises(DivergedError, match="consecutive steps"):
         train_job(cfg, str(tmp_path / "o"), quiet=True)
     assert not (tmp_path / "o" / "convnet-run0" / "scores.npz").exists()
@@ -482,14 +706,20 @@ def test_a_killed_compress_leaves_nothing_behind_the_next_run(tmp_path, monkeypa
     assert real is cm.seal_output
 
 
-_NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
-                min_size=1, max_size=12).filter(lambda n: n not in (".", "..")
-                                                 and not n.startswith("."))
+_NAME = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+    min_size=1,
+    max_size=12,
+).filter(lambda n: n not in (".", "..") and not n.startswith("."))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(classes=st.lists(_NAME, min_size=2, max_size=3, unique=True),
-       stems=st.lists(_NAME, min_size=1, max_size=3, unique=True))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    classes=st.lists(_NAME, min_size=2, max_size=3, unique=True),
+    stems=st.lists(_NAME, min_size=1, max_size=3, unique=True),
+)
 def test_any_file_names_survive_scores_compress_and_reload(tmp_path_factory, classes, stems):
     """Property: whatever the class and file names (spaces, '#', unicode, newlines), the score
     file keeps every path, and the compressed folder loads back to exactly the same examples, by
@@ -510,8 +740,11 @@ def test_any_file_names_survive_scores_compress_and_reload(tmp_path_factory, cla
     back = load_dataset("imagefolder", root=str(root / "o"))
     assert back.paths == ds.paths and back.labels.tolist() == ds.labels.tolist()
     if (root / "o" / "file_list.txt").exists():
-        listed = load_dataset("imagefolder", root=str(root / "o" / "train"),
-                              file_list=str(root / "o" / "file_list.txt"))
+        listed = load_dataset(
+            "imagefolder",
+            root=str(root / "o" / "train"),
+            file_list=str(root / "o" / "file_list.txt"),
+        )
         assert listed.paths == ds.paths and listed.labels.tolist() == ds.labels.tolist()
     else:
         assert any("\n" in p or "\r" in p for p in ds.paths)

@@ -1,4 +1,5 @@
 """Tests of easyhard.scores and easyhard.select: score directions, budgets, strategies."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,15 +74,31 @@ def test_hardness_orientation():
         hardness("loss", np.zeros(2))
 
 
-@pytest.mark.parametrize("keep, n, want", [(0.7, 10, 7), ("70%", 10, 7), (0.25, 10, 3),
-                                           (0.05, 10, 1), ("3", 10, 3), (3, 10, 3), (1.0, 10, 10)])
+@pytest.mark.parametrize(
+    "keep, n, want",
+    [
+        (0.7, 10, 7),
+        ("70%", 10, 7),
+        (0.25, 10, 3),
+        (0.05, 10, 1),
+        ("3", 10, 3),
+        (3, 10, 3),
+        (1.0, 10, 10),
+    ],
+)
 def test_resolve_keep(keep, n, want):
     assert resolve_keep(keep, n) == want
 
 
-@pytest.mark.parametrize("keep, message", [(0, "count must be between"), (11, "count must be"),
-                                           (1.5, r"fraction must be in \(0, 1\]"),
-                                           ("abc", "fraction .* or a count")])
+@pytest.mark.parametrize(
+    "keep, message",
+    [
+        (0, "count must be between"),
+        (11, "count must be"),
+        (1.5, r"fraction must be in \(0, 1\]"),
+        ("abc", "fraction .* or a count"),
+    ],
+)
 def test_resolve_keep_refused(keep, message):
     with pytest.raises(ValueError, match=message):
         resolve_keep(keep, 10)
@@ -128,7 +145,7 @@ def test_balanced_and_cut(problem):
     assert sel.kept_per_class.tolist() == [20, 15, 10, 5]
     for c in range(4):
         members = np.flatnonzero(labels == c)
-        want = members[np.argsort(-h[members])[:sel.kept_per_class[c]]]
+        want = members[np.argsort(-h[members])[: sel.kept_per_class[c]]]
         assert set(sel.indices[labels[sel.indices] == c]) == set(want)
     cut = select(h, labels, 4, 0.5, strategy="hardest", cut_hardest=0.1)
     hardest10 = np.argsort(-h)[:10]
@@ -183,8 +200,9 @@ def test_tie_seed_breaks_ties_at_random_not_by_index():
     assert bal.kept_per_class.tolist() == [25] * 4 and bal.indices.max() > 500
     # untied scores are ranked the same with or without a tie seed
     h = np.random.default_rng(0).random(N)
-    np.testing.assert_array_equal(select(h, labels, 4, 100).indices,
-                                  select(h, labels, 4, 100, tie_seed=9).indices)
+    np.testing.assert_array_equal(
+        select(h, labels, 4, 100).indices, select(h, labels, 4, 100, tie_seed=9).indices
+    )
 
 
 def test_easiness_plain_is_the_fraction_correct():

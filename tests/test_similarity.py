@@ -3,6 +3,7 @@
 constructed data whose answer is known (tight clusters of easy examples; scores independent of
 the images), feature extraction from a checkpoint, the default feature model, the outputs, and
 every refused input with one clear sentence."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,37 @@ from easyhard.cli import main
 from easyhard.config import ConfigError, ScoreConfig, SimilarityConfig
 from easyhard.datasets import ArrayDataset
 from easyhard.scores import ScoreTable
-from easyhard.similarity import (SELF_SCORED_NOTE, _feature_caption, analyze, build_plan,
-                                 class_matched_random, easiest_first, extract_features,
-                                 find_feature_model, knn_distance, load_feature_model, rankdata,
-                                 score_source, spearman, spread, summarize)
+from easyhard.similarity import (
+    SELF_SCORED_NOTE,
+    _feature_caption,
+    analyze,
+    build_plan,
+    class_matched_random,
+    easiest_first,
+    extract_features,
+    find_feature_model,
+    knn_distance,
+    load_feature_model,
+    rankdata,
+    score_source,
+    spearman,
+    spread,
+    summarize,
+)
 
-DATA = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3", "--image-size",
-        "8"]
-FAST = ["--device", "cpu", "--sample-size", "10", "--repeats", "10", "--pool-size", "40",
-        "--grid-examples", "2"]
+DATA = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3", "--image-size", "8"]
+FAST = [
+    "--device",
+    "cpu",
+    "--sample-size",
+    "10",
+    "--repeats",
+    "10",
+    "--pool-size",
+    "40",
+    "--grid-examples",
+    "2",
+]
 
 
 def run(args):
@@ -138,8 +161,18 @@ def plan_inputs(n=600, classes=3, seed=0):
 
 def test_plan_sets_draws_and_controls():
     ease, labels, valid = plan_inputs()
-    plan = build_plan(ease, labels, valid, 3, fraction=0.1, sample_size=8, repeats=12,
-                      pool_size=60, max_classes=10, seed=3)
+    plan = build_plan(
+        ease,
+        labels,
+        valid,
+        3,
+        fraction=0.1,
+        sample_size=8,
+        repeats=12,
+        pool_size=60,
+        max_classes=10,
+        seed=3,
+    )
     assert plan.classes == [0, 1, 2]
     for c in plan.classes:  # the easiest / hardest 10% of the class's valid examples
         members = np.flatnonzero(valid & (labels == c))
@@ -148,8 +181,7 @@ def test_plan_sets_draws_and_controls():
         assert sorted(plan.hard[c]) == sorted(members[np.argsort(ease[members])][:k])
         assert set(plan.pools[c]) <= set(members) and len(plan.pools[c]) == 60
     k = round(0.1 * valid.sum())
-    assert sorted(plan.easy["all"]) == sorted(np.flatnonzero(valid)[
-        np.argsort(-ease[valid])][:k])
+    assert sorted(plan.easy["all"]) == sorted(np.flatnonzero(valid)[np.argsort(-ease[valid])][:k])
     keys = {(c.key, c.which) for c in plan.comparisons}
     assert keys == {(k, w) for k in ["all", 0, 1, 2] for w in ("easy", "hard")}
     for comp in plan.comparisons:
@@ -167,15 +199,34 @@ def test_plan_sets_draws_and_controls():
 
 def test_plan_budget_and_small_sets():
     ease, labels, valid = plan_inputs(n=2000, classes=40)
-    plan = build_plan(ease, labels, valid, 40, fraction=0.05, sample_size=20, repeats=5,
-                      pool_size=20, max_classes=7, seed=0)
+    plan = build_plan(
+        ease,
+        labels,
+        valid,
+        40,
+        fraction=0.05,
+        sample_size=20,
+        repeats=5,
+        pool_size=20,
+        max_classes=7,
+        seed=0,
+    )
     assert len(plan.classes) == 7  # per-class statistics for at most max_classes
     assert plan.skipped  # classes of ~50 have easy sets of ~2: no subsamples of 2 from half
     for comp in plan.comparisons:  # at most half of each set per subsample
         assert comp.subsamples.shape[1] <= comp.set_size // 2
     with pytest.raises(ValueError, match="pool_size"):
-        build_plan(ease, labels, valid, 40, fraction=0.1, sample_size=30, repeats=5,
-                   pool_size=20, max_classes=7)
+        build_plan(
+            ease,
+            labels,
+            valid,
+            40,
+            fraction=0.1,
+            sample_size=30,
+            repeats=5,
+            pool_size=20,
+            max_classes=7,
+        )
     with pytest.raises(ConfigError, match="pool_size"):
         SimilarityConfig(sample_size=30, pool_size=20).validate()
 
@@ -196,24 +247,36 @@ def constructed(n_per_class=200, classes=3, size=8, tight=0.15, seed=0):
             tight_flags.append(i < n_tight)
     order = rng.permutation(len(labels))
     images = np.array(images, dtype=np.uint8)[order]
-    ds = ArrayDataset("synthetic", "train", images, np.array(labels)[order],
-                      [f"class {c}" for c in range(classes)])
+    ds = ArrayDataset(
+        "synthetic",
+        "train",
+        images,
+        np.array(labels)[order],
+        [f"class {c}" for c in range(classes)],
+    )
     return ds, np.array(tight_flags)[order]
 
 
 def table_for(ds, ease, never=None):
     never = np.zeros(len(ds), bool) if never is None else never
     ease = np.where(never, np.nan, ease)
-    return ScoreTable({"easiness": ease, "never_presented": never.astype(float)}, ds.labels,
-                      ds.num_classes, ds.fingerprint, None, {})
+    return ScoreTable(
+        {"easiness": ease, "never_presented": never.astype(float)},
+        ds.labels,
+        ds.num_classes,
+        ds.fingerprint,
+        None,
+        {},
+    )
 
 
 def test_tight_easy_examples_look_alike():
     ds, tight = constructed()
     rng = np.random.default_rng(1)
     ease = np.where(tight, 0.9, 0.1) + rng.random(len(ds)) * 0.05  # the near-copies are easy
-    res = analyze(table_for(ds, ease), ds, fraction=0.1, sample_size=10, repeats=30,
-                  pool_size=150, seed=0)
+    res = analyze(
+        table_for(ds, ease), ds, fraction=0.1, sample_size=10, repeats=30, pool_size=150, seed=0
+    )
     easy = res.record["pixel"]["easy_over_random"]
     assert easy["high"] < 1  # alike: the interval excludes 1 (overall: three prototypes)
     for pc in res.record["per_class"]:
@@ -227,8 +290,9 @@ def test_tight_easy_examples_look_alike():
 def test_scores_independent_of_images_give_ratios_near_one():
     ds, _ = constructed(tight=0.0)
     ease = np.random.default_rng(2).random(len(ds))
-    res = analyze(table_for(ds, ease), ds, fraction=0.2, sample_size=15, repeats=40,
-                  pool_size=150, seed=0)
+    res = analyze(
+        table_for(ds, ease), ds, fraction=0.2, sample_size=15, repeats=40, pool_size=150, seed=0
+    )
     for key in ("easy_over_random", "hard_over_random"):
         s = res.record["pixel"][key]
         assert s["low"] < 1 < s["high"], (key, s)
@@ -245,8 +309,9 @@ def test_random_control_is_class_matched():
     labels = np.repeat(np.arange(3), 100)
     ds = ArrayDataset("synthetic", "train", images, labels, ["tight", "wide", "wider"])
     ease = np.where(labels == 0, 1.0, 0.0) + rng.random(300) * 0.01
-    res = analyze(table_for(ds, ease), ds, fraction=0.3, sample_size=20, repeats=30,
-                  pool_size=100, seed=0)
+    res = analyze(
+        table_for(ds, ease), ds, fraction=0.3, sample_size=20, repeats=30, pool_size=100, seed=0
+    )
     s = res.record["pixel"]["easy_over_random"]  # overall easy set = class "tight" only
     assert s["low"] < 1 < s["high"], s
 
@@ -256,8 +321,15 @@ def test_never_presented_examples_are_left_out_and_counted():
     never = np.zeros(len(ds), bool)
     never[::17] = True
     ease = np.where(tight, 0.9, 0.1)
-    res = analyze(table_for(ds, ease, never), ds, fraction=0.1, sample_size=10, repeats=10,
-                  pool_size=100, seed=0)
+    res = analyze(
+        table_for(ds, ease, never),
+        ds,
+        fraction=0.1,
+        sample_size=10,
+        repeats=10,
+        pool_size=100,
+        seed=0,
+    )
     assert res.record["excluded"] == int(never.sum())
     assert res.record["examples_used"] == len(ds) - int(never.sum())
     shown = np.concatenate([g[w]["index"] for g in res.grid.values() for w in ("easy", "hard")])
@@ -266,8 +338,16 @@ def test_never_presented_examples_are_left_out_and_counted():
 
 # ---------------------------------------------------------------------------- feature models
 def save_checkpoint(model, path, fingerprint, arch="convnet"):
-    torch.save({"model": model.state_dict(), "arch": arch, "epoch": 1, "config": {"crop": 224},
-                "identity": {"dataset_fingerprint": fingerprint}}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "arch": arch,
+            "epoch": 1,
+            "config": {"crop": 224},
+            "identity": {"dataset_fingerprint": fingerprint},
+        },
+        path,
+    )
     return str(path)
 
 
@@ -290,8 +370,9 @@ def test_features_from_checkpoint_equal_the_model_called_directly(tmp_path):
     feats, preds = extract_features(loaded, ds, idx, "cpu", batch_size=16)
     mean, std = channel_stats(ds.images)
     x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(mean / 255).float().view(1, -1, 1, 1)) / \
-        torch.tensor(np.maximum(std, 1e-3) / 255).float().view(1, -1, 1, 1)
+    x = (x - torch.tensor(mean / 255).float().view(1, -1, 1, 1)) / torch.tensor(
+        np.maximum(std, 1e-3) / 255
+    ).float().view(1, -1, 1, 1)
     model.eval()
     with torch.no_grad():
         want = model[:-1](x)
@@ -322,8 +403,17 @@ def runs(tmp_path_factory):
     from easyhard.train import train_job
 
     out = tmp_path_factory.mktemp("score") / "runs"
-    cfg = ScoreConfig(dataset="synthetic", num_samples=240, num_classes=3, image_size=8,
-                      archs=("convnet",), runs=2, epochs=1, batch_size=64, device="cpu")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=240,
+        num_classes=3,
+        image_size=8,
+        archs=("convnet",),
+        runs=2,
+        epochs=1,
+        batch_size=64,
+        device="cpu",
+    )
     train_job(cfg, str(out), quiet=True)
     return out
 
@@ -363,12 +453,22 @@ def test_command_writes_table_json_and_figures(runs, tmp_path):
     # the same command again: refused; with --force: replaced; a user's file: never deleted
     r = run(["analyze", "similarity", runs / "convnet-run0", *DATA, *FAST, "--out", out])
     assert_one_sentence(r, "not empty", "--force")
-    r = run(["analyze", "similarity", runs / "convnet-run0", *DATA, *FAST, "--out", out,
-             "--force", "--quiet"])
+    r = run(
+        [
+            "analyze",
+            "similarity",
+            runs / "convnet-run0",
+            *DATA,
+            *FAST,
+            "--out",
+            out,
+            "--force",
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0 and r.output == "", r.output
     (out / "notes.txt").write_text("mine")
-    r = run(["analyze", "similarity", runs / "convnet-run0", *DATA, *FAST, "--out", out,
-             "--force"])
+    r = run(["analyze", "similarity", runs / "convnet-run0", *DATA, *FAST, "--out", out, "--force"])
     assert_one_sentence(r, "notes.txt")
     assert (out / "notes.txt").read_text() == "mine"
 
@@ -385,8 +485,20 @@ def test_self_scored_features_are_said_everywhere(runs, tmp_path):
 
 
 def test_json_output(runs, tmp_path):
-    r = run(["analyze", "similarity", runs / "convnet-run0" / "scores.npz", *DATA, *FAST,
-             "--features", runs / "convnet-run0", "--json", "--out", tmp_path / "sim"])
+    r = run(
+        [
+            "analyze",
+            "similarity",
+            runs / "convnet-run0" / "scores.npz",
+            *DATA,
+            *FAST,
+            "--features",
+            runs / "convnet-run0",
+            "--json",
+            "--out",
+            tmp_path / "sim",
+        ]
+    )
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
     assert rec["feature_model"]["self_scored"] is True  # given, but it made the scores
@@ -403,22 +515,58 @@ def test_refused_inputs_give_one_sentence(runs, tmp_path):
     assert_one_sentence(r, "neither scores.npz")
     r = run([*base, runs / "convnet-run0", *DATA, "--features", empty, "--out", tmp_path / "o"])
     assert_one_sentence(r, "holds no checkpoint.pt", "--features")
-    r = run([*base, runs / "convnet-run0", *DATA, "--features", tmp_path / "gone",
-             "--out", tmp_path / "o"])
+    r = run(
+        [
+            *base,
+            runs / "convnet-run0",
+            *DATA,
+            "--features",
+            tmp_path / "gone",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert_one_sentence(r, "does not exist", "--features")
     from easyhard.models import build_model
 
-    other = save_checkpoint(build_model("convnet", 3, 3, 8), tmp_path / "other.pt",
-                            "fedcba9876543210")
+    other = save_checkpoint(
+        build_model("convnet", 3, 3, 8), tmp_path / "other.pt", "fedcba9876543210"
+    )
     r = run([*base, runs / "convnet-run0", *DATA, "--features", other, "--out", tmp_path / "o"])
     assert_one_sentence(r, "fedcba9876543210", "other data")
-    r = run([*base, runs / "convnet-run0", "--dataset", "synthetic", "--num-samples", "240",
-             "--num-classes", "3", "--image-size", "8", "--synthetic-seed", "1",
-             "--out", tmp_path / "o"])
+    r = run(
+        [
+            *base,
+            runs / "convnet-run0",
+            "--dataset",
+            "synthetic",
+            "--num-samples",
+            "240",
+            "--num-classes",
+            "3",
+            "--image-size",
+            "8",
+            "--synthetic-seed",
+            "1",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert_one_sentence(r, "scores.npz", "fingerprint", "other data")
     r = run([*base, runs / "convnet-run0", *DATA, "--out", runs / "convnet-run0"])
     assert_one_sentence(r, "lies inside the output")
-    r = run([*base, runs / "convnet-run0", *DATA, "--sample-size", "50", "--pool-size", "20",
-             "--out", tmp_path / "o"])
+    r = run(
+        [
+            *base,
+            runs / "convnet-run0",
+            *DATA,
+            "--sample-size",
+            "50",
+            "--pool-size",
+            "20",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert_one_sentence(r, "--pool-size", "--sample-size")
     assert not os.path.exists(tmp_path / "o")  # nothing written by a refused command

@@ -1,4 +1,5 @@
 """Tests of easyhard.SampleStats: totals, history, checkpoints and the score file."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ def epoch_batches(seed: int, n: int = N, c: int = C, b: int = B):
     labels_all = torch.arange(n) % c
     order = torch.randperm(n, generator=g)
     for start in range(0, n, b):
-        idx = order[start:start + b]
+        idx = order[start : start + b]
         yield torch.randn(len(idx), c, generator=g) * 2, labels_all[idx], idx
 
 
@@ -103,7 +104,9 @@ def test_update_refuses_bad_rows_on_cpu():
 def test_update_accepts_int32_and_detaches():
     stats = SampleStats(4, 3)
     logits = torch.randn(2, 3, requires_grad=True)
-    stats.update(logits, torch.tensor([0, 1], dtype=torch.int32), torch.tensor([2, 3], dtype=torch.int32))
+    stats.update(
+        logits, torch.tensor([0, 1], dtype=torch.int32), torch.tensor([2, 3], dtype=torch.int32)
+    )
     assert stats.totals()["presentations"].tolist() == [0, 0, 1, 1]
 
 
@@ -147,16 +150,27 @@ def test_update_does_not_truncate_fractional_labels():
     assert presentations(stats) == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("labels", torch.tensor([[0], [1]]), r"labels must have shape \[2\] \(one per row of logits\), got \[2, 1\]"),
-    ("labels", torch.tensor([0, 1, 2]), r"labels must have shape \[2\]"),
-    ("indices", torch.tensor(1), r"indices must have shape \[2\]"),
-    ("indices", torch.tensor([0, 1, 2]), r"indices must have shape \[2\]"),
-    ("labels", [0, 1], "labels must be a torch.Tensor, got list"),
-    ("labels", torch.tensor([0, 1], device="meta"), "labels is on meta but logits is on cpu"),
-    ("indices", torch.tensor([0, 1], device="meta"), "indices is on meta but logits is on cpu"),
-    ("logits", torch.randn(2, 3, device="meta"), "logits is on meta but this SampleStats is on cpu"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        (
+            "labels",
+            torch.tensor([[0], [1]]),
+            r"labels must have shape \[2\] \(one per row of logits\), got \[2, 1\]",
+        ),
+        ("labels", torch.tensor([0, 1, 2]), r"labels must have shape \[2\]"),
+        ("indices", torch.tensor(1), r"indices must have shape \[2\]"),
+        ("indices", torch.tensor([0, 1, 2]), r"indices must have shape \[2\]"),
+        ("labels", [0, 1], "labels must be a torch.Tensor, got list"),
+        ("labels", torch.tensor([0, 1], device="meta"), "labels is on meta but logits is on cpu"),
+        ("indices", torch.tensor([0, 1], device="meta"), "indices is on meta but logits is on cpu"),
+        (
+            "logits",
+            torch.randn(2, 3, device="meta"),
+            "logits is on meta but this SampleStats is on cpu",
+        ),
+    ],
+)
 def test_update_refuses_bad_shapes_and_devices(name, value, message):
     stats = SampleStats(4, 3)
     args = dict(logits=torch.randn(2, 3), labels=torch.tensor([0, 1]), indices=torch.tensor([0, 1]))
@@ -166,9 +180,15 @@ def test_update_refuses_bad_shapes_and_devices(name, value, message):
     assert presentations(stats) == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("labels", [
-    np.arange(N) % C * 1.0, [0.5] * N, torch.arange(N).float(), np.ones(N, dtype=bool),
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.arange(N) % C * 1.0,
+        [0.5] * N,
+        torch.arange(N).float(),
+        np.ones(N, dtype=bool),
+    ],
+)
 def test_constructor_refuses_non_integer_labels(labels):
     with pytest.raises(TypeError, match="labels must be integers"):
         SampleStats(N, C, labels=labels)
@@ -300,8 +320,11 @@ def test_cuda_sample_stats_matches_cpu_and_reports_bad_rows():
     tc, tg = cpu.totals(), gpu.totals()
     for k in tc:
         np.testing.assert_allclose(tg[k], tc[k], rtol=1e-4, atol=1e-4, err_msg=k)
-    gpu.update(torch.randn(2, C, device="cuda"), torch.tensor([0, C], device="cuda"),
-               torch.tensor([0, 1], device="cuda"))
+    gpu.update(
+        torch.randn(2, C, device="cuda"),
+        torch.tensor([0, C], device="cuda"),
+        torch.tensor([0, 1], device="cuda"),
+    )
     with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
         gpu.check()
 
@@ -321,7 +344,9 @@ def test_cuda_label_mismatch_reported_without_sync():
         stats.end_epoch()
     torch.cuda.synchronize()
     with pytest.raises(ValueError, match=expected):  # the poll raises at the next step
-        stats.update(torch.randn(1, C, device="cuda"), labels[:1].cuda(), torch.tensor([0], device="cuda"))
+        stats.update(
+            torch.randn(1, C, device="cuda"), labels[:1].cuda(), torch.tensor([0], device="cuda")
+        )
     clean = SampleStats(N, C, "cuda", labels=labels)
     for logits, batch_labels, idx in epoch_batches(0):
         clean.update(logits.cuda(), batch_labels.cuda(), idx.cuda())
@@ -344,14 +369,20 @@ def test_cuda_error_poll_uses_the_statistics_device(monkeypatch):
         stats = SampleStats(N, C, "cuda:1")
         side = torch.cuda.Stream(device="cuda:1")
         with torch.cuda.stream(side), torch.cuda.device(0):
-            stats.update(torch.randn(2, C, device="cuda:1"), torch.tensor([0, C], device="cuda:1"),
-                         torch.tensor([0, 1], device="cuda:1"))
+            stats.update(
+                torch.randn(2, C, device="cuda:1"),
+                torch.tensor([0, C], device="cuda:1"),
+                torch.tensor([0, 1], device="cuda:1"),
+            )
         assert recorded and recorded[-1] is not None
         assert recorded[-1].device == torch.device("cuda:1") and recorded[-1] == side
         torch.cuda.synchronize(1)
         with pytest.raises(RuntimeError, match=r"label outside \[0, 7\).*batch row 1"):
-            stats.update(torch.randn(1, C, device="cuda:1"), torch.tensor([0], device="cuda:1"),
-                         torch.tensor([0], device="cuda:1"))
+            stats.update(
+                torch.randn(1, C, device="cuda:1"),
+                torch.tensor([0], device="cuda:1"),
+                torch.tensor([0], device="cuda:1"),
+            )
 
 
 def test_history_grows_without_copying_every_epoch():

@@ -1,4 +1,5 @@
 """Tests of `easyhard study`, the main job: every step's output, the report's sections, resume."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,23 @@ from click.testing import CliRunner
 
 from easyhard.cli import main
 
-SMALL = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3",
-         "--image-size", "8", "--batch-size", "64", "--epochs", "2", "--device", "cpu", "--quiet"]
+SMALL = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "240",
+    "--num-classes",
+    "3",
+    "--image-size",
+    "8",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def test_study_runs_every_step_and_ends_on_the_report(tmp_path):
@@ -24,9 +40,19 @@ def test_study_runs_every_step_and_ends_on_the_report(tmp_path):
     sim = json.loads((out / "similarity" / "similarity.json").read_text())
     assert sim["format"] == "easyhard.similarity" and sim["feature_model"]["arch"] == "convnet"
     report = json.loads((out / "report" / "report.json").read_text())
-    assert all(report["sections"][k] for k in ("summary", "learning-curves", "easiness",
-                                                 "data-map", "examples", "overlap",
-                                                 "similarity", "provenance"))
+    assert all(
+        report["sections"][k]
+        for k in (
+            "summary",
+            "learning-curves",
+            "easiness",
+            "data-map",
+            "examples",
+            "overlap",
+            "similarity",
+            "provenance",
+        )
+    )
     # a second call without --resume is refused; with it, runs are reused and analyses redone
     again = CliRunner().invoke(main, ["study", *SMALL, "--out", str(out)])
     assert again.exit_code == 1 and "--resume" in again.output

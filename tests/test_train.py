@@ -1,4 +1,5 @@
 """Tests of the scoring engine: outputs, reproducibility, resume after a kill, DDP, merging."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,19 @@ from easyhard.cli import main
 from easyhard.scores import load_scores, merge_stats_files
 from easyhard.train import ScoreConfig, train_job, train_run
 
-SMALL = ["--dataset", "synthetic", "--num-samples", "300", "--num-classes", "4",
-         "--image-size", "12", "--batch-size", "64", "--quiet"]
+SMALL = [
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "300",
+    "--num-classes",
+    "4",
+    "--image-size",
+    "12",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
 def cli(args):
@@ -27,8 +39,16 @@ def cli(args):
 
 
 def small_cfg(**kw):
-    base = dict(dataset="synthetic", num_samples=300, num_classes=4, image_size=12,
-                batch_size=64, archs=("convnet",), epochs=2, device="cpu")
+    base = dict(
+        dataset="synthetic",
+        num_samples=300,
+        num_classes=4,
+        image_size=12,
+        batch_size=64,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
     base.update(kw)
     return ScoreConfig(**base)
 
@@ -45,8 +65,22 @@ def assert_same_scores(a, b):
 
 
 def test_score_outputs(tmp_path):
-    r = cli(["score", *SMALL, "--arch", "convnet", "--arch", "resnet20",
-                                  "--epochs", "2", "--clean-every", "1", "--out", tmp_path / "o"])
+    r = cli(
+        [
+            "score",
+            *SMALL,
+            "--arch",
+            "convnet",
+            "--arch",
+            "resnet20",
+            "--epochs",
+            "2",
+            "--clean-every",
+            "1",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert "merged scores in" in r.output
     for arch in ("convnet", "resnet20"):
@@ -57,15 +91,14 @@ def test_score_outputs(tmp_path):
         assert stats.fingerprint and (stats.labels >= 0).all()
         clean = SampleStats.load(run / "scores_clean.npz")
         assert clean.epochs == 2 and clean.metadata["view"] == "clean"
-        lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [m["epoch"] for m in lines] == [1, 2]
         assert {"loss", "train_acc", "test_acc", "images_per_s"} <= lines[0].keys()
         config = json.loads((run / "config.json").read_text())
         assert config["arch"] == arch and config["epochs"] == 2 and config["torch_version"]
     merged = load_scores(str(tmp_path / "o" / "merged.npz"))
     assert len(merged.metadata["runs"]) == 2 and merged.scores["easiness"].shape == (300,)
-    sel = cli(["select", tmp_path / "o" / "merged.npz", "--keep", "0.5",
-                                    "--out", tmp_path / "sel"])
+    sel = cli(["select", tmp_path / "o" / "merged.npz", "--keep", "0.5", "--out", tmp_path / "sel"])
     assert sel.exit_code == 0, sel.output
 
 
@@ -73,10 +106,14 @@ def test_training_learns_and_is_reproducible(tmp_path):
     cfg = small_cfg(epochs=4, batch_size=32)
     train_job(cfg, str(tmp_path / "a"), quiet=True)
     train_job(cfg, str(tmp_path / "b"), quiet=True)
-    assert_same_scores(tmp_path / "a" / "convnet-run0" / "scores.npz",
-                       tmp_path / "b" / "convnet-run0" / "scores.npz")
-    metrics = [json.loads(l) for l in
-               (tmp_path / "a" / "convnet-run0" / "metrics.jsonl").read_text().splitlines()]
+    assert_same_scores(
+        tmp_path / "a" / "convnet-run0" / "scores.npz",
+        tmp_path / "b" / "convnet-run0" / "scores.npz",
+    )
+    metrics = [
+        json.loads(line)
+        for line in (tmp_path / "a" / "convnet-run0" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert metrics[-1]["test_acc"] > 0.8  # the synthetic classes are separable
 
 
@@ -87,8 +124,10 @@ def test_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
         train_run(cfg, "convnet", 0, str(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "convnet-run0" / "scores.npz").exists()
     train_run(cfg, "convnet", 0, str(tmp_path / "cut"), resume=True)
-    assert_same_scores(tmp_path / "straight" / "convnet-run0" / "scores.npz",
-                       tmp_path / "cut" / "convnet-run0" / "scores.npz")
+    assert_same_scores(
+        tmp_path / "straight" / "convnet-run0" / "scores.npz",
+        tmp_path / "cut" / "convnet-run0" / "scores.npz",
+    )
     with pytest.raises(ValueError, match="another configuration"):
         train_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
 
@@ -195,9 +234,29 @@ def test_compact_epoch_end_state(tmp_path):
 
 
 def test_resume_after_a_real_kill(tmp_path):
-    args = [sys.executable, "-m", "easyhard", "score", "--dataset", "synthetic", "--num-samples",
-            "2000", "--num-classes", "4", "--image-size", "16", "--batch-size", "50",
-            "--arch", "convnet", "--epochs", "4", "--device", "cpu", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "easyhard",
+        "score",
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "2000",
+        "--num-classes",
+        "4",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "50",
+        "--arch",
+        "convnet",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     ckpt = tmp_path / "killed" / "convnet-run0" / "checkpoint.pt"
     proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")])
     deadline = time.time() + 300
@@ -211,8 +270,10 @@ def test_resume_after_a_real_kill(tmp_path):
     assert not (tmp_path / "killed" / "convnet-run0" / "scores.npz").exists()
     subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], check=True, timeout=600)
     subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, timeout=600)
-    assert_same_scores(tmp_path / "killed" / "convnet-run0" / "scores.npz",
-                       tmp_path / "whole" / "convnet-run0" / "scores.npz")
+    assert_same_scores(
+        tmp_path / "killed" / "convnet-run0" / "scores.npz",
+        tmp_path / "whole" / "convnet-run0" / "scores.npz",
+    )
 
 
 def test_ddp_gloo_matches_single_process_replay(tmp_path):
@@ -220,10 +281,31 @@ def test_ddp_gloo_matches_single_process_replay(tmp_path):
     same batches (lr=0 keeps the model fixed, so only the recording is compared)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", "-m", "easyhard", "score", *SMALL, "--num-samples", "301",
-           "--arch", "convnet", "--epochs", "2", "--lr", "0", "--device", "cpu",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "easyhard",
+        "score",
+        *SMALL,
+        "--num-samples",
+        "301",
+        "--arch",
+        "convnet",
+        "--epochs",
+        "2",
+        "--lr",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, env=env, timeout=600, capture_output=True)
     ddp = SampleStats.load(out / "convnet-run0" / "scores.npz")
     assert ddp.metadata["world_size"] == 2
@@ -265,12 +347,19 @@ def test_cli_refusals(tmp_path):
 def test_merge_refuses_other_data(tmp_path):
     train_job(small_cfg(epochs=1), str(tmp_path / "a"), quiet=True)
     train_job(small_cfg(epochs=1, num_samples=301), str(tmp_path / "b"), quiet=True)
-    r = cli(["merge", tmp_path / "a" / "convnet-run0" / "scores.npz",
-                                  tmp_path / "b" / "convnet-run0" / "scores.npz",
-                                  "--out", tmp_path / "m.npz"])
+    r = cli(
+        [
+            "merge",
+            tmp_path / "a" / "convnet-run0" / "scores.npz",
+            tmp_path / "b" / "convnet-run0" / "scores.npz",
+            "--out",
+            tmp_path / "m.npz",
+        ]
+    )
     assert r.exit_code != 0 and "cannot be merged" in r.output
-    table = merge_stats_files([str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2,
-                              str(tmp_path / "m.npz"))
+    table = merge_stats_files(
+        [str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2, str(tmp_path / "m.npz")
+    )
     one = load_scores(str(tmp_path / "a" / "convnet-run0" / "scores.npz"))
     np.testing.assert_allclose(table.scores["easiness"], one.scores["easiness"])
 
@@ -278,8 +367,18 @@ def test_merge_refuses_other_data(tmp_path):
 def test_models_registry():
     from easyhard.models import available_models, build_model, register_model
 
-    for name in ("resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2",
-                 "mobilenet_v3_small", "resnet18_cifar", "resnet20", "airbench", "convnet"):
+    for name in (
+        "resnet18",
+        "resnet50",
+        "vgg16_bn",
+        "densenet121",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "resnet18_cifar",
+        "resnet20",
+        "airbench",
+        "convnet",
+    ):
         assert name in available_models()
     x = torch.randn(2, 1, 32, 32)
     for name in ("resnet20", "resnet18_cifar", "airbench", "convnet", "resnet18", "mobilenet_v2"):
@@ -287,7 +386,9 @@ def test_models_registry():
 
     @register_model("test_tiny")
     def tiny(num_classes, in_channels, image_size):
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size ** 2, num_classes))
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size**2, num_classes)
+        )
 
     assert build_model("test_tiny", 3, 1, 4)(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     with pytest.raises(ValueError, match="already registered"):
@@ -295,8 +396,10 @@ def test_models_registry():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
-                    reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
 def test_easiness_on_real_fashion_mnist_is_graded(tmp_path):
     """After real training, the easiest 10% is not a tie: fewer than 1% of examples share the
     easiness value at the 10% boundary (binary per-epoch correctness alone leaves most tied)."""
@@ -314,14 +417,36 @@ def test_easiness_on_real_fashion_mnist_is_graded(tmp_path):
 
 
 def test_score_image_folder(tmp_path):
-    """The image-file path: DALI (or the torch fallback) training and evaluation on train/ + val/."""
+    """The image-file path: DALI (or the torch fallback) training and evaluation on train/ +
+    val/."""
     from test_loaders import jpeg_folder
 
     jpeg_folder(tmp_path / "data" / "train", classes=2, per_class=6)
     jpeg_folder(tmp_path / "data" / "val", classes=2, per_class=2)
-    r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--arch",
-             "convnet", "--epochs", "1", "--crop", "16", "--workers", "1", "--batch-size", "4",
-             "--device", "cpu", "--quiet", "--out", tmp_path / "o"])
+    r = cli(
+        [
+            "score",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            tmp_path / "data",
+            "--arch",
+            "convnet",
+            "--epochs",
+            "1",
+            "--crop",
+            "16",
+            "--workers",
+            "1",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
     stats = SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz")
     assert stats.paths[0] == "class0/000.jpg" and (stats.totals()["presentations"] == 1).all()
@@ -329,23 +454,63 @@ def test_score_image_folder(tmp_path):
     assert 0 <= metrics["test_acc"] <= 1
     # A corrupt image stops the run with its name, or is skipped and never presented.
     (tmp_path / "data" / "train" / "class1" / "002.jpg").write_bytes(b"\xff\xd8\xff\xe0 junk" * 8)
-    common = ["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--arch",
-              "convnet", "--epochs", "1", "--crop", "16", "--workers", "1", "--batch-size", "4",
-              "--device", "cpu", "--quiet"]
+    common = [
+        "score",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        tmp_path / "data",
+        "--arch",
+        "convnet",
+        "--epochs",
+        "1",
+        "--crop",
+        "16",
+        "--workers",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     r = cli(common + ["--out", tmp_path / "bad"])
     assert r.exit_code != 0 and "class1/002.jpg" in r.output
     r = cli(common + ["--skip-corrupt", "--out", tmp_path / "skip"])
     assert r.exit_code == 0, r.output
-    pres = SampleStats.load(tmp_path / "skip" / "convnet-run0" / "scores.npz").totals()["presentations"]
+    pres = SampleStats.load(tmp_path / "skip" / "convnet-run0" / "scores.npz").totals()[
+        "presentations"
+    ]
     assert pres.tolist() == [1] * 8 + [0] + [1] * 3  # class1/002.jpg is index 8
     assert "1 example(s) were never presented" in r.output  # counted in the summary
     merged = load_scores(str(tmp_path / "skip" / "merged.npz"))
     assert merged.scores["never_presented"].tolist() == [0] * 8 + [1] + [0] * 3
     (tmp_path / "data" / "train" / "class1" / "002.jpg").unlink()
     # A bare class tree has no test split: training still runs, without evaluation.
-    r = cli(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data" / "train",
-             "--arch", "convnet", "--epochs", "1", "--crop", "16", "--workers", "1",
-             "--batch-size", "4", "--device", "cpu", "--quiet", "--out", tmp_path / "o2"])
+    r = cli(
+        [
+            "score",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            tmp_path / "data" / "train",
+            "--arch",
+            "convnet",
+            "--epochs",
+            "1",
+            "--crop",
+            "16",
+            "--workers",
+            "1",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            tmp_path / "o2",
+        ]
+    )
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "o2" / "convnet-run0" / "metrics.jsonl").read_text())
     assert metrics["test_acc"] is None
@@ -364,12 +529,36 @@ def test_runs_that_differ_in_one_seed_only(tmp_path):
     """--init-seed and --data-seed fix one source of randomness across runs: runs that share both
     are identical whatever their seed; runs that share only one differ, and each run's metadata
     records the effective seeds."""
-    base = ["score", "--dataset", "synthetic", "--num-samples", "200", "--num-classes", "4",
-            "--image-size", "8", "--batch-size", "50", "--arch", "convnet", "--epochs", "2",
-            "--device", "cpu", "--quiet", "--runs", "2"]
-    assert cli([*base, "--init-seed", "5", "--data-seed", "7", "--out", tmp_path / "both"]).exit_code == 0
-    assert_same_scores(tmp_path / "both" / "convnet-run0" / "scores.npz",
-                       tmp_path / "both" / "convnet-run1" / "scores.npz")
+    base = [
+        "score",
+        "--dataset",
+        "synthetic",
+        "--num-samples",
+        "200",
+        "--num-classes",
+        "4",
+        "--image-size",
+        "8",
+        "--batch-size",
+        "50",
+        "--arch",
+        "convnet",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--runs",
+        "2",
+    ]
+    assert (
+        cli([*base, "--init-seed", "5", "--data-seed", "7", "--out", tmp_path / "both"]).exit_code
+        == 0
+    )
+    assert_same_scores(
+        tmp_path / "both" / "convnet-run0" / "scores.npz",
+        tmp_path / "both" / "convnet-run1" / "scores.npz",
+    )
     for fixed, varies in (("--data-seed", "init_seed"), ("--init-seed", "data_seed")):
         out = tmp_path / fixed
         assert cli([*base, fixed, "3", "--out", out]).exit_code == 0
@@ -382,9 +571,34 @@ def test_runs_that_differ_in_one_seed_only(tmp_path):
 
 
 def test_adamw_trains(tmp_path):
-    r = cli(["score", *SMALL, "--arch", "convnet", "--epochs", "2", "--device", "cpu",
-             "--optimizer", "adamw", "--lr", "3e-3", "--out", tmp_path / "o"])
+    r = cli(
+        [
+            "score",
+            *SMALL,
+            "--arch",
+            "convnet",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "3e-3",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert r.exit_code == 0, r.output
-    m = [json.loads(x) for x in (tmp_path / "o" / "convnet-run0" / "metrics.jsonl").read_text().split("\n") if x]
+    m = [
+        json.loads(x)
+        for x in (tmp_path / "o" / "convnet-run0" / "metrics.jsonl").read_text().split("\n")
+        if x
+    ]
     assert m[-1]["train_acc"] > 0.5
-    assert SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz").metadata["config"]["optimizer"] == "adamw"
+    assert (
+        SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz").metadata["config"][
+            "optimizer"
+        ]
+        == "adamw"
+    )

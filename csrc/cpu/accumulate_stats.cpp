@@ -63,7 +63,8 @@ EASYHARD_CLONES void row_max(const float* v, int64_t n, float* out_max, bool* ou
   *out_finite = bad == 0.f;
 }
 
-EASYHARD_CLONES void row_exp_sums(const float* v, int64_t n, float m, float* out_s1, float* out_s2) {
+EASYHARD_CLONES void row_exp_sums(const float* v, int64_t n, float m, float* out_s1,
+                                  float* out_s2) {
   float s1 = 0.f, s2 = 0.f;
 #pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < n; ++j) {
@@ -136,9 +137,9 @@ void accumulate_stats_cpu(const at::Tensor& logits, const at::Tensor& labels,
 
   std::vector<RowStats> rows(B);
   const auto x = logits.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "accumulate_stats_cpu", [&] {
-    compute_rows(x.data_ptr<scalar_t>(), B, C, lab, rows.data());
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "accumulate_stats_cpu",
+      [&] { compute_rows(x.data_ptr<scalar_t>(), B, C, lab, rows.data()); });
 
   // Serial scatter in row order: exact counts and deterministic sums with duplicate indices.
   int32_t* cnt = counts.data_ptr<int32_t>();

@@ -13,8 +13,8 @@
 // (bit mask, smallest offending row), which the caller inspects without a device synchronisation.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cfloat>
@@ -53,7 +53,10 @@ struct Lane {
       other = fmaxf(other, x);
     }
     // j increases within a lane, so strict > keeps the first maximum.
-    if (x > best) { best = x; best_j = j; }
+    if (x > best) {
+      best = x;
+      best_j = j;
+    }
   }
 
   __device__ __forceinline__ void merge_from(int lane_mask) {
@@ -71,7 +74,10 @@ struct Lane {
     so1 = so1 * ra + oso1 * rb;
     so2 = so2 * ra * ra + oso2 * rb * rb;
     m = nm;
-    if (obest > best || (obest == best && obest_j < best_j)) { best = obest; best_j = obest_j; }
+    if (obest > best || (obest == best && obest_j < best_j)) {
+      best = obest;
+      best_j = obest_j;
+    }
     other = fmaxf(other, oother);
     finite = finite && ofinite;
   }
@@ -81,7 +87,9 @@ template <typename scalar_t, int VEC>
 __device__ __forceinline__ void scan_row(const scalar_t* __restrict__ row, int64_t C, int64_t label,
                                          int lane, Lane& st) {
   if constexpr (VEC > 1) {
-    struct alignas(16) Pack { scalar_t v[VEC]; };
+    struct alignas(16) Pack {
+      scalar_t v[VEC];
+    };
     const Pack* packs = reinterpret_cast<const Pack*>(row);
     const int64_t P = C / VEC;
     for (int64_t p = lane; p < P; p += kWarp) {
@@ -95,11 +103,11 @@ __device__ __forceinline__ void scan_row(const scalar_t* __restrict__ row, int64
 }
 
 template <typename scalar_t, int VEC>
-__global__ void __launch_bounds__(kWarp * kRowsPerBlock)
-accumulate_stats_kernel(const scalar_t* __restrict__ logits, const int64_t* __restrict__ labels,
-                        const int64_t* __restrict__ indices, int64_t B, int64_t C, int64_t N,
-                        int32_t* __restrict__ counts, float* __restrict__ sums,
-                        int32_t* __restrict__ flags, unsigned long long* __restrict__ errors) {
+__global__ void __launch_bounds__(kWarp* kRowsPerBlock)
+    accumulate_stats_kernel(const scalar_t* __restrict__ logits, const int64_t* __restrict__ labels,
+                            const int64_t* __restrict__ indices, int64_t B, int64_t C, int64_t N,
+                            int32_t* __restrict__ counts, float* __restrict__ sums,
+                            int32_t* __restrict__ flags, unsigned long long* __restrict__ errors) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= B) return;  // whole warp leaves together
@@ -177,28 +185,27 @@ void accumulate_stats_cuda(const at::Tensor& logits, const at::Tensor& labels,
   const dim3 grid(static_cast<unsigned>((B + kRowsPerBlock - 1) / kRowsPerBlock));
   const dim3 block(kWarp * kRowsPerBlock);
   auto* err = reinterpret_cast<unsigned long long*>(errors.data_ptr<int64_t>());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "accumulate_stats_cuda", [&] {
-    constexpr int VEC = 16 / sizeof(scalar_t);
-    const bool aligned = C % VEC == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, block, 0, stream>>>(x.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(),
-                                         idx.data_ptr<int64_t>(), B, C, N,
-                                         counts.data_ptr<int32_t>(), sums.data_ptr<float>(),
-                                         flags.data_ptr<int32_t>(), err);
-    };
-    if (aligned) {
-      launch(accumulate_stats_kernel<scalar_t, VEC>);
-    } else {
-      launch(accumulate_stats_kernel<scalar_t, 1>);
-    }
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "accumulate_stats_cuda", [&] {
+        constexpr int VEC = 16 / sizeof(scalar_t);
+        const bool aligned = C % VEC == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+        auto launch = [&](auto kernel) {
+          kernel<<<grid, block, 0, stream>>>(
+              x.data_ptr<scalar_t>(), lab.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), B, C, N,
+              counts.data_ptr<int32_t>(), sums.data_ptr<float>(), flags.data_ptr<int32_t>(), err);
+        };
+        if (aligned) {
+          launch(accumulate_stats_kernel<scalar_t, VEC>);
+        } else {
+          launch(accumulate_stats_kernel<scalar_t, 1>);
+        }
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   constexpr int kSettleThreads = 256;
   settle_flags_kernel<<<static_cast<unsigned>((B + kSettleThreads - 1) / kSettleThreads),
-                        kSettleThreads, 0, stream>>>(lab.data_ptr<int64_t>(),
-                                                     idx.data_ptr<int64_t>(), B, C, N,
-                                                     counts.data_ptr<int32_t>(),
-                                                     flags.data_ptr<int32_t>());
+                        kSettleThreads, 0, stream>>>(
+      lab.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), B, C, N, counts.data_ptr<int32_t>(),
+      flags.data_ptr<int32_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

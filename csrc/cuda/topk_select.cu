@@ -12,9 +12,9 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cub/cub.cuh>
 #include <thrust/iterator/counting_iterator.h>
 #include <torch/library.h>
+#include <cub/cub.cuh>
 
 #include "../topk_select.h"
 
@@ -23,7 +23,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+unsigned blocks_for(int64_t n) {
+  return static_cast<unsigned>((n + kThreads - 1) / kThreads);
+}
 
 template <typename scalar_t, typename key_t>
 __global__ void rank_keys_kernel(const scalar_t* __restrict__ x, int64_t N, bool largest,
@@ -49,8 +51,9 @@ __global__ void mark_prefix_kernel(const int64_t* __restrict__ idx, int64_t k,
 }
 
 // Per class: position within the class segment below the class's budget.
-__global__ void mark_segments_kernel(const int32_t* __restrict__ lab, const int64_t* __restrict__ idx,
-                                     int64_t N, const int64_t* __restrict__ offsets,
+__global__ void mark_segments_kernel(const int32_t* __restrict__ lab,
+                                     const int64_t* __restrict__ idx, int64_t N,
+                                     const int64_t* __restrict__ offsets,
                                      const int64_t* __restrict__ budgets,
                                      uint8_t* __restrict__ chosen) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -91,11 +94,13 @@ at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
   rank_keys_kernel<scalar_t, key_t><<<blocks_for(N), kThreads, 0, stream>>>(
       s.data_ptr<scalar_t>(), N, largest, k_in, idx.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  run_cub([&](void* tmp, size_t& bytes) {
-    return cub::DeviceRadixSort::SortPairs(tmp, bytes, k_in, k_out, idx.data_ptr<int64_t>(),
-                                           idx_sorted.data_ptr<int64_t>(), n, 0,
-                                           static_cast<int>(sizeof(key_t) * 8), stream);
-  }, opts);
+  run_cub(
+      [&](void* tmp, size_t& bytes) {
+        return cub::DeviceRadixSort::SortPairs(tmp, bytes, k_in, k_out, idx.data_ptr<int64_t>(),
+                                               idx_sorted.data_ptr<int64_t>(), n, 0,
+                                               static_cast<int>(sizeof(key_t) * 8), stream);
+      },
+      opts);
 
   auto chosen = at::zeros({N}, opts.dtype(at::kByte));
   if (C == 0) {
@@ -109,28 +114,32 @@ at::Tensor topk_select_impl(const at::Tensor& scores, int64_t k, bool largest,
     auto bud = bud_host.to(scores.device());
     auto lab_sorted_in = at::empty({N}, opts.dtype(at::kInt));
     auto lab_sorted_out = at::empty_like(lab_sorted_in);
-    gather_labels_kernel<<<blocks_for(N), kThreads, 0, stream>>>(
-        lab.data_ptr<int64_t>(), idx_sorted.data_ptr<int64_t>(), N,
-        lab_sorted_in.data_ptr<int32_t>());
+    gather_labels_kernel<<<blocks_for(N), kThreads, 0, stream>>>(lab.data_ptr<int64_t>(),
+                                                                 idx_sorted.data_ptr<int64_t>(), N,
+                                                                 lab_sorted_in.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     int bits = 1;
     while ((int64_t(1) << bits) < C) ++bits;
-    run_cub([&](void* tmp, size_t& bytes) {
-      return cub::DeviceRadixSort::SortPairs(
-          tmp, bytes, lab_sorted_in.data_ptr<int32_t>(), lab_sorted_out.data_ptr<int32_t>(),
-          idx_sorted.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), n, 0, bits, stream);
-    }, opts);
+    run_cub(
+        [&](void* tmp, size_t& bytes) {
+          return cub::DeviceRadixSort::SortPairs(
+              tmp, bytes, lab_sorted_in.data_ptr<int32_t>(), lab_sorted_out.data_ptr<int32_t>(),
+              idx_sorted.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), n, 0, bits, stream);
+        },
+        opts);
     mark_segments_kernel<<<blocks_for(N), kThreads, 0, stream>>>(
-        lab_sorted_out.data_ptr<int32_t>(), idx.data_ptr<int64_t>(), N,
-        offsets.data_ptr<int64_t>(), bud.data_ptr<int64_t>(), chosen.data_ptr<uint8_t>());
+        lab_sorted_out.data_ptr<int32_t>(), idx.data_ptr<int64_t>(), N, offsets.data_ptr<int64_t>(),
+        bud.data_ptr<int64_t>(), chosen.data_ptr<uint8_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   auto count = at::empty({1}, opts.dtype(at::kInt));
-  run_cub([&](void* tmp, size_t& bytes) {
-    return cub::DeviceSelect::Flagged(tmp, bytes, thrust::counting_iterator<int64_t>(0),
-                                      chosen.data_ptr<uint8_t>(), out.data_ptr<int64_t>(),
-                                      count.data_ptr<int32_t>(), n, stream);
-  }, opts);
+  run_cub(
+      [&](void* tmp, size_t& bytes) {
+        return cub::DeviceSelect::Flagged(tmp, bytes, thrust::counting_iterator<int64_t>(0),
+                                          chosen.data_ptr<uint8_t>(), out.data_ptr<int64_t>(),
+                                          count.data_ptr<int32_t>(), n, stream);
+      },
+      opts);
   return out;
 }
 

@@ -29,9 +29,13 @@ void call(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& 
   op.call(logits, labels, indices, s.counts, s.sums, s.flags, s.errors);
 }
 
-at::Tensor longs(std::initializer_list<int64_t> v) { return at::tensor(std::vector<int64_t>(v), at::kLong); }
+at::Tensor longs(std::initializer_list<int64_t> v) {
+  return at::tensor(std::vector<int64_t>(v), at::kLong);
+}
 
-bool near(float a, float b) { return std::fabs(a - b) <= 1e-5f * (1.f + std::fabs(b)); }
+bool near(float a, float b) {
+  return std::fabs(a - b) <= 1e-5f * (1.f + std::fabs(b));
+}
 
 void test_values() {
   State s(2);
@@ -43,9 +47,9 @@ void test_values() {
   EXPECT(c[0][0] == 1 && c[0][1] == 1);  // correct
   EXPECT(c[1][0] == 1 && c[1][1] == 0);  // tie resolved to the first maximum (class 0)
   EXPECT(near(m[0][0], p[0][1].item<float>()));
-  EXPECT(near(m[0][2], 2.f));                                 // margin 3 - 1
-  EXPECT(near(m[0][3], -std::log(p[0][1].item<float>())));    // cross-entropy
-  EXPECT(near(m[1][2], 0.f));                                 // tie: margin 0
+  EXPECT(near(m[0][2], 2.f));                               // margin 3 - 1
+  EXPECT(near(m[0][3], -std::log(p[0][1].item<float>())));  // cross-entropy
+  EXPECT(near(m[1][2], 0.f));                               // tie: margin 0
   EXPECT(s.flags[0].item<int32_t>() == 1 && s.flags[1].item<int32_t>() == 0);
 }
 

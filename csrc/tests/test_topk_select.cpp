@@ -16,11 +16,11 @@ namespace {
 at::Tensor call(const at::Tensor& scores, int64_t k, bool largest,
                 const c10::optional<at::Tensor>& labels = c10::nullopt,
                 const c10::optional<at::Tensor>& budgets = c10::nullopt) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("easyhard::topk_select", "")
-                       .typed<at::Tensor(const at::Tensor&, int64_t, bool,
-                                         const c10::optional<at::Tensor>&,
-                                         const c10::optional<at::Tensor>&)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("easyhard::topk_select", "")
+          .typed<at::Tensor(const at::Tensor&, int64_t, bool, const c10::optional<at::Tensor>&,
+                            const c10::optional<at::Tensor>&)>();
   return op.call(scores, k, largest, labels, budgets);
 }
 
@@ -29,7 +29,9 @@ std::vector<int64_t> vec(const at::Tensor& t) {
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
-at::Tensor longs(std::vector<int64_t> v) { return at::tensor(v, at::kLong); }
+at::Tensor longs(std::vector<int64_t> v) {
+  return at::tensor(v, at::kLong);
+}
 
 }  // namespace
 

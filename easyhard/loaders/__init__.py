@@ -22,21 +22,48 @@ Three loaders share that interface:
 protocol, take ``rank``/``world_size`` for sharding, and share the order, sharding and
 normalisation code of ``common.py``; one module per loader.
 """
+
 from __future__ import annotations
 
 import torch
 
 from ..datasets import ArrayDataset, Dataset
-from .common import (IMAGENET_MEAN, IMAGENET_STD, Batch, CorruptImageError, EpochOrder, Loader,
-                     epoch_order, normalize, shard_indices)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Batch,
+    CorruptImageError,
+    EpochOrder,
+    Loader,
+    epoch_order,
+    normalize,
+    shard_indices,
+)
 from .dali import DaliLoader, find_undecodable
 from .tensor import TensorLoader, augment, channel_stats
 from .torch_images import TorchImageLoader, find_corrupt, random_resized_crop_params
 
-__all__ = ["Batch", "CorruptImageError", "DaliLoader", "EpochOrder", "IMAGENET_MEAN",
-           "IMAGENET_STD", "Loader", "TensorLoader", "TorchImageLoader", "augment",
-           "channel_stats", "dali_available", "epoch_order", "find_corrupt", "find_undecodable",
-           "make_loader", "normalize", "random_resized_crop_params", "shard_indices"]
+__all__ = [
+    "Batch",
+    "CorruptImageError",
+    "DaliLoader",
+    "EpochOrder",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Loader",
+    "TensorLoader",
+    "TorchImageLoader",
+    "augment",
+    "channel_stats",
+    "dali_available",
+    "epoch_order",
+    "find_corrupt",
+    "find_undecodable",
+    "make_loader",
+    "normalize",
+    "random_resized_crop_params",
+    "shard_indices",
+]
 
 
 def dali_available() -> bool:
@@ -47,23 +74,57 @@ def dali_available() -> bool:
     return True
 
 
-def make_loader(dataset: Dataset, batch_size: int, device: torch.device | str = "cpu", *,
-                train: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                backend: str = "auto", workers: int | None = None, **kwargs) -> Loader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    *,
+    train: bool = True,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    backend: str = "auto",
+    workers: int | None = None,
+    **kwargs,
+) -> Loader:
     """The loader for `dataset`: TensorLoader for in-memory sets; for image files DaliLoader when
     DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch").
     `workers`: DALI threads or torch worker processes for image files."""
     if isinstance(dataset, ArrayDataset):
-        return TensorLoader(dataset, batch_size, device, train=train, seed=seed, rank=rank,
-                            world_size=world_size, **kwargs)
+        return TensorLoader(
+            dataset,
+            batch_size,
+            device,
+            train=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            **kwargs,
+        )
     if backend not in ("auto", "dali", "torch"):
         raise ValueError(f"backend must be auto, dali or torch, got {backend!r}")
     if backend == "dali" or (backend == "auto" and dali_available()):
         if workers is not None:
             kwargs["num_threads"] = workers
-        return DaliLoader(dataset, batch_size, device, train=train, seed=seed, rank=rank,
-                          world_size=world_size, **kwargs)
+        return DaliLoader(
+            dataset,
+            batch_size,
+            device,
+            train=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            **kwargs,
+        )
     if workers is not None:
         kwargs["num_workers"] = workers
-    return TorchImageLoader(dataset, batch_size, device, train=train, seed=seed, rank=rank,
-                            world_size=world_size, **kwargs)
+    return TorchImageLoader(
+        dataset,
+        batch_size,
+        device,
+        train=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        **kwargs,
+    )

@@ -1,5 +1,6 @@
 """What every loader shares: the batch, the examples it reads, the epoch's order, sharding and
 normalisation. The loaders themselves are in tensor.py, dali.py and torch_images.py."""
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tens
     return order[rank::world_size]
 
 
-def epoch_order(indices: torch.Tensor, *, shuffle: bool, seed: int, epoch: int, rank: int,
-                world_size: int) -> torch.Tensor:
+def epoch_order(
+    indices: torch.Tensor, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int
+) -> torch.Tensor:
     """This rank's dataset indices for an epoch, in iteration order: a permutation of `indices`
     that depends only on (seed, epoch) when shuffling, then this rank's shard."""
     if shuffle:
@@ -63,8 +65,17 @@ class EpochOrder:
     (seed, epoch) when training, dataset order otherwise), this rank's shard, ``set_epoch`` and
     ``len``. Loaders call ``_init_order`` in their constructor."""
 
-    def _init_order(self, indices: torch.Tensor, *, batch_size: int, train: bool, seed: int,
-                    rank: int, world_size: int, drop_last: bool = False) -> None:
+    def _init_order(
+        self,
+        indices: torch.Tensor,
+        *,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.indices = indices
@@ -80,16 +91,23 @@ class EpochOrder:
 
     def epoch_order(self) -> torch.Tensor:
         """This rank's dataset indices for the current epoch, in iteration order (CPU int64)."""
-        return epoch_order(self.indices, shuffle=self.train, seed=self.seed, epoch=self.epoch,
-                           rank=self.rank, world_size=self.world_size)
+        return epoch_order(
+            self.indices,
+            shuffle=self.train,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def __len__(self) -> int:  # the shard's size does not depend on the permutation
         n = len(shard_indices(self.indices, self.rank, self.world_size))
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-              dtype: torch.dtype) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
     """uint8 images [B, C, H, W] (any memory format, kept) to `dtype`, scaled to [0, 1] and
     normalised by per-channel `mean` and `std` (in [0, 1] units, shape [1, C, 1, 1])."""
     x = x.to(dtype).div_(255)

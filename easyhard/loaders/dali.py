@@ -1,5 +1,6 @@
 """DaliLoader: image files (the ImageNet path) through NVIDIA DALI, with GPU ("mixed") decoding
 on a CUDA device and CPU operators otherwise; and find_undecodable, DALI's own check of files."""
+
 from __future__ import annotations
 
 import logging
@@ -46,32 +47,65 @@ class DaliLoader(EpochOrder):
             image_random_crop) instead of the whole image followed by a crop.
     """
 
-    def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cuda",
-                 *, train: bool = True, crop: int = 224, num_threads: int = 4, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, dtype: torch.dtype = torch.float32,
-                 skip_corrupt: bool = False, prefetch: int = 2, roi_decode: bool = True,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        dataset: FileDataset,
+        batch_size: int,
+        device: torch.device | str = "cuda",
+        *,
+        train: bool = True,
+        crop: int = 224,
+        num_threads: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+        skip_corrupt: bool = False,
+        prefetch: int = 2,
+        roi_decode: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         try:
             import nvidia.dali.plugin.pytorch  # noqa: F401
         except ImportError as e:
-            raise ImportError("DaliLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
-                              "(or use TorchImageLoader)") from e
+            raise ImportError(
+                "DaliLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
+                "(or use TorchImageLoader)"
+            ) from e
         self.dataset = dataset
         self.device = torch.device(device)
         self.crop = crop
         self.dtype = dtype
         keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads, find_undecodable)
-        self._init_order(torch.as_tensor(keep, dtype=torch.int64), batch_size=batch_size,
-                         train=train, seed=seed, rank=rank, world_size=world_size)
+        self._init_order(
+            torch.as_tensor(keep, dtype=torch.int64),
+            batch_size=batch_size,
+            train=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
         self._files = dataset.files()  # all files, by dataset index
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         device_id = None  # CPU operators only
         if self.device.type == "cuda":
-            device_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            device_id = (
+                self.device.index if self.device.index is not None else torch.cuda.current_device()
+            )
         self._pipe_kwargs = dict(
-            train=train, crop=crop, gpu=self.device.type == "cuda", dtype=dtype, mean=mean,
-            std=std, roi_decode=roi_decode, batch_size=batch_size, num_threads=num_threads,
-            device_id=device_id, prefetch_queue_depth=prefetch)
+            train=train,
+            crop=crop,
+            gpu=self.device.type == "cuda",
+            dtype=dtype,
+            mean=mean,
+            std=std,
+            roi_decode=roi_decode,
+            batch_size=batch_size,
+            num_threads=num_threads,
+            device_id=device_id,
+            prefetch_queue_depth=prefetch,
+        )
         self._iter = None  # the clean view's iterator, reused while its passes complete
         self._pending = False  # an iteration started and not finished
         if not train:  # build it now: it starts reading (prefetching) at once
@@ -83,12 +117,20 @@ class DaliLoader(EpochOrder):
         if len(order) == 0:
             return None
         indices = order.tolist()
-        pipe = _dali_pipeline(files=[self._files[i] for i in indices], indices=indices,
-                              seed=pipeline_seed, **self._pipe_kwargs)
+        pipe = _dali_pipeline(
+            files=[self._files[i] for i in indices],
+            indices=indices,
+            seed=pipeline_seed,
+            **self._pipe_kwargs,
+        )
         try:  # the iterator starts reading (prefetching) at once
-            return DALIGenericIterator([pipe], ["images", "index"], reader_name="Reader",
-                                       last_batch_policy=LastBatchPolicy.PARTIAL,
-                                       auto_reset=not self.train)  # a training epoch reads once
+            return DALIGenericIterator(
+                [pipe],
+                ["images", "index"],
+                reader_name="Reader",
+                last_batch_policy=LastBatchPolicy.PARTIAL,
+                auto_reset=not self.train,
+            )  # a training epoch reads once
         except RuntimeError as e:
             raise self._corrupt_error(e, indices) from e
 
@@ -98,7 +140,9 @@ class DaliLoader(EpochOrder):
                 # a pass was abandoned part-way: start over from a fresh pipeline
                 self._iter = self._make_iter(order, 0)
             return self._iter
-        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+        seed = (
+            int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+        )
         return self._make_iter(order, seed)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -126,8 +170,11 @@ class DaliLoader(EpochOrder):
         if "pipeline" not in str(err) and "operator" not in str(err):
             return err
         files = [self._files[i] for i in indices]
-        log.warning("the DALI pipeline failed; decoding the %d file(s) it had not yet presented "
-                    "this epoch to find the one(s) it cannot decode", len(files))
+        log.warning(
+            "the DALI pipeline failed; decoding the %d file(s) it had not yet presented "
+            "this epoch to find the one(s) it cannot decode",
+            len(files),
+        )
         try:
             bad = find_undecodable(files, self._pipe_kwargs["num_threads"])
         except Exception:  # the check itself failed: keep the original error
@@ -139,11 +186,13 @@ class DaliLoader(EpochOrder):
         return CorruptImageError(
             f"{len(bad)} image(s) cannot be decoded by DALI (corrupt, or a format its decoder does "
             f"not read, such as GIF): {names}. Remove, replace or convert them, or pass "
-            "`skip_corrupt=True` to drop them and record them as never presented.")
+            "`skip_corrupt=True` to drop them and record them as never presented."
+        )
 
 
-def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_decode,
-                   **pipeline_kwargs):
+def _dali_pipeline(
+    *, files, indices, train, crop, gpu, dtype, mean, std, roi_decode, **pipeline_kwargs
+):
     """Build the DALI pipeline: reader (index as label, `files` read in the given order, one
     shard) -> decode -> crop/resize -> normalise."""
     import nvidia.dali.fn as fn
@@ -152,30 +201,41 @@ def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_de
 
     @pipeline_def
     def pipeline():
-        jpegs, index = fn.readers.file(files=files, labels=indices, random_shuffle=False,
-                                       pad_last_batch=True, name="Reader")
+        jpegs, index = fn.readers.file(
+            files=files, labels=indices, random_shuffle=False, pad_last_batch=True, name="Reader"
+        )
         decoder_device = "mixed" if gpu else "cpu"
         area, aspect = [0.08, 1.0], [0.75, 4 / 3]
         if train and roi_decode:
             # Decodes only the region of the random crop (ROI decoding).
-            images = fn.decoders.image_random_crop(jpegs, device=decoder_device,
-                                                   output_type=types.RGB, random_area=area,
-                                                   random_aspect_ratio=aspect)
+            images = fn.decoders.image_random_crop(
+                jpegs,
+                device=decoder_device,
+                output_type=types.RGB,
+                random_area=area,
+                random_aspect_ratio=aspect,
+            )
             images = fn.resize(images, resize_x=crop, resize_y=crop)
             mirror = fn.random.coin_flip(probability=0.5)
         elif train:
             images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
-            images = fn.random_resized_crop(images, size=(crop, crop), random_area=area,
-                                            random_aspect_ratio=aspect)
+            images = fn.random_resized_crop(
+                images, size=(crop, crop), random_area=area, random_aspect_ratio=aspect
+            )
             mirror = fn.random.coin_flip(probability=0.5)
         else:
             images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
             images = fn.resize(images, resize_shorter=int(round(crop / 0.875)))
             mirror = 0
         images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT16 if dtype == torch.float16 else types.FLOAT,
-            output_layout="HWC", crop=(crop, crop), mean=[255 * m for m in mean],
-            std=[255 * s for s in std], mirror=mirror)
+            images,
+            dtype=types.FLOAT16 if dtype == torch.float16 else types.FLOAT,
+            output_layout="HWC",
+            crop=(crop, crop),
+            mean=[255 * m for m in mean],
+            std=[255 * s for s in std],
+            mirror=mirror,
+        )
         if gpu:
             index = index.gpu()
         return images, index
@@ -185,8 +245,9 @@ def _dali_pipeline(*, files, indices, train, crop, gpu, dtype, mean, std, roi_de
     return pipe
 
 
-def find_undecodable(files: Sequence[str], threads: int | None = None,
-                     batch_size: int = 64) -> list[int]:
+def find_undecodable(
+    files: Sequence[str], threads: int | None = None, batch_size: int = 64
+) -> list[int]:
     """Positions of files that DALI's image decoder cannot decode: truly corrupt files, and files
     that PIL reads but DALI does not (a GIF, or any unsupported format, whatever its extension).
 
@@ -224,8 +285,14 @@ def find_undecodable(files: Sequence[str], threads: int | None = None,
     def decodes(chunk: list[tuple[int, np.ndarray]]) -> bool:
         nonlocal pipe
         if pipe is None:
-            pipe = decode(batch_size=batch_size, num_threads=threads, device_id=None,
-                          prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+            pipe = decode(
+                batch_size=batch_size,
+                num_threads=threads,
+                device_id=None,
+                prefetch_queue_depth=1,
+                exec_async=False,
+                exec_pipelined=False,
+            )
             pipe.build()
         pipe.feed_input("encoded", [data for _, data in chunk])
         try:
@@ -259,15 +326,20 @@ def find_undecodable(files: Sequence[str], threads: int | None = None,
     return sorted(bad)
 
 
-def _usable_indices(dataset: FileDataset, skip_corrupt: bool, threads: int,
-                    find=find_undecodable) -> tuple[np.ndarray, list[int]]:
+def _usable_indices(
+    dataset: FileDataset, skip_corrupt: bool, threads: int, find=find_undecodable
+) -> tuple[np.ndarray, list[int]]:
     """All indices, or (with skip_corrupt) those whose file `find` (find_undecodable: DALI's
     decoder) does not reject, plus the skipped ones."""
     if not skip_corrupt:
         return np.arange(len(dataset)), []
     skipped = find(dataset.files(), threads)
     if skipped:
-        log.warning("skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
-                    "presented", len(skipped), dataset.paths[skipped[0]])
+        log.warning(
+            "skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
+            "presented",
+            len(skipped),
+            dataset.paths[skipped[0]],
+        )
     keep = np.setdiff1d(np.arange(len(dataset)), np.array(skipped, dtype=np.int64))
     return keep, skipped

@@ -1,6 +1,7 @@
 """TensorLoader: small sets (Fashion-MNIST, CIFAR, synthetic) held on the device as uint8, the
 airbench approach: a seeded permutation per epoch, batched random crop (zero padding) and flip
 on the device, in one gather."""
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -30,11 +31,22 @@ class TensorLoader(EpochOrder):
         subset: optional dataset indices to iterate over (indices stay dataset indices).
     """
 
-    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device | str = "cpu",
-                 *, train: bool = True, crop_padding: int | None = None, flip: bool = True,
-                 seed: int = 0, rank: int = 0, world_size: int = 1,
-                 dtype: torch.dtype = torch.float32, drop_last: bool = False,
-                 subset: Sequence[int] | np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        *,
+        train: bool = True,
+        crop_padding: int | None = None,
+        flip: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+        drop_last: bool = False,
+        subset: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
         self.dataset = dataset
         self.device = torch.device(device)
         H = dataset.images.shape[1]
@@ -42,14 +54,24 @@ class TensorLoader(EpochOrder):
         self.flip = flip
         self.dtype = dtype
         self.skipped: list[int] = []  # in-memory images always decode
-        self._init_order(check_subset(subset, len(dataset)), batch_size=batch_size, train=train,
-                         seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
+        self._init_order(
+            check_subset(subset, len(dataset)),
+            batch_size=batch_size,
+            train=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+        )
         self.images = torch.from_numpy(dataset.images).to(self.device)  # uint8 [N, H, W, C]
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         mean, std = channel_stats(dataset.images)
-        self.mean = torch.tensor(mean / 255, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(np.maximum(std, 1e-3) / 255, dtype=torch.float32,
-                                device=self.device).view(1, -1, 1, 1)
+        self.mean = torch.tensor(mean / 255, dtype=torch.float32, device=self.device).view(
+            1, -1, 1, 1
+        )
+        self.std = torch.tensor(
+            np.maximum(std, 1e-3) / 255, dtype=torch.float32, device=self.device
+        ).view(1, -1, 1, 1)
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.epoch_order().to(self.device)
@@ -58,7 +80,7 @@ class TensorLoader(EpochOrder):
             g = torch.Generator(device=self.device).manual_seed(self.seed * 7_919 + self.epoch + 1)
         stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         for start in range(0, stop, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             x = self.images[idx]
             if self.train:
                 x = augment(x, self.crop_padding, self.flip, g)
@@ -76,7 +98,7 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     C = images.shape[-1]
     total, total_sq, n = np.zeros(C), np.zeros(C), 0
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].reshape(-1, C).astype(np.float64)
+        block = images[start : start + chunk].reshape(-1, C).astype(np.float64)
         total += block.sum(0)
         total_sq += (block * block).sum(0)
         n += len(block)
@@ -84,7 +106,9 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     return mean, np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 0.0))
 
 
-def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None
+) -> torch.Tensor:
     """Batched random crop (zero padding `padding`) and horizontal flip of uint8 NHWC images, on
     their device, in one gather."""
     B, H, W, _ = x.shape

@@ -1,5 +1,6 @@
 """TorchImageLoader: image files with torch.utils.data and PIL, DaliLoader's interface and index
 semantics, for machines without DALI; and find_corrupt, PIL's check of files."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ class _FileImages(torch.utils.data.Dataset):
     """PIL reading for TorchImageLoader. Items are fetched by (index, epoch) so that augmentation
     depends only on (seed, epoch, index): the same in every worker, and no global RNG is used."""
 
-    def __init__(self, dataset: FileDataset, train: bool, crop: int, seed: int,
-                 skip_corrupt: bool) -> None:
+    def __init__(
+        self, dataset: FileDataset, train: bool, crop: int, seed: int, skip_corrupt: bool
+    ) -> None:
         self.files = dataset.files()
         self.train, self.crop, self.seed = train, crop, seed
         self.skip_corrupt = skip_corrupt
@@ -40,8 +42,9 @@ class _FileImages(torch.utils.data.Dataset):
             if rng.random() < 0.5:
                 im = TF.hflip(im)
         else:
-            im = TF.center_crop(TF.resize(im, int(round(self.crop / 0.875)), antialias=True),
-                                [self.crop, self.crop])
+            im = TF.center_crop(
+                TF.resize(im, int(round(self.crop / 0.875)), antialias=True), [self.crop, self.crop]
+            )
         return TF.pil_to_tensor(im)
 
     def __getitem__(self, key: tuple[int, int]):
@@ -54,8 +57,10 @@ class _FileImages(torch.utils.data.Dataset):
         except Exception as e:
             if self.skip_corrupt:
                 return None, i
-            raise CorruptImageError(f"cannot decode image {self.files[i]} ({e}); pass "
-                                    "`skip_corrupt=True` to drop unreadable images") from e
+            raise CorruptImageError(
+                f"cannot decode image {self.files[i]} ({e}); pass "
+                "`skip_corrupt=True` to drop unreadable images"
+            ) from e
         return img.permute(1, 2, 0), i  # HWC
 
 
@@ -90,42 +95,71 @@ class TorchImageLoader(EpochOrder):
     CorruptImageError naming the file, or with skip_corrupt are dropped and listed in ``skipped``.
     """
 
-    def __init__(self, dataset: FileDataset, batch_size: int, device: torch.device | str = "cpu",
-                 *, train: bool = True, crop: int = 224, num_workers: int = 2, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, dtype: torch.dtype = torch.float32,
-                 skip_corrupt: bool = False,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        dataset: FileDataset,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        *,
+        train: bool = True,
+        crop: int = 224,
+        num_workers: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        dtype: torch.dtype = torch.float32,
+        skip_corrupt: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         self.dataset = dataset
         self.device = torch.device(device)
-        self._init_order(torch.arange(len(dataset)), batch_size=batch_size, train=train,
-                         seed=seed, rank=rank, world_size=world_size)
+        self._init_order(
+            torch.arange(len(dataset)),
+            batch_size=batch_size,
+            train=train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
         self.dtype = dtype
         self.skipped: list[int] = []  # found while reading (skip_corrupt)
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self._loader = torch.utils.data.DataLoader(
-            _FileImages(dataset, train, crop, seed, skip_corrupt), batch_size=batch_size,
-            sampler=_EpochSampler(self), num_workers=num_workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0)
+            _FileImages(dataset, train, crop, seed, skip_corrupt),
+            batch_size=batch_size,
+            sampler=_EpochSampler(self),
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         for images, idx, bad in self._loader:
             if bad:
                 self.skipped.extend(bad)
-                log.warning("skipped %d unreadable image(s), e.g. %s", len(bad),
-                            self.dataset.paths[bad[0]])
+                log.warning(
+                    "skipped %d unreadable image(s), e.g. %s", len(bad), self.dataset.paths[bad[0]]
+                )
             if len(idx) == 0:
                 continue
-            x = normalize(images.to(self.device, non_blocking=True).permute(0, 3, 1, 2),
-                          self.mean, self.std, self.dtype)
+            x = normalize(
+                images.to(self.device, non_blocking=True).permute(0, 3, 1, 2),
+                self.mean,
+                self.std,
+                self.dtype,
+            )
             idx = idx.to(self.device)
             yield x, self.labels[idx], idx
         self.epoch += 1
 
 
-def random_resized_crop_params(width: int, height: int, rng: np.random.Generator,
-                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_params(
+    width: int, height: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop box (top, left, height, width), drawn from `rng`."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
