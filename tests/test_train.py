@@ -233,6 +233,41 @@ def test_compact_epoch_end_state(tmp_path):
         np.testing.assert_array_equal(again.history, stats.history)
 
 
+def test_files_of_the_previous_version_load_and_resume(tmp_path):
+    """Files written by the version before the restructure (tests/data/previous-version, made by
+    its make.py at commit b7e0318, one thread): its statistics and merged scores files load to this
+    version's scores, and its killed run (a checkpoint with the accumulators and int64 totals
+    inside) resumes to exactly the statistics of an uninterrupted run of this version."""
+    import shutil
+
+    src = os.path.join(os.path.dirname(__file__), "data", "previous-version")
+    cfg = ScoreConfig(
+        dataset="synthetic",
+        num_samples=60,
+        num_classes=3,
+        image_size=8,
+        batch_size=32,
+        archs=("convnet",),
+        epochs=2,
+        device="cpu",
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the files were made: the thread count changes the numerics
+    try:
+        shutil.copytree(os.path.join(src, "cut"), tmp_path / "cut")
+        train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
+        new = train_run(cfg, "convnet", 0, str(tmp_path / "new"), quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    new_file = os.path.join(new, "scores.npz")
+    assert_same_scores(tmp_path / "cut" / "convnet-run0" / "scores.npz", new_file)
+    assert_same_scores(os.path.join(src, "full", "scores.npz"), new_file)
+    merged = load_scores(os.path.join(src, "full", "merged.npz"))
+    ours = load_scores(new_file)
+    for name in ("easiness", "forgetting", "el2n"):
+        np.testing.assert_array_equal(merged.scores[name], ours.scores[name], err_msg=name)
+
+
 def test_resume_after_a_real_kill(tmp_path):
     args = [
         sys.executable,
