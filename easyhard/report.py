@@ -284,12 +284,11 @@ def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | Non
     """The run's final model's predictions for `indices` (in-memory datasets; None otherwise)."""
     import torch
 
-    from .datasets import ArrayDataset
     from .loaders import TensorLoader
     from .models import build_model
 
     ckpt = os.path.join(run.folder, "checkpoint.pt")
-    if not isinstance(dataset, ArrayDataset) or not os.path.isfile(ckpt):
+    if not dataset.in_memory or not os.path.isfile(ckpt):
         return None
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -317,9 +316,8 @@ def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | Non
 
 
 def _load_images(dataset, indices: np.ndarray, size: int = 48) -> list[np.ndarray]:
-    from .datasets import ArrayDataset
 
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         imgs = dataset.images[indices]
         return [im[..., 0] if im.shape[-1] == 1 else im for im in imgs]
     from PIL import Image

@@ -442,7 +442,6 @@ def load_feature_model(
     """The model of an `easyhard score` checkpoint (torch.load weights_only), in eval mode on
     `device`; refuses a model trained on other data (dataset fingerprint). Returns (model, info)
     with info {"arch", "epoch", "fingerprint"}."""
-    from .datasets import ArrayDataset
     from .models import build_model
 
     try:
@@ -478,10 +477,7 @@ def load_feature_model(
             "give `features` a model trained on this dataset"
         )
     config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
-    if isinstance(dataset, ArrayDataset):
-        in_ch, size = dataset.images.shape[-1], dataset.images.shape[1]
-    else:
-        in_ch, size = 3, int(config.get("crop", 224))
+    in_ch, size = dataset.channels, dataset.input_size(int(config.get("crop", 224)))
     model = build_model(ck["arch"], dataset.num_classes, in_ch, size)
     try:
         model.load_state_dict(ck["model"])
@@ -532,12 +528,12 @@ def extract_features(
     """Penultimate features (float32 [n, D], CPU) and predictions (int64 [n]) of the examples
     `indices`, in that order: the clean view (eval mode, no augmentation) as the model was
     trained on, batched on `device`, no gradients."""
-    from .datasets import ArrayDataset, FileDataset
+    from .datasets import FileDataset
     from .loaders import TensorLoader, make_loader
 
     indices = np.asarray(indices, dtype=np.int64)
     model.eval()
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         loader = TensorLoader(dataset, batch_size, device, train=False, subset=indices)
         position = None
     else:
@@ -596,10 +592,9 @@ def load_pixels(
 ) -> torch.Tensor:
     """Images of `indices` as float32 [n, C, S, S] in [0, 1]: in-memory datasets at their native
     size unless `size` is given, image files resized and centre-cropped to `size` (default 32)."""
-    from .datasets import ArrayDataset
 
     indices = np.asarray(indices, dtype=np.int64)
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         x = torch.from_numpy(dataset.images[indices]).permute(0, 3, 1, 2).float().div_(255)
         return x if size is None else resize_crop(x, size).contiguous()
     from concurrent.futures import ThreadPoolExecutor
@@ -849,15 +844,13 @@ def analyze(
             }
             for which, idx in (("easy", easy_idx), ("hard", hard_idx))
         }
-    from .datasets import ArrayDataset
-
     mean_images = {}
     rng = np.random.default_rng([seed, 14])
     for c in plan.grid:
         sets = {"easy": plan.easy[c], "random": plan.pools[c], "hard": plan.hard[c]}
         means = {}
         for name, idx in sets.items():
-            if not isinstance(dataset, ArrayDataset) and len(idx) > MEAN_IMAGE_CAP:
+            if not dataset.in_memory and len(idx) > MEAN_IMAGE_CAP:
                 idx = rng.choice(idx, MEAN_IMAGE_CAP, replace=False)
             means[name] = load_pixels(dataset, idx, pixel_size, workers).mean(0).numpy()
         mean_images[c] = means

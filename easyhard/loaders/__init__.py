@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..datasets import ArrayDataset, Dataset
+from ..datasets import Dataset
 from .common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -90,7 +90,7 @@ def make_loader(
     """The loader for `dataset`: TensorLoader for in-memory sets; for image files DaliLoader when
     DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch").
     `workers`: DALI threads or torch worker processes for image files."""
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:  # an ArrayDataset
         return TensorLoader(
             dataset,
             batch_size,
