@@ -314,7 +314,8 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
             --epochs 4 --out runs/fm
     """
     from .io import same_file
-    from .train import JOB_CONFIG, clear_previous, train_job
+    from .runfolder import JOB_CONFIG, clear_previous
+    from .train import train_job
 
     cfg = make_config(ScoreConfig, settings)
     source = click.get_current_context().meta.get("easyhard.config_file")

@@ -845,7 +845,7 @@ def run_compression(
     anything is written (the removal experiment's checks, for every scores input, and every
     external array's length, values and order)."""
     from . import __version__
-    from .train import input_paths
+    from .runfolder import input_paths
 
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
     device, train, test = load_data(cfg, "compression")

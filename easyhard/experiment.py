@@ -10,7 +10,7 @@ test accuracy on the full test split. The full data is trained too, with the sam
 seeds: it is the reference, not a number from elsewhere.
 
 A *cell* is one training: (subset, recipe, seed, step budget), named by a digest of its identity
-(train.run_identity), in ``OUT/cells/<digest>/``. Requests that come to the same cell (the
+(runfolder.run_identity), in ``OUT/cells/<digest>/``. Requests that come to the same cell (the
 reference of every score and budget, random removal under every score) train it once. The
 experiment is resumable: the same command again reads finished cells back (never retrained),
 continues a half-finished one from its checkpoint, and trains only what is missing, so more
@@ -451,9 +451,9 @@ def add_cell(
 ) -> str:
     """The id of the cell that trains `idx` with seed index k under `budget` (created in
     `cells` when new), with `request` added to it. The id is a digest of the training's identity
-    (train.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
+    (runfolder.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
     else, so any experiment that asks for the same training gets the same cell."""
-    from .train import run_identity
+    from .runfolder import run_identity
 
     spe = math.ceil(len(idx) / run_cfg.batch_size)
     natural = run_cfg.epochs * spe
@@ -555,7 +555,7 @@ def _only_own_files(out: str) -> str | None:
             continue
         if not (name in TOP_FILES or _own_temp(name, TOP_FILES)) or not os.path.isfile(path):
             return path
-    from .train import is_run_folder
+    from .runfolder import is_run_folder
 
     for cell in _cell_folders(out):
         if os.path.islink(cell) or not os.path.isdir(cell) or not is_run_folder(cell):
@@ -653,7 +653,7 @@ def prepare_output(
     this kind's files go, the cells stay). `sources`: label -> sha256 of the scores inputs; a
     continued experiment may add labels, never change the content of one. Refuses anything
     else, before any change."""
-    from .train import identity_differences
+    from .runfolder import identity_differences
 
     if not os.path.lexists(out):
         return "new"
@@ -738,7 +738,7 @@ def read_cell_result(cell_dir: str, cell: Cell) -> dict | None:
         raise ValueError(
             f"{path} cannot be read ({e}): move the folder {cell_dir} away to train that cell again"
         ) from e
-    from .train import check_same_run
+    from .runfolder import check_same_run
 
     check_same_run(
         result.get("identity") if isinstance(result, dict) else None, cell.identity, path
@@ -1201,8 +1201,8 @@ def run_removal(
     other kind of experiment to join, or with `force` an earlier easyhard experiment to
     replace)."""
     from . import __version__
+    from .runfolder import input_paths
     from .scores import excluded
-    from .train import input_paths
 
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
     device, train, test = load_data(cfg, "removal")

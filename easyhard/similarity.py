@@ -326,8 +326,8 @@ def resolve_score_path(path: str) -> str:
 
 def score_source(score_file: str, metadata: dict) -> ScoreSource:
     """Where the runs that produced `score_file` are (from its metadata and place)."""
+    from .runfolder import is_run_folder
     from .statsfile import MERGED_FORMAT
-    from .train import is_run_folder
 
     here = os.path.dirname(os.path.abspath(score_file))
     if metadata.get("format") == MERGED_FORMAT:
@@ -377,7 +377,7 @@ def find_feature_model(
     in the score output folder that did not produce the scores (preferring another
     architecture); else a scoring run (self_scored); else None."""
     from .io import real
-    from .train import is_run_folder
+    from .runfolder import is_run_folder
 
     scoring = {real(r) for r in source.runs}
     if features is not None:

@@ -1,0 +1,244 @@
+"""A run's folder and a job's output folder: what a run is (its identity, checked before a
+resume), the files a run writes and the markers that make them easyhard's own (config.json,
+score-config.toml), and the deletion of only those files (``--force``).
+
+    OUT/score-config.toml            the job's resolved configuration (write_job_config)
+    OUT/<arch>-run<k>/config.json    what the run is, finished or not (its identity)
+    OUT/<arch>-run<k>/...            RUN_FILES: statistics files, metrics, checkpoint, history
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import ScoreConfig
+from .io import atomic_write
+
+
+def config_dict(cfg: ScoreConfig) -> dict[str, Any]:
+    """A configuration as a JSON-ready dict (what config.json, checkpoints and identities hold)."""
+    d = dataclasses.asdict(cfg)
+    d["archs"] = list(d["archs"])
+    return d
+
+
+RUN_FORMAT = "easyhard.run"
+#: Fields that say which runs a job holds or how they are read, not what one run is: a finished
+#: or killed run can be resumed under a job that differs in them.
+JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
+#: What a run folder holds, all written by train_run: --force deletes these and nothing else.
+HISTORY_FILE, CLEAN_HISTORY_FILE = "history.bin", "history_clean.bin"
+RUN_FILES = (
+    "scores.npz",
+    "scores_clean.npz",
+    "metrics.jsonl",
+    "config.json",
+    "checkpoint.pt",
+    HISTORY_FILE,
+    CLEAN_HISTORY_FILE,
+)
+
+
+def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:
+    """The effective seeds of run `run`: init_seed and data_seed default to the run's seed."""
+    seed = cfg.seed + run
+    return {
+        "init_seed": seed if cfg.init_seed is None else cfg.init_seed,
+        "data_seed": seed if cfg.data_seed is None else cfg.data_seed,
+    }
+
+
+def run_identity(
+    cfg: ScoreConfig,
+    arch: str,
+    run: int,
+    fingerprint: str,
+    *,
+    subset: np.ndarray | None = None,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Everything that makes one run what it is: resume refuses a run whose identity differs.
+    A run on a subset adds the subset's size and digest (`subset_digest`), a run with a step
+    budget its `max_steps`."""
+    from .statsfile import FORMAT_VERSION
+
+    config = {k: v for k, v in config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
+    identity = {
+        "arch": arch,
+        "run": run,
+        "seed": cfg.seed + run,
+        **run_seeds(cfg, run),
+        "dataset_fingerprint": fingerprint,
+        "score_format_version": FORMAT_VERSION,
+        "config": config,
+    }
+    if subset is not None:
+        identity["subset"] = subset_digest(subset)
+    if max_steps is not None:
+        identity["max_steps"] = int(max_steps)
+    return identity
+
+
+def check_subset(subset, num_samples: int) -> np.ndarray:
+    """A subset of dataset indices as ascending int64 [k], checked: integers in
+    [0, num_samples), each at most once, at least one."""
+    arr = np.asarray(subset)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(
+            f"`subset` must be a 1-D array of dataset indices, got {arr.dtype} of shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError("`subset` is empty: there is nothing to train on")
+    arr = np.sort(arr.astype(np.int64))
+    if arr[0] < 0 or arr[-1] >= num_samples:
+        raise ValueError(f"`subset` holds indices outside [0, {num_samples})")
+    if (np.diff(arr) == 0).any():
+        raise ValueError("`subset` names an example more than once")
+    return arr
+
+
+def subset_digest(subset: np.ndarray) -> dict[str, Any]:
+    """{"count", "sha256"} of a subset (ascending int64 indices, little-endian bytes): equal
+    digests mean the same examples."""
+    import hashlib
+
+    arr = np.ascontiguousarray(np.sort(np.asarray(subset, dtype=np.int64)), dtype="<i8")
+    return {"count": int(len(arr)), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+
+
+def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable 'field: old -> new' lines for two run identities."""
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in d.items() if k != "config"},
+            **{f"config.{k}": v for k, v in d.get("config", {}).items()},
+        }
+
+    a, b = flat(old), flat(new)
+    return [
+        f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+
+
+def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:
+    """Refuse to resume from `where` unless it recorded exactly `identity`."""
+    if not isinstance(found, dict):
+        raise ValueError(
+            f"{where} was written by an easyhard that did not record the run's "
+            "identity, so resuming cannot be checked: use a new output folder"
+        )
+    diff = identity_differences(found, identity)
+    if diff:
+        raise ValueError(
+            f"{where} belongs to another configuration ({'; '.join(diff[:6])}"
+            f"{'; ...' if len(diff) > 6 else ''}): resume it with the same settings, "
+            "or use a new output folder"
+        )
+
+
+def write_run_config(
+    run_dir: str, identity: dict[str, Any], device, dist, *, finished: bool
+) -> None:
+    record = {
+        "format": RUN_FORMAT,
+        "finished": finished,
+        "arch": identity["arch"],
+        "run": identity["run"],
+        "seed": identity["seed"],
+        "easyhard_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "world_size": dist.world_size,
+        "dataset_fingerprint": identity["dataset_fingerprint"],
+        "identity": identity,
+        **identity["config"],
+    }
+    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def is_run_folder(path: str) -> bool:
+    """Whether `path` is a run folder written by easyhard (its config.json says so)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == RUN_FORMAT
+
+
+def clear_previous(out_dir: str) -> list[str]:
+    """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
+    whose config.json says easyhard wrote them (only the files a run writes; a folder left with
+    anything else in it stays), and merged.npz when it is an easyhard merged file. Everything
+    else stays. Returns what was deleted."""
+    from .statsfile import MERGED_FORMAT, read_metadata_block
+
+    removed = []
+    if not os.path.isdir(out_dir):
+        return removed
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path) and is_run_folder(path):
+            for f in RUN_FILES:
+                if os.path.isfile(os.path.join(path, f)):
+                    os.unlink(os.path.join(path, f))
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only when nothing else is in it
+            removed.append(path)
+        elif name == "merged.npz" and os.path.isfile(path) and not os.path.islink(path):
+            if (read_metadata_block(path) or {}).get("format") == MERGED_FORMAT:
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
+def write_metrics(run_dir: str, metrics: list[dict]) -> None:
+    with atomic_write(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(m) + "\n" for m in metrics)
+
+
+def input_paths(cfg: ScoreConfig, train) -> dict[str, str | None]:
+    """What a scoring job reads (what -> path): its outputs may not overlap any of it."""
+    return {"dataset": getattr(train, "base", None) or train.root, "file list": cfg.file_list}
+
+
+JOB_CONFIG = "score-config.toml"  # the resolved configuration of the job in --out
+_JOB_HEADER = "written by easyhard score"
+
+
+def write_job_config(cfg: ScoreConfig, out_dir: str) -> None:
+    """Write the resolved configuration into out_dir when the job starts (a --config file that
+    reproduces it). Refuses to replace a file of that name that easyhard did not write."""
+    from .config import to_toml
+
+    path = os.path.join(out_dir, JOB_CONFIG)
+    text = to_toml(
+        cfg,
+        f"{_JOB_HEADER} {__version__}: the resolved configuration of this job.\n"
+        f"Repeat or continue it: easyhard score --config <a copy> --out "
+        f"<folder> [--resume]",
+    )
+    if os.path.lexists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            old = f.read()
+        if not old.startswith(f"# {_JOB_HEADER}"):
+            raise ValueError(
+                f"{path} exists and easyhard did not write it; move it away or "
+                "choose another output folder"
+            )
+        if old == text:
+            return
+    with atomic_write(path, "w") as f:
+        f.write(text)
