@@ -178,9 +178,27 @@ def write_stats_file(
     write_archive(path, {"index": np.arange(num_samples, dtype=np.int64), **arrays}, meta)
 
 
+class _Described:
+    """What a file's metadata block says of its examples (statistics and merged scores files)."""
+
+    metadata: dict[str, Any]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.metadata["num_samples"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.metadata.get("fingerprint")
+
+
 @dataclass
-class StatsFile:
-    """A score file as read from disk, checked, without device state: what the analyses need
+class StatsFile(_Described):
+    """A statistics file as read from disk, checked, without device state: what the analyses need
     (``history`` and ``totals()`` as on SampleStats, so scores.compute_scores takes either).
     ``read_stats_file`` makes one; ``SampleStats.load`` builds on it."""
 
@@ -194,18 +212,6 @@ class StatsFile:
     open_counts: np.ndarray  # the open epoch's accumulators
     open_sums: np.ndarray
     flags: np.ndarray  # int32 [N]
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.metadata["num_samples"])
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.metadata["num_classes"])
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.metadata.get("fingerprint")
 
     @property
     def epochs(self) -> int:
@@ -334,7 +340,7 @@ def write_merged_file(
 
 
 @dataclass
-class MergedFile:
+class MergedFile(_Described):
     """A merged scores file as read from disk, checked."""
 
     path: str
@@ -342,14 +348,6 @@ class MergedFile:
     scores: dict[str, np.ndarray]  # name -> float64 [N], means over runs
     labels: np.ndarray  # int64 [N]
     paths: list[str] | None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.metadata["num_classes"])
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.metadata.get("fingerprint")
 
 
 def read_merged_file(path: str, arrays: Mapping[str, np.ndarray] | None = None) -> MergedFile:

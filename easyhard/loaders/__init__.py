@@ -90,41 +90,15 @@ def make_loader(
     """The loader for `dataset`: TensorLoader for in-memory sets; for image files DaliLoader when
     DALI is installed (backend "auto" or "dali"), else TorchImageLoader (backend "torch").
     `workers`: DALI threads or torch worker processes for image files."""
+    common = dict(train=train, seed=seed, rank=rank, world_size=world_size)
     if dataset.in_memory:  # an ArrayDataset
-        return TensorLoader(
-            dataset,
-            batch_size,
-            device,
-            train=train,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            **kwargs,
-        )
+        return TensorLoader(dataset, batch_size, device, **common, **kwargs)
     if backend not in ("auto", "dali", "torch"):
         raise ValueError(f"backend must be auto, dali or torch, got {backend!r}")
     if backend == "dali" or (backend == "auto" and dali_available()):
         if workers is not None:
             kwargs["num_threads"] = workers
-        return DaliLoader(
-            dataset,
-            batch_size,
-            device,
-            train=train,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            **kwargs,
-        )
+        return DaliLoader(dataset, batch_size, device, **common, **kwargs)
     if workers is not None:
         kwargs["num_workers"] = workers
-    return TorchImageLoader(
-        dataset,
-        batch_size,
-        device,
-        train=train,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        **kwargs,
-    )
+    return TorchImageLoader(dataset, batch_size, device, **common, **kwargs)
