@@ -135,7 +135,8 @@ def load_runs(
     def load(f: str) -> Run:
         if (read_metadata_block(f) or {}).get("format") == MERGED_FORMAT:
             raise ValueError(
-                f"{f} is a merged file (means over runs): give the runs' own score files or folders"
+                f"{f} is a merged file (means over runs): give the runs' own statistics files "
+                "or folders"
             )
         stats = read_stats_file(f)
         return Run(

@@ -285,7 +285,7 @@ def read_stats_file(
 
 
 def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
-    """Parse and check the JSON metadata block of a score file's arrays."""
+    """Parse and check the JSON metadata block of a statistics file's arrays."""
     if "metadata" not in arrays:
         raise ValueError(f"{path} has no metadata block: not an easyhard statistics file")
     meta = parse_metadata(arrays, path)
