@@ -31,6 +31,11 @@ def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
     return np.asarray(x).astype(dtype, copy=False)
 
 
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    """A host copy of `t` that later updates of `t` do not change (one copy, from any device)."""
+    return t.cpu() if t.device.type != "cpu" else t.clone()
+
+
 def epoch_record(counts: np.ndarray | torch.Tensor, sums: np.ndarray | torch.Tensor) -> np.ndarray:
     """Compress one epoch's accumulators (counts [N, 4], sums [N, 5]; numpy, or torch on any
     device: computed there, only the record comes to the host) into HISTORY_DTYPE [N]."""
@@ -349,15 +354,15 @@ class SampleStats:
         out = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
-            "flags": self._flags.cpu().clone(),
-            "total_counts": counts.cpu().clone() if counts is self._total_counts else counts.cpu(),
-            "total_sums": self._total_sums.cpu().clone(),
+            "flags": _host_copy(self._flags),
+            "total_counts": _host_copy(counts) if counts is self._total_counts else counts.cpu(),
+            "total_sums": _host_copy(self._total_sums),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,
         }
         if not self._open_empty:
-            out["counts"] = self._counts.cpu().clone()
-            out["sums"] = self._sums.cpu().clone()
+            out["counts"] = _host_copy(self._counts)
+            out["sums"] = _host_copy(self._sums)
         if history:
             h = self.history
             out["history"] = torch.from_numpy(
