@@ -330,6 +330,25 @@ def test_cuda_sample_stats_matches_cpu_and_reports_bad_rows():
 
 
 @pytest.mark.cuda
+def test_cuda_epoch_end_state_round_trip():
+    """On the GPU the totals are folded on the device; the epoch-end state (no accumulators,
+    int32 counts) comes to the host and loads back to the same statistics."""
+    gpu = SampleStats(N, C, "cuda")
+    for e in range(2):
+        for logits, labels, idx in epoch_batches(e):
+            gpu.update(logits.cuda(), labels.cuda(), idx.cuda())
+        gpu.end_epoch()
+    state = gpu.state_dict()
+    assert "counts" not in state and state["total_counts"].dtype == torch.int32
+    assert all(t.device.type == "cpu" for t in state.values() if isinstance(t, torch.Tensor))
+    again = SampleStats(N, C, "cuda")
+    again.load_state_dict(state)
+    for name, value in gpu.totals().items():
+        np.testing.assert_array_equal(again.totals()[name], value, err_msg=name)
+    np.testing.assert_array_equal(again.history, gpu.history)
+
+
+@pytest.mark.cuda
 def test_cuda_label_mismatch_reported_without_sync():
     labels = torch.arange(N) % C
     stats = SampleStats(N, C, "cuda", labels=labels)
