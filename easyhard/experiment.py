@@ -58,7 +58,15 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .io import OutputExistsError, atomic_write, check_disjoint, check_replaceable, seal_output
+from .io import (
+    OutputExistsError,
+    atomic_write,
+    check_disjoint,
+    check_replaceable,
+    is_own_temp,
+    remove_stale_temps,
+    seal_output,
+)
 
 if TYPE_CHECKING:
     from .config import RemovalConfig
@@ -477,14 +485,6 @@ def describe(req: Request) -> str:
 
 
 # ---------------------------------------------------------------------------- the folder
-_TEMP = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # io.atomic_write's temporary files
-
-
-def _own_temp(name: str, owners: Sequence[str]) -> bool:
-    m = _TEMP.match(name)
-    return bool(m) and m.group(1) in owners
-
-
 def _read_manifest(out: str) -> dict | None:
     try:
         with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
@@ -553,7 +553,7 @@ def _only_own_files(out: str) -> str | None:
         path = os.path.join(out, name)
         if name == CELLS and os.path.isdir(path) and not os.path.islink(path):
             continue
-        if not (name in TOP_FILES or _own_temp(name, TOP_FILES)) or not os.path.isfile(path):
+        if not (name in TOP_FILES or is_own_temp(name, TOP_FILES)) or not os.path.isfile(path):
             return path
     from .runfolder import is_run_folder
 
@@ -563,7 +563,7 @@ def _only_own_files(out: str) -> str | None:
         for name in sorted(os.listdir(cell)):
             path = os.path.join(cell, name)
             if (
-                not (name in CELL_FILES or _own_temp(name, CELL_FILES))
+                not (name in CELL_FILES or is_own_temp(name, CELL_FILES))
                 or not os.path.isfile(path)
                 or os.path.islink(path)
             ):
@@ -585,23 +585,11 @@ def _remove_experiment(out: str) -> None:
         os.unlink(os.path.join(out, name))
 
 
-STALE_SECONDS = 120  # an atomic write takes well under a second: older temporaries are stale
-
-
 def _remove_stale_temps(out: str) -> None:
     """Temporary files that a killed atomic write left (never complete files); recent ones may
     be another worker's write in progress and stay."""
-    import time
-
-    now = time.time()
     for folder, owners in [(out, TOP_FILES)] + [(c, CELL_FILES) for c in _cell_folders(out)]:
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if _own_temp(name, owners):
-                    path = os.path.join(folder, name)
-                    with contextlib.suppress(OSError):
-                        if now - os.path.getmtime(path) > STALE_SECONDS:
-                            os.unlink(path)
+        remove_stale_temps(folder, owners)
 
 
 def experiments_of(record: dict | None) -> dict[str, dict]:
@@ -660,7 +648,7 @@ def prepare_output(
     if not os.path.isdir(out) or os.path.islink(out):
         raise OutputExistsError(f"{out} exists and is not a folder; choose another `out`")
     names = os.listdir(out)
-    if all(_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest
+    if all(is_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest
         for n in names:
             os.unlink(os.path.join(out, n))
         return "new"

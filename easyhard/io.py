@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, Sequence
 
 
 def umask() -> int:
@@ -50,6 +51,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+_TEMP = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temporary files
+STALE_SECONDS = 120  # an atomic write takes well under a second: older temporaries are stale
+
+
+def is_own_temp(name: str, owners: Sequence[str]) -> bool:
+    """Whether file `name` is atomic_write's temporary file for one of the files `owners`."""
+    m = _TEMP.match(name)
+    return bool(m) and m.group(1) in owners
+
+
+def remove_stale_temps(folder: str, owners: Sequence[str]) -> list[str]:
+    """Delete the temporary files that killed atomic writes of `owners` left in `folder` (never
+    complete files); recent ones may be a write in progress and stay. Returns what was deleted."""
+    import time
+
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    now = time.time()
+    for name in os.listdir(folder):
+        if is_own_temp(name, owners):
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if now - os.path.getmtime(path) > STALE_SECONDS:
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
 
 
 class BackgroundWriter:

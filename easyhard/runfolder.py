@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .config import ScoreConfig
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temps
 
 
 def config_dict(cfg: ScoreConfig) -> dict[str, Any]:
@@ -180,9 +180,10 @@ def is_run_folder(path: str) -> bool:
 
 def clear_previous(out_dir: str) -> list[str]:
     """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
-    whose config.json says easyhard wrote them (only the files a run writes; a folder left with
-    anything else in it stays), and merged.npz when it is an easyhard merged file. Everything
-    else stays. Returns what was deleted."""
+    whose config.json says easyhard wrote them (only the files a run writes, and the stale
+    temporary files of their atomic writes; a folder left with anything else in it stays), and
+    merged.npz when it is an easyhard merged file. Everything else stays. Returns what was
+    deleted."""
     from .statsfile import MERGED_FORMAT, read_metadata_block
 
     removed = []
@@ -194,6 +195,7 @@ def clear_previous(out_dir: str) -> list[str]:
             for f in RUN_FILES:
                 if os.path.isfile(os.path.join(path, f)):
                     os.unlink(os.path.join(path, f))
+            remove_stale_temps(path, RUN_FILES)  # what a killed atomic write of them left
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # only when nothing else is in it
             removed.append(path)

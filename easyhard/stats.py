@@ -31,9 +31,16 @@ def _numpy(x: np.ndarray | torch.Tensor, dtype) -> np.ndarray:
     return np.asarray(x).astype(dtype, copy=False)
 
 
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A host copy of `t` that later updates of `t` do not change (one copy, from any device)."""
-    return t.cpu() if t.device.type != "cpu" else t.clone()
+def host_copy(obj: Any) -> Any:
+    """A snapshot of a tensor, or of a (nested) state dict's tensors, on the host: one copy from
+    any device, shared with nothing that training goes on changing."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
 
 
 def epoch_record(counts: np.ndarray | torch.Tensor, sums: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -354,15 +361,15 @@ class SampleStats:
         out = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
-            "flags": _host_copy(self._flags),
-            "total_counts": _host_copy(counts) if counts is self._total_counts else counts.cpu(),
-            "total_sums": _host_copy(self._total_sums),
+            "flags": host_copy(self._flags),
+            "total_counts": host_copy(counts) if counts is self._total_counts else counts.cpu(),
+            "total_sums": host_copy(self._total_sums),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,
         }
         if not self._open_empty:
-            out["counts"] = _host_copy(self._counts)
-            out["sums"] = _host_copy(self._sums)
+            out["counts"] = host_copy(self._counts)
+            out["sums"] = host_copy(self._sums)
         if history:
             h = self.history
             out["history"] = torch.from_numpy(

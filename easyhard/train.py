@@ -65,7 +65,7 @@ from .runfolder import (
     write_metrics,
     write_run_config,
 )
-from .stats import SampleStats
+from .stats import SampleStats, host_copy
 from .statsfile import HistoryLog
 
 
@@ -526,18 +526,6 @@ class Recording:
         return out
 
 
-def _host_copy(obj: Any) -> Any:
-    """A copy of a (nested) state dict whose tensors are on the host and shared with nothing
-    that training goes on changing."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _host_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_host_copy(v) for v in obj)
-    return obj
-
-
 def save_checkpoint(
     path: str, state: dict[str, Any], histories: list[tuple[HistoryLog, np.ndarray]]
 ) -> None:
@@ -727,7 +715,7 @@ def train_run(
                     "run": run,
                     "config": config_dict(cfg),
                     "identity": identity,
-                    **_host_copy(training.state_dict()),
+                    **host_copy(training.state_dict()),
                     **rec.state_dicts(),
                     "rng": rng_state(),
                     "metrics": list(metrics),

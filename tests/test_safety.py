@@ -197,6 +197,29 @@ def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
     assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
 
 
+def test_force_removes_what_a_killed_checkpoint_write_left(tmp_path):
+    """A run killed while its checkpoint was being written (in the background) leaves atomic
+    write's temporary file; --force's clear_previous deletes it when stale, with the run's files,
+    and keeps a fresh one (a write in progress) and any temporary file of a name not its own."""
+    import time
+
+    from easyhard.runfolder import clear_previous
+
+    for case in ("stale", "fresh", "foreign"):
+        out = tmp_path / case
+        assert run(["score", *SMALL, "--out", out]).exit_code == 0
+        name = ".notes.txt.k2j3h4.tmp" if case == "foreign" else ".checkpoint.pt.k2j3h4.tmp"
+        temp = out / "convnet-run0" / name
+        temp.write_bytes(b"half a checkpoint")
+        if case != "fresh":
+            old = time.time() - 600
+            os.utime(temp, (old, old))
+        clear_previous(str(out))
+        assert temp.exists() == (case != "stale"), case
+        assert (out / "convnet-run0").exists() == (case != "stale"), case
+        assert not (out / "convnet-run0" / "scores.npz").exists()
+
+
 def test_score_refuses_to_write_into_its_dataset(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
     r = run(
