@@ -132,7 +132,11 @@ def bench_train(
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
-    file_kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers}
+    file_kwargs = (
+        {}
+        if train.in_memory
+        else {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt}
+    )
     loader = make_loader(
         train,
         cfg.batch_size,
@@ -271,7 +275,16 @@ def bench_loader(
     rates: dict[str, float] = {}
     first: dict[str, float] = {}
     for name, backend, where, options in loader_choices(train, device):
-        kwargs = {} if train.in_memory else {"crop": cfg.crop, "workers": cfg.workers, **options}
+        kwargs = (
+            {}
+            if train.in_memory
+            else {
+                "crop": cfg.crop,
+                "workers": cfg.workers,
+                "skip_corrupt": cfg.skip_corrupt,
+                **options,
+            }
+        )
         say(f"{name}: {cfg.warmup} warm-up and {cfg.steps} timed batches")
         t0 = time.perf_counter()
         loader = make_loader(
@@ -330,7 +343,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"  images/s without         {result['images_per_s']['plain']:12.1f}",
             f"  recording overhead       {result['overhead_percent']:+11.2f}%",
             f"  waiting for data         {result['data_wait_percent']:11.1f}%",
-            f"  first step (compile)     {result['first_step_seconds']:11.2f} s",
+            f"  first step{' (compile)' if c['compile'] else '          '}     "
+            f"{result['first_step_seconds']:11.2f} s",
             f"  steady step              {result['steady_step_seconds']:11.4f} s",
         ]
         if "peak_device_mb" in result:

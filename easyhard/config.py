@@ -942,6 +942,13 @@ class BenchLoaderConfig(DataConfig):
     workers: int = field(
         default=4, metadata=param("Decoding threads / workers for image-folder datasets.", min=1)
     )
+    skip_corrupt: bool = field(
+        default=False,
+        metadata=param(
+            "Image folders: drop unreadable images (logged) instead of stopping with an error "
+            "naming the file."
+        ),
+    )
 
     def validate(self) -> None:
         super().validate()

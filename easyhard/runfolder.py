@@ -178,6 +178,31 @@ def is_run_folder(path: str) -> bool:
     return isinstance(record, dict) and record.get("format") == RUN_FORMAT
 
 
+def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
+    """Before a job writes anything: every run folder it will write into is new, empty or its
+    own (config.json says easyhard wrote it), and merged.npz is absent or an easyhard merged
+    scores file. A user's folder or file of those names is refused, never written into (what
+    `--force` leaves in place, the job must not then overwrite)."""
+    from .statsfile import check_merged_output
+
+    for arch in cfg.archs:
+        for run in range(cfg.runs):
+            path = os.path.join(out_dir, f"{arch}-run{run}")
+            if not os.path.lexists(path):
+                continue
+            if not os.path.isdir(path) or os.path.islink(path):
+                raise ValueError(
+                    f"{path} exists and is not a run folder easyhard wrote; move it "
+                    "away or choose another output folder"
+                )
+            if os.listdir(path) and not is_run_folder(path):
+                raise ValueError(
+                    f"{path} holds files easyhard did not write (it has no config.json "
+                    "of a run): move it away or choose another output folder"
+                )
+    check_merged_output(os.path.join(out_dir, "merged.npz"))
+
+
 def clear_previous(out_dir: str) -> list[str]:
     """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
     whose config.json says easyhard wrote them (only the files a run writes, and the stale

@@ -181,7 +181,13 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
                 f"the output {out} is one of the inputs ({p}): merging into it would "
                 "destroy a run's per-epoch history; choose another output file"
             )
-    from .statsfile import read_stats_file
+    for i, p in enumerate(paths):
+        for q in paths[:i]:
+            if same_file(p, q):
+                raise ValueError(f"{p} is given twice (as {q}): each run counts once in a merge")
+    from .statsfile import check_merged_output, read_stats_file
+
+    check_merged_output(out)
 
     per_run, first = [], None
     for p in paths:
@@ -205,8 +211,8 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
         elif window is None and stats.epochs != first.epochs:
             raise ValueError(
                 f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
-                "over all epochs would count different windows; give a window of at "
-                f"most {min(stats.epochs, first.epochs)} epochs"
+                "over all epochs would count different windows; set `window` (--window) to "
+                f"at most {min(stats.epochs, first.epochs)} epoch(s)"
             )
         per_run.append((p, stats.metadata, compute_scores(stats, window)))
     names = [n for n in per_run[0][2]]

@@ -77,7 +77,14 @@ RESERVED_METADATA = {
 def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of an easyhard .npz file (no pickles); ValueError naming the file when it is
     not a readable archive."""
+    import zipfile
+
     path = os.fspath(path)
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not an easyhard statistics file: it is not an .npz archive "
+            "(give a run's scores.npz or a merged.npz)"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -337,6 +344,28 @@ def write_merged_file(
         arrays["path"] = np.array(paths, dtype=str)
     write_archive(out, arrays, meta)
     return meta
+
+
+def check_merged_output(out: str | os.PathLike) -> None:
+    """A merged scores file may be written at `out` only when nothing is there or an earlier
+    merged scores file is (easyhard's own, replaced); never over a statistics file or a file
+    easyhard did not write. Raises ValueError naming the file."""
+    out = os.fspath(out)
+    if not os.path.lexists(out):
+        return
+    if os.path.isdir(out) or os.path.islink(out):
+        raise ValueError(f"{out} exists and is not a file easyhard wrote; choose another output")
+    fmt = (read_metadata_block(out) or {}).get("format")
+    if fmt == FORMAT:
+        raise ValueError(
+            f"{out} is a run's statistics file: writing merged scores over it would "
+            "destroy its per-epoch history; choose another output file"
+        )
+    if fmt != MERGED_FORMAT:
+        raise ValueError(
+            f"{out} exists and easyhard did not write it (it is not a merged scores "
+            "file); move it away or choose another output file"
+        )
 
 
 @dataclass

@@ -54,6 +54,7 @@ from .runfolder import (
     CLEAN_HISTORY_FILE,
     HISTORY_FILE,
     JOB_CONFIG,
+    check_job_output,
     check_same_run,
     check_subset,
     config_dict,
@@ -780,6 +781,7 @@ def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bo
     dist = Dist.from_env()
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
     check_disjoint(out_dir, input_paths(cfg, train))
+    check_job_output(cfg, out_dir)
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)

@@ -5,6 +5,8 @@ folder; clear refusals."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +152,16 @@ def test_bench_loader_every_available_loader(tmp_path):
     assert set(res["first_batch_seconds"]) == want and res["config"]["examples"] == 16
     r = cli(["bench", "loader", *TINY, "--steps", "2", "--warmup", "1", "--quiet"])
     assert r.exit_code == 0 and "tensors (CPU)" in r.output
+    # an unreadable image: the error names it and the option it suggests exists
+    (tmp_path / "data" / "class1" / "99.jpg").write_bytes(b"not a jpeg" * 10)
+    args = ["bench", "loader", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
+            "--batch-size", "4", "--crop", "16", "--workers", "1", "--steps", "3",
+            "--warmup", "1", "--device", "cpu"]  # fmt: skip
+    r = cli(args)
+    assert r.exit_code == 1 and "99.jpg" in r.output and "skip-corrupt" in r.output, r.output
+    # in a fresh process, as a user reruns it: after a failed DALI pipeline this process's
+    # forked torch workers may die (DALI's threads), which is not what is tested here
+    done = subprocess.run([sys.executable, "-m", "easyhard", *map(str, args), "--skip-corrupt",
+                           "--json"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["config"]["examples"] == 17

@@ -220,6 +220,54 @@ def test_force_removes_what_a_killed_checkpoint_write_left(tmp_path):
         assert not (out / "convnet-run0" / "scores.npz").exists()
 
 
+def test_merge_writes_only_where_a_merged_file_may_go(tmp_path):
+    """`merge --out` never replaces a user's file or a run's statistics file (any run's, not
+    only its inputs'); it replaces an earlier merged scores file; the same run given twice is
+    refused (it would count twice)."""
+    assert run(["score", *SMALL, "--runs", "2", "--out", tmp_path / "o"]).exit_code == 0
+    a = tmp_path / "o" / "convnet-run0" / "scores.npz"
+    b = tmp_path / "o" / "convnet-run1" / "scores.npz"
+    other = tmp_path / "other.npz"
+    other.write_bytes(b.read_bytes())  # another run's statistics file, not an input
+    mine = tmp_path / "notes.txt"
+    mine.write_text("hello")
+    for out, says in ((mine, "did not write it"), (other, "statistics file")):
+        before = out.read_bytes()
+        r = run(["merge", a, b, "--out", out])
+        assert r.exit_code == 1 and says in r.output, r.output
+        assert out.read_bytes() == before
+    r = run(["merge", a, a, "--out", tmp_path / "m.npz"])
+    assert r.exit_code == 1 and "given twice" in r.output
+    for _ in range(2):  # an earlier merged file is replaced
+        assert run(["merge", a, b, "--out", tmp_path / "m.npz"]).exit_code == 0
+
+
+def test_score_never_writes_over_a_users_run_folder_or_merged_file(tmp_path):
+    """With --force or --resume the job still refuses, before deleting anything, a folder named
+    like one of its runs that easyhard did not write, and a merged.npz that is not its own."""
+    for flag in ("--force", "--resume"):
+        out = tmp_path / flag.strip("-")
+        assert run(["score", *SMALL, "--out", out]).exit_code == 0
+        (out / "merged.npz").write_text("my merged")
+        r = run(["score", *SMALL, "--out", out, flag])
+        assert r.exit_code == 1 and "merged.npz exists and easyhard did not write it" in r.output
+        assert (out / "merged.npz").read_text() == "my merged"
+        assert (out / "convnet-run0" / "scores.npz").exists()  # nothing deleted either
+        (out / "merged.npz").unlink()
+        mine = out / "resnet8-run0"
+        mine.mkdir()
+        (mine / "scores.npz").write_text("mine")
+        r = run(["score", *SMALL, "--arch", "convnet", "--arch", "resnet8", "--out", out, flag])
+        assert r.exit_code == 1 and "did not write" in r.output and "resnet8-run0" in r.output
+        assert (mine / "scores.npz").read_text() == "mine"
+
+
+def test_a_text_file_given_as_scores_is_named_as_such(tmp_path):
+    (tmp_path / "scores.txt").write_text("index,score\n0,0.5\n")
+    r = run(["select", tmp_path / "scores.txt", "--keep", "0.5", "--out", tmp_path / "s"])
+    assert r.exit_code == 1 and "not an .npz archive" in r.output and "pickle" not in r.output
+
+
 def test_score_refuses_to_write_into_its_dataset(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
     r = run(
