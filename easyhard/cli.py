@@ -286,6 +286,29 @@ def _load_dataset(cfg: DataConfig, split: str = "train"):
     return load_dataset(cfg.dataset, cfg.data_dir, split, **cfg.dataset_kwargs())
 
 
+def check_same_data(score_file: str, table, cfg: DataConfig, dataset) -> None:
+    """Refuse scores of other data than `dataset`, saying what the scores were made on (from a
+    statistics file's metadata) so that the user can give those dataset options."""
+    if table.fingerprint == dataset.fingerprint:
+        return
+    meta = table.metadata or {}
+    run_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    name = meta.get("dataset") or run_cfg.get("dataset")
+    made_on = ""
+    if name:
+        keys = ["data_dir", "file_list"]
+        if name == "synthetic":
+            keys += ["num_samples", "num_classes", "image_size", "synthetic_seed"]
+        opts = ", ".join(f"{k}={run_cfg[k]!r}" for k in keys if run_cfg.get(k) is not None)
+        made_on = f" ({name}{': ' + opts if opts else ''})"
+    raise click.ClickException(
+        f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}{made_on}, but "
+        f"{cfg.dataset} ({dataset.root or 'generated'}) has fingerprint "
+        f"{dataset.fingerprint!r}: the scores belong to other data; give the dataset options "
+        "the scores were made with"
+    )
+
+
 # ---------------------------------------------------------------------------- scoring
 @main.command("score")
 @config_options(ScoreConfig)
@@ -543,12 +566,7 @@ def compress_cmd(score_file, out_dir, force, as_json, quiet, **settings):
     cfg = make_config(CompressConfig, settings)
     source = _load_dataset(cfg, cfg.split)
     table, selection = _run_selection(score_file, cfg)
-    if table.fingerprint != source.fingerprint:
-        raise click.ClickException(
-            f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}, but "
-            f"{cfg.dataset} ({source.root or 'generated'}) has fingerprint "
-            f"{source.fingerprint!r}: the scores belong to other data"
-        )
+    check_same_data(score_file, table, cfg, source)
     manifest = compress(
         source,
         selection,

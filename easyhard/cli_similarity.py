@@ -15,7 +15,15 @@ import sys
 
 import click
 
-from .cli import _load_dataset, _output_options, analyze, config_options, echo_outputs, make_config
+from .cli import (
+    _load_dataset,
+    _output_options,
+    analyze,
+    check_same_data,
+    config_options,
+    echo_outputs,
+    make_config,
+)
 from .config import SimilarityConfig
 
 
@@ -55,13 +63,7 @@ def similarity_cmd(scores, out_dir, force, as_json, quiet, **settings):
     score_file = resolve_score_path(scores)
     table = load_scores(score_file, cfg.window)
     dataset = _load_dataset(cfg)
-    if table.fingerprint != dataset.fingerprint:
-        raise click.ClickException(
-            f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}, but "
-            f"{cfg.dataset} ({dataset.root or 'generated'}) has fingerprint "
-            f"{dataset.fingerprint!r}: the scores belong to other data; give the dataset options "
-            "the scores were made with"
-        )
+    check_same_data(score_file, table, cfg, dataset)
     if cfg.score not in table.scores:
         raise click.ClickException(
             f"{score_file} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"

@@ -226,6 +226,7 @@ def test_compress_refusals(tmp_path):
         ]
     )
     assert r.exit_code != 0 and "fingerprint" in r.output and "other data" in r.output
+    assert "(fashion-mnist)" in r.output  # what the scores were made on
     assert not (tmp_path / "o1").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("precious")
