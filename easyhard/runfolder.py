@@ -179,10 +179,10 @@ def is_run_folder(path: str) -> bool:
 
 
 def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
-    """Before a job writes anything: every run folder it will write into is new, empty or its
-    own (config.json says easyhard wrote it), and merged.npz is absent or an easyhard merged
-    scores file. A user's folder or file of those names is refused, never written into (what
-    `--force` leaves in place, the job must not then overwrite)."""
+    """Before a job writes anything: no run folder it will write into holds a file of a run's
+    names (RUN_FILES) that easyhard did not write (the folder's config.json says whose it is),
+    and merged.npz is absent or an easyhard merged scores file. Those are refused, never
+    written over; a user's other files in a run folder stay beside the run's."""
     from .statsfile import check_merged_output
 
     for arch in cfg.archs:
@@ -195,10 +195,11 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
                     f"{path} exists and is not a run folder easyhard wrote; move it "
                     "away or choose another output folder"
                 )
-            if os.listdir(path) and not is_run_folder(path):
+            mine = [f for f in RUN_FILES if os.path.lexists(os.path.join(path, f))]
+            if mine and not is_run_folder(path):  # the run would write over these
                 raise ValueError(
-                    f"{path} holds files easyhard did not write (it has no config.json "
-                    "of a run): move it away or choose another output folder"
+                    f"{path} holds {mine[0]}, which easyhard did not write (the folder has no "
+                    "config.json of a run): move it away or choose another output folder"
                 )
     check_merged_output(os.path.join(out_dir, "merged.npz"))
 

@@ -77,10 +77,8 @@ RESERVED_METADATA = {
 def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of an easyhard .npz file (no pickles); ValueError naming the file when it is
     not a readable archive."""
-    import zipfile
-
     path = os.fspath(path)
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+    if os.path.isfile(path) and not _starts_like_a_zip(path):
         raise ValueError(
             f"{path} is not an easyhard statistics file: it is not an .npz archive "
             "(give a run's scores.npz or a merged.npz)"
@@ -92,6 +90,12 @@ def read_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, ...
         raise ValueError(f"{path} is not a readable easyhard statistics file ({e})") from e
+
+
+def _starts_like_a_zip(path: str) -> bool:
+    """Whether the file begins as a zip archive (an .npz) does; a damaged one may still fail."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def write_archive(

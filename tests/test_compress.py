@@ -80,7 +80,7 @@ def test_select_command(tmp_path):
 def test_select_refuses_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     r = run(["select", tmp_path / "junk.npz", "--keep", "0.5", "--out", tmp_path / "o"])
-    assert r.exit_code != 0 and "not a readable easyhard statistics file" in r.output
+    assert r.exit_code != 0 and "it is not an .npz archive" in r.output
     ds = load_dataset("synthetic", num_samples=20, num_classes=2, image_size=4)
     scores = score_file(ds, tmp_path / "s.npz")
     r = run(["select", scores, "--keep", "1.5", "--out", tmp_path / "o"])

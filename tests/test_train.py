@@ -392,9 +392,11 @@ def test_merge_refuses_other_data(tmp_path):
         ]
     )
     assert r.exit_code != 0 and "cannot be merged" in r.output
-    table = merge_stats_files(
-        [str(tmp_path / "a" / "convnet-run0" / "scores.npz")] * 2, str(tmp_path / "m.npz")
-    )
+    import shutil
+
+    one_file = tmp_path / "a" / "convnet-run0" / "scores.npz"
+    shutil.copy(one_file, tmp_path / "copy.npz")  # two identical runs (one path twice is refused)
+    table = merge_stats_files([str(one_file), str(tmp_path / "copy.npz")], str(tmp_path / "m.npz"))
     one = load_scores(str(tmp_path / "a" / "convnet-run0" / "scores.npz"))
     np.testing.assert_allclose(table.scores["easiness"], one.scores["easiness"])
 
