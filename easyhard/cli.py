@@ -337,7 +337,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
             --epochs 4 --out runs/fm
     """
     from .io import same_file
-    from .runfolder import JOB_CONFIG, check_job_output, clear_previous
+    from .runfolder import JOB_CONFIG
     from .train import train_job
 
     cfg = make_config(ScoreConfig, settings)
@@ -351,10 +351,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
         raise click.ClickException(
             f"{out_dir} is not empty: pass --resume to continue its runs or --force to start afresh"
         )
-    check_job_output(cfg, out_dir)  # before --force deletes anything: refuse a user's folders
-    if force and not resume:
-        clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
-    summary = train_job(cfg, out_dir, resume=resume, quiet=quiet)
+    summary = train_job(cfg, out_dir, resume=resume, quiet=quiet, force=force)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:

@@ -57,6 +57,7 @@ from .runfolder import (
     check_job_output,
     check_same_run,
     check_subset,
+    clear_previous,
     config_dict,
     input_paths,
     is_run_folder,
@@ -766,14 +767,24 @@ def _logged_history(state: dict, log: "HistoryLog"):
     return log.read(int(state["history_epochs"]))
 
 
-def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bool = False) -> dict:
+def train_job(
+    cfg: ScoreConfig,
+    out_dir: str,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    force: bool = False,
+) -> dict:
     """Every (architecture, run) in turn, then the merged scores file. Returns a summary.
 
     Everything that can be checked (the configuration, the device, the dataset, the output's
-    place) is checked before anything is written. With `resume`, runs found in out_dir continue
-    (unfinished) or are reused (finished) only when they are the same runs: configuration,
-    dataset fingerprint and file format (else ValueError saying what differs). The output may not
-    overlap the dataset. A job that fails leaves no trace of the runs it had not checkpointed."""
+    place, that no run folder or merged.npz of the user's is in the way) is checked before
+    anything is written or deleted; then `force` (without `resume`) deletes what an earlier job
+    wrote in out_dir (runfolder.clear_previous) and nothing else. With `resume`, runs found in
+    out_dir continue (unfinished) or are reused (finished) only when they are the same runs:
+    configuration, dataset fingerprint and file format (else ValueError saying what differs).
+    The output may not overlap the dataset. A job that fails leaves no trace of the runs it had
+    not checkpointed."""
     from .io import check_disjoint
 
     cfg.validate()
@@ -782,6 +793,8 @@ def train_job(cfg: ScoreConfig, out_dir: str, *, resume: bool = False, quiet: bo
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
     check_disjoint(out_dir, input_paths(cfg, train))
     check_job_output(cfg, out_dir)
+    if force and not resume and dist.rank == 0:
+        clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)

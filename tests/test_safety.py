@@ -268,6 +268,18 @@ def test_a_text_file_given_as_scores_is_named_as_such(tmp_path):
     assert r.exit_code == 1 and "not an .npz archive" in r.output and "pickle" not in r.output
 
 
+def test_score_force_deletes_nothing_when_the_job_is_refused(tmp_path):
+    """--force clears an earlier job only once everything is checked: a job refused for its
+    dataset leaves the earlier runs in place."""
+    out = tmp_path / "out"
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    r = run(["score", *SMALL, "--dataset", "imagefolder", "--data-dir", tmp_path / "missing",
+             "--out", out, "--force"])  # fmt: skip
+    assert r.exit_code == 1, r.output
+    assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 1
+    assert (out / "merged.npz").exists()
+
+
 def test_score_refuses_to_write_into_its_dataset(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
     r = run(
