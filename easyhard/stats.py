@@ -287,14 +287,6 @@ class SampleStats:
             "loader's labels and dataset indices."
         )
 
-    def _open_epoch(self) -> tuple[np.ndarray, np.ndarray]:
-        """The closed epochs' totals plus the open epoch's accumulators, on the host."""
-        self.check()
-        return (
-            (self._total_counts + self._counts).cpu().numpy(),
-            (self._total_sums + self._sums).cpu().numpy(),
-        )
-
     # ------------------------------------------------------------------ reading
     @property
     def epochs(self) -> int:
@@ -338,7 +330,9 @@ class SampleStats:
         ``forgetting_events``, ``nonfinite``; float64 ``prob_sum``, ``prob_sq_sum``,
         ``margin_sum``, ``loss_sum``, ``el2n_sum``; bool ``last_correct``.
         """
-        counts, sums = self._open_epoch()
+        self.check()
+        counts = (self._total_counts + self._counts).cpu().numpy()  # closed epochs + open one
+        sums = (self._total_sums + self._sums).cpu().numpy()
         out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
         out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
         out["last_correct"] = (self._flags.cpu().numpy() & ops.LAST_CORRECT).astype(bool)
@@ -355,14 +349,16 @@ class SampleStats:
         accumulators are left out while they are zero (just after ``end_epoch``: an epoch-end
         checkpoint), and the count totals are stored as int32 while they fit."""
         self.check()
-        counts = self._total_counts
-        if int(counts.max()) <= torch.iinfo(torch.int32).max and int(counts.min()) >= 0:
-            counts = counts.to(torch.int32)  # a copy, half the size (loaded back as int64)
+        low, high = torch.aminmax(self._total_counts)
+        fits = int(low) >= 0 and int(high) <= torch.iinfo(torch.int32).max
         out = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
             "flags": host_copy(self._flags),
-            "total_counts": host_copy(counts) if counts is self._total_counts else counts.cpu(),
+            # one copy to the host, half the size while it fits (loaded back as int64)
+            "total_counts": self._total_counts.to(
+                "cpu", dtype=torch.int32 if fits else torch.int64, copy=True
+            ),
             "total_sums": host_copy(self._total_sums),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,

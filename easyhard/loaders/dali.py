@@ -77,7 +77,7 @@ class DaliLoader(EpochOrder):
         self.device = torch.device(device)
         self.crop = crop
         self.dtype = dtype
-        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads, find_undecodable)
+        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads)
         self._init_order(
             torch.as_tensor(keep, dtype=torch.int64),
             batch_size=batch_size,
@@ -327,13 +327,13 @@ def find_undecodable(
 
 
 def _usable_indices(
-    dataset: FileDataset, skip_corrupt: bool, threads: int, find=find_undecodable
+    dataset: FileDataset, skip_corrupt: bool, threads: int
 ) -> tuple[np.ndarray, list[int]]:
-    """All indices, or (with skip_corrupt) those whose file `find` (find_undecodable: DALI's
-    decoder) does not reject, plus the skipped ones."""
+    """All indices, or (with skip_corrupt) those whose file DALI's decoder (find_undecodable)
+    does not reject, plus the skipped ones."""
     if not skip_corrupt:
         return np.arange(len(dataset)), []
-    skipped = find(dataset.files(), threads)
+    skipped = find_undecodable(dataset.files(), threads)
     if skipped:
         log.warning(
             "skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
