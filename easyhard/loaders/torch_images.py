@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
@@ -85,6 +86,16 @@ def _collate(items):
     return images, torch.tensor([i for _, i in good], dtype=torch.int64), bad
 
 
+def _worker_context():
+    """Workers start from a fork server, never by forking this process: a process that has run
+    DALI (or any library with its own threads) can hold a lock in a thread that a forked child
+    never gets back, and that child then crashes or hangs. The server imports this module once, so
+    each worker starts with torch and PIL already loaded."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 class TorchImageLoader(EpochOrder):
     """torch.utils.data + PIL loader for a FileDataset, with DaliLoader's interface and index
     semantics (used when DALI is not installed). Augmentation as torchvision's ImageNet recipe
@@ -135,6 +146,7 @@ class TorchImageLoader(EpochOrder):
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
+            multiprocessing_context=_worker_context() if num_workers > 0 else None,
         )
 
     def __iter__(self) -> Iterator[Batch]:
