@@ -32,8 +32,14 @@ STRATEGIES = ("hardest", "easiest", "random", "stratified")
 
 
 def resolve_keep(keep: float | int | str, n: int) -> int:
-    """Number of examples to keep: a fraction in (0, 1] (e.g. 0.7 or "70%") or a count ("700")."""
+    """Number of examples to keep: a fraction in (0, 1] (e.g. 0.7 or "70%") or a count ("700").
+    A bare 1 is refused: it reads as "all of it" as often as "one example"."""
     text = str(keep).strip()
+    if text == "1":
+        raise ValueError(
+            "keep 1 is ambiguous: write 1.0 or 100% to keep every example (a count of one example "
+            "is not a subset anyone trains on)"
+        )
     try:
         if text.endswith("%"):
             value, fraction = float(text[:-1]) / 100, True

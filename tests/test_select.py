@@ -97,6 +97,8 @@ def test_resolve_keep(keep, n, want):
         (11, "count must be"),
         (1.5, r"fraction must be in \(0, 1\]"),
         ("abc", "fraction .* or a count"),
+        ("1", "ambiguous: write 1.0 or 100%"),
+        (1, "ambiguous"),
     ],
 )
 def test_resolve_keep_refused(keep, message):
