@@ -141,6 +141,29 @@ debug_option = click.option(
 
 
 # ---------------------------------------------------------------------------- options
+_CONFIG_FILE = "easyhard.config_file"
+
+
+class ConfigOption(click.Option):
+    """An option whose value may come from the --config file: a bad value read from the file is
+    reported as the file's key (`'epochs' in run.toml`), not as a flag the user never typed."""
+
+    def consume_value(self, ctx: click.Context, opts):
+        value, source = super().consume_value(ctx, opts)
+        ctx.meta[f"easyhard.source.{self.name}"] = source
+        return value, source
+
+    def process_value(self, ctx: click.Context, value):
+        try:
+            return super().process_value(ctx, value)
+        except click.BadParameter as e:
+            source = ctx.meta.get(f"easyhard.source.{self.name}")
+            config_file = ctx.meta.get(_CONFIG_FILE)
+            if config_file and source == click.core.ParameterSource.DEFAULT_MAP:
+                e.param_hint = f"'{self.name}' in {config_file}"
+            raise
+
+
 def _option(f: dataclasses.Field):
     meta = f.metadata
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
@@ -150,7 +173,9 @@ def _option(f: dataclasses.Field):
     if kind is bool:
         if "/" not in flag:
             flag = f"{flag}/--no-{flag[2:]}"
-        return click.option(flag, f.name, default=default, show_default=True, help=meta["help"])
+        return click.option(
+            flag, f.name, cls=ConfigOption, default=default, show_default=True, help=meta["help"]
+        )
     lo, hi = meta.get("min"), meta.get("max")
     if meta.get("choices"):
         ctype = click.Choice(meta["choices"])
@@ -166,6 +191,7 @@ def _option(f: dataclasses.Field):
     return click.option(
         flag,
         f.name,
+        cls=ConfigOption,
         type=ctype,
         default=default,
         multiple=meta.get("multiple"),
@@ -184,7 +210,7 @@ def config_options(cls: type, *, skip: tuple[str, ...] = ()):
         data = load_toml_file(value)
         check_keys(cls, data, value)
         ctx.default_map = {**(ctx.default_map or {}), **data}
-        ctx.meta["easyhard.config_file"] = value
+        ctx.meta[_CONFIG_FILE] = value
 
     def decorate(fn):
         for f in reversed([f for f in dataclasses.fields(cls) if f.name not in skip]):
@@ -341,7 +367,7 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
     from .train import train_job
 
     cfg = make_config(ScoreConfig, settings)
-    source = click.get_current_context().meta.get("easyhard.config_file")
+    source = click.get_current_context().meta.get(_CONFIG_FILE)
     if source and same_file(source, os.path.join(out_dir, JOB_CONFIG)):
         raise click.ClickException(
             f"{source} is the job's own record in --out, which the run rewrites: pass a copy of "

@@ -173,7 +173,15 @@ def test_config_file_errors_name_the_key(tmp_path):
     assert_one_sentence(code, out, "batchsize", "bad.toml")
     (tmp_path / "typed.toml").write_text('epochs = "many"\n')
     code, out = cli("score", "--config", tmp_path / "typed.toml", "--out", tmp_path / "o")
-    assert code == 2 and "epochs" in out and "Traceback" not in out
+    assert code == 2 and "'epochs' in" in out and "typed.toml" in out and "Traceback" not in out
+    assert "--epochs" not in out  # the file's key, not a flag the user never typed
+    for text, key in [("epochs = 0", "epochs"), ('compile = "yes please"', "compile")]:
+        (tmp_path / "range.toml").write_text(text + "\n")
+        code, out = cli("score", "--config", tmp_path / "range.toml", "--out", tmp_path / "o")
+        assert code == 2 and f"'{key}' in" in out and "range.toml" in out, out
+    # a flag's own bad value is still the flag's
+    code, out = cli("score", "--config", tmp_path / "typed.toml", "--epochs", "0", "--out", "o")
+    assert code == 2 and "'--epochs'" in out and "typed.toml" not in out, out
     (tmp_path / "broken.toml").write_text("epochs = \n")
     code, out = cli("score", "--config", tmp_path / "broken.toml", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "not valid TOML")
