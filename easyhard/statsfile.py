@@ -297,9 +297,16 @@ def read_stats_file(
 
 def read_metadata(arrays: Mapping[str, np.ndarray], path: str = "<arrays>") -> dict[str, Any]:
     """Parse and check the JSON metadata block of a statistics file's arrays."""
-    if "metadata" not in arrays:
+    return check_stats_metadata(
+        parse_metadata(arrays, path) if "metadata" in arrays else None, path
+    )
+
+
+def check_stats_metadata(meta: dict[str, Any] | None, path: str) -> dict[str, Any]:
+    """Check a statistics file's parsed metadata block (None: the file has none): its format, its
+    version and the sizes every reader relies on. Returns it."""
+    if meta is None:
         raise ValueError(f"{path} has no metadata block: not an easyhard statistics file")
-    meta = parse_metadata(arrays, path)
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not an easyhard statistics file (format {meta.get('format')!r})"

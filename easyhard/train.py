@@ -33,7 +33,6 @@ gloo on CPU) and the per-example accumulators are summed across ranks at the end
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -837,15 +836,14 @@ def _train_job_runs(
     cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train, test
 ) -> dict:
     from .scores import excluded, merge_stats_files
-    from .statsfile import read_metadata, read_metadata_block
+    from .statsfile import check_stats_metadata, read_metadata_block
 
     run_dirs = []
     for arch in cfg.archs:
         for run in range(cfg.runs):
             done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
             if resume and os.path.exists(done):
-                block = read_metadata_block(done)  # checks the format and its version
-                meta = read_metadata({} if block is None else {"metadata": json.dumps(block)}, done)
+                meta = check_stats_metadata(read_metadata_block(done), done)
                 check_same_run(
                     meta.get("identity"), run_identity(cfg, arch, run, train.fingerprint), done
                 )

@@ -443,6 +443,11 @@ def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert len(load_scores(str(tmp_path / "o" / "merged.npz")).metadata["runs"]) == 2
+    # A finished run whose statistics file is not one (replaced by hand) is named, not trusted.
+    (tmp_path / "o" / "convnet-run1" / "scores.npz").write_bytes(b"not an archive")
+    r = run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1", "--resume",
+             "--runs", "2"])  # fmt: skip
+    assert r.exit_code == 1 and "convnet-run1" in r.output and "not an easyhard" in r.output
 
 
 def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
