@@ -242,6 +242,40 @@ class TestDaliLoader:
         assert find_undecodable(files, threads=1, batch_size=1) == expected
         assert 5 not in find_corrupt(files, threads=1)  # PIL reads the GIF
 
+    def test_find_unrecognized_reads_only_signatures(self, tmp_path):
+        """Files DALI's decoder would be handed are images by their first bytes; text, GIF,
+        empty and missing files are not (DALI can segfault on those instead of raising)."""
+        from PIL import Image
+
+        from easyhard.loaders import find_undecodable, find_unrecognized
+
+        names = []
+        for fmt, ext in [("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif"),
+                         ("WEBP", "webp"), ("PPM", "ppm"), ("GIF", "gif")]:  # fmt: skip
+            Image.new("RGB", (9, 7), (1, 2, 3)).save(tmp_path / f"im.{ext}", format=fmt)
+            names.append(f"im.{ext}")
+        Image.new("L", (9, 7), 5).save(tmp_path / "gray.pgm")
+        (tmp_path / "text.jpg").write_text("not an image\n")
+        (tmp_path / "empty.png").write_bytes(b"")
+        names += ["gray.pgm", "text.jpg", "empty.png", "missing.jpg"]
+        files = [str(tmp_path / n) for n in names]
+        assert find_unrecognized(files, threads=2) == [6, 8, 9, 10]  # gif, text, empty, missing
+        # every format it lets through is one DALI decodes
+        assert find_undecodable(files, threads=1) == [6, 8, 9, 10]
+        many = files * 3000  # more than one chunk of work
+        assert find_unrecognized(many, threads=2) == [
+            i for i in range(len(many)) if i % len(files) in (6, 8, 9, 10)
+        ]
+
+    def test_a_text_file_is_refused_before_any_pipeline(self, tmp_path):
+        ds = jpeg_folder(tmp_path)
+        (tmp_path / "class1" / "003.jpg").write_text("not an image\n")
+        with pytest.raises(CorruptImageError, match="class1/003.jpg.*skip_corrupt"):
+            DaliLoader(ds, 4, "cpu", crop=16, num_threads=1)  # the constructor, not iteration
+        loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, skip_corrupt=True)
+        assert loader.skipped == [ds.paths.index("class1/003.jpg")]
+        assert len(collect(loader)[0]) == 20
+
     def test_epoch_is_a_function_of_seed_and_epoch(self, tmp_path):
         """A resumed run starts a fresh loader at epoch k: it must see what the uninterrupted
         loader saw in its epoch k (order and pixels), not DALI's epoch 0."""

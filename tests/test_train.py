@@ -513,6 +513,14 @@ def test_score_image_folder(tmp_path):
     ]
     r = cli(common + ["--out", tmp_path / "bad"])
     assert r.exit_code != 0 and "class1/002.jpg" in r.output
+    assert not (tmp_path / "bad").exists()  # the corrected command may use the same --out
+    # Not an image at all (a text file): refused before DALI sees it (DALI crashed on one)
+    (tmp_path / "data" / "train" / "class1" / "003.jpg").rename(tmp_path / "003.jpg")
+    (tmp_path / "data" / "train" / "class1" / "003.jpg").write_text("not an image\n")
+    r = cli(common + ["--out", tmp_path / "bad"])
+    assert r.exit_code == 1 and "class1/003.jpg" in r.output and "--skip-corrupt" in r.output
+    assert not (tmp_path / "bad").exists()
+    (tmp_path / "003.jpg").replace(tmp_path / "data" / "train" / "class1" / "003.jpg")
     r = cli(common + ["--skip-corrupt", "--out", tmp_path / "skip"])
     assert r.exit_code == 0, r.output
     pres = SampleStats.load(tmp_path / "skip" / "convnet-run0" / "scores.npz").totals()[

@@ -39,7 +39,7 @@ from .common import (
     normalize,
     shard_indices,
 )
-from .dali import DaliLoader, find_undecodable
+from .dali import DaliLoader, find_undecodable, find_unrecognized
 from .tensor import TensorLoader, augment, channel_stats
 from .torch_images import TorchImageLoader, find_corrupt, random_resized_crop_params
 
@@ -59,6 +59,7 @@ __all__ = [
     "epoch_order",
     "find_corrupt",
     "find_undecodable",
+    "find_unrecognized",
     "make_loader",
     "normalize",
     "random_resized_crop_params",
