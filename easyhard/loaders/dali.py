@@ -42,8 +42,10 @@ class DaliLoader(EpochOrder):
         skip_corrupt: check every file first with DALI's own decoder (``find_undecodable``: one
             CPU decoding pass over the dataset) and drop the files it cannot decode, corrupt or in
             a format DALI does not read such as GIF (logged, their indices kept in ``skipped`` as
-            never presented). Without it such a file stops the epoch with a CorruptImageError
-            naming it (found by the same check over the files the epoch had not yet presented).
+            never presented). Without it a file that is not an image DALI reads, by its first
+            bytes (``find_unrecognized``), is refused when the loader is built, and a damaged one
+            stops the epoch with a CorruptImageError naming it (found by the same check over the
+            files the epoch had not yet presented).
         roi_decode: when training, decode only the random crop's region (fn.decoders.
             image_random_crop) instead of the whole image followed by a crop.
     """
