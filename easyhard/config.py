@@ -268,6 +268,12 @@ class ScoreConfig(DataConfig):
         super().validate()
         if not self.archs:
             raise ConfigError("give at least one architecture (`archs`)")
+        twice = sorted({a for a in self.archs if self.archs.count(a) > 1})
+        if twice:
+            raise ConfigError(
+                f"architecture {', '.join(twice)} is given twice (`archs`): each is trained once; "
+                "for more runs of one architecture use `runs`"
+            )
         if not _DEVICE.match(self.device):
             raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.window is not None and self.window > self.epochs:

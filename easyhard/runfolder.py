@@ -204,6 +204,27 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     check_merged_output(os.path.join(out_dir, "merged.npz"))
 
 
+def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
+    """Before a resumed job trains anything: each of its run folders already in out_dir must be
+    that very run (`check_same_run`), whether finished (its statistics file's metadata), killed
+    after an epoch, or killed before its first epoch ended (its config.json, written when the run
+    started and matching its checkpoint's). Else ValueError naming what differs."""
+    from .statsfile import check_stats_metadata, read_metadata_block
+
+    for arch in cfg.archs:
+        for run in range(cfg.runs):
+            path = os.path.join(out_dir, f"{arch}-run{run}")
+            identity = run_identity(cfg, arch, run, fingerprint)
+            done = os.path.join(path, "scores.npz")
+            if os.path.exists(done):
+                meta = check_stats_metadata(read_metadata_block(done), done)
+                check_same_run(meta.get("identity"), identity, done)
+            elif is_run_folder(path):
+                where = os.path.join(path, "config.json")
+                with open(where, encoding="utf-8") as f:
+                    check_same_run(json.load(f).get("identity"), identity, where)
+
+
 def clear_previous(out_dir: str) -> list[str]:
     """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
     whose config.json says easyhard wrote them (only the files a run writes, and the stale

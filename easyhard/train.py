@@ -54,6 +54,7 @@ from .runfolder import (
     HISTORY_FILE,
     JOB_CONFIG,
     check_job_output,
+    check_resumable,
     check_same_run,
     check_subset,
     clear_previous,
@@ -792,6 +793,8 @@ def train_job(
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
     check_disjoint(out_dir, input_paths(cfg, train))
     check_job_output(cfg, out_dir)
+    if resume:
+        check_resumable(cfg, out_dir, train.fingerprint)
     if force and not resume and dist.rank == 0:
         clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
     if dist.enabled and not torch.distributed.is_initialized():
@@ -836,17 +839,12 @@ def _train_job_runs(
     cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train, test
 ) -> dict:
     from .scores import excluded, merge_stats_files
-    from .statsfile import check_stats_metadata, read_metadata_block
 
     run_dirs = []
     for arch in cfg.archs:
         for run in range(cfg.runs):
             done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
-            if resume and os.path.exists(done):
-                meta = check_stats_metadata(read_metadata_block(done), done)
-                check_same_run(
-                    meta.get("identity"), run_identity(cfg, arch, run, train.fingerprint), done
-                )
+            if resume and os.path.exists(done):  # finished, and the same run (check_resumable)
                 run_dirs.append(os.path.dirname(done))
                 continue
             run_dirs.append(

@@ -257,7 +257,7 @@ def test_score_never_writes_over_a_users_run_folder_or_merged_file(tmp_path):
         mine = out / "resnet8-run0"
         mine.mkdir()
         (mine / "scores.npz").write_text("mine")
-        r = run(["score", *SMALL, "--arch", "convnet", "--arch", "resnet8", "--out", out, flag])
+        r = run(["score", *SMALL, "--arch", "resnet8", "--out", out, flag])  # convnet, resnet8
         assert r.exit_code == 1 and "did not write" in r.output and "resnet8-run0" in r.output
         assert (mine / "scores.npz").read_text() == "mine"
 
@@ -448,6 +448,41 @@ def test_resume_refuses_finished_runs_of_another_configuration(tmp_path):
     r = run([*base, "--num-samples", "120", "--num-classes", "3", "--epochs", "1", "--resume",
              "--runs", "2"])  # fmt: skip
     assert r.exit_code == 1 and "convnet-run1" in r.output and "not an easyhard" in r.output
+
+
+def test_resume_checks_runs_killed_before_their_first_epoch_ended(tmp_path):
+    """A run killed in its first epoch has only config.json: resuming it with other settings is
+    refused like a checkpointed one, before anything trains or the job's record is rewritten."""
+    base = ["score", "--dataset", "synthetic", "--num-classes", "3", "--image-size", "8",
+            "--batch-size", "64", "--device", "cpu", "--quiet",
+            "--out", tmp_path / "o"]  # fmt: skip
+    first = [*base, "--num-samples", "120", "--epochs", "2", "--arch", "convnet"]
+    assert run(first).exit_code == 0
+    run_dir = tmp_path / "o" / "convnet-run0"
+    for name in ["scores.npz", "checkpoint.pt", "history.bin", "metrics.jsonl"]:
+        (run_dir / name).unlink()  # as a kill during epoch 1 leaves it
+    (tmp_path / "o" / "merged.npz").unlink()
+    record = (tmp_path / "o" / "score-config.toml").read_bytes()
+    # resnet8 comes first: it must not train before convnet's run is found to differ
+    other = [*base, "--num-samples", "150", "--epochs", "1", "--arch", "resnet8", "--arch",
+             "convnet", "--resume"]  # fmt: skip
+    r = run(other)
+    assert r.exit_code == 1 and "another configuration" in r.output, r.output
+    assert "convnet-run0" in r.output and "epochs: 2 -> 1" in r.output
+    assert "num_samples: 120 -> 150" in r.output
+    assert not (tmp_path / "o" / "resnet8-run0").exists()
+    assert (tmp_path / "o" / "score-config.toml").read_bytes() == record
+    r = run([*first, "--resume"])  # the same job continues
+    assert r.exit_code == 0, r.output
+    assert (run_dir / "scores.npz").exists()
+
+
+def test_an_architecture_given_twice_is_refused_before_training(tmp_path):
+    r = run(["score", "--dataset", "synthetic", "--num-samples", "60", "--image-size", "8",
+             "--device", "cpu", "--arch", "convnet", "--arch", "convnet",
+             "--out", tmp_path / "o"])  # fmt: skip
+    assert r.exit_code == 1 and "convnet is given twice (--arch)" in r.output
+    assert "--runs" in r.output and not (tmp_path / "o").exists()
 
 
 def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
