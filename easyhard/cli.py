@@ -39,6 +39,7 @@ from .config import (
     SelectConfig,
     check_keys,
     load_toml_file,
+    typed_values,
     value_type,
 )
 
@@ -209,6 +210,7 @@ def config_options(cls: type, *, skip: tuple[str, ...] = ()):
             return
         data = load_toml_file(value)
         check_keys(cls, data, value)
+        data = typed_values(cls, data, value)
         ctx.default_map = {**(ctx.default_map or {}), **data}
         ctx.meta[_CONFIG_FILE] = value
 

@@ -386,6 +386,35 @@ def check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
         )
 
 
+def typed_values(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A configuration file's values, checked for type (naming the key and the file; the command
+    line would otherwise convert them: epochs = 1.5 read as 1, compile = "yes" as true), with a
+    single value of a list setting made a list (archs = "convnet")."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in data.items():
+        f = fields[key]
+        want = value_type(f)
+        multiple = f.metadata.get("multiple")
+        items = list(value) if multiple and isinstance(value, list) else [value]
+        for n, v in enumerate(items):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if want is str and number:  # keep = 0.7: a setting written as text on the command line
+                items[n] = str(v)
+                continue
+            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+            ok = ok or (want is float and number and isinstance(v, int))
+            if not ok:
+                kind = {int: "an integer", float: "a number", bool: "true or false"}
+                shown = _toml_value(v) if isinstance(v, (bool, int, float, str, list)) else repr(v)
+                raise ConfigError(
+                    f"{where}: {key} = {shown} is not {kind.get(want, 'a string')}"
+                    + (" (or a list of them)" if multiple else "")
+                )
+        out[key] = items if multiple else items[0]
+    return out
+
+
 def from_mapping(cls: type, data: Mapping[str, Any], where: str = "configuration"):
     """A validated `cls` from a mapping of field names (unknown keys refused)."""
     check_keys(cls, data, where)

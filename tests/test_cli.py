@@ -173,19 +173,47 @@ def test_config_file_errors_name_the_key(tmp_path):
     assert_one_sentence(code, out, "batchsize", "bad.toml")
     (tmp_path / "typed.toml").write_text('epochs = "many"\n')
     code, out = cli("score", "--config", tmp_path / "typed.toml", "--out", tmp_path / "o")
-    assert code == 2 and "'epochs' in" in out and "typed.toml" in out and "Traceback" not in out
-    assert "--epochs" not in out  # the file's key, not a flag the user never typed
-    for text, key in [("epochs = 0", "epochs"), ('compile = "yes please"', "compile")]:
+    assert_one_sentence(code, out, 'epochs = "many" is not an integer', "typed.toml")
+    # out of range or not a choice: the file's key, not a flag the user never typed
+    for text, key in [("epochs = 0", "epochs"), ('amp = "maybe"', "amp")]:
         (tmp_path / "range.toml").write_text(text + "\n")
         code, out = cli("score", "--config", tmp_path / "range.toml", "--out", tmp_path / "o")
         assert code == 2 and f"'{key}' in" in out and "range.toml" in out, out
+        assert f"--{key}" not in out and "Traceback" not in out
     # a flag's own bad value is still the flag's
-    code, out = cli("score", "--config", tmp_path / "typed.toml", "--epochs", "0", "--out", "o")
-    assert code == 2 and "'--epochs'" in out and "typed.toml" not in out, out
+    (tmp_path / "good.toml").write_text("epochs = 3\n")
+    code, out = cli("score", "--config", tmp_path / "good.toml", "--epochs", "0", "--out", "o")
+    assert code == 2 and "'--epochs'" in out and "good.toml" not in out, out
     (tmp_path / "broken.toml").write_text("epochs = \n")
     code, out = cli("score", "--config", tmp_path / "broken.toml", "--out", tmp_path / "o")
     assert_one_sentence(code, out, "not valid TOML")
     assert not (tmp_path / "o").exists()
+
+
+def test_config_file_values_of_the_wrong_type_are_refused_not_converted(tmp_path):
+    """The command line would read epochs = 1.5 as 1 and compile = "yes" as true: refused,
+    naming the key and the file. A number for a text setting (keep = 0.5) and one value for a
+    list setting (archs = "convnet") are what the user meant."""
+    toml = tmp_path / "c.toml"
+    for text, says in [
+        ("epochs = 1.5", "epochs = 1.5 is not an integer"),
+        ("batch_size = true", "batch_size = true is not an integer"),
+        ('compile = "yes"', 'compile = "yes" is not true or false'),
+        ('lr = "0.1"', 'lr = "0.1" is not a number'),
+        ('archs = ["convnet", true]', "archs = true is not a string (or a list of them)"),
+    ]:
+        toml.write_text(text + "\n")
+        r = run(["score", "--config", toml, "--out", tmp_path / "o"])
+        assert r.exit_code == 1 and says in r.output and "c.toml" in r.output, (text, r.output)
+        assert not (tmp_path / "o").exists()
+    toml.write_text('archs = "convnet"\nlr = 1\n')  # an integer is a number
+    r = run(["score", *SMALL, "--config", toml, "--out", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    written = load_toml_file(str(tmp_path / "o" / "score-config.toml"))
+    assert written["archs"] == ["convnet"] and written["lr"] == 1.0
+    toml.write_text("keep = 0.5\n")
+    r = run(["select", tmp_path / "o" / "merged.npz", "--config", toml, "--out", tmp_path / "s"])
+    assert r.exit_code == 0, r.output
 
 
 def test_the_jobs_own_record_is_not_an_input(tmp_path):
