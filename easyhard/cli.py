@@ -34,6 +34,7 @@ from . import __version__
 from .config import (
     CompressConfig,
     Config,
+    ConfigError,
     DataConfig,
     ScoreConfig,
     SelectConfig,
@@ -236,6 +237,11 @@ def make_config(cls: type, kwargs: dict) -> Config:
     values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
     cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     cfg.validate()
+    if isinstance(cfg, DataConfig):  # a flag the dataset ignores is a mistake, not a no-op
+        ctx = click.get_current_context()
+        for name in cfg.inapplicable():
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise ConfigError(cfg.inapplicable_message(name))
     return cfg
 
 

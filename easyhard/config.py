@@ -148,6 +148,36 @@ class DataConfig(Config):
     )
     synthetic_seed: int = field(default=0, metadata=param("synthetic only: the seed of the data."))
 
+    #: The options that only some datasets use (the others: every dataset).
+    DATASET_ONLY = {
+        "data_dir": ("fashion-mnist", "cifar10", "cifar100", "imagefolder"),
+        "file_list": ("imagefolder",),
+        "num_samples": ("synthetic",),
+        "num_classes": ("synthetic",),
+        "image_size": ("synthetic",),
+        "synthetic_seed": ("synthetic",),
+    }
+
+    def inapplicable(self) -> list[str]:
+        """The options this configuration's dataset does not use."""
+        return [k for k, kinds in self.DATASET_ONLY.items() if self.dataset not in kinds]
+
+    def inapplicable_message(self, name: str) -> str:
+        if self.dataset == "synthetic":
+            return (
+                f"`{name}` is not an option of synthetic data, which is generated from "
+                "`num_samples`, `num_classes`, `image_size` and `synthetic_seed` (a compressed "
+                "synthetic subset, subset.npz, is read with numpy)"
+            )
+        users = " and ".join(self.DATASET_ONLY[name])
+        return f"`{name}` is an option of {users} only, not of {self.dataset}: leave it out"
+
+    def validate(self) -> None:
+        super().validate()
+        for name in self.inapplicable():  # the synthetic options' defaults cannot be told apart
+            if name in ("data_dir", "file_list") and getattr(self, name) is not None:
+                raise ConfigError(self.inapplicable_message(name))
+
     def dataset_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of datasets.load_dataset besides name, root and split."""
         extra: dict[str, Any] = {"file_list": self.file_list}
@@ -396,7 +426,8 @@ def typed_values(cls: type, data: Mapping[str, Any], where: str) -> dict[str, An
         f = fields[key]
         want = value_type(f)
         multiple = f.metadata.get("multiple")
-        items = list(value) if multiple and isinstance(value, list) else [value]
+        listed = key in getattr(cls, "LISTS", ())  # comma-separated text, or a TOML list
+        items = list(value) if (multiple or listed) and isinstance(value, list) else [value]
         for n, v in enumerate(items):
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if want is str and number:  # keep = 0.7: a setting written as text on the command line
@@ -411,7 +442,7 @@ def typed_values(cls: type, data: Mapping[str, Any], where: str) -> dict[str, An
                     f"{where}: {key} = {shown} is not {kind.get(want, 'a string')}"
                     + (" (or a list of them)" if multiple else "")
                 )
-        out[key] = items if multiple else items[0]
+        out[key] = items if multiple or (listed and isinstance(value, list)) else items[0]
     return out
 
 

@@ -216,6 +216,35 @@ def test_config_file_values_of_the_wrong_type_are_refused_not_converted(tmp_path
     assert r.exit_code == 0, r.output
 
 
+def test_an_option_the_dataset_does_not_use_is_refused(tmp_path):
+    """--data-dir with synthetic data, --num-samples with Fashion-MNIST: ignored before (a user
+    took --num-samples for a subset and trained on all 60,000), refused now, naming the option."""
+    out = tmp_path / "o"
+    for args, says in [
+        (["--dataset", "synthetic", "--data-dir", tmp_path], "--data-dir is not an option of "
+         "synthetic data"),
+        (["--dataset", "synthetic", "--file-list", tmp_path / "l.txt"], "--file-list is not"),
+        (["--dataset", "fashion-mnist", "--num-samples", "200"], "--num-samples is an option of "
+         "synthetic only, not of fashion-mnist"),
+        (["--dataset", "imagefolder", "--data-dir", tmp_path, "--image-size", "8"],
+         "--image-size is an option of synthetic only"),
+        (["--dataset", "cifar10", "--data-dir", tmp_path, "--file-list", tmp_path / "l.txt"],
+         "--file-list is an option of imagefolder only"),
+    ]:  # fmt: skip
+        r = run(["score", *args, "--out", out])
+        assert r.exit_code == 1 and says in r.output, (args, r.output)
+        assert not out.exists()
+    r = run(["bench", "loader", "--dataset", "synthetic", "--data-dir", tmp_path])
+    assert r.exit_code == 1 and "--data-dir is not an option" in r.output
+    with pytest.raises(ValueError, match="`data_dir` is not an option of synthetic"):
+        ScoreConfig(dataset="synthetic", data_dir=str(tmp_path)).validate()
+    # the job's own record lists every setting, defaults included: it still configures a job
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    (tmp_path / "copy.toml").write_bytes((out / "score-config.toml").read_bytes())
+    r = run(["score", "--config", tmp_path / "copy.toml", "--out", out, "--resume"])
+    assert r.exit_code == 0, r.output
+
+
 def test_the_jobs_own_record_is_not_an_input(tmp_path):
     assert run(["score", *SMALL, "--out", tmp_path / "o"]).exit_code == 0
     r = run(
