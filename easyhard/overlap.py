@@ -93,30 +93,11 @@ class Run:
 
 # ---------------------------------------------------------------------------- inputs
 def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
-    """Statistics files from INPUTs: a file stays; a run folder gives its statistics file of
-    `view`; a
-    scoring job's folder gives every run folder in it (sorted)."""
-    name = "scores.npz" if view == "train" else "scores_clean.npz"
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isfile(item):
-            files.append(item)
-        elif os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
-            files.append(os.path.join(item, name))
-        elif os.path.isdir(item):
-            found = sorted(
-                os.path.join(item, d, name)
-                for d in os.listdir(item)
-                if os.path.isfile(os.path.join(item, d, name))
-            )
-            if not found:
-                raise ValueError(
-                    f"{item} holds no run with a {name} (give statistics files, run "
-                    "folders or an `easyhard score` output folder)"
-                )
-            files.extend(found)
-        else:
-            raise ValueError(f"{item} does not exist")
+    """Statistics files from INPUTs (runfolder.run_files: files, run folders, score output
+    folders or their merged.npz; each run once), at least two."""
+    from .runfolder import run_files
+
+    files = run_files(inputs, view)
     if len(files) < 2:
         raise ValueError(
             f"overlap compares runs: give at least two, found {len(files)} "

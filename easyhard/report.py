@@ -66,7 +66,7 @@ TITLES = {
 class Inputs:
     """What the report was given, sorted by kind."""
 
-    runs: list[str] = field(default_factory=list)  # run folders (holding scores.npz)
+    runs: list[str] = field(default_factory=list)  # the runs' statistics files
     analyses: dict[str, list[str]] = field(
         default_factory=lambda: {"overlap": [], "similarity": [], "experiment": []}
     )
@@ -80,44 +80,39 @@ def _manifest(folder: str, name: str) -> dict | None:
 
 def collect(inputs: Sequence[str]) -> Inputs:
     """Sort INPUTs into score runs and analysis folders; refuses what it cannot recognise."""
+    from .runfolder import run_files
+
     found = Inputs()
     kinds = {
         "overlap": ("overlap.json", "easyhard.overlap"),
         "similarity": ("similarity.json", "easyhard.similarity"),
         "experiment": ("experiment.json", "easyhard.experiment"),
     }
+    run_items = []
     for item in inputs:
-        if os.path.isfile(item):
-            if not item.endswith(".npz"):
-                raise ValueError(f"{item} is neither a statistics file nor a folder easyhard wrote")
-            found.runs.append(os.path.dirname(os.path.abspath(item)))
-            continue
-        if not os.path.isdir(item):
-            raise ValueError(f"{item} does not exist")
-        kind = next(
-            (
-                k
-                for k, (name, fmt) in kinds.items()
-                if (_manifest(item, name) or {}).get("format") == fmt
-            ),
-            None,
-        )
+        kind = None
+        if os.path.isdir(item):
+            kind = next(
+                (
+                    k
+                    for k, (name, fmt) in kinds.items()
+                    if (_manifest(item, name) or {}).get("format") == fmt
+                ),
+                None,
+            )
         if kind:
             found.analyses[kind].append(os.path.abspath(item))
-        elif os.path.isfile(os.path.join(item, "scores.npz")):
-            found.runs.append(os.path.abspath(item))
         else:
-            runs = sorted(
-                os.path.join(item, d)
-                for d in os.listdir(item)
-                if os.path.isfile(os.path.join(item, d, "scores.npz"))
-            )
-            if not runs:
-                raise ValueError(
-                    f"{item} holds no score run and no easyhard analysis or "
-                    "experiment (overlap.json, similarity.json, experiment.json)"
-                )
-            found.runs.extend(os.path.abspath(r) for r in runs)
+            run_items.append(item)
+    try:
+        found.runs = [os.path.abspath(f) for f in run_files(run_items)]
+    except ValueError as e:
+        if "holds no run" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}; nor is it an easyhard analysis or experiment (overlap.json, "
+            "similarity.json, experiment.json)"
+        ) from None
     if not found.runs and not any(found.analyses.values()):
         raise ValueError("nothing to report: give score runs or analysis folders")
     return found
@@ -128,6 +123,7 @@ class RunInfo:
     """One score run as the report shows it."""
 
     folder: str
+    path: str  # its statistics file
     name: str
     metadata: dict
     metrics: list[dict]
@@ -137,15 +133,21 @@ class RunInfo:
     fingerprint: str | None
 
 
-def load_run(folder: str, window: int | None = None) -> RunInfo:
+def load_run(path: str, window: int | None = None) -> RunInfo:
+    """A run from its statistics file (its metrics.jsonl beside it)."""
     from .scores import compute_scores
     from .statsfile import read_stats_file
 
-    f = read_stats_file(os.path.join(folder, "scores.npz"))
+    folder = os.path.dirname(path)
+    f = read_stats_file(path)
+    if window is not None and window > f.epochs:
+        raise ValueError(
+            f"window must be between 1 and the {f.epochs} epochs recorded by {path}, got {window}"
+        )
     metrics = []
-    path = os.path.join(folder, "metrics.jsonl")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as fh:
+    metrics_file = os.path.join(folder, "metrics.jsonl")
+    if os.path.isfile(metrics_file):
+        with open(metrics_file, encoding="utf-8") as fh:
             metrics = [json.loads(line) for line in fh if line.strip()]
     meta = f.metadata
     name = f"{meta.get('arch', os.path.basename(folder))} seed {meta.get('seed', '?')}"
@@ -153,9 +155,16 @@ def load_run(folder: str, window: int | None = None) -> RunInfo:
         "data_seed", meta.get("seed")
     ) != meta.get("seed"):
         name += f" (init {meta.get('init_seed')}, data {meta.get('data_seed')})"
-    w = None if window is None else min(window, f.epochs)
     return RunInfo(
-        folder, name, meta, metrics, compute_scores(f, w), f.labels, f.num_classes, f.fingerprint
+        folder,
+        path,
+        name,
+        meta,
+        metrics,
+        compute_scores(f, window),
+        f.labels,
+        f.num_classes,
+        f.fingerprint,
     )
 
 
@@ -754,9 +763,11 @@ def build(
     }
     for r in runs:
         meta = {k: v for k, v in r.metadata.items() if k not in ("identity",)}
-        provenance["runs"].append({"folder": r.folder, "fingerprint": r.fingerprint, **meta})
+        provenance["runs"].append(
+            {"folder": r.folder, "statistics_file": r.path, "fingerprint": r.fingerprint, **meta}
+        )
         prov.details(
-            f"{r.name}: {r.folder} (fingerprint {r.fingerprint})",
+            f"{r.name}: {r.path} (fingerprint {r.fingerprint})",
             json.dumps(meta, indent=1, sort_keys=True, default=str),
         )
     for kind, folders in found.analyses.items():

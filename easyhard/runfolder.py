@@ -204,6 +204,50 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     check_merged_output(os.path.join(out_dir, "merged.npz"))
 
 
+def run_files(inputs, view: str = "train") -> list[str]:
+    """The statistics files of INPUTs, each once: a statistics file stays; a run folder gives its
+    file of `view` (scores.npz, or scores_clean.npz for "clean"); an `easyhard score` output
+    folder, or the merged.npz in one, gives every run in it (sorted). Refuses a run given twice
+    (it would count twice) and anything that is none of these, naming it."""
+    from .io import same_file
+    from .statsfile import MERGED_FORMAT, read_metadata_block
+
+    name = "scores.npz" if view == "train" else "scores_clean.npz"
+
+    def runs_in(folder: str, item: str) -> list[str]:
+        found = sorted(
+            os.path.join(folder, d, name)
+            for d in os.listdir(folder)
+            if os.path.isfile(os.path.join(folder, d, name))
+        )
+        if not found:
+            raise ValueError(
+                f"{item} holds no run with a {name} (give statistics files, run folders or an "
+                "`easyhard score` output folder)"
+            )
+        return found
+
+    files: list[str] = []
+    for item in map(str, inputs):
+        if os.path.isfile(item):
+            meta = read_metadata_block(item) or {}
+            if meta.get("format") == MERGED_FORMAT:  # stands for the runs it was merged from
+                files.extend(runs_in(os.path.dirname(os.path.abspath(item)), item))
+            else:
+                files.append(item)
+        elif os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
+            files.append(os.path.join(item, name))
+        elif os.path.isdir(item):
+            files.extend(runs_in(item, item))
+        else:
+            raise ValueError(f"{item} does not exist")
+    for i, p in enumerate(files):
+        for q in files[:i]:
+            if same_file(p, q):
+                raise ValueError(f"{p} is given twice (as {q}): each run counts once")
+    return files
+
+
 def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
     """Before a resumed job trains anything: each of its run folders already in out_dir must be
     that very run (`check_same_run`), whether finished (its statistics file's metadata), killed

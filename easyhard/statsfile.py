@@ -307,6 +307,11 @@ def check_stats_metadata(meta: dict[str, Any] | None, path: str) -> dict[str, An
     version and the sizes every reader relies on. Returns it."""
     if meta is None:
         raise ValueError(f"{path} has no metadata block: not an easyhard statistics file")
+    if meta.get("format") == MERGED_FORMAT:
+        raise ValueError(
+            f"{path} is a merged scores file, not one run's statistics file: give the runs' "
+            "own files (<arch>-run<N>/scores.npz in the folder it was merged in)"
+        )
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{path} is not an easyhard statistics file (format {meta.get('format')!r})"

@@ -250,17 +250,21 @@ def _cli(*args):
 def test_errors_are_one_sentence(tmp_path):
     labels = np.repeat(np.arange(2), 50)
     a = write_run(tmp_path / "a" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="A")
-    b = write_run(tmp_path / "b" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="B")
+    b = write_run(tmp_path / "b" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="A")
+    c = write_run(tmp_path / "c" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="B")
     for args, needle in [
-        ((a, b), "runs of different data cannot be compared"),
+        ((a, c), "runs of different data cannot be compared"),
         ((a,), "give at least two"),
         ((a, b, "--score", "variability"), "Invalid value for '--score'"),
-        ((a, a, "--window", "5"), "window must be between 1 and the 2"),
-        ((a, a, "--p", "0"), "Invalid value for '--p'"),
-        ((tmp_path / "a", tmp_path / "a", "--view", "clean"), "holds no run"),
+        ((a, b, "--window", "5"), "window must be between 1 and the 2"),
+        ((a, b, "--p", "0"), "Invalid value for '--p'"),
+        ((tmp_path / "a", tmp_path / "b", "--view", "clean"), "holds no run"),
+        # one run twice would compare it with itself (Jaccard 1): refused, as a folder too
+        ((a, a), "is given twice"),
+        ((tmp_path / "a", a), "is given twice"),
     ]:
         code, out = _cli(*args, "--out", tmp_path / "o")
         assert code in (1, 2) and needle in out and "Traceback" not in out, (args, out)
         assert not (tmp_path / "o").exists()
-    code, out = _cli(a, a, "--out", tmp_path / "a")
+    code, out = _cli(a, b, "--out", tmp_path / "a")
     assert code == 1 and "inside the output" in out

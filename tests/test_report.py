@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 
 import pytest
@@ -108,7 +109,7 @@ def test_empty_sections_say_what_fills_them(study):
 def test_report_refusals(study, tmp_path):
     (tmp_path / "empty").mkdir()
     r = run(["report", tmp_path / "empty", "--out", tmp_path / "r"])
-    assert r.exit_code == 1 and "holds no score run" in r.output
+    assert r.exit_code == 1 and "holds no run" in r.output and "nor is it an easyhard" in r.output
     r = run(["report", study / "runs", "--out", study / "runs" / "rep"])
     assert r.exit_code == 1 and "inside the input" in r.output
     (tmp_path / "taken").mkdir()
@@ -140,6 +141,30 @@ def test_report_refusals(study, tmp_path):
     assert r.exit_code == 0
     r = run(["report", study / "runs", tmp_path / "other", "--out", tmp_path / "mixed"])
     assert r.exit_code == 1 and "one report covers one dataset" in r.output
+    # one run twice (a folder and its file), and a window longer than the runs
+    one = study / "runs" / "convnet-run0"
+    r = run(["report", one, one / "scores.npz", "--out", tmp_path / "twice"])
+    assert r.exit_code == 1 and "is given twice" in r.output
+    r = run(["report", study / "runs", "--window", "9", "--out", tmp_path / "w"])
+    assert r.exit_code == 1 and "window must be between 1 and the 2 epochs" in r.output
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "w").exists()
+
+
+def test_report_reads_the_runs_it_is_given(study, tmp_path):
+    """A merged.npz stands for the runs of its folder (it was an OS error); a statistics file not
+    named scores.npz is read itself (the folder's scores.npz was read instead)."""
+    r = run(["report", study / "runs" / "merged.npz", "--no-examples", "--json", "--quiet",
+             "--out", tmp_path / "m"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    runs = json.loads((tmp_path / "m" / "report.json").read_text())["provenance"]["runs"]
+    assert sorted(os.path.basename(r["folder"]) for r in runs) == ["convnet-run0", "resnet20-run0"]
+    (tmp_path / "elsewhere").mkdir()
+    copy = tmp_path / "elsewhere" / "mine.npz"
+    copy.write_bytes((study / "runs2" / "convnet-run0" / "scores.npz").read_bytes())
+    r = run(["report", copy, "--no-examples", "--quiet", "--out", tmp_path / "c"])
+    assert r.exit_code == 0, r.output
+    runs = json.loads((tmp_path / "c" / "report.json").read_text())["provenance"]["runs"]
+    assert [r["statistics_file"] for r in runs] == [str(copy)]
 
 
 def test_report_shows_removal_and_compression_from_one_folder(study, tmp_path):
