@@ -382,6 +382,14 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
             "it as --config"
         )
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not (resume or force):
+        from .datasets import FASHION_MNIST_ROOT
+        from .io import check_disjoint
+
+        # the dataset itself is the likelier mistake than an earlier job: say that first
+        default_root = FASHION_MNIST_ROOT if cfg.dataset == "fashion-mnist" else None
+        check_disjoint(
+            out_dir, {"dataset": cfg.data_dir or default_root, "file list": cfg.file_list}
+        )
         raise click.ClickException(
             f"{out_dir} is not empty: pass --resume to continue its runs or --force to start afresh"
         )

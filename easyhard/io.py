@@ -134,6 +134,10 @@ def check_disjoint(output: str | os.PathLike, inputs: dict[str, str | os.PathLik
     for what, src in inputs.items():
         if src is None:
             continue
+        if real(output) == real(src):
+            raise ValueError(
+                f"the output {output} is the {what} (an input is never an output): write elsewhere"
+            )
         if inside(output, src):
             raise ValueError(
                 f"the output {output} lies inside the {what} {src} (an input is never "

@@ -66,7 +66,8 @@ def test_compress_never_replaces_its_source(tmp_path, monkeypatch):
             ]
         )
         assert r.exit_code != 0, out
-        assert "inside" in r.output and "Traceback" not in r.output, r.output
+        said = "inside" in r.output or "is the source dataset" in r.output
+        assert said and "Traceback" not in r.output, r.output
         assert tree(tmp_path / "fmA") == before, out
 
 
@@ -153,7 +154,7 @@ def test_overlap_check_is_spelling_independent(tmp_path_factory, src, out, via_l
     common = os.path.commonpath([real_src, real_out])  # "/" when src climbs to the root
     overlap = common in (real_src, real_out)
     if overlap:
-        with pytest.raises(ValueError, match="inside"):
+        with pytest.raises(ValueError, match="inside|is the source"):
             check_disjoint(out_path, {"source": src_path})
     else:
         check_disjoint(out_path, {"source": src_path})
@@ -273,15 +274,16 @@ def test_score_force_deletes_nothing_when_the_job_is_refused(tmp_path):
     dataset leaves the earlier runs in place."""
     out = tmp_path / "out"
     assert run(["score", *SMALL, "--out", out]).exit_code == 0
-    r = run(["score", *SMALL, "--dataset", "imagefolder", "--data-dir", tmp_path / "missing",
-             "--out", out, "--force"])  # fmt: skip
-    assert r.exit_code == 1, r.output
+    r = run(["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "missing",
+             "--arch", "convnet", "--device", "cpu", "--out", out, "--force"])  # fmt: skip
+    assert r.exit_code == 1 and "missing" in r.output, r.output
     assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 1
     assert (out / "merged.npz").exists()
 
 
 def test_score_refuses_to_write_into_its_dataset(tmp_path):
     make_fmnist(tmp_path / "fm", n=20)
+    before = sorted(os.listdir(tmp_path / "fm"))
     r = run(
         [
             "score",
@@ -301,7 +303,11 @@ def test_score_refuses_to_write_into_its_dataset(tmp_path):
         ]
     )
     assert r.exit_code != 0 and "inside the dataset" in r.output
-    assert sorted(os.listdir(tmp_path / "fm")) == sorted(os.listdir(tmp_path / "fm"))
+    assert sorted(os.listdir(tmp_path / "fm")) == before
+    # the dataset folder itself, not empty: the dataset is named, not --resume/--force
+    r = run(["score", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "fm", "--out",
+             tmp_path / "fm"])  # fmt: skip
+    assert r.exit_code == 1 and "is the dataset" in r.output and "--force" not in r.output
     assert not (tmp_path / "fm" / "runs").exists()
 
 
