@@ -370,7 +370,10 @@ def check_merged_output(out: str | os.PathLike) -> None:
     if not os.path.lexists(out):
         return
     if os.path.isdir(out) or os.path.islink(out):
-        raise ValueError(f"{out} exists and is not a file easyhard wrote; choose another output")
+        raise ValueError(
+            f"{out} exists and is not a merged scores file (a folder or a link); only an earlier "
+            "merged scores file is replaced: choose another output"
+        )
     fmt = (read_metadata_block(out) or {}).get("format")
     if fmt == FORMAT:
         raise ValueError(
@@ -379,8 +382,8 @@ def check_merged_output(out: str | os.PathLike) -> None:
         )
     if fmt != MERGED_FORMAT:
         raise ValueError(
-            f"{out} exists and easyhard did not write it (it is not a merged scores "
-            "file); move it away or choose another output file"
+            f"{out} exists and is not a merged scores file; only an earlier merged scores file "
+            "is replaced: move it away or choose another output file"
         )
 
 

@@ -232,7 +232,7 @@ def test_merge_writes_only_where_a_merged_file_may_go(tmp_path):
     other.write_bytes(b.read_bytes())  # another run's statistics file, not an input
     mine = tmp_path / "notes.txt"
     mine.write_text("hello")
-    for out, says in ((mine, "did not write it"), (other, "statistics file")):
+    for out, says in ((mine, "is not a merged scores file"), (other, "statistics file")):
         before = out.read_bytes()
         r = run(["merge", a, b, "--out", out])
         assert r.exit_code == 1 and says in r.output, r.output
@@ -251,7 +251,7 @@ def test_score_never_writes_over_a_users_run_folder_or_merged_file(tmp_path):
         assert run(["score", *SMALL, "--out", out]).exit_code == 0
         (out / "merged.npz").write_text("my merged")
         r = run(["score", *SMALL, "--out", out, flag])
-        assert r.exit_code == 1 and "merged.npz exists and easyhard did not write it" in r.output
+        assert r.exit_code == 1 and "merged.npz exists and is not a merged scores file" in r.output
         assert (out / "merged.npz").read_text() == "my merged"
         assert (out / "convnet-run0" / "scores.npz").exists()  # nothing deleted either
         (out / "merged.npz").unlink()
