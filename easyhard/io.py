@@ -221,6 +221,13 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
         )
     record = read_json_object(os.path.join(folder, manifest_name))
     if record is None or record.get("format") != fmt:
+        other = _easyhard_format(folder, names)
+        if other:
+            raise OutputExistsError(
+                f"{folder} holds another kind of easyhard output ({other}), not an earlier "
+                f"{fmt}; `force=True` only replaces an earlier output of the same kind: choose "
+                "another folder"
+            )
         raise OutputExistsError(
             f"{folder} is not empty and is not an earlier easyhard output "
             f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
@@ -245,6 +252,15 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
             f"{record.get('file_count')}, there are {_count_files(folder)}); "
             "`force=True` does not delete them: choose another folder"
         )
+
+
+def _easyhard_format(folder: str, names: list[str]) -> str | None:
+    """The format of an easyhard manifest among a folder's top-level JSON files, if any."""
+    for name in sorted(n for n in names if n.endswith(".json")):
+        record = read_json_object(os.path.join(folder, name))
+        if record and str(record.get("format", "")).startswith("easyhard."):
+            return str(record["format"])
+    return None
 
 
 # ---------------------------------------------------------------------------- placing files

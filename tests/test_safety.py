@@ -877,3 +877,19 @@ def test_any_file_names_survive_scores_compress_and_reload(tmp_path_factory, cla
         assert listed.paths == ds.paths and listed.labels.tolist() == ds.labels.tolist()
     else:
         assert any("\n" in p or "\r" in p for p in ds.paths)
+
+
+def test_force_names_another_commands_output(tmp_path):
+    """--force into the output of another easyhard command: refused, saying whose it is (it said
+    'not an earlier easyhard output'); a folder of the user's keeps the general refusal."""
+    from easyhard.io import OutputExistsError, check_replaceable
+
+    (tmp_path / "ov").mkdir()
+    (tmp_path / "ov" / "overlap.json").write_text('{"format": "easyhard.overlap"}')
+    with pytest.raises(OutputExistsError, match=r"another kind of easyhard output \(easyhard\.ov"):
+        check_replaceable(str(tmp_path / "ov"), "selection.json", "easyhard.selection", True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.json").write_text('{"format": "mine"}')
+    with pytest.raises(OutputExistsError, match="is not an earlier easyhard output"):
+        check_replaceable(str(tmp_path / "mine"), "selection.json", "easyhard.selection", True)
+    assert (tmp_path / "ov" / "overlap.json").exists() and (tmp_path / "mine").exists()
