@@ -233,6 +233,13 @@ def load_external(name: str, direction: str, path: str, train) -> np.ndarray:
     dataset's; its `index`, when given, must be 0..N-1)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"external score {name!r}: {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"\x93NUMPY", b"PK")):  # numpy would talk of pickles
+        raise ValueError(
+            f"external score {name!r}: {path} is not a .npy or .npz array file (write one with "
+            "numpy.save or numpy.savez)"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:

@@ -300,6 +300,12 @@ def test_external_scores_are_checked(tmp_path, scored):
     np.savez(tmp_path / "index.npz", scores=np.zeros(160), index=np.arange(160)[::-1])
     r = compression([merged], tmp_path / "out", "--external", f"x={tmp_path / 'index.npz'}")
     assert r.exit_code == 1 and "dataset order" in r.output
+    (tmp_path / "scores.txt").write_text("0.1\n" * 160)  # numpy would speak of pickles
+    r = compression([merged], tmp_path / "out", "--external", f"x={tmp_path / 'scores.txt'}")
+    assert r.exit_code == 1 and "not a .npy or .npz array file (write one with numpy.save" in (
+        r.output
+    )
+    assert "pickle" not in r.output
     np.savez(tmp_path / "none.npz", values=np.zeros(160))
     r = compression([merged], tmp_path / "out", "--external", f"x={tmp_path / 'none.npz'}")
     assert r.exit_code == 1 and "holds no array named 'scores'" in r.output
