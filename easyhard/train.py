@@ -674,10 +674,15 @@ def train_run(
                 bar.close()
             limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
             if m["nonfinite_streak"] >= limit:
+                advice = "lower `lr`"
+                if training.dtype == torch.float16:
+                    advice += ", or set `amp` to bf16 or fp32 instead of fp16"
                 raise DivergedError(
                     f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
-                    f"{m['nonfinite_streak']} consecutive steps; no scores were written for it. "
-                    "Lower `lr`, or set `amp` to bf16 or fp32 instead of fp16"
+                    f"{m['nonfinite_streak']} consecutive steps (the limit, "
+                    f"`max_nonfinite_steps`, is {limit}; checked at the end of each epoch, so a "
+                    f"run never waits on the device per step); no scores were written for it: "
+                    f"{advice}"
                 )
             # close the epoch: every rank's presentations summed, one record per example
             if dist.enabled:

@@ -303,7 +303,8 @@ def test_a_failed_run_leaves_nothing_that_blocks_the_corrected_command(tmp_path)
     code, out = cli(
         "score", *SMALL, "--lr", "1e30", "--max-nonfinite-steps", "1", "--out", tmp_path / "o"
     )
-    assert_one_sentence(code, out, "diverged", "--lr")
+    assert_one_sentence(code, out, "diverged", "--lr", "--max-nonfinite-steps, is 1")
+    assert "fp16" not in out  # an fp32 run (CPU) is not told to leave fp16
     assert not (tmp_path / "o").exists()
     code, out = cli("score", *SMALL, "--out", tmp_path / "o")
     assert code == 0, out
