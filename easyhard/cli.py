@@ -320,12 +320,32 @@ def _load_dataset(cfg: DataConfig, split: str = "train"):
     return load_dataset(cfg.dataset, cfg.data_dir, split, **cfg.dataset_kwargs())
 
 
+def _run_metadata(score_file: str, meta: dict) -> dict:
+    """A statistics file's metadata as is; for a merged file, that of its first run's file (as
+    recorded, or beside the merged file as `easyhard score` lays them out), when it is there."""
+    from .statsfile import read_metadata_block
+
+    runs = meta.get("runs")
+    if "config" in meta or not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
+        return meta
+    recorded = str(runs[0].get("file", ""))
+    beside = os.path.join(
+        os.path.dirname(os.path.abspath(score_file)),
+        os.path.basename(os.path.dirname(recorded)),
+        os.path.basename(recorded),
+    )
+    for path in (recorded, beside):
+        if path and os.path.isfile(path):
+            return read_metadata_block(path) or meta
+    return meta
+
+
 def check_same_data(score_file: str, table, cfg: DataConfig, dataset) -> None:
     """Refuse scores of other data than `dataset`, saying what the scores were made on (from a
     statistics file's metadata) so that the user can give those dataset options."""
     if table.fingerprint == dataset.fingerprint:
         return
-    meta = table.metadata or {}
+    meta = _run_metadata(score_file, table.metadata or {})
     run_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     name = meta.get("dataset") or run_cfg.get("dataset")
     made_on = ""

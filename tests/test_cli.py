@@ -501,3 +501,14 @@ def test_readme_shows_config_file_and_completion():
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     assert "--config" in readme and "score-config.toml" in readme
     assert "_EASYHARD_COMPLETE=bash_source easyhard" in readme
+
+
+def test_other_data_refusal_of_a_merged_file_names_the_options(tmp_path):
+    """compress of a merged.npz with other dataset options: the refusal says what the scores were
+    made on, read from its first run's statistics file (a merged file does not record it)."""
+    assert run(["score", *SMALL, "--out", tmp_path / "o"]).exit_code == 0
+    r = run(["compress", tmp_path / "o" / "merged.npz", "--dataset", "synthetic",
+             "--num-samples", "150", "--keep", "0.5", "--out", tmp_path / "c"])  # fmt: skip
+    assert r.exit_code == 1 and "other data" in r.output
+    assert "(synthetic: num_samples=120, num_classes=3, image_size=8" in r.output, r.output
+    assert not (tmp_path / "c").exists()
