@@ -510,6 +510,14 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
         **selection.info,
         **(extra or {}),
     }
+    emptied = selection.info.get("emptied_classes") or []
+    if emptied and not as_json:  # said even with --quiet: the subset lacks whole classes
+        named = ", ".join(map(str, emptied[:10])) + (" ..." if len(emptied) > 10 else "")
+        click.echo(
+            f"warning: {len(emptied)} class(es) keep no example ({named})"
+            + (": --cut-hardest is global and took all of them" if selection.info["cut"] else ""),
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(payload, indent=1))
         return

@@ -355,7 +355,11 @@ class SelectConfig(Config):
     cut_hardest: float = field(
         default=0.0,
         metadata=param(
-            "First drop this fraction of the very hardest examples.", min=0, max=1, max_open=True
+            "First drop this fraction of the very hardest examples (over the whole set, before "
+            "class balancing); --keep still counts every example.",
+            min=0,
+            max=1,
+            max_open=True,
         ),
     )
     window: int | None = field(

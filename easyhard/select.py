@@ -11,11 +11,13 @@ Strategies (each global or class-balanced):
 
 Examples in ``exclude`` (never presented during scoring: their scores say nothing) take no part
 in any of it. ``cut_hardest`` first removes that fraction of the very hardest examples (likely
-mislabelled), as
-Data Diet and coverage-centric selection do. Keep/prune semantics: ``keep`` as a fraction keeps
-exactly floor(keep * N + 0.5) examples (of those left after the cut); class-balanced budgets are
-proportional to class sizes with largest-remainder rounding, so they add up exactly. Rankings
-and ties go through easyhard::topk_select (ties broken by dataset index).
+mislabelled), over the whole set, as Data Diet and coverage-centric selection do. Keep/prune
+semantics: ``keep`` as a fraction keeps exactly floor(keep * N + 0.5) of the N examples taking
+part, cut or not (coverage-centric selection's budget; more than the cut left is refused);
+class-balanced budgets are proportional to the class sizes left after the cut, with
+largest-remainder rounding, so they add up exactly; a class the cut emptied is listed in
+``info["emptied_classes"]``. Rankings and ties go through easyhard::topk_select (ties broken by
+dataset index).
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def select(
         picked = ops.topk_select(key[p], k, largest, None if lab is None else lab[p], bud).numpy()
         return np.sort(perm[picked])
 
+    participants = alive.copy()  # before the cut
     n_excluded = N - int(alive.sum())
     n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))
     if n_cut:
@@ -177,11 +180,16 @@ def select(
         raise ValueError(
             f"no example is left to select from ({n_excluded} excluded, {n_cut} cut as the hardest)"
         )
-    k = resolve_keep(keep, available)
+    k = resolve_keep(keep, N - n_excluded)  # of every example taking part, cut or not
     if k == 0:
         raise ValueError(
-            f"keeping {keep} of {available} examples rounds to 0: the subset would "
+            f"keeping {keep} of {N - n_excluded} examples rounds to 0: the subset would "
             "be empty; keep a larger fraction or a count of at least 1"
+        )
+    if k > available:
+        raise ValueError(
+            f"keeping {k} examples ({keep} of {N - n_excluded}) after cutting the {n_cut} "
+            f"hardest is more than the {available} left: lower `cut_hardest` or `keep`"
         )
     if strategy == "stratified":
         chosen = _stratified(h, labels, alive, k, num_classes, balanced, bins, seed)
@@ -213,13 +221,11 @@ def select(
     }
     if strategy == "stratified":
         info["bins"] = bins
-    return Selection(
-        np.asarray(chosen, dtype=np.int64),
-        N,
-        np.bincount(labels[chosen], minlength=num_classes),
-        class_sizes,
-        info,
-    )
+    kept_per_class = np.bincount(labels[chosen], minlength=num_classes)
+    taking_part = np.bincount(labels[participants], minlength=num_classes)
+    # classes with examples that keep none (a global cut can take a whole class): said, not hidden
+    info["emptied_classes"] = np.flatnonzero((kept_per_class == 0) & (taking_part > 0)).tolist()
+    return Selection(np.asarray(chosen, dtype=np.int64), N, kept_per_class, class_sizes, info)
 
 
 def _stratified(h, labels, alive, k, C, balanced, bins, seed) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -151,8 +153,20 @@ def test_balanced_and_cut(problem):
         assert set(sel.indices[labels[sel.indices] == c]) == set(want)
     cut = select(h, labels, 4, 0.5, strategy="hardest", cut_hardest=0.1)
     hardest10 = np.argsort(-h)[:10]
-    assert not set(hardest10) & set(cut.indices) and len(cut.indices) == 45
-    assert cut.indices.tolist() == np.sort(np.argsort(-h)[10:55]).tolist()
+    # keep counts every example (50 of 100), chosen from the 90 the cut left
+    assert not set(hardest10) & set(cut.indices) and len(cut.indices) == 50
+    assert cut.indices.tolist() == np.sort(np.argsort(-h)[10:60]).tolist()
+    assert cut.info["emptied_classes"] == []
+    with pytest.raises(ValueError, match="more than the 50 left: lower `cut_hardest` or `keep`"):
+        select(h, labels, 4, 0.6, strategy="hardest", cut_hardest=0.5)
+
+
+def test_a_class_the_cut_empties_is_named(problem):
+    h, labels = problem
+    h = h + 10 * (labels == 3)  # class 3 (10 examples) is the hardest tenth
+    sel = select(h, labels, 4, 0.5, strategy="stratified", balanced=True, cut_hardest=0.1)
+    assert sel.kept_per_class[3] == 0 and sel.info["emptied_classes"] == [3]
+    assert len(sel.indices) == 50
 
 
 @pytest.mark.parametrize("balanced", [False, True])
@@ -219,3 +233,18 @@ def test_easiness_plain_is_the_fraction_correct():
         stats.end_epoch()
     s = compute_scores(stats, window=3)
     np.testing.assert_allclose(s["easiness_plain"], [1.0, 1 / 3, 1 / 3])
+
+
+def test_the_command_line_warns_of_an_emptied_class(problem, capsys):
+    from easyhard.cli import _report
+
+    h, labels = problem
+    h = h + 10 * (labels == 3)
+    sel = select(h, labels, 4, 0.5, strategy="hardest", balanced=True, cut_hardest=0.1)
+    for as_json, quiet in [(False, False), (False, True)]:
+        _report(sel, as_json, quiet)
+        err = capsys.readouterr().err
+        assert "1 class(es) keep no example (3): --cut-hardest is global" in err
+    _report(sel, True, False)
+    out = capsys.readouterr()
+    assert json.loads(out.out)["emptied_classes"] == [3] and out.err == ""
