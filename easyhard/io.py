@@ -171,6 +171,20 @@ def _count_files(folder: str) -> int:
     return n
 
 
+def _newer_files(folder: str, than: str) -> list[str]:
+    """Files under `folder` modified after `than` (the manifest, written last): most likely the
+    ones a user added. Hard-linked or copied sources keep older times."""
+    limit = os.stat(than).st_mtime
+    found = []
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_mtime > limit and path != than:
+                    found.append(path)
+    return sorted(found)
+
+
 def seal_output(
     folder: str, manifest_name: str, record: dict, transient: tuple[str, ...] = ()
 ) -> dict:
@@ -247,9 +261,11 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
             "another folder"
         )
     if _count_files(folder) != record.get("file_count"):
+        newer = _newer_files(folder, os.path.join(folder, manifest_name))
+        hint = f", e.g. {newer[0]}, added after it was written" if newer else ""
         raise OutputExistsError(
             f"{folder} holds files easyhard did not write (it wrote "
-            f"{record.get('file_count')}, there are {_count_files(folder)}); "
+            f"{record.get('file_count')}, there are {_count_files(folder)}{hint}); "
             "`force=True` does not delete them: choose another folder"
         )
 

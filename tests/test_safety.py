@@ -893,3 +893,23 @@ def test_force_names_another_commands_output(tmp_path):
     with pytest.raises(OutputExistsError, match="is not an earlier easyhard output"):
         check_replaceable(str(tmp_path / "mine"), "selection.json", "easyhard.selection", True)
     assert (tmp_path / "ov" / "overlap.json").exists() and (tmp_path / "mine").exists()
+
+
+def test_force_names_a_file_added_deep_inside_an_output(tmp_path):
+    """A file a user added inside an output's sub-folder stops --force, and the message names it
+    (it said only how many files there were)."""
+    from easyhard.io import OutputExistsError, check_replaceable, seal_output
+
+    out = tmp_path / "out"
+    (out / "train" / "c0").mkdir(parents=True)
+    (out / "train" / "c0" / "0.png").write_bytes(b"x")
+    os.utime(out / "train" / "c0" / "0.png", (1e9, 1e9))  # a hard-linked source keeps its time
+    seal_output(str(out), "manifest.json", {"format": "easyhard.subset"})
+    check_replaceable(str(out), "manifest.json", "easyhard.subset", True)  # its own: replaceable
+    mine = out / "train" / "c0" / "notes.txt"
+    mine.write_text("mine")
+    later = os.stat(out / "manifest.json").st_mtime + 5
+    os.utime(mine, (later, later))
+    with pytest.raises(OutputExistsError, match=r"there are 3, e\.g\. .*c0/notes\.txt, added"):
+        check_replaceable(str(out), "manifest.json", "easyhard.subset", True)
+    assert mine.read_text() == "mine"
