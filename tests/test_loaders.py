@@ -142,7 +142,9 @@ def jpeg_folder(root, classes=3, per_class=7, corrupt=None):
             arr = rng.integers(0, 256, (30 + 3 * i, 40, 3), dtype=np.uint8)
             Image.fromarray(arr).save(root / f"class{c}" / f"{i:03d}.jpg")
     if corrupt:
-        (root / corrupt).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 4)
+        # damaged inside, whole at both ends: only decoding finds it (DALI's error, then the
+        # search for the file); truncated or foreign files are refused before DALI sees them
+        (root / corrupt).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg" * 4 + b"\xff\xd9")
     return load_dataset("imagefolder", root=str(root))
 
 
@@ -258,13 +260,26 @@ class TestDaliLoader:
         (tmp_path / "text.jpg").write_text("not an image\n")
         (tmp_path / "empty.png").write_bytes(b"")
         names += ["gray.pgm", "text.jpg", "empty.png", "missing.jpg"]
+        # truncated (an interrupted copy): a good header, no end; DALI crashed on these too
+        rng = np.random.default_rng(0)
+        noisy = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        for fmt, ext in [("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("WEBP", "webp")]:
+            noisy.save(tmp_path / f"whole.{ext}", format=fmt)
+            data = (tmp_path / f"whole.{ext}").read_bytes()
+            (tmp_path / f"half.{ext}").write_bytes(data[: len(data) // 2])
+            names.append(f"half.{ext}")
+        # data after a JPEG's end (some cameras and tools append it) is still a whole image
+        jpeg = (tmp_path / "whole.jpg").read_bytes()
+        (tmp_path / "appended.jpg").write_bytes(jpeg + b"\x00" * 5000)
+        names.append("appended.jpg")
         files = [str(tmp_path / n) for n in names]
-        assert find_unrecognized(files, threads=2) == [6, 8, 9, 10]  # gif, text, empty, missing
-        # every format it lets through is one DALI decodes
-        assert find_undecodable(files, threads=1) == [6, 8, 9, 10]
-        many = files * 3000  # more than one chunk of work
+        bad = [6, 8, 9, 10, 11, 12, 13, 14]  # gif, text, empty, missing, the four halves
+        assert find_unrecognized(files, threads=2) == bad
+        # every file it lets through is one DALI decodes
+        assert find_undecodable(files, threads=1) == bad
+        many = files * 2000  # more than one chunk of work
         assert find_unrecognized(many, threads=2) == [
-            i for i in range(len(many)) if i % len(files) in (6, 8, 9, 10)
+            i for i in range(len(many)) if i % len(files) in bad
         ]
 
     def test_a_text_file_is_refused_before_any_pipeline(self, tmp_path):
