@@ -321,23 +321,17 @@ def _load_dataset(cfg: DataConfig, split: str = "train"):
 
 
 def _run_metadata(score_file: str, meta: dict) -> dict:
-    """A statistics file's metadata as is; for a merged file, that of its first run's file (as
-    recorded, or beside the merged file as `easyhard score` lays them out), when it is there."""
+    """A statistics file's metadata as is; for a merged file, that of the first run it was
+    merged from (runfolder.merged_runs), when that is still there."""
+    from .runfolder import merged_runs
     from .statsfile import read_metadata_block
 
-    runs = meta.get("runs")
-    if "config" in meta or not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
+    if "config" in meta or "runs" not in meta:
         return meta
-    recorded = str(runs[0].get("file", ""))
-    beside = os.path.join(
-        os.path.dirname(os.path.abspath(score_file)),
-        os.path.basename(os.path.dirname(recorded)),
-        os.path.basename(recorded),
-    )
-    for path in (recorded, beside):
-        if path and os.path.isfile(path):
-            return read_metadata_block(path) or meta
-    return meta
+    try:
+        return read_metadata_block(merged_runs(score_file, meta)[0]) or meta
+    except ValueError:  # the runs moved: say what is known
+        return meta
 
 
 def check_same_data(score_file: str, table, cfg: DataConfig, dataset) -> None:

@@ -160,6 +160,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def same_contents(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two files hold the same bytes (sizes first: a full read only when they match)."""
+    import filecmp
+
+    try:
+        return os.path.getsize(a) == os.path.getsize(b) and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
 class OutputExistsError(FileExistsError):
     """An output folder that holds something easyhard may not replace; the message says what."""
 

@@ -207,9 +207,10 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
 def run_files(inputs, view: str = "train") -> list[str]:
     """The statistics files of INPUTs, each once: a statistics file stays; a run folder gives its
     file of `view` (scores.npz, or scores_clean.npz for "clean"); an `easyhard score` output
-    folder, or the merged.npz in one, gives every run in it (sorted). Refuses a run given twice
-    (it would count twice) and anything that is none of these, naming it."""
-    from .io import same_file
+    folder gives every run in it (sorted); a merged scores file, the runs it was merged from
+    (merged_runs). Refuses a run given twice, by path or as a copy (it would count twice), and
+    anything that is none of these, naming it."""
+    from .io import same_contents, same_file
     from .statsfile import MERGED_FORMAT, read_metadata_block
 
     name = "scores.npz" if view == "train" else "scores_clean.npz"
@@ -228,11 +229,13 @@ def run_files(inputs, view: str = "train") -> list[str]:
         return found
 
     files: list[str] = []
+    given: list[str] = []  # what the user gave, for each file
     for item in map(str, inputs):
+        before = len(files)
         if os.path.isfile(item):
             meta = read_metadata_block(item) or {}
             if meta.get("format") == MERGED_FORMAT:  # stands for the runs it was merged from
-                files.extend(runs_in(os.path.dirname(os.path.abspath(item)), item))
+                files.extend(merged_runs(item, meta, name))
             else:
                 files.append(item)
         elif os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
@@ -241,11 +244,40 @@ def run_files(inputs, view: str = "train") -> list[str]:
             files.extend(runs_in(item, item))
         else:
             raise ValueError(f"{item} does not exist")
+        given += [item] * (len(files) - before)
     for i, p in enumerate(files):
-        for q in files[:i]:
-            if same_file(p, q):
-                raise ValueError(f"{p} is given twice (as {q}): each run counts once")
+        for j, q in enumerate(files[:i]):
+            if same_file(p, q) or same_contents(p, q):
+                how = "" if same_file(p, q) else " (a copy: the same bytes)"
+                where = f"{p}, in {given[i]}" if given[i] != p else p
+                also = f"{q}, in {given[j]}" if given[j] != q else q
+                raise ValueError(f"{where} is given twice{how}, as {also}: each run counts once")
     return files
+
+
+def merged_runs(path: str, meta: dict[str, Any], name: str = "scores.npz") -> list[str]:
+    """The runs a merged scores file was merged from (its metadata lists their files), as files
+    of `name`: where it recorded them, or beside it as `easyhard score` lays them out."""
+    runs = meta.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ValueError(f"{path} is a merged scores file that does not list its runs")
+    found = []
+    for run in runs:
+        recorded = str(run.get("file", "")) if isinstance(run, dict) else ""
+        folder = os.path.basename(os.path.dirname(recorded))
+        candidates = [
+            os.path.join(os.path.dirname(recorded), name),
+            os.path.join(os.path.dirname(os.path.abspath(path)), folder, name),
+        ]
+        hit = next((c for c in candidates if folder and os.path.isfile(c)), None)
+        if hit is None:
+            raise ValueError(
+                f"{path} was merged from {recorded or 'a run it does not name'}, which is no "
+                f"longer there (nor a {folder or 'run'}/{name} beside it): give the runs "
+                "themselves"
+            )
+        found.append(hit)
+    return found
 
 
 def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -250,7 +251,9 @@ def _cli(*args):
 def test_errors_are_one_sentence(tmp_path):
     labels = np.repeat(np.arange(2), 50)
     a = write_run(tmp_path / "a" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="A")
-    b = write_run(tmp_path / "b" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="A")
+    b = write_run(tmp_path / "b" / "scores.npz", np.full((2, 100), 0.6), labels, fingerprint="A")
+    (tmp_path / "copy").mkdir()
+    shutil.copy(a, tmp_path / "copy" / "scores.npz")
     c = write_run(tmp_path / "c" / "scores.npz", np.full((2, 100), 0.7), labels, fingerprint="B")
     for args, needle in [
         ((a, c), "runs of different data cannot be compared"),
@@ -262,6 +265,7 @@ def test_errors_are_one_sentence(tmp_path):
         # one run twice would compare it with itself (Jaccard 1): refused, as a folder too
         ((a, a), "is given twice"),
         ((tmp_path / "a", a), "is given twice"),
+        ((a, tmp_path / "copy"), "is given twice (a copy: the same bytes)"),
     ]:
         code, out = _cli(*args, "--out", tmp_path / "o")
         assert code in (1, 2) and needle in out and "Traceback" not in out, (args, out)

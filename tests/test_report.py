@@ -158,6 +158,14 @@ def test_report_reads_the_runs_it_is_given(study, tmp_path):
     assert r.exit_code == 0, r.output
     runs = json.loads((tmp_path / "m" / "report.json").read_text())["provenance"]["runs"]
     assert sorted(os.path.basename(r["folder"]) for r in runs) == ["convnet-run0", "resnet20-run0"]
+    # a merged file of some of a folder's runs stands for those runs only
+    one = study / "runs" / "convnet-run0" / "scores.npz"
+    assert run(["merge", one, "--out", tmp_path / "convnet.npz"]).exit_code == 0
+    r = run(["report", tmp_path / "convnet.npz", "--no-examples", "--quiet", "--out",
+             tmp_path / "m1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    runs = json.loads((tmp_path / "m1" / "report.json").read_text())["provenance"]["runs"]
+    assert [r["statistics_file"] for r in runs] == [str(one)]
     (tmp_path / "elsewhere").mkdir()
     copy = tmp_path / "elsewhere" / "mine.npz"
     copy.write_bytes((study / "runs2" / "convnet-run0" / "scores.npz").read_bytes())
