@@ -506,10 +506,20 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
     }
     emptied = selection.info.get("emptied_classes") or []
     if emptied and not as_json:  # said even with --quiet: the subset lacks whole classes
-        named = ", ".join(map(str, emptied[:10])) + (" ..." if len(emptied) > 10 else "")
+        by_cut = set(selection.info.get("emptied_by_cut") or [])
+
+        def named(classes: list[int]) -> str:
+            return ", ".join(map(str, classes[:10])) + (" ..." if len(classes) > 10 else "")
+
+        why = []
+        if by_cut:
+            why.append(f"--cut-hardest is global and took all of {named(sorted(by_cut))}")
+        rounded = [c for c in emptied if c not in by_cut]
+        if rounded:
+            why.append(f"the share of {named(rounded)} rounds to none at this --keep")
         click.echo(
-            f"warning: {len(emptied)} class(es) keep no example ({named})"
-            + (": --cut-hardest is global and took all of them" if selection.info["cut"] else ""),
+            f"warning: {len(emptied)} class(es) keep no example ({named(emptied)}): "
+            + "; ".join(why),
             err=True,
         )
     if as_json:

@@ -146,7 +146,9 @@ class DataConfig(Config):
     image_size: int = field(
         default=28, metadata=param("synthetic only: image side in pixels.", min=4)
     )
-    synthetic_seed: int = field(default=0, metadata=param("synthetic only: the seed of the data."))
+    synthetic_seed: int = field(
+        default=0, metadata=param("synthetic only: the seed of the data.", min=0)
+    )
 
     #: The options that only some datasets use (the others: every dataset).
     DATASET_ONLY = {
@@ -233,12 +235,15 @@ class ScoreConfig(DataConfig):
     )
     compile: bool = field(default=False, metadata=param("torch.compile the model."))
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
-    seed: int = field(default=0, metadata=param("Run k of every architecture uses seed + k."))
+    seed: int = field(
+        default=0, metadata=param("Run k of every architecture uses seed + k.", min=0)
+    )
     init_seed: int | None = field(
         default=None,
         metadata=param(
             "Seed of the initialisation, the same for every run (default: the run's seed).",
             type=int,
+            min=0,
         ),
     )
     data_seed: int | None = field(
@@ -247,6 +252,7 @@ class ScoreConfig(DataConfig):
             "Seed of the data order and augmentation, the same for every run (default: the run's "
             "seed).",
             type=int,
+            min=0,
         ),
     )
     optimizer: str = field(
@@ -369,13 +375,16 @@ class SelectConfig(Config):
         ),
     )
     bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
-    seed: int = field(default=0, metadata=param("Seed of the random and stratified strategies."))
+    seed: int = field(
+        default=0, metadata=param("Seed of the random and stratified strategies.", min=0)
+    )
     tie_seed: int | None = field(
         default=None,
         metadata=param(
             "Break ties of the score by a permutation from this seed (default: by dataset index); "
             "use it with easiness_plain, where most examples tie.",
             type=int,
+            min=0,
         ),
     )
 
@@ -518,7 +527,8 @@ class OverlapConfig(Config):
         ),
     )
     tie_seed: int = field(
-        default=0, metadata=param("Seed of the per-run permutations that order tied scores.")
+        default=0,
+        metadata=param("Seed of the per-run permutations that order tied scores.", min=0),
     )
     kendall_max: int = field(
         default=200_000,
@@ -636,7 +646,8 @@ class SimilarityConfig(DataConfig):
     seed: int = field(
         default=0,
         metadata=param(
-            "Seed of every random choice (sets' tie order, subsamples, random sets, pools)."
+            "Seed of every random choice (sets' tie order, subsamples, random sets, pools).",
+            min=0,
         ),
     )
 
@@ -706,7 +717,7 @@ class ExperimentConfig(ScoreConfig):
             min=1,
         ),
     )
-    seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k."))
+    seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k.", min=0))
     window: int | None = field(
         default=None,
         metadata=param(
@@ -751,7 +762,8 @@ class ExperimentConfig(ScoreConfig):
         default=0,
         metadata=param(
             "Ties of the ranking score are broken by a permutation from this seed; random (and "
-            "stratified) selection for training seed k draws with selection_seed + k."
+            "stratified) selection for training seed k draws with selection_seed + k.",
+            min=0,
         ),
     )
 

@@ -37,9 +37,10 @@ def resolve_keep(keep: float | int | str, n: int) -> int:
     """Number of examples to keep: a fraction in (0, 1] (e.g. 0.7 or "70%") or a count ("700").
     A bare 1 is refused: it reads as "all of it" as often as "one example"."""
     text = str(keep).strip()
-    if text == "1":
+    if text.isdigit() and int(text) == 1:  # 1, 01, ...
         raise ValueError(
-            "keep 1 is ambiguous: write 1.0 or 100% to keep every example (a count of one example "
+            f"keep {text} is ambiguous: write 1.0 or 100% to keep every example (a count of one "
+            "example "
             "is not a subset anyone trains on)"
         )
     try:
@@ -223,8 +224,12 @@ def select(
         info["bins"] = bins
     kept_per_class = np.bincount(labels[chosen], minlength=num_classes)
     taking_part = np.bincount(labels[participants], minlength=num_classes)
-    # classes with examples that keep none (a global cut can take a whole class): said, not hidden
-    info["emptied_classes"] = np.flatnonzero((kept_per_class == 0) & (taking_part > 0)).tolist()
+    left = np.bincount(labels[alive], minlength=num_classes)
+    # classes with examples that keep none: said, not hidden, with why (the cut took them all,
+    # or the class's share of the budget rounded to nothing)
+    emptied = (kept_per_class == 0) & (taking_part > 0)
+    info["emptied_classes"] = np.flatnonzero(emptied).tolist()
+    info["emptied_by_cut"] = np.flatnonzero(emptied & (left == 0)).tolist()
     return Selection(np.asarray(chosen, dtype=np.int64), N, kept_per_class, class_sizes, info)
 
 

@@ -100,6 +100,7 @@ def test_resolve_keep(keep, n, want):
         (1.5, r"fraction must be in \(0, 1\]"),
         ("abc", "fraction .* or a count"),
         ("1", "ambiguous: write 1.0 or 100%"),
+        ("01", "keep 01 is ambiguous"),
         (1, "ambiguous"),
     ],
 )
@@ -248,3 +249,9 @@ def test_the_command_line_warns_of_an_emptied_class(problem, capsys):
     _report(sel, True, False)
     out = capsys.readouterr()
     assert json.loads(out.out)["emptied_classes"] == [3] and out.err == ""
+    # no cut: a class whose share of a small budget rounds to none is not blamed on the cut
+    few = select(h, labels, 4, 3, strategy="hardest", balanced=True)
+    assert few.info["emptied_classes"] == [3] and few.info["emptied_by_cut"] == []
+    _report(few, False, True)
+    err = capsys.readouterr().err
+    assert "keep no example (3): the share of 3 rounds to none" in err and "cut" not in err
