@@ -124,11 +124,12 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         }
 
     a, b = flat(old), flat(new)
-    return [
+    lines = [
         f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(a.keys() | b.keys())
         if a.get(k) != b.get(k)
     ]
+    return list(dict.fromkeys(lines))  # `seed` is both the run's and the configuration's
 
 
 def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:

@@ -913,3 +913,11 @@ def test_force_names_a_file_added_deep_inside_an_output(tmp_path):
     with pytest.raises(OutputExistsError, match=r"there are 3, e\.g\. .*c0/notes\.txt, added"):
         check_replaceable(str(out), "manifest.json", "easyhard.subset", True)
     assert mine.read_text() == "mine"
+
+
+def test_identity_differences_name_each_change_once():
+    from easyhard.runfolder import identity_differences
+
+    old = {"seed": 0, "arch": "convnet", "config": {"seed": 0, "epochs": 1}}
+    new = {"seed": 3, "arch": "convnet", "config": {"seed": 3, "epochs": 2}}
+    assert identity_differences(old, new) == ["epochs: 1 -> 2", "seed: 0 -> 3"]
