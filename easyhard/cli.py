@@ -237,11 +237,18 @@ def make_config(cls: type, kwargs: dict) -> Config:
     values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
     cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     cfg.validate()
-    if isinstance(cfg, DataConfig):  # a flag the dataset ignores is a mistake, not a no-op
+    if isinstance(cfg, DataConfig):  # an option the dataset ignores is a mistake, not a no-op
         ctx = click.get_current_context()
+        source = click.core.ParameterSource
         for name in cfg.inapplicable():
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            given = ctx.get_parameter_source(name)
+            if given == source.COMMANDLINE:
                 raise ConfigError(cfg.inapplicable_message(name))
+            # from the --config file: older job records list every option at its default
+            default = cls.__dataclass_fields__[name].default
+            if given == source.DEFAULT_MAP and getattr(cfg, name) != default:
+                subject = f"{ctx.meta[_CONFIG_FILE]}: {name} = {getattr(cfg, name)!r}"
+                raise ConfigError(cfg.inapplicable_message(name, subject))
     return cfg
 
 

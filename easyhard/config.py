@@ -164,15 +164,17 @@ class DataConfig(Config):
         """The options this configuration's dataset does not use."""
         return [k for k, kinds in self.DATASET_ONLY.items() if self.dataset not in kinds]
 
-    def inapplicable_message(self, name: str) -> str:
+    def inapplicable_message(self, name: str, subject: str | None = None) -> str:
+        """Why option `name` is refused (`subject`: how to name it, default `name`)."""
+        subject = subject or f"`{name}`"
         if self.dataset == "synthetic":
             return (
-                f"`{name}` is not an option of synthetic data, which is generated from "
+                f"{subject} is not an option of synthetic data, which is generated from "
                 "`num_samples`, `num_classes`, `image_size` and `synthetic_seed` (a compressed "
                 "synthetic subset, subset.npz, is read with numpy)"
             )
         users = " and ".join(self.DATASET_ONLY[name])
-        return f"`{name}` is an option of {users} only, not of {self.dataset}: leave it out"
+        return f"{subject} is an option of {users} only, not of {self.dataset}: leave it out"
 
     def validate(self) -> None:
         super().validate()
@@ -480,11 +482,13 @@ def _toml_value(v: Any) -> str:
 
 
 def to_toml(cfg: Config, header: str = "") -> str:
-    """The configuration as a TOML file that --config reads back (None fields are left out)."""
+    """The configuration as a TOML file that --config reads back (None fields, and options the
+    dataset does not use, are left out)."""
     lines = [f"# {line}" for line in header.splitlines()]
+    unused = set(cfg.inapplicable()) if isinstance(cfg, DataConfig) else set()
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if value is not None:
+        if value is not None and f.name not in unused:
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 

@@ -238,7 +238,23 @@ def test_an_option_the_dataset_does_not_use_is_refused(tmp_path):
     assert r.exit_code == 1 and "--data-dir is not an option" in r.output
     with pytest.raises(ValueError, match="`data_dir` is not an option of synthetic"):
         ScoreConfig(dataset="synthetic", data_dir=str(tmp_path)).validate()
-    # the job's own record lists every setting, defaults included: it still configures a job
+    # in a --config file: refused when set to something, accepted at the default (records of
+    # earlier versions list every option); the record no longer lists options the data ignores
+    toml = tmp_path / "fm.toml"
+    toml.write_text('dataset = "fashion-mnist"\nnum_samples = 1000\n')
+    r = run(["score", "--config", toml, "--out", out])
+    assert r.exit_code == 1 and "fm.toml: num_samples = 1000 is an option of synthetic only" in (
+        r.output
+    )
+    toml.write_text(f'dataset = "imagefolder"\ndata_dir = "{tmp_path / "nowhere"}"\n'
+                    "num_samples = 2048\nimage_size = 28\nsynthetic_seed = 0\n")  # fmt: skip
+    r = run(["score", "--config", toml, "--out", out])
+    assert r.exit_code == 1 and "nowhere" in r.output and "num_samples" not in r.output, r.output
+    record = to_toml(ScoreConfig(dataset="fashion-mnist"))
+    assert "num_samples" not in record and "image_size" not in record and "epochs" in record
+    assert "num_samples = 2048" in to_toml(ScoreConfig(dataset="synthetic"))
+    assert not out.exists()
+    # the job's own record (every setting its dataset uses) still configures the job
     assert run(["score", *SMALL, "--out", out]).exit_code == 0
     (tmp_path / "copy.toml").write_bytes((out / "score-config.toml").read_bytes())
     r = run(["score", "--config", tmp_path / "copy.toml", "--out", out, "--resume"])
