@@ -403,8 +403,8 @@ def find_unrecognized(files: Sequence[str], threads: int | None = None) -> list[
     (missing, empty, text, GIF...), or truncated by their last (`_complete`). Cheap: two small
     reads per file. DALI's CPU decoder can crash the process (segfault) on such a file instead of
     raising, so a DaliLoader never gives it one; damage inside a file's body is not seen here
-    (DALI's error, then the search for the file, name it). About 5-10 us a file from the page
-    cache (about 10 s for ImageNet's 1.28M; a cold disk: what 2.6M small reads cost, over
+    (DALI's error, then the search for the file, name it). About 10 us a file from the page
+    cache (about 13 s for ImageNet's 1.28M; a cold disk: what 2.6M small reads cost, over
     `threads`)."""
 
     def bad_in(start: int) -> list[int]:  # a chunk per task: per-file tasks cost 10x more
