@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .io import same_file
+from .io import same_contents, same_file
 from .statsfile import MergedFile, parse_metadata, read_archive, write_merged_file
 
 if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
@@ -183,8 +183,11 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
             )
     for i, p in enumerate(paths):
         for q in paths[:i]:
-            if same_file(p, q):
-                raise ValueError(f"{p} is given twice (as {q}): each run counts once in a merge")
+            if same_file(p, q) or same_contents(p, q):
+                how = "" if same_file(p, q) else ", a copy: the same bytes"
+                raise ValueError(
+                    f"{p} is given twice (as {q}{how}): each run counts once in a merge"
+                )
     from .statsfile import check_merged_output, read_stats_file
 
     check_merged_output(out)

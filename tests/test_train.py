@@ -395,8 +395,11 @@ def test_merge_refuses_other_data(tmp_path):
     import shutil
 
     one_file = tmp_path / "a" / "convnet-run0" / "scores.npz"
-    shutil.copy(one_file, tmp_path / "copy.npz")  # two identical runs (one path twice is refused)
-    table = merge_stats_files([str(one_file), str(tmp_path / "copy.npz")], str(tmp_path / "m.npz"))
+    shutil.copy(one_file, tmp_path / "copy.npz")  # a copy is the same run: it counts once
+    with pytest.raises(ValueError, match="given twice .*a copy: the same bytes"):
+        merge_stats_files([str(one_file), str(tmp_path / "copy.npz")], str(tmp_path / "m.npz"))
+    # one run merged alone has its own scores
+    table = merge_stats_files([str(one_file)], str(tmp_path / "m.npz"))
     one = load_scores(str(tmp_path / "a" / "convnet-run0" / "scores.npz"))
     np.testing.assert_allclose(table.scores["easiness"], one.scores["easiness"])
 
