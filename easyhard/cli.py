@@ -351,9 +351,7 @@ def check_same_data(score_file: str, table, cfg: DataConfig, dataset) -> None:
     name = meta.get("dataset") or run_cfg.get("dataset")
     made_on = ""
     if name:
-        keys = ["data_dir", "file_list"]
-        if name == "synthetic":
-            keys += ["num_samples", "num_classes", "image_size", "synthetic_seed"]
+        keys = [k for k, kinds in DataConfig.DATASET_ONLY.items() if name in kinds]
         opts = ", ".join(f"{k}={run_cfg[k]!r}" for k in keys if run_cfg.get(k) is not None)
         made_on = f" ({name}{': ' + opts if opts else ''})"
     raise click.ClickException(

@@ -170,6 +170,18 @@ def same_contents(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def first_repeat(paths: Sequence[str | os.PathLike]) -> tuple[int, int, bool] | None:
+    """The first (i, j < i) such that paths[i] is paths[j], as the same file or as a copy (the
+    same bytes); with whether it is a copy. None when every path is a different file."""
+    for i, p in enumerate(paths):
+        for j, q in enumerate(paths[:i]):
+            if same_file(p, q):
+                return i, j, False
+            if same_contents(p, q):
+                return i, j, True
+    return None
+
+
 class OutputExistsError(FileExistsError):
     """An output folder that holds something easyhard may not replace; the message says what."""
 
@@ -270,12 +282,13 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
             "did not write; `force=True` does not delete it: move it or choose "
             "another folder"
         )
-    if _count_files(folder) != record.get("file_count"):
+    count = _count_files(folder)
+    if count != record.get("file_count"):
         newer = _newer_files(folder, os.path.join(folder, manifest_name))
         hint = f", e.g. {newer[0]}, added after it was written" if newer else ""
         raise OutputExistsError(
             f"{folder} holds files easyhard did not write (it wrote "
-            f"{record.get('file_count')}, there are {_count_files(folder)}{hint}); "
+            f"{record.get('file_count')}, there are {count}{hint}); "
             "`force=True` does not delete them: choose another folder"
         )
 

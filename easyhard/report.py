@@ -104,15 +104,9 @@ def collect(inputs: Sequence[str]) -> Inputs:
             found.analyses[kind].append(os.path.abspath(item))
         else:
             run_items.append(item)
-    try:
-        found.runs = [os.path.abspath(f) for f in run_files(run_items)]
-    except ValueError as e:
-        if "holds no run" not in str(e):
-            raise
-        raise ValueError(
-            f"{e}; nor is it an easyhard analysis or experiment (overlap.json, "
-            "similarity.json, experiment.json)"
-        ) from None
+    also = "; nor is it an easyhard analysis or experiment (overlap.json, similarity.json, "
+    also += "experiment.json)"
+    found.runs = [os.path.abspath(f) for f in run_files(run_items, also=also)]
     if not found.runs and not any(found.analyses.values()):
         raise ValueError("nothing to report: give score runs or analysis folders")
     return found

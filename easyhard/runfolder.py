@@ -205,13 +205,13 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     check_merged_output(os.path.join(out_dir, "merged.npz"))
 
 
-def run_files(inputs, view: str = "train") -> list[str]:
+def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
     """The statistics files of INPUTs, each once: a statistics file stays; a run folder gives its
     file of `view` (scores.npz, or scores_clean.npz for "clean"); an `easyhard score` output
     folder gives every run in it (sorted); a merged scores file, the runs it was merged from
     (merged_runs). Refuses a run given twice, by path or as a copy (it would count twice), and
-    anything that is none of these, naming it."""
-    from .io import same_contents, same_file
+    anything that is none of these, naming it (a folder of no run: `also` added to the message)."""
+    from .io import first_repeat
     from .statsfile import MERGED_FORMAT, read_metadata_block
 
     name = "scores.npz" if view == "train" else "scores_clean.npz"
@@ -225,7 +225,7 @@ def run_files(inputs, view: str = "train") -> list[str]:
         if not found:
             raise ValueError(
                 f"{item} holds no run with a {name} (give statistics files, run folders or an "
-                "`easyhard score` output folder)"
+                f"`easyhard score` output folder){also}"
             )
         return found
 
@@ -246,13 +246,14 @@ def run_files(inputs, view: str = "train") -> list[str]:
         else:
             raise ValueError(f"{item} does not exist")
         given += [item] * (len(files) - before)
-    for i, p in enumerate(files):
-        for j, q in enumerate(files[:i]):
-            if same_file(p, q) or same_contents(p, q):
-                how = "" if same_file(p, q) else " (a copy: the same bytes)"
-                where = f"{p}, in {given[i]}" if given[i] != p else p
-                also = f"{q}, in {given[j]}" if given[j] != q else q
-                raise ValueError(f"{where} is given twice{how}, as {also}: each run counts once")
+    repeat = first_repeat(files)
+    if repeat:
+        i, j, copy = repeat
+        p, q = files[i], files[j]
+        how = " (a copy: the same bytes)" if copy else ""
+        where = f"{p}, in {given[i]}" if given[i] != p else p
+        also = f"{q}, in {given[j]}" if given[j] != q else q
+        raise ValueError(f"{where} is given twice{how}, as {also}: each run counts once")
     return files
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .io import same_contents, same_file
+from .io import first_repeat, same_file
 from .statsfile import MergedFile, parse_metadata, read_archive, write_merged_file
 
 if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
@@ -181,13 +181,13 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
                 f"the output {out} is one of the inputs ({p}): merging into it would "
                 "destroy a run's per-epoch history; choose another output file"
             )
-    for i, p in enumerate(paths):
-        for q in paths[:i]:
-            if same_file(p, q) or same_contents(p, q):
-                how = "" if same_file(p, q) else ", a copy: the same bytes"
-                raise ValueError(
-                    f"{p} is given twice (as {q}{how}): each run counts once in a merge"
-                )
+    repeat = first_repeat(paths)
+    if repeat:
+        i, j, copy = repeat
+        how = ", a copy: the same bytes" if copy else ""
+        raise ValueError(
+            f"{paths[i]} is given twice (as {paths[j]}{how}): each run counts once in a merge"
+        )
     from .statsfile import check_merged_output, read_stats_file
 
     check_merged_output(out)

@@ -299,10 +299,13 @@ def find_undecodable(
 
     def read(i: int) -> np.ndarray | None:
         try:
-            data = np.fromfile(files[i], dtype=np.uint8)
+            with open(files[i], "rb") as f:
+                data = f.read()
         except OSError:
             return None
-        return data if is_whole_dali_image(data) else None  # never a crash for DALI
+        if not is_whole_dali_image(data):  # never a crash for DALI
+            return None
+        return np.frombuffer(data, dtype=np.uint8)
 
     pipe = None
     bad: list[int] = []
@@ -391,9 +394,8 @@ def _complete(header: bytes, size: int, read_at) -> bool:
     return True
 
 
-def is_whole_dali_image(data: bytes | np.ndarray) -> bool:
+def is_whole_dali_image(data: bytes) -> bool:
     """is_dali_image and _complete for a file read into memory."""
-    data = data.tobytes() if isinstance(data, np.ndarray) else data
     header = data[:_HEADER]
     return is_dali_image(header) and _complete(header, len(data), lambda n, o: data[o : o + n])
 
