@@ -1,18 +1,23 @@
 """Build easyhard's C++/CUDA extension (easyhard._C) with torch.utils.cpp_extension and ninja.
 
-    pip install --no-build-isolation -e .          # builds CUDA kernels if a toolkit is found
-    EASYHARD_CUDA=0 pip install --no-build-isolation -e .   # CPU-only
-    FORCE_CUDA=1 / CUDA_HOME=... / TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX"  # as in torchvision
+    pip install --no-build-isolation -e .          # CUDA kernels when a GPU is visible
+    FORCE_CUDA=1 pip install --no-build-isolation -e .      # CUDA kernels without a GPU too
+    EASYHARD_CUDA=0 / CUDA_HOME=... / TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX"  # as in torchvision
 
-CUDA kernels are compiled whenever a CUDA toolkit is found (CUDA_HOME, nvcc on PATH, or
-FORCE_CUDA=1) and torch is a CUDA build, even on a machine with no GPU. setup.py prints what it
-decided. Build isolation must stay off: the extension must be compiled against the torch that
-will import it.
+CUDA kernels are compiled when a GPU is visible and a CUDA toolkit is found, or when FORCE_CUDA=1
+asks for them (torchvision's rule; CI forces them, so a CUDA compile error always shows); a machine
+without a GPU builds CPU-only by default. setup.py prints what it decided. Objects are compiled
+into build/ext-cpu or build/ext-cuda inside the checkout (not pip's fresh temporary folder), so
+ninja recompiles only what changed; after a successful build the digest of the sources and
+settings goes into easyhard/_build_info.json, which tests/run.sh compares to skip an unchanged
+build. Build isolation must stay off: the extension must be compiled against the torch that will
+import it.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import sys
@@ -20,7 +25,7 @@ import sys
 from setuptools import find_packages, setup
 
 try:
-    import torch
+    import torch  # noqa: F401  (the build must see the torch it compiles against)
     from torch.utils import cpp_extension
 except ImportError:  # pragma: no cover - a build environment without torch
     sys.exit(
@@ -29,60 +34,75 @@ except ImportError:  # pragma: no cover - a build environment without torch
     )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0+PTX"  # Ampere (A100, and sm_86/89 run sm_80 code), Hopper; PTX for newer
+
+
+def _load_extension_module():
+    """easyhard/_extension.py by path: the build decisions shared with tests/run.sh, without
+    importing the package (which needs the extension this builds)."""
+    spec = importlib.util.spec_from_file_location(
+        "_easyhard_extension", os.path.join(HERE, "easyhard", "_extension.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXT = _load_extension_module()
+PLAN = EXT.build_plan(os.environ)
 
 
 def log(msg: str) -> None:
     print(f"easyhard setup: {msg}", file=sys.stderr, flush=True)
 
 
-def want_cuda() -> tuple[bool, str]:
-    if os.environ.get("EASYHARD_CUDA", "") == "0":
-        return False, "EASYHARD_CUDA=0"
-    if torch.version.cuda is None:
-        return False, f"torch {torch.__version__} is not a CUDA build"
-    if os.environ.get("FORCE_CUDA", "") == "1":
-        return True, "FORCE_CUDA=1"
-    if cpp_extension.CUDA_HOME is not None:
-        return True, f"CUDA toolkit found at {cpp_extension.CUDA_HOME}"
-    return False, "no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)"
+class BuildExt(cpp_extension.BuildExtension):
+    """torch's BuildExtension with ninja, compiling into a build folder kept in the checkout, and
+    recording what it built (with the digest of its inputs) once the build succeeded."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.build_temp = os.path.join(
+            HERE, "build", "ext-cuda" if PLAN["with_cuda"] else "ext-cpu"
+        )
+
+    def run(self) -> None:
+        super().run()
+        info = {k: PLAN[k] for k in ("torch_version", "with_cuda", "cuda_version", "cuda_archs")}
+        info["digest"] = EXT.build_digest(HERE, PLAN, os.environ)
+        # Read by `import easyhard` (without torch) to detect a torch upgrade since the build, and
+        # by tests/run.sh to skip an unchanged build. Beside the built module too (a wheel build).
+        folders = {os.path.join(HERE, "easyhard")}
+        folders.add(os.path.dirname(os.path.abspath(self.get_ext_fullpath("easyhard._C"))))
+        for folder in folders:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "_build_info.json"), "w", encoding="utf-8") as f:
+                json.dump(info, f, indent=1)
 
 
 def extensions():
-    with_cuda, why = want_cuda()
+    with_cuda = PLAN["with_cuda"]
     sources = ["csrc/easyhard.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # cpp_extension picks the C++ standard torch needs. -fopenmp: at::parallel_for is inline
-    # OpenMP in ATen's headers and runs serially without it; it also enables the `omp simd`
-    # reductions of the CPU kernels.
+    # OpenMP in ATen's headers and runs serially without it.
     cxx = ["-O3", "-fvisibility=hidden", "-fopenmp"]
-    macros = [("EASYHARD_TORCH_VERSION", json.dumps(torch.__version__))]
-    archs = ""
+    macros = [("EASYHARD_TORCH_VERSION", json.dumps(PLAN["torch_version"]))]
     if with_cuda:
-        archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_ARCHS
+        archs = PLAN["cuda_archs"]
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         macros += [
             ("WITH_CUDA", None),
-            ("EASYHARD_CUDA_VERSION", json.dumps(torch.version.cuda)),
+            ("EASYHARD_CUDA_VERSION", json.dumps(PLAN["cuda_version"])),
             ("EASYHARD_CUDA_ARCHS", json.dumps(archs)),
         ]
-        log(f"building CPU + CUDA kernels ({why}; TORCH_CUDA_ARCH_LIST={archs})")
+        log(f"building CPU + CUDA kernels ({PLAN['why']}; TORCH_CUDA_ARCH_LIST={archs})")
         ext_cls = cpp_extension.CUDAExtension
         extra = {"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]}
     else:
-        log(f"building CPU kernels only ({why})")
+        log(f"building CPU kernels only ({PLAN['why']})")
         ext_cls = cpp_extension.CppExtension
         extra = {"cxx": cxx}
-    log(f"torch {torch.__version__}, python {sys.version.split()[0]}")
-    # Read by `import easyhard` (without importing torch) to detect a torch upgrade since the build.
-    info = {
-        "torch_version": torch.__version__,
-        "with_cuda": with_cuda,
-        "cuda_version": torch.version.cuda if with_cuda else None,
-        "cuda_archs": archs or None,
-    }
-    with open(os.path.join(HERE, "easyhard", "_build_info.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
+    log(f"torch {PLAN['torch_version']}, python {PLAN['python']}")
     return [
         ext_cls(
             "easyhard._C",
@@ -98,5 +118,5 @@ setup(
     packages=find_packages(include=["easyhard", "easyhard.*"]),
     package_data={"easyhard": ["_build_info.json"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
 )

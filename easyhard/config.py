@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -405,11 +404,9 @@ class CompressConfig(SelectConfig, DataConfig):
 
 # ---------------------------------------------------------------------------- files
 def load_toml_file(path: str) -> dict[str, Any]:
-    """Read a TOML configuration file (tomllib; the tomli package on Python < 3.11)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on older Pythons only
-        import tomli as tomllib
+    """Read a TOML configuration file (tomllib)."""
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -77,9 +77,17 @@ def accumulate_stats(
     ``ERROR_INDEX``, ``errors[1]`` the smallest offending batch row. easyhard.SampleStats inspects
     it asynchronously and raises. Shapes, dtypes and devices are checked on every backend.
     """
+    _require_kernel("accumulate_stats", logits.device)
     torch.ops.easyhard.accumulate_stats.default(
         logits, labels, indices, counts, sums, flags, errors
     )
+
+
+def _require_kernel(op: str, device: torch.device) -> None:
+    """One sentence saying how to rebuild, instead of the dispatcher's error, when a CUDA tensor
+    reaches a build without CUDA kernels."""
+    if device.type == "cuda" and not _CUDA_KERNELS[op]:
+        raise RuntimeError(f"{op}: the tensors are on {device}, but " + _extension.REBUILD_CUDA)
 
 
 def _check_dtype(op: str, name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...]) -> None:
@@ -144,6 +152,7 @@ def topk_select(
         raise TypeError(
             f"topk_select: largest must be a bool, got {type(largest).__name__} ({largest!r})"
         )
+    _require_kernel("topk_select", scores.device)
     return torch.ops.easyhard.topk_select.default(scores, k, largest, labels, budgets)
 
 
@@ -186,6 +195,10 @@ def _topk_select_fake(scores, k, largest, labels=None, budgets=None):
 def has_kernel(op: str, backend: str) -> bool:
     """Whether easyhard::<op> has a kernel for `backend` ("CPU" or "CUDA") in this build."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"easyhard::{op}", backend)
+
+
+# Which ops this build has CUDA kernels for, read once (a constant under torch.compile).
+_CUDA_KERNELS = {op: has_kernel(op, "CUDA") for op in ("accumulate_stats", "topk_select")}
 
 
 def build() -> dict[str, object]:

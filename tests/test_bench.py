@@ -111,6 +111,7 @@ def test_bench_train_table_and_settings():
     assert r.exit_code == 1 and "unknown --arch 'nope'" in r.output
 
 
+@pytest.mark.slow
 def test_bench_loader_every_available_loader(tmp_path):
     from PIL import Image
 

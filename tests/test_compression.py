@@ -382,6 +382,7 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
     assert {row["source"] for row in read_results(out / RESULTS)} == {"merged", "seed5"}
 
 
+@pytest.mark.slow
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(
         dataset="synthetic",

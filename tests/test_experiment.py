@@ -164,6 +164,7 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     assert (out / RESULTS).read_text() == before
 
 
+@pytest.mark.slow
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
     cfg = ScoreConfig(
         dataset="synthetic",
@@ -359,6 +360,7 @@ def test_lists_from_a_config_file(tmp_path, scores):
     assert 'fractions = "0.5"' in (tmp_path / "out" / "removal-config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_folder(tmp_path):
     """The same command started twice on one folder: each cell is trained by one of them (the
     other skips it while it is locked and reads its result), and the results are those of one

@@ -87,3 +87,66 @@ def test_cuda_backend_present_when_toolkit_was_used():
     from easyhard import ops
 
     assert ops.has_kernel("accumulate_stats", "CUDA")
+
+
+def test_cuda_kernels_are_built_where_they_run_or_when_forced():
+    from easyhard._extension import want_cuda
+
+    home = "/usr/local/cuda"
+    assert want_cuda({}, "13.0", home, gpu_visible=True)[0]
+    # no GPU: CPU-only by default (torchvision's rule), the kernels when FORCE_CUDA=1 asks
+    off, why = want_cuda({}, "13.0", home, gpu_visible=False)
+    assert not off and "FORCE_CUDA=1" in why
+    assert want_cuda({"FORCE_CUDA": "1"}, "13.0", home, gpu_visible=False)[0]
+    assert not want_cuda({"FORCE_CUDA": "1"}, "13.0", None, gpu_visible=False)[0]
+    assert not want_cuda({"EASYHARD_CUDA": "0"}, "13.0", home, gpu_visible=True)[0]
+    assert not want_cuda({"FORCE_CUDA": "1"}, None, home, gpu_visible=True)[0]
+
+
+def test_build_digest_follows_sources_plan_and_settings(tmp_path):
+    from easyhard._extension import build_digest
+
+    for rel in ("setup.py", "pyproject.toml", "csrc/easyhard.cpp", "csrc/cpu/op.cpp"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    plan = {"torch_version": "2.14.1", "with_cuda": False}
+    first = build_digest(str(tmp_path), plan, {})
+    assert build_digest(str(tmp_path), plan, {}) == first
+    (tmp_path / "csrc" / "cpu" / "op.cpp").write_text("changed")
+    changed = build_digest(str(tmp_path), plan, {})
+    assert changed != first
+    (tmp_path / "csrc" / "cpu" / "new.h").write_text("")
+    assert build_digest(str(tmp_path), plan, {}) != changed
+    assert build_digest(str(tmp_path), {**plan, "with_cuda": True}, {}) != changed
+    assert build_digest(str(tmp_path), plan, {"CXXFLAGS": "-O0"}) != changed
+    (tmp_path / "README.md").write_text("not a build input")
+    assert build_digest(str(tmp_path), plan, {"PATH": "/x"}) == build_digest(
+        str(tmp_path), plan, {}
+    )
+
+
+def test_the_test_command_leaves_a_build_it_would_not_redo():
+    """After tests/run.sh built the checkout, its up-to-date check passes: a second run of the
+    test command rebuilds nothing (skipped when easyhard is not an editable install of it)."""
+    from easyhard._extension import stale_reason
+
+    root = os.path.dirname(PKG)
+    if not os.path.exists(os.path.join(root, "setup.py")):
+        pytest.skip("easyhard is not installed from a source checkout")
+    reason = stale_reason(root, os.environ)
+    if reason and ("editable" in reason or "not from this checkout" in reason):
+        pytest.skip(reason)
+    assert reason is None, f"{reason}: these tests ran against a stale build (bash tests/run.sh)"
+
+
+def test_a_cuda_tensor_on_a_cpu_only_build_says_how_to_rebuild(monkeypatch):
+    import torch
+
+    from easyhard import ops
+
+    monkeypatch.setitem(ops._CUDA_KERNELS, "accumulate_stats", False)
+    with pytest.raises(RuntimeError) as e:
+        ops._require_kernel("accumulate_stats", torch.device("cuda", 0))
+    assert "built without its CUDA kernels" in str(e.value)
+    assert "FORCE_CUDA=1 pip install --no-build-isolation" in str(e.value)
+    ops._require_kernel("accumulate_stats", torch.device("cpu"))  # the CPU is always there

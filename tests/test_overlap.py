@@ -7,8 +7,6 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -239,13 +237,8 @@ def test_command_outputs_and_groups(tmp_path):
 
 
 def _cli(*args):
-    p = subprocess.run(
-        [sys.executable, "-m", "easyhard", "analyze", "overlap", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return p.returncode, p.stdout + p.stderr
+    r = CliRunner().invoke(main, ["analyze", "overlap", *map(str, args)])
+    return r.exit_code, r.output
 
 
 def test_errors_are_one_sentence(tmp_path):
