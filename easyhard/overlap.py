@@ -459,6 +459,84 @@ def analyze_overlap(
     }
 
 
+# ---------------------------------------------------------------------------- findings
+#: Groups of pairs that differ only in the randomness of SGD, and how a sentence names them.
+SEED_GROUPS = {
+    "seed": "only in seed (initialisation and data order)",
+    "init_seed": "only in initialisation",
+    "data_seed": "only in data order",
+}
+#: The architecture pairs "keep about as much" overlap as the seed pairs when their Jaccard is at
+#: least this share of the seed pairs' (below it, the architecture changes the sets beyond SGD's
+#: own variation).
+KEPT_LIKE_SEEDS = 0.9
+
+
+def _cell(group: dict[str, Any], which: str, p: float) -> dict[str, Any]:
+    return next(o for o in group["overlap"] if o["set"] == which and o["p"] == p)
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """The overlap analysis in sentences, as the report's summary states it: per group of pairs,
+    the easiest and hardest sets' Jaccard as multiples of chance (at the p nearest 10%); then one
+    sentence comparing the pairs that differ in architecture with those that differ only in seed,
+    initialisation or data order (the paper's "is it SGD?" question), judged by the spread over
+    pairs when each group has several (one pair each has no spread: the sentence says so)."""
+    groups = result.get("groups") or {}
+    ps = result.get("ps") or []
+    if not groups or not ps:
+        return []
+    p = min(ps, key=lambda q: abs(q - 0.1))
+    out = []
+    for name, g in groups.items():
+        easy, hard = _cell(g, "easy", p), _cell(g, "hard", p)
+        fields = [{"arch": "architecture"}.get(f, f) for f in name.split("+")]
+        what = SEED_GROUPS.get(name, "in " + " and ".join(fields))
+        out.append(
+            f"Runs that differ {what} share the easiest {p:.0%} at {easy['ratio']:.1f}x "
+            f"chance (Jaccard {easy['jaccard']['mean']:.2f}, chance {easy['chance']:.3f}) and "
+            f"the hardest {p:.0%} at {hard['ratio']:.1f}x ({hard['jaccard']['mean']:.2f}); "
+            f"{g['pairs']} pair{'s' if g['pairs'] != 1 else ''}."
+        )
+    arch = groups.get("arch")
+    for seed_name in [n for n in SEED_GROUPS if n in groups][:1]:
+        if arch is None:
+            break
+        seed = groups[seed_name]
+        kept = {
+            w: _cell(arch, w, p)["jaccard"]["mean"]
+            / max(_cell(seed, w, p)["jaccard"]["mean"], 1e-12)
+            for w in ("easy", "hard")
+        }
+        like = all(k >= KEPT_LIKE_SEEDS for k in kept.values())
+        verdict = (
+            "easy and hard examples are nearly as shared across architectures as across SGD runs "
+            "of one architecture: most of what two architectures disagree on, two SGD runs "
+            "disagree on too"
+            if like
+            else "the architecture changes which examples are easy and hard beyond the variation "
+            "between SGD runs of one architecture"
+        )
+        if arch["pairs"] > 1 and seed["pairs"] > 1:
+            lower = [
+                _cell(arch, w, p)["jaccard"]["max"] < _cell(seed, w, p)["jaccard"]["min"]
+                for w in ("easy", "hard")
+            ]
+            spread = (
+                "every architecture pair overlaps less than every seed pair"
+                if all(lower)
+                else "the ranges over pairs overlap"
+            )
+        else:
+            spread = "one pair in a group has no spread to judge the difference by"
+        out.append(
+            f"Pairs that differ in architecture keep {kept['easy']:.0%} (easiest) and "
+            f"{kept['hard']:.0%} (hardest) of the overlap of pairs that differ "
+            f"{SEED_GROUPS[seed_name]}: {verdict} ({spread})."
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------- outputs
 def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None) -> str:
     """The terminal table: runs, then per group the mean Jaccard (and ratio to chance) of the

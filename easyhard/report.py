@@ -406,6 +406,13 @@ class Section:
         self.html.append(f"<p>{html.escape(paragraph)}</p>")
         self.md.append(paragraph + "\n")
 
+    def headline(self, finding: str, target: str) -> None:
+        """A finding with a link to the section `target` that holds its evidence."""
+        self.html.append(
+            f'<p>{html.escape(finding)} <a href="#{target}">({html.escape(TITLES[target])})</a></p>'
+        )
+        self.md.append(f"{finding} ([{TITLES[target]}](#{target}))\n")
+
     def figure(self, name: str, png: bytes, caption: str, figures: dict[str, bytes]) -> None:
         figures[name] = png
         data = base64.b64encode(png).decode()
@@ -478,9 +485,12 @@ def _figures_of(folder: str) -> list[str]:
 
 
 def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    from .overlap import findings
+
     headline = []
     for n, folder in enumerate(folders):
         res = _manifest(folder, "overlap.json") or {}
+        headline += findings(res)
         sec.text(
             f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
             f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
@@ -505,12 +515,6 @@ def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]
                     g["spearman"]["mean"],
                     g["kendall"]["mean"],
                 ]
-            )
-            headline.append(
-                f"Runs differing in {name}: Jaccard of the easiest {p_show:.0%} "
-                f"{cells['easy']['jaccard']['mean']:.2f} (chance "
-                f"{cells['easy']['chance']:.2f}), hardest "
-                f"{cells['hard']['jaccard']['mean']:.2f}"
             )
         sec.table(
             [
@@ -552,9 +556,12 @@ def _interval(stat: Any) -> str:
 
 
 def _similarity_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
+    from .similarity import findings
+
     headline = []
     for n, folder in enumerate(folders):
         res = _manifest(folder, "similarity.json") or {}
+        headline += findings(res)
         if res.get("note"):
             sec.text(str(res["note"]))
         rows = []
@@ -568,13 +575,6 @@ def _similarity_section(sec: Section, folders: list[str], figures: dict[str, byt
             ):
                 cells = [_interval(part.get(f"{s}_over_random")) for s in ("easy", "hard")]
                 rows.append([space, measure, *cells])
-            easy = entry.get("easy_over_random") or {}
-            if isinstance(easy.get("mean"), float):
-                headline.append(
-                    f"Spread of the easiest examples against class-matched random "
-                    f"sets, {space} space: {_interval(easy)} (below 1: alike); "
-                    f"hardest: {_interval(entry.get('hard_over_random'))}"
-                )
         if rows:
             sec.text(
                 f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
@@ -650,8 +650,9 @@ def _machine() -> dict[str, Any]:
 
 def build(
     inputs: Sequence[str], *, window: int | None = None, with_examples: bool = True
-) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any]]:
-    """The report's sections (HTML and Markdown pieces), its figures and its provenance."""
+) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any], list[dict[str, str]]]:
+    """The report's sections (HTML and Markdown pieces), its figures, its provenance and its
+    headlines ({"section", "text"}: the analyses' findings, as the summary states them)."""
     found = collect(inputs)
     runs = [load_run(f, window) for f in found.runs]
     if runs:
@@ -734,19 +735,21 @@ def build(
                 "The dataset of these runs could not be read here (moved, "
                 "or different data), so no example images are shown."
             )
-    headline = []
+    headlines = []
     if found.analyses["overlap"]:
-        headline += _overlap_section(sections["overlap"], found.analyses["overlap"], figures)
+        for text in _overlap_section(sections["overlap"], found.analyses["overlap"], figures):
+            headlines.append({"section": "overlap", "text": text})
     if found.analyses["similarity"]:
-        headline += _similarity_section(
+        for text in _similarity_section(
             sections["similarity"], found.analyses["similarity"], figures
-        )
+        ):
+            headlines.append({"section": "similarity", "text": text})
     if found.analyses["experiment"]:
         _experiment_section(sections["experiments"], found.analyses["experiment"], figures)
-    if headline:
-        summary.text("Headlines from the analyses (details in their sections):")
-    for line in headline:
-        summary.text(line)
+    if headlines:
+        summary.text("What the analyses found (each links to its section):")
+    for h in headlines:
+        summary.headline(h["text"], h["section"])
 
     prov = sections["provenance"]
     provenance = {
@@ -778,7 +781,7 @@ def build(
                 f"{kind}: {folder}", json.dumps(keep, indent=1, sort_keys=True, default=str)
             )
     prov.details("machine", json.dumps(provenance["machine"], indent=1))
-    return sections, figures, provenance
+    return sections, figures, provenance, headlines
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;
@@ -807,7 +810,7 @@ def render(sections: dict[str, Section], title: str) -> tuple[str, str]:
     for key in SECTIONS:
         sec = sections[key]
         body.append(f'<section id="{key}"><h2>{TITLES[key]}</h2>')
-        md.append(f"\n## {TITLES[key]}\n")
+        md.append(f'\n<a id="{key}"></a>\n\n## {TITLES[key]}\n')
         if sec.html:
             body += sec.html
             md += sec.md
@@ -842,7 +845,9 @@ def write_report(
     out = os.path.abspath(out)
     check_disjoint(out, {f"input {i + 1}": p for i, p in enumerate(inputs)})
     check_replaceable(out, MANIFEST, FORMAT, force)
-    sections, figures, provenance = build(inputs, window=window, with_examples=with_examples)
+    sections, figures, provenance, headlines = build(
+        inputs, window=window, with_examples=with_examples
+    )
     page, md = render(sections, title)
     if os.path.isdir(out):  # an earlier report, checked above: start clean
         import shutil
@@ -868,6 +873,7 @@ def write_report(
             "window": window,
             "sections": {k: bool(sections[k].html) for k in SECTIONS},
             "figures": sorted(figures),
+            "headlines": headlines,
             "provenance": provenance,
         },
     )

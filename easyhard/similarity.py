@@ -875,6 +875,10 @@ def analyze(
         "excluded_reason": "never presented during scoring (no score)",
         "pixel": entry("all", "pixel"),
         "features": entry("all", "features"),
+        "cross_class_pairs": {
+            which: cross_class_pairs(table.labels[the_set["all"]])
+            for which, the_set in (("easy", plan.easy), ("hard", plan.hard))
+        },
         "per_class": per_class,
         "density": density,
         "feature_model": None
@@ -917,6 +921,88 @@ def analyze(
         "versions": {"easyhard": __version__, "torch": torch.__version__, "numpy": np.__version__},
     }
     return Result(record, list(dataset.classes), grid, mean_images, density_points)
+
+
+def cross_class_pairs(labels: np.ndarray) -> float:
+    """The share of a set's pairs (i != j) whose two examples belong to different classes."""
+    n = len(labels)
+    if n < 2:
+        return 0.0
+    counts = np.bincount(np.asarray(labels, dtype=np.int64)).astype(np.float64)
+    return float(1.0 - (counts * (counts - 1)).sum() / (n * (n - 1)))
+
+
+def _verdict(stat: Any) -> str | None:
+    """'below' / 'above' when a ratio's 95% interval excludes 1, 'unresolved' when it holds 1,
+    None without an interval."""
+    if not isinstance(stat, dict) or not all(
+        isinstance(stat.get(k), (int, float)) for k in ("low", "high")
+    ):
+        return None
+    return "below" if stat["high"] < 1 else "above" if stat["low"] > 1 else "unresolved"
+
+
+def _interval_text(stat: dict) -> str:
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+
+
+def findings(record: dict[str, Any]) -> list[str]:
+    """The similarity analysis in sentences, as the report's summary states it, judged by the
+    95% intervals: per space, in how many classes the easiest set is tighter than class-matched
+    random sets (interval below 1) and the hardest more diverse (interval above 1), beside the
+    pooled ratios, and, when the two disagree, why: the pooled sets' pairs are mostly pairs of
+    examples of different classes (the share is computed from the sets)."""
+    frac = record.get("fraction", 0.1)
+    out = []
+    for space in SPACES:
+        classes = [pc for pc in record.get("per_class") or [] if isinstance(pc.get(space), dict)]
+        pooled = record.get(space)
+        if not classes and not isinstance(pooled, dict):
+            continue
+        n = len(classes)
+        v = {
+            w: [_verdict(pc[space].get(f"{w}_over_random")) for pc in classes]
+            for w in ("easy", "hard")
+        }
+        parts = []
+        if n:
+            parts.append(
+                f"Within classes ({space} space), the easiest {frac:.0%} is tighter than "
+                f"class-matched random sets (95% interval below 1) in {v['easy'].count('below')} "
+                f"of {n} classes and more diverse (above 1) in {v['easy'].count('above')}; the "
+                f"hardest {frac:.0%} is more diverse (interval above 1) in "
+                f"{v['hard'].count('above')} of {n} and tighter in {v['hard'].count('below')}."
+            )
+        pooled_v = {}
+        if isinstance(pooled, dict):
+            words = {"below": "tighter", "above": "more diverse", "unresolved": "not resolved"}
+            shown = []
+            for w, name in (("easy", "easiest"), ("hard", "hardest")):
+                stat = pooled.get(f"{w}_over_random")
+                pooled_v[w] = _verdict(stat)
+                if pooled_v[w] is not None:
+                    shown.append(f"{name} {_interval_text(stat)} ({words[pooled_v[w]]})")
+            if shown:
+                parts.append(f"Pooled over all classes ({space} space): " + ", ".join(shown) + ".")
+        majority = {  # the verdict more than half of the classes share, if one does
+            w: next((x for x in set(v[w]) if x and 2 * v[w].count(x) > n), None)
+            for w in ("easy", "hard")
+        }
+        disagree = any(
+            majority[w] and pooled_v.get(w) and pooled_v[w] != majority[w] for w in ("easy", "hard")
+        )
+        if disagree:
+            share = (record.get("cross_class_pairs") or {}).get("easy")
+            of = f" ({share:.0%} of the easiest set's)" if isinstance(share, float) else ""
+            parts.append(
+                "The two differ because most pairs in a pooled set are pairs of examples of "
+                f"different classes{of}: their distances measure how far apart the classes lie, "
+                "which says nothing of how alike the examples within a class are, so the "
+                "per-class counts answer the question of whether easy examples look alike."
+            )
+        if parts:
+            out.append(" ".join(parts))
+    return out
 
 
 def _nan_none(x: float) -> float | None:

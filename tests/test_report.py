@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -95,7 +96,122 @@ def test_report_has_every_section_and_images_decode(study):
         "provenance",
     }
     assert "convnet seed 0" in page and "resnet20 seed 0" in page
-    assert "Runs differing in arch" in page and "fingerprint" in page
+    assert "Runs that differ in architecture share the easiest 10%" in page
+    assert "fingerprint" in page
+
+
+def test_overlap_headlines_state_multiples_of_chance_and_compare_with_seeds(study):
+    """The summary gives each group's Jaccard as multiples of chance, as overlap.json holds them,
+    and one sentence comparing architecture pairs with seed pairs; each links to its section, in
+    report.html, report.md and report.json alike."""
+    r = run(["report", study / "overlap", "--out", study / "rep-overlap"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((study / "overlap" / "overlap.json").read_text())
+    rep = study / "rep-overlap"
+    page, md = (rep / "report.html").read_text(), (rep / "report.md").read_text()
+    headlines = json.loads((rep / "report.json").read_text())["headlines"]
+    assert {h["section"] for h in headlines} == {"overlap"}
+    texts = [h["text"] for h in headlines]
+    assert set(res["groups"]) == {"arch", "seed", "arch+seed"}
+    for name, g in res["groups"].items():
+        easy = next(o for o in g["overlap"] if o["set"] == "easy" and o["p"] == 0.1)
+        hard = next(o for o in g["overlap"] if o["set"] == "hard" and o["p"] == 0.1)
+        what = {
+            "arch": "in architecture",
+            "seed": "only in seed",
+            "arch+seed": "in architecture and seed",
+        }[name]
+        line = next(t for t in texts if t.startswith(f"Runs that differ {what} "))
+        assert f"easiest 10% at {easy['ratio']:.1f}x chance" in line
+        assert f"hardest 10% at {hard['ratio']:.1f}x" in line
+    kept = {
+        w: next(o for o in res["groups"]["arch"]["overlap"] if o["set"] == w and o["p"] == 0.1)[
+            "jaccard"
+        ]["mean"]
+        / next(o for o in res["groups"]["seed"]["overlap"] if o["set"] == w and o["p"] == 0.1)[
+            "jaccard"
+        ]["mean"]
+        for w in ("easy", "hard")
+    }
+    compare = next(t for t in texts if t.startswith("Pairs that differ in architecture keep"))
+    assert f"keep {kept['easy']:.0%} (easiest) and {kept['hard']:.0%} (hardest)" in compare
+    like = min(kept.values()) >= 0.9
+    assert ("nearly as shared across architectures" in compare) == like
+    assert "one pair in a group has no spread" in compare
+    import html as html_module
+
+    for t in texts:
+        assert f'{html_module.escape(t)} <a href="#overlap">' in page
+        assert f"{t} ([{TITLES['overlap']}](#overlap))" in md
+    assert '<a id="overlap"></a>' in md and '<section id="overlap">' in page
+
+
+def test_similarity_headline_states_per_class_counts_beside_the_pooled_figure(tmp_path):
+    """Pooled and per-class similarity that disagree (the pooled interval holds 1, every class's
+    easiest set is tighter than random): the summary states both, the per-class counts taken from
+    the intervals, and why they differ."""
+    rng = np.random.default_rng(0)
+
+    def ratio(low, high):
+        return {"mean": (low + high) / 2, "low": low, "high": high}
+
+    per_class, counts = [], {"easy_below": 0, "hard_above": 0, "hard_below": 0}
+    for c in range(10):
+        e_hi = rng.uniform(0.80, 0.99)  # every class: easiest tighter (interval below 1)
+        h_lo = rng.uniform(0.9, 1.1)  # the hardest: more diverse in some classes only
+        h = ratio(h_lo, h_lo + 0.08)
+        counts["easy_below"] += 1
+        counts["hard_above"] += h["low"] > 1
+        counts["hard_below"] += h["high"] < 1
+        per_class.append(
+            {
+                "class": c,
+                "name": f"class {c}",
+                "pixel": {"easy_over_random": ratio(e_hi - 0.1, e_hi), "hard_over_random": h},
+                "features": None,
+            }
+        )
+    record = {
+        "format": "easyhard.similarity",
+        "fraction": 0.1,
+        "pixel": {
+            "easy_over_random": ratio(0.996, 1.073),
+            "hard_over_random": ratio(1.02, 1.2),
+        },
+        "features": None,
+        "cross_class_pairs": {"easy": 0.84, "hard": 0.9},
+        "per_class": per_class,
+    }
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "sim" / "similarity.json").write_text(json.dumps(record))
+    r = run(["report", tmp_path / "sim", "--out", tmp_path / "rep"])
+    assert r.exit_code == 0, r.output
+    headlines = json.loads((tmp_path / "rep" / "report.json").read_text())["headlines"]
+    (line,) = [h["text"] for h in headlines]
+    assert (
+        f"the easiest 10% is tighter than class-matched random sets (95% interval below 1) in "
+        f"{counts['easy_below']} of 10 classes" in line
+    )
+    assert (
+        f"the hardest 10% is more diverse (interval above 1) in {counts['hard_above']} of 10 and "
+        f"tighter in {counts['hard_below']}" in line
+    )
+    assert (
+        "Pooled over all classes (pixel space): easiest 1.034 [0.996, 1.073] (not resolved)" in line
+    )
+    assert (
+        "The two differ because most pairs in a pooled set are pairs of examples of different "
+        "classes (84% of the easiest set's)" in line
+    )
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"{line} ([{TITLES['similarity']}](#similarity))" in md
+    # agreeing pooled and per-class figures need no explanation
+    record["pixel"]["easy_over_random"] = ratio(0.9, 0.95)
+    record["pixel"]["hard_over_random"] = ratio(1.0, 1.2)
+    from easyhard.similarity import findings
+
+    (line,) = findings(record)
+    assert "The two differ" not in line and "easiest 0.925 [0.900, 0.950] (tighter)" in line
 
 
 def test_empty_sections_say_what_fills_them(study):

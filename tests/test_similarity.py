@@ -503,6 +503,17 @@ def test_json_output(runs, tmp_path):
     rec = json.loads(r.output)
     assert rec["feature_model"]["self_scored"] is True  # given, but it made the scores
     assert rec["format"] == "easyhard.similarity"
+    assert set(rec["cross_class_pairs"]) == {"easy", "hard"}
+    assert all(0 <= v <= 1 for v in rec["cross_class_pairs"].values())
+
+
+def test_cross_class_pairs_counts_pairs_of_different_classes():
+    from easyhard.similarity import cross_class_pairs
+
+    assert cross_class_pairs(np.array([0, 0, 1, 1])) == pytest.approx(8 / 12)
+    assert cross_class_pairs(np.array([3, 3, 3])) == 0.0
+    assert cross_class_pairs(np.array([0, 1, 2])) == 1.0
+    assert cross_class_pairs(np.array([5])) == 0.0
 
 
 def test_refused_inputs_give_one_sentence(runs, tmp_path):
