@@ -466,9 +466,9 @@ SEED_GROUPS = {
     "init_seed": "only in initialisation",
     "data_seed": "only in data order",
 }
-#: The architecture pairs "keep about as much" overlap as the seed pairs when their Jaccard is at
-#: least this share of the seed pairs' (below it, the architecture changes the sets beyond SGD's
-#: own variation).
+#: The architecture pairs overlap "about as much" as the seed pairs when their Jaccard is within
+#: this factor of the seed pairs' (0.9x to 1.1x); below, the architecture changes the sets beyond
+#: SGD's own variation; above, SGD's randomness moves them more than the architecture does.
 KEPT_LIKE_SEEDS = 0.9
 
 
@@ -499,39 +499,47 @@ def findings(result: dict[str, Any]) -> list[str]:
             f"{g['pairs']} pair{'s' if g['pairs'] != 1 else ''}."
         )
     arch = groups.get("arch")
-    for seed_name in [n for n in SEED_GROUPS if n in groups][:1]:
-        if arch is None:
-            break
+    seed_name = next((n for n in SEED_GROUPS if n in groups), None)
+    if arch is not None and seed_name is not None:
         seed = groups[seed_name]
-        kept = {
+        rel = {
             w: _cell(arch, w, p)["jaccard"]["mean"]
             / max(_cell(seed, w, p)["jaccard"]["mean"], 1e-12)
             for w in ("easy", "hard")
         }
-        like = all(k >= KEPT_LIKE_SEEDS for k in kept.values())
-        verdict = (
-            "easy and hard examples are nearly as shared across architectures as across SGD runs "
-            "of one architecture: most of what two architectures disagree on, two SGD runs "
-            "disagree on too"
-            if like
-            else "the architecture changes which examples are easy and hard beyond the variation "
-            "between SGD runs of one architecture"
-        )
+        if min(rel.values()) >= 1 + (1 - KEPT_LIKE_SEEDS):
+            verdict = (
+                "easy and hard examples are more shared across architectures trained with one "
+                "seed than across seeds of one architecture, so SGD's randomness moves them more "
+                "than the architecture does"
+            )
+        elif min(rel.values()) >= KEPT_LIKE_SEEDS:
+            verdict = (
+                "easy and hard examples are about as shared across architectures as across SGD "
+                "runs of one architecture, so the architecture moves them about as much as SGD's "
+                "randomness does"
+            )
+        else:
+            verdict = (
+                "the architecture changes which examples are easy and hard beyond the variation "
+                "between SGD runs of one architecture"
+            )
         if arch["pairs"] > 1 and seed["pairs"] > 1:
-            lower = [
-                _cell(arch, w, p)["jaccard"]["max"] < _cell(seed, w, p)["jaccard"]["min"]
+            sides = [
+                (_cell(arch, w, p)["jaccard"], _cell(seed, w, p)["jaccard"])
                 for w in ("easy", "hard")
             ]
-            spread = (
-                "every architecture pair overlaps less than every seed pair"
-                if all(lower)
-                else "the ranges over pairs overlap"
-            )
+            if all(a["max"] < s_["min"] for a, s_ in sides):
+                spread = "every architecture pair overlaps less than every seed pair"
+            elif all(a["min"] > s_["max"] for a, s_ in sides):
+                spread = "every architecture pair overlaps more than every seed pair"
+            else:
+                spread = "the ranges over pairs overlap"
         else:
             spread = "one pair in a group has no spread to judge the difference by"
         out.append(
-            f"Pairs that differ in architecture keep {kept['easy']:.0%} (easiest) and "
-            f"{kept['hard']:.0%} (hardest) of the overlap of pairs that differ "
+            f"Pairs that differ in architecture overlap {rel['easy']:.2f}x (easiest) and "
+            f"{rel['hard']:.2f}x (hardest) as much as pairs that differ "
             f"{SEED_GROUPS[seed_name]}: {verdict} ({spread})."
         )
     return out

@@ -65,6 +65,7 @@ FORMAT = "easyhard.similarity"
 MANIFEST = "similarity.json"
 FORMAT_VERSION = 1
 SPACES = ("pixel", "features")
+SPACE_NAMES = {"pixel": "pixel space", "features": "feature space"}
 GRID_CLASSES = 10  # classes shown in the image grid and the mean images
 MEAN_IMAGE_CAP = 256  # examples averaged per set for the mean images of image folders
 SELF_SCORED_NOTE = (
@@ -967,7 +968,7 @@ def findings(record: dict[str, Any]) -> list[str]:
         parts = []
         if n:
             parts.append(
-                f"Within classes ({space} space), the easiest {frac:.0%} is tighter than "
+                f"Within classes ({SPACE_NAMES[space]}), the easiest {frac:.0%} is tighter than "
                 f"class-matched random sets (95% interval below 1) in {v['easy'].count('below')} "
                 f"of {n} classes and more diverse (above 1) in {v['easy'].count('above')}; the "
                 f"hardest {frac:.0%} is more diverse (interval above 1) in "
@@ -992,13 +993,18 @@ def findings(record: dict[str, Any]) -> list[str]:
             majority[w] and pooled_v.get(w) and pooled_v[w] != majority[w] for w in ("easy", "hard")
         )
         if disagree:
-            share = (record.get("cross_class_pairs") or {}).get("easy")
-            of = f" ({share:.0%} of the easiest set's)" if isinstance(share, float) else ""
+            shares = record.get("cross_class_pairs") or {}
+            of = ""
+            if all(isinstance(shares.get(w), float) for w in ("easy", "hard")):
+                of = (
+                    f" ({shares['easy']:.0%} of the easiest set's pairs, "
+                    f"{shares['hard']:.0%} of the hardest's)"
+                )
             parts.append(
-                "The two differ because most pairs in a pooled set are pairs of examples of "
-                f"different classes{of}: their distances measure how far apart the classes lie, "
-                "which says nothing of how alike the examples within a class are, so the "
-                "per-class counts answer the question of whether easy examples look alike."
+                "The two differ because most pairs in a pooled set join examples of different "
+                f"classes{of}: their distances measure how far apart classes lie, not how alike "
+                "a class's examples are, so the per-class counts answer whether easy examples "
+                "look alike."
             )
         if parts:
             out.append(" ".join(parts))

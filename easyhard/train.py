@@ -36,6 +36,7 @@ import contextlib
 import math
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -171,6 +172,16 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    def from_rank0(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a broadcast; `obj` itself without torch.distributed):
+        every decision read from the output folder is rank 0's, so a job whose nodes have
+        folders of their own (only rank 0's is written) resumes from rank 0's."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def _maybe_progress(total: int, desc: str, quiet: bool):
@@ -510,10 +521,17 @@ class Recording:
             "clean": self.clean.state_dict(history=False) if self.clean is not None else None,
         }
 
-    def load_state_dicts(self, ck: dict[str, Any]) -> None:
-        self.stats.load_state_dict(ck["stats"], _logged_history(ck["stats"], self.log))
+    def logged_histories(self, ck: dict[str, Any]) -> dict[str, np.ndarray | None]:
+        """The records a checkpoint's statistics need from the side files (read_checkpoint)."""
+        return {
+            "stats": _logged_history(ck["stats"], self.log),
+            "clean": None if self.clean is None else _logged_history(ck["clean"], self.clean_log),
+        }
+
+    def load_state_dicts(self, ck: dict[str, Any], logged: dict[str, np.ndarray | None]) -> None:
+        self.stats.load_state_dict(ck["stats"], logged["stats"])
         if self.clean is not None:
-            self.clean.load_state_dict(ck["clean"], _logged_history(ck["clean"], self.clean_log))
+            self.clean.load_state_dict(ck["clean"], logged["clean"])
 
     def reserve(self, epochs: int) -> None:
         self.stats.reserve(epochs)
@@ -543,11 +561,9 @@ def _epoch_finished(epoch: int) -> None:
     """Called after each epoch's checkpoint was handed to the writer (tests stop runs here)."""
 
 
-def restore(
-    ckpt_path: str, identity: dict[str, Any], training: Training, rec: Recording
-) -> tuple[int, list[dict]]:
-    """Continue a killed run from its checkpoint: refuses a damaged one or one of another run;
-    returns (epochs done, their metrics)."""
+def read_checkpoint(ckpt_path: str, identity: dict[str, Any], rec: Recording) -> dict[str, Any]:
+    """A killed run's checkpoint with the closed epochs' records of its side files (key
+    "logged"): refuses a damaged one or one of another run."""
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, garbage, or not a checkpoint at all
@@ -556,8 +572,34 @@ def restore(
             "move it away to restart this run from scratch"
         ) from e
     check_same_run(ck.get("identity") if isinstance(ck, dict) else None, identity, ckpt_path)
+    ck["logged"] = rec.logged_histories(ck)
+    return ck
+
+
+def resume_point(
+    ckpt_path: str, identity: dict[str, Any], rec: Recording, dist: Dist, resume: bool
+) -> dict[str, Any] | None:
+    """The checkpoint a run continues from (None: it starts afresh), read by rank 0 from its
+    folder and sent to every rank; a refusal on rank 0 is raised on every rank."""
+    found: tuple[str, Any] = ("none", None)
+    if dist.rank == 0 and resume and os.path.exists(ckpt_path):
+        try:
+            found = ("checkpoint", read_checkpoint(ckpt_path, identity, rec))
+        except ValueError as e:
+            if not dist.enabled:
+                raise
+            found = ("refused", str(e))
+    kind, value = dist.from_rank0(found)
+    if kind == "refused":
+        raise ValueError(value)
+    return value
+
+
+def restore(ck: dict[str, Any], training: Training, rec: Recording) -> tuple[int, list[dict]]:
+    """Continue a killed run from its checkpoint (read_checkpoint); returns (epochs done, their
+    metrics)."""
     training.load_state_dict(ck)
-    rec.load_state_dicts(ck)
+    rec.load_state_dicts(ck, ck["logged"])
     set_rng_state(ck["rng"])
     return ck["epoch"], ck["metrics"]
 
@@ -630,8 +672,10 @@ def train_run(
     n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
     identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
     start_epoch, metrics = 0, []
-    if resume and os.path.exists(ckpt_path):
-        start_epoch, metrics = restore(ckpt_path, identity, training, rec)
+    ck = resume_point(ckpt_path, identity, rec, dist, resume)
+    if ck is not None:
+        start_epoch, metrics = restore(ck, training, rec)
+        del ck
     rec.reserve(n_epochs)  # the history never grows (and copies) mid-run
 
     is_main = dist.rank == 0
@@ -809,6 +853,12 @@ def train_job(
     before = set(os.listdir(out_dir)) if not created else set()
     try:
         if dist.rank == 0:
+            if dist.enabled and not quiet:
+                print(
+                    f"rank 0 of {dist.world_size} ({socket.gethostname()}) writes the outputs to "
+                    f"{os.path.abspath(out_dir)}; the other ranks write nothing",
+                    flush=True,
+                )
             os.makedirs(out_dir, exist_ok=True)
             write_job_config(cfg, out_dir)
         return _train_job_runs(cfg, out_dir, resume, quiet, dist, train, test)
@@ -849,7 +899,8 @@ def _train_job_runs(
     for arch in cfg.archs:
         for run in range(cfg.runs):
             done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
-            if resume and os.path.exists(done):  # finished, and the same run (check_resumable)
+            # finished, and the same run (check_resumable): rank 0's folder decides
+            if dist.from_rank0(resume and dist.rank == 0 and os.path.exists(done)):
                 run_dirs.append(os.path.dirname(done))
                 continue
             run_dirs.append(
