@@ -2,7 +2,10 @@
 // the argument checks (identical on every backend) and the per-row formulas.
 #pragma once
 
-#include <ATen/ATen.h>
+// The core Tensor type only: <ATen/ATen.h> would add about 9 s of compile time to every file.
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
 #include <cmath>
 #include <cstdint>
 

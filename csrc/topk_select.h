@@ -2,7 +2,10 @@
 // the order-preserving key transform that turns "best first" into "smallest key first".
 #pragma once
 
-#include <ATen/ATen.h>
+// The core Tensor type and the operators used, not all of <ATen/ATen.h> (compile time).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/bincount.h>
+#include <ATen/ops/nonzero.h>
 #include <c10/util/Optional.h>
 
 #include <cstdint>

@@ -197,6 +197,20 @@ def has_kernel(op: str, backend: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"easyhard::{op}", backend)
 
 
+def cpu_capability() -> str:
+    """The instruction-set path the CPU kernels run now: "avx512", "avx2" or "baseline" (SSE2 on
+    x86-64, NEON on aarch64). The best this CPU runs, or the one the environment variable
+    EASYHARD_CPU_CAPABILITY names (read at every call; for tests and benchmarks). Float sums
+    differ between paths in their last bits, so statistics files record the paths they used.
+    Raises ValueError for a name that is not a path or one this CPU cannot run."""
+    return _C.cpu_capability()
+
+
+def cpu_capabilities() -> list[str]:
+    """Every CPU path this machine can run, baseline first (the last is the default)."""
+    return _C.cpu_capabilities()
+
+
 # Which ops this build has CUDA kernels for, read once (a constant under torch.compile).
 _CUDA_KERNELS = {op: has_kernel(op, "CUDA") for op in ("accumulate_stats", "topk_select")}
 
@@ -207,6 +221,7 @@ def build() -> dict[str, object]:
         "torch_version": _C.torch_version,
         "cuda_version": _C.cuda_version or None,
         "cuda_archs": _C.cuda_archs or None,
+        "cpu_capabilities": cpu_capabilities(),
         "backends": [
             b
             for b in ("CPU", "CUDA")

@@ -127,6 +127,9 @@ class SampleStats:
         if paths is not None and len(paths) != N:
             raise ValueError(f"paths has {len(paths)} entries, expected num_samples={N}")
         self.paths = list(paths) if paths is not None else None
+        # The kernels that recorded these statistics ("cuda", "cpu-avx2", ...): float sums differ
+        # between CPU paths in their last bits, so the statistics file says which were used.
+        self.kernels: set[str] = set()
         # CUDA reports invalid rows in self._status; poll a pinned copy without synchronising.
         self._status_host: torch.Tensor | None = None
         self._status_event = None
@@ -154,6 +157,7 @@ class SampleStats:
         ops.accumulate_stats(
             logits, labels, indices, self._counts, self._sums, self._flags, self._errors
         )
+        self.kernels.add("cuda" if cuda else f"cpu-{ops.cpu_capability()}")
         self._open_empty = False
         if self._seen_labels is not None:
             valid = (indices >= 0) & (indices < self.num_samples)
@@ -362,6 +366,7 @@ class SampleStats:
             "total_sums": host_copy(self._total_sums),
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,
+            "kernels": sorted(self.kernels),
         }
         if not self._open_empty:
             out["counts"] = host_copy(self._counts)
@@ -433,6 +438,7 @@ class SampleStats:
             self._set_labels(labels)
         else:
             self._seen_labels[:N] = torch.from_numpy(labels).to(self.device)
+        self.kernels = {str(k) for k in state.get("kernels", ())}  # absent before 0.2
 
     # ------------------------------------------------------------------ statistics files
     def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
@@ -462,6 +468,7 @@ class SampleStats:
             fingerprint=self.fingerprint,
             metadata=metadata,
             torch_version=torch.__version__,
+            kernels=sorted(self.kernels),
         )
 
     @classmethod
@@ -499,6 +506,7 @@ class SampleStats:
             }
         )
         stats.metadata = f.metadata
+        stats.kernels = {str(k) for k in f.metadata.get("kernels") or ()}
         return stats
 
     def _check_labels(self, labels) -> np.ndarray:

@@ -70,6 +70,7 @@ RESERVED_METADATA = {
     "easyhard_version",
     "torch_version",
     "numpy_version",
+    "kernels",
 }
 
 
@@ -163,10 +164,12 @@ def write_stats_file(
     fingerprint: str | None,
     metadata: Mapping[str, Any] | None = None,
     torch_version: str | None = None,
+    kernels: list[str] | None = None,
 ) -> None:
     """Write a statistics file: `arrays` as in the module docstring (without index and
     metadata), `metadata` the run's information (dataset, architecture, seed, view, ...) stored
-    beside the format, sizes, fingerprint and package versions."""
+    beside the format, sizes, fingerprint, package versions and the kernels that recorded the
+    statistics (`kernels`: "cuda", "cpu-avx2", ...; float sums differ between CPU paths)."""
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA & metadata.keys()
     if clash:
@@ -184,6 +187,7 @@ def write_stats_file(
         "easyhard_version": __version__,
         "torch_version": torch_version,
         "numpy_version": np.__version__,
+        "kernels": list(kernels or []),
         **metadata,
     }
     write_archive(path, {"index": np.arange(num_samples, dtype=np.int64), **arrays}, meta)

@@ -37,6 +37,7 @@ import math
 import os
 import random
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import ops
 from .config import ScoreConfig
 from .datasets import DatasetError, load_dataset
 from .io import BackgroundWriter, atomic_write
@@ -597,10 +599,21 @@ def resume_point(
 
 def restore(ck: dict[str, Any], training: Training, rec: Recording) -> tuple[int, list[dict]]:
     """Continue a killed run from its checkpoint (read_checkpoint); returns (epochs done, their
-    metrics)."""
+    metrics). Says so when the statistics were recorded by another kernel than this machine's
+    (another CPU path, or the GPU): the resumed sums then differ in their last bits from an
+    uninterrupted run's, and the statistics file lists both kernels."""
     training.load_state_dict(ck)
     rec.load_state_dicts(ck, ck["logged"])
     set_rng_state(ck["rng"])
+    before = sorted(rec.stats.kernels)
+    now = "cuda" if rec.stats.device.type == "cuda" else f"cpu-{ops.cpu_capability()}"
+    if before and now not in before:
+        print(
+            f"note: this run was recorded with the {', '.join(before)} kernel and resumes with "
+            f"{now}: its float sums will differ in their last bits from an uninterrupted run's",
+            file=sys.stderr,
+            flush=True,
+        )
     return ck["epoch"], ck["metrics"]
 
 

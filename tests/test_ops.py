@@ -278,6 +278,133 @@ class TestAccumulateStats:
         assert (s[:, 3] >= -1e-5).all() and (s[:, 4] <= 1.4143 * c[:, 0] + 1e-4).all()
 
 
+PATHS = ["baseline", "avx2", "avx512"]
+
+
+@pytest.fixture(params=PATHS)
+def cpu_path(request, monkeypatch):
+    """Each CPU instruction-set path in turn (EASYHARD_CPU_CAPABILITY), skipped with the reason
+    where this CPU cannot run it."""
+    path = request.param
+    if path not in ops.cpu_capabilities():
+        pytest.skip(f"this CPU cannot run the {path} path (it runs {ops.cpu_capabilities()})")
+    monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", path)
+    assert ops.cpu_capability() == path
+    return path
+
+
+class TestCpuPaths:
+    """Every path this CPU runs, against the reference: counts exact, sums within its tolerance,
+    the exponential's error bound (and its flush to zero), the argmax rule at chunk edges."""
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize(
+        "shape", [(1, 2), (7, 3), (64, 10), (9, 16), (33, 17), (20, 31), (33, 1000), (5, 1537)]
+    )
+    @pytest.mark.parametrize("duplicates", [False, True])
+    def test_matches_reference(self, cpu_path, dtype, shape, duplicates):
+        B, C = shape
+        N = 2 * B + 3
+        seed = zlib.crc32(repr((cpu_path, str(dtype), shape, duplicates)).encode()) % 10_000
+        batches = [make_batch(B, C, N, dtype, seed + k, duplicates=duplicates) for k in range(3)]
+        # the label in the last chunk and the tail too, where masking it out is its own case
+        batches.append((batches[0][0], torch.full((B,), C - 1), batches[0][2]))
+        got = run(ops.accumulate_stats, batches, N)
+        want = run(reference.accumulate_stats, batches, N)
+        assert_states_match(got, want)
+
+    def test_exp_error_bound_and_flush_to_zero(self, cpu_path):
+        """Rows [0, d] with label 0: the loss is log1p(exp(d)) computed from the kernel's own
+        exp(d). Within 2 ulp of float64 for d >= -87, exactly 0 below (the kernel flushes)."""
+        d = torch.cat([torch.linspace(-120, 0, 200_001), torch.tensor([-87.0, -87.00001])])
+        logits = torch.stack([torch.zeros_like(d), d], 1)
+        state = ops.new_state(len(d))
+        labels = torch.zeros(len(d), dtype=torch.long)
+        ops.accumulate_stats(logits, labels, torch.arange(len(d)), **state)
+        loss = state["sums"][:, ops.LOSS_SUM].double()
+        want = torch.log1p(torch.exp(d.double()))
+        kept = d >= -87
+        rel = ((loss - want).abs() / want)[kept]
+        assert float(rel.max()) <= 2 * torch.finfo(torch.float32).eps, float(rel.max())
+        assert (loss[~kept] == 0).all()
+        # EL2N = sqrt(2) e / (1 + e) uses exp(2d) too: where e^2 is a normal float (d > -43)
+        el2n = state["sums"][:, ops.EL2N_SUM].double()
+        square = d > -43
+        e = want.expm1()
+        torch.testing.assert_close(el2n[square], (2**0.5 * e / (1 + e))[square], rtol=1e-6, atol=0)
+
+    def test_first_maximum_wins_at_every_lane(self, cpu_path):
+        """torch.argmax's rule (the first maximum) with the tie in every position of a row that
+        spans several chunks and a tail: the label's correctness must match."""
+        C = 37
+        rows, labels = [], []
+        for label in range(C):
+            for other in range(C):
+                row = torch.zeros(C)
+                row[label] = row[other] = 5.0
+                rows.append(row)
+                labels.append(label)
+        logits, labels = torch.stack(rows), torch.tensor(labels)
+        state = ops.new_state(len(labels))
+        ops.accumulate_stats(logits, labels, torch.arange(len(labels)), **state)
+        want = (logits.argmax(1) == labels).int()
+        assert torch.equal(state["counts"][:, ops.CORRECT], want)
+
+    def test_nonfinite_rows_are_isolated(self, cpu_path):
+        logits, labels, _ = make_batch(6, 45, 6, torch.float32, 9)
+        logits[1, 44] = float("nan")  # in the tail
+        logits[3, 2] = float("inf")  # in the first chunk
+        state = ops.new_state(6)
+        ops.accumulate_stats(logits, labels, torch.arange(6), **state)
+        assert state["counts"][:, ops.NONFINITE].tolist() == [0, 1, 0, 1, 0, 0]
+        assert torch.isfinite(state["sums"]).all()
+
+    def test_the_paths_agree_to_rounding(self, monkeypatch):
+        logits, labels, indices = make_batch(64, 1000, 64, torch.float32, 5)
+        results = {}
+        for path in ops.cpu_capabilities():
+            monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", path)
+            results[path] = run(ops.accumulate_stats, [(logits, labels, indices)], 64)
+        first = results.pop("baseline")
+        for state in results.values():
+            assert_states_match(state, first, rtol=1e-6, atol=1e-6)
+
+    def test_a_bad_capability_name_is_refused(self, monkeypatch):
+        monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", "sse9")
+        with pytest.raises(ValueError, match="EASYHARD_CPU_CAPABILITY=sse9 is not a CPU path"):
+            ops.cpu_capability()
+        logits, labels, indices = make_batch(2, 3, 2, torch.float32, 1)
+        state = ops.new_state(2)
+        with pytest.raises(RuntimeError, match="use baseline, avx2, avx512 or auto"):
+            ops.accumulate_stats(logits, labels, indices, **state)
+        assert int(state["counts"].sum()) == 0
+        monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", "auto")
+        assert ops.cpu_capability() == ops.cpu_capabilities()[-1]
+
+    def test_a_path_this_cpu_cannot_run_is_refused(self, monkeypatch):
+        missing = [p for p in PATHS if p not in ops.cpu_capabilities()]
+        if not missing:
+            pytest.skip(f"this CPU runs every path ({PATHS})")
+        monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", missing[-1])
+        with pytest.raises(ValueError, match="names a path this CPU cannot run"):
+            ops.cpu_capability()
+
+    def test_statistics_files_record_the_kernel(self, cpu_path, tmp_path):
+        from easyhard import SampleStats
+
+        stats = SampleStats(8, 3)
+        logits, labels, indices = make_batch(8, 3, 8, torch.float32, 2)
+        stats.update(logits, labels, indices)
+        stats.end_epoch()
+        stats.save(tmp_path / "s.npz")
+        again = SampleStats.load(tmp_path / "s.npz")
+        assert again.metadata["kernels"] == [f"cpu-{cpu_path}"]
+        assert again.kernels == {f"cpu-{cpu_path}"}
+        restored = SampleStats(8, 3)
+        restored.load_state_dict(stats.state_dict())
+        assert restored.kernels == {f"cpu-{cpu_path}"}
+
+
 @pytest.mark.cuda
 class TestAccumulateStatsCUDA:
     @pytest.mark.parametrize("dtype", DTYPES)

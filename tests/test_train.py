@@ -673,3 +673,23 @@ def test_adamw_trains(tmp_path):
         ]
         == "adamw"
     )
+
+
+def test_a_resume_on_another_cpu_path_says_so_and_records_both(
+    tmp_path, killed_after_epoch, monkeypatch, capsys
+):
+    from easyhard import ops
+
+    paths = ops.cpu_capabilities()
+    if len(paths) < 2:
+        pytest.skip(f"this CPU runs one path only ({paths})")
+    cfg = small_cfg(epochs=2)
+    monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", paths[0])
+    with killed_after_epoch(1):
+        train_run(cfg, "convnet", 0, str(tmp_path), quiet=True)
+    monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", paths[-1])
+    run_dir = train_run(cfg, "convnet", 0, str(tmp_path), quiet=True, resume=True)
+    err = capsys.readouterr().err
+    assert f"recorded with the cpu-{paths[0]} kernel and resumes with cpu-{paths[-1]}" in err
+    meta = SampleStats.load(os.path.join(run_dir, "scores.npz")).metadata
+    assert meta["kernels"] == sorted([f"cpu-{paths[0]}", f"cpu-{paths[-1]}"])

@@ -1,8 +1,14 @@
 // CPU kernel of easyhard::accumulate_stats.
 //
 // Rows are independent, so the O(B*C) part (softmax statistics of each row) runs in parallel over
-// rows with at::parallel_for; the O(B) scatter into the per-example state then runs serially in row
-// order, which makes duplicate indices exact and the result deterministic.
+// rows with at::parallel_for, in explicit SIMD (vec.h) compiled once per instruction-set path
+// (cpu_capability.h: AVX-512, AVX2, and a baseline that is SSE2 on x86-64 and NEON on aarch64) and
+// chosen at run time; the O(B) scatter into the per-example state then runs serially in row order,
+// which makes duplicate indices exact and the result deterministic. Per row: one pass for the
+// maximum of the other classes and finiteness, one for the exponential sums, each reading the row
+// once (the second from L1); float16 and bfloat16 rows are widened once into a float buffer.
+// Float sums differ between paths in the last bits (lane counts change the order of additions),
+// which is why statistics files record the path.
 #include <ATen/Parallel.h>
 #include <c10/util/irange.h>
 #include <torch/library.h>
@@ -13,107 +19,198 @@
 #include <vector>
 
 #include "../accumulate_stats.h"
+#include "cpu_capability.h"
+#include "vec.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define EASYHARD_X86_PATHS 1
+#endif
 
 namespace easyhard {
 namespace {
 
-// exp(x) for x <= 0, branch-free so that the loop below vectorizes (Cephes-style range reduction
-// and a degree-6 polynomial, about 1 ulp). Rounding uses the 1.5 * 2^23 trick rather than roundf,
-// which would not vectorize on a baseline x86-64 target. Values below -87 flush to 0, as expf
-// underflows there.
-inline float exp_nonpositive(float x) {
-  const float xc = x < -87.f ? -87.f : x;
-  const float shifted = xc * 1.44269504088896341f + 12582912.f;  // round to nearest integer
-  const float n = shifted - 12582912.f;
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const int32_t n_int = static_cast<int32_t>(n);
-  const int32_t bits = (n_int + 127) << 23;
-  float scale;
-  __builtin_memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.f ? 0.f : p * scale;
-}
+// The statistics of one float32 row: `chunk(j, has_label)` visits the W-lane chunk at j, and only
+// the chunk holding the label pays for masking it out of "the other classes".
+template <int W>
+EASYHARD_VEC_INLINE RowStats row_stats(const float* v, int64_t C, int64_t label) {
+  typedef typename Vec<W>::F F;
+  typedef typename Vec<W>::I I;
+  const float inf = std::numeric_limits<float>::infinity();
+  const F ninf = vsplat<W>(-inf);
+  const I lane = viota<W>();
+  const int64_t full = C - C % W;
+  const int64_t label_chunk = label - label % W;
+  const I label_lane = vsplat_i<W>(static_cast<int32_t>(label % W));
+  // the last C % W logits, padded with -inf (which adds nothing to a maximum or an exp sum)
+  alignas(64) float tail_buf[W];
+  for (int i = 0; i < W; ++i) tail_buf[i] = full + i < C ? v[full + i] : -inf;
+  const F tail = vload<W>(tail_buf);
+  const I tail_valid = lane < vsplat_i<W>(static_cast<int32_t>(C - full));
 
-// The two passes over one row, compiled for AVX-512, AVX2 and a baseline with run-time dispatch
-// (GCC/Clang function multiversioning) where the toolchain supports it.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define EASYHARD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define EASYHARD_CLONES
-#endif
-
-// Largest value of v[0, n) (-inf for n == 0) and whether every element is finite.
-EASYHARD_CLONES void row_max(const float* v, int64_t n, float* out_max, bool* out_finite) {
-  float m = -std::numeric_limits<float>::infinity();
-  float bad = 0.f;  // x - x is NaN exactly for NaN and +-inf
-  // The simd reductions allow reordering the float accumulations (built with -fopenmp-simd, no
-  // OpenMP runtime); sums then differ from a sequential loop only by rounding.
-#pragma omp simd reduction(max : m) reduction(+ : bad)
-  for (int64_t j = 0; j < n; ++j) {
-    m = v[j] > m ? v[j] : m;
-    bad += v[j] - v[j];
+  // Pass 1: the largest other logit and finiteness (x - x is NaN exactly for NaN and +-inf); two
+  // accumulators so that the maximum's latency does not bound the loop.
+  F mx0 = ninf, mx1 = ninf, bad = vsplat<W>(0.f);
+  int64_t j = 0;
+  for (; j + 2 * W <= full; j += 2 * W) {
+    F a = vload<W>(v + j), b = vload<W>(v + j + W);
+    bad += (a - a) + (b - b);
+    if (j == label_chunk) a = vselect<W>(lane == label_lane, ninf, a);
+    if (j + W == label_chunk) b = vselect<W>(lane == label_lane, ninf, b);
+    mx0 = vmax<W>(mx0, a);
+    mx1 = vmax<W>(mx1, b);
   }
-  *out_max = m;
-  *out_finite = bad == 0.f;
-}
+  for (; j < full; j += W) {
+    F a = vload<W>(v + j);
+    bad += a - a;
+    if (j == label_chunk) a = vselect<W>(lane == label_lane, ninf, a);
+    mx0 = vmax<W>(mx0, a);
+  }
+  {
+    F a = tail;
+    bad += vselect<W>(tail_valid, a - a, vsplat<W>(0.f));
+    if (full == label_chunk) a = vselect<W>(lane == label_lane, ninf, a);
+    mx0 = vmax<W>(mx0, a);
+  }
+  const float xy = v[label];
+  if (!(hsum<W>(bad) == 0.f && std::isfinite(xy))) {
+    return finish_row(false, 0.f, 0.f, 0.f, 0.f, 0.f, false);
+  }
+  const float maxother = hmax<W>(vmax<W>(mx0, mx1));
+  const float m = std::max(maxother, xy);
+  // torch.argmax returns the first maximum: a tie with an earlier class makes the row incorrect.
+  bool correct = xy > maxother;
+  if (xy == maxother) {
+    correct = true;
+    for (int64_t k = 0; k < label; ++k) correct &= v[k] != xy;
+  }
 
-EASYHARD_CLONES void row_exp_sums(const float* v, int64_t n, float m, float* out_s1,
-                                  float* out_s2) {
-  float s1 = 0.f, s2 = 0.f;
-#pragma omp simd reduction(+ : s1, s2)
-  for (int64_t j = 0; j < n; ++j) {
-    const float e = exp_nonpositive(v[j] - m);
+  // Pass 2: sums of exp(x - m) and its square over the other classes.
+  F s1 = vsplat<W>(0.f), s2 = vsplat<W>(0.f);
+  const F mv = vsplat<W>(m);
+  for (j = 0; j <= full; j += W) {
+    F e = vexp_nonpositive<W>((j < full ? vload<W>(v + j) : tail) - mv);
+    if (j == label_chunk) e = vselect<W>(lane == label_lane, vsplat<W>(0.f), e);
     s1 += e;
     s2 += e * e;
   }
-  *out_s1 = s1;
-  *out_s2 = s2;
+  return finish_row(true, m, hsum<W>(s1), hsum<W>(s2), xy, maxother, correct);
 }
 
-RowStats row_stats(const float* v, int64_t C, int64_t label) {
-  // Pass 1: the maxima before and after the label, so that the true class stays out of "other".
-  float before, after;
-  bool finite_before, finite_after;
-  row_max(v, label, &before, &finite_before);
-  row_max(v + label + 1, C - label - 1, &after, &finite_after);
-  const float xy = v[label];
-  if (!(finite_before && finite_after && std::isfinite(xy))) {
-    return finish_row(false, 0.f, 0.f, 0.f, 0.f, 0.f, false);
+#if defined(EASYHARD_X86_PATHS)
+// float16 to float32 with F16C, for the x86 paths: functions of their own, because intrinsics
+// may only be called where their instruction set is enabled. Return how many were widened.
+__attribute__((target("avx2,f16c"))) int64_t widen_f16c_256(const uint16_t* src, int64_t C,
+                                                             float* dst) {
+  int64_t j = 0;
+  for (; j + 8 <= C; j += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(h));
   }
-  const float maxother = std::max(before, after);
-  const float m = std::max(maxother, xy);
-  // torch.argmax returns the first maximum: the label wins ties only with later classes.
-  const bool correct = xy >= after && xy > before;
-  // Pass 2: sums over the other classes, [0, label) and (label, C).
-  float a1, a2, b1, b2;
-  row_exp_sums(v, label, m, &a1, &a2);
-  row_exp_sums(v + label + 1, C - label - 1, m, &b1, &b2);
-  return finish_row(true, m, a1 + b1, a2 + b2, xy, maxother, correct);
+  return j;
 }
 
-// Statistics of every row, in parallel over rows; reduced-precision rows are widened to float32
-// into a per-thread buffer first.
+__attribute__((target("avx512f,avx2,f16c"))) int64_t widen_f16c_512(const uint16_t* src,
+                                                                    int64_t C, float* dst) {
+  int64_t j = 0;
+  for (; j + 16 <= C; j += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + j));
+    _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(h));
+  }
+  return j;
+}
+#endif
+
+// Widening a float16 / bfloat16 row to float32 (kF16c: the x86 path's F16C instructions).
+template <int W, bool kF16c>
+EASYHARD_VEC_INLINE void widen(const c10::Half* src, int64_t C, float* dst) {
+  const auto* bits = reinterpret_cast<const uint16_t*>(src);
+  int64_t j = 0;
+#if defined(EASYHARD_X86_PATHS)
+  if constexpr (kF16c) j = W == 16 ? widen_f16c_512(bits, C, dst) : widen_f16c_256(bits, C, dst);
+#endif
+  for (; j + W <= C; j += W) {
+    const auto f = vload_f16_bits<W>(bits + j);
+    std::memcpy(dst + j, &f, sizeof(f));
+  }
+  for (; j < C; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+template <int W, bool kF16c>
+EASYHARD_VEC_INLINE void widen(const c10::BFloat16* src, int64_t C, float* dst) {
+  const auto* bits = reinterpret_cast<const uint16_t*>(src);
+  int64_t j = 0;
+  for (; j + W <= C; j += W) {
+    const auto f = vload_bf16<W>(bits + j);
+    std::memcpy(dst + j, &f, sizeof(f));
+  }
+  for (; j < C; ++j) dst[j] = static_cast<float>(src[j]);
+}
+
+// Rows [begin, end) of one path; `buf` holds C floats (unused for float32 logits).
+template <int W, bool kF16c, typename scalar_t>
+EASYHARD_VEC_INLINE void rows_of_path(const scalar_t* base, int64_t begin, int64_t end, int64_t C,
+                                      const int64_t* lab, RowStats* rows, float* buf) {
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* src = base + i * C;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      rows[i] = row_stats<W>(src, C, lab[i]);
+    } else {
+      widen<W, kF16c>(src, C, buf);
+      rows[i] = row_stats<W>(buf, C, lab[i]);
+    }
+  }
+}
+
+// One function per path, compiled for its instruction set (function-level target attributes, so
+// no other code of this file, and nothing the linker could share, is built for it).
 template <typename scalar_t>
-void compute_rows(const scalar_t* base, int64_t B, int64_t C, const int64_t* lab, RowStats* rows) {
+void rows_baseline(const scalar_t* base, int64_t begin, int64_t end, int64_t C, const int64_t* lab,
+                   RowStats* rows, float* buf) {
+  rows_of_path<4, false>(base, begin, end, C, lab, rows, buf);
+}
+
+#if defined(EASYHARD_X86_PATHS)
+template <typename scalar_t>
+__attribute__((target("avx2,fma,f16c"))) void rows_avx2(const scalar_t* base, int64_t begin,
+                                                         int64_t end, int64_t C,
+                                                         const int64_t* lab, RowStats* rows,
+                                                         float* buf) {
+  rows_of_path<8, true>(base, begin, end, C, lab, rows, buf);
+}
+
+template <typename scalar_t>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))) void rows_avx512(
+    const scalar_t* base, int64_t begin, int64_t end, int64_t C, const int64_t* lab,
+    RowStats* rows, float* buf) {
+  rows_of_path<16, true>(base, begin, end, C, lab, rows, buf);
+}
+#endif
+
+template <typename scalar_t>
+using RowsFn = void (*)(const scalar_t*, int64_t, int64_t, int64_t, const int64_t*, RowStats*,
+                        float*);
+
+template <typename scalar_t>
+RowsFn<scalar_t> rows_fn(cpu::Path path) {
+#if defined(EASYHARD_X86_PATHS)
+  if (path == cpu::Path::kAvx512) return &rows_avx512<scalar_t>;
+  if (path == cpu::Path::kAvx2) return &rows_avx2<scalar_t>;
+#endif
+  (void)path;
+  return &rows_baseline<scalar_t>;
+}
+
+// Statistics of every row, in parallel over rows.
+template <typename scalar_t>
+void compute_rows(const scalar_t* base, int64_t B, int64_t C, const int64_t* lab, RowStats* rows,
+                  cpu::Path path) {
+  const RowsFn<scalar_t> fn = rows_fn<scalar_t>(path);
   const int64_t grain = std::max<int64_t>(1, 32768 / C);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
     if constexpr (!std::is_same_v<scalar_t, float>) buf.resize(C);
-    for (int64_t i = begin; i < end; ++i) {
-      const scalar_t* src = base + i * C;
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        rows[i] = row_stats(src, C, lab[i]);
-      } else {
-        for (int64_t j = 0; j < C; ++j) buf[j] = static_cast<float>(src[j]);
-        rows[i] = row_stats(buf.data(), C, lab[i]);
-      }
-    }
+    fn(base, begin, end, C, lab, rows, buf.data());
   });
 }
 
@@ -122,6 +219,9 @@ void accumulate_stats_cpu(const at::Tensor& logits, const at::Tensor& labels,
                           at::Tensor& flags, at::Tensor& errors) {
   check_accumulate_stats_args(logits, labels, indices, counts, sums, flags, errors);
   const int64_t B = logits.size(0), C = logits.size(1), N = counts.size(0);
+  TORCH_CHECK(C < (int64_t(1) << 31),
+              "accumulate_stats: at most 2^31-1 classes are supported, got C=", C);
+  const cpu::Path path = cpu::selected_path();  // raises for a bad EASYHARD_CPU_CAPABILITY
   const auto labels_c = labels.contiguous();
   const auto indices_c = indices.contiguous();
   const int64_t* lab = labels_c.data_ptr<int64_t>();
@@ -137,9 +237,17 @@ void accumulate_stats_cpu(const at::Tensor& logits, const at::Tensor& labels,
 
   std::vector<RowStats> rows(B);
   const auto x = logits.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "accumulate_stats_cpu",
-      [&] { compute_rows(x.data_ptr<scalar_t>(), B, C, lab, rows.data()); });
+  switch (x.scalar_type()) {  // the three dtypes check_accumulate_stats_args admits
+    case at::kFloat:
+      compute_rows(x.data_ptr<float>(), B, C, lab, rows.data(), path);
+      break;
+    case at::kHalf:
+      compute_rows(x.data_ptr<c10::Half>(), B, C, lab, rows.data(), path);
+      break;
+    default:
+      compute_rows(x.data_ptr<c10::BFloat16>(), B, C, lab, rows.data(), path);
+      break;
+  }
 
   // Serial scatter in row order: exact counts and deterministic sums with duplicate indices.
   int32_t* cnt = counts.data_ptr<int32_t>();

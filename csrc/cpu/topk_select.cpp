@@ -5,7 +5,9 @@
 // selection first buckets the pairs by label (a counting sort, stable in index order), then runs
 // nth_element inside every class's segment in parallel over classes. The chosen examples are
 // marked in a mask and read back in ascending index order.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
