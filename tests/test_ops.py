@@ -299,7 +299,8 @@ class TestCpuPaths:
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize(
-        "shape", [(1, 2), (7, 3), (64, 10), (9, 16), (33, 17), (20, 31), (33, 1000), (5, 1537)]
+        "shape",
+        [(1, 2), (7, 3), (64, 10), (9, 16), (33, 17), (20, 31), (33, 1000), (5, 1537), (1100, 64)],
     )
     @pytest.mark.parametrize("duplicates", [False, True])
     def test_matches_reference(self, cpu_path, dtype, shape, duplicates):
@@ -312,6 +313,14 @@ class TestCpuPaths:
         got = run(ops.accumulate_stats, batches, N)
         want = run(reference.accumulate_stats, batches, N)
         assert_states_match(got, want)
+        # the scatter shares examples between threads on large batches: the same on one thread
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            single = run(ops.accumulate_stats, batches, N)
+        finally:
+            torch.set_num_threads(threads)
+        assert_states_match(got, single, rtol=0, atol=0)
 
     def test_exp_error_bound_and_flush_to_zero(self, cpu_path):
         """Rows [0, d] with label 0: the loss is log1p(exp(d)) computed from the kernel's own

@@ -38,6 +38,11 @@ EASYHARD_VEC_INLINE typename Vec<W>::F vload(const float* p) {
 }
 
 template <int W>
+EASYHARD_VEC_INLINE void vstore(float* p, typename Vec<W>::F v) {
+  std::memcpy(p, &v, sizeof(v));  // an unaligned vector store
+}
+
+template <int W>
 EASYHARD_VEC_INLINE typename Vec<W>::F vsplat(float x) {
   return typename Vec<W>::F{} + x;
 }
@@ -144,6 +149,7 @@ EASYHARD_VEC_INLINE typename Vec<W>::F vload_f16_bits(const uint16_t* p) {
   f = vselect<W>(sub, f - magic, f);
   return reinterpret_cast<F>(reinterpret_cast<I>(f) | ((h & 0x8000) << 16));
 }
+
 
 }  // namespace
 }  // namespace easyhard

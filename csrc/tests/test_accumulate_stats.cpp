@@ -1,5 +1,6 @@
 // C++ test of easyhard::accumulate_stats through the dispatcher (built by CMake, run by ctest):
-// hand-computed values, forgetting events, duplicate indices and refused input on the CPU kernel.
+// hand-computed values, forgetting events, duplicate indices and refused input on the CPU kernel,
+// on every instruction-set path this CPU runs (EASYHARD_CPU_CAPABILITY), and the paths agreeing.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "../cpu/cpu_capability.h"
 #include "expect.h"
 
 namespace {
@@ -87,11 +89,33 @@ void test_refused() {
   EXPECT(threw);
 }
 
+// Random 64 x 1000 logits on `path` and on the baseline: counts equal, sums to rounding.
+void test_agrees_with_baseline(const char* path) {
+  at::manual_seed(0);
+  auto logits = at::randn({64, 1000}) * 3;
+  auto labels = at::randint(1000, {64}, at::kLong);
+  auto indices = at::arange(64, at::kLong);
+  State here(64), base(64);
+  call(logits, labels, indices, here);
+  setenv("EASYHARD_CPU_CAPABILITY", "baseline", 1);
+  call(logits, labels, indices, base);
+  setenv("EASYHARD_CPU_CAPABILITY", path, 1);
+  EXPECT(at::equal(here.counts, base.counts));
+  EXPECT(at::allclose(here.sums, base.sums, 1e-6, 1e-6));
+}
+
 }  // namespace
 
 int main() {
-  test_values();
-  test_forgetting_and_duplicates();
-  test_refused();
+  for (const auto p : easyhard::cpu::runnable_paths()) {
+    const char* name = easyhard::cpu::path_name(p);
+    setenv("EASYHARD_CPU_CAPABILITY", name, 1);
+    EXPECT(easyhard::cpu::selected_path() == p);
+    test_values();
+    test_forgetting_and_duplicates();
+    test_refused();
+    test_agrees_with_baseline(name);
+    std::printf("test_accumulate_stats: path %s checked\n", name);
+  }
   return expect_report("test_accumulate_stats");
 }
