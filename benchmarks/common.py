@@ -31,8 +31,10 @@ def time_fn(
     warmup: int = 3,
     repeat: int = 20,
     min_time: float = 0.2,
+    reduce: Callable[[list[float]], float] = statistics.median,
 ) -> float:
-    """Median seconds per call of fn() over `repeat` timed blocks of equal size."""
+    """Seconds per call of fn(): `reduce` (the median by default; min for the least disturbed
+    block on a shared machine) over `repeat` timed blocks of equal size."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -50,7 +52,7 @@ def time_fn(
             fn()
         sync(device)
         samples.append((time.perf_counter() - start) / per_block)
-    return statistics.median(samples)
+    return reduce(samples)
 
 
 def cpu_model() -> str:

@@ -310,10 +310,16 @@ def info(as_json: bool) -> None:
         ("extension built for", f"torch {ext['torch_version']}"),
         ("compiled backends", ", ".join(ext["backends"])),
         (
+            "CPU kernels",
+            f"{ext['cpu_capability']} (this CPU runs {', '.join(ext['cpu_capabilities'])}; "
+            "EASYHARD_CPU_CAPABILITY picks another)",
+        ),
+        (
             "CUDA kernels",
             f"CUDA {ext['cuda_version']}, archs {ext['cuda_archs']}"
             if ext["cuda_version"]
-            else "not built (CPU-only extension)",
+            else "not built (a CPU-only build: FORCE_CUDA=1 pip install --no-build-isolation "
+            "-e . builds them)",
         ),
     ]
     width = max(len(k) for k, _ in rows)

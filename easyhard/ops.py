@@ -222,6 +222,7 @@ def build() -> dict[str, object]:
         "cuda_version": _C.cuda_version or None,
         "cuda_archs": _C.cuda_archs or None,
         "cpu_capabilities": cpu_capabilities(),
+        "cpu_capability": cpu_capability(),
         "backends": [
             b
             for b in ("CPU", "CUDA")

@@ -75,8 +75,12 @@ def test_info_reports_versions_and_backends():
     assert report["torch"] == torch.__version__
     assert "CPU" in report["extension"]["backends"]
     assert report["extension"]["torch_version"] == torch.__version__
+    ext = report["extension"]
+    assert ext["cpu_capabilities"][0] == "baseline"
+    assert ext["cpu_capability"] == ext["cpu_capabilities"][-1]  # the best, unless forced
     text = CliRunner().invoke(main, ["info"])
     assert text.exit_code == 0 and "compiled backends" in text.output
+    assert f"CPU kernels          {ext['cpu_capability']} (this CPU runs" in text.output
 
 
 def test_cuda_backend_present_when_toolkit_was_used():
