@@ -57,7 +57,7 @@ EASYHARD_PATH_TARGET EASYHARD_VEC_INLINE typename Vec<W>::F load_logits(const T*
 // row ever goes through a scalar loop unless it is shorter than W.
 template <typename T>
 EASYHARD_PATH_TARGET EASYHARD_VEC_INLINE RowStats row_stats(const T* src, int64_t C, int64_t label,
-                                                          float* buf) {
+                                                            float* buf) {
   typedef typename Vec<W>::F F;
   typedef typename Vec<W>::I I;
   constexpr bool kWiden = !std::is_same_v<T, float>;

@@ -49,8 +49,9 @@ Path selected_path() {
     for (const Path q : paths) {
       if (q == p) return p;
     }
-    TORCH_CHECK(false, "EASYHARD_CPU_CAPABILITY=", env, " names a path this CPU cannot run (it runs ",
-                path_name(paths.back()), " at best); unset it or choose a lower one");
+    TORCH_CHECK(false, "EASYHARD_CPU_CAPABILITY=", env,
+                " names a path this CPU cannot run (it runs ", path_name(paths.back()),
+                " at best); unset it or choose a lower one");
   }
   TORCH_CHECK(false, "EASYHARD_CPU_CAPABILITY=", env,
               " is not a CPU path: use baseline, avx2, avx512 or auto");

@@ -142,14 +142,13 @@ EASYHARD_VEC_INLINE typename Vec<W>::F vload_f16_bits(const uint16_t* p) {
   const I exp = o & (0x7c00 << 13);
   o += (127 - 15) << 23;
   o += (exp == (0x7c00 << 13)) & ((128 - 16) << 23);  // inf / NaN
-  const I sub = exp == 0;                              // zero / subnormal: renormalise
+  const I sub = exp == 0;                             // zero / subnormal: renormalise
   o += sub & (1 << 23);
   const F magic = reinterpret_cast<F>(vsplat_i<W>(113 << 23));
   F f = reinterpret_cast<F>(o);
   f = vselect<W>(sub, f - magic, f);
   return reinterpret_cast<F>(reinterpret_cast<I>(f) | ((h & 0x8000) << 16));
 }
-
 
 }  // namespace
 }  // namespace easyhard
