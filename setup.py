@@ -48,7 +48,8 @@ def _load_extension_module():
 
 
 EXT = _load_extension_module()
-PLAN = EXT.build_plan(os.environ)
+ENV = dict(os.environ)  # as the caller set it: the digest's input (extensions() sets the archs)
+PLAN = EXT.build_plan(ENV)
 
 
 def log(msg: str) -> None:
@@ -68,7 +69,7 @@ class BuildExt(cpp_extension.BuildExtension):
     def run(self) -> None:
         super().run()
         info = {k: PLAN[k] for k in ("torch_version", "with_cuda", "cuda_version", "cuda_archs")}
-        info["digest"] = EXT.build_digest(HERE, PLAN, os.environ)
+        info["digest"] = EXT.build_digest(HERE, PLAN, ENV)
         # Read by `import easyhard` (without torch) to detect a torch upgrade since the build, and
         # by tests/run.sh to skip an unchanged build. Beside the built module too (a wheel build).
         folders = {os.path.join(HERE, "easyhard")}
