@@ -610,24 +610,27 @@ def select_cmd(score_file, out_dir, force, as_json, quiet, **settings):
         easyhard select runs/fm/merged.npz --keep 0.7 --balanced --out selection/
     """
     from .compress import write_indices
-    from .io import check_disjoint, check_replaceable, seal_output
+    from .io import check_disjoint
+    from .outputs import Output
 
     cfg = make_config(SelectConfig, settings)
     _, selection = _run_selection(score_file, cfg)
     check_disjoint(out_dir, {"scores input": score_file})
-    check_replaceable(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force)
-    os.makedirs(out_dir, exist_ok=True)
-    write_indices(out_dir, selection.indices)
-    record = {
-        "format": SELECTION_FORMAT,
-        "kept": int(len(selection.indices)),
-        "of": selection.num_samples,
-        "compression_ratio": selection.ratio,
-        "kept_per_class": selection.kept_per_class.tolist(),
-        "class_sizes": selection.class_sizes.tolist(),
-        **selection.info,
-    }
-    seal_output(out_dir, SELECTION_MANIFEST, record)
+
+    def build(work: str) -> dict:
+        write_indices(work, selection.indices)
+        return {
+            "format": SELECTION_FORMAT,
+            "kept": int(len(selection.indices)),
+            "of": selection.num_samples,
+            "compression_ratio": selection.ratio,
+            "kept_per_class": selection.kept_per_class.tolist(),
+            "class_sizes": selection.class_sizes.tolist(),
+            **selection.info,
+        }
+
+    with Output(out_dir, SELECTION_MANIFEST, SELECTION_FORMAT, force=force, command="select") as o:
+        o.write(build)
     _report(selection, as_json, quiet, {"written": os.path.abspath(out_dir)})
 
 

@@ -14,17 +14,16 @@ easyhard.datasets); this module builds, records and seals the output around it.
 
 Every output has ``indices.npy`` / ``indices.txt`` (kept dataset indices, ascending) and
 ``manifest.json`` (source, fingerprints, scores file, strategy, kept count per class, bytes before
-and after). The source is never modified. The output is built in a hidden sibling folder and
-renamed into place when complete, so a killed run never leaves a tree that looks finished; a
-non-empty output folder is refused unless ``force``.
+and after, and every file written). The source is never modified. The output is built in a
+hidden sibling folder and swapped into place when complete (easyhard.outputs), so a killed run
+never leaves a tree that looks finished; a non-empty output folder is refused unless ``force``,
+and then replaced only when it holds exactly the files an earlier compress wrote.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -36,15 +35,12 @@ from .io import (
     OutputExistsError,  # noqa: F401  (raised by compress; importable from here too)
     atomic_write,
     check_disjoint,
-    check_replaceable,
-    seal_output,
-    umask,
 )
+from .outputs import Output
 from .select import Selection
 
 FORMAT = "easyhard.compressed"
 MANIFEST = "manifest.json"
-PARTIAL_MARKER = ".easyhard-partial"  # inside an output being built; gone once it is complete
 
 
 def write_indices(folder: str, indices: np.ndarray) -> None:
@@ -81,18 +77,12 @@ def compress(
         raise ValueError("the selection is empty: nothing to write")
     out = os.path.abspath(out)
     check_disjoint(out, {**dataset.sources(), **(inputs or {})})
-    check_replaceable(out, MANIFEST, FORMAT, force)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    _remove_leftovers(out)
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes 0700 folders whatever the umask
-    open(os.path.join(work, PARTIAL_MARKER), "w").close()  # removed when the output is sealed
-    try:
-        idx = selection.indices
+    idx = selection.indices
+
+    def build(work: str) -> dict[str, Any]:
         bytes_before, files, used = dataset.write_subset(idx, work, link)  # its own format
         write_indices(work, idx)
-        manifest = {
+        return {
             "format": FORMAT,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "easyhard_version": __version__,
@@ -113,40 +103,6 @@ def compress(
             "bytes_after": int(files),
             **(provenance or {}),
         }
-        manifest = seal_output(work, MANIFEST, manifest, transient=(PARTIAL_MARKER,))
-        os.unlink(os.path.join(work, PARTIAL_MARKER))
-        _swap_into_place(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return manifest
 
-
-def _remove_leftovers(out: str) -> None:
-    """Delete what a killed compress of `out` left beside it: hidden build folders that still
-    hold easyhard's partial marker, and the trash of a swap (the replaced earlier output)."""
-    parent, base = os.path.dirname(out), os.path.basename(out)
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        if not os.path.isdir(path) or os.path.islink(path):
-            continue
-        if name.startswith(f".{base}.partial-") and os.path.isfile(
-            os.path.join(path, PARTIAL_MARKER)
-        ):
-            shutil.rmtree(path)
-        elif (
-            name.startswith(f".{base}.old-")
-            and os.listdir(path) == ["old"]
-            and os.path.isfile(os.path.join(path, "old", MANIFEST))
-        ):
-            shutil.rmtree(path)
-
-
-def _swap_into_place(work: str, out: str) -> None:
-    if os.path.lexists(out):
-        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rename(out, os.path.join(trash, "old"))
-        os.rename(work, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(work, out)
+    with Output(out, MANIFEST, FORMAT, force=force, command="compress") as output:
+        return output.write(build)

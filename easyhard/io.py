@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -42,8 +43,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        remove_owned(folder, [os.path.basename(tmp)])
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable
         dfd = os.open(folder, os.O_RDONLY)
@@ -68,18 +68,17 @@ def remove_stale_temps(folder: str, owners: Sequence[str]) -> list[str]:
     complete files); recent ones may be a write in progress and stay. Returns what was deleted."""
     import time
 
-    removed = []
     if not os.path.isdir(folder):
-        return removed
+        return []
     now = time.time()
+    stale = []
     for name in os.listdir(folder):
         if is_own_temp(name, owners):
-            path = os.path.join(folder, name)
             with contextlib.suppress(OSError):
-                if now - os.path.getmtime(path) > STALE_SECONDS:
-                    os.unlink(path)
-                    removed.append(path)
-    return removed
+                if now - os.path.getmtime(os.path.join(folder, name)) > STALE_SECONDS:
+                    stale.append(name)
+    left = remove_owned(folder, stale)
+    return [os.path.join(folder, n) for n in stale if os.path.join(folder, n) not in left]
 
 
 class BackgroundWriter:
@@ -186,11 +185,92 @@ class OutputExistsError(FileExistsError):
     """An output folder that holds something easyhard may not replace; the message says what."""
 
 
-def _count_files(folder: str) -> int:
-    n = 0
+def plain_relative(rel: object) -> bool:
+    """Whether `rel` is a plain relative path that stays inside the folder it is relative to: a
+    non-empty string, not absolute, no "." or ".." component, no NUL, no backslash."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel:
+        return False
+    if os.path.isabs(rel) or rel.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def remove_owned(
+    folder: str | os.PathLike, files: Sequence[str] | dict[str, int], *, remove_folder: bool = False
+) -> list[str]:
+    """The one place easyhard deletes anything under a path it was given: the files `files`
+    (relative paths, each plain and inside `folder`; with sizes, {path: size}, only a file that
+    still has its recorded size) under `folder`, then the folders they leave empty, `folder`
+    itself too when `remove_folder` and nothing is left in it. A name that is not plain, not a
+    file (a folder, a missing path) or of another size is left alone. Returns the paths it left
+    that were asked for (files of another size, or not files), and `folder` when it stays
+    although `remove_folder` asked for it to go."""
+    folder = os.fspath(folder)
+    sizes = files if isinstance(files, dict) else None
+    left, parents = [], set()
+    for rel in files:
+        path = os.path.join(folder, rel)
+        if not plain_relative(rel):
+            left.append(path)
+            continue
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode) or (sizes is not None and st.st_size != sizes[rel]):
+            left.append(path)
+            continue
+        os.unlink(path)
+        parts = rel.split("/")[:-1]
+        for i in range(len(parts), 0, -1):
+            parents.add("/".join(parts[:i]))
+    for rel in sorted(parents, key=lambda r: -r.count("/")):  # deepest first
+        with contextlib.suppress(OSError):  # only an empty folder goes
+            os.rmdir(os.path.join(folder, rel))
+    if remove_folder:
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(folder)
+    return left
+
+
+def folder_files(folder: str | os.PathLike) -> dict[str, int]:
+    """Every file under `folder` as {relative path: size} ("/"-separated; a symbolic link counts
+    as a file of its own, never followed)."""
+    folder = os.fspath(folder)
+    found = {}
     for dirpath, dirnames, files in os.walk(folder):
-        n += len(files) + sum(os.path.islink(os.path.join(dirpath, d)) for d in dirnames)
-    return n
+        rel_dir = os.path.relpath(dirpath, folder)
+        for name in files + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+            with contextlib.suppress(OSError):
+                found[rel] = os.lstat(os.path.join(dirpath, name)).st_size
+    return found
+
+
+def manifest_files(record: dict, folder: str) -> dict[str, int] | None:
+    """The files a manifest says easyhard wrote ({relative path: size}); None for a manifest of an
+    easyhard before 0.2 that listed top-level names only. A manifest is input like any other: one
+    naming anything but plain relative paths inside the folder, with whole sizes, is refused."""
+    files = record.get("files")
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise OutputExistsError(
+            f"the manifest of {folder} does not list its files as easyhard does: it is not an "
+            "easyhard output; choose another folder"
+        )
+    for rel, size in files.items():
+        if not plain_relative(rel) or isinstance(size, bool) or not isinstance(size, int):
+            raise OutputExistsError(
+                f"the manifest of {folder} names {rel!r}, which is not a file inside the folder: "
+                "it is not an easyhard output (easyhard only ever removes files inside the "
+                "folders it wrote); choose another folder"
+            )
+    return dict(files)
 
 
 def _newer_files(folder: str, than: str) -> list[str]:
@@ -210,18 +290,21 @@ def _newer_files(folder: str, than: str) -> list[str]:
 def seal_output(
     folder: str, manifest_name: str, record: dict, transient: tuple[str, ...] = ()
 ) -> dict:
-    """Write `record` as the folder's manifest (JSON, atomically), adding what the folder holds
-    (top-level ``entries`` and ``file_count``) so that a later ``--force`` can tell the folder
-    is entirely easyhard's own. Call it last, when everything else is written; top-level files
-    named in `transient` are about to be removed and are not listed."""
-    names = set(os.listdir(folder)) - set(transient)
-    entries = sorted(names | {manifest_name})
+    """Write `record` as the folder's manifest (JSON, atomically), adding the exact list of files
+    the folder holds (``files``: relative path -> size) so that a later ``--force`` replaces those
+    and nothing else (``entries`` and ``file_count`` too, as easyhard before 0.2 read them). Call it
+    last, when everything else is written; top-level files named in `transient` are about to be
+    removed and are not listed."""
+    files = {
+        rel: size
+        for rel, size in folder_files(folder).items()
+        if rel not in transient and rel != manifest_name
+    }
     record = {
         **record,
-        "entries": entries,
-        "file_count": _count_files(folder)
-        - (len(os.listdir(folder)) - len(names))
-        + (manifest_name not in names),
+        "files": dict(sorted(files.items())),
+        "entries": sorted({rel.split("/")[0] for rel in files} | {manifest_name}),
+        "file_count": len(files) + 1,
     }
     with atomic_write(os.path.join(folder, manifest_name), "w") as f:
         json.dump(record, f, indent=1)
@@ -239,23 +322,26 @@ def read_json_object(path: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> None:
+def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> dict[str, int]:
     """May an output go to `folder`? Yes if it does not exist or is empty; with `force`, also if it
-    is a complete earlier easyhard output of format `fmt` that holds nothing else (its manifest
-    lists every top-level entry and the number of files). Raises OutputExistsError otherwise."""
+    is an earlier easyhard output of format `fmt` that holds exactly the files its manifest lists
+    (none added, none changed in size; a listed file that was removed is fine). Returns the files
+    a replacement may delete ({relative path: size}, the manifest included; empty for a new or
+    empty folder); raises OutputExistsError otherwise, naming what is in the way."""
     if not os.path.lexists(folder):
-        return
+        return {}
     if not os.path.isdir(folder) or os.path.islink(folder):
         raise OutputExistsError(f"{folder} exists and is not a folder; choose another output")
     names = os.listdir(folder)
     if not names:
-        return
+        return {}
     if not force:
         raise OutputExistsError(
             f"{folder} exists and is not empty; choose another folder, or pass "
             "`force=True` to replace an earlier easyhard output there"
         )
-    record = read_json_object(os.path.join(folder, manifest_name))
+    manifest = os.path.join(folder, manifest_name)
+    record = read_json_object(manifest)
     if record is None or record.get("format") != fmt:
         other = _easyhard_format(folder, names)
         if other:
@@ -269,28 +355,68 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
             f"(no {manifest_name} of format {fmt}); `force=True` only replaces "
             "easyhard's own outputs: choose another folder"
         )
-    entries = record.get("entries")
+    here = folder_files(folder)
+    here.pop(manifest_name, None)
+    listed = manifest_files(record, folder)
+    if listed is None:
+        listed = _legacy_files(folder, record, manifest_name, here)
+    extra = sorted(set(here) - set(listed))
+    if extra:
+        newer = [p for p in _newer_files(folder, manifest) if os.path.relpath(p, folder) in extra]
+        example = os.path.join(folder, extra[0])
+        raise OutputExistsError(
+            f"{folder} holds {example}, which easyhard did not write"
+            + (f" ({len(extra)} such files)" if len(extra) > 1 else "")
+            + (", added after it was written" if newer else "")
+            + "; `force=True` does not delete it: move it or choose another folder"
+        )
+    changed = sorted(rel for rel, size in here.items() if listed[rel] != size)
+    if changed:
+        raise OutputExistsError(
+            f"{os.path.join(folder, changed[0])} was changed since easyhard wrote it (its size "
+            "differs); `force=True` does not delete a file someone edited: move it or choose "
+            "another folder"
+        )
+    return {**here, manifest_name: os.lstat(manifest).st_size}
+
+
+def _legacy_files(folder: str, record: dict, manifest_name: str, here: dict) -> dict[str, int]:
+    """The files of an output written before manifests listed them (``entries``: top-level names,
+    ``file_count``): accepted as easyhard's when the names and the count match and no file is
+    newer than the manifest; then what is there is what it wrote."""
+    entries, count = record.get("entries"), record.get("file_count")
     if not isinstance(entries, list):
         raise OutputExistsError(
             f"{folder} was written by an older easyhard that did not list its "
             "files; remove it yourself or choose another folder"
         )
-    extra = sorted(set(names) - set(entries))
+    bad = next((e for e in entries if not plain_relative(e) or "/" in e), None)
+    if bad is not None or isinstance(count, bool) or not isinstance(count, int):
+        what = (
+            f"names {bad!r}, which is not a file of the folder"
+            if bad is not None
+            else ("gives no file count")
+        )
+        raise OutputExistsError(
+            f"the manifest of {folder} {what}: it is not an easyhard output (easyhard only ever "
+            "removes files inside the folders it wrote); choose another folder"
+        )
+    extra = sorted({rel.split("/")[0] for rel in here} - set(entries))
     if extra:
         raise OutputExistsError(
             f"{folder} holds {os.path.join(folder, extra[0])}, which easyhard "
             "did not write; `force=True` does not delete it: move it or choose "
             "another folder"
         )
-    count = _count_files(folder)
-    if count != record.get("file_count"):
-        newer = _newer_files(folder, os.path.join(folder, manifest_name))
+    newer = _newer_files(folder, os.path.join(folder, manifest_name))
+    if len(here) + 1 != record.get("file_count") or newer:
         hint = f", e.g. {newer[0]}, added after it was written" if newer else ""
         raise OutputExistsError(
             f"{folder} holds files easyhard did not write (it wrote "
-            f"{record.get('file_count')}, there are {count}{hint}); "
+            f"{record.get('file_count')}, there are {len(here) + 1}{hint}); "
             "`force=True` does not delete them: choose another folder"
         )
+    return here
 
 
 def _easyhard_format(folder: str, names: list[str]) -> str | None:

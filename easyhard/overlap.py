@@ -695,18 +695,19 @@ def write_outputs(
     """overlap.json (the result, sealed as the folder's manifest), overlap.txt (the table) and
     the figures, into `folder` (not overlapping any input; replaced only with `force` when it is
     an earlier overlap output)."""
-    from .io import atomic_write, check_disjoint, check_replaceable, seal_output
+    from .io import atomic_write, check_disjoint
+    from .outputs import Output
 
     folder = os.path.abspath(folder)
     check_disjoint(folder, {f"input {i + 1}": p for i, p in enumerate(inputs)})
-    check_replaceable(folder, "overlap.json", FORMAT, force)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):  # an earlier overlap output, checked above: start clean
-        os.unlink(os.path.join(folder, name))
-    with atomic_write(os.path.join(folder, "overlap.txt"), "w") as f:
-        f.write(format_table(result) + "\n")
-    result = {**result, "figures": [os.path.basename(p) for p in plot(result, folder)]}
-    return seal_output(folder, "overlap.json", result)
+
+    def build(work: str) -> dict[str, Any]:
+        with atomic_write(os.path.join(work, "overlap.txt"), "w") as f:
+            f.write(format_table(result) + "\n")
+        return {**result, "figures": [os.path.basename(p) for p in plot(result, work)]}
+
+    with Output(folder, "overlap.json", FORMAT, force=force, command="analyze overlap") as out:
+        return out.write(build)
 
 
 def read_result(folder: str) -> dict[str, Any]:

@@ -839,41 +839,38 @@ def write_report(
     force: bool = False,
     with_examples: bool = True,
 ) -> dict[str, Any]:
-    """Build and write report.html, report.md, figures/ and report.json into `out`."""
-    from .io import atomic_write, check_disjoint, check_replaceable, seal_output
+    """Build and write report.html, report.md, figures/ and report.json into `out` (built beside
+    it and swapped into place: easyhard.outputs; with `force`, an earlier report holding exactly
+    the files its manifest lists is replaced)."""
+    from .io import atomic_write, check_disjoint
+    from .outputs import Output
 
     out = os.path.abspath(out)
     check_disjoint(out, {f"input {i + 1}": p for i, p in enumerate(inputs)})
-    check_replaceable(out, MANIFEST, FORMAT, force)
-    sections, figures, provenance, headlines = build(
-        inputs, window=window, with_examples=with_examples
-    )
-    page, md = render(sections, title)
-    if os.path.isdir(out):  # an earlier report, checked above: start clean
-        import shutil
+    with Output(out, MANIFEST, FORMAT, force=force, command="report") as output:
+        sections, figures, provenance, headlines = build(
+            inputs, window=window, with_examples=with_examples
+        )
+        page, md = render(sections, title)
 
-        for name in os.listdir(out):
-            path = os.path.join(out, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
-    for name, png in figures.items():
-        with atomic_write(os.path.join(out, "figures", name)) as f:
-            f.write(png)
-    with atomic_write(os.path.join(out, "report.html"), "w") as f:
-        f.write(page)
-    with atomic_write(os.path.join(out, "report.md"), "w") as f:
-        f.write(md)
-    return seal_output(
-        out,
-        MANIFEST,
-        {
-            "format": FORMAT,
-            "easyhard_version": __version__,
-            "title": title,
-            "window": window,
-            "sections": {k: bool(sections[k].html) for k in SECTIONS},
-            "figures": sorted(figures),
-            "headlines": headlines,
-            "provenance": provenance,
-        },
-    )
+        def write(work: str) -> dict[str, Any]:
+            os.makedirs(os.path.join(work, "figures"))
+            for name, png in figures.items():
+                with atomic_write(os.path.join(work, "figures", name)) as f:
+                    f.write(png)
+            with atomic_write(os.path.join(work, "report.html"), "w") as f:
+                f.write(page)
+            with atomic_write(os.path.join(work, "report.md"), "w") as f:
+                f.write(md)
+            return {
+                "format": FORMAT,
+                "easyhard_version": __version__,
+                "title": title,
+                "window": window,
+                "sections": {k: bool(sections[k].html) for k in SECTIONS},
+                "figures": sorted(figures),
+                "headlines": headlines,
+                "provenance": provenance,
+            }
+
+        return output.write(write)

@@ -1269,42 +1269,28 @@ FIGURES = {
 
 
 def write_outputs(result: Result, out_dir: str, force: bool = False) -> dict:
-    """Write the figures and similarity.json (the manifest, written last) into out_dir. An
-    existing out_dir must be empty, or with `force` an earlier similarity output holding nothing
-    else (its files are replaced). Returns the sealed record."""
-    from .io import check_replaceable, seal_output
+    """Write the figures and similarity.json (the manifest) into out_dir, built beside it and
+    swapped into place (easyhard.outputs). An existing out_dir must be empty, or with `force` an
+    earlier similarity output holding exactly the files its manifest lists. Returns the sealed
+    record."""
+    from .outputs import Output
 
-    check_replaceable(out_dir, MANIFEST, FORMAT, force)
-    os.makedirs(out_dir, exist_ok=True)
-    _remove_previous(out_dir)
-    written = []
-    for name, plot in FIGURES.items():
-        if (
-            name == "grid.png"
-            and not result.grid
-            or name == "mean_images.png"
-            and not result.mean_images
-        ):
-            continue
-        plot(result, os.path.join(out_dir, name))
-        written.append(name)
-    record = {**result.record, "figures": written}
-    return seal_output(out_dir, MANIFEST, record)
+    def build(work: str) -> dict:
+        written = []
+        for name, plot in FIGURES.items():
+            if (
+                name == "grid.png"
+                and not result.grid
+                or name == "mean_images.png"
+                and not result.mean_images
+            ):
+                continue
+            plot(result, os.path.join(work, name))
+            written.append(name)
+        return {**result.record, "figures": written}
 
-
-def _remove_previous(out_dir: str) -> None:
-    """Remove the files of an earlier similarity output (check_replaceable has verified that the
-    folder holds nothing else), the manifest last."""
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        entries = json.load(f).get("entries", [])
-    for name in entries:
-        p = os.path.join(out_dir, name)
-        if name != MANIFEST and os.path.isfile(p) and not os.path.islink(p):
-            os.unlink(p)
-    os.unlink(path)
+    with Output(out_dir, MANIFEST, FORMAT, force=force, command="analyze similarity") as out:
+        return out.write(build)
 
 
 # ---------------------------------------------------------------------------- the table
