@@ -64,6 +64,7 @@ from .io import (
     check_disjoint,
     check_replaceable,
     is_own_temp,
+    remove_owned,
     remove_stale_temps,
     seal_output,
 )
@@ -572,17 +573,13 @@ def _only_own_files(out: str) -> str | None:
 
 
 def _remove_experiment(out: str) -> None:
-    """Delete what an experiment wrote in `out` (checked by _only_own_files first)."""
-    for lock in _lock_files(out):
-        os.unlink(lock)
+    """Delete what an experiment wrote in `out` (checked by _only_own_files first): the files of
+    its own names, by the rules that recognise them, and the folders they leave empty."""
+    own = [os.path.relpath(lock, out) for lock in _lock_files(out)]
     for cell in _cell_folders(out):
-        for name in os.listdir(cell):
-            os.unlink(os.path.join(cell, name))
-        os.rmdir(cell)
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(os.path.join(out, CELLS))
-    for name in os.listdir(out):
-        os.unlink(os.path.join(out, name))
+        own += [f"{CELLS}/{os.path.basename(cell)}/{name}" for name in os.listdir(cell)]
+    own += [n for n in os.listdir(out) if os.path.isfile(os.path.join(out, n))]
+    remove_owned(out, own)
 
 
 def _remove_stale_temps(out: str) -> None:
@@ -649,8 +646,7 @@ def prepare_output(
         raise OutputExistsError(f"{out} exists and is not a folder; choose another `out`")
     names = os.listdir(out)
     if all(is_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest
-        for n in names:
-            os.unlink(os.path.join(out, n))
+        remove_owned(out, names)
         return "new"
     record = _read_manifest(out)
     exps = experiments_of(record)
@@ -663,9 +659,7 @@ def prepare_output(
                     "`force=True` does not delete it: move it or choose "
                     "another folder"
                 )
-            for name in KIND_FILES[kind]:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(out, name))
+            remove_owned(out, list(KIND_FILES[kind]))
             return "replaced"
         try:
             check_replaceable(out, MANIFEST, FORMAT, True)
@@ -1089,8 +1083,7 @@ def train_cells(
                 count += 1
                 _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell, done)
                 # finished (result.json is read before any training): the lock has done its job
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(out, CELLS, f"{cell.id}.lock"))
+                remove_owned(os.path.join(out, CELLS), [f"{cell.id}.lock"])
         if busy:
             say(f"waiting for another worker that is training {len(busy)} cell(s)")
             with cell_lock(out, busy[0].id, wait=True):
@@ -1149,9 +1142,7 @@ def _train_cell(
     outcome = _cell_outcome(cell_dir, cell)
     with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
         json.dump(outcome, f, indent=1)
-    for name in ("checkpoint.pt", "history.bin"):  # finished: nothing to resume
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(cell_dir, name))
+    remove_owned(cell_dir, ["checkpoint.pt", "history.bin"])  # finished: nothing to resume
     say(
         f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
         f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"

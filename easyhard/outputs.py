@@ -58,8 +58,14 @@ def _lock_path(out: str) -> str:
 @contextlib.contextmanager
 def claim(out: str | os.PathLike, command: str = "easyhard") -> Iterator[None]:
     """Hold the exclusive lock of output folder `out` (see the module docstring); refuses with
-    OutputBusyError when another process holds it. The folder's parent is created if needed."""
+    OutputBusyError when another process holds it. The folder's parent is created if needed, and
+    removed again on release when the command left it empty (a refused command leaves nothing)."""
     out = os.path.abspath(os.fspath(out))
+    created = []  # the parent folders made here: removed on release when left empty
+    parent = os.path.dirname(out)
+    while not os.path.isdir(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     path = _lock_path(out)
     while True:
@@ -89,6 +95,8 @@ def claim(out: str | os.PathLike, command: str = "easyhard") -> Iterator[None]:
         # holds the lock, that it is no longer the file at that path, and tries again.
         remove_owned(os.path.dirname(path), [os.path.basename(path)])
         os.close(fd)
+        for folder in created:  # deepest first; one that holds anything stays
+            remove_owned(folder, [], remove_folder=True)
 
 
 def _before_swap(out: str) -> None:

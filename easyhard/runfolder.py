@@ -9,7 +9,6 @@ score-config.toml), and the deletion of only those files (``--force``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +19,7 @@ import torch
 
 from . import __version__
 from .config import ScoreConfig
-from .io import atomic_write, remove_stale_temps
+from .io import atomic_write, remove_owned, remove_stale_temps
 
 
 def config_dict(cfg: ScoreConfig) -> dict[str, Any]:
@@ -179,6 +178,16 @@ def is_run_folder(path: str) -> bool:
     return isinstance(record, dict) and record.get("format") == RUN_FORMAT
 
 
+def run_folder_name(arch: str, run: int) -> str:
+    """The folder of run `run` of `arch` inside a job's output folder."""
+    return f"{arch}-run{run}"
+
+
+def job_runs(cfg: ScoreConfig) -> list[tuple[str, int]]:
+    """The (architecture, run) pairs a job trains, in order."""
+    return [(arch, run) for arch in cfg.archs for run in range(cfg.runs)]
+
+
 def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     """Before a job writes anything: no run folder it will write into holds a file of a run's
     names (RUN_FILES) that easyhard did not write (the folder's config.json says whose it is),
@@ -186,22 +195,21 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     written over; a user's other files in a run folder stay beside the run's."""
     from .statsfile import check_merged_output
 
-    for arch in cfg.archs:
-        for run in range(cfg.runs):
-            path = os.path.join(out_dir, f"{arch}-run{run}")
-            if not os.path.lexists(path):
-                continue
-            if not os.path.isdir(path) or os.path.islink(path):
-                raise ValueError(
-                    f"{path} exists and is not a run folder easyhard wrote; move it "
-                    "away or choose another output folder"
-                )
-            mine = [f for f in RUN_FILES if os.path.lexists(os.path.join(path, f))]
-            if mine and not is_run_folder(path):  # the run would write over these
-                raise ValueError(
-                    f"{path} holds {mine[0]}, which easyhard did not write (the folder has no "
-                    "config.json of a run): move it away or choose another output folder"
-                )
+    for arch, run in job_runs(cfg):
+        path = os.path.join(out_dir, run_folder_name(arch, run))
+        if not os.path.lexists(path):
+            continue
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise ValueError(
+                f"{path} exists and is not a run folder easyhard wrote; move it "
+                "away or choose another output folder"
+            )
+        mine = [f for f in RUN_FILES if os.path.lexists(os.path.join(path, f))]
+        if mine and not is_run_folder(path):  # the run would write over these
+            raise ValueError(
+                f"{path} holds {mine[0]}, which easyhard did not write (the folder has no "
+                "config.json of a run): move it away or choose another output folder"
+            )
     check_merged_output(os.path.join(out_dir, "merged.npz"))
 
 
@@ -289,45 +297,42 @@ def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
     started and matching its checkpoint's). Else ValueError naming what differs."""
     from .statsfile import check_stats_metadata, read_metadata_block
 
-    for arch in cfg.archs:
-        for run in range(cfg.runs):
-            path = os.path.join(out_dir, f"{arch}-run{run}")
-            identity = run_identity(cfg, arch, run, fingerprint)
-            done = os.path.join(path, "scores.npz")
-            if os.path.exists(done):
-                meta = check_stats_metadata(read_metadata_block(done), done)
-                check_same_run(meta.get("identity"), identity, done)
-            elif is_run_folder(path):
-                where = os.path.join(path, "config.json")
-                with open(where, encoding="utf-8") as f:
-                    check_same_run(json.load(f).get("identity"), identity, where)
+    for arch, run in job_runs(cfg):
+        path = os.path.join(out_dir, run_folder_name(arch, run))
+        identity = run_identity(cfg, arch, run, fingerprint)
+        done = os.path.join(path, "scores.npz")
+        if os.path.exists(done):
+            meta = check_stats_metadata(read_metadata_block(done), done)
+            check_same_run(meta.get("identity"), identity, done)
+        elif is_run_folder(path):
+            where = os.path.join(path, "config.json")
+            with open(where, encoding="utf-8") as f:
+                check_same_run(json.load(f).get("identity"), identity, where)
 
 
-def clear_previous(out_dir: str) -> list[str]:
-    """Delete what an earlier `score` wrote in out_dir, recognised by its own markers: run folders
-    whose config.json says easyhard wrote them (only the files a run writes, and the stale
-    temporary files of their atomic writes; a folder left with anything else in it stays), and
-    merged.npz when it is an easyhard merged file. Everything else stays. Returns what was
-    deleted."""
+def clear_previous(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
+    """Delete what an earlier `score` of this job wrote in out_dir, recognised by its own markers:
+    the folders of `runs` ((arch, run) pairs: the ones this job writes, job_runs) whose
+    config.json says easyhard wrote them (only the files a run writes, and the stale temporary
+    files of their atomic writes; a folder left with anything else in it stays), and merged.npz
+    when it is an easyhard merged file. Everything else stays, other easyhard run folders too (a
+    renamed copy the job never writes). Returns what was deleted."""
     from .statsfile import MERGED_FORMAT, read_metadata_block
 
     removed = []
     if not os.path.isdir(out_dir):
         return removed
-    for name in sorted(os.listdir(out_dir)):
-        path = os.path.join(out_dir, name)
+    for arch, run in runs:
+        path = os.path.join(out_dir, run_folder_name(arch, run))
         if os.path.isdir(path) and not os.path.islink(path) and is_run_folder(path):
-            for f in RUN_FILES:
-                if os.path.isfile(os.path.join(path, f)):
-                    os.unlink(os.path.join(path, f))
             remove_stale_temps(path, RUN_FILES)  # what a killed atomic write of them left
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # only when nothing else is in it
+            remove_owned(path, list(RUN_FILES), remove_folder=True)  # stays if not empty
             removed.append(path)
-        elif name == "merged.npz" and os.path.isfile(path) and not os.path.islink(path):
-            if (read_metadata_block(path) or {}).get("format") == MERGED_FORMAT:
-                os.unlink(path)
-                removed.append(path)
+    merged = os.path.join(out_dir, "merged.npz")
+    if os.path.isfile(merged) and not os.path.islink(merged):
+        if (read_metadata_block(merged) or {}).get("format") == MERGED_FORMAT:
+            remove_owned(out_dir, ["merged.npz"])
+            removed.append(merged)
     return removed
 
 

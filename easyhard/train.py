@@ -49,9 +49,10 @@ from torch import nn
 from . import ops
 from .config import ScoreConfig
 from .datasets import DatasetError, load_dataset
-from .io import BackgroundWriter, atomic_write
+from .io import BackgroundWriter, atomic_write, remove_owned
 from .loaders import make_loader
 from .models import build_model
+from .outputs import claim
 from .runfolder import (
     CLEAN_HISTORY_FILE,
     HISTORY_FILE,
@@ -64,6 +65,8 @@ from .runfolder import (
     config_dict,
     input_paths,
     is_run_folder,
+    job_runs,
+    run_folder_name,
     run_identity,
     run_seeds,
     write_job_config,
@@ -672,7 +675,7 @@ def train_run(
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     if subset is not None:
         subset = check_subset(subset, len(train))
-    run_dir = run_dir or os.path.join(out_dir, f"{arch}-run{run}")
+    run_dir = run_dir or os.path.join(out_dir, run_folder_name(arch, run))
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     clean = CleanView(cfg.clean_every, cfg.clean_steps)
 
@@ -854,11 +857,20 @@ def train_job(
     dist = Dist.from_env()
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
     check_disjoint(out_dir, input_paths(cfg, train))
+    # rank 0 writes, and holds the folder's lock while it does: a second job is refused
+    with claim(out_dir, "score") if dist.rank == 0 else contextlib.nullcontext():
+        return _checked_job(cfg, out_dir, resume, quiet, force, dist, train, test)
+
+
+def _checked_job(
+    cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, force: bool, dist: Dist, train, test
+) -> dict:
+    """train_job's checks of the output, then the job (under the output's lock on rank 0)."""
     check_job_output(cfg, out_dir)
     if resume:
         check_resumable(cfg, out_dir, train.fingerprint)
     if force and not resume and dist.rank == 0:
-        clear_previous(out_dir)  # only what an earlier `easyhard score` wrote
+        clear_previous(out_dir, job_runs(cfg))  # only the runs this job writes, easyhard's own
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
@@ -893,14 +905,9 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
             and is_run_folder(path)
             and not os.path.exists(os.path.join(path, "checkpoint.pt"))
         ):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(path, "config.json"))
-                os.rmdir(path)
-    if created:
-        with contextlib.suppress(OSError):
-            if os.listdir(out_dir) == [JOB_CONFIG]:
-                os.unlink(os.path.join(out_dir, JOB_CONFIG))
-            os.rmdir(out_dir)
+            remove_owned(path, ["config.json"], remove_folder=True)
+    if created and os.listdir(out_dir) in ([], [JOB_CONFIG]):
+        remove_owned(out_dir, [JOB_CONFIG], remove_folder=True)
 
 
 def _train_job_runs(
@@ -909,25 +916,24 @@ def _train_job_runs(
     from .scores import excluded, merge_stats_files
 
     run_dirs = []
-    for arch in cfg.archs:
-        for run in range(cfg.runs):
-            done = os.path.join(out_dir, f"{arch}-run{run}", "scores.npz")
-            # finished, and the same run (check_resumable): rank 0's folder decides
-            if dist.from_rank0(resume and dist.rank == 0 and os.path.exists(done)):
-                run_dirs.append(os.path.dirname(done))
-                continue
-            run_dirs.append(
-                train_run(
-                    cfg,
-                    arch,
-                    run,
-                    out_dir,
-                    resume=resume,
-                    quiet=quiet,
-                    dist=dist,
-                    datasets=(train, test),
-                )
+    for arch, run in job_runs(cfg):
+        done = os.path.join(out_dir, run_folder_name(arch, run), "scores.npz")
+        # finished, and the same run (check_resumable): rank 0's folder decides
+        if dist.from_rank0(resume and dist.rank == 0 and os.path.exists(done)):
+            run_dirs.append(os.path.dirname(done))
+            continue
+        run_dirs.append(
+            train_run(
+                cfg,
+                arch,
+                run,
+                out_dir,
+                resume=resume,
+                quiet=quiet,
+                dist=dist,
+                datasets=(train, test),
             )
+        )
     summary = {"runs": run_dirs}
     if dist.rank == 0:
         files = [os.path.join(d, "scores.npz") for d in run_dirs]

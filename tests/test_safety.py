@@ -198,6 +198,36 @@ def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
     assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
 
 
+def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path):
+    """A renamed copy of a run folder (easyhard's own, by its config.json) is not one of the
+    job's runs: --force leaves it whole."""
+    import shutil
+
+    out = tmp_path / "out"
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    shutil.copytree(out / "convnet-run0", out / "keep-this-run")
+    before = sorted(os.listdir(out / "keep-this-run"))
+    r = run(["score", *SMALL, "--out", out, "--force", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(out / "keep-this-run")) == before
+    assert SampleStats.load(out / "keep-this-run" / "scores.npz").epochs == 1
+
+
+def test_a_second_score_job_on_one_folder_is_refused(tmp_path):
+    """Two jobs writing one --out would overwrite each other's records: the second is refused
+    at once, in one sentence, and changes nothing."""
+    from easyhard import outputs
+
+    out = tmp_path / "out"
+    with outputs.claim(out, "easyhard score"):
+        r = run(["score", *SMALL, "--out", out])
+        assert r.exit_code == 1
+        assert "is being written by another easyhard command (easyhard score, pid" in r.output
+        assert not out.exists()
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == []
+
+
 def test_force_removes_what_a_killed_checkpoint_write_left(tmp_path):
     """A run killed while its checkpoint was being written (in the background) leaves atomic
     write's temporary file; --force's clear_previous deletes it when stale, with the run's files,
@@ -215,7 +245,7 @@ def test_force_removes_what_a_killed_checkpoint_write_left(tmp_path):
         if case != "fresh":
             old = time.time() - 600
             os.utime(temp, (old, old))
-        clear_previous(str(out))
+        clear_previous(str(out), [("convnet", 0)])
         assert temp.exists() == (case != "stale"), case
         assert (out / "convnet-run0").exists() == (case != "stale"), case
         assert not (out / "convnet-run0" / "scores.npz").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from easyhard.cli import main
@@ -58,3 +59,42 @@ def test_study_runs_every_step_and_ends_on_the_report(tmp_path):
     assert again.exit_code == 1 and "--resume" in again.output
     resumed = CliRunner().invoke(main, ["study", *SMALL, "--resume", "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.mark.slow
+def test_a_study_killed_while_rewriting_an_analysis_resumes(tmp_path, monkeypatch):
+    """A kill during `study --resume`'s rewrite of an analysis (its old folder set aside, the new
+    one not yet in place) leaves a state the next `study --resume` repairs: it ends on the report
+    and leaves nothing hidden behind."""
+    import os
+
+    from easyhard import outputs
+
+    out = tmp_path / "s"
+    assert CliRunner().invoke(main, ["study", *SMALL, "--out", str(out)]).exit_code == 0
+
+    class Killed(BaseException):
+        pass
+
+    def killed(path):
+        if path.endswith("overlap"):
+            raise Killed(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(outputs, "_after_set_aside", killed)
+        real_rename = os.rename
+        m.setattr(  # a kill runs no clean-up: the old folder is not put back
+            outputs.os,
+            "rename",
+            lambda a, b: (
+                (_ for _ in ()).throw(Killed()) if ".old-" in os.fspath(a) else real_rename(a, b)
+            ),
+        )
+        m.setattr(outputs, "_discard_build", lambda work: None)
+        with pytest.raises(Killed):
+            CliRunner().invoke(main, ["study", *SMALL, "--resume", "--out", str(out)])
+    assert not (out / "overlap").exists()  # set aside, the new one never arrived
+    r = CliRunner().invoke(main, ["study", *SMALL, "--resume", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "overlap" / "overlap.json").exists() and (out / "report" / "report.html").exists()
+    assert [n for n in os.listdir(out) if n.startswith(".")] == []
