@@ -215,15 +215,16 @@ class Output:
     def _swap(self, work: str) -> None:
         try:  # the folder must still be what was checked before the work began
             now = check_replaceable(self.out, self.manifest, self.fmt, self.force)
-        except OutputExistsError as e:
-            raise OutputExistsError(
-                f"{self.out} changed while `{self.command}` was writing it, so nothing was "
-                f"replaced: {e}"
-            ) from None
+        except OutputExistsError:
+            now = None
         if now != self.owned:
+            here = folder_files(self.out) if os.path.isdir(self.out) else {}
+            new = sorted(set(here) - set(self.owned))
+            what = f"{os.path.join(self.out, new[0])} appeared" if new else "its files changed"
             raise OutputExistsError(
-                f"{self.out} changed while `{self.command}` was writing it (its files are not the "
-                "ones checked when it began), so nothing was replaced: run the command again"
+                f"{self.out} changed while easyhard {self.command} was writing it ({what}), so "
+                "nothing was replaced or deleted: move what is in the way, or choose another "
+                "folder, and run the command again"
             )
         if not os.path.lexists(self.out):
             os.rename(work, self.out)
@@ -242,8 +243,8 @@ class Output:
         left = remove_owned(old, self.owned, remove_folder=True)
         if left or os.path.exists(old):
             print(
-                f"note: files appeared in {self.out} while `{self.command}` replaced it; easyhard "
-                f"did not write them and kept them in {old}",
+                f"note: files appeared in {self.out} while easyhard {self.command} replaced it; "
+                f"easyhard did not write them and kept them in {old}",
                 file=sys.stderr,
             )
             return

@@ -108,7 +108,7 @@ def test_a_file_that_appears_during_the_run_stops_the_swap(tmp_path, monkeypatch
             f.write("chapter 1")
 
     monkeypatch.setattr(outputs, "_before_swap", user_adds_a_file)
-    with pytest.raises(OutputExistsError, match="changed while `test` was writing it"):
+    with pytest.raises(OutputExistsError, match="changed while easyhard test was writing it"):
         write(out, force=True, text="newer")
     assert (out / "mine" / "thesis.tex").read_text() == "chapter 1"
     assert (out / "a.txt").read_text() == "new"  # the old output, untouched

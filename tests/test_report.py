@@ -350,3 +350,25 @@ def test_report_shows_removal_and_compression_from_one_folder(study, tmp_path):
     for png in embedded_images(page):
         with Image.open(io.BytesIO(png)) as im:
             im.verify()
+
+
+def test_a_file_created_in_the_report_folder_while_it_is_built_is_kept(
+    study, tmp_path, monkeypatch
+):  # noqa: E501
+    """The issue's case: `report --out r2 &`, then r2/mine/thesis.tex made during the run. The
+    report is not swapped in, the user's folder stays whole, and the refusal says why."""
+    from easyhard import outputs
+
+    out = tmp_path / "r2"
+
+    def user_writes(path):
+        os.makedirs(os.path.join(path, "mine"))
+        with open(os.path.join(path, "mine", "thesis.tex"), "w") as f:
+            f.write("\\chapter{One}")
+
+    monkeypatch.setattr(outputs, "_before_swap", user_writes)
+    r = run(["report", study / "overlap", "--out", out])
+    assert r.exit_code == 1 and "changed while easyhard report was writing it" in r.output
+    assert (out / "mine" / "thesis.tex").read_text() == "\\chapter{One}"
+    assert sorted(os.listdir(out)) == ["mine"]
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
