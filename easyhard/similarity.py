@@ -984,7 +984,9 @@ def findings(record: dict[str, Any]) -> list[str]:
                 if pooled_v[w] is not None:
                     shown.append(f"{name} {_interval_text(stat)} ({words[pooled_v[w]]})")
             if shown:
-                parts.append(f"Pooled over all classes ({space} space): " + ", ".join(shown) + ".")
+                parts.append(
+                    f"Pooled over all classes ({SPACE_NAMES[space]}): " + ", ".join(shown) + "."
+                )
         majority = {  # the verdict more than half of the classes share, if one does
             w: next((x for x in set(v[w]) if x and 2 * v[w].count(x) > n), None)
             for w in ("easy", "hard")

@@ -220,6 +220,9 @@ def test_similarity_headline_states_per_class_counts_beside_the_pooled_figure(tm
 
     (line,) = findings(record)
     assert "The two differ" not in line and "easiest 0.925 [0.900, 0.950] (tighter)" in line
+    record["features"] = record["pixel"]
+    _, features = findings(record)
+    assert features.startswith("Pooled over all classes (feature space): easiest 0.925")
 
 
 def test_empty_sections_say_what_fills_them(study):
