@@ -95,13 +95,31 @@ def cli_wording(message: str) -> str:
 
 
 class EasyhardGroup(click.Group):
-    """Turns every error of a command into one sentence (exit status 1), unless --debug."""
+    """Turns every error of a command into one sentence (exit status 1), unless --debug: a bad
+    flag or value too (click's usage block and exit status 2 are for programs that parse it)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # the group's own options (`easyhard --nosuch`)
+            if parent is not None or "--debug" in args or os.environ.get("EASYHARD_DEBUG") == "1":
+                raise
+            raise click.ClickException(f"{e.format_message()} (see `easyhard --help`)") from e
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except click.UsageError as e:  # a bad flag or value: one sentence, exit status 1 too
+            if ctx.meta.get(_DEBUG) or os.environ.get("EASYHARD_DEBUG") == "1":
+                raise
+            names, c = [], e.ctx
+            while c is not None and c.parent is not None:  # the command's names below `easyhard`
+                names.insert(0, c.info_name)
+                c = c.parent
+            hint = f" (see `{' '.join(['easyhard', *names, '--help'])}`)"
+            raise click.ClickException(cli_wording(e.format_message()) + hint) from e
         except click.ClickException as e:
             e.message = cli_wording(e.message)
             raise

@@ -528,3 +528,32 @@ def test_other_data_refusal_of_a_merged_file_names_the_options(tmp_path):
     assert r.exit_code == 1 and "other data" in r.output
     assert "(synthetic: num_samples=120, num_classes=3, image_size=8" in r.output, r.output
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["experiment", "removal", "s.npz", "--seeds", "0"], "Invalid value for '--seeds'"),
+        (["analyze", "overlap", "a", "b", "--window", "0"], "Invalid value for '--window'"),
+        (["score", "--epochs", "two"], "Invalid value for '--epochs'"),
+        (["score", "--nosuch"], "No such option '--nosuch'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["--nosuch"], "No such option '--nosuch'"),
+    ],
+)
+def test_usage_errors_are_one_sentence_with_exit_status_1(tmp_path, args, needle):
+    """The README's promise holds for click's own errors too: no usage block, exit status 1."""
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "--help`)" in lines[0], r.output
+    assert "Usage:" not in r.output and "Try " not in r.output
+
+
+def test_a_bad_value_in_a_config_file_is_one_sentence_too(tmp_path):
+    (tmp_path / "c.toml").write_text("dataset = 5\n")
+    r = CliRunner().invoke(
+        main, ["score", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o")]
+    )  # noqa: E501
+    assert r.exit_code == 1 and f"'dataset' in {tmp_path / 'c.toml'}" in r.output
+    assert "Usage:" not in r.output and not (tmp_path / "o").exists()
