@@ -684,10 +684,9 @@ COLORS = {
 def plot_compression(stats: list[dict], path: str, title: str) -> None:
     """compression.png: a panel per (ranking, budget): test accuracy (%) against the kept
     fraction (%), a line per strategy with its 95% interval, the full data as a line and band."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     combos = list(dict.fromkeys((e["ranking"], e["budget"]) for e in stats))
     cols = min(3, len(combos))
@@ -730,7 +729,7 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
     accuracy_limits(axes.flat[0], stats)
     fig.suptitle(textwrap.fill(title, 60 * cols), fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def plot_cost(stats: list[dict], path: str, title: str) -> None:
@@ -739,10 +738,9 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     images processed (right: the machine-independent count); a point per (ranking, strategy,
     kept fraction) with its 95% interval, random selection and the full data as reference
     points; a row per budget."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     budgets = list(dict.fromkeys(e["budget"] for e in stats))
     rankings = list(dict.fromkeys(e["ranking"] for e in stats))
@@ -823,17 +821,7 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(textwrap.fill(title, 150), fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_write
-
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 # ---------------------------------------------------------------------------- the run

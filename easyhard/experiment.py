@@ -917,10 +917,9 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     """removal.png: per (score, budget) a column; above, test accuracy (%) against the removed
     fraction (%), one line per order with its 95% interval and the full data as a line with its
     band; below, the paired difference to random removal (percentage points) with its interval."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     combos = list(dict.fromkeys((e["score"], e["budget"]) for e in stats))
     fig, axes = plt.subplots(
@@ -984,9 +983,7 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     accuracy_limits(axes[0, 0], stats)
     fig.suptitle(textwrap.fill(title, 60 * len(combos)), fontsize=11)
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def partial_note(text: str, finished: int, cells: int) -> str:

@@ -606,18 +606,14 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
 def plot(result: dict[str, Any], folder: str) -> list[str]:
     """pairs.png (heat-map of the easy and hard Jaccard at p nearest 10%) and overlap.png
     (Jaccard against p per group, with the chance line). Returns the written paths."""
-    import matplotlib
+    from .figures import pyplot
+    from .figures import save as save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_write
+    plt = pyplot()
 
     def save(name: str, fig) -> str:
         path = os.path.join(folder, name)
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png", dpi=110)
-        plt.close(fig)
+        save_png(fig, path)
         return path
 
     written = []

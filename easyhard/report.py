@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import json
 import os
 import platform
@@ -164,19 +163,15 @@ def load_run(path: str, window: int | None = None) -> RunInfo:
 
 # ---------------------------------------------------------------------------- figures
 def _plt():
-    import matplotlib
+    from .figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _plt().close(fig)
-    return buf.getvalue()
+    from .figures import png
+
+    return png(fig, dpi=100)
 
 
 def fig_learning_curves(runs: list[RunInfo]) -> bytes | None:

@@ -734,6 +734,12 @@ def analyze(
         grid_examples=grid_examples,
         seed=seed,
     )
+    if "all" in plan.skipped:  # every set is at most as large as the pooled one: none compares
+        raise ValueError(
+            f"the easiest and hardest {fraction:g} of the {int(valid.sum())} scored examples are "
+            f"too small to compare ({plan.skipped['all']}; a subsample is at most half a set); "
+            "raise `fraction` or give more data"
+        )
     needed = plan.needed()
     log(f"reading {len(needed)} of {len(dataset)} examples")
     images = load_pixels(dataset, needed, pixel_size, workers)
@@ -1029,20 +1035,12 @@ def _feature_caption(record: dict) -> str:
     return text
 
 
-def _save(fig, path: str) -> None:
-    from .io import atomic_write
-
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
-
-
 def plot_ratios(result: Result, path: str) -> None:
     """Easy/random and hard/random spread ratios with their intervals, overall and per class, one
     panel per space."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rec = result.record
     spaces = [s for s in SPACES if rec.get(s) is not None]
@@ -1099,8 +1097,7 @@ def plot_ratios(result: Result, path: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _show(ax, image: np.ndarray) -> None:
@@ -1115,10 +1112,9 @@ def _show(ax, image: np.ndarray) -> None:
 def plot_grid(result: Result, path: str) -> None:
     """The easiest (left) and hardest (right) examples of each shown class, each captioned with
     its label and the feature model's prediction (red when they differ)."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = result.class_names
     classes = sorted(result.grid)
@@ -1161,16 +1157,14 @@ def plot_grid(result: Result, path: str) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_mean_images(result: Result, path: str) -> None:
     """Per shown class, the mean image of its easy set, its random pool and its hard set."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     classes = sorted(result.mean_images)
     fig, axes = plt.subplots(
@@ -1190,17 +1184,15 @@ def plot_mean_images(result: Result, path: str) -> None:
         fontsize=9,
     )
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_density(result: Result, path: str) -> None:
     """Local sparsity (mean k-NN distance to same-class examples) against easiness, coloured by
     class, and the per-class Spearman correlations."""
-    import matplotlib
+    from .figures import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rec = result.record
     dens = rec["density"]
@@ -1258,8 +1250,7 @@ def plot_density(result: Result, path: str) -> None:
     bx.legend(fontsize=7)
     fig.suptitle(f"Dataset bias as a number ({_feature_caption(rec)})", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save(fig, path)
 
 
 FIGURES = {

@@ -375,3 +375,23 @@ def test_a_file_created_in_the_report_folder_while_it_is_built_is_kept(
     assert (out / "mine" / "thesis.tex").read_text() == "\\chapter{One}"
     assert sorted(os.listdir(out)) == ["mine"]
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+def test_a_dollar_in_a_class_name_is_drawn_as_typed(tmp_path):
+    """Class names are user text, never mathtext: `$^$` crashed report and similarity."""
+    from test_datasets import make_folder
+
+    make_folder(tmp_path / "data", classes=("$^$", "$x_$", "plain"), per_class=20, size=(16, 16))
+    data = ["--dataset", "imagefolder", "--data-dir", tmp_path / "data"]
+    opts = ["--crop", "16", "--workers", "1", "--batch-size", "6", "--device", "cpu", "--quiet"]
+    r = run(["score", *data, *opts, "--arch", "convnet", "--epochs", "2", "--out", tmp_path / "s"])
+    assert r.exit_code == 0, r.output
+    r = run(["analyze", "similarity", tmp_path / "s" / "convnet-run0", *data, "--workers", "1",
+             "--device", "cpu", "--sample-size", "4", "--repeats", "5", "--quiet",
+             "--out", tmp_path / "sim"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run(["report", tmp_path / "s", tmp_path / "sim", "--out", tmp_path / "rep"])
+    assert r.exit_code == 0, r.output
+    for png in embedded_images((tmp_path / "rep" / "report.html").read_text()):
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()

@@ -581,3 +581,15 @@ def test_refused_inputs_give_one_sentence(runs, tmp_path):
     )
     assert_one_sentence(r, "--pool-size", "--sample-size")
     assert not os.path.exists(tmp_path / "o")  # nothing written by a refused command
+
+
+def test_sets_too_small_to_compare_are_refused_before_any_work(runs, tmp_path):
+    """--fraction 0.001 of 240 examples is one example per set: refused in one sentence before
+    anything is read (it computed everything, then failed inside matplotlib)."""
+    out = tmp_path / "sim"
+    r = run(["analyze", "similarity", runs / "convnet-run0", *DATA, *FAST, "--fraction", "0.001",
+             "--out", out])  # fmt: skip
+    assert r.exit_code == 1 and "too small to compare" in r.output and "--fraction" in r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0] == r.output.strip().splitlines()[-1]
+    assert not out.exists()
