@@ -28,6 +28,7 @@ import html
 import json
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -399,14 +400,14 @@ class Section:
 
     def text(self, paragraph: str) -> None:
         self.html.append(f"<p>{html.escape(paragraph)}</p>")
-        self.md.append(paragraph + "\n")
+        self.md.append(md_escape(paragraph) + "\n")
 
     def headline(self, finding: str, target: str) -> None:
         """A finding with a link to the section `target` that holds its evidence."""
         self.html.append(
             f'<p>{html.escape(finding)} <a href="#{target}">({html.escape(TITLES[target])})</a></p>'
         )
-        self.md.append(f"{finding} ([{TITLES[target]}](#{target}))\n")
+        self.md.append(f"{md_escape(finding)} ([{TITLES[target]}](#{target}))\n")
 
     def figure(self, name: str, png: bytes, caption: str, figures: dict[str, bytes]) -> None:
         figures[name] = png
@@ -416,7 +417,7 @@ class Section:
             f'src="data:image/png;base64,{data}"><figcaption>'
             f"{html.escape(caption)}</figcaption></figure>"
         )
-        self.md.append(f"![{caption}](figures/{name})\n")
+        self.md.append(f"![{md_escape(caption)}](figures/{name.replace(')', '%29')})\n")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         def cell(v: Any) -> str:
@@ -434,11 +435,11 @@ class Section:
         )
         self.md.append(
             "| "
-            + " | ".join(header)
+            + " | ".join(md_escape(h) for h in header)
             + " |\n|"
             + "---|" * len(header)
             + "\n"
-            + "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in rows)
+            + "".join("| " + " | ".join(md_escape(cell(v)) for v in row) + " |\n" for row in rows)
         )
 
     def details(self, title: str, text: str) -> None:
@@ -446,7 +447,18 @@ class Section:
             f"<details><summary>{html.escape(title)}</summary><pre>"
             f"{html.escape(text)}</pre></details>"
         )
-        self.md.append(f"<details><summary>{title}</summary>\n\n```\n{text}\n```\n</details>\n")
+        fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", text)), default=0))
+        self.md.append(
+            f"<details><summary>{html.escape(title)}</summary>\n\n{fence}\n{text}\n{fence}\n"
+            "</details>\n"
+        )
+
+
+def md_escape(text: str) -> str:
+    """User text (paths, names, labels) for Markdown: HTML escaped, as Markdown shows raw HTML,
+    and the characters that would make it structure (table cells, links, emphasis) escaped."""
+    text = html.escape(str(text), quote=False)
+    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", text).replace("\n", " ")
 
 
 def _markdown_tables(text: str, section: Section) -> None:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from easyhard.cli import main
-from easyhard.report import SECTIONS, TITLES
+from easyhard.report import SECTIONS, TITLES, md_escape
 
 RUNS = [
     "--dataset",
@@ -150,7 +150,7 @@ def test_overlap_headlines_state_multiples_of_chance_and_compare_with_seeds(stud
 
     for t in texts:
         assert f'{html_module.escape(t)} <a href="#overlap">' in page
-        assert f"{t} ([{TITLES['overlap']}](#overlap))" in md
+        assert f"{md_escape(t)} ([{TITLES['overlap']}](#overlap))" in md
     assert '<a id="overlap"></a>' in md and '<section id="overlap">' in page
 
 
@@ -212,7 +212,7 @@ def test_similarity_headline_states_per_class_counts_beside_the_pooled_figure(tm
         "classes (84% of the easiest set's pairs, 90% of the hardest's)" in line
     )
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert f"{line} ([{TITLES['similarity']}](#similarity))" in md
+    assert f"{md_escape(line)} ([{TITLES['similarity']}](#similarity))" in md
     # agreeing pooled and per-class figures need no explanation
     record["pixel"]["easy_over_random"] = ratio(0.9, 0.95)
     record["pixel"]["hard_over_random"] = ratio(1.0, 1.2)
@@ -395,3 +395,17 @@ def test_a_dollar_in_a_class_name_is_drawn_as_typed(tmp_path):
     for png in embedded_images((tmp_path / "rep" / "report.html").read_text()):
         with Image.open(io.BytesIO(png)) as im:
             im.verify()
+
+
+def test_markdown_shows_user_text_as_text(study, tmp_path):
+    """A folder name that is HTML went raw into report.md (report.html escaped it): Markdown
+    renders raw HTML, so user text is escaped there too."""
+    import shutil
+
+    evil = tmp_path / '<img src=x onerror="alert(1)"> | a'
+    shutil.copytree(study / "runs" / "convnet-run0", evil)
+    r = run(["report", evil, "--no-examples", "--out", tmp_path / "rep"])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "<img src=x" not in md and "&lt;img src=x" in md
+    assert "<img src=x" not in (tmp_path / "rep" / "report.html").read_text()
