@@ -112,6 +112,36 @@ def collect(inputs: Sequence[str]) -> Inputs:
     return found
 
 
+def analysis_fingerprint(kind: str, folder: str) -> str | None:
+    """The dataset fingerprint an analysis or experiment folder records (None if it records
+    none)."""
+    if kind == "overlap":
+        return (_manifest(folder, "overlap.json") or {}).get("fingerprint")
+    if kind == "similarity":
+        return ((_manifest(folder, "similarity.json") or {}).get("dataset") or {}).get(
+            "fingerprint"
+        )
+    from .experiment import experiments_of
+
+    found = {
+        (record.get("identity") or {}).get("dataset_fingerprint")
+        for record in experiments_of(_manifest(folder, "experiment.json")).values()
+    }
+    return next(iter(found - {None}), None)
+
+
+def check_one_dataset(inputs: list[tuple[str, str | None]]) -> None:
+    """Refuse inputs (what, dataset fingerprint) of more than one dataset, naming two of them:
+    one report covers one dataset (an overlap of other data was quoted in the summary)."""
+    known = [(what, fp) for what, fp in inputs if fp is not None]
+    for what, fp in known[1:]:
+        if fp != known[0][1]:
+            raise ValueError(
+                f"{what} was computed on dataset fingerprint {fp!r}, {known[0][0]} on "
+                f"{known[0][1]!r}: one report covers one dataset; make one report per dataset"
+            )
+
+
 @dataclass
 class RunInfo:
     """One score run as the report shows it."""
@@ -662,15 +692,14 @@ def build(
     headlines ({"section", "text"}: the analyses' findings, as the summary states them)."""
     found = collect(inputs)
     runs = [load_run(f, window) for f in found.runs]
-    if runs:
-        first = runs[0]
-        for r in runs[1:]:
-            if r.fingerprint != first.fingerprint:
-                raise ValueError(
-                    f"{r.folder} was scored on dataset fingerprint "
-                    f"{r.fingerprint!r}, {first.folder} on {first.fingerprint!r}: "
-                    "one report covers one dataset; make one report per dataset"
-                )
+    check_one_dataset(
+        [(r.folder, r.fingerprint) for r in runs]
+        + [
+            (folder, analysis_fingerprint(kind, folder))
+            for kind, folders in found.analyses.items()
+            for folder in folders
+        ]
+    )
     figures: dict[str, bytes] = {}
     sections = {key: Section(key) for key in SECTIONS}
     summary = sections["summary"]

@@ -409,3 +409,19 @@ def test_markdown_shows_user_text_as_text(study, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "<img src=x" not in md and "&lt;img src=x" in md
     assert "<img src=x" not in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_an_analysis_of_other_data_is_refused(study, tmp_path):
+    """An overlap folder of another dataset beside runs of this one was accepted, and the
+    summary quoted it."""
+    other = tmp_path / "other"
+    opts = ["--num-samples", "90", "--num-classes", "3", "--image-size", "8", "--epochs", "1"]
+    for seed in ("0", "1"):
+        r = run(["score", "--dataset", "synthetic", *opts, "--device", "cpu", "--quiet",
+                 "--arch", "convnet", "--seed", seed, "--out", other / seed])  # fmt: skip
+        assert r.exit_code == 0, r.output
+    r = run(["analyze", "overlap", other / "0", other / "1", "--out", tmp_path / "ov"])
+    assert r.exit_code == 0, r.output
+    r = run(["report", study / "runs", tmp_path / "ov", "--out", tmp_path / "rep"])
+    assert r.exit_code == 1 and "one report covers one dataset" in r.output
+    assert str(tmp_path / "ov") in r.output and not (tmp_path / "rep").exists()
