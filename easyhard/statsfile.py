@@ -283,6 +283,12 @@ def read_stats_file(
         )
     if history.ndim != 2 or history.shape[1] != N:
         raise ValueError(f"{path}: 'history' has shape {history.shape}, expected [E, {N}]")
+    for key in ("total_sums", "epoch_sums"):  # non-finite rows add nothing: sums stay finite
+        if not np.isfinite(arrays[key]).all():
+            raise ValueError(
+                f"{path}: '{key}' holds NaN or infinite values, which easyhard never writes: the "
+                "file is damaged"
+            )
     labels = arrays["label"].astype(np.int64)
     check_label_range(labels, C)
     return StatsFile(
@@ -420,12 +426,40 @@ def read_merged_file(path: str, arrays: Mapping[str, np.ndarray] | None = None) 
             f"{path}: a merged scores file without {', '.join(missing)}: it is "
             "damaged; merge the runs again"
         )
+    if arrays["label"].ndim != 1 or arrays["label"].dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: 'label' is {arrays['label'].dtype} {arrays['label'].shape}, expected "
+            "integers [N] (labels are never truncated)"
+        )
     labels = arrays["label"].astype(np.int64)
     check_label_range(labels, int(meta["num_classes"]))
     scores = {k[len("score_") :]: v for k, v in arrays.items() if k.startswith("score_")}
+    check_merged_scores(scores, len(labels), path)
     return MergedFile(
         path, meta, scores, labels, arrays["path"].tolist() if "path" in arrays else None
     )
+
+
+def check_merged_scores(scores: Mapping[str, np.ndarray], n: int, path: str) -> None:
+    """Every score of a merged file: numbers [n]; no infinite value, and NaN only for examples
+    never presented (scores.excluded). A crafted NaN would otherwise be ranked last by selection
+    and the rest decided by dataset index."""
+    absent = scores.get("never_presented")
+    absent = np.zeros(n, dtype=bool) if absent is None or absent.shape != (n,) else absent > 0
+    for name, v in scores.items():
+        if v.shape != (n,) or v.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{path}: score {name!r} is {v.dtype} {v.shape}, expected numbers [{n}]: the file "
+                "is damaged"
+            )
+        if v.dtype.kind == "f":
+            bad = np.isinf(v) | (np.isnan(v) & ~absent)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"{path}: score {name!r} of example {i} is {v[i]}, which easyhard never writes "
+                    "for an example that was presented: the file is damaged; merge the runs again"
+                )
 
 
 # ---------------------------------------------------------------------------- history side file

@@ -955,3 +955,40 @@ def test_identity_differences_name_each_change_once():
     old = {"seed": 0, "arch": "convnet", "config": {"seed": 0, "epochs": 1}}
     new = {"seed": 3, "arch": "convnet", "config": {"seed": 3, "epochs": 2}}
     assert identity_differences(old, new) == ["epochs: 1 -> 2", "seed: 0 -> 3"]
+
+
+def test_crafted_scores_files_are_refused_not_ranked(tmp_path):
+    """A NaN or infinite score in a merged file was accepted (select --strategy hardest then kept
+    examples by dataset index); float labels were truncated; NaN sums in a statistics file."""
+    from easyhard.statsfile import read_archive, write_archive
+
+    out = tmp_path / "runs"
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    merged = out / "merged.npz"
+    arrays = read_archive(merged)
+    meta = json.loads(str(arrays.pop("metadata")))
+    for change, needle in [
+        (
+            lambda a: a["score_easiness"].__setitem__(3, np.nan),
+            "score 'easiness' of example 3 is nan",
+        ),  # noqa: E501
+        (lambda a: a["score_el2n"].__setitem__(5, np.inf), "score 'el2n' of example 5 is inf"),
+        (
+            lambda a: a.__setitem__("label", a["label"].astype(np.float64) + 0.5),
+            "labels are never truncated",
+        ),  # noqa: E501
+    ]:
+        crafted = {k: v.copy() for k, v in arrays.items()}
+        change(crafted)
+        write_archive(tmp_path / "crafted.npz", crafted, meta)
+        r = run(["select", tmp_path / "crafted.npz", "--keep", "0.5", "--strategy", "hardest",
+                 "--out", tmp_path / "sel"])  # fmt: skip
+        assert r.exit_code == 1 and needle in r.output, r.output
+        assert not (tmp_path / "sel").exists()
+    stats = out / "convnet-run0" / "scores.npz"
+    arrays = read_archive(stats)
+    meta = json.loads(str(arrays.pop("metadata")))
+    arrays["total_sums"][2, 0] = np.nan
+    write_archive(tmp_path / "stats.npz", arrays, meta)
+    r = run(["select", tmp_path / "stats.npz", "--keep", "0.5", "--out", tmp_path / "sel"])
+    assert r.exit_code == 1 and "'total_sums' holds NaN or infinite values" in r.output
