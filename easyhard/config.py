@@ -28,6 +28,7 @@ from .select import STRATEGIES
 SCHEDULES = ("onecycle", "cosine", "step")  # learning-rate schedules of the scoring engine
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on GPU, fp32 on CPU
 OPTIMIZERS = ("sgd", "adamw")
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
 
@@ -146,7 +147,7 @@ class DataConfig(Config):
         default=28, metadata=param("synthetic only: image side in pixels.", min=4)
     )
     synthetic_seed: int = field(
-        default=0, metadata=param("synthetic only: the seed of the data.", min=0)
+        default=0, metadata=param("synthetic only: the seed of the data.", min=0, max=SEED_MAX)
     )
 
     #: The options that only some datasets use (the others: every dataset).
@@ -237,7 +238,7 @@ class ScoreConfig(DataConfig):
     compile: bool = field(default=False, metadata=param("torch.compile the model."))
     device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
     seed: int = field(
-        default=0, metadata=param("Run k of every architecture uses seed + k.", min=0)
+        default=0, metadata=param("Run k of every architecture uses seed + k.", min=0, max=SEED_MAX)
     )
     init_seed: int | None = field(
         default=None,
@@ -245,6 +246,7 @@ class ScoreConfig(DataConfig):
             "Seed of the initialisation, the same for every run (default: the run's seed).",
             type=int,
             min=0,
+            max=SEED_MAX,
         ),
     )
     data_seed: int | None = field(
@@ -254,6 +256,7 @@ class ScoreConfig(DataConfig):
             "seed).",
             type=int,
             min=0,
+            max=SEED_MAX,
         ),
     )
     optimizer: str = field(
@@ -318,6 +321,17 @@ class ScoreConfig(DataConfig):
                 f"`window` ({self.window}) counts more epochs than the "
                 f"{self.epochs} trained (`epochs`)"
             )
+        if self.clean_every > self.epochs:
+            raise ConfigError(
+                f"`clean_every` ({self.clean_every}) is more than the {self.epochs} epoch(s) "
+                "trained (`epochs`): no clean view would ever be recorded"
+            )
+        last = max(self.seed, self.init_seed or 0, self.data_seed or 0) + self.runs - 1
+        if last > SEED_MAX:
+            raise ConfigError(
+                f"run {self.runs - 1} would use seed {last}, beyond {SEED_MAX} (seeds are 32-bit): "
+                "lower `seed` (or `init_seed`, `data_seed`) or `runs`"
+            )
         from .models import available_models
 
         unknown = [a for a in self.archs if a not in available_models()]
@@ -377,7 +391,8 @@ class SelectConfig(Config):
     )
     bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
     seed: int = field(
-        default=0, metadata=param("Seed of the random and stratified strategies.", min=0)
+        default=0,
+        metadata=param("Seed of the random and stratified strategies.", min=0, max=SEED_MAX),
     )
     tie_seed: int | None = field(
         default=None,
@@ -386,6 +401,7 @@ class SelectConfig(Config):
             "use it with easiness_plain, where most examples tie.",
             type=int,
             min=0,
+            max=SEED_MAX,
         ),
     )
 
@@ -529,7 +545,9 @@ class OverlapConfig(Config):
     )
     tie_seed: int = field(
         default=0,
-        metadata=param("Seed of the per-run permutations that order tied scores.", min=0),
+        metadata=param(
+            "Seed of the per-run permutations that order tied scores.", min=0, max=SEED_MAX
+        ),
     )
     kendall_max: int = field(
         default=200_000,
@@ -649,6 +667,7 @@ class SimilarityConfig(DataConfig):
         metadata=param(
             "Seed of every random choice (sets' tie order, subsamples, random sets, pools).",
             min=0,
+            max=SEED_MAX,
         ),
     )
 
@@ -718,7 +737,9 @@ class ExperimentConfig(ScoreConfig):
             min=1,
         ),
     )
-    seed: int = field(default=0, metadata=param("Training seed k (of --seeds) is seed + k.", min=0))
+    seed: int = field(
+        default=0, metadata=param("Training seed k (of --seeds) is seed + k.", min=0, max=SEED_MAX)
+    )
     window: int | None = field(
         default=None,
         metadata=param(
@@ -765,6 +786,7 @@ class ExperimentConfig(ScoreConfig):
             "Ties of the ranking score are broken by a permutation from this seed; random (and "
             "stratified) selection for training seed k draws with selection_seed + k.",
             min=0,
+            max=SEED_MAX,
         ),
     )
 
@@ -806,6 +828,13 @@ class ExperimentConfig(ScoreConfig):
             raise ConfigError(
                 f"`runs` is not a setting of the {self.KIND} experiment: give `seeds`"
             )
+        for name in ("seed", "selection_seed"):
+            last = getattr(self, name) + self.seeds - 1
+            if last > SEED_MAX:
+                raise ConfigError(
+                    f"training seed {self.seeds - 1} would use {name} {last}, beyond {SEED_MAX} "
+                    f"(seeds are 32-bit): lower `{name}` or `seeds`"
+                )
         self.score = ",".join(self.score_list())
         self.budget = ",".join(self.budget_list())
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .config import ScoreConfig
+from .config import ConfigError, ScoreConfig
 from .datasets import DatasetError, load_dataset
 from .io import BackgroundWriter, atomic_write, remove_owned
 from .loaders import make_loader
@@ -856,6 +856,13 @@ def train_job(
     resolve_device(cfg.device)
     dist = Dist.from_env()
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
+    steps = math.ceil(math.ceil(len(train) / dist.world_size) / cfg.batch_size)
+    if cfg.clean_steps > steps:
+        raise ConfigError(
+            f"`clean_steps` ({cfg.clean_steps}) is more than the {steps} step(s) of the first "
+            f"epoch ({len(train)} examples, `batch_size` {cfg.batch_size}): no clean view would "
+            "be recorded"
+        )
     check_disjoint(out_dir, input_paths(cfg, train))
     # rank 0 writes, and holds the folder's lock while it does: a second job is refused
     with claim(out_dir, "score") if dist.rank == 0 else contextlib.nullcontext():

@@ -557,3 +557,23 @@ def test_a_bad_value_in_a_config_file_is_one_sentence_too(tmp_path):
     )  # noqa: E501
     assert r.exit_code == 1 and f"'dataset' in {tmp_path / 'c.toml'}" in r.output
     assert "Usage:" not in r.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--clean-every", "3", "--epochs", "1"], "--clean-every (3) is more than the 1 epoch(s)"),
+        (["--clean-steps", "99", "--epochs", "1"], "--clean-steps (99) is more than the 1 step(s)"),
+        (["--seed", "4294967295", "--runs", "2"], "run 1 would use seed 4294967296, beyond"),
+        (["--seed", "100000000000000000000"], "is not in the range 0<=x<=4294967295"),
+    ],
+)
+def test_settings_the_run_cannot_satisfy_are_refused_before_any_folder(tmp_path, args, needle):
+    """A clean view that would never be recorded (it wrote an empty clean-view file), a seed past
+    32 bits (run 0 trained, then run 1 failed naming no option)."""
+    data = ["--dataset", "synthetic", "--num-samples", "100", "--arch", "convnet"]
+    r = CliRunner().invoke(
+        main, ["score", *data, "--device", "cpu", *args, "--out", str(tmp_path / "o")]
+    )  # noqa: E501
+    assert r.exit_code == 1 and needle in r.output, r.output
+    assert not (tmp_path / "o").exists()
