@@ -425,12 +425,20 @@ def load_toml_file(path: str) -> dict[str, Any]:
 
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            raw = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read the configuration file {path} ({e.strerror})") from e
+    try:
+        text = raw.decode("utf-8-sig")  # an editor's byte-order mark is not a TOML statement
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {e.start} is 0x{raw[e.start]:02x}): TOML files are "
+            "UTF-8; save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML ({e})") from e
-    return data
 
 
 def check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:

@@ -577,3 +577,19 @@ def test_settings_the_run_cannot_satisfy_are_refused_before_any_folder(tmp_path,
     )  # noqa: E501
     assert r.exit_code == 1 and needle in r.output, r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_config_files_in_other_encodings(tmp_path):
+    """A UTF-8 byte-order mark is accepted (it read as 'Invalid statement'); a file that is not
+    UTF-8 is one sentence (it was an internal UnicodeDecodeError)."""
+    (tmp_path / "bom.toml").write_bytes("\ufeffepochs = 0\n".encode("utf-8"))
+    r = CliRunner().invoke(
+        main, ["score", "--config", str(tmp_path / "bom.toml"), "--out", str(tmp_path / "o")]
+    )  # noqa: E501
+    assert r.exit_code == 1 and "'epochs' in" in r.output and "Invalid statement" not in r.output
+    (tmp_path / "latin.toml").write_bytes('title = "caf\xe9"\n'.encode("latin-1"))
+    r = CliRunner().invoke(
+        main, ["score", "--config", str(tmp_path / "latin.toml"), "--out", str(tmp_path / "o")]
+    )  # noqa: E501
+    assert r.exit_code == 1 and "is not UTF-8 text (byte 12 is 0xe9)" in r.output
+    assert "internal error" not in r.output and not (tmp_path / "o").exists()
