@@ -23,6 +23,7 @@ dataset index).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,14 @@ import numpy as np
 # line, which must start without importing torch.
 
 STRATEGIES = ("hardest", "easiest", "random", "stratified")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_keep(keep: float | int | str, n: int) -> int:
@@ -42,6 +51,12 @@ def resolve_keep(keep: float | int | str, n: int) -> int:
             f"keep {text} is ambiguous: write 1.0 or 100% to keep every example (a count of one "
             "example "
             "is not a subset anyone trains on)"
+        )
+    plain = re.fullmatch(r"\d+|\d*\.\d+|\d+\.|[\d.]+%", text)
+    if not isinstance(keep, (int, float)) and not plain and _is_number(text):
+        raise ValueError(  # +5, 1e3, inf: numbers, but is it a count or a fraction?
+            f"keep {text} is ambiguous: write a count as digits (700) and a fraction with a "
+            "decimal point or a percent sign (0.7, 70%)"
         )
     try:
         if text.endswith("%"):

@@ -606,7 +606,8 @@ def test_never_presented_examples_take_no_part(tmp_path):
 
 # ---------------------------------------------------------------------------- 8. empty selections
 @pytest.mark.parametrize(
-    "extra", [["--keep", "1e-9"], ["--keep", "0.5", "--cut-hardest", "0.999999"], ["--keep", "0%"]]
+    "extra",
+    [["--keep", "0.000000001"], ["--keep", "0.5", "--cut-hardest", "0.999999"], ["--keep", "0%"]],
 )
 def test_empty_selections_are_refused(tmp_path, extra):
     make_fmnist(tmp_path / "src", n=30)

@@ -102,6 +102,10 @@ def test_resolve_keep(keep, n, want):
         ("1", "ambiguous: write 1.0 or 100%"),
         ("01", "keep 01 is ambiguous"),
         (1, "ambiguous"),
+        ("+5", "keep \\+5 is ambiguous: write a count as digits"),
+        ("1e3", "keep 1e3 is ambiguous"),
+        ("inf", "keep inf is ambiguous"),
+        ("-0.5", "keep -0.5 is ambiguous"),
     ],
 )
 def test_resolve_keep_refused(keep, message):
