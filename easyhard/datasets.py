@@ -48,6 +48,7 @@ FASHION_MNIST_CLASSES = [
     "Ankle boot",
 ]
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+MAX_CLASSES = 100_000  # more classes than any dataset easyhard is for: a label beyond is an error
 log = logging.getLogger("easyhard.datasets")
 
 
@@ -565,14 +566,23 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
                 )
             if label < 0:
                 raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
-            entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label))
+            entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label, lineno))
         if not entries:
             raise DatasetError(f"{file_list} lists no files")
+        top, top_line = max((label, lineno) for _, label, lineno in entries)
+        if top >= MAX_CLASSES:  # before any array of classes is made
+            raise DatasetError(
+                f"{file_list}:{top_line}: label {top} makes {top + 1:,} classes, more than the "
+                f"{MAX_CLASSES:,} easyhard handles: labels are 0..C-1"
+            )
         entries.sort()
-        paths = [p for p, _ in entries]
-        if len(set(paths)) != len(paths):
-            raise DatasetError(f"{file_list} lists a file twice")
-        labels = np.array([label for _, label in entries], dtype=np.int64)
+        paths = [p for p, _, _ in entries]
+        for (p, _, a), (q, _, b) in zip(entries, entries[1:]):
+            if p == q:
+                raise DatasetError(
+                    f"{file_list} lists {p} twice (lines {min(a, b)} and {max(a, b)})"
+                )
+        labels = np.array([label for _, label, _ in entries], dtype=np.int64)
         classes = [str(c) for c in range(int(labels.max()) + 1)]
         missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
         if missing:
@@ -631,6 +641,20 @@ def make_synthetic(
         raise DatasetError(
             "synthetic data needs num_samples >= 1, num_classes >= 2, "
             "image_size >= 1 and 1 or 3 channels"
+        )
+    if num_classes > MAX_CLASSES:
+        raise DatasetError(
+            f"synthetic data cannot have {num_classes} classes (easyhard handles at most "
+            f"{MAX_CLASSES:,}): lower `num_classes`"
+        )
+    # the noise is drawn in float64 before the uint8 images: 9 bytes a value at the peak
+    need = num_samples * image_size * image_size * channels * 9
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory // 2:
+        raise DatasetError(
+            f"synthetic data of {num_samples} images of {image_size} x {image_size} would take "
+            f"{need / 2**30:.1f} GiB while it is made, more than half this machine's "
+            f"{memory / 2**30:.0f} GiB: lower `num_samples` or `image_size`"
         )
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     labels = rng.integers(0, num_classes, num_samples).astype(np.int64)
