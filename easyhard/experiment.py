@@ -642,7 +642,12 @@ def prepare_output(
 
     if not os.path.lexists(out):
         return "new"
-    if not os.path.isdir(out) or os.path.islink(out):
+    if os.path.islink(out):
+        raise OutputExistsError(
+            f"{out} is a symbolic link (to {os.readlink(out)}); easyhard writes only into real "
+            "folders: give the folder itself as `out`"
+        )
+    if not os.path.isdir(out):
         raise OutputExistsError(f"{out} exists and is not a folder; choose another `out`")
     names = os.listdir(out)
     if all(is_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest

@@ -330,7 +330,12 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
     empty folder); raises OutputExistsError otherwise, naming what is in the way."""
     if not os.path.lexists(folder):
         return {}
-    if not os.path.isdir(folder) or os.path.islink(folder):
+    if os.path.islink(folder):
+        raise OutputExistsError(
+            f"{folder} is a symbolic link (to {os.readlink(folder)}); easyhard writes only into "
+            "real folders, so that what it replaces is what it wrote: give the folder itself"
+        )
+    if not os.path.isdir(folder):
         raise OutputExistsError(f"{folder} exists and is not a folder; choose another output")
     names = os.listdir(folder)
     if not names:

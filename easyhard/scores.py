@@ -214,7 +214,7 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
         elif window is None and stats.epochs != first.epochs:
             raise ValueError(
                 f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
-                "over all epochs would count different windows; set `window` (--window) to "
+                "over all epochs would count different windows; set `window` to "
                 f"at most {min(stats.epochs, first.epochs)} epoch(s)"
             )
         per_run.append((p, stats.metadata, compute_scores(stats, window)))

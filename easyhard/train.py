@@ -853,6 +853,11 @@ def train_job(
     from .io import check_disjoint
 
     cfg.validate()
+    if resume and force:
+        raise ValueError(
+            "`resume` continues the runs in the output folder and `force` deletes them to start "
+            "afresh: give one of them"
+        )
     resolve_device(cfg.device)
     dist = Dist.from_env()
     train, test = load_datasets(cfg, quiet or dist.rank != 0)
