@@ -192,7 +192,7 @@ def cpu_verdicts(rows: list[dict]) -> dict:
         def get(B, C, dtype, n=top):
             return next(
                 r for r in mine if (r["B"], r["C"], r["dtype"], r["threads"]) == (B, C, dtype, n)
-            )  # noqa: E501
+            )
 
         main_row = get(1024, 1000, "float32")
         v = {

@@ -554,7 +554,7 @@ def test_a_bad_value_in_a_config_file_is_one_sentence_too(tmp_path):
     (tmp_path / "c.toml").write_text("dataset = 5\n")
     r = CliRunner().invoke(
         main, ["score", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o")]
-    )  # noqa: E501
+    )
     assert r.exit_code == 1 and f"'dataset' in {tmp_path / 'c.toml'}" in r.output
     assert "Usage:" not in r.output and not (tmp_path / "o").exists()
 
@@ -574,7 +574,7 @@ def test_settings_the_run_cannot_satisfy_are_refused_before_any_folder(tmp_path,
     data = ["--dataset", "synthetic", "--num-samples", "100", "--arch", "convnet"]
     r = CliRunner().invoke(
         main, ["score", *data, "--device", "cpu", *args, "--out", str(tmp_path / "o")]
-    )  # noqa: E501
+    )
     assert r.exit_code == 1 and needle in r.output, r.output
     assert not (tmp_path / "o").exists()
 
@@ -585,11 +585,60 @@ def test_config_files_in_other_encodings(tmp_path):
     (tmp_path / "bom.toml").write_bytes("\ufeffepochs = 0\n".encode("utf-8"))
     r = CliRunner().invoke(
         main, ["score", "--config", str(tmp_path / "bom.toml"), "--out", str(tmp_path / "o")]
-    )  # noqa: E501
+    )
     assert r.exit_code == 1 and "'epochs' in" in r.output and "Invalid statement" not in r.output
     (tmp_path / "latin.toml").write_bytes('title = "caf\xe9"\n'.encode("latin-1"))
     r = CliRunner().invoke(
         main, ["score", "--config", str(tmp_path / "latin.toml"), "--out", str(tmp_path / "o")]
-    )  # noqa: E501
+    )
     assert r.exit_code == 1 and "is not UTF-8 text (byte 12 is 0xe9)" in r.output
     assert "internal error" not in r.output and not (tmp_path / "o").exists()
+
+
+def test_late_or_unclear_messages_name_the_cause(tmp_path):
+    """File lists: a label that would make billions of classes is refused before anything is
+    allocated, naming the line (the process was OOM-killed); a file listed twice is named with
+    its lines. Synthetic data that cannot fit in memory, or has more classes than easyhard
+    handles, is refused.
+    --resume with --force is refused (--force was ignored); a symbolic link as --out is named
+    as one (it was 'not a folder')."""
+    from PIL import Image
+
+    (tmp_path / "d" / "c").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "d" / "c" / name)
+    data = ["--dataset", "imagefolder", "--data-dir", str(tmp_path / "d")]
+    cases = [
+        ("c/a.png 0\nc/b.png 99999999999\n", "list.txt:2: label 99999999999 makes"),
+        ("c/a.png 0\nc/b.png 1\nc/a.png 1\n", "lists c/a.png twice (lines 1 and 3)"),
+    ]
+    for text, needle in cases:
+        (tmp_path / "list.txt").write_text(text)
+        r = CliRunner().invoke(
+            main,
+            [
+                "score",
+                *data,
+                "--file-list",
+                str(tmp_path / "list.txt"),
+                "--out",
+                str(tmp_path / "o"),
+            ],
+        )
+        assert r.exit_code == 1 and needle in r.output, r.output
+    synthetic = ["score", "--dataset", "synthetic", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, [*synthetic, "--num-classes", "1000000000000"])
+    assert r.exit_code == 1 and "cannot have 1000000000000 classes" in r.output
+    assert "--num-classes" in r.output
+    r = CliRunner().invoke(main, [*synthetic, "--num-samples", "100000000", "--image-size", "224"])
+    assert r.exit_code == 1 and "more than half this machine's" in r.output
+    r = CliRunner().invoke(main, [*synthetic, "--resume", "--force"])
+    assert r.exit_code == 1 and "give one of them" in r.output
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "x.txt").write_text("x")
+    from easyhard.io import OutputExistsError, check_replaceable
+
+    with pytest.raises(OutputExistsError, match=r"link is a symbolic link \(to .*real\)"):
+        check_replaceable(str(tmp_path / "link"), "m.json", "easyhard.x", True)

@@ -138,7 +138,7 @@ def test_a_writer_in_another_process_is_refused(tmp_path):
     )
     p = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )  # noqa: E501
+    )
     try:
         assert p.stdout.readline().strip() == "held"
         with pytest.raises(outputs.OutputBusyError, match="other"):
