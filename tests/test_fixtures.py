@@ -1,0 +1,136 @@
+"""Folders written by an earlier version (tests/data/c8db64d.tar.gz, made by
+tests/data/make_fixtures.py with easyhard at commit c8db64d) are read, resumed and reported by this
+one: a finished study, score job and experiments resume without training anything, the killed ones
+finish, and one report covers them all."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from easyhard.cli import main
+
+HERE = os.path.join(os.path.dirname(__file__), "data")
+_spec = importlib.util.spec_from_file_location(
+    "make_fixtures", os.path.join(HERE, "make_fixtures.py")
+)
+made = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(made)  # the very commands that made the fixtures
+
+
+@pytest.fixture
+def old(tmp_path, monkeypatch):
+    """The fixtures, unpacked into a fresh folder that is the working directory (they were made
+    with relative paths)."""
+    with tarfile.open(os.path.join(HERE, "c8db64d.tar.gz")) as tar:
+        tar.extractall(tmp_path, filter="data")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cli(*args: str) -> str:
+    r = CliRunner().invoke(main, [*args, "--quiet"])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def snapshot(folder: str) -> dict[str, bytes]:
+    """Every file under `folder` but the merged scores file (re-derived on every run of a job):
+    what resuming a finished job must leave as it was."""
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            if f == "merged.npz":
+                continue
+            path = os.path.join(d, f)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+def metrics(run: str) -> list[dict]:
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_old_files_are_read(old):
+    from easyhard.scores import load_scores
+    from easyhard.statsfile import read_metadata_block
+
+    tables = [
+        load_scores(p) for p in ("study/runs/resnet8-run0/scores.npz", "study/runs/merged.npz")
+    ]
+    for table in tables:
+        assert len(table.labels) == 240 and np.isfinite(table.scores["easiness"]).all()
+    assert tables[0].fingerprint == tables[1].fingerprint is not None
+    assert read_metadata_block("study/runs/resnet8-run0/scores.npz")["dataset"] == "synthetic"
+    out = json.loads(
+        cli("analyze", "overlap", "study/runs", "study/seeds", "--out", "ov", "--json")
+    )
+    assert len(out["pairs"]) == 1 and os.path.exists("ov/overlap.json")
+
+
+def test_finished_study_resumes_without_training_and_reports(old):
+    before = {r: snapshot(f"study/{r}") for r in ("runs", "seeds")}
+    study = ["study", *made.DATA, "--arch", "resnet8", "--seed-runs", "1", "--out", "study"]
+    cli(*study, "--resume")
+    for r in ("runs", "seeds"):  # the runs, their config.json included, are as they were
+        assert snapshot(f"study/{r}") == before[r]
+    report = json.loads(open("study/report/report.json").read())
+    assert report["sections"]["overlap"] and report["sections"]["similarity"]
+
+
+def test_killed_study_and_score_job_finish(old):
+    study = ["study", *made.DATA, "--arch", "resnet8", "--seed-runs", "1", "--epochs", "3"]
+    config_before = open("study-killed/seeds/resnet8-run0/config.json").read()
+    cli(*study, "--resume", "--out", "study-killed")
+    after = json.loads(open("study-killed/seeds/resnet8-run0/config.json").read())
+    assert after == {**json.loads(config_before), "finished": True}
+    assert [m["epoch"] for m in metrics("study-killed/seeds/resnet8-run0")][-1] == 3
+    assert os.path.exists("study-killed/report/report.html")
+    run0 = snapshot("score-killed/resnet8-run0")
+    cli("score", *made.DATA, *made.RECIPE, "--runs", "2", "--epochs", "3", "--resume", "--out",
+        "score-killed")  # fmt: skip
+    assert snapshot("score-killed/resnet8-run0") == run0  # finished: not trained again
+    assert [m["epoch"] for m in metrics("score-killed/resnet8-run1")][-1] == 3
+    assert os.path.exists("score-killed/resnet8-run1/scores.npz")
+
+
+def test_old_experiments_continue_and_report(old):
+    cells = sorted(os.listdir("experiments/cells"))
+    results = open("experiments/results.jsonl").read()
+    compression = open("experiments/compression-results.jsonl").read()
+    cli(*made.REMOVAL, "--out", "experiments")  # finished: nothing is trained
+    cli(*made.COMPRESSION, "--out", "experiments")
+    assert sorted(os.listdir("experiments/cells")) == cells
+    assert open("experiments/results.jsonl").read() == results
+    assert open("experiments/compression-results.jsonl").read() == compression
+    # the killed one trains its missing cell and ends with every row
+    cli(*made.REMOVAL, "--out", "experiments-killed")
+    rows = [json.loads(line) for line in open("experiments-killed/results.jsonl")]
+    assert {r["order"] for r in rows} == {
+        json.loads(line)["order"] for line in results.splitlines()
+    }
+    assert not any(n.endswith(".lock") for n in os.listdir("experiments-killed/cells"))
+    record = json.loads(
+        cli(
+            "report",
+            "study/runs",
+            "study/seeds",
+            "study/overlap",
+            "study/similarity",
+            "experiments",
+            "experiments-killed",
+            "--out",
+            "rep",
+            "--json",
+        )  # fmt: skip
+    )
+    assert all(record["sections"][k] for k in ("overlap", "similarity", "experiments"))
+    assert "Compression" in open("rep/report.md").read()
+    assert os.path.exists("rep/report.html")
