@@ -3,7 +3,8 @@
 `check_installed()` is cheap and torch-free (it runs on `import easyhard`): it finds the compiled
 module and compares the torch it was built against (recorded by setup.py in _build_info.json) with
 the torch installed now. It looks for the compiled module in the package's own folder only.
-`load()` imports torch and the extension, which registers the ops under torch.ops.easyhard.
+easyhard.ops imports the extension (registering the ops under torch.ops.easyhard) and checks it
+with `same_release`; this module imports nothing of easyhard's, so setup.py can load it by path.
 Both raise ImportError with the command that rebuilds the extension.
 
 It also holds the build decisions that setup.py and the test command share (loaded by file path,
@@ -106,7 +107,7 @@ def build_info() -> dict[str, Any]:
         return {}
 
 
-def _same_release(a: str, b: str, *, local: bool = True) -> bool:
+def same_release(a: str, b: str, *, local: bool = True) -> bool:
     """Whether two torch versions are the same release ("2.14.1+cu130"); with local=False the
     local tag is ignored (package metadata may omit it)."""
     if not local:
@@ -127,7 +128,7 @@ def check_installed() -> None:
         installed = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         raise ImportError("easyhard needs torch, which is not installed: pip install 'torch>=2.4'")
-    if built and not _same_release(built, installed, local=False):
+    if built and not same_release(built, installed, local=False):
         raise ImportError(
             f"easyhard's extension was built against torch {built}, but torch {installed} is "
             "installed. " + REBUILD
@@ -198,22 +199,6 @@ def stale_reason(root: str, env: Mapping[str, str]) -> str | None:
     if recorded != build_digest(root, plan, env):
         return "the sources, torch or the build settings changed since the last build"
     return None
-
-
-def load():
-    """Import the extension (registering torch.ops.easyhard) and return its module."""
-    import torch
-
-    try:
-        from easyhard import _C
-    except (ImportError, OSError) as e:
-        raise ImportError(f"easyhard's compiled extension failed to load ({e}). " + REBUILD) from e
-    if not _same_release(_C.torch_version, torch.__version__):
-        raise ImportError(
-            f"easyhard's extension was built against torch {_C.torch_version}, but torch "
-            f"{torch.__version__} is imported. " + REBUILD
-        )
-    return _C
 
 
 if __name__ == "__main__":

@@ -14,7 +14,17 @@ import torch
 
 from . import _extension
 
-_C = _extension.load()
+try:
+    from . import _C  # registers the ops under torch.ops.easyhard
+except (ImportError, OSError) as e:
+    raise ImportError(
+        f"easyhard's compiled extension failed to load ({e}). " + _extension.REBUILD
+    ) from e
+if not _extension.same_release(_C.torch_version, torch.__version__):
+    raise ImportError(
+        f"easyhard's extension was built against torch {_C.torch_version}, but torch "
+        f"{torch.__version__} is imported. " + _extension.REBUILD
+    )
 
 # Columns of the per-example state (mirrors csrc/accumulate_stats.h).
 COUNT_FIELDS = ("presentations", "correct", "forgetting_events", "nonfinite")
