@@ -41,10 +41,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from .config import BUDGETS, COMPRESSION_STRATEGIES
 from .experiment import (
-    BUDGETS,
     CELLS,
-    COMPRESSION_STRATEGIES,
     KIND_FILES,
     REFERENCE,
     Cell,

@@ -714,7 +714,9 @@ class StudyConfig(ScoreConfig):
 
 
 # ---------------------------------------------------------------------------- experiments
-from .experiment import BUDGETS, COMPRESSION_STRATEGIES, REMOVAL_ORDERS  # noqa: E402  (names only)
+REMOVAL_ORDERS = ("easiest", "hardest", "random")  # what a removal cell removes
+COMPRESSION_STRATEGIES = STRATEGIES  # what a compression cell keeps: select's strategies
+BUDGETS = ("epochs", "steps")  # a cell trains as many epochs, or as many steps, as the full data
 
 
 def _comma_list(name: str, text: str) -> list[str]:

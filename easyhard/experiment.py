@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .config import BUDGETS, REMOVAL_ORDERS
 from .io import (
     OutputExistsError,
     atomic_write,
@@ -72,9 +73,6 @@ from .io import (
 if TYPE_CHECKING:
     from .config import RemovalConfig
 
-REMOVAL_ORDERS = ("easiest", "hardest", "random")  # what a removal cell removes
-COMPRESSION_STRATEGIES = ("hardest", "easiest", "random", "stratified")  # = select.STRATEGIES
-BUDGETS = ("epochs", "steps")
 REFERENCE = "none"  # the order of the full-data reference (fraction 0)
 
 FORMAT, MANIFEST = "easyhard.experiment", "experiment.json"
