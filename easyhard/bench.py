@@ -112,7 +112,6 @@ def bench_train(
     import torch
 
     from .config import ScoreConfig
-    from .datasets import load_dataset
     from .loaders import make_loader
     from .stats import SampleStats
     from .train import Dist, Training, resolve_device
@@ -131,7 +130,7 @@ def bench_train(
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
+    train = cfg.load_dataset("train")
     file_kwargs = (
         {}
         if train.in_memory
@@ -264,14 +263,13 @@ def bench_loader(
     """Images/s of each available loader on the dataset, same threads and batch size."""
     import torch
 
-    from .datasets import load_dataset
     from .loaders import make_loader
     from .train import resolve_device
 
     say = progress or (lambda s: None)
     cfg.validate()
     device = resolve_device(cfg.device)
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
+    train = cfg.load_dataset("train")
     rates: dict[str, float] = {}
     first: dict[str, float] = {}
     for name, backend, where, options in loader_choices(train, device):

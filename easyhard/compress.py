@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,10 +37,67 @@ from .io import (
     check_disjoint,
 )
 from .outputs import Output
-from .select import Selection
+from .select import Selection, select
+
+if TYPE_CHECKING:
+    from .config import SelectConfig
+    from .scores import ScoreTable
 
 FORMAT = "easyhard.compressed"
 MANIFEST = "manifest.json"
+SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"  # `select`'s output
+
+
+def select_from_file(score_file: str, cfg: SelectConfig) -> tuple[ScoreTable, Selection]:
+    """Load scores (a run's statistics file or a merged scores file) and select by `cfg`;
+    returns (table, selection). What `easyhard select` and `easyhard compress` choose."""
+    from .scores import excluded, hardness, load_scores
+
+    table = load_scores(score_file, cfg.window)
+    if cfg.score not in table.scores:
+        raise ValueError(
+            f"{score_file} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
+        )
+    selection = select(
+        hardness(cfg.score, table.scores[cfg.score]),
+        table.labels,
+        table.num_classes,
+        cfg.keep,
+        strategy=cfg.strategy,
+        balanced=cfg.balanced,
+        cut_hardest=cfg.cut_hardest,
+        seed=cfg.seed,
+        bins=cfg.bins,
+        score_name=cfg.score,
+        exclude=excluded(table),
+        tie_seed=cfg.tie_seed,
+    )
+    selection.info["score_file"] = os.path.abspath(score_file)
+    selection.info["window"] = cfg.window
+    return table, selection
+
+
+def write_selection(
+    selection: Selection, out: str, *, force: bool = False, inputs: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`easyhard select`'s output: indices.npy, indices.txt and selection.json in folder `out`
+    (which may not overlap `inputs`); returns the record. Replaces only an earlier selection."""
+    check_disjoint(out, inputs or {})
+
+    def build(work: str) -> dict[str, Any]:
+        write_indices(work, selection.indices)
+        return {
+            "format": SELECTION_FORMAT,
+            "kept": int(len(selection.indices)),
+            "of": selection.num_samples,
+            "compression_ratio": selection.ratio,
+            "kept_per_class": selection.kept_per_class.tolist(),
+            "class_sizes": selection.class_sizes.tolist(),
+            **selection.info,
+        }
+
+    with Output(out, SELECTION_MANIFEST, SELECTION_FORMAT, force=force, command="select") as o:
+        return o.write(build)
 
 
 def write_indices(folder: str, indices: np.ndarray) -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .config import BUDGETS, COMPRESSION_STRATEGIES
+from .config import BUDGETS, COMPRESSION_STRATEGIES, HIDDEN_FIELDS
 from .experiment import (
     CELLS,
     KIND_FILES,
@@ -78,7 +78,6 @@ CONFIG_FILE, RESULTS, SUMMARY, FIGURE, COST_FIGURE = KIND_FILES["compression"]
 #: Settings a continued compression experiment may change (they add cells); statistics files may be
 #: added too, never changed.
 GRID_FIELDS = ("keep", "strategies", "seeds", "score", "budget", "window", "external")
-HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 ROW_FIELDS = (
     "ranking",
     "score",

@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .compress import LINK_MODES
 from .datasets import DATASETS
+from .io import LINK_MODES
 from .scores import DIRECTION
 from .select import STRATEGIES
 
@@ -193,6 +193,12 @@ class DataConfig(Config):
                 seed=self.synthetic_seed,
             )
         return extra
+
+    def load_dataset(self, split: str = "train"):
+        """The dataset these settings name (datasets.load_dataset), one split of it."""
+        from .datasets import load_dataset
+
+        return load_dataset(self.dataset, self.data_dir, split, **self.dataset_kwargs())
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -726,6 +732,10 @@ def _comma_list(name: str, text: str) -> list[str]:
     if not items:
         raise ConfigError(f"`{name}` is empty: give a comma-separated list")
     return items
+
+
+#: ScoreConfig fields that are not settings of an experiment (no command-line option).
+HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 
 
 @dataclass

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .config import BUDGETS, REMOVAL_ORDERS
+from .config import BUDGETS, HIDDEN_FIELDS, REMOVAL_ORDERS
 from .io import (
     OutputExistsError,
     atomic_write,
@@ -103,8 +103,6 @@ CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "history.bin", CE
 #: Settings a continued experiment may change (they add cells); every other setting is part of
 #: the experiment's identity, and so is the content of the scores input.
 GRID_FIELDS = ("fractions", "orders", "seeds", "score", "budget")
-#: ScoreConfig fields that are not settings of an experiment (no command-line option).
-HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 JOB_ONLY_FIELDS = ("workers",)
 #: The fields of a results.jsonl line; the timing fields differ between repetitions.
 ROW_FIELDS = (

@@ -36,15 +36,19 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from . import __version__
 from .scores import DIRECTION, compute_scores, hardness
 
+if TYPE_CHECKING:
+    from .config import OverlapConfig
+
 DEFAULT_PS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 FORMAT = "easyhard.overlap"
+RESULT, TABLE = "overlap.json", "overlap.txt"  # the manifest and result; the printed table
 #: Configuration fields that say nothing about how a run trained (where the data lives, how many
 #: threads decode it, which merged window is written): never reported as a difference.
 _NOT_TRAINING = {
@@ -698,15 +702,52 @@ def write_outputs(
     check_disjoint(folder, {f"input {i + 1}": p for i, p in enumerate(inputs)})
 
     def build(work: str) -> dict[str, Any]:
-        with atomic_write(os.path.join(work, "overlap.txt"), "w") as f:
+        with atomic_write(os.path.join(work, TABLE), "w") as f:
             f.write(format_table(result) + "\n")
         return {**result, "figures": [os.path.basename(p) for p in plot(result, work)]}
 
-    with Output(folder, "overlap.json", FORMAT, force=force, command="analyze overlap") as out:
+    with Output(folder, RESULT, FORMAT, force=force, command="analyze overlap") as out:
         return out.write(build)
+
+
+def written(record: dict[str, Any]) -> list[str]:
+    """The files of an overlap folder, by name, from its record."""
+    return [RESULT, TABLE, *record["figures"]]
+
+
+def class_names(inputs: Sequence[str]) -> list[str] | None:
+    """Class names for the per-class table, when the runs' dataset is Fashion-MNIST (the only
+    dataset whose names are known without reading it)."""
+    from .datasets import FASHION_MNIST_CLASSES
+    from .statsfile import read_metadata_block
+
+    try:
+        meta = read_metadata_block(expand_inputs(inputs)[0]) or {}
+    except ValueError:
+        return None
+    return list(FASHION_MNIST_CLASSES) if meta.get("dataset") == "fashion-mnist" else None
+
+
+def run_overlap(
+    cfg: OverlapConfig, inputs: Sequence[str], out: str, *, force: bool = False
+) -> dict[str, Any]:
+    """`easyhard analyze overlap`: the overlap analysis of `inputs` (statistics files, run
+    folders or score folders) by `cfg`, written to folder `out`; returns the sealed record, with
+    written(record) names its files."""
+    result = analyze_overlap(
+        list(inputs),
+        score=cfg.score,
+        window=cfg.window,
+        view=cfg.view,
+        ps=cfg.ps,
+        tie_seed=cfg.tie_seed,
+        kendall_max=cfg.kendall_max,
+        class_names=class_names(inputs),
+    )
+    return write_outputs(result, out, force=force, inputs=list(inputs))
 
 
 def read_result(folder: str) -> dict[str, Any]:
     """overlap.json of an analysis folder."""
-    with open(os.path.join(folder, "overlap.json"), encoding="utf-8") as f:
+    with open(os.path.join(folder, RESULT), encoding="utf-8") as f:
         return json.load(f)

@@ -37,6 +37,7 @@ import numpy as np
 from . import __version__
 
 FORMAT, MANIFEST = "easyhard.report", "report.json"
+HTML, MARKDOWN = "report.html", "report.md"  # the page, and the same in Markdown
 SECTIONS = (
     "summary",
     "learning-curves",
@@ -708,12 +709,11 @@ def build(
         cfg = runs[0].metadata.get("config") or {}
         try:
             from .config import DataConfig
-            from .datasets import load_dataset
 
             data = DataConfig(
                 **{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__}
             )
-            dataset = load_dataset(data.dataset, data.data_dir, "train", **data.dataset_kwargs())
+            dataset = data.load_dataset("train")
             if dataset.fingerprint != runs[0].fingerprint:
                 dataset = None
         except Exception:  # noqa: BLE001 - the data may have moved: the report says so
@@ -894,9 +894,9 @@ def write_report(
             for name, png in figures.items():
                 with atomic_write(os.path.join(work, "figures", name)) as f:
                     f.write(png)
-            with atomic_write(os.path.join(work, "report.html"), "w") as f:
+            with atomic_write(os.path.join(work, HTML), "w") as f:
                 f.write(page)
-            with atomic_write(os.path.join(work, "report.md"), "w") as f:
+            with atomic_write(os.path.join(work, MARKDOWN), "w") as f:
                 f.write(md)
             return {
                 "format": FORMAT,

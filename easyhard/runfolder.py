@@ -12,14 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from . import __version__
-from .config import ScoreConfig
+from .config import DataConfig, ScoreConfig
 from .io import atomic_write, remove_owned, remove_stale_temps
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
+    from .scores import ScoreTable
 
 
 def config_dict(cfg: ScoreConfig) -> dict[str, Any]:
@@ -374,3 +378,38 @@ def write_job_config(cfg: ScoreConfig, out_dir: str) -> None:
             return
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+# ---------------------------------------------------------------------------- score inputs
+def _run_metadata(score_file: str, meta: dict) -> dict:
+    """A statistics file's metadata as is; for a merged file, that of the first run it was
+    merged from (merged_runs), when that is still there."""
+    from .statsfile import read_metadata_block
+
+    if "config" in meta or "runs" not in meta:
+        return meta
+    try:
+        return read_metadata_block(merged_runs(score_file, meta)[0]) or meta
+    except ValueError:  # the runs moved: say what is known
+        return meta
+
+
+def check_same_data(score_file: str, table: ScoreTable, cfg: DataConfig, dataset: Dataset) -> None:
+    """Refuse scores of other data than `dataset`, saying what the scores were made on (from a
+    statistics file's metadata) so that the user can give those dataset options."""
+    if table.fingerprint == dataset.fingerprint:
+        return
+    meta = _run_metadata(score_file, table.metadata or {})
+    run_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    name = meta.get("dataset") or run_cfg.get("dataset")
+    made_on = ""
+    if name:
+        keys = [k for k, kinds in DataConfig.DATASET_ONLY.items() if name in kinds]
+        opts = ", ".join(f"{k}={run_cfg[k]!r}" for k in keys if run_cfg.get(k) is not None)
+        made_on = f" ({name}{': ' + opts if opts else ''})"
+    raise ValueError(
+        f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}{made_on}, but "
+        f"{cfg.dataset} ({dataset.root or 'generated'}) has fingerprint "
+        f"{dataset.fingerprint!r}: the scores belong to other data; give the dataset options "
+        "the scores were made with"
+    )

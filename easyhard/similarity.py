@@ -55,11 +55,14 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import SimilarityConfig
 
 FORMAT = "easyhard.similarity"
 MANIFEST = "similarity.json"
@@ -1284,6 +1287,82 @@ def write_outputs(result: Result, out_dir: str, force: bool = False) -> dict:
 
     with Output(out_dir, MANIFEST, FORMAT, force=force, command="analyze similarity") as out:
         return out.write(build)
+
+
+def run_similarity(
+    cfg: SimilarityConfig,
+    scores: str,
+    out: str,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """`easyhard analyze similarity`: do the easiest examples of `scores` (a statistics file, a
+    merged scores file, a run folder or a score folder) look alike, by `cfg`, written to folder
+    `out`; returns the sealed record. Every check (the scores, the dataset and its fingerprint,
+    the feature model, the device, where the output goes) runs before any image is read."""
+    from .io import check_disjoint, check_replaceable
+    from .runfolder import check_same_data
+    from .scores import load_scores
+    from .train import resolve_device
+
+    score_file = resolve_score_path(scores)
+    table = load_scores(score_file, cfg.window)
+    dataset = cfg.load_dataset()
+    check_same_data(score_file, table, cfg, dataset)
+    if cfg.score not in table.scores:
+        raise ValueError(
+            f"{score_file} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
+        )
+    device = resolve_device(cfg.device)
+    source = score_source(score_file, table.metadata)
+    feature_source = find_feature_model(cfg.features, source, dataset.fingerprint)
+    model, info = None, {}
+    if feature_source is not None:
+        model, info = load_feature_model(feature_source.checkpoint, dataset, device)
+        feature_source.arch = feature_source.arch or info["arch"]
+    check_disjoint(
+        out,
+        {
+            "scores input": score_file,
+            "dataset": getattr(dataset, "base", None) or dataset.root,
+            "file list": cfg.file_list,
+            "feature model": feature_source and feature_source.checkpoint,
+        },
+    )
+    check_replaceable(out, MANIFEST, FORMAT, force)
+    if feature_source is not None:
+        log(f"features: {feature_source.describe()}")
+    result = analyze(
+        table,
+        dataset,
+        fraction=cfg.fraction,
+        score=cfg.score,
+        sample_size=cfg.sample_size,
+        repeats=cfg.repeats,
+        pool_size=cfg.pool_size,
+        neighbours=cfg.neighbours,
+        max_classes=cfg.max_classes,
+        pixel_size=cfg.pixel_size,
+        grid_examples=cfg.grid_examples,
+        seed=cfg.seed,
+        feature_model=model,
+        feature_source=feature_source,
+        device=device,
+        batch_size=cfg.batch_size,
+        crop=info.get("crop", 224),
+        workers=cfg.workers,
+        log=log,
+    )
+    result.record["score_file"] = os.path.abspath(score_file)
+    result.record["window"] = cfg.window
+    result.record["scoring_runs"] = [os.path.abspath(r) for r in source.runs]
+    return write_outputs(result, out, force)
+
+
+def written(record: dict) -> list[str]:
+    """The files of a similarity folder, by name, from its record."""
+    return [MANIFEST, *record["figures"]]
 
 
 # ---------------------------------------------------------------------------- the table

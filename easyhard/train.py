@@ -48,7 +48,7 @@ from torch import nn
 
 from . import ops
 from .config import ConfigError, ScoreConfig
-from .datasets import DatasetError, load_dataset
+from .datasets import DatasetError
 from .io import BackgroundWriter, atomic_write, remove_owned
 from .loaders import make_loader
 from .models import build_model
@@ -216,9 +216,9 @@ class DivergedError(RuntimeError):
 # ---------------------------------------------------------------------------- the stages of a run
 def load_datasets(cfg: ScoreConfig, quiet: bool = True):
     """(train, test) datasets of a configuration; test is None when the data has no test split."""
-    train = load_dataset(cfg.dataset, cfg.data_dir, "train", **cfg.dataset_kwargs())
+    train = cfg.load_dataset("train")
     try:
-        test = load_dataset(cfg.dataset, cfg.data_dir, "test", **cfg.dataset_kwargs())
+        test = cfg.load_dataset("test")
     except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
         if not quiet:
             print(f"no test split ({e}); test accuracy is not measured", flush=True)

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
-from easyhard.cli import NON_CONFIG_OPTIONS, cli_wording, main
+from easyhard.cli import main
+from easyhard.cli._base import NON_CONFIG_OPTIONS, cli_wording
 from easyhard.config import (
     CompressConfig,
     ConfigError,

@@ -241,7 +241,7 @@ def test_easiness_plain_is_the_fraction_correct():
 
 
 def test_the_command_line_warns_of_an_emptied_class(problem, capsys):
-    from easyhard.cli import _report
+    from easyhard.cli.select import _report
 
     h, labels = problem
     h = h + 10 * (labels == 3)

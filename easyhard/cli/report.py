@@ -1,4 +1,5 @@
-"""`easyhard report`: one self-contained page from score runs, analyses and experiments."""
+"""`easyhard report`: one self-contained page from score runs, analyses and experiments (a thin
+layer over easyhard.report.write_report)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import os
 
 import click
 
-from .cli import _output_options, config_options, main, make_config
-from .config import ReportConfig
+from ..config import ReportConfig
+from ._base import config_options, make_config, output_options
 
 
-@main.command("report")
+@click.command("report")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @config_options(ReportConfig)
-@_output_options
+@output_options()
 def report_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     """Write one page (report.html, self-contained, opens offline; and report.md) with the
     learning curves, easiness, data map, example grids, overlap, similarity, experiments and
@@ -27,7 +28,7 @@ def report_cmd(inputs, out_dir, force, as_json, quiet, **settings):
     Example:
         easyhard report runs/fm analysis/overlap analysis/similarity --out report/
     """
-    from .report import write_report
+    from ..report import write_report
 
     cfg = make_config(ReportConfig, settings)
     record = write_report(
@@ -45,3 +46,6 @@ def report_cmd(inputs, out_dir, force, as_json, quiet, **settings):
         click.echo(
             f"report: {os.path.join(os.path.abspath(out_dir), 'report.html')} (sections: {shown})"
         )
+
+
+COMMANDS = (report_cmd,)

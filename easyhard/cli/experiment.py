@@ -1,5 +1,6 @@
-"""`easyhard experiment removal`: the removal experiment on the command line (a thin layer over
-easyhard.experiment; options generated from easyhard.config.RemovalConfig).
+"""`easyhard experiment removal|compression`: train afresh on subsets chosen by difficulty (thin
+layers over easyhard.experiment.run_removal and easyhard.compression.run_compression; options
+generated from easyhard.config.RemovalConfig and CompressionConfig).
 
     easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
         --fractions 0.1,0.3,0.5,0.7,0.9 --seeds 3 --budget epochs,steps --out runs/removal
@@ -11,9 +12,22 @@ import json
 
 import click
 
-from .cli import NON_CONFIG_OPTIONS, config_options, experiment, make_config
-from .config import CompressionConfig, RemovalConfig
-from .experiment import HIDDEN_FIELDS
+from ..config import HIDDEN_FIELDS, CompressionConfig, RemovalConfig
+from ._base import EasyhardGroup, config_options, make_config, output_options
+
+
+@click.group("experiment", cls=EasyhardGroup)
+def experiment() -> None:
+    """Train on subsets chosen by difficulty: removal and compression curves."""
+
+
+no_train_option = click.option(
+    "--no-train",
+    "no_train",
+    is_flag=True,
+    help="Train nothing: write the tables and figures from the trainings finished so far (safe "
+    "beside a running worker).",
+)
 
 
 def _finish(summary: dict, quiet: bool, as_json: bool) -> None:
@@ -30,27 +44,12 @@ def _finish(summary: dict, quiet: bool, as_json: bool) -> None:
 @experiment.command("removal")
 @click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
 @config_options(RemovalConfig, skip=HIDDEN_FIELDS)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="The experiment's folder; the same command again continues it.",
+@output_options(
+    "The experiment's folder; the same command again continues it.",
+    force="Start afresh: replace an earlier easyhard experiment in --out (never anything else).",
+    quiet="No progress lines and no table.",
 )
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Start afresh: replace an earlier easyhard experiment in --out (never anything else).",
-)
-@click.option("--quiet", is_flag=True, help="No progress lines and no table.")
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option(
-    "--no-train",
-    "no_train",
-    is_flag=True,
-    help="Train nothing: write the tables and "
-    "figures from the trainings finished so far (safe beside a running worker).",
-)
+@no_train_option
 def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings):
     """Remove the easiest, hardest or a random fraction of the training set and train afresh.
 
@@ -64,7 +63,7 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
         easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
             --fractions 0.1,0.3,0.5 --seeds 3 --budget epochs,steps --out runs/removal
     """
-    from .experiment import run_removal
+    from ..experiment import run_removal
 
     cfg = make_config(RemovalConfig, settings)
     summary = run_removal(
@@ -76,29 +75,14 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
 @experiment.command("compression")
 @click.argument("score_files", nargs=-1, metavar="[LABEL=]SCORES...")
 @config_options(CompressionConfig, skip=HIDDEN_FIELDS)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="The experiment's folder (a removal experiment's folder shares its "
-    "trainings); the same command again continues it.",
+@output_options(
+    "The experiment's folder (a removal experiment's folder shares its trainings); the same "
+    "command again continues it.",
+    force="Start afresh: replace an earlier compression experiment in --out (never anything "
+    "else; a removal experiment there stays).",
+    quiet="No progress lines and no table.",
 )
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Start afresh: replace an earlier compression "
-    "experiment in --out (never anything else; a removal experiment there stays).",
-)
-@click.option("--quiet", is_flag=True, help="No progress lines and no table.")
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option(
-    "--no-train",
-    "no_train",
-    is_flag=True,
-    help="Train nothing: write the tables and "
-    "figures from the trainings finished so far (safe beside a running worker).",
-)
+@no_train_option
 def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **settings):
     """Keep a fraction of the training set by easiness (or another ranking) and train on it.
 
@@ -116,10 +100,13 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
         easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
             --dataset fashion-mnist --arch convnet --keep 0.5,0.7 --seeds 3 --out runs/removal
     """
-    from .compression import run_compression
+    from ..compression import run_compression
 
     cfg = make_config(CompressionConfig, settings)
     summary = run_compression(
         cfg, score_files, out_dir, force=force, quiet=quiet or as_json, train_missing=not no_train
     )
     _finish(summary, quiet, as_json)
+
+
+COMMANDS = (experiment,)

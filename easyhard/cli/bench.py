@@ -7,12 +7,17 @@ import json
 
 import click
 
-from .cli import NON_CONFIG_OPTIONS, bench, config_options, make_config
-from .config import BenchLoaderConfig, BenchTrainConfig
+from ..config import BenchLoaderConfig, BenchTrainConfig
+from ._base import NON_CONFIG_OPTIONS, EasyhardGroup, config_options, make_config, output_options
+
+
+@click.group("bench", cls=EasyhardGroup)
+def bench() -> None:
+    """Throughput here: the training step with and without recording, and the loaders."""
 
 
 def _finish(result: dict, as_json: bool) -> None:
-    from .bench import format_table
+    from ..bench import format_table
 
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
@@ -23,8 +28,7 @@ def _progress(quiet: bool):
 
 @bench.command("train")
 @config_options(BenchTrainConfig)
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
+@output_options(None, force=None, quiet=NON_CONFIG_OPTIONS["--quiet"] + ".")
 def bench_train_cmd(as_json, quiet, **settings):
     """Images/s of the scoring step with and without recording, and where the time goes.
 
@@ -37,7 +41,7 @@ def bench_train_cmd(as_json, quiet, **settings):
         easyhard bench train --arch resnet50 --dataset synthetic --image-size 224 \\
             --num-classes 1000 --batch-size 256 --amp bf16 --compile --json
     """
-    from .bench import bench_train
+    from ..bench import bench_train
 
     result = bench_train(make_config(BenchTrainConfig, settings), _progress(quiet or as_json))
     _finish(result, as_json)
@@ -45,8 +49,7 @@ def bench_train_cmd(as_json, quiet, **settings):
 
 @bench.command("loader")
 @config_options(BenchLoaderConfig)
-@click.option("--json", "as_json", is_flag=True, help=NON_CONFIG_OPTIONS["--json"] + ".")
-@click.option("--quiet", is_flag=True, help=NON_CONFIG_OPTIONS["--quiet"] + ".")
+@output_options(None, force=None, quiet=NON_CONFIG_OPTIONS["--quiet"] + ".")
 def bench_loader_cmd(as_json, quiet, **settings):
     """Images/s of every loader that can read the dataset here (DALI mixed, DALI CPU, torch +
     PIL, or device-resident tensors), same batch and threads.
@@ -55,7 +58,10 @@ def bench_loader_cmd(as_json, quiet, **settings):
     Example:
         easyhard bench loader --dataset imagefolder --data-dir /data/imagenet --workers 8
     """
-    from .bench import bench_loader
+    from ..bench import bench_loader
 
     result = bench_loader(make_config(BenchLoaderConfig, settings), _progress(quiet or as_json))
     _finish(result, as_json)
+
+
+COMMANDS = (bench,)

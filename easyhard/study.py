@@ -1,0 +1,102 @@
+"""The study, the main job (`easyhard study`): score, compare, measure similarity, and end on one
+page.
+
+    easyhard study --out runs/fashion-mnist          # Fashion-MNIST, resnet8 + convnet, 2 epochs
+
+Steps, each the library function of an ordinary easyhard command, whose output lands in a
+sub-folder of `out`:
+
+1. ``runs/``: train.train_job (`easyhard score`) with the given architectures (one run each,
+   same seeds), so each pair of them differs only in architecture;
+2. ``seeds/``: train.train_job of the first architecture with the next seed(s), so that pair
+   differs only in seed (initialisation and data order);
+3. ``overlap/``: overlap.run_overlap (`easyhard analyze overlap`) of all runs (shared across
+   architectures, against chance, against seeds: "how much of it is SGD?");
+4. ``similarity/``: similarity.run_similarity (`easyhard analyze similarity`) of the first
+   architecture's scores, with features from the second architecture when there is one (so
+   "easy" is not defined by the model that measures it);
+5. ``report/``: report.write_report (`easyhard report`) of all of it.
+
+``resume`` continues a killed study (finished runs are reused, analyses are redone); analyses
+and the report inside `out` are easyhard's own outputs and are replaced on every run.
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+from .config import DataConfig, OverlapConfig, ScoreConfig, SimilarityConfig, StudyConfig
+
+#: The sub-folders of a study's folder, in the order they are written.
+RUNS, SEEDS, OVERLAP, SIMILARITY, REPORT = "runs", "seeds", "overlap", "similarity", "report"
+
+
+def study_jobs(cfg: StudyConfig) -> list[tuple[str, ScoreConfig]]:
+    """The score jobs of a study, as (sub-folder, configuration): every architecture with the
+    study's seed, then the first architecture with the next seed(s)."""
+    score_fields = {f.name for f in dataclasses.fields(ScoreConfig)}
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k in score_fields}
+    jobs = [(RUNS, ScoreConfig(**{**base, "runs": 1}))]
+    if cfg.seed_runs:
+        seeds = {"archs": (cfg.archs[0],), "runs": cfg.seed_runs, "seed": cfg.seed + 1}
+        jobs.append((SEEDS, ScoreConfig(**{**base, **seeds})))
+    return jobs
+
+
+def run_study(
+    cfg: StudyConfig,
+    out: str,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    say: Callable[[str], None] = lambda message: None,
+) -> str:
+    """The whole study into folder `out` (see the module docstring); returns the path of
+    report.html. `say` hears one line per step."""
+    from .overlap import run_overlap
+    from .report import HTML, write_report
+    from .runfolder import run_folder_name
+    from .similarity import run_similarity
+    from .train import train_job
+
+    if os.path.isdir(out) and os.listdir(out) and not resume:
+        raise ValueError(
+            f"{out} is not empty: pass `resume` to continue the study there, or choose another "
+            "folder"
+        )
+    jobs = study_jobs(cfg)
+    for step, (folder, job) in enumerate(jobs, 1):
+        seeds = f"{job.seed}..{job.seed + job.runs - 1}" if job.runs > 1 else str(job.seed)
+        say(f"{step}/5 scoring {', '.join(job.archs)} (seed {seeds})")
+        train_job(job, os.path.join(out, folder), resume=resume, quiet=quiet)
+    folders = [os.path.join(out, folder) for folder, _ in jobs]
+    analyses = []
+    if len(cfg.archs) + cfg.seed_runs >= 2:
+        say("3/5 analyze overlap")
+        overlap = OverlapConfig(window=cfg.window or cfg.epochs)
+        overlap.validate()
+        run_overlap(overlap, folders, os.path.join(out, OVERLAP), force=True)
+        analyses.append(os.path.join(out, OVERLAP))
+    say("4/5 analyze similarity")
+    data = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DataConfig)}
+    features = None
+    if len(cfg.archs) > 1:  # "easy" measured by another model than the one that defines it
+        features = os.path.join(out, RUNS, run_folder_name(cfg.archs[1], 0))
+    similarity = SimilarityConfig(**data, device=cfg.device, features=features)
+    similarity.validate()
+    first = os.path.join(out, RUNS, run_folder_name(cfg.archs[0], 0))
+    run_similarity(similarity, first, os.path.join(out, SIMILARITY), force=True)
+    analyses.append(os.path.join(out, SIMILARITY))
+    say("5/5 report")
+    report = os.path.join(out, REPORT)
+    write_report(
+        [*folders, *analyses],
+        report,
+        title=f"easyhard study: {cfg.dataset}",
+        window=cfg.window,
+        force=True,
+    )
+    return os.path.abspath(os.path.join(report, HTML))
