@@ -32,7 +32,6 @@ against kept fraction, a panel per ranking) and ``compression-cost.png``, the re
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import textwrap
@@ -149,15 +148,15 @@ def _metrics_cost(run_file: str, epochs: int) -> tuple[float, float] | None:
     """(seconds, images) of the first `epochs` epochs of the run that wrote `run_file` (its
     folder's metrics.jsonl; images from images_per_s x seconds where a row lacks them); None
     when they are not all recorded there."""
-    path = os.path.join(os.path.dirname(os.path.abspath(run_file)), "metrics.jsonl")
+    from .runfolder import read_metrics
+
     try:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_metrics(os.path.dirname(os.path.abspath(run_file)))
     except (OSError, ValueError):
         return None
     found = {}
     for r in rows:
-        if isinstance(r, dict) and "epoch" in r and isinstance(r.get("seconds"), (int, float)):
+        if "epoch" in r and isinstance(r.get("seconds"), (int, float)):
             images = r.get("images")
             if not isinstance(images, (int, float)):
                 images = float(r.get("images_per_s") or 0.0) * float(r["seconds"])

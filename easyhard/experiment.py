@@ -69,6 +69,7 @@ from .io import (
     remove_stale_temps,
     seal_output,
 )
+from .runfolder import CHECKPOINT, HISTORY_FILE, METRICS, RUN_CONFIG
 
 if TYPE_CHECKING:
     from .config import RemovalConfig
@@ -99,7 +100,7 @@ KIND_FILES = {
 }
 #: Everything an experiment writes at the top of its folder, and in a cell folder.
 TOP_FILES = (MANIFEST,) + tuple(f for k in KINDS for f in KIND_FILES[k])
-CELL_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "history.bin", CELL_RESULT)
+CELL_FILES = (RUN_CONFIG, METRICS, CHECKPOINT, HISTORY_FILE, CELL_RESULT)  # a cell is a run folder
 #: Settings a continued experiment may change (they add cells); every other setting is part of
 #: the experiment's identity, and so is the content of the scores input.
 GRID_FIELDS = ("fractions", "orders", "seeds", "score", "budget")
@@ -731,8 +732,9 @@ def read_cell_result(cell_dir: str, cell: Cell) -> dict | None:
 
 def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
     """result.json of a cell whose training has just ended, from its metrics.jsonl."""
-    with open(os.path.join(cell_dir, "metrics.jsonl"), encoding="utf-8") as f:
-        metrics = [json.loads(line) for line in f if line.strip()]
+    from .runfolder import read_metrics
+
+    metrics = read_metrics(cell_dir)
     last = metrics[-1]
     seconds = float(sum(m["seconds"] for m in metrics))
     images = int(sum(m["images"] for m in metrics))
@@ -1110,7 +1112,7 @@ def _train_cell(
         say(f"[{i}/{n}] {describe_cell(cell)}: finished by another worker")
         done(cell, found)
         return
-    resumed = os.path.exists(os.path.join(cell_dir, "checkpoint.pt"))
+    resumed = os.path.exists(os.path.join(cell_dir, CHECKPOINT))
     budget = (
         "epochs budget"
         if cell.max_steps is None and getattr(cell.requests[0], "budget", "epochs") == "epochs"
@@ -1140,7 +1142,7 @@ def _train_cell(
     outcome = _cell_outcome(cell_dir, cell)
     with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
         json.dump(outcome, f, indent=1)
-    remove_owned(cell_dir, ["checkpoint.pt", "history.bin"])  # finished: nothing to resume
+    remove_owned(cell_dir, [CHECKPOINT, HISTORY_FILE])  # finished: nothing to resume
     say(
         f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
         f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"

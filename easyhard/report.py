@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
+from .runfolder import CHECKPOINT, read_metrics
 
 FORMAT, MANIFEST = "easyhard.report", "report.json"
 HTML, MARKDOWN = "report.html", "report.md"  # the page, and the same in Markdown
@@ -169,11 +170,7 @@ def load_run(path: str, window: int | None = None) -> RunInfo:
         raise ValueError(
             f"window must be between 1 and the {f.epochs} epochs recorded by {path}, got {window}"
         )
-    metrics = []
-    metrics_file = os.path.join(folder, "metrics.jsonl")
-    if os.path.isfile(metrics_file):
-        with open(metrics_file, encoding="utf-8") as fh:
-            metrics = [json.loads(line) for line in fh if line.strip()]
+    metrics = read_metrics(folder, missing_ok=True)
     meta = f.metadata
     name = f"{meta.get('arch', os.path.basename(folder))} seed {meta.get('seed', '?')}"
     if meta.get("init_seed", meta.get("seed")) != meta.get("seed") or meta.get(
@@ -317,7 +314,7 @@ def _predictions(run: RunInfo, dataset, indices: np.ndarray) -> np.ndarray | Non
     from .loaders import TensorLoader
     from .models import build_model
 
-    ckpt = os.path.join(run.folder, "checkpoint.pt")
+    ckpt = os.path.join(run.folder, CHECKPOINT)
     if not dataset.in_memory or not os.path.isfile(ckpt):
         return None
     try:

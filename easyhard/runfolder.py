@@ -15,7 +15,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from . import __version__
 from .config import DataConfig, ScoreConfig
@@ -37,17 +36,21 @@ RUN_FORMAT = "easyhard.run"
 #: Fields that say which runs a job holds or how they are read, not what one run is: a finished
 #: or killed run can be resumed under a job that differs in them.
 JOB_ONLY_FIELDS = ("archs", "runs", "window", "workers")
-#: What a run folder holds, all written by train_run: --force deletes these and nothing else.
+#: The files of a run folder (every module names them through these), all written by train_run.
+STATS_FILE, CLEAN_STATS_FILE = "scores.npz", "scores_clean.npz"  # training view, clean view
 HISTORY_FILE, CLEAN_HISTORY_FILE = "history.bin", "history_clean.bin"
+METRICS, RUN_CONFIG, CHECKPOINT = "metrics.jsonl", "config.json", "checkpoint.pt"
+#: What a run folder holds: --force deletes these and nothing else.
 RUN_FILES = (
-    "scores.npz",
-    "scores_clean.npz",
-    "metrics.jsonl",
-    "config.json",
-    "checkpoint.pt",
+    STATS_FILE,
+    CLEAN_STATS_FILE,
+    METRICS,
+    RUN_CONFIG,
+    CHECKPOINT,
     HISTORY_FILE,
     CLEAN_HISTORY_FILE,
 )
+MERGED_FILE = "merged.npz"  # a job's merged scores file, beside its run folders
 
 
 def run_seeds(cfg: ScoreConfig, run: int) -> dict[str, int]:
@@ -154,6 +157,8 @@ def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where
 def write_run_config(
     run_dir: str, identity: dict[str, Any], device, dist, *, finished: bool
 ) -> None:
+    import torch
+
     record = {
         "format": RUN_FORMAT,
         "finished": finished,
@@ -168,14 +173,14 @@ def write_run_config(
         "identity": identity,
         **identity["config"],
     }
-    with atomic_write(os.path.join(run_dir, "config.json"), "w") as f:
+    with atomic_write(os.path.join(run_dir, RUN_CONFIG), "w") as f:
         json.dump(record, f, indent=1)
 
 
 def is_run_folder(path: str) -> bool:
     """Whether `path` is a run folder written by easyhard (its config.json says so)."""
     try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        with open(os.path.join(path, RUN_CONFIG), encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError):
         return False
@@ -214,7 +219,7 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
                 f"{path} holds {mine[0]}, which easyhard did not write (the folder has no "
                 "config.json of a run): move it away or choose another output folder"
             )
-    check_merged_output(os.path.join(out_dir, "merged.npz"))
+    check_merged_output(os.path.join(out_dir, MERGED_FILE))
 
 
 def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
@@ -226,7 +231,7 @@ def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
     from .io import first_repeat
     from .statsfile import MERGED_FORMAT, read_metadata_block
 
-    name = "scores.npz" if view == "train" else "scores_clean.npz"
+    name = STATS_FILE if view == "train" else CLEAN_STATS_FILE
 
     def runs_in(folder: str, item: str) -> list[str]:
         found = sorted(
@@ -269,7 +274,7 @@ def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
     return files
 
 
-def merged_runs(path: str, meta: dict[str, Any], name: str = "scores.npz") -> list[str]:
+def merged_runs(path: str, meta: dict[str, Any], name: str = STATS_FILE) -> list[str]:
     """The runs a merged scores file was merged from (its metadata lists their files), as files
     of `name`: where it recorded them, or beside it as `easyhard score` lays them out."""
     runs = meta.get("runs")
@@ -304,12 +309,12 @@ def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
     for arch, run in job_runs(cfg):
         path = os.path.join(out_dir, run_folder_name(arch, run))
         identity = run_identity(cfg, arch, run, fingerprint)
-        done = os.path.join(path, "scores.npz")
+        done = os.path.join(path, STATS_FILE)
         if os.path.exists(done):
             meta = check_stats_metadata(read_metadata_block(done), done)
             check_same_run(meta.get("identity"), identity, done)
         elif is_run_folder(path):
-            where = os.path.join(path, "config.json")
+            where = os.path.join(path, RUN_CONFIG)
             with open(where, encoding="utf-8") as f:
                 check_same_run(json.load(f).get("identity"), identity, where)
 
@@ -332,17 +337,46 @@ def clear_previous(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
             remove_stale_temps(path, RUN_FILES)  # what a killed atomic write of them left
             remove_owned(path, list(RUN_FILES), remove_folder=True)  # stays if not empty
             removed.append(path)
-    merged = os.path.join(out_dir, "merged.npz")
+    merged = os.path.join(out_dir, MERGED_FILE)
     if os.path.isfile(merged) and not os.path.islink(merged):
         if (read_metadata_block(merged) or {}).get("format") == MERGED_FORMAT:
-            remove_owned(out_dir, ["merged.npz"])
+            remove_owned(out_dir, [MERGED_FILE])
             removed.append(merged)
     return removed
 
 
 def write_metrics(run_dir: str, metrics: list[dict]) -> None:
-    with atomic_write(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+    """A run's metrics.jsonl: one JSON object per finished epoch."""
+    with atomic_write(os.path.join(run_dir, METRICS), "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in metrics)
+
+
+def read_metrics(run_dir: str, *, missing_ok: bool = False) -> list[dict]:
+    """The per-epoch rows of a run's metrics.jsonl ([] when it is absent and `missing_ok`);
+    a line that is not a JSON object is refused, naming the file and line."""
+    path = os.path.join(run_dir, METRICS)
+    if missing_ok and not os.path.isfile(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {e.start}): not a run's metrics file"
+        ) from None
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno} is not a JSON object: not a run's metrics file")
+        rows.append(row)
+    return rows
 
 
 def input_paths(cfg: ScoreConfig, train) -> dict[str, str | None]:

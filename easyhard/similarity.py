@@ -61,6 +61,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .runfolder import CHECKPOINT, MERGED_FILE, RUN_CONFIG, STATS_FILE
+
 if TYPE_CHECKING:
     from .config import SimilarityConfig
 
@@ -318,7 +320,7 @@ def resolve_score_path(path: str) -> str:
             "merged.npz) or a run folder or score output folder"
         )
     if os.path.isdir(path):
-        for name in ("scores.npz", "merged.npz"):
+        for name in (STATS_FILE, MERGED_FILE):
             if os.path.isfile(os.path.join(path, name)):
                 return os.path.join(path, name)
         raise ValueError(
@@ -367,7 +369,7 @@ class FeatureSource:
 
 def _run_record(folder: str) -> dict:
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        with open(os.path.join(folder, RUN_CONFIG), encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError):
         return {}
@@ -390,7 +392,7 @@ def find_feature_model(
                 f"the feature model {features} does not exist: give `features` a "
                 "run folder of `easyhard score` or its checkpoint.pt"
             )
-        ckpt = os.path.join(features, "checkpoint.pt") if os.path.isdir(features) else features
+        ckpt = os.path.join(features, CHECKPOINT) if os.path.isdir(features) else features
         if not os.path.isfile(ckpt):
             raise ValueError(
                 f"{features} holds no checkpoint.pt: give `features` a run folder "
@@ -407,7 +409,7 @@ def find_feature_model(
     others, own = [], []
     for name in sorted(os.listdir(source.folder)):
         folder = os.path.join(source.folder, name)
-        ckpt = os.path.join(folder, "checkpoint.pt")
+        ckpt = os.path.join(folder, CHECKPOINT)
         if not (os.path.isdir(folder) and is_run_folder(folder) and os.path.isfile(ckpt)):
             continue
         record = _run_record(folder)

@@ -21,7 +21,6 @@ sub-folder of `out`:
 and the report inside `out` are easyhard's own outputs and are replaced on every run.
 """
 
-
 from __future__ import annotations
 
 import dataclasses

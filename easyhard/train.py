@@ -54,9 +54,13 @@ from .loaders import make_loader
 from .models import build_model
 from .outputs import claim
 from .runfolder import (
+    CHECKPOINT,
     CLEAN_HISTORY_FILE,
     HISTORY_FILE,
     JOB_CONFIG,
+    MERGED_FILE,
+    RUN_CONFIG,
+    STATS_FILE,
     check_job_output,
     check_resumable,
     check_same_run,
@@ -676,7 +680,7 @@ def train_run(
     if subset is not None:
         subset = check_subset(subset, len(train))
     run_dir = run_dir or os.path.join(out_dir, run_folder_name(arch, run))
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    ckpt_path = os.path.join(run_dir, CHECKPOINT)
     clean = CleanView(cfg.clean_every, cfg.clean_steps)
 
     data = RunData.build(cfg, train, test, device, dist, seeds["data_seed"], subset)
@@ -806,7 +810,7 @@ def train_run(
             "identity": identity,
         }
         if save_scores:
-            rec.stats.save(os.path.join(run_dir, "scores.npz"), metadata=meta)
+            rec.stats.save(os.path.join(run_dir, STATS_FILE), metadata=meta)
             if rec.clean is not None:
                 rec.clean.save(
                     os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"}
@@ -915,9 +919,9 @@ def _remove_unstarted(out_dir: str, created: bool, before: set[str]) -> None:
         if (
             os.path.isdir(path)
             and is_run_folder(path)
-            and not os.path.exists(os.path.join(path, "checkpoint.pt"))
+            and not os.path.exists(os.path.join(path, CHECKPOINT))
         ):
-            remove_owned(path, ["config.json"], remove_folder=True)
+            remove_owned(path, [RUN_CONFIG], remove_folder=True)
     if created and os.listdir(out_dir) in ([], [JOB_CONFIG]):
         remove_owned(out_dir, [JOB_CONFIG], remove_folder=True)
 
@@ -929,7 +933,7 @@ def _train_job_runs(
 
     run_dirs = []
     for arch, run in job_runs(cfg):
-        done = os.path.join(out_dir, run_folder_name(arch, run), "scores.npz")
+        done = os.path.join(out_dir, run_folder_name(arch, run), STATS_FILE)
         # finished, and the same run (check_resumable): rank 0's folder decides
         if dist.from_rank0(resume and dist.rank == 0 and os.path.exists(done)):
             run_dirs.append(os.path.dirname(done))
@@ -948,8 +952,8 @@ def _train_job_runs(
         )
     summary = {"runs": run_dirs}
     if dist.rank == 0:
-        files = [os.path.join(d, "scores.npz") for d in run_dirs]
-        merged = os.path.join(out_dir, "merged.npz")
+        files = [os.path.join(d, STATS_FILE) for d in run_dirs]
+        merged = os.path.join(out_dir, MERGED_FILE)
         table = merge_stats_files(files, merged, window=cfg.window)
         summary["merged"] = merged
         summary["never_presented"] = int(excluded(table).sum())

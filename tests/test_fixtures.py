@@ -134,3 +134,22 @@ def test_old_experiments_continue_and_report(old):
     assert all(record["sections"][k] for k in ("overlap", "similarity", "experiments"))
     assert "Compression" in open("rep/report.md").read()
     assert os.path.exists("rep/report.html")
+
+
+def test_a_damaged_metrics_file_is_named(old):
+    """metrics.jsonl is read by one function (runfolder.read_metrics) for the report, the
+    experiments and the cost of scoring; a damaged one is one sentence naming file and line."""
+    from easyhard.runfolder import read_metrics
+
+    run = "study/runs/resnet8-run0"
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+    with open(f"{run}/metrics.jsonl", "a") as f:
+        f.write("[1, 2]\n")
+    r = CliRunner().invoke(main, ["report", run, "--out", "rep"])
+    assert r.exit_code == 1 and "metrics.jsonl:3 is not a JSON object" in r.output, r.output
+    with open(f"{run}/metrics.jsonl", "wb") as f:
+        f.write(b'{"epoch": 1}\n\xff\n')
+    r = CliRunner().invoke(main, ["report", run, "--out", "rep"])
+    assert r.exit_code == 1 and "is not UTF-8 text" in r.output, r.output
+    assert not os.path.exists("rep")
+    assert read_metrics("nowhere", missing_ok=True) == []

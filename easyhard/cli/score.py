@@ -84,7 +84,6 @@ def info(as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-
 @click.command("score")
 @config_options(ScoreConfig)
 @output_options(
