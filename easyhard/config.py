@@ -740,7 +740,7 @@ HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
 
 @dataclass
 class ExperimentConfig(ScoreConfig):
-    """What the experiments on subsets share (easyhard.experiment): the scoring engine's training
+    """What the experiments on subsets share (easyhard.experiments): the scoring engine's training
     recipe with one architecture, the ranking scores, the seeds, the budget. The list settings
     are comma-separated on the command line ("0.1,0.3") and lists or strings in a --config file.
     The hidden fields of ScoreConfig (archs, runs, clean_every, clean_steps) are not settings of

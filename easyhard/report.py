@@ -123,7 +123,7 @@ def analysis_fingerprint(kind: str, folder: str) -> str | None:
         return ((_manifest(folder, "similarity.json") or {}).get("dataset") or {}).get(
             "fingerprint"
         )
-    from .experiment import experiments_of
+    from .experiments.folder import experiments_of
 
     found = {
         (record.get("identity") or {}).get("dataset_fingerprint")
@@ -645,7 +645,7 @@ def _similarity_section(sec: Section, folders: list[str], figures: dict[str, byt
 
 
 def _experiment_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
-    from .experiment import KIND_FILES, experiments_of
+    from .experiments.folder import KIND_FILES, experiments_of
 
     for n, folder in enumerate(folders):
         for kind, record in experiments_of(_manifest(folder, "experiment.json")).items():

@@ -21,7 +21,7 @@ with bit-identical statistics. A *job* (train_job, the command `easyhard score`)
 (architecture, run) and finally merges their scores into ``OUT/merged.npz``
 (easyhard.scores.merge_stats_files).
 
-The same engine trains experiment cells (easyhard.experiment): ``train_run`` takes a ``subset`` of
+The same engine trains experiment cells (easyhard.experiments): ``train_run`` takes a ``subset`` of
 dataset indices (handed to the loader, no copy of the data; in-memory datasets for now) and a
 ``max_steps`` step budget, both part of the run's identity, so that resume refuses a checkpoint of
 another subset or budget.
@@ -645,7 +645,7 @@ def train_run(
 
     datasets: (train, test) when already loaded (else from cfg).
 
-    For experiments on subsets (easyhard.experiment):
+    For experiments on subsets (easyhard.experiments):
 
     - subset: int [k] dataset indices, each at most once: train on these examples only (the
       loader gets the index list; no copy of the data). The others are never presented (their

@@ -1,7 +1,8 @@
-"""Tests of the compression experiment (easyhard.compression, `easyhard experiment compression`):
-every axis combination trains and is reported; scoring cost from the runs' metrics; external
-scores accepted and checked; transfer across architectures; cells shared with the removal
-experiment in one folder; kill -9 and the same command give the same results; refusals."""
+"""Tests of the compression experiment (easyhard.experiments.compression, `easyhard experiment
+compression`): every axis combination trains and is reported; scoring cost from the runs'
+metrics; external scores accepted and checked; transfer across architectures; cells shared with
+the removal experiment in one folder; kill -9 and the same command give the same results;
+refusals."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from easyhard.cli import main
-from easyhard.compression import (
+from easyhard.experiments.compression import (
     COST_FIGURE,
     FIGURE,
     RESULTS,
@@ -25,8 +26,9 @@ from easyhard.compression import (
     source_labels,
     summarize,
 )
-from easyhard.experiment import CELLS, MANIFEST, read_results
-from easyhard.experiment import RESULTS as REMOVAL_RESULTS
+from easyhard.experiments.folder import CELLS, MANIFEST
+from easyhard.experiments.harness import read_results
+from easyhard.experiments.removal import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
 from easyhard.train import ScoreConfig, train_job
 
@@ -475,7 +477,7 @@ def test_cut_hardest_drops_the_very_hardest_first(tmp_path, scored):
     cut = {row["strategy"]: row["cut_hardest"] for row in rows}
     assert cut == {"none": 0.0, "hardest": 0.25, "stratified": 0.25, "random": 0.0}
     # the kept examples avoid the hardest quarter (the subset the cell trained on)
-    from easyhard.compression import Ranking, compression_subset
+    from easyhard.experiments.compression import Ranking, compression_subset
     from easyhard.scores import hardness
 
     table = load_scores(str(merged))

@@ -1,6 +1,6 @@
-"""Tests of the removal experiment (easyhard.experiment, `easyhard experiment removal`): every cell
-trains and the outputs are complete; a kill -9 and the same command give the same results;
-refusals; the step budget; shared cells trained once; the statistics against scipy."""
+"""Tests of the removal experiment (easyhard.experiments.removal, `easyhard experiment removal`):
+every cell trains and the outputs are complete; a kill -9 and the same command give the same
+results; refusals; the step budget; shared cells trained once; the statistics against scipy."""
 
 from __future__ import annotations
 
@@ -17,19 +17,10 @@ from click.testing import CliRunner
 
 from easyhard import SampleStats
 from easyhard.cli import main
-from easyhard.experiment import (
-    CELLS,
-    FIGURE,
-    MANIFEST,
-    RESULTS,
-    ROW_FIELDS,
-    SUMMARY,
-    read_results,
-    summarize,
-    t_interval,
-    t_quantile,
-    without_timing,
-)
+from easyhard.experiments.folder import CELLS, MANIFEST
+from easyhard.experiments.harness import read_results, without_timing
+from easyhard.experiments.removal import FIGURE, RESULTS, ROW_FIELDS, SUMMARY, summarize
+from easyhard.experiments.stats import t_interval, t_quantile
 from easyhard.train import ScoreConfig, train_job, train_run
 
 DATA = [

@@ -1,5 +1,5 @@
 """`easyhard experiment removal|compression`: train afresh on subsets chosen by difficulty (thin
-layers over easyhard.experiment.run_removal and easyhard.compression.run_compression; options
+layers over easyhard.experiments.run_removal and run_compression; options
 generated from easyhard.config.RemovalConfig and CompressionConfig).
 
     easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
@@ -63,7 +63,7 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
         easyhard experiment removal runs/fm/merged.npz --dataset fashion-mnist --arch convnet \\
             --fractions 0.1,0.3,0.5 --seeds 3 --budget epochs,steps --out runs/removal
     """
-    from ..experiment import run_removal
+    from ..experiments import run_removal
 
     cfg = make_config(RemovalConfig, settings)
     summary = run_removal(
@@ -100,7 +100,7 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
         easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
             --dataset fashion-mnist --arch convnet --keep 0.5,0.7 --seeds 3 --out runs/removal
     """
-    from ..compression import run_compression
+    from ..experiments import run_compression
 
     cfg = make_config(CompressionConfig, settings)
     summary = run_compression(

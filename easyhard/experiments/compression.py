@@ -8,8 +8,8 @@ paper's compression; ``easiest``; ``random``, the baseline; ``stratified``, cove
 selection over equal-width score bins) ranked by a *ranking*: a score (easiness,
 easiness_plain, forgetting, EL2N, margin, ...) of a statistics file counted over a window of its
 early epochs, or an external score array (``--external NAME=FILE.npy``, e.g. published
-C-scores). Train afresh on the subset (the removal harness: easyhard.experiment's cells, resume,
-index subsets, error bars) and measure test accuracy.
+C-scores). Train afresh on the subset (the harness: easyhard.experiments.harness's cells, resume,
+index subsets; stats' error bars) and measure test accuracy.
 
 Whether compression is worth it depends on what the scores cost, so the scoring cost is an axis:
 every ranking carries the time its scoring runs took for the epochs it counts (read from their
@@ -36,47 +36,37 @@ import math
 import os
 import textwrap
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .config import BUDGETS, COMPRESSION_STRATEGIES, HIDDEN_FIELDS
-from .experiment import (
-    CELLS,
-    KIND_FILES,
+from ..config import BUDGETS, COMPRESSION_STRATEGIES, HIDDEN_FIELDS
+from .folder import KIND_FILES
+from .harness import (
     REFERENCE,
+    TIMING_FIELDS,  # noqa: F401  (the timing fields of its rows; tests import them from here)
     Cell,
-    _interval,
-    _pts,
-    _remove_stale_temps,
-    _torch_version,
-    _write_rows,
-    _write_text,
-    accuracy_limits,
+    Kind,
     add_cell,
-    draw_full_data,
-    error_bars,
     file_sha256,
-    finished_cells,
-    load_data,
     load_score_table,
-    paired_summary,
-    partial_note,
-    prepare_output,
     reference_subset,
-    train_cells,
     training_config,
-    write_manifest,
 )
-from .io import check_disjoint
+from .harness import run as run_kind
+from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
+from .stats import paired_summary
 
 if TYPE_CHECKING:
-    from .config import CompressionConfig
+    from ..config import CompressionConfig
 
 CONFIG_FILE, RESULTS, SUMMARY, FIGURE, COST_FIGURE = KIND_FILES["compression"]
+
 #: Settings a continued compression experiment may change (they add cells); statistics files may be
 #: added too, never changed.
 GRID_FIELDS = ("keep", "strategies", "seeds", "score", "budget", "window", "external")
+
+
 ROW_FIELDS = (
     "ranking",
     "score",
@@ -114,11 +104,16 @@ ROW_FIELDS = (
     "seconds",
     "images_per_s",
 )
-TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
+
+
 #: The scores that count only the first `window` epochs (scores.compute_scores); the others
 #: always span every recorded epoch, so other windows give them no ranking of their own.
 WINDOWED = ("easiness", "easiness_plain")
+
+
 STRATEGY_RANK = {REFERENCE: 0, **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES)}}
+
+
 #: The removal order that a strategy's subset equals (keeping the hardest = removing the easiest).
 AS_REMOVAL = {
     "hardest": "easiest",
@@ -129,7 +124,6 @@ AS_REMOVAL = {
 }
 
 
-# ---------------------------------------------------------------------------- rankings
 @dataclass
 class Ranking:
     """One way of ranking the examples: a score of a statistics (or merged scores) file over a
@@ -148,7 +142,7 @@ def _metrics_cost(run_file: str, epochs: int) -> tuple[float, float] | None:
     """(seconds, images) of the first `epochs` epochs of the run that wrote `run_file` (its
     folder's metrics.jsonl; images from images_per_s x seconds where a row lacks them); None
     when they are not all recorded there."""
-    from .runfolder import read_metrics
+    from ..runfolder import read_metrics
 
     try:
         rows = read_metrics(os.path.dirname(os.path.abspath(run_file)))
@@ -290,7 +284,7 @@ def build_rankings(
 ) -> tuple[list[Ranking], np.ndarray, dict[str, str]]:
     """Every ranking of the grid, the examples that take part (presented in every scoring run),
     and label -> sha256 of every input file."""
-    from .scores import excluded, hardness
+    from ..scores import excluded, hardness
 
     rankings: list[Ranking] = []
     alive = np.ones(len(train), dtype=bool)
@@ -343,7 +337,6 @@ def build_rankings(
     return rankings, alive, shas
 
 
-# ---------------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class Request:
     """One requested training: a line of compression-results.jsonl."""
@@ -378,7 +371,7 @@ def compression_subset(
 ):
     """(indices, info): `strategy` keeps n - round((1 - keep) n) of the n examples that take
     part (the removal experiment's count, so that the same subset is the same cell)."""
-    from .select import select
+    from ..select import select
 
     n = int(alive.sum())
     removed = int(math.floor(round(1 - keep, 10) * n + 0.5))
@@ -496,7 +489,6 @@ def describe(req: Request) -> str:
     return f"keep the {req.strategy} {req.keep:.0%} by {req.ranking}"
 
 
-# ---------------------------------------------------------------------------- outputs
 def result_rows(
     cfg: "CompressionConfig",
     rankings: Sequence[Ranking],
@@ -658,12 +650,12 @@ def summary_markdown(
             "|---:|:---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for e in entries:
-            acc = _pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {_pts(e['acc_std'])}")
+            acc = pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {pts(e['acc_std'])}")
             strategy = "full data" if e["strategy"] == REFERENCE else e["strategy"]
             lines.append(
                 f"| {e['keep']:.0%} | {strategy} | "
                 f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
-                f"{_interval(e.get('vs_full'))} | {_interval(e.get('vs_random'))} | "
+                f"{interval(e.get('vs_full'))} | {interval(e.get('vs_random'))} | "
                 f"{_seconds(e['training_seconds'])} | {_seconds(e['total_seconds'])} |"
             )
         lines.append("")
@@ -681,7 +673,7 @@ COLORS = {
 def plot_compression(stats: list[dict], path: str, title: str) -> None:
     """compression.png: a panel per (ranking, budget): test accuracy (%) against the kept
     fraction (%), a line per strategy with its 95% interval, the full data as a line and band."""
-    from .figures import pyplot, save
+    from ..figures import pyplot, save
 
     plt = pyplot()
 
@@ -735,7 +727,7 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     images processed (right: the machine-independent count); a point per (ranking, strategy,
     kept fraction) with its 95% interval, random selection and the full data as reference
     points; a row per budget."""
-    from .figures import pyplot, save
+    from ..figures import pyplot, save
 
     plt = pyplot()
 
@@ -821,162 +813,109 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
     save(fig, path)
 
 
-# ---------------------------------------------------------------------------- the run
+class Compression(Kind):
+    """The compression experiment on the harness: rankings (scores inputs over windows, external
+    arrays) x kept fraction x strategy, with what each ranking's scoring cost."""
+
+    name = "compression"
+    grid_fields = GRID_FIELDS
+    grows = "more seeds, kept fractions, strategies, scores, windows, scores inputs or budgets"
+    usage = "easyhard experiment compression SCORES..."
+
+    def __init__(self, cfg: CompressionConfig, score_files: Sequence[str]) -> None:
+        super().__init__(cfg)
+        self.score_files = score_files
+
+    def inputs(self) -> dict[str, str]:
+        self.labelled = source_labels(self.score_files)
+        inputs = {f"scores input {label}": path for label, path in self.labelled}
+        for name, _, path in self.cfg.external_items():
+            inputs[f"external score {name}"] = path
+        return inputs
+
+    def load(self, train) -> np.ndarray:
+        self.train = train
+        self.rankings, alive, self.sources = build_rankings(self.cfg, self.labelled, train)
+        self.alive = alive
+        return alive
+
+    def plan(self, fingerprint: str):
+        t = self.train
+        return plan(self.cfg, self.rankings, self.alive, t.labels, t.num_classes, fingerprint)
+
+    def identity(self, fingerprint: str) -> dict:
+        skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
+        return {
+            "experiment": "compression",
+            "dataset_fingerprint": fingerprint,
+            "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in skip},
+        }
+
+    def describe(self, request: Request) -> str:
+        return describe(request)
+
+    def context(self) -> dict:
+        return {"score_files": {label: os.path.abspath(p) for label, p in self.labelled}}
+
+    def record(self) -> dict:
+        fields = ("label", "score", "source", "window", "cost")
+        return {"rankings": [{f: getattr(r, f) for f in fields} for r in self.rankings]}
+
+    def intro(self, where: str, requests: list, cells: dict, todo: list, context: dict) -> str:
+        n, n_excluded = context["n"], context["excluded"]
+        return (
+            f"compression experiment in {where}: {len(self.rankings)} "
+            f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
+            f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
+            f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else "")
+        )
+
+    def rows(self, requests: list, results: dict[str, dict], excluded: int) -> list[dict]:
+        return result_rows(self.cfg, self.rankings, requests, results, excluded)
+
+    def summarize(self, rows: list[dict]) -> list[dict]:
+        return summarize(rows)
+
+    def summary_markdown(self, stats: list[dict], context: dict) -> str:
+        return summary_markdown(self.cfg, self.rankings, stats, context)
+
+    def plot(self, stats: list[dict], out: str) -> None:
+        cfg = self.cfg
+        what = (
+            f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
+            f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
+            f"t-interval over {cfg.seeds} seed(s)"
+        )
+        plot_compression(stats, os.path.join(out, FIGURE), f"Compression experiment: {what}")
+        plot_cost(
+            stats,
+            os.path.join(out, COST_FIGURE),
+            f"Accuracy against total cost (scoring + training): {what}",
+        )
+
+    def summary(self) -> dict:
+        return {"rankings": len(self.rankings)}
+
+
 def run_compression(
-    cfg: "CompressionConfig",
+    cfg: CompressionConfig,
     score_files: Sequence[str],
     out: str,
     *,
     force: bool = False,
     quiet: bool = False,
-    log: Callable[[str], None] | None = None,
+    log=None,
     train_missing: bool = True,
 ) -> dict:
     """Run (or continue) the compression experiment of `cfg` with the rankings of `score_files`
-    ([LABEL=]FILE) and cfg.external in `out`; returns a summary. Everything is checked before
-    anything is written (the removal experiment's checks, for every scores input, and every
+    ([LABEL=]FILE) and cfg.external in `out` (harness.run); returns a summary. Everything is
+    checked before anything is written (the harness's checks, for every scores input, and every
     external array's length, values and order)."""
-    from . import __version__
-    from .runfolder import input_paths
-
-    say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
-    device, train, test = load_data(cfg, "compression")
-    sources = source_labels(score_files)
-    inputs = {f"scores input {label}": path for label, path in sources}
-    inputs.update({f"external score {name}": path for name, _, path in cfg.external_items()})
-    check_disjoint(out, {**inputs, **input_paths(cfg, train)})
-    rankings, alive, shas = build_rankings(cfg, sources, train)
-    requests, cells = plan(cfg, rankings, alive, train.labels, train.num_classes, train.fingerprint)
-    skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
-    identity = {
-        "experiment": "compression",
-        "dataset_fingerprint": train.fingerprint,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
-    }
-    if not train_missing and force:
-        raise ValueError(
-            "`no_train` writes the outputs of an existing experiment; it does not go with `force`"
-        )
-    state = prepare_output(out, identity, force, kind="compression", sources=shas)
-    if not train_missing and state == "new":
-        raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
-
-    n, n_excluded = int(alive.sum()), int((~alive).sum())
-    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    context = {
-        "fingerprint": train.fingerprint,
-        "n": n,
-        "excluded": n_excluded,
-        "test_size": len(test),
-        "full_steps": full_steps,
-        "score_files": {label: os.path.abspath(p) for label, p in sources},
-        "easyhard_version": __version__,
-        "torch_version": _torch_version(),
-        "device": str(device),
-    }
-
-    def manifest(finished: bool, done: int) -> None:
-        write_manifest(
-            out,
-            "compression",
-            {
-                "finished": finished,
-                "identity": identity,
-                "sources": shas,
-                "grid": {name: getattr(cfg, name) for name in GRID_FIELDS},
-                "config": dataclasses.asdict(cfg),
-                **context,
-                "rankings": [
-                    {
-                        "label": r.label,
-                        "score": r.score,
-                        "source": r.source,
-                        "window": r.window,
-                        "cost": r.cost,
-                    }
-                    for r in rankings
-                ],
-                "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
-                "outputs": [RESULTS, SUMMARY, FIGURE, COST_FIGURE],
-            },
-        )
-
-    os.makedirs(out, exist_ok=True)
-    _remove_stale_temps(out)
-    results = finished_cells(out, cells)
-    manifest(False, len(results))
-    from .config import to_toml
-
-    _write_text(
-        os.path.join(out, CONFIG_FILE),
-        to_toml(
-            cfg,
-            (
-                f"written by easyhard experiment compression {__version__}: the resolved "
-                "configuration."
-                "\nRepeat or continue it: easyhard experiment compression SCORES... "
-                "--config <a copy> "
-                "--out <folder>"
-            ),
-        ),
-    )
-    os.makedirs(os.path.join(out, CELLS), exist_ok=True)
-    todo = [c for c in cells.values() if c.id not in results] if train_missing else []
-    say(
-        f"compression experiment in {os.path.abspath(out)} ({state}): {len(rankings)} "
-        f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
-        f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
-        f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else "")
-    )
-
-    def done(cell: Cell, outcome: dict) -> None:
-        results[cell.id] = outcome
-        _write_rows(out, result_rows(cfg, rankings, requests, results, n_excluded), RESULTS)
-        manifest(False, len(results))
-
-    train_cells(
-        todo,
+    return run_kind(
+        Compression(cfg, score_files),
         out,
-        training_config(cfg),
-        cfg.arch,
-        (train, test),
-        say,
-        lambda cell: describe(cell.requests[0]),
-        done,
+        force=force,
+        quiet=quiet,
+        log=log,
+        train_missing=train_missing,
     )
-
-    rows = result_rows(cfg, rankings, requests, results, n_excluded)
-    _write_rows(out, rows, RESULTS)
-    stats = summarize(rows)
-    text = partial_note(summary_markdown(cfg, rankings, stats, context), len(results), len(cells))
-    _write_text(os.path.join(out, SUMMARY), text + "\n")
-    what = (
-        f"{cfg.dataset}, {cfg.arch}, {cfg.epochs} epoch(s) on the full data, "
-        f"{'class-balanced' if cfg.balanced else 'global'} selection; mean and 95% "
-        f"t-interval over {cfg.seeds} seed(s)"
-    )
-    plot_compression(stats, os.path.join(out, FIGURE), f"Compression experiment: {what}")
-    plot_cost(
-        stats,
-        os.path.join(out, COST_FIGURE),
-        f"Accuracy against total cost (scoring + training): {what}",
-    )
-    manifest(len(results) == len(cells), len(results))
-    return {
-        "out": os.path.abspath(out),
-        "state": state,
-        "rankings": len(rankings),
-        "requested": len(requests),
-        "cells": len(cells),
-        "trained": len(todo),
-        "reused": len(cells) - len(todo),
-        "excluded": n_excluded,
-        "full_steps": full_steps,
-        "rows": rows,
-        "statistics": stats,
-        "summary": text,
-        "files": {
-            name: os.path.join(os.path.abspath(out), name)
-            for name in (RESULTS, SUMMARY, FIGURE, COST_FIGURE)
-        },
-    }

@@ -1,0 +1,557 @@
+"""The experiment harness: cells, their training and resume, and the one run of every kind.
+
+A *cell* is one training: (subset, recipe, seed, step budget), named by a digest of its identity
+(runfolder.run_identity), in ``OUT/cells/<digest>/``. Requests that come to the same cell (the
+reference of every score and budget, random removal under every score, the same subset asked by
+two kinds of experiment) train it once. An experiment is resumable: the same command again reads
+finished cells back (never retrained), continues a half-finished one from its checkpoint, and
+trains only what is missing, so a larger grid adds cells. A changed recipe (anything else, the
+scores inputs' content included) is refused with the differences named.
+
+A *kind* of experiment (removal.Removal, compression.Compression) is a small class on `Kind`: it
+declares its grid, reads its inputs, plans its requests and cells, and turns finished cells into
+rows, a summary and figures. `run` does everything else once for every kind: the checks before
+anything is written, the folder (folder.prepare_output), the manifest, the resolved
+configuration, training the missing cells, and the outputs. This module imports torch only
+inside its functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from ..io import atomic_write, check_disjoint, remove_owned
+from ..runfolder import CHECKPOINT, HISTORY_FILE
+from .folder import (
+    CELL_RESULT,
+    CELLS,
+    KIND_FILES,
+    cell_lock,
+    prepare_output,
+    remove_stale_temps_of,
+    write_manifest,
+)
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+
+REFERENCE = "none"  # what the full-data reference did: removed nothing, kept everything
+#: The fields of a results line that differ between repetitions of the same training.
+TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
+
+
+@dataclass
+class Cell:
+    """One training, shared by every request that comes to the same identity."""
+
+    id: str
+    identity: dict
+    run: int  # the seed index k (train_run's run)
+    subset: np.ndarray  # ascending dataset indices
+    max_steps: int | None  # None: the recipe's epochs
+    steps: int  # planned optimizer steps
+    epochs: int  # planned epochs (the last may be cut short)
+    selection: dict  # kept, removed, kept_per_class, tie_seed, ...
+    requests: list[Any] = dataclasses.field(default_factory=list)  # the kind's requests
+
+
+def training_config(cfg: ExperimentConfig):
+    """The ScoreConfig a cell trains with: the experiment's recipe, its one architecture; the
+    grid settings are not part of it (adding seeds or fractions changes no cell)."""
+    from ..config import ScoreConfig
+
+    names = {f.name for f in dataclasses.fields(ScoreConfig)}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
+    values.update(archs=(cfg.arch,), runs=1, window=None, clean_every=0, clean_steps=0)
+    return ScoreConfig(**values)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reference_subset(alive: np.ndarray, labels: np.ndarray, num_classes: int):
+    """(indices, info) of the full data: every example that takes part."""
+    return np.flatnonzero(alive).astype(np.int64), {
+        "kept": int(alive.sum()),
+        "removed": 0,
+        "kept_per_class": np.bincount(labels[alive], minlength=num_classes).tolist(),
+        "strategy": None,
+        "tie_seed": None,
+        "random_seed": None,
+    }
+
+
+def add_cell(
+    cells: dict[str, "Cell"],
+    run_cfg,
+    arch: str,
+    k: int,
+    fingerprint: str,
+    idx: np.ndarray,
+    info: dict,
+    budget: str,
+    full_steps: int,
+    request: Any,
+) -> str:
+    """The id of the cell that trains `idx` with seed index k under `budget` (created in
+    `cells` when new), with `request` added to it. The id is a digest of the training's identity
+    (runfolder.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
+    else, so any experiment that asks for the same training gets the same cell."""
+    from ..runfolder import run_identity
+
+    spe = math.ceil(len(idx) / run_cfg.batch_size)
+    natural = run_cfg.epochs * spe
+    # a step budget equal to the recipe's own steps is the same training
+    max_steps = None if budget == "epochs" or natural == full_steps else full_steps
+    identity = run_identity(run_cfg, arch, k, fingerprint, subset=idx, max_steps=max_steps)
+    cid = _digest(identity)[:16]
+    if cid not in cells:
+        steps = natural if max_steps is None else max_steps
+        cells[cid] = Cell(cid, identity, k, idx, max_steps, steps, math.ceil(steps / spe), info)
+    cells[cid].requests.append(request)
+    return cid
+
+
+def read_cell_result(cell_dir: str, cell: Cell) -> dict | None:
+    """A finished cell's result.json (None when the cell has not finished); refuses one that
+    belongs to another cell or cannot be read."""
+    path = os.path.join(cell_dir, CELL_RESULT)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"{path} cannot be read ({e}): move the folder {cell_dir} away to train that cell again"
+        ) from e
+    from ..runfolder import check_same_run
+
+    check_same_run(
+        result.get("identity") if isinstance(result, dict) else None, cell.identity, path
+    )
+    return result
+
+
+def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
+    """result.json of a cell whose training has just ended, from its metrics.jsonl."""
+    from ..runfolder import read_metrics
+
+    metrics = read_metrics(cell_dir)
+    last = metrics[-1]
+    seconds = float(sum(m["seconds"] for m in metrics))
+    images = int(sum(m["images"] for m in metrics))
+    if last["steps"] != cell.steps or last["test_acc"] is None:
+        raise RuntimeError(
+            f"cell {cell.id} ended after {last['steps']} steps instead of "
+            f"{cell.steps}, or without a test accuracy"
+        )
+    return {
+        "identity": cell.identity,
+        "test_acc": last["test_acc"],
+        "train_acc": last["train_acc"],
+        "epochs": len(metrics),
+        "steps": last["steps"],
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / max(seconds, 1e-9),
+        **cell.selection,
+    }
+
+
+def load_data(cfg, kind: str):
+    """(device, train, test) for an experiment's trainings: one process, matplotlib present,
+    an in-memory dataset (index subsets) with a test split."""
+    from ..train import Dist, load_datasets, resolve_device
+
+    cfg.validate()
+    if Dist.from_env().enabled:
+        raise ValueError(f"the {kind} experiment runs in one process: start it without torchrun")
+    device = resolve_device(cfg.device)
+    try:
+        import matplotlib  # noqa: F401  (the figure is drawn at the end: fail before training)
+    except ImportError as e:
+        raise ImportError(
+            f"the {kind} experiment draws its figures with matplotlib: pip install matplotlib"
+        ) from e
+    train, test = load_datasets(cfg, quiet=True)
+    if not train.in_memory:
+        raise ValueError(
+            f"the {kind} experiment trains on index subsets, which only in-memory "
+            f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
+            f"not {cfg.dataset}"
+        )
+    if test is None:
+        raise ValueError(
+            f"{cfg.dataset} has no test split: the {kind} experiment measures test accuracy"
+        )
+    return device, train, test
+
+
+def load_score_table(path: str, window: int | None, train, dataset: str):
+    """The scores of `path` counted over `window`, checked to belong to `train` (fingerprint,
+    labels of the examples presented)."""
+    from ..scores import excluded, load_scores
+
+    table = load_scores(path, window)
+    if table.fingerprint != train.fingerprint:
+        raise ValueError(
+            f"{path} was scored on dataset fingerprint {table.fingerprint!r}, "
+            f"but {dataset} has fingerprint {train.fingerprint!r}: the scores belong "
+            "to other data"
+        )
+    alive = ~excluded(table)
+    if len(table.labels) != len(train) or not np.array_equal(
+        table.labels[alive], train.labels[alive]
+    ):
+        raise ValueError(f"{path} and {dataset} disagree on the examples or their labels")
+    if not alive.any():
+        raise ValueError(f"{path}: no example was presented during scoring")
+    return table
+
+
+def train_cells(
+    todo: Sequence[Cell],
+    out: str,
+    run_cfg,
+    arch: str,
+    datasets,
+    say,
+    describe_cell: Callable[[Cell], str],
+    done: Callable[[Cell, dict], None],
+) -> None:
+    """Train the cells of `todo` one after the other in OUT/cells/<id>/ (a half-finished one
+    continues from its checkpoint), write each one's result.json and call done(cell, result)."""
+    pending, n = list(todo), len(todo)
+    count = 0
+    while pending:
+        busy = []
+        for cell in pending:
+            with cell_lock(out, cell.id, wait=False) as held:
+                if not held:  # another worker is training it: come back to it at the end
+                    busy.append(cell)
+                    continue
+                count += 1
+                _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell, done)
+                # finished (result.json is read before any training): the lock has done its job
+                remove_owned(os.path.join(out, CELLS), [f"{cell.id}.lock"])
+        if busy:
+            say(f"waiting for another worker that is training {len(busy)} cell(s)")
+            with cell_lock(out, busy[0].id, wait=True):
+                pass
+        pending = busy
+
+
+def _train_cell(
+    cell: Cell,
+    i: int,
+    n: int,
+    out: str,
+    run_cfg,
+    arch: str,
+    datasets,
+    say,
+    describe_cell: Callable[[Cell], str],
+    done: Callable[[Cell, dict], None],
+) -> None:
+    """Train one cell, holding its lock; a cell another worker finished is read back."""
+    from ..train import train_run
+
+    cell_dir = os.path.join(out, CELLS, cell.id)
+    found = read_cell_result(cell_dir, cell)
+    if found is not None:
+        say(f"[{i}/{n}] {describe_cell(cell)}: finished by another worker")
+        done(cell, found)
+        return
+    resumed = os.path.exists(os.path.join(cell_dir, CHECKPOINT))
+    budget = (
+        "epochs budget"
+        if cell.max_steps is None and getattr(cell.requests[0], "budget", "epochs") == "epochs"
+        else f"steps budget: {cell.steps} steps"
+    )
+    say(
+        f"[{i}/{n}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
+        f"{cell.id}"
+        f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
+        f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
+        f"({budget}){'; resuming from its checkpoint' if resumed else ''}"
+    )
+    train_run(
+        run_cfg,
+        arch,
+        cell.run,
+        out,
+        resume=True,
+        quiet=True,
+        datasets=datasets,
+        subset=cell.subset,
+        max_steps=cell.max_steps,
+        run_dir=cell_dir,
+        evaluate_every_epoch=False,
+        save_scores=False,
+    )
+    outcome = _cell_outcome(cell_dir, cell)
+    with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
+        json.dump(outcome, f, indent=1)
+    remove_owned(cell_dir, [CHECKPOINT, HISTORY_FILE])  # finished: nothing to resume
+    say(
+        f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
+        f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"
+    )
+    done(cell, outcome)
+
+
+def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
+    """The results of the cells that finished earlier (any experiment in `out` may have
+    trained them)."""
+    results = {}
+    for cid, cell in cells.items():
+        found = read_cell_result(os.path.join(out, CELLS, cid), cell)
+        if found is not None:
+            results[cid] = found
+    return results
+
+
+def partial_note(text: str, finished: int, cells: int) -> str:
+    """A summary with a line after its title saying that only `finished` of `cells` trainings
+    are in it (`no_train` on an unfinished experiment)."""
+    if finished >= cells:
+        return text
+    title, _, rest = text.partition("\n\n")
+    return (
+        f"{title}\n\n- **Partial**: {finished} of {cells} distinct trainings have finished; "
+        "the tables hold those. The same command without --no-train trains the rest.\n"
+        f"{rest}"
+    )
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_rows(out: str, rows: list[dict], name: str) -> None:
+    with atomic_write(os.path.join(out, name), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def read_results(path: str) -> list[dict]:
+    """The lines of a results.jsonl."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def without_timing(rows: Sequence[dict]) -> list[dict]:
+    """Rows without TIMING_FIELDS: what two runs of the same experiment share exactly."""
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+# ---------------------------------------------------------------------------- kinds and the run
+class Kind:
+    """One kind of experiment on the harness. A subclass sets the class attributes and
+    implements the methods below; `run` calls them in this order: inputs, load, plan, identity,
+    then (as cells finish) rows, and at the end summarize, summary_markdown and plot."""
+
+    name: str  # "removal": its files are folder.KIND_FILES[name]
+    grid_fields: tuple[str, ...]  # settings a continued experiment may change (they add cells)
+    grows: str  # those, in words, for the refusal of other settings
+    usage: str  # how to repeat it, for the header of its resolved configuration file
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.sources: dict[str, str] | None = None  # label -> sha256 of each scores input
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Its configuration, results, summary and figure files, in that order."""
+        return KIND_FILES[self.name]
+
+    def inputs(self) -> dict[str, str]:
+        """What it reads (what -> path): the output may overlap none of it."""
+        raise NotImplementedError
+
+    def load(self, train) -> np.ndarray:
+        """Read and check the inputs against the training set; the examples that take part."""
+        raise NotImplementedError
+
+    def plan(self, fingerprint: str) -> tuple[list[tuple[Any, str]], dict[str, Cell]]:
+        """Every request of the grid with its cell's id, and the distinct cells by id."""
+        raise NotImplementedError
+
+    def identity(self, fingerprint: str) -> dict:
+        """What a continued experiment may not change."""
+        raise NotImplementedError
+
+    def describe(self, request: Any) -> str:
+        """A request in words ("remove the easiest 30% by easiness")."""
+        raise NotImplementedError
+
+    def context(self) -> dict:
+        """What its summary and manifest name besides the harness's context (its inputs)."""
+        return {}
+
+    def record(self) -> dict:
+        """Fields of its manifest entry besides the harness's."""
+        return {}
+
+    def intro(self, state: str, requests: list, cells: dict, todo: list, context: dict) -> str:
+        """The line that says what this run of it will do."""
+        raise NotImplementedError
+
+    def rows(self, requests: list, results: dict[str, dict], excluded: int) -> list[dict]:
+        """Its results file's lines, for the requests whose cell has finished."""
+        raise NotImplementedError
+
+    def summarize(self, rows: list[dict]) -> list[dict]:
+        """Its paired statistics over seeds (stats.paired_summary)."""
+        raise NotImplementedError
+
+    def summary_markdown(self, stats: list[dict], context: dict) -> str:
+        raise NotImplementedError
+
+    def plot(self, stats: list[dict], out: str) -> None:
+        """Draw its figures into folder `out`."""
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Fields of `run`'s returned summary besides the harness's."""
+        return {}
+
+
+def run(
+    kind: Kind,
+    out: str,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    train_missing: bool = True,
+) -> dict:
+    """Run (or continue) the experiment `kind` in folder `out`; returns a summary (rows,
+    statistics, counts, the files written). Everything that can be checked is checked before
+    anything is written: the configuration, the device, the dataset (in-memory, with a test
+    split), the inputs (same data: fingerprint and labels; what is asked of them), the
+    selections, where the output goes (not overlapping an input; empty, the same experiment to
+    continue, another kind to join, or with `force` an earlier easyhard experiment to replace)."""
+    from .. import __version__
+    from ..config import to_toml
+    from ..runfolder import input_paths
+
+    cfg, (config_file, results_file, summary_file, *_) = kind.cfg, kind.files
+    say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
+    device, train, test = load_data(cfg, kind.name)
+    check_disjoint(out, {**kind.inputs(), **input_paths(cfg, train)})
+    alive = kind.load(train)
+    requests, cells = kind.plan(train.fingerprint)
+    identity = kind.identity(train.fingerprint)
+    if not train_missing and force:
+        raise ValueError(
+            "`no_train` writes the outputs of an existing experiment; it does not go with `force`"
+        )
+    state = prepare_output(
+        out, identity, force, kind=kind.name, sources=kind.sources, grows=kind.grows
+    )
+    if not train_missing and state == "new":
+        raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
+
+    n, n_excluded = int(alive.sum()), int((~alive).sum())
+    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    context = {
+        "fingerprint": train.fingerprint,
+        "n": n,
+        "excluded": n_excluded,
+        "test_size": len(test),
+        "full_steps": full_steps,
+        **kind.context(),
+        "easyhard_version": __version__,
+        "torch_version": torch_version(),
+        "device": str(device),
+    }
+
+    def manifest(finished: bool, done: int) -> None:
+        entry = {
+            "finished": finished,
+            "identity": identity,
+            **({"sources": kind.sources} if kind.sources is not None else {}),
+            "grid": {name: getattr(cfg, name) for name in kind.grid_fields},
+            "config": dataclasses.asdict(cfg),
+            **context,
+            **kind.record(),
+            "cells": {"requested": len(requests), "unique": len(cells), "finished": done},
+            "outputs": list(kind.files[1:]),
+        }
+        write_manifest(out, kind.name, entry)
+
+    os.makedirs(out, exist_ok=True)
+    remove_stale_temps_of(out)
+    results = finished_cells(out, cells)
+    manifest(False, len(results))  # first: marks the folder as an experiment's
+    header = (
+        f"written by easyhard experiment {kind.name} {__version__}: the resolved configuration."
+        f"\nRepeat or continue it: {kind.usage} --config <a copy> --out <folder>"
+    )
+    write_text(os.path.join(out, config_file), to_toml(cfg, header))
+    os.makedirs(os.path.join(out, CELLS), exist_ok=True)
+    todo = [c for c in cells.values() if c.id not in results] if train_missing else []
+    say(kind.intro(f"{os.path.abspath(out)} ({state})", requests, cells, todo, context))
+
+    def done(cell: Cell, outcome: dict) -> None:
+        results[cell.id] = outcome
+        write_rows(out, kind.rows(requests, results, n_excluded), results_file)
+        manifest(False, len(results))
+
+    train_cells(
+        todo,
+        out,
+        training_config(cfg),
+        cfg.arch,
+        (train, test),
+        say,
+        lambda cell: kind.describe(cell.requests[0]),
+        done,
+    )
+    rows = kind.rows(requests, results, n_excluded)
+    write_rows(out, rows, results_file)
+    stats = kind.summarize(rows)
+    text = partial_note(kind.summary_markdown(stats, context), len(results), len(cells))
+    write_text(os.path.join(out, summary_file), text + "\n")
+    kind.plot(stats, out)
+    manifest(len(results) == len(cells), len(results))
+    return {
+        "out": os.path.abspath(out),
+        "state": state,
+        **kind.summary(),
+        "requested": len(requests),
+        "cells": len(cells),
+        "trained": len(todo),
+        "reused": len(cells) - len(todo),
+        "excluded": n_excluded,
+        "full_steps": full_steps,
+        "rows": rows,
+        "statistics": stats,
+        "summary": text,
+        "files": {name: os.path.join(os.path.abspath(out), name) for name in kind.files[1:]},
+    }
