@@ -40,10 +40,14 @@ The data flow, one module per stage (follow one example index from the dataset t
     compress.py     the subset written out as a dataset of the source's format
     overlap.py,     analyses: are easy/hard sets shared across runs and architectures; do easy
     similarity.py   examples look alike
-    experiment.py,  training afresh on subsets: removal and compression experiments (shared
-    compression.py  cells, resume, paired error bars)
-    report.py       one page of all of it; cli*.py the command line, config.py its settings,
-                    bench.py `easyhard bench`, io.py atomic writes and the no-overlap rules
+    experiments/    training afresh on subsets: one harness (cells, resume, the folder, paired
+                    statistics) and its kinds, removal.py and compression.py
+    study.py        the main job: score, analyses and report in one call
+    report.py       one page of all of it
+    config.py       every command's settings (DataConfig + TrainingRecipe + each one's own)
+    cli/            the command line: one thin module per area over the functions above
+    bench.py        `easyhard bench`; io.py and outputs.py atomic writes, what an output may
+                    replace, the no-overlap rules
 """
 
 from __future__ import annotations

@@ -44,12 +44,14 @@ def param(
     flag: str | None = None,
     multiple: bool = False,
     required: bool = False,
+    pattern: tuple[str, str] | None = None,
 ) -> dict:
     """Metadata of a configuration field: its help, choices, range [min, max] (an end excluded
     with min_open / max_open), value type (needed when the default is None), option spelling
     (`flag`, e.g.
     "--arch" or "--balanced/--global"; default --field-name), whether the option repeats
-    (`multiple`, for tuple fields) and whether it must be given."""
+    (`multiple`, for tuple fields), whether it must be given, and for text a `pattern`
+    (regular expression, what it allows in words) every value must match."""
     return {
         "help": help,
         "choices": tuple(choices) if choices else None,
@@ -61,6 +63,7 @@ def param(
         "flag": flag,
         "multiple": multiple,
         "required": required,
+        "pattern": pattern,
     }
 
 
@@ -106,6 +109,8 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
             raise ConfigError(f"`{name}` must be {want.__name__}, got {v!r}")
         if want is float and not math.isfinite(v):
             raise ConfigError(f"`{name}` must be a finite number, got {v!r}")
+        if meta.get("pattern") and not re.fullmatch(meta["pattern"][0], v):
+            raise ConfigError(f"`{name}` must be {meta['pattern'][1]}, got {v!r}")
         if meta.get("choices") and v not in meta["choices"]:
             raise ConfigError(f"`{name}` must be one of {', '.join(meta['choices'])}, got {v!r}")
         lo, hi = meta.get("min"), meta.get("max")
@@ -118,6 +123,80 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
             raise ConfigError(
                 f"`{name}` must be {'below' if meta.get('max_open') else 'at most'} {hi}, got {v!r}"
             )
+
+
+# ---------------------------------------------------------------------------- shared fields
+# A setting that several configurations hold is defined here once: its type, default, range and
+# checks; each configuration gives only its own help where the meaning differs.
+DEVICE = (r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
+
+
+def window_field(help: str) -> Any:
+    """`window`: the first K epochs counted by easiness (None: every recorded epoch)."""
+    return field(default=None, metadata=param(help, min=1, type=int))
+
+
+def device_field() -> Any:
+    return field(default="auto", metadata=param(DEVICE[1] + ".", pattern=DEVICE))
+
+
+def workers_field(help: str = "Decoding threads / workers for image-folder datasets.") -> Any:
+    return field(default=4, metadata=param(help, min=1))
+
+
+def crop_field() -> Any:
+    return field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
+
+
+def amp_field() -> Any:
+    return field(
+        default="auto",
+        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
+    )
+
+
+def skip_corrupt_field(help: str) -> Any:
+    return field(default=False, metadata=param(help))
+
+
+def check_archs(names: Sequence[str], setting: str) -> None:
+    """Refuse architectures that are not registered (easyhard.models), naming the setting."""
+    from .models import available_models
+
+    unknown = [a for a in names if a not in available_models()]
+    if unknown:
+        raise ConfigError(
+            f"unknown architecture(s) {', '.join(unknown)} (`{setting}`); choose from "
+            f"{', '.join(available_models())}"
+        )
+
+
+def _comma_list(name: str, text: str) -> list[str]:
+    # "a,b", or a TOML list that reached a text option as its Python spelling "['a', 'b']"
+    items = [t.strip().strip("[]'\"").strip() for t in str(text).split(",")]
+    items = [t for t in items if t]
+    if not items:
+        raise ConfigError(f"`{name}` is empty: give a comma-separated list")
+    return items
+
+
+def fraction_items(name: str, text: str, *, zero_ok: bool = False, why: str = "") -> list[float]:
+    """The distinct fractions of a comma-separated setting ("0.1,30%"), ascending, each in
+    (0, 1), or [0, 1) with `zero_ok` (zeros then dropped); `why` explains the upper end."""
+    out = set()
+    for item in _comma_list(name, text):
+        try:
+            v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
+        except ValueError:
+            raise ConfigError(
+                f"`{name}` must be numbers such as 0.3 or 30%, got {item!r}"
+            ) from None
+        if not (0 <= v if zero_ok else 0 < v) or not v < 1:
+            low = "[0" if zero_ok else "(0"
+            raise ConfigError(f"`{name}` must lie in {low}, 1){why}, got {item}")
+        if v > 0:
+            out.add(round(v, 10))
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------- the jobs
@@ -201,24 +280,13 @@ class DataConfig(Config):
         return load_dataset(self.dataset, self.data_dir, split, **self.dataset_kwargs())
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
 @dataclass
-class ScoreConfig(DataConfig):
-    """Everything that defines a scoring job (saved with every run)."""
+class TrainingRecipe(Config):
+    """How one network is trained by the scoring engine (easyhard.train): optimiser, schedule,
+    precision, seeds, the reading of image folders. One part of every configuration that trains
+    (ScoreConfig, the experiments' configurations), composed beside DataConfig and their own
+    settings; its fields are flat settings (TOML keys, flags) like every other."""
 
-    archs: tuple[str, ...] = field(
-        default=("convnet", "resnet20"),
-        metadata=param(
-            "Architecture; repeat for several (see `easyhard models`).",
-            flag="--arch",
-            multiple=True,
-        ),
-    )
-    runs: int = field(
-        default=1, metadata=param("Runs per architecture (seeds seed, seed+1, ...).", min=1)
-    )
     epochs: int = field(default=2, metadata=param("Training epochs per run.", min=1))
     batch_size: int = field(default=256, metadata=param("Examples per step, per process.", min=1))
     lr: float = field(default=0.2, metadata=param("Peak learning rate.", min=0))
@@ -237,12 +305,9 @@ class ScoreConfig(DataConfig):
         default=0.5,
         metadata=param("Linear warm-up of the cosine and step schedules, in epochs.", min=0),
     )
-    amp: str = field(
-        default="auto",
-        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
-    )
+    amp: str = amp_field()
     compile: bool = field(default=False, metadata=param("torch.compile the model."))
-    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
+    device: str = device_field()
     seed: int = field(
         default=0, metadata=param("Run k of every architecture uses seed + k.", min=0, max=SEED_MAX)
     )
@@ -272,6 +337,48 @@ class ScoreConfig(DataConfig):
             choices=OPTIMIZERS,
         ),
     )
+    crop: int = crop_field()
+    workers: int = workers_field()
+    skip_corrupt: bool = skip_corrupt_field(
+        "Image folders: drop unreadable images (logged; recorded as never presented) "
+        "instead of stopping with an error naming the file."
+    )
+    max_nonfinite_steps: int = field(
+        default=50,
+        metadata=param(
+            "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
+        ),
+    )
+
+    def check_seeds(self, count: str, what: str, also: Sequence[str] = ()) -> None:
+        """Refuse as many consecutive trainings as the setting `count` says (runs, seeds) when
+        the last one's seed would pass SEED_MAX (seeds are 32-bit); `what` names a training."""
+        n = getattr(self, count)
+        for name in ("seed", "init_seed", "data_seed", *also):
+            start = getattr(self, name)
+            if start is not None and start + n - 1 > SEED_MAX:
+                raise ConfigError(
+                    f"{what} {n - 1} would use {name} {start + n - 1}, beyond {SEED_MAX} "
+                    f"(seeds are 32-bit): lower `{name}` or `{count}`"
+                )
+
+
+@dataclass
+class ScoreConfig(TrainingRecipe, DataConfig):
+    """Everything that defines a scoring job (saved with every run): the data, the training
+    recipe, and which runs of which architectures record what."""
+
+    archs: tuple[str, ...] = field(
+        default=("convnet", "resnet20"),
+        metadata=param(
+            "Architecture; repeat for several (see `easyhard models`).",
+            flag="--arch",
+            multiple=True,
+        ),
+    )
+    runs: int = field(
+        default=1, metadata=param("Runs per architecture (seeds seed, seed+1, ...).", min=1)
+    )
     clean_every: int = field(
         default=0,
         metadata=param(
@@ -282,28 +389,8 @@ class ScoreConfig(DataConfig):
         default=0,
         metadata=param("Record a clean view every K steps inside the first epoch (0: off).", min=0),
     )
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Epochs counted by easiness in the merged file (default: all).", min=1, type=int
-        ),
-    )
-    crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
-    workers: int = field(
-        default=4, metadata=param("Decoding threads / workers for image-folder datasets.", min=1)
-    )
-    skip_corrupt: bool = field(
-        default=False,
-        metadata=param(
-            "Image folders: drop unreadable images (logged; recorded as never presented) "
-            "instead of stopping with an error naming the file."
-        ),
-    )
-    max_nonfinite_steps: int = field(
-        default=50,
-        metadata=param(
-            "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
-        ),
+    window: int | None = window_field(
+        "Epochs counted by easiness in the merged file (default: all)."
     )
 
     def __post_init__(self) -> None:
@@ -320,8 +407,6 @@ class ScoreConfig(DataConfig):
                 f"architecture {', '.join(twice)} is given twice (`archs`): each is trained once; "
                 "for more runs of one architecture use `runs`"
             )
-        if not _DEVICE.match(self.device):
-            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.window is not None and self.window > self.epochs:
             raise ConfigError(
                 f"`window` ({self.window}) counts more epochs than the "
@@ -332,20 +417,8 @@ class ScoreConfig(DataConfig):
                 f"`clean_every` ({self.clean_every}) is more than the {self.epochs} epoch(s) "
                 "trained (`epochs`): no clean view would ever be recorded"
             )
-        last = max(self.seed, self.init_seed or 0, self.data_seed or 0) + self.runs - 1
-        if last > SEED_MAX:
-            raise ConfigError(
-                f"run {self.runs - 1} would use seed {last}, beyond {SEED_MAX} (seeds are 32-bit): "
-                "lower `seed` (or `init_seed`, `data_seed`) or `runs`"
-            )
-        from .models import available_models
-
-        unknown = [a for a in self.archs if a not in available_models()]
-        if unknown:
-            raise ConfigError(
-                f"unknown architecture(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(available_models())}"
-            )
+        self.check_seeds("runs", "run")
+        check_archs(self.archs, "archs")
 
 
 @dataclass
@@ -389,12 +462,7 @@ class SelectConfig(Config):
             max_open=True,
         ),
     )
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Epochs counted by easiness (default: all recorded epochs).", min=1, type=int
-        ),
-    )
+    window: int | None = window_field("Epochs counted by easiness (default: all recorded epochs).")
     bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
     seed: int = field(
         default=0,
@@ -447,15 +515,27 @@ def load_toml_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML ({e})") from e
 
 
-def check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
-    """Refuse keys that are not fields of `cls`, naming the key and the file."""
+def check_keys(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The settings of `data` that are fields of `cls`; refuses any other key, naming the key
+    and the file, except a retired setting (cls.RETIRED) that holds a value earlier versions
+    wrote, which is dropped."""
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    retired = getattr(cls, "RETIRED", {})
+    for key in sorted(set(data) & set(retired) - names):
+        allowed = retired[key]
+        if allowed is not None and data[key] not in allowed:
+            raise ConfigError(
+                f"{where}: {key} = {_toml_value(data[key])} is not a setting of the "
+                f"{cls.KIND} experiment (its trainings are one run each, recording no clean view"
+                "; more trainings come from `seeds`)"
+            )
+    unknown = sorted(set(data) - names - set(retired))
     if unknown:
         raise ConfigError(
             f"{where}: unknown setting(s) {', '.join(unknown)}; the settings are "
             f"{', '.join(sorted(names))}"
         )
+    return {k: v for k, v in data.items() if k in names}
 
 
 def typed_values(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -490,7 +570,7 @@ def typed_values(cls: type, data: Mapping[str, Any], where: str) -> dict[str, An
 
 def from_mapping(cls: type, data: Mapping[str, Any], where: str = "configuration"):
     """A validated `cls` from a mapping of field names (unknown keys refused)."""
-    check_keys(cls, data, where)
+    data = check_keys(cls, data, where)
     cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     cfg.validate()
     return cfg
@@ -531,13 +611,8 @@ class OverlapConfig(Config):
             choices=RANKING_SCORES,
         ),
     )
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Epochs counted by easiness: the first K (the paper's early training; default: all).",
-            min=1,
-            type=int,
-        ),
+    window: int | None = window_field(
+        "Epochs counted by easiness: the first K (the paper's early training; default: all)."
     )
     view: str = field(
         default="train",
@@ -576,11 +651,8 @@ class ReportConfig(Config):
     """What `easyhard report` shows (easyhard.report)."""
 
     title: str = field(default="easyhard report", metadata=param("The page's title."))
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Epochs counted by easiness in the runs' figures (default: all).", min=1, type=int
-        ),
+    window: int | None = window_field(
+        "Epochs counted by easiness in the runs' figures (default: all)."
     )
     examples: bool = field(
         default=True,
@@ -608,13 +680,8 @@ class SimilarityConfig(DataConfig):
         default="easiness",
         metadata=param("The score that defines easy and hard.", choices=RANKING_SCORES),
     )
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Epochs counted by easiness (a run's statistics file only; default: all).",
-            min=1,
-            type=int,
-        ),
+    window: int | None = window_field(
+        "Epochs counted by easiness (a run's statistics file only; default: all)."
     )
     fraction: float = field(
         default=0.1,
@@ -674,8 +741,8 @@ class SimilarityConfig(DataConfig):
     batch_size: int = field(
         default=512, metadata=param("Images per forward pass of the feature model.", min=1)
     )
-    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
-    workers: int = field(default=4, metadata=param("Image-folder reading threads.", min=1))
+    device: str = device_field()
+    workers: int = workers_field("Image-folder reading threads.")
     seed: int = field(
         default=0,
         metadata=param(
@@ -687,8 +754,6 @@ class SimilarityConfig(DataConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not _DEVICE.match(self.device):
-            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.pool_size < self.sample_size:
             raise ConfigError(
                 f"`pool_size` ({self.pool_size}) must be at least `sample_size` "
@@ -725,29 +790,18 @@ COMPRESSION_STRATEGIES = STRATEGIES  # what a compression cell keeps: select's s
 BUDGETS = ("epochs", "steps")  # a cell trains as many epochs, or as many steps, as the full data
 
 
-def _comma_list(name: str, text: str) -> list[str]:
-    # "a,b", or a TOML list that reached a text option as its Python spelling "['a', 'b']"
-    items = [t.strip().strip("[]'\"").strip() for t in str(text).split(",")]
-    items = [t for t in items if t]
-    if not items:
-        raise ConfigError(f"`{name}` is empty: give a comma-separated list")
-    return items
-
-
-#: ScoreConfig fields that are not settings of an experiment (no command-line option).
-HIDDEN_FIELDS = ("archs", "runs", "clean_every", "clean_steps")
-
-
 @dataclass
-class ExperimentConfig(ScoreConfig):
-    """What the experiments on subsets share (easyhard.experiments): the scoring engine's training
+class ExperimentConfig(TrainingRecipe, DataConfig):
+    """What the experiments on subsets share (easyhard.experiments): the data, the training
     recipe with one architecture, the ranking scores, the seeds, the budget. The list settings
-    are comma-separated on the command line ("0.1,0.3") and lists or strings in a --config file.
-    The hidden fields of ScoreConfig (archs, runs, clean_every, clean_steps) are not settings of
-    an experiment."""
+    are comma-separated on the command line ("0.1,0.3") and lists or strings in a --config file."""
 
     KIND = "experiment"
     LISTS = ("score", "budget")  # comma-separated list settings (class attributes, not fields)
+    #: Settings that resolved configurations of earlier versions hold (ScoreConfig's, which the
+    #: experiments then inherited) and that are not an experiment's: a --config file may still
+    #: hold them, with the only values those versions wrote, and they are dropped.
+    RETIRED = {"runs": (1,), "clean_every": (0,), "clean_steps": (0,), "archs": None}
 
     epochs: int = field(
         default=2,
@@ -760,14 +814,8 @@ class ExperimentConfig(ScoreConfig):
     seed: int = field(
         default=0, metadata=param("Training seed k (of --seeds) is seed + k.", min=0, max=SEED_MAX)
     )
-    window: int | None = field(
-        default=None,
-        metadata=param(
-            "Early epochs of the statistics file counted by the ranking score (default: all "
-            "recorded).",
-            min=1,
-            type=int,
-        ),
+    window: int | None = window_field(
+        "Early epochs of the statistics file counted by the ranking score (default: all recorded)."
     )
     arch: str = field(
         default="convnet",
@@ -811,12 +859,10 @@ class ExperimentConfig(ScoreConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         for name in self.LISTS:  # a TOML list -> "a,b"
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, ",".join(str(v) for v in value))
-        self.archs = (self.arch,)
 
     def _choices(self, name: str, allowed: Sequence[str]) -> list[str]:
         items = list(dict.fromkeys(_comma_list(name, getattr(self, name))))
@@ -831,30 +877,10 @@ class ExperimentConfig(ScoreConfig):
     def budget_list(self) -> list[str]:
         return [b for b in BUDGETS if b in self._choices("budget", BUDGETS)]
 
-    def _validate_recipe(self) -> None:
-        self.archs = (self.arch,)
-        window, self.window = self.window, None  # ScoreConfig would compare it with `epochs`;
-        try:  # here it counts the statistics file's epochs
-            super().validate()
-        finally:
-            self.window = window
-        for name in ("clean_every", "clean_steps"):
-            if getattr(self, name):
-                raise ConfigError(
-                    f"`{name}` is not a setting of the {self.KIND} experiment (its "
-                    "trainings record no clean view)"
-                )
-        if self.runs != 1:
-            raise ConfigError(
-                f"`runs` is not a setting of the {self.KIND} experiment: give `seeds`"
-            )
-        for name in ("seed", "selection_seed"):
-            last = getattr(self, name) + self.seeds - 1
-            if last > SEED_MAX:
-                raise ConfigError(
-                    f"training seed {self.seeds - 1} would use {name} {last}, beyond {SEED_MAX} "
-                    f"(seeds are 32-bit): lower `{name}` or `seeds`"
-                )
+    def validate(self) -> None:
+        super().validate()
+        check_archs((self.arch,), "arch")
+        self.check_seeds("seeds", "training seed", also=("selection_seed",))
         self.score = ",".join(self.score_list())
         self.budget = ",".join(self.budget_list())
 
@@ -882,51 +908,22 @@ class RemovalConfig(ExperimentConfig):
 
     def fraction_list(self) -> list[float]:
         """The fractions to remove, ascending, without duplicates (0, the reference, dropped)."""
-        out = set()
-        for item in _comma_list("fractions", self.fractions):
-            try:
-                v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
-            except ValueError:
-                raise ConfigError(
-                    f"`fractions` must be numbers such as 0.3 or 30%, got {item!r}"
-                ) from None
-            if not 0 <= v < 1:
-                raise ConfigError(
-                    f"`fractions` must lie in [0, 1) (removing everything leaves "
-                    f"nothing to train on), got {item}"
-                )
-            if v > 0:
-                out.add(round(v, 10))
+        why = " (removing everything leaves nothing to train on)"
+        out = fraction_items("fractions", self.fractions, zero_ok=True, why=why)
         if not out:
             raise ConfigError(
                 "`fractions` holds no fraction above 0: give what to remove, e.g. 0.1,0.3,0.5"
             )
-        return sorted(out)
+        return out
 
     def order_list(self) -> list[str]:
         return [o for o in REMOVAL_ORDERS if o in self._choices("orders", REMOVAL_ORDERS)]
 
     def validate(self) -> None:
-        self._validate_recipe()
-        check_value(next(f for f in dataclasses.fields(self) if f.name == "window"), self.window)
+        super().validate()
         # the lists in one spelling ("0.3,0.5"), however they were given
         self.fractions = ",".join(f"{f:g}" for f in self.fraction_list())
         self.orders = ",".join(self.order_list())
-
-
-def _fraction_items(name: str, text: str) -> list[float]:
-    out = set()
-    for item in _comma_list(name, text):
-        try:
-            v = float(item[:-1]) / 100 if item.endswith("%") else float(item)
-        except ValueError:
-            raise ConfigError(
-                f"`{name}` must be numbers such as 0.3 or 30%, got {item!r}"
-            ) from None
-        if not 0 < v < 1:
-            raise ConfigError(f"`{name}` must lie in (0, 1), got {item}")
-        out.add(round(v, 10))
-    return sorted(out)
 
 
 @dataclass
@@ -982,7 +979,7 @@ class CompressionConfig(ExperimentConfig):
     )
 
     def keep_list(self) -> list[float]:
-        return _fraction_items("keep", self.keep)
+        return fraction_items("keep", self.keep)
 
     def strategy_list(self) -> list[str]:
         return [
@@ -1039,7 +1036,7 @@ class CompressionConfig(ExperimentConfig):
         return out
 
     def validate(self) -> None:
-        self._validate_recipe()
+        super().validate()
         self.window_list()
         self.external_items()
         self.keep = ",".join(f"{f:g}" for f in self.keep_list())
@@ -1069,23 +1066,13 @@ class BenchLoaderConfig(DataConfig):
             "Untimed steps first (bench train: the first one compiles with --compile).", min=1
         ),
     )
-    device: str = field(default="auto", metadata=param("auto, cpu, cuda or cuda:N."))
-    crop: int = field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
-    workers: int = field(
-        default=4, metadata=param("Decoding threads / workers for image-folder datasets.", min=1)
+    device: str = device_field()
+    crop: int = crop_field()
+    workers: int = workers_field()
+    skip_corrupt: bool = skip_corrupt_field(
+        "Image folders: drop unreadable images (logged) instead of stopping with an error "
+        "naming the file."
     )
-    skip_corrupt: bool = field(
-        default=False,
-        metadata=param(
-            "Image folders: drop unreadable images (logged) instead of stopping with an error "
-            "naming the file."
-        ),
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not _DEVICE.match(self.device):
-            raise ConfigError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass
@@ -1093,10 +1080,7 @@ class BenchTrainConfig(BenchLoaderConfig):
     """`easyhard bench train`: the training step of a scoring run, with and without recording."""
 
     arch: str = field(default="convnet", metadata=param("Architecture (see `easyhard models`)."))
-    amp: str = field(
-        default="auto",
-        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
-    )
+    amp: str = amp_field()
     channels_last: bool = field(
         default=True, metadata=param("Channels-last memory format (what `easyhard score` uses).")
     )
@@ -1113,12 +1097,7 @@ class BenchTrainConfig(BenchLoaderConfig):
 
     def validate(self) -> None:
         super().validate()
-        from .models import available_models
-
-        if self.arch not in available_models():
-            raise ConfigError(
-                f"unknown `arch` {self.arch!r}; choose one of {', '.join(available_models())}"
-            )
+        check_archs((self.arch,), "arch")
         if self.steps < self.blocks:
             raise ConfigError(
                 f"`steps` ({self.steps}) must be at least `blocks` "

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import tarfile
+import tomllib
 
 import numpy as np
 import pytest
@@ -41,15 +42,19 @@ def cli(*args: str) -> str:
 
 
 def snapshot(folder: str) -> dict[str, bytes]:
-    """Every file under `folder` but the merged scores file (re-derived on every run of a job):
-    what resuming a finished job must leave as it was."""
+    """Every file under `folder` but the merged scores file (re-derived on every run of a job),
+    TOML files by their settings (the job's resolved configuration is rewritten, its settings in
+    the order of this version's fields): what resuming a finished job must leave as it was."""
     out = {}
     for d, _, files in os.walk(folder):
         for f in files:
             if f == "merged.npz":
                 continue
             path = os.path.join(d, f)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = (
+                    tomllib.load(fh) if f.endswith(".toml") else fh.read()
+                )
     return out
 
 
@@ -75,12 +80,33 @@ def test_old_files_are_read(old):
     assert len(out["pairs"]) == 1 and os.path.exists("ov/overlap.json")
 
 
+def same_record(a, b, where: str = "") -> None:
+    """Two analysis records agree: every value of the older one, numbers to 1e-4 (another CPU
+    rounds convolutions differently), paths and times excepted."""
+    if isinstance(a, dict):
+        for k, v in a.items():
+            if k not in ("created", "checkpoint", "run", "file", "score_file", "scoring_runs"):
+                assert k in b, f"{where}/{k} is gone"
+                same_record(v, b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_record(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-9, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
 def test_finished_study_resumes_without_training_and_reports(old):
     before = {r: snapshot(f"study/{r}") for r in ("runs", "seeds")}
+    analyses = {a: json.load(open(f"study/{a}/{a}.json")) for a in ("overlap", "similarity")}
     study = ["study", *made.DATA, "--arch", "resnet8", "--seed-runs", "1", "--out", "study"]
     cli(*study, "--resume")
     for r in ("runs", "seeds"):  # the runs, their config.json included, are as they were
         assert snapshot(f"study/{r}") == before[r]
+    for a, record in analyses.items():  # the analyses, redone, find what they found
+        same_record(record, json.load(open(f"study/{a}/{a}.json")), a)
     report = json.loads(open("study/report/report.json").read())
     assert report["sections"]["overlap"] and report["sections"]["similarity"]
 
@@ -153,3 +179,23 @@ def test_a_damaged_metrics_file_is_named(old):
     assert r.exit_code == 1 and "is not UTF-8 text" in r.output, r.output
     assert not os.path.exists("rep")
     assert read_metrics("nowhere", missing_ok=True) == []
+
+
+def test_an_old_resolved_configuration_is_read_back(old):
+    """removal-config.toml of the previous version holds ScoreConfig's settings that are not an
+    experiment's (archs, runs, clean_every, clean_steps): as --config it still continues the
+    experiment; a value that version could not have written is refused, naming it."""
+    rows = open("experiments/results.jsonl").read()
+    with open("experiments/removal-config.toml") as f:
+        text = f.read()
+    assert "runs = 1" in text and "archs = " in text
+    with open("old.toml", "w") as f:
+        f.write(text)
+    cli("experiment", "removal", made.SCORES, "--config", "old.toml",
+        "--out", "experiments")  # fmt: skip
+    assert open("experiments/results.jsonl").read() == rows
+    with open("edited.toml", "w") as f:
+        f.write(text.replace("runs = 1", "runs = 2"))
+    r = CliRunner().invoke(main, ["experiment", "removal", made.SCORES, "--config", "edited.toml",
+                                  "--out", "experiments"])  # fmt: skip
+    assert r.exit_code == 1 and "runs = 2 is not a setting of the removal experiment" in r.output

@@ -224,8 +224,7 @@ def config_options(cls: type, *, skip: tuple[str, ...] = ()):
     def load_config(ctx: click.Context, param, value: str | None) -> None:
         if value is None:
             return
-        data = load_toml_file(value)
-        check_keys(cls, data, value)
+        data = check_keys(cls, load_toml_file(value), value)
         data = typed_values(cls, data, value)
         ctx.default_map = {**(ctx.default_map or {}), **data}
         ctx.meta[_CONFIG_FILE] = value

@@ -12,7 +12,7 @@ import json
 
 import click
 
-from ..config import HIDDEN_FIELDS, CompressionConfig, RemovalConfig
+from ..config import CompressionConfig, RemovalConfig
 from ._base import EasyhardGroup, config_options, make_config, output_options
 
 
@@ -43,7 +43,7 @@ def _finish(summary: dict, quiet: bool, as_json: bool) -> None:
 
 @experiment.command("removal")
 @click.argument("score_file", type=click.Path(exists=True, dir_okay=False))
-@config_options(RemovalConfig, skip=HIDDEN_FIELDS)
+@config_options(RemovalConfig)
 @output_options(
     "The experiment's folder; the same command again continues it.",
     force="Start afresh: replace an earlier easyhard experiment in --out (never anything else).",
@@ -74,7 +74,7 @@ def removal_cmd(score_file, out_dir, force, quiet, as_json, no_train, **settings
 
 @experiment.command("compression")
 @click.argument("score_files", nargs=-1, metavar="[LABEL=]SCORES...")
-@config_options(CompressionConfig, skip=HIDDEN_FIELDS)
+@config_options(CompressionConfig)
 @output_options(
     "The experiment's folder (a removal experiment's folder shares its trainings); the same "
     "command again continues it.",

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..config import BUDGETS, COMPRESSION_STRATEGIES, HIDDEN_FIELDS
+from ..config import BUDGETS, COMPRESSION_STRATEGIES
 from .folder import KIND_FILES
 from .harness import (
     REFERENCE,
@@ -844,7 +844,7 @@ class Compression(Kind):
         return plan(self.cfg, self.rankings, self.alive, t.labels, t.num_classes, fingerprint)
 
     def identity(self, fingerprint: str) -> dict:
-        skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | {"workers"}
+        skip = set(GRID_FIELDS) | {"workers"}
         return {
             "experiment": "compression",
             "dataset_fingerprint": fingerprint,

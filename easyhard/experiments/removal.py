@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..config import BUDGETS, HIDDEN_FIELDS, REMOVAL_ORDERS
+from ..config import BUDGETS, REMOVAL_ORDERS
 from .folder import KIND_FILES
 from .harness import REFERENCE, Cell, Kind, add_cell, reference_subset, training_config
 from .harness import run as run_kind
@@ -138,7 +138,7 @@ class Request:
 def experiment_identity(cfg: "RemovalConfig", fingerprint: str, score_sha256: str) -> dict:
     """What a continued experiment may not change: every setting but the grid's (GRID_FIELDS),
     the dataset and the scores input's content."""
-    skip = set(GRID_FIELDS) | set(HIDDEN_FIELDS) | set(JOB_ONLY_FIELDS)
+    skip = set(GRID_FIELDS) | set(JOB_ONLY_FIELDS)
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     return {
         "experiment": "removal",
