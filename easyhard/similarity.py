@@ -711,7 +711,10 @@ def analyze(
     log: Callable[[str], None] = lambda s: None,
 ) -> Result:
     """Measure whether the easy examples of `table` (a scores.ScoreTable) look alike in
-    `dataset` (the data it was scored on): see the module docstring for every definition."""
+    `dataset` (the data it was scored on): see the module docstring for every definition.
+    Stages: the plan (sets, subsamples, pools: build_plan), the vectors of the examples it needs
+    (_read_vectors), spreads against random sets (_spread_entries), local density on the pools
+    (_density), the figures' data (_figure_data), the record (_record)."""
     from .scores import excluded, hardness
 
     if score not in table.scores:
@@ -723,9 +726,7 @@ def analyze(
             "the scores input and the dataset disagree on the examples or their labels"
         )
     ease = -hardness(score, table.scores[score])
-    absent = excluded(table)
-    valid = ~absent & ~np.isnan(ease)
-    n_excluded = int((~valid).sum())
+    valid = ~excluded(table) & ~np.isnan(ease)
     plan = build_plan(
         ease,
         table.labels,
@@ -745,56 +746,122 @@ def analyze(
             f"too small to compare ({plan.skipped['all']}; a subsample is at most half a set); "
             "raise `fraction` or give more data"
         )
+    name = feature_source.name if feature_source else "the model"
+    vectors = _read_vectors(
+        plan, dataset, pixel_size, workers, feature_model, name, device, batch_size, crop, log
+    )
+    entry = _spread_entries(plan, vectors, repeats)
+    density, points, by_class = _density(plan, vectors, ease, dataset, neighbours, pool_size)
+    per_class = []
+    for c in plan.classes:
+        item = {
+            "class": c,
+            "name": dataset.classes[c],
+            "examples": int((valid & (table.labels == c)).sum()),
+            "set_size": int(len(plan.easy[c])),
+            "pixel": entry(c, "pixel"),
+            "features": entry(c, "features"),
+            "density": {s: by_class[s].get(c) if s in by_class else None for s in SPACES},
+        }
+        if c in plan.skipped:
+            item["skipped"] = plan.skipped[c]
+        per_class.append(item)
+    grid, mean_images = _figure_data(plan, vectors, table.labels, ease, dataset, pixel_size,
+                                     workers, seed)  # fmt: skip
+    record = _record(
+        plan,
+        vectors,
+        table,
+        dataset,
+        valid,
+        entry,
+        per_class,
+        density,
+        feature_source,
+        feature_model is not None,
+        {
+            "score": score,
+            "fraction": fraction,
+            "sample_size": sample_size,
+            "repeats": repeats,
+            "pool_size": pool_size,
+            "neighbours": neighbours,
+            "max_classes": max_classes,
+            "seed": seed,
+        },
+    )
+    return Result(record, list(dataset.classes), grid, mean_images, points)
+
+
+@dataclass
+class Vectors:
+    """The examples a plan needs (dataset indices, ascending), their images, their vectors in
+    each space, and the feature model's predictions (None without one)."""
+
+    needed: np.ndarray
+    images: torch.Tensor
+    spaces: dict[str, torch.Tensor]
+    preds: torch.Tensor | None
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Dataset indices -> rows of the vectors read."""
+        return np.searchsorted(self.needed, idx)
+
+    def take(self, x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return x[torch.from_numpy(self.rows(idx))]
+
+
+def _read_vectors(
+    plan: Plan, dataset, pixel_size, workers, model, name, device, batch_size, crop, log
+) -> Vectors:
+    """Read the plan's examples once: pixels (and features, with a feature model)."""
     needed = plan.needed()
     log(f"reading {len(needed)} of {len(dataset)} examples")
     images = load_pixels(dataset, needed, pixel_size, workers)
-    spaces = {"pixel": pixel_vectors(images)}
-    preds = None
-    if feature_model is not None:
-        name = feature_source.name if feature_source else "the model"
+    spaces, preds = {"pixel": pixel_vectors(images)}, None
+    if model is not None:
         log(f"features of {len(needed)} examples from {name}")
-        feats, preds = extract_features(
-            feature_model,
-            dataset,
-            needed,
-            device,
-            batch_size=batch_size,
-            crop=crop,
-            workers=workers,
+        spaces["features"], preds = extract_features(
+            model, dataset, needed, device, batch_size=batch_size, crop=crop, workers=workers
         )
-        spaces["features"] = feats
+    return Vectors(needed, images, spaces, preds)
 
-    def rows(idx: np.ndarray) -> np.ndarray:  # dataset indices -> rows of the vectors read
-        return np.searchsorted(needed, idx)
 
-    # spreads and ratios
+def _spread_entries(plan: Plan, vectors: Vectors, repeats: int) -> Callable:
+    """entry(key, space): the easy and hard sets' spread ratios against class-matched random
+    sets of one comparison (a class, or "all"), or None where it was skipped."""
     found: dict[tuple, dict] = {}
     for comp in plan.comparisons:
-        for space, vec in spaces.items():
+        for space, vec in vectors.spaces.items():
             found[(comp.key, comp.which, space)] = ratio_stats(
-                vec, rows(comp.subsamples), rows(comp.randoms)
+                vec, vectors.rows(comp.subsamples), vectors.rows(comp.randoms)
             )
     sizes = {comp.key: (comp.set_size, comp.subsamples.shape[1]) for comp in plan.comparisons}
 
     def entry(key, space):
-        if key in plan.skipped or space not in spaces:
+        if key in plan.skipped or space not in vectors.spaces:
             return None
         set_size, m = sizes[key]
         return _space_entry(
             found[(key, "easy", space)], found[(key, "hard", space)], m, repeats, set_size
         )
 
-    # local density on the pools
-    density_points = {"ease": [], "labels": [], **{s: [] for s in spaces}}
-    per_class_density = {s: [] for s in spaces}
+    return entry
+
+
+def _density(plan: Plan, vectors: Vectors, ease, dataset, neighbours: int, pool_size: int):
+    """Local density on each class's random pool against easiness: (the record's density
+    entry, the figure's points, per space the per-class Spearman correlations by class)."""
+    points = {"ease": [], "labels": [], **{s: [] for s in vectors.spaces}}
+    per_class = {s: [] for s in vectors.spaces}
     for c in plan.classes:
         pool = plan.pools[c]
-        density_points["ease"].append(ease[pool])
-        density_points["labels"].append(np.full(len(pool), c))
-        for space, vec in spaces.items():
-            knn = knn_distance(vec[torch.from_numpy(rows(pool))], neighbours).numpy()
-            density_points[space].append(knn)
-            per_class_density[space].append(
+        points["ease"].append(ease[pool])
+        points["labels"].append(np.full(len(pool), c))
+        for space, vec in vectors.spaces.items():
+            knn = knn_distance(vectors.take(vec, pool), neighbours).numpy()
+            points[space].append(knn)
+            per_class[space].append(
                 {
                     "class": c,
                     "name": dataset.classes[c],
@@ -802,7 +869,7 @@ def analyze(
                     "n": int(len(pool)),
                 }
             )
-    density_points = {k: np.concatenate(v) if v else np.zeros(0) for k, v in density_points.items()}
+    points = {k: np.concatenate(v) if v else np.zeros(0) for k, v in points.items()}
     density = {
         "measure": f"mean distance to the {neighbours} nearest same-class neighbours within "
         "the class's random pool (higher: sparser region)",
@@ -812,46 +879,30 @@ def analyze(
         "pool_size": pool_size,
     }
     for space in SPACES:
-        if space not in spaces:
+        if space not in vectors.spaces:
             density[space] = None
             continue
-        rhos = [d["spearman"] for d in per_class_density[space] if d["spearman"] is not None]
+        rhos = [d["spearman"] for d in per_class[space] if d["spearman"] is not None]
         density[space] = {
-            "spearman": _nan_none(spearman(density_points[space], density_points["ease"])),
+            "spearman": _nan_none(spearman(points[space], points["ease"])),
             "mean_per_class": float(np.mean(rhos)) if rhos else None,
-            "per_class": per_class_density[space],
+            "per_class": per_class[space],
         }
+    by_class = {s: {d["class"]: d["spearman"] for d in per_class[s]} for s in per_class}
+    return density, points, by_class
 
-    per_class = []
-    for c in plan.classes:
-        n_c = int((valid & (table.labels == c)).sum())
-        item = {
-            "class": c,
-            "name": dataset.classes[c],
-            "examples": n_c,
-            "set_size": int(len(plan.easy[c])),
-            "pixel": entry(c, "pixel"),
-            "features": entry(c, "features"),
-            "density": {
-                s: next((d["spearman"] for d in per_class_density[s] if d["class"] == c), None)
-                if s in spaces
-                else None
-                for s in SPACES
-            },
-        }
-        if c in plan.skipped:
-            item["skipped"] = plan.skipped[c]
-        per_class.append(item)
 
-    # figures' data: grid and mean images
+def _figure_data(plan: Plan, vectors: Vectors, labels, ease, dataset, pixel_size, workers, seed):
+    """The image grid (easiest and hardest examples per shown class, with label, prediction and
+    easiness) and the mean images of each shown class's easy, random and hard sets."""
     grid = {}
     for c, (easy_idx, hard_idx) in plan.grid.items():
         grid[c] = {
             which: {
-                "images": images[torch.from_numpy(rows(idx))].numpy(),
+                "images": vectors.take(vectors.images, idx).numpy(),
                 "index": idx,
-                "label": table.labels[idx],
-                "pred": None if preds is None else preds[torch.from_numpy(rows(idx))].numpy(),
+                "label": labels[idx],
+                "pred": None if vectors.preds is None else vectors.take(vectors.preds, idx).numpy(),
                 "ease": ease[idx],
             }
             for which, idx in (("easy", easy_idx), ("hard", hard_idx))
@@ -866,15 +917,21 @@ def analyze(
                 idx = rng.choice(idx, MEAN_IMAGE_CAP, replace=False)
             means[name] = load_pixels(dataset, idx, pixel_size, workers).mean(0).numpy()
         mean_images[c] = means
+    return grid, mean_images
 
+
+def _record(
+    plan, vectors, table, dataset, valid, entry, per_class, density, fs, with_features, settings
+) -> dict:
+    """similarity.json's record (see the module docstring for every key)."""
     from . import __version__
 
-    fs = feature_source
-    record = {
+    side = int(vectors.images.shape[-1])
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "score": score,
-        "fraction": fraction,
+        "score": settings["score"],
+        "fraction": settings["fraction"],
         "dataset": {
             "name": dataset.name,
             "root": dataset.root,
@@ -883,7 +940,7 @@ def analyze(
             "classes": list(dataset.classes),
         },
         "examples_used": int(valid.sum()),
-        "excluded": n_excluded,
+        "excluded": int((~valid).sum()),
         "excluded_reason": "never presented during scoring (no score)",
         "pixel": entry("all", "pixel"),
         "features": entry("all", "features"),
@@ -907,32 +964,27 @@ def analyze(
             SELF_SCORED_NOTE
             if fs is not None and fs.self_scored
             else NO_FEATURES_NOTE
-            if feature_model is None
+            if not with_features
             else None
         ),
         "pixel_space": (
-            f"images resized (shorter side) and centre-cropped to "
-            f"{images.shape[-1]} px, scaled to [0, 1], each channel standardised over "
-            "the examples read"
+            f"images resized (shorter side) and centre-cropped to {side} px, scaled to [0, 1], "
+            "each channel standardised over the examples read"
         ),
         "random_control": "per subsample, a random set with the same number of examples of each "
         "class, drawn without replacement from the class's random pool",
         "interval": "2.5th-97.5th percentile of the ratio over the subsamples (drawn without "
         "replacement)",
         "settings": {
-            "sample_size": sample_size,
-            "repeats": repeats,
-            "pool_size": pool_size,
-            "neighbours": neighbours,
-            "max_classes": max_classes,
-            "pixel_size": int(images.shape[-1]),
-            "seed": seed,
+            **{k: settings[k] for k in ("sample_size", "repeats", "pool_size", "neighbours")},
+            "max_classes": settings["max_classes"],
+            "pixel_size": side,
+            "seed": settings["seed"],
         },
-        "examples_read": int(len(needed)),
+        "examples_read": int(len(vectors.needed)),
         "skipped": {str(k): v for k, v in plan.skipped.items()},
         "versions": {"easyhard": __version__, "torch": torch.__version__, "numpy": np.__version__},
     }
-    return Result(record, list(dataset.classes), grid, mean_images, density_points)
 
 
 def cross_class_pairs(labels: np.ndarray) -> float:
