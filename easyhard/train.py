@@ -33,6 +33,7 @@ gloo on CPU) and the per-example accumulators are summed across ranks at the end
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -56,6 +57,7 @@ from .outputs import claim
 from .runfolder import (
     CHECKPOINT,
     CLEAN_HISTORY_FILE,
+    CLEAN_STATS_FILE,
     HISTORY_FILE,
     JOB_CONFIG,
     MERGED_FILE,
@@ -660,22 +662,20 @@ def train_run(
     - save_scores: write scores.npz at the end (False: metrics.jsonl and config.json only).
 
     Both subset and max_steps are part of the run's identity: resume refuses a checkpoint of
-    another subset or step count.
-
-    The stages: datasets and loaders (RunData), model and optimizer (Training), statistics
-    (Recording), restore, then per epoch train_one_epoch, close the epoch (sum across ranks,
-    clean view), evaluate, checkpoint (written in the background while the next epoch trains),
-    and at the end the statistics files."""
+    another subset or step count. The stages: data (RunData), model and optimizer (Training),
+    statistics (Recording), restore; per epoch _train_epoch, _check_finite, _close_epoch,
+    evaluate, checkpoint (written in the background while the next epoch trains); at the end
+    _save_statistics."""
     dist = dist or Dist()
     device = run_device(cfg, dist)
     seeds = run_seeds(cfg, run)
-    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
-    np.random.seed(cfg.seed + run)
-    random.seed(cfg.seed + run)
     if max_steps is not None and (
         isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
     ):
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
+    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
+    np.random.seed(cfg.seed + run)
+    random.seed(cfg.seed + run)
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     if subset is not None:
         subset = check_subset(subset, len(train))
@@ -704,119 +704,134 @@ def train_run(
         write_run_config(run_dir, identity, device, dist, finished=False)
     label = f"{arch} run {run}"
     presented = len(train) if subset is None else len(subset)
-    clean_pass = None
+    clean_pass = None  # records the clean view, when the run records one
     if rec.clean is not None:
-
-        def clean_pass() -> None:
-            record_clean_view(training, data.clean_loader, rec.clean)
-
+        clean_pass = functools.partial(record_clean_view, training, data.clean_loader, rec.clean)
     writer = BackgroundWriter()
     try:
         for epoch in range(start_epoch, n_epochs):
-            bar = _maybe_progress(
-                presented // dist.world_size,
-                f"{label} epoch {epoch + 1}/{n_epochs}",
-                quiet or not is_main,
-            )
-            join = (
-                nn.parallel.distributed.Join([training.ddp])
-                if training.ddp is not None
-                else contextlib.nullcontext()
-            )
-            with join:
-                m = train_one_epoch(
-                    training,
-                    data.loader,
-                    rec.stats,
-                    epoch=epoch,
-                    max_steps=max_steps,
-                    clean_pass=clean_pass,
-                    clean=clean,
-                    bar=bar,
-                )
-            if bar is not None:
-                bar.close()
-            limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
-            if m["nonfinite_streak"] >= limit:
-                advice = "lower `lr`"
-                if training.dtype == torch.float16:
-                    advice += ", or set `amp` to bf16 or fp32 instead of fp16"
-                raise DivergedError(
-                    f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
-                    f"{m['nonfinite_streak']} consecutive steps (the limit, "
-                    f"`max_nonfinite_steps`, is {limit}; checked at the end of each epoch, so a "
-                    f"run never waits on the device per step); no scores were written for it: "
-                    f"{advice}"
-                )
-            # close the epoch: every rank's presentations summed, one record per example
-            if dist.enabled:
-                rec.stats.all_reduce()
-            rec.stats.end_epoch()
-            if clean.after(epoch):
-                clean_pass()
-            if clean.closes(epoch):
-                if dist.enabled:
-                    rec.clean.all_reduce()
-                rec.clean.end_epoch()
-            hist = rec.stats.history[-1]
+            show = not quiet and is_main
+            m = _train_epoch(training, data, rec, clean, clean_pass, epoch, n_epochs, max_steps,
+                             label, presented // dist.world_size, show)  # fmt: skip
+            _check_finite(m, cfg, steps_per_epoch, training, label, epoch)
+            _close_epoch(rec, clean, clean_pass, epoch, dist)
             test_acc = None
             if is_main and data.test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
                 test_acc = evaluate(training.model, data.test_loader, training.autocast)
-            train_acc = float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum()))
-            metrics.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": m["loss"],
-                    "train_acc": train_acc,
-                    "test_acc": test_acc,
-                    "images_per_s": m["images"] * dist.world_size / m["seconds"],
-                    "seconds": m["seconds"],
-                    "lr": training.sched.get_last_lr()[0],
-                    "steps": training.steps_done,
-                    "images": m["images"] * dist.world_size,
-                }
-            )
+            metrics.append(_epoch_metrics(m, epoch, rec, test_acc, training, dist))
             if is_main:
-                if not quiet:
+                if show:
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
                 write_metrics(run_dir, metrics)
-                state = {
-                    "epoch": epoch + 1,
-                    "arch": arch,
-                    "run": run,
-                    "config": config_dict(cfg),
-                    "identity": identity,
-                    **host_copy(training.state_dict()),
-                    **rec.state_dicts(),
-                    "rng": rng_state(),
-                    "metrics": list(metrics),
-                }
+                state = {"epoch": epoch + 1, "arch": arch, "run": run, "config": config_dict(cfg),
+                         "identity": identity}  # fmt: skip
+                state.update(host_copy(training.state_dict()), **rec.state_dicts())
+                state.update(rng=rng_state(), metrics=list(metrics))
                 writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
             _epoch_finished(epoch + 1)
     finally:
         writer.wait()  # a run that fails still leaves its last epoch's checkpoint complete
     if is_main:
-        meta = {
-            "dataset": cfg.dataset,
-            "arch": arch,
-            "run": run,
-            "seed": cfg.seed + run,
-            **seeds,
-            "epochs_trained": n_epochs,
-            "view": "train",
-            "world_size": dist.world_size,
-            "amp": str(training.dtype).replace("torch.", "") if training.dtype else "fp32",
-            "config": config_dict(cfg),
-            "identity": identity,
-        }
         if save_scores:
-            rec.stats.save(os.path.join(run_dir, STATS_FILE), metadata=meta)
-            if rec.clean is not None:
-                rec.clean.save(
-                    os.path.join(run_dir, "scores_clean.npz"), metadata={**meta, "view": "clean"}
-                )
+            _save_statistics(
+                rec, run_dir, cfg, arch, run, seeds, n_epochs, training, dist, identity
+            )
         write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
+
+
+def _save_statistics(rec, run_dir, cfg, arch, run, seeds, n_epochs, training, dist, identity):
+    """A finished run's statistics files (the training view, and the clean view if recorded),
+    with the metadata block that says what they are."""
+    meta = {
+        "dataset": cfg.dataset,
+        "arch": arch,
+        "run": run,
+        "seed": cfg.seed + run,
+        **seeds,
+        "epochs_trained": n_epochs,
+        "view": "train",
+        "world_size": dist.world_size,
+        "amp": str(training.dtype).replace("torch.", "") if training.dtype else "fp32",
+        "config": config_dict(cfg),
+        "identity": identity,
+    }
+    rec.stats.save(os.path.join(run_dir, STATS_FILE), metadata=meta)
+    if rec.clean is not None:
+        rec.clean.save(os.path.join(run_dir, CLEAN_STATS_FILE), metadata={**meta, "view": "clean"})
+
+
+def _train_epoch(
+    training, data, rec, clean, clean_pass, epoch, n_epochs, max_steps, label, examples, show
+) -> dict[str, Any]:
+    """One epoch's training steps (train_one_epoch) with its progress bar; under DDP, ranks
+    that run out of batches first join the others' collectives."""
+    bar = _maybe_progress(examples, f"{label} epoch {epoch + 1}/{n_epochs}", not show)
+    join = (
+        nn.parallel.distributed.Join([training.ddp])
+        if training.ddp is not None
+        else contextlib.nullcontext()
+    )
+    with join:
+        m = train_one_epoch(
+            training,
+            data.loader,
+            rec.stats,
+            epoch=epoch,
+            max_steps=max_steps,
+            clean_pass=clean_pass,
+            clean=clean,
+            bar=bar,
+        )
+    if bar is not None:
+        bar.close()
+    return m
+
+
+def _check_finite(m: dict, cfg: ScoreConfig, steps_per_epoch: int, training, label, epoch) -> None:
+    """Stop a run whose loss was NaN or infinite for too many consecutive steps."""
+    limit = min(cfg.max_nonfinite_steps, max(1, steps_per_epoch))
+    if m["nonfinite_streak"] >= limit:
+        advice = "lower `lr`"
+        if training.dtype == torch.float16:
+            advice += ", or set `amp` to bf16 or fp32 instead of fp16"
+        raise DivergedError(
+            f"{label} diverged in epoch {epoch + 1}: the loss was NaN or infinite for "
+            f"{m['nonfinite_streak']} consecutive steps (the limit, "
+            f"`max_nonfinite_steps`, is {limit}; checked at the end of each epoch, so a "
+            f"run never waits on the device per step); no scores were written for it: "
+            f"{advice}"
+        )
+
+
+def _close_epoch(rec: Recording, clean: CleanView, clean_pass, epoch: int, dist: Dist) -> None:
+    """Close the epoch: every rank's presentations summed, one record per example (and the
+    clean view's, on the epochs it is recorded)."""
+    if dist.enabled:
+        rec.stats.all_reduce()
+    rec.stats.end_epoch()
+    if clean.after(epoch):
+        clean_pass()
+    if clean.closes(epoch):
+        if dist.enabled:
+            rec.clean.all_reduce()
+        rec.clean.end_epoch()
+
+
+def _epoch_metrics(m: dict, epoch: int, rec: Recording, test_acc, training, dist) -> dict:
+    """metrics.jsonl's line of an epoch."""
+    hist = rec.stats.history[-1]
+    return {
+        "epoch": epoch + 1,
+        "loss": m["loss"],
+        "train_acc": float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum())),
+        "test_acc": test_acc,
+        "images_per_s": m["images"] * dist.world_size / m["seconds"],
+        "seconds": m["seconds"],
+        "lr": training.sched.get_last_lr()[0],
+        "steps": training.steps_done,
+        "images": m["images"] * dist.world_size,
+    }
 
 
 def _print_epoch(label: str, epoch: int, n_epochs: int, m: dict[str, Any]) -> None:
