@@ -319,14 +319,43 @@ def analyze_overlap(
         )
         centred = list(pool.map(_centred_ranks, rankings))
     sample = np.sort(np.random.default_rng(tie_seed).permutation(n)[:kendall_max])
-    fields = [r.fields() for r in runs]
-
-    import scipy.stats
-
     cuts = [(p, which, set_size(p, n)) for p in ps for which in ("easy", "hard")]
     in_set = [
         [rk.easy(k) if which == "easy" else rk.hard(k) for _, which, k in cuts] for rk in rankings
     ]  # [run][cut] membership masks
+    pairs = _pairs(runs, rankings, centred, hs, sample, cuts, in_set, n)
+    consistency = _consistency(runs, cuts, in_set, keep, n)
+    per_class = _per_class(rankings, labels, ps, len(pairs), class_names)
+    return {
+        "format": FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "easyhard_version": __version__,
+        "score": score,
+        "direction": DIRECTION[score],
+        "window": window,
+        "view": view,
+        "ps": ps,
+        "tie_seed": tie_seed,
+        "fingerprint": first.fingerprint,
+        "num_examples": int(len(first.labels)),
+        "compared": int(n),
+        "never_presented": int(absent.sum()),
+        "num_classes": int(C),
+        "kendall_n": int(len(sample)),
+        "runs": [r.describe() for r in runs],
+        "pairs": pairs,
+        "groups": _groups(pairs),
+        "consistency": consistency,
+        "per_class": per_class,
+    }
+
+
+def _pairs(runs, rankings, centred, hs, sample, cuts, in_set, n: int) -> list[dict[str, Any]]:
+    """Every pair of runs: what differs between them, rank correlations, and per cut (p, set)
+    the Jaccard overlap of their sets against chance."""
+    import scipy.stats
+
+    fields = [r.fields() for r in runs]
     pairs = []
     for a, b in itertools.combinations(range(len(runs)), 2):
         differs = differing_fields(fields[a], fields[b])
@@ -360,7 +389,11 @@ def analyze_overlap(
                 "overlap": overlap,
             }
         )
+    return pairs
 
+
+def _groups(pairs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pairs grouped by what differs between their runs: correlations and overlaps."""
     groups: dict[str, dict[str, Any]] = {}
     for name in sorted({pr["group"] for pr in pairs}):
         members = [pr for pr in pairs if pr["group"] == name]
@@ -382,8 +415,13 @@ def analyze_overlap(
                 }
             )
         groups[name] = entry
+    return groups
 
-    consistency = {"runs": len(runs), "top": [], "threshold": {}}
+
+def _consistency(runs, cuts, in_set, keep: np.ndarray, n: int) -> dict[str, Any]:
+    """What every run shares: the examples in a set in all runs, against chance, and the
+    examples always classified correctly (or never) in all of them."""
+    consistency: dict[str, Any] = {"runs": len(runs), "top": [], "threshold": {}}
     for c, (p, which, k) in enumerate(cuts):
         count = int(np.count_nonzero(np.logical_and.reduce([m[c] for m in in_set])))
         expected = n * (k / n) ** len(runs)
@@ -406,9 +444,14 @@ def analyze_overlap(
             "shared": int(shared.sum()),
             "chance": float(n * np.prod([s.mean() for s in sets])),
         }
+    return consistency
 
+
+def _per_class(rankings, labels, ps, n_pairs: int, class_names) -> list[dict[str, Any]]:
+    """Per class, p and set: the mean Jaccard overlap of the class's sets over the pairs."""
     per_class = []
     sizes = rankings[0].class_sizes
+    C = len(sizes)
     by_label = np.argsort(labels.astype(np.int16) if C < 2**15 else labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[sizes > 0]
     present = sizes > 0
@@ -418,11 +461,11 @@ def analyze_overlap(
             # membership in label order, so per-class counts are sums over contiguous slices
             sets = [rk.class_set(which, p, labels)[by_label] for rk in rankings]
             jac = np.zeros(C)
-            for a, b in itertools.combinations(range(len(runs)), 2):
+            for a, b in itertools.combinations(range(len(rankings)), 2):
                 inter = np.zeros(C)
                 inter[present] = np.add.reduceat(sets[a] & sets[b], starts, dtype=np.int64)
                 jac += inter / np.maximum(2 * kc - inter, 1)  # each class set holds kc
-            jac /= len(pairs)
+            jac /= n_pairs
             for c in range(C):
                 if sizes[c] == 0:
                     continue
@@ -438,29 +481,7 @@ def analyze_overlap(
                         "ratio": float(jac[c]) / chance,
                     }
                 )
-
-    return {
-        "format": FORMAT,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "easyhard_version": __version__,
-        "score": score,
-        "direction": DIRECTION[score],
-        "window": window,
-        "view": view,
-        "ps": ps,
-        "tie_seed": tie_seed,
-        "fingerprint": first.fingerprint,
-        "num_examples": int(len(first.labels)),
-        "compared": int(n),
-        "never_presented": int(absent.sum()),
-        "num_classes": int(C),
-        "kendall_n": int(len(sample)),
-        "runs": [r.describe() for r in runs],
-        "pairs": pairs,
-        "groups": groups,
-        "consistency": consistency,
-        "per_class": per_class,
-    }
+    return per_class
 
 
 # ---------------------------------------------------------------------------- findings
