@@ -47,3 +47,11 @@ def save(fig, path: str, dpi: int = DPI) -> None:
     data = png(fig, dpi)
     with atomic_write(path) as f:
         f.write(data)
+
+
+def figure_blocks(folder: str) -> list[tuple[str, str, str]]:
+    """An analysis folder's PNG figures as report blocks ("figure", path, caption), by name."""
+    import os
+
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
+    return [("figure", os.path.join(folder, f), f"{os.path.basename(folder)}/{f}") for f in names]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 FORMAT = "easyhard.overlap"
-RESULT, TABLE = "overlap.json", "overlap.txt"  # the manifest and result; the printed table
+MANIFEST, TABLE = "overlap.json", "overlap.txt"  # the manifest and result; the printed table
 #: Configuration fields that say nothing about how a run trained (where the data lives, how many
 #: threads decode it, which merged window is written): never reported as a difference.
 _NOT_TRAINING = {
@@ -727,13 +727,13 @@ def write_outputs(
             f.write(format_table(result) + "\n")
         return {**result, "figures": [os.path.basename(p) for p in plot(result, work)]}
 
-    with Output(folder, RESULT, FORMAT, force=force, command="analyze overlap") as out:
+    with Output(folder, MANIFEST, FORMAT, force=force, command="analyze overlap") as out:
         return out.write(build)
 
 
 def written(record: dict[str, Any]) -> list[str]:
     """The files of an overlap folder, by name, from its record."""
-    return [RESULT, TABLE, *record["figures"]]
+    return [MANIFEST, TABLE, *record["figures"]]
 
 
 def class_names(inputs: Sequence[str]) -> list[str] | None:
@@ -770,5 +770,72 @@ def run_overlap(
 
 def read_result(folder: str) -> dict[str, Any]:
     """overlap.json of an analysis folder."""
-    with open(os.path.join(folder, RESULT), encoding="utf-8") as f:
+    with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
         return json.load(f)
+
+
+# ---------------------------------------------------------------------------- the report's view
+def read_record(folder: str) -> dict[str, Any] | None:
+    """The record of an overlap folder, or None when `folder` holds none (what the report asks
+    of every input folder)."""
+    from .io import read_json_object
+
+    record = read_json_object(os.path.join(folder, MANIFEST))
+    return record if (record or {}).get("format") == FORMAT else None
+
+
+def record_fingerprint(record: dict[str, Any]) -> str | None:
+    """The dataset fingerprint the analysed runs were scored on."""
+    return record.get("fingerprint")
+
+
+def report_blocks(folder: str, record: dict[str, Any]) -> list[tuple]:
+    """The report's section for one overlap folder, as blocks: ("text", paragraph), ("table",
+    header, rows), ("figure", path, caption)."""
+    res = record
+    blocks: list[tuple] = [
+        (
+            "text",
+            f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
+            f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
+            + (
+                f" ({res['never_presented']} never presented, left out)"
+                if res.get("never_presented")
+                else ""
+            )
+            + ".",
+        )
+    ]
+    p_show = min(res.get("ps", [0.1]), key=lambda p: abs(p - 0.1))
+    rows = []
+    for name, g in res.get("groups", {}).items():
+        cells = {o["set"]: o for o in g["overlap"] if o["p"] == p_show}
+        rows.append(
+            [
+                name,
+                g["pairs"],
+                cells["easy"]["jaccard"]["mean"],
+                cells["hard"]["jaccard"]["mean"],
+                cells["easy"]["chance"],
+                g["spearman"]["mean"],
+                g["kendall"]["mean"],
+            ]
+        )
+    header = ["group (what differs)", "pairs", f"easy Jaccard p={p_show:g}"]
+    header += [f"hard Jaccard p={p_show:g}", "chance", "Spearman", "Kendall"]
+    blocks.append(("table", header, rows))
+    th = res.get("consistency", {}).get("threshold", {})
+    if th:
+        easy, never = th["always_easy"], th["never_learned"]
+        blocks.append(
+            (
+                "text",
+                f"Always easy in the window (correct at every observation): per run "
+                f"{easy['per_run']}, shared by all {easy['shared']} (chance {easy['chance']:.1f}). "
+                f"Never learned in the window: per run {never['per_run']}, shared by all "
+                f"{never['shared']} (chance {never['chance']:.1f}).",
+            )
+        )
+    from .figures import figure_blocks
+
+    return blocks + figure_blocks(folder)

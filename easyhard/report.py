@@ -74,10 +74,14 @@ class Inputs:
     )
 
 
-def _manifest(folder: str, name: str) -> dict | None:
-    from .io import read_json_object
+def analysis_modules() -> dict[str, Any]:
+    """The analyses and experiments a report shows, by kind: each module reads its own record
+    (read_record), says what data it was made on (record_fingerprint), states its findings
+    (findings, where it has some) and renders its section (report_blocks)."""
+    from . import overlap, similarity
+    from .experiments import folder as experiments
 
-    return read_json_object(os.path.join(folder, name))
+    return {"overlap": overlap, "similarity": similarity, "experiment": experiments}
 
 
 def collect(inputs: Sequence[str]) -> Inputs:
@@ -85,29 +89,18 @@ def collect(inputs: Sequence[str]) -> Inputs:
     from .runfolder import run_files
 
     found = Inputs()
-    kinds = {
-        "overlap": ("overlap.json", "easyhard.overlap"),
-        "similarity": ("similarity.json", "easyhard.similarity"),
-        "experiment": ("experiment.json", "easyhard.experiment"),
-    }
+    modules = analysis_modules()
     run_items = []
     for item in inputs:
         kind = None
         if os.path.isdir(item):
-            kind = next(
-                (
-                    k
-                    for k, (name, fmt) in kinds.items()
-                    if (_manifest(item, name) or {}).get("format") == fmt
-                ),
-                None,
-            )
+            kind = next((k for k, m in modules.items() if m.read_record(item) is not None), None)
         if kind:
             found.analyses[kind].append(os.path.abspath(item))
         else:
             run_items.append(item)
-    also = "; nor is it an easyhard analysis or experiment (overlap.json, similarity.json, "
-    also += "experiment.json)"
+    names = ", ".join(m.MANIFEST for m in modules.values())
+    also = f"; nor is it an easyhard analysis or experiment ({names})"
     found.runs = [os.path.abspath(f) for f in run_files(run_items, also=also)]
     if not found.runs and not any(found.analyses.values()):
         raise ValueError("nothing to report: give score runs or analysis folders")
@@ -117,19 +110,8 @@ def collect(inputs: Sequence[str]) -> Inputs:
 def analysis_fingerprint(kind: str, folder: str) -> str | None:
     """The dataset fingerprint an analysis or experiment folder records (None if it records
     none)."""
-    if kind == "overlap":
-        return (_manifest(folder, "overlap.json") or {}).get("fingerprint")
-    if kind == "similarity":
-        return ((_manifest(folder, "similarity.json") or {}).get("dataset") or {}).get(
-            "fingerprint"
-        )
-    from .experiments.folder import experiments_of
-
-    found = {
-        (record.get("identity") or {}).get("dataset_fingerprint")
-        for record in experiments_of(_manifest(folder, "experiment.json")).values()
-    }
-    return next(iter(found - {None}), None)
+    module = analysis_modules()[kind]
+    return module.record_fingerprint(module.read_record(folder) or {})
 
 
 def check_one_dataset(inputs: list[tuple[str, str | None]]) -> None:
@@ -470,6 +452,20 @@ class Section:
             + "".join("| " + " | ".join(md_escape(cell(v)) for v in row) + " |\n" for row in rows)
         )
 
+    def blocks(self, blocks: Sequence[tuple], prefix: str, figures: dict[str, bytes]) -> None:
+        """An analysis module's report blocks: ("text", paragraph), ("table", header, rows),
+        ("figure", path, caption); figures are named prefix-<file name>."""
+        for block in blocks:
+            if block[0] == "text":
+                self.text(block[1])
+            elif block[0] == "table":
+                self.table(block[1], block[2])
+            else:
+                with open(block[1], "rb") as f:
+                    self.figure(
+                        f"{prefix}-{os.path.basename(block[1])}", f.read(), block[2], figures
+                    )
+
     def details(self, title: str, text: str) -> None:
         self.html.append(
             f"<details><summary>{html.escape(title)}</summary><pre>"
@@ -487,186 +483,6 @@ def md_escape(text: str) -> str:
     and the characters that would make it structure (table cells, links, emphasis) escaped."""
     text = html.escape(str(text), quote=False)
     return re.sub(r"([\\`*_\[\]|#])", r"\\\1", text).replace("\n", " ")
-
-
-def _markdown_tables(text: str, section: Section) -> None:
-    """Render a Markdown document of paragraphs and pipe tables (an experiment's summary.md)."""
-    block: list[str] = []
-
-    def flush_table():
-        rows = [
-            [c.strip() for c in line.strip().strip("|").split("|")]
-            for line in block
-            if not set(line.replace("|", "").strip()) <= set("-: ")
-        ]
-        if rows:
-            section.table(rows[0], rows[1:])
-        block.clear()
-
-    for line in text.splitlines():
-        if line.strip().startswith("|"):
-            block.append(line)
-            continue
-        if block:
-            flush_table()
-        if line.strip():
-            section.text(line.strip().lstrip("#").strip())
-    if block:
-        flush_table()
-
-
-def _figures_of(folder: str) -> list[str]:
-    return sorted(f for f in os.listdir(folder) if f.endswith(".png"))
-
-
-def _overlap_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
-    from .overlap import findings
-
-    headline = []
-    for n, folder in enumerate(folders):
-        res = _manifest(folder, "overlap.json") or {}
-        headline += findings(res)
-        sec.text(
-            f"{folder}: {len(res.get('runs', []))} runs, score {res.get('score')}, window "
-            f"{res.get('window') or 'all'}, {res.get('compared')} examples compared"
-            + (
-                f" ({res['never_presented']} never presented, left out)"
-                if res.get("never_presented")
-                else ""
-            )
-            + "."
-        )
-        p_show = min(res.get("ps", [0.1]), key=lambda p: abs(p - 0.1))
-        rows = []
-        for name, g in res.get("groups", {}).items():
-            cells = {o["set"]: o for o in g["overlap"] if o["p"] == p_show}
-            rows.append(
-                [
-                    name,
-                    g["pairs"],
-                    cells["easy"]["jaccard"]["mean"],
-                    cells["hard"]["jaccard"]["mean"],
-                    cells["easy"]["chance"],
-                    g["spearman"]["mean"],
-                    g["kendall"]["mean"],
-                ]
-            )
-        sec.table(
-            [
-                "group (what differs)",
-                "pairs",
-                f"easy Jaccard p={p_show:g}",
-                f"hard Jaccard p={p_show:g}",
-                "chance",
-                "Spearman",
-                "Kendall",
-            ],
-            rows,
-        )
-        th = res.get("consistency", {}).get("threshold", {})
-        if th:
-            sec.text(
-                f"Always easy in the window (correct at every observation): per run "
-                f"{th['always_easy']['per_run']}, shared by all {th['always_easy']['shared']} "
-                f"(chance {th['always_easy']['chance']:.1f}). Never learned in the window: "
-                f"per run {th['never_learned']['per_run']}, shared by all "
-                f"{th['never_learned']['shared']} (chance {th['never_learned']['chance']:.1f})."
-            )
-        for fig in _figures_of(folder):
-            with open(os.path.join(folder, fig), "rb") as f:
-                sec.figure(
-                    f"overlap{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}", figures
-                )
-    return headline
-
-
-def _interval(stat: Any) -> str:
-    """'mean [low, high]' of a {mean, low, high} summary; 'n/a' otherwise."""
-    if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
-        return "n/a"
-    lo, hi = stat.get("low"), stat.get("high")
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        return f"{stat['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
-    return f"{stat['mean']:.3f}"
-
-
-def _similarity_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
-    from .similarity import findings
-
-    headline = []
-    for n, folder in enumerate(folders):
-        res = _manifest(folder, "similarity.json") or {}
-        headline += findings(res)
-        if res.get("note"):
-            sec.text(str(res["note"]))
-        rows = []
-        for space in ("pixel", "features"):
-            entry = res.get(space)
-            if not isinstance(entry, dict):
-                continue
-            for measure, part in (
-                ("pairwise distance", entry),
-                ("distance to centroid", entry.get("centroid") or {}),
-            ):
-                cells = [_interval(part.get(f"{s}_over_random")) for s in ("easy", "hard")]
-                rows.append([space, measure, *cells])
-        if rows:
-            sec.text(
-                f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
-                "over the spread of class-matched random sets (mean and 95% interval over "
-                "subsamples drawn without replacement): below 1, the set is tighter (alike); "
-                "above 1, more diverse."
-            )
-            sec.table(["space", "measure", "easy / random", "hard / random"], rows)
-        density = res.get("density")
-        if isinstance(density, dict):
-            rows = [
-                [
-                    space,
-                    (density.get(space) or {}).get("spearman"),
-                    (density.get(space) or {}).get("mean_per_class"),
-                ]
-                for space in ("pixel", "features")
-                if isinstance(density.get(space), dict)
-            ]
-            if rows:
-                sec.text(
-                    "Dataset bias as a number: Spearman correlation of each example's local "
-                    "sparsity (mean distance to its nearest same-class neighbours) with its "
-                    "easiness; negative means easy examples sit in denser regions."
-                )
-                sec.table(["space", "Spearman (pooled)", "mean over classes"], rows)
-        for fig in _figures_of(folder):
-            with open(os.path.join(folder, fig), "rb") as f:
-                sec.figure(
-                    f"similarity{n}-{fig}", f.read(), f"{os.path.basename(folder)}/{fig}", figures
-                )
-    return headline
-
-
-def _experiment_section(sec: Section, folders: list[str], figures: dict[str, bytes]) -> list[str]:
-    from .experiments.folder import KIND_FILES, experiments_of
-
-    for n, folder in enumerate(folders):
-        for kind, record in experiments_of(_manifest(folder, "experiment.json")).items():
-            partial = "" if record.get("finished", True) else " (not finished: partial results)"
-            sec.text(f"{folder}: {kind} experiment{partial}.")
-            for name in KIND_FILES[kind]:
-                path = os.path.join(folder, name)
-                if not os.path.isfile(path):
-                    continue
-                if name.endswith(".md"):
-                    with open(path, encoding="utf-8") as f:
-                        _markdown_tables(f.read(), sec)
-                elif name.endswith(".png"):
-                    with open(path, "rb") as f:
-                        sec.figure(
-                            f"experiment{n}-{name}",
-                            f.read(),
-                            f"{os.path.basename(folder)}/{name}",
-                            figures,
-                        )
-    return []
 
 
 def _machine() -> dict[str, Any]:
@@ -700,91 +516,98 @@ def build(
     )
     figures: dict[str, bytes] = {}
     sections = {key: Section(key) for key in SECTIONS}
-    summary = sections["summary"]
-    dataset = None
     if runs:
-        cfg = runs[0].metadata.get("config") or {}
-        try:
-            from .config import DataConfig
-
-            data = DataConfig(
-                **{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__}
-            )
-            dataset = data.load_dataset("train")
-            if dataset.fingerprint != runs[0].fingerprint:
-                dataset = None
-        except Exception:  # noqa: BLE001 - the data may have moved: the report says so
-            dataset = None
-        class_names = list(dataset.classes) if dataset is not None else None
-        rows = []
-        for r in runs:
-            last = r.metrics[-1] if r.metrics else {}
-            rows.append(
-                [
-                    r.name,
-                    r.metadata.get("epochs", len(r.metrics)),
-                    "n/a" if last.get("train_acc") is None else f"{100 * last['train_acc']:.1f}%",
-                    "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
-                    int(r.scores["never_presented"].sum()),
-                    int(r.scores["never_learned"].sum()),
-                ]
-            )
-        summary.table(
-            ["run", "epochs", "train acc", "test acc", "never presented", "never learned"], rows
-        )
-        lc = fig_learning_curves(runs)
-        if lc:
-            sections["learning-curves"].figure(
-                "learning-curves.png",
-                lc,
-                "Loss, train and test accuracy per epoch and run",
-                figures,
-            )
-        sections["easiness"].text(
-            "Easiness: the fraction of correct observations in the window, graded by the mean "
-            "true-class probability; higher is easier. Mean over runs."
-        )
-        sections["easiness"].figure(
-            "easiness.png",
-            fig_easiness(runs, class_names),
-            "Easiness histogram, overall and per class",
-            figures,
-        )
-        sections["data-map"].figure(
-            "data-map.png",
-            fig_data_map(runs),
-            "Confidence against variability, coloured by correctness",
-            figures,
-        )
-        if with_examples and dataset is not None:
-            sections["examples"].figure(
-                "examples.png",
-                fig_examples(runs, dataset),
-                "Easiest and hardest examples per class",
-                figures,
-            )
-        elif with_examples:
-            sections["examples"].text(
-                "The dataset of these runs could not be read here (moved, "
-                "or different data), so no example images are shown."
-            )
+        _run_sections(sections, runs, with_examples, figures)
     headlines = []
-    if found.analyses["overlap"]:
-        for text in _overlap_section(sections["overlap"], found.analyses["overlap"], figures):
-            headlines.append({"section": "overlap", "text": text})
-    if found.analyses["similarity"]:
-        for text in _similarity_section(
-            sections["similarity"], found.analyses["similarity"], figures
-        ):
-            headlines.append({"section": "similarity", "text": text})
-    if found.analyses["experiment"]:
-        _experiment_section(sections["experiments"], found.analyses["experiment"], figures)
+    modules = analysis_modules()
+    for kind, folders in found.analyses.items():
+        target = "experiments" if kind == "experiment" else kind
+        for n, folder in enumerate(folders):
+            record = modules[kind].read_record(folder) or {}
+            if hasattr(modules[kind], "findings"):
+                headlines += [
+                    {"section": target, "text": t} for t in modules[kind].findings(record)
+                ]
+            sections[target].blocks(modules[kind].report_blocks(folder, record), f"{kind}{n}",
+                                    figures)  # fmt: skip
     if headlines:
-        summary.text("What the analyses found (each links to its section):")
+        sections["summary"].text("What the analyses found (each links to its section):")
     for h in headlines:
-        summary.headline(h["text"], h["section"])
+        sections["summary"].headline(h["text"], h["section"])
+    return sections, figures, _provenance(sections["provenance"], runs, found), headlines
 
-    prov = sections["provenance"]
+
+def _runs_dataset(run: RunInfo):
+    """The dataset the runs were scored on, when it can still be read here (else None)."""
+    from .config import DataConfig
+
+    cfg = run.metadata.get("config") or {}
+    try:
+        data = DataConfig(**{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__})
+        dataset = data.load_dataset("train")
+    except Exception:  # noqa: BLE001 - the data may have moved: the report says so
+        return None
+    return dataset if dataset.fingerprint == run.fingerprint else None
+
+
+def _run_sections(sections, runs: list[RunInfo], with_examples: bool, figures) -> None:
+    """The sections of the score runs: summary table, learning curves, easiness, data map and
+    the example grids."""
+    dataset = _runs_dataset(runs[0])
+    class_names = list(dataset.classes) if dataset is not None else None
+    rows = []
+    for r in runs:
+        last = r.metrics[-1] if r.metrics else {}
+        rows.append(
+            [
+                r.name,
+                r.metadata.get("epochs", len(r.metrics)),
+                "n/a" if last.get("train_acc") is None else f"{100 * last['train_acc']:.1f}%",
+                "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
+                int(r.scores["never_presented"].sum()),
+                int(r.scores["never_learned"].sum()),
+            ]
+        )
+    sections["summary"].table(
+        ["run", "epochs", "train acc", "test acc", "never presented", "never learned"], rows
+    )
+    lc = fig_learning_curves(runs)
+    if lc:
+        sections["learning-curves"].figure(
+            "learning-curves.png", lc, "Loss, train and test accuracy per epoch and run", figures
+        )
+    sections["easiness"].text(
+        "Easiness: the fraction of correct observations in the window, graded by the mean "
+        "true-class probability; higher is easier. Mean over runs."
+    )
+    sections["easiness"].figure(
+        "easiness.png",
+        fig_easiness(runs, class_names),
+        "Easiness histogram, overall and per class",
+        figures,
+    )
+    sections["data-map"].figure(
+        "data-map.png",
+        fig_data_map(runs),
+        "Confidence against variability, coloured by correctness",
+        figures,
+    )
+    if with_examples and dataset is not None:
+        sections["examples"].figure(
+            "examples.png",
+            fig_examples(runs, dataset),
+            "Easiest and hardest examples per class",
+            figures,
+        )
+    elif with_examples:
+        sections["examples"].text(
+            "The dataset of these runs could not be read here (moved, "
+            "or different data), so no example images are shown."
+        )
+
+
+def _provenance(prov: Section, runs: list[RunInfo], found: Inputs) -> dict[str, Any]:
+    """Where every input came from: the machine, each run's metadata, each analysis's record."""
     provenance = {
         "machine": _machine(),
         "runs": [],
@@ -800,21 +623,20 @@ def build(
             f"{r.name}: {r.path} (fingerprint {r.fingerprint})",
             json.dumps(meta, indent=1, sort_keys=True, default=str),
         )
+    modules = analysis_modules()
     for kind, folders in found.analyses.items():
         for folder in folders:
-            record = None
-            for name in ("overlap.json", "similarity.json", "experiment.json"):
-                record = record or _manifest(folder, name)
+            record = modules[kind].read_record(folder) or {}
             keep = {
                 k: v
-                for k, v in (record or {}).items()
+                for k, v in record.items()
                 if not isinstance(v, (list, dict)) or k in ("config", "identity", "grid")
             }
             prov.details(
                 f"{kind}: {folder}", json.dumps(keep, indent=1, sort_keys=True, default=str)
             )
     prov.details("machine", json.dumps(provenance["machine"], indent=1))
-    return sections, figures, provenance, headlines
+    return provenance
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;

@@ -1419,6 +1419,83 @@ def written(record: dict) -> list[str]:
     return [MANIFEST, *record["figures"]]
 
 
+# ---------------------------------------------------------------------------- the report's view
+def read_record(folder: str) -> dict | None:
+    """The record of a similarity folder, or None when `folder` holds none."""
+    from .io import read_json_object
+
+    record = read_json_object(os.path.join(folder, MANIFEST))
+    return record if (record or {}).get("format") == FORMAT else None
+
+
+def record_fingerprint(record: dict) -> str | None:
+    """The dataset fingerprint of the analysed data."""
+    return (record.get("dataset") or {}).get("fingerprint")
+
+
+def _stat_text(stat: Any) -> str:
+    """'mean [low, high]' of a {mean, low, high} summary; 'n/a' otherwise."""
+    if not isinstance(stat, dict) or not isinstance(stat.get("mean"), (int, float)):
+        return "n/a"
+    lo, hi = stat.get("low"), stat.get("high")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return f"{stat['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{stat['mean']:.3f}"
+
+
+def report_blocks(folder: str, record: dict) -> list[tuple]:
+    """The report's section for one similarity folder, as blocks ("text", "table", "figure")."""
+    res, blocks = record, []
+    if res.get("note"):
+        blocks.append(("text", str(res["note"])))
+    rows = []
+    for space in SPACES:
+        entry = res.get(space)
+        if not isinstance(entry, dict):
+            continue
+        for measure, part in (
+            ("pairwise distance", entry),
+            ("distance to centroid", entry.get("centroid") or {}),
+        ):
+            cells = [_stat_text(part.get(f"{s}_over_random")) for s in ("easy", "hard")]
+            rows.append([space, measure, *cells])
+    if rows:
+        blocks.append(
+            (
+                "text",
+                f"Spread of the {res.get('fraction', 0.1):.0%} easiest and hardest examples "
+                "over the spread of class-matched random sets (mean and 95% interval over "
+                "subsamples drawn without replacement): below 1, the set is tighter (alike); "
+                "above 1, more diverse.",
+            )
+        )
+        blocks.append(("table", ["space", "measure", "easy / random", "hard / random"], rows))
+    density = res.get("density")
+    if isinstance(density, dict):
+        rows = [
+            [
+                space,
+                (density.get(space) or {}).get("spearman"),
+                (density.get(space) or {}).get("mean_per_class"),
+            ]
+            for space in SPACES
+            if isinstance(density.get(space), dict)
+        ]
+        if rows:
+            blocks.append(
+                (
+                    "text",
+                    "Dataset bias as a number: Spearman correlation of each example's local "
+                    "sparsity (mean distance to its nearest same-class neighbours) with its "
+                    "easiness; negative means easy examples sit in denser regions.",
+                )
+            )
+            blocks.append(("table", ["space", "Spearman (pooled)", "mean over classes"], rows))
+    from .figures import figure_blocks
+
+    return blocks + figure_blocks(folder)
+
+
 # ---------------------------------------------------------------------------- the table
 def _fmt(s: dict | None) -> str:
     if not s or s.get("mean") is None:

@@ -262,3 +262,66 @@ def prepare_output(
             "`force=True` to replace it"
         )
     return "continued"
+
+
+# ---------------------------------------------------------------------------- the report's view
+def read_record(folder: str) -> dict | None:
+    """experiment.json of an experiment folder, or None when `folder` holds none."""
+    record = read_manifest(folder)
+    return record if (record or {}).get("format") == FORMAT else None
+
+
+def record_fingerprint(record: dict) -> str | None:
+    """The dataset fingerprint the folder's experiments trained on."""
+    found = {
+        (entry.get("identity") or {}).get("dataset_fingerprint")
+        for entry in experiments_of(record).values()
+    }
+    return next(iter(found - {None}), None)
+
+
+def report_blocks(folder: str, record: dict) -> list[tuple]:
+    """The report's section for one experiment folder, as blocks: per kind of experiment in it,
+    its summary (the paragraphs and tables of its own summary file) and its figures."""
+    blocks: list[tuple] = []
+    for kind, entry in experiments_of(record).items():
+        partial = "" if entry.get("finished", True) else " (not finished: partial results)"
+        blocks.append(("text", f"{folder}: {kind} experiment{partial}."))
+        for name in KIND_FILES[kind]:
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            if name.endswith(".md"):
+                with open(path, encoding="utf-8") as f:
+                    blocks += markdown_blocks(f.read())
+            elif name.endswith(".png"):
+                blocks.append(("figure", path, f"{os.path.basename(folder)}/{name}"))
+    return blocks
+
+
+def markdown_blocks(text: str) -> list[tuple]:
+    """A summary file written by summary_markdown (paragraphs, headings, pipe tables) as blocks."""
+    blocks: list[tuple] = []
+    table: list[str] = []
+
+    def flush_table() -> None:
+        rows = [
+            [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in table
+            if not set(line.replace("|", "").strip()) <= set("-: ")
+        ]
+        if rows:
+            blocks.append(("table", rows[0], rows[1:]))
+        table.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            flush_table()
+        if line.strip():
+            blocks.append(("text", line.strip().lstrip("#").strip()))
+    if table:
+        flush_table()
+    return blocks
