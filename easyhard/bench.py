@@ -105,21 +105,10 @@ def _timed_next(it: Iterator, clock: dict) -> Any:
     return batch
 
 
-def bench_train(
-    cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    """Images/s of the scoring step with and without the recording (see the module docstring)."""
+def _bench_device(device, dist):
+    """The device of this process (its local GPU under torchrun), the process group joined."""
     import torch
 
-    from .config import ScoreConfig
-    from .loaders import make_loader
-    from .stats import SampleStats
-    from .train import Dist, Training, resolve_device
-
-    say = progress or (lambda s: None)
-    cfg.validate()
-    dist = Dist.from_env()
-    device = resolve_device(cfg.device)
     if dist.enabled:
         if device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
@@ -129,14 +118,19 @@ def bench_train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    torch.manual_seed(0)
-    train = cfg.load_dataset("train")
+    return device
+
+
+def _bench_loader(cfg, train, device, dist):
+    """The training loader `easyhard score` would use for this data, this process's shard."""
+    from .loaders import make_loader
+
     file_kwargs = (
         {}
         if train.in_memory
         else {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt}
     )
-    loader = make_loader(
+    return make_loader(
         train,
         cfg.batch_size,
         device,
@@ -146,6 +140,48 @@ def bench_train(
         world_size=dist.world_size,
         **file_kwargs,
     )
+
+
+def _timed_blocks(step, it, clock, blocks: int, per_block: int, device, say):
+    """Alternate blocks of recording and plain steps (recording, plain, recording, ...: drift
+    falls on both alike); returns seconds, data-wait seconds and images, each by recording."""
+    _sync(device)
+    seconds = {True: 0.0, False: 0.0}
+    wait = {True: 0.0, False: 0.0}
+    images = {True: 0, False: 0}
+    for b in range(2 * blocks):
+        record = b % 2 == 0
+        say(f"block {b + 1}/{2 * blocks} ({'recording' if record else 'plain'}, {per_block} steps)")
+        clock["wait"] = 0.0
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(per_block):
+            x, y, idx = _timed_next(it, clock)
+            step(x, y, idx, record)
+            images[record] += len(y)
+        _sync(device)
+        seconds[record] += time.perf_counter() - t0
+        wait[record] += clock["wait"]
+    return seconds, wait, images
+
+
+def bench_train(
+    cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Images/s of the scoring step with and without the recording (see the module docstring)."""
+    import torch
+
+    from .config import ScoreConfig
+    from .stats import SampleStats
+    from .train import Dist, Training, resolve_device
+
+    say = progress or (lambda s: None)
+    cfg.validate()
+    dist = Dist.from_env()
+    device = _bench_device(resolve_device(cfg.device), dist)
+    torch.manual_seed(0)
+    train = cfg.load_dataset("train")
+    loader = _bench_loader(cfg, train, device, dist)
     size = train.input_size(cfg.crop)
     # the training step of `easyhard score` with its default recipe (optimizer, schedule, loss)
     recipe = ScoreConfig(
@@ -174,8 +210,7 @@ def bench_train(
         if record:
             stats.update(logits, y, idx)
 
-    it = _batches(loader)
-    clock = {"wait": 0.0}
+    it, clock = _batches(loader), {"wait": 0.0}
     say(f"warm-up: {cfg.warmup} step(s){' (the first compiles)' if cfg.compile else ''}")
     _sync(device)
     t0 = time.perf_counter()
@@ -185,25 +220,8 @@ def bench_train(
     first_step = time.perf_counter() - t0
     for i in range(1, cfg.warmup):
         step(*_timed_next(it, clock), record=i % 2 == 0)
-    _sync(device)
-    blocks = cfg.blocks
-    per_block = max(1, cfg.steps // blocks)
-    seconds = {True: 0.0, False: 0.0}
-    wait = {True: 0.0, False: 0.0}
-    images = {True: 0, False: 0}
-    for b in range(2 * blocks):
-        record = b % 2 == 0  # recording, plain, recording, ...: drift falls on both alike
-        say(f"block {b + 1}/{2 * blocks} ({'recording' if record else 'plain'}, {per_block} steps)")
-        clock["wait"] = 0.0
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(per_block):
-            x, y, idx = _timed_next(it, clock)
-            step(x, y, idx, record)
-            images[record] += len(y)
-        _sync(device)
-        seconds[record] += time.perf_counter() - t0
-        wait[record] += clock["wait"]
+    blocks, per_block = cfg.blocks, max(1, cfg.steps // cfg.blocks)
+    seconds, wait, images = _timed_blocks(step, it, clock, blocks, per_block, device, say)
     stats.end_epoch()  # raises if the CUDA kernels recorded bad labels or indices
     rates = {"recording": images[True] / seconds[True], "plain": images[False] / seconds[False]}
     if dist.enabled:  # images/s summed over ranks

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -141,49 +142,18 @@ def select(
     (easiness_plain), where index order would favour low indices."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    h = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
+    h, labels, alive = _checked_inputs(scores, labels, num_classes, exclude)
     N = len(h)
-    if h.ndim != 1:
-        raise ValueError(f"scores must be 1-D [N], got shape {h.shape}")
-    if labels.shape != (N,) or labels.dtype.kind not in "iu":
-        raise ValueError(
-            f"labels must be integers of shape [{N}], got {labels.dtype} {labels.shape}"
-        )
-    labels = labels.astype(np.int64)
-    if exclude is None:
-        alive = np.ones(N, dtype=bool)
-    else:
-        exclude = np.asarray(exclude)
-        if exclude.shape != (N,) or exclude.dtype != np.bool_:
-            raise ValueError(
-                f"exclude must be a bool array of shape [{N}], got {exclude.dtype} {exclude.shape}"
-            )
-        alive = ~exclude
-    # Excluded examples may lack a label (-1: never presented, none recorded).
-    if N and ((labels[alive] < 0).any() or labels.min() < -1 or labels.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes})")
     class_sizes = np.bincount(labels[labels >= 0], minlength=num_classes)
     labels = np.maximum(labels, 0)
     if not 0 <= cut_hardest < 1:
         raise ValueError(f"cut_hardest must be in [0, 1), got {cut_hardest}")
     import torch
 
-    from . import ops
-
     h_t = torch.from_numpy(h)
-    perm = None if tie_seed is None else np.random.default_rng(tie_seed).permutation(N)
-
-    def top(key: torch.Tensor, k: int, largest: bool, budgets=None) -> np.ndarray:
-        """ops.topk_select, ties broken in `perm` order when a tie seed is given."""
-        lab = None if budgets is None else torch.from_numpy(labels)
-        bud = None if budgets is None else torch.from_numpy(budgets)
-        if perm is None:
-            return ops.topk_select(key, k, largest, lab, bud).numpy()
-        p = torch.from_numpy(perm)
-        picked = ops.topk_select(key[p], k, largest, None if lab is None else lab[p], bud).numpy()
-        return np.sort(perm[picked])
-
+    top = _top_k(
+        labels, None if tie_seed is None else np.random.default_rng(tie_seed).permutation(N)
+    )
     participants = alive.copy()  # before the cut
     n_excluded = N - int(alive.sum())
     n_cut = int(math.floor(cut_hardest * (N - n_excluded) + 0.5))
@@ -234,18 +204,70 @@ def select(
         "seed": seed,
         "score": score_name,
         "tie_seed": tie_seed,
+        **({"bins": bins} if strategy == "stratified" else {}),
     }
-    if strategy == "stratified":
-        info["bins"] = bins
     kept_per_class = np.bincount(labels[chosen], minlength=num_classes)
+    info.update(_emptied(kept_per_class, labels, participants, alive, num_classes))
+    return Selection(np.asarray(chosen, dtype=np.int64), N, kept_per_class, class_sizes, info)
+
+
+def _checked_inputs(scores, labels, num_classes: int, exclude) -> tuple[np.ndarray, ...]:
+    """(hardness float64 [N], labels int64 [N], taking part bool [N]) of select's inputs,
+    checked for shape, dtype and label range."""
+    h = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    N = len(h)
+    if h.ndim != 1:
+        raise ValueError(f"scores must be 1-D [N], got shape {h.shape}")
+    if labels.shape != (N,) or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels must be integers of shape [{N}], got {labels.dtype} {labels.shape}"
+        )
+    labels = labels.astype(np.int64)
+    if exclude is None:
+        alive = np.ones(N, dtype=bool)
+    else:
+        exclude = np.asarray(exclude)
+        if exclude.shape != (N,) or exclude.dtype != np.bool_:
+            raise ValueError(
+                f"exclude must be a bool array of shape [{N}], got {exclude.dtype} {exclude.shape}"
+            )
+        alive = ~exclude
+    # Excluded examples may lack a label (-1: never presented, none recorded).
+    if N and ((labels[alive] < 0).any() or labels.min() < -1 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes})")
+    return h, labels, alive
+
+
+def _top_k(labels: np.ndarray, perm: np.ndarray | None) -> Callable:
+    """top(key, k, largest, budgets=None): ops.topk_select over `key` (per-class `budgets`
+    when given), ties broken in `perm` order when a tie seed gave one, else by index."""
+    import torch
+
+    from . import ops
+
+    def top(key: torch.Tensor, k: int, largest: bool, budgets=None) -> np.ndarray:
+        lab = None if budgets is None else torch.from_numpy(labels)
+        bud = None if budgets is None else torch.from_numpy(budgets)
+        if perm is None:
+            return ops.topk_select(key, k, largest, lab, bud).numpy()
+        p = torch.from_numpy(perm)
+        picked = ops.topk_select(key[p], k, largest, None if lab is None else lab[p], bud).numpy()
+        return np.sort(perm[picked])
+
+    return top
+
+
+def _emptied(kept_per_class, labels, participants, alive, num_classes: int) -> dict:
+    """Classes with examples that keep none: said, not hidden, with why (the cut took them all,
+    or the class's share of the budget rounded to nothing)."""
     taking_part = np.bincount(labels[participants], minlength=num_classes)
     left = np.bincount(labels[alive], minlength=num_classes)
-    # classes with examples that keep none: said, not hidden, with why (the cut took them all,
-    # or the class's share of the budget rounded to nothing)
     emptied = (kept_per_class == 0) & (taking_part > 0)
-    info["emptied_classes"] = np.flatnonzero(emptied).tolist()
-    info["emptied_by_cut"] = np.flatnonzero(emptied & (left == 0)).tolist()
-    return Selection(np.asarray(chosen, dtype=np.int64), N, kept_per_class, class_sizes, info)
+    return {
+        "emptied_classes": np.flatnonzero(emptied).tolist(),
+        "emptied_by_cut": np.flatnonzero(emptied & (left == 0)).tolist(),
+    }
 
 
 def _stratified(h, labels, alive, k, C, balanced, bins, seed) -> np.ndarray:

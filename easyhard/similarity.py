@@ -768,28 +768,11 @@ def analyze(
         per_class.append(item)
     grid, mean_images = _figure_data(plan, vectors, table.labels, ease, dataset, pixel_size,
                                      workers, seed)  # fmt: skip
-    record = _record(
-        plan,
-        vectors,
-        table,
-        dataset,
-        valid,
-        entry,
-        per_class,
-        density,
-        feature_source,
-        feature_model is not None,
-        {
-            "score": score,
-            "fraction": fraction,
-            "sample_size": sample_size,
-            "repeats": repeats,
-            "pool_size": pool_size,
-            "neighbours": neighbours,
-            "max_classes": max_classes,
-            "seed": seed,
-        },
-    )
+    settings = dict(score=score, fraction=fraction, sample_size=sample_size, repeats=repeats,
+                    pool_size=pool_size, neighbours=neighbours, max_classes=max_classes,
+                    seed=seed)  # fmt: skip
+    record = _record(plan, vectors, table, dataset, valid, entry, per_class, density,
+                     feature_source, feature_model is not None, settings)  # fmt: skip
     return Result(record, list(dataset.classes), grid, mean_images, points)
 
 

@@ -643,29 +643,20 @@ def train_run(
     evaluate_every_epoch: bool = True,
     save_scores: bool = True,
 ) -> str:
-    """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/; returns the folder.
+    """Train (arch, run) and write its outputs into out_dir/<arch>-run<run>/ (or `run_dir`);
+    returns the folder. `datasets`: (train, test) when already loaded (else from cfg).
 
-    datasets: (train, test) when already loaded (else from cfg).
+    For experiments on subsets (easyhard.experiments): `subset`, int [k] dataset indices each at
+    most once, trains on these examples only (an index list for the loader, no copy; in-memory
+    datasets only; the others are never presented; the test split is evaluated in full);
+    `max_steps` trains exactly that many optimizer steps (as many epochs as it takes, the last
+    cut short; the schedule spans them); `evaluate_every_epoch=False` measures test accuracy
+    after the last epoch only; `save_scores=False` writes no statistics file. Both subset and
+    max_steps are part of the run's identity: resume refuses a checkpoint of another.
 
-    For experiments on subsets (easyhard.experiments):
-
-    - subset: int [k] dataset indices, each at most once: train on these examples only (the
-      loader gets the index list; no copy of the data). The others are never presented (their
-      rows in the statistics file say so); the test split is evaluated in full. In-memory
-      datasets only for now (TensorLoader); image folders are refused.
-    - max_steps: train exactly this many optimizer steps: as many epochs over the data as that
-      takes, the last one cut short at the step. The learning-rate schedule spans max_steps
-      steps (lr_lambda's total_steps). Default: cfg.epochs epochs.
-    - run_dir: the run's folder (default out_dir/<arch>-run<run>).
-    - evaluate_every_epoch: measure test accuracy after every epoch (False: after the last one
-      only; the other epochs record None).
-    - save_scores: write scores.npz at the end (False: metrics.jsonl and config.json only).
-
-    Both subset and max_steps are part of the run's identity: resume refuses a checkpoint of
-    another subset or step count. The stages: data (RunData), model and optimizer (Training),
-    statistics (Recording), restore; per epoch _train_epoch, _check_finite, _close_epoch,
-    evaluate, checkpoint (written in the background while the next epoch trains); at the end
-    _save_statistics."""
+    The stages: data (RunData), model and optimizer (Training), statistics (Recording),
+    restore; per epoch _train_epoch, _check_finite, _close_epoch, evaluate, checkpoint (written
+    in the background while the next epoch trains); at the end _save_statistics."""
     dist = dist or Dist()
     device = run_device(cfg, dist)
     seeds = run_seeds(cfg, run)
@@ -723,10 +714,7 @@ def train_run(
                 if show:
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
                 write_metrics(run_dir, metrics)
-                state = {"epoch": epoch + 1, "arch": arch, "run": run, "config": config_dict(cfg),
-                         "identity": identity}  # fmt: skip
-                state.update(host_copy(training.state_dict()), **rec.state_dicts())
-                state.update(rng=rng_state(), metrics=list(metrics))
+                state = _checkpoint_state(epoch, arch, run, cfg, identity, training, rec, metrics)
                 writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
             _epoch_finished(epoch + 1)
     finally:
@@ -759,6 +747,21 @@ def _save_statistics(rec, run_dir, cfg, arch, run, seeds, n_epochs, training, di
     rec.stats.save(os.path.join(run_dir, STATS_FILE), metadata=meta)
     if rec.clean is not None:
         rec.clean.save(os.path.join(run_dir, CLEAN_STATS_FILE), metadata={**meta, "view": "clean"})
+
+
+def _checkpoint_state(epoch, arch, run, cfg, identity, training, rec, metrics) -> dict:
+    """What a checkpoint holds after `epoch`: enough to continue the run exactly."""
+    return {
+        "epoch": epoch + 1,
+        "arch": arch,
+        "run": run,
+        "config": config_dict(cfg),
+        "identity": identity,
+        **host_copy(training.state_dict()),
+        **rec.state_dicts(),
+        "rng": rng_state(),
+        "metrics": list(metrics),
+    }
 
 
 def _train_epoch(

@@ -441,6 +441,37 @@ class Kind:
         return {}
 
 
+def _context(kind: Kind, alive: np.ndarray, train, test, device) -> dict:
+    """What an experiment's summary and manifest say of its data, scale and machine."""
+    from .. import __version__
+
+    n = int(alive.sum())
+    return {
+        "fingerprint": train.fingerprint,
+        "n": n,
+        "excluded": int((~alive).sum()),
+        "test_size": len(test),
+        "full_steps": kind.cfg.epochs * math.ceil(n / kind.cfg.batch_size),
+        **kind.context(),
+        "easyhard_version": __version__,
+        "torch_version": torch_version(),
+        "device": str(device),
+    }
+
+
+def _outputs(kind: Kind, out: str, requests, results, cells, context) -> tuple:
+    """The kind's results file, summary and figures from the cells finished so far; returns
+    (rows, statistics, summary text)."""
+    _, results_file, summary_file, *_ = kind.files
+    rows = kind.rows(requests, results, context["excluded"])
+    write_rows(out, rows, results_file)
+    stats = kind.summarize(rows)
+    text = partial_note(kind.summary_markdown(stats, context), len(results), len(cells))
+    write_text(os.path.join(out, summary_file), text + "\n")
+    kind.plot(stats, out)
+    return rows, stats, text
+
+
 def run(
     kind: Kind,
     out: str,
@@ -460,7 +491,7 @@ def run(
     from ..config import to_toml
     from ..runfolder import input_paths
 
-    cfg, (config_file, results_file, summary_file, *_) = kind.cfg, kind.files
+    cfg, (config_file, results_file, *_) = kind.cfg, kind.files
     say = (lambda s: None) if quiet else (log or (lambda s: print(s, flush=True)))
     device, train, test = load_data(cfg, kind.name)
     check_disjoint(out, {**kind.inputs(), **input_paths(cfg, train)})
@@ -477,19 +508,8 @@ def run(
     if not train_missing and state == "new":
         raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
-    n, n_excluded = int(alive.sum()), int((~alive).sum())
-    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    context = {
-        "fingerprint": train.fingerprint,
-        "n": n,
-        "excluded": n_excluded,
-        "test_size": len(test),
-        "full_steps": full_steps,
-        **kind.context(),
-        "easyhard_version": __version__,
-        "torch_version": torch_version(),
-        "device": str(device),
-    }
+    context = _context(kind, alive, train, test, device)
+    n_excluded, full_steps = context["excluded"], context["full_steps"]
 
     def manifest(finished: bool, done: int) -> None:
         entry = {
@@ -533,12 +553,7 @@ def run(
         lambda cell: kind.describe(cell.requests[0]),
         done,
     )
-    rows = kind.rows(requests, results, n_excluded)
-    write_rows(out, rows, results_file)
-    stats = kind.summarize(rows)
-    text = partial_note(kind.summary_markdown(stats, context), len(results), len(cells))
-    write_text(os.path.join(out, summary_file), text + "\n")
-    kind.plot(stats, out)
+    rows, stats, text = _outputs(kind, out, requests, results, cells, context)
     manifest(len(results) == len(cells), len(results))
     return {
         "out": os.path.abspath(out),
