@@ -322,14 +322,12 @@ def read_json_object(path: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> dict[str, int]:
-    """May an output go to `folder`? Yes if it does not exist or is empty; with `force`, also if it
-    is an earlier easyhard output of format `fmt` that holds exactly the files its manifest lists
-    (none added, none changed in size; a listed file that was removed is fine). Returns the files
-    a replacement may delete ({relative path: size}, the manifest included; empty for a new or
-    empty folder); raises OutputExistsError otherwise, naming what is in the way."""
+def existing_folder(folder: str) -> list[str] | None:
+    """The names in an output folder (None when it does not exist yet); refuses a path that is
+    a symbolic link or not a folder: easyhard writes only into real folders, so that what it
+    replaces is what it wrote."""
     if not os.path.lexists(folder):
-        return {}
+        return None
     if os.path.islink(folder):
         raise OutputExistsError(
             f"{folder} is a symbolic link (to {os.readlink(folder)}); easyhard writes only into "
@@ -337,7 +335,16 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
         )
     if not os.path.isdir(folder):
         raise OutputExistsError(f"{folder} exists and is not a folder; choose another output")
-    names = os.listdir(folder)
+    return os.listdir(folder)
+
+
+def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) -> dict[str, int]:
+    """May an output go to `folder`? Yes if it does not exist or is empty; with `force`, also if it
+    is an earlier easyhard output of format `fmt` that holds exactly the files its manifest lists
+    (none added, none changed in size; a listed file that was removed is fine). Returns the files
+    a replacement may delete ({relative path: size}, the manifest included; empty for a new or
+    empty folder); raises OutputExistsError otherwise, naming what is in the way."""
+    names = existing_folder(folder)
     if not names:
         return {}
     if not force:

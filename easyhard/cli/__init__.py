@@ -2,28 +2,11 @@
 
 One module per area (score.py: score, merge, models, info; select.py: select, compress;
 analyze.py, experiment.py, bench.py: those groups; report.py; study.py), each a thin layer that
-parses into a library function and prints what it returns; _base.py holds what they share. This
-file makes the group and registers every command on it: no command module imports it back, and
-no library module imports the command line.
-
-A thin layer over the library. Each command that has a configuration object takes its options
-from it: the fields of the dataclasses in easyhard.config are the only place where option names,
-defaults, choices, ranges and help are written (`config_options`). The options that are not
-configuration are this explicit list (`NON_CONFIG_OPTIONS`):
-
-    --config FILE   a TOML file supplying any setting by its field name (flags override it)
-    --out           where the command writes
-    --force         replace an earlier easyhard output there (never anything else)
-    --resume        continue the runs found in --out
-    --debug         show the traceback of an error instead of one sentence
-    --quiet         no progress bars or per-epoch lines
-    --json          print one JSON object
-
-Errors: every user error exits with status 1 and one sentence that says what is wrong and what to
-do (`--debug` shows the traceback instead). Library messages name parameters in backquotes
-(`data_dir`, `force=True`); this layer words them as flags (--data-dir, --force).
-
-torch is imported inside command bodies, so `easyhard --help` answers at once.
+parses into a library function and prints what it returns; _base.py holds what they share (the
+options generated from easyhard.config, the output options, errors as one sentence with exit
+status 1). This file makes the group and registers every command on it: no command module
+imports it back, and no library module imports the command line. torch is imported inside
+command bodies, so `easyhard --help` answers at once.
 """
 
 from __future__ import annotations

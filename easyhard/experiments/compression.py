@@ -32,6 +32,7 @@ against kept fraction, a panel per ranking) and ``compression-cost.png``, the re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import textwrap
@@ -47,11 +48,11 @@ from .harness import (
     TIMING_FIELDS,  # noqa: F401  (the timing fields of its rows; tests import them from here)
     Cell,
     Kind,
-    add_cell,
     file_sha256,
     load_score_table,
+    plan_cells,
     reference_subset,
-    training_config,
+    selected,
 )
 from .harness import run as run_kind
 from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
@@ -399,15 +400,8 @@ def compression_subset(
         exclude=~alive,
         tie_seed=ties,
     )
-    info = {
-        "kept": int(len(sel.indices)),
-        "removed": removed,
-        "kept_per_class": sel.kept_per_class.tolist(),
-        "strategy": strategy,
-        "tie_seed": ties,
-        "random_seed": seed if strategy in ("random", "stratified") else None,
-    }
-    return sel.indices, info
+    random_seed = seed if strategy in ("random", "stratified") else None
+    return selected(sel, removed, strategy, ties, random_seed)
 
 
 def plan(
@@ -418,67 +412,39 @@ def plan(
     num_classes: int,
     fingerprint: str,
 ) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
-    """Every request of the grid and the unique cells they need, seed by seed, the reference
-    first. Cell ids are the removal experiment's (experiment.add_cell)."""
-    n = int(alive.sum())
-    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    run_cfg = training_config(cfg)
-    subsets: dict[tuple, tuple] = {}
-    requests: list[tuple[Request, str]] = []
-    cells: dict[str, Cell] = {}
+    """Every request of the grid and the unique cells they need, in training order
+    (harness.plan_cells); cell ids are those of any other experiment on the same training."""
     grid = [(1.0, REFERENCE)] + [
         (q, s) for q in sorted(cfg.keep_list(), reverse=True) for s in cfg.strategy_list()
     ]
-    for k in range(cfg.seeds):
-        for budget in cfg.budget_list():
-            for r in rankings:
-                for keep, strategy in grid:
-                    if strategy == REFERENCE:
-                        key: tuple = (REFERENCE,)
-                    elif strategy == "random":
-                        key = ("random", keep, k)
-                    elif strategy == "stratified":
-                        key = (r.label, strategy, keep, k)
-                    else:
-                        key = (r.label, strategy, keep)
-                    if key not in subsets:
-                        subsets[key] = (
-                            reference_subset(alive, labels, num_classes)
-                            if strategy == REFERENCE
-                            else compression_subset(
-                                r,
-                                alive,
-                                labels,
-                                num_classes,
-                                strategy,
-                                keep,
-                                cfg.balanced,
-                                cfg.cut_hardest,
-                                cfg.selection_seed + k,
-                                cfg.selection_seed,
-                            )
-                        )
-                    idx, info = subsets[key]
-                    req = Request(r.label, budget, keep, strategy, k)
-                    requests.append(
-                        (
-                            req,
-                            add_cell(
-                                cells,
-                                run_cfg,
-                                cfg.arch,
-                                k,
-                                fingerprint,
-                                idx,
-                                info,
-                                budget,
-                                full_steps,
+
+    def key_of(r: Ranking, keep: float, strategy: str, k: int) -> tuple:
+        if strategy == "random":
+            return ("random", keep, k)
+        return (
+            (r.label, strategy, keep, k) if strategy == "stratified" else (r.label, strategy, keep)
+        )
+
+    def wanted():
+        for k in range(cfg.seeds):
+            for budget in cfg.budget_list():
+                for r in rankings:
+                    for keep, strategy in grid:
+                        req = Request(r.label, budget, keep, strategy, k)
+                        if strategy == REFERENCE:
+                            yield (
                                 req,
-                            ),
-                        )
-                    )
-    requests.sort(key=lambda rc: rc[0].sort_key())
-    return requests, cells
+                                (REFERENCE,),
+                                lambda: reference_subset(alive, labels, num_classes),
+                            )
+                            continue
+                        yield req, key_of(r, keep, strategy, k), functools.partial(
+                            compression_subset, r, alive, labels, num_classes, strategy, keep,
+                            cfg.balanced, cfg.cut_hardest, cfg.selection_seed + k,
+                            cfg.selection_seed,
+                        )  # fmt: skip
+
+    return plan_cells(cfg, wanted(), int(alive.sum()), fingerprint)
 
 
 def describe(req: Request) -> str:

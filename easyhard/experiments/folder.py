@@ -13,6 +13,7 @@ import re
 from ..io import (
     OutputExistsError,
     check_replaceable,
+    existing_folder,
     is_own_temp,
     remove_owned,
     remove_stale_temps,
@@ -197,16 +198,9 @@ def prepare_output(
     cells, for the message. Refuses anything else, before any change."""
     from ..runfolder import identity_differences
 
-    if not os.path.lexists(out):
+    names = existing_folder(out)
+    if names is None:
         return "new"
-    if os.path.islink(out):
-        raise OutputExistsError(
-            f"{out} is a symbolic link (to {os.readlink(out)}); easyhard writes only into real "
-            "folders: give the folder itself as `out`"
-        )
-    if not os.path.isdir(out):
-        raise OutputExistsError(f"{out} exists and is not a folder; choose another `out`")
-    names = os.listdir(out)
     if all(is_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest
         remove_owned(out, names)
         return "new"

@@ -24,7 +24,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -84,6 +84,44 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def plan_cells(
+    cfg: ExperimentConfig, wanted: Iterable[tuple[Any, tuple, Callable]], n: int, fingerprint: str
+) -> tuple[list[tuple[Any, str]], dict[str, Cell]]:
+    """The requests of a grid with their cells' ids, sorted by the requests' sort_key(), and
+    the distinct cells by id. `wanted` yields, in training order (seed by seed, the reference
+    first, so that a stopped run already holds whole curves), (request, subset key, a function
+    making that subset's (indices, info)): each subset is made once per key, each training
+    (subset, seed, budget) is one cell (add_cell). `n`: the examples that take part."""
+    full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    run_cfg = training_config(cfg)
+    subsets: dict[tuple, tuple[np.ndarray, dict]] = {}
+    requests: list[tuple[Any, str]] = []
+    cells: dict[str, Cell] = {}
+    for req, key, make in wanted:
+        if key not in subsets:
+            subsets[key] = make()
+        idx, info = subsets[key]
+        cid = add_cell(
+            cells, run_cfg, cfg.arch, req.k, fingerprint, idx, info, req.budget, full_steps, req
+        )
+        requests.append((req, cid))
+    requests.sort(key=lambda rc: rc[0].sort_key())
+    return requests, cells
+
+
+def selected(sel, removed: int, strategy: str, ties: int | None, random_seed: int | None):
+    """(indices, info) of a cell's subset from select's Selection: what a results row and
+    result.json record of how it was chosen."""
+    return sel.indices, {
+        "kept": int(len(sel.indices)),
+        "removed": removed,
+        "kept_per_class": sel.kept_per_class.tolist(),
+        "strategy": strategy,
+        "tie_seed": ties,
+        "random_seed": random_seed,
+    }
 
 
 def reference_subset(alive: np.ndarray, labels: np.ndarray, num_classes: int):
@@ -227,18 +265,24 @@ def load_score_table(path: str, window: int | None, train, dataset: str):
     return table
 
 
-def train_cells(
-    todo: Sequence[Cell],
-    out: str,
-    run_cfg,
-    arch: str,
-    datasets,
-    say,
-    describe_cell: Callable[[Cell], str],
-    done: Callable[[Cell, dict], None],
-) -> None:
+@dataclass
+class CellJob:
+    """How the cells of one experiment are trained and reported: the recipe (a ScoreConfig of
+    one architecture), the loaded (train, test) datasets, where progress lines go, a cell in
+    words, and what to do with a finished cell's result."""
+
+    run_cfg: Any
+    arch: str
+    datasets: tuple
+    say: Callable[[str], None]
+    describe: Callable[[Cell], str]
+    done: Callable[[Cell, dict], None]
+
+
+def train_cells(todo: Sequence[Cell], out: str, job: CellJob) -> None:
     """Train the cells of `todo` one after the other in OUT/cells/<id>/ (a half-finished one
-    continues from its checkpoint), write each one's result.json and call done(cell, result)."""
+    continues from its checkpoint), write each one's result.json and call job.done(cell,
+    result). A cell another worker is training is left to it and waited for at the end."""
     pending, n = list(todo), len(todo)
     count = 0
     while pending:
@@ -249,36 +293,25 @@ def train_cells(
                     busy.append(cell)
                     continue
                 count += 1
-                _train_cell(cell, count, n, out, run_cfg, arch, datasets, say, describe_cell, done)
+                _train_cell(cell, count, n, out, job)
                 # finished (result.json is read before any training): the lock has done its job
                 remove_owned(os.path.join(out, CELLS), [f"{cell.id}.lock"])
         if busy:
-            say(f"waiting for another worker that is training {len(busy)} cell(s)")
+            job.say(f"waiting for another worker that is training {len(busy)} cell(s)")
             with cell_lock(out, busy[0].id, wait=True):
                 pass
         pending = busy
 
 
-def _train_cell(
-    cell: Cell,
-    i: int,
-    n: int,
-    out: str,
-    run_cfg,
-    arch: str,
-    datasets,
-    say,
-    describe_cell: Callable[[Cell], str],
-    done: Callable[[Cell, dict], None],
-) -> None:
+def _train_cell(cell: Cell, i: int, n: int, out: str, job: CellJob) -> None:
     """Train one cell, holding its lock; a cell another worker finished is read back."""
     from ..train import train_run
 
     cell_dir = os.path.join(out, CELLS, cell.id)
     found = read_cell_result(cell_dir, cell)
     if found is not None:
-        say(f"[{i}/{n}] {describe_cell(cell)}: finished by another worker")
-        done(cell, found)
+        job.say(f"[{i}/{n}] {job.describe(cell)}: finished by another worker")
+        job.done(cell, found)
         return
     resumed = os.path.exists(os.path.join(cell_dir, CHECKPOINT))
     budget = (
@@ -286,21 +319,21 @@ def _train_cell(
         if cell.max_steps is None and getattr(cell.requests[0], "budget", "epochs") == "epochs"
         else f"steps budget: {cell.steps} steps"
     )
-    say(
-        f"[{i}/{n}] {describe_cell(cell)}, seed {run_cfg.seed + cell.run} (cell "
+    job.say(
+        f"[{i}/{n}] {job.describe(cell)}, seed {job.run_cfg.seed + cell.run} (cell "
         f"{cell.id}"
         f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
         f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
         f"({budget}){'; resuming from its checkpoint' if resumed else ''}"
     )
     train_run(
-        run_cfg,
-        arch,
+        job.run_cfg,
+        job.arch,
         cell.run,
         out,
         resume=True,
         quiet=True,
-        datasets=datasets,
+        datasets=job.datasets,
         subset=cell.subset,
         max_steps=cell.max_steps,
         run_dir=cell_dir,
@@ -311,11 +344,11 @@ def _train_cell(
     with atomic_write(os.path.join(cell_dir, CELL_RESULT), "w") as f:
         json.dump(outcome, f, indent=1)
     remove_owned(cell_dir, [CHECKPOINT, HISTORY_FILE])  # finished: nothing to resume
-    say(
+    job.say(
         f"    test acc {outcome['test_acc']:.4f} ({outcome['seconds']:.1f} s, "
         f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"
     )
-    done(cell, outcome)
+    job.done(cell, outcome)
 
 
 def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
@@ -543,15 +576,11 @@ def run(
         write_rows(out, kind.rows(requests, results, n_excluded), results_file)
         manifest(False, len(results))
 
+    def describe(cell: Cell) -> str:
+        return kind.describe(cell.requests[0])
+
     train_cells(
-        todo,
-        out,
-        training_config(cfg),
-        cfg.arch,
-        (train, test),
-        say,
-        lambda cell: kind.describe(cell.requests[0]),
-        done,
+        todo, out, CellJob(training_config(cfg), cfg.arch, (train, test), say, describe, done)
     )
     rows, stats, text = _outputs(kind, out, requests, results, cells, context)
     manifest(len(results) == len(cells), len(results))

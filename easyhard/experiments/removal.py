@@ -40,6 +40,7 @@ difference to random removal), ``removal-config.toml`` (the resolved configurati
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import textwrap
@@ -50,7 +51,7 @@ import numpy as np
 
 from ..config import BUDGETS, REMOVAL_ORDERS
 from .folder import KIND_FILES
-from .harness import REFERENCE, Cell, Kind, add_cell, reference_subset, training_config
+from .harness import REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
 from .harness import run as run_kind
 from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
 from .stats import paired_summary
@@ -188,66 +189,40 @@ def removal_subset(
         exclude=~alive,
         tie_seed=ties,
     )
-    info = {
-        "kept": int(len(sel.indices)),
-        "removed": removed,
-        "kept_per_class": sel.kept_per_class.tolist(),
-        "strategy": strategy,
-        "tie_seed": ties,
-        "random_seed": seed if order == "random" else None,
-    }
-    return sel.indices, info
+    return selected(sel, removed, strategy, ties, seed if order == "random" else None)
 
 
 def plan(
     cfg: "RemovalConfig", table, fingerprint: str
 ) -> tuple[list[tuple[Request, str]], dict[str, Cell]]:
     """Every request of the configuration's grid and the unique cells they need (by id), in
-    training order: seed by seed, the reference first, so that a stopped run already holds whole
-    curves."""
+    training order (harness.plan_cells)."""
     from ..scores import excluded
 
     alive = ~excluded(table)
-    n = int(alive.sum())
-    B = cfg.batch_size
-    full_steps = cfg.epochs * math.ceil(n / B)
-    run_cfg = training_config(cfg)
-    subsets: dict[tuple, tuple[np.ndarray, dict]] = {}
-    requests: list[tuple[Request, str]] = []
-    cells: dict[str, Cell] = {}
     grid = [(0.0, REFERENCE)] + [(f, o) for f in cfg.fraction_list() for o in cfg.order_list()]
-    for k in range(cfg.seeds):
-        for budget in cfg.budget_list():
-            for score in cfg.score_list():
-                for fraction, order in grid:
-                    if order == REFERENCE:
-                        key = (REFERENCE,)
-                    elif order == "random":
-                        key = ("random", fraction, k)
-                    else:
-                        key = (score, order, fraction)
-                    if key not in subsets:
+
+    def wanted():
+        for k in range(cfg.seeds):
+            for budget in cfg.budget_list():
+                for score in cfg.score_list():
+                    for fraction, order in grid:
+                        req = Request(score, budget, fraction, order, k)
                         if order == REFERENCE:
-                            subsets[key] = reference_subset(alive, table.labels, table.num_classes)
-                        else:
-                            subsets[key] = removal_subset(
-                                table,
-                                alive,
-                                score,
-                                order,
-                                fraction,
-                                cfg.balanced,
-                                cfg.selection_seed + k,
-                                cfg.selection_seed,
+                            yield (
+                                req,
+                                (REFERENCE,),
+                                lambda: reference_subset(alive, table.labels, table.num_classes),
                             )
-                    idx, info = subsets[key]
-                    req = Request(score, budget, fraction, order, k)
-                    cid = add_cell(
-                        cells, run_cfg, cfg.arch, k, fingerprint, idx, info, budget, full_steps, req
-                    )
-                    requests.append((req, cid))
-    requests.sort(key=lambda rc: rc[0].sort_key())
-    return requests, cells
+                            continue
+                        random = order == "random"
+                        key = ("random", fraction, k) if random else (score, order, fraction)
+                        yield req, key, functools.partial(
+                            removal_subset, table, alive, score, order, fraction, cfg.balanced,
+                            cfg.selection_seed + k, cfg.selection_seed,
+                        )  # fmt: skip
+
+    return plan_cells(cfg, wanted(), int(alive.sum()), fingerprint)
 
 
 def describe(req: Request) -> str:
