@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import cli
 
-from easyhard.cli import main
 from easyhard.loaders import dali_available
 
 TINY = [
@@ -39,10 +38,6 @@ ENV_KEYS = {
     "gpus",
     "device",
 }
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_bench_train_json_is_complete():

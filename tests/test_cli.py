@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import cli as run
+from helpers import synthetic
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
@@ -30,29 +32,7 @@ from easyhard.config import (
 from easyhard.datasets import load_dataset
 
 COMMANDS = {"score": ScoreConfig, "select": SelectConfig, "compress": CompressConfig}
-SMALL = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "120",
-    "--num-classes",
-    "3",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "64",
-    "--arch",
-    "convnet",
-    "--epochs",
-    "1",
-    "--device",
-    "cpu",
-    "--quiet",
-]
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+SMALL = synthetic(120, 3, batch=64, arch="convnet", epochs=1, device="cpu", quiet=True)
 
 
 def cli(*args, cwd=None):

@@ -8,11 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli as run
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
 from easyhard import SampleStats
-from easyhard.cli import main
 from easyhard.compress import compress
 from easyhard.datasets import load_dataset
 from easyhard.loaders import TensorLoader, make_loader
@@ -38,11 +37,6 @@ def score_file(dataset, path, epochs=2, seed=0):
         stats.end_epoch()
     stats.save(path, metadata={"dataset": dataset.name})
     return str(path)
-
-
-def run(args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result
 
 
 def test_select_command(tmp_path):

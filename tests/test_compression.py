@@ -12,9 +12,8 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import ONE_THREAD_ENV, cli, synthetic
 
-from easyhard.cli import main
 from easyhard.experiments.compression import (
     COST_FIGURE,
     FIGURE,
@@ -32,30 +31,11 @@ from easyhard.experiments.removal import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
 from easyhard.train import ScoreConfig, train_job
 
-DATA = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "160",
-    "--num-classes",
-    "4",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "32",
-    "--device",
-    "cpu",
-    "--epochs",
-    "2",
-]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+DATA = synthetic(160, 4, batch=32, device="cpu", epochs=2)
+ENV = ONE_THREAD_ENV
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -505,3 +485,16 @@ def test_cut_hardest_drops_the_very_hardest_first(tmp_path, scored):
         "1",
     )
     assert r.exit_code == 1 and "more than is left" in r.output
+
+
+def test_a_label_that_would_break_the_tables_is_refused(tmp_path, scored):
+    """A scores input's label is a table cell of the summary (and a legend entry): one with a
+    | or a line break is refused, naming it, before anything is written."""
+    run = scored / "convnet-run0" / "scores.npz"
+    for given in (f"a|b={run}", f"x`y={run}"):
+        with pytest.raises(ValueError, match="would break the summary's tables"):
+            source_labels([given])
+    r = compression([f"a|b={run}"], tmp_path / "o")
+    assert r.exit_code == 1 and "label 'a|b' holds '|'" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+    assert source_labels([f"$run^0={run}"])[0][0] == "$run^0"  # drawn as typed

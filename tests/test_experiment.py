@@ -13,42 +13,20 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import ONE_THREAD_ENV, cli, synthetic
 
 from easyhard import SampleStats
-from easyhard.cli import main
 from easyhard.experiments.folder import CELLS, MANIFEST
 from easyhard.experiments.harness import read_results, without_timing
 from easyhard.experiments.removal import FIGURE, RESULTS, ROW_FIELDS, SUMMARY, summarize
 from easyhard.experiments.stats import t_interval, t_quantile
 from easyhard.train import ScoreConfig, train_job, train_run
 
-DATA = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "160",
-    "--num-classes",
-    "4",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "32",
-    "--device",
-    "cpu",
-]
-
-
-# One thread: these tiny trainings gain nothing from two, and on a shared CPU OpenMP's waiting
-# threads make them several times slower.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+DATA = synthetic(160, 4, batch=32, device="cpu")
+ENV = ONE_THREAD_ENV
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -265,3 +265,30 @@ def test_errors_are_one_sentence(tmp_path):
         assert not (tmp_path / "o").exists()
     code, out = _cli(a, b, "--out", tmp_path / "a")
     assert code == 1 and "inside the output" in out
+
+
+def test_the_table_says_how_many_examples_each_set_holds():
+    """--p 1e-9 asks for a set smaller than one example: the table says each set's size and
+    that such a set holds the single easiest or hardest example (it looked like a fraction)."""
+    from easyhard.overlap import format_table
+
+    result = {
+        "never_presented": 0,
+        "runs": [],
+        "compared": 240,
+        "score": "easiness",
+        "window": None,
+        "view": "train",
+        "ps": [1e-9, 0.1],
+        "groups": {},
+        "consistency": {
+            "top": [],
+            "threshold": {
+                k: {"per_run": [0], "shared": 0, "chance": 0.0}
+                for k in ("always_easy", "never_learned")
+            },
+        },
+    }
+    table = format_table(result)
+    assert "examples in each set: p=1e-09: 1, p=0.1: 24" in table
+    assert "p=1e-09 of 240 examples rounds to none" in table

@@ -11,10 +11,9 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import cli as run
 from PIL import Image
 
-from easyhard.cli import main
 from easyhard.report import SECTIONS, TITLES, md_escape
 
 RUNS = [
@@ -34,10 +33,6 @@ RUNS = [
     "cpu",
     "--quiet",
 ]
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,20 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli as run
+from helpers import synthetic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
 from easyhard import SampleStats
-from easyhard.cli import main
 from easyhard.compress import compress
 from easyhard.datasets import load_dataset, read_idx, write_idx
 from easyhard.io import check_disjoint, inside
 from easyhard.scores import compute_scores, load_scores
 from easyhard.select import select
 from easyhard.train import DivergedError, ScoreConfig, train_job
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def tree(folder):
@@ -162,25 +158,7 @@ def test_overlap_check_is_spelling_independent(tmp_path_factory, src, out, via_l
 
 
 # ---------------------------------------------------------------------------- 2. score --force
-SMALL = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "120",
-    "--num-classes",
-    "3",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "64",
-    "--arch",
-    "convnet",
-    "--epochs",
-    "1",
-    "--device",
-    "cpu",
-    "--quiet",
-]
+SMALL = synthetic(120, 3, batch=64, arch="convnet", epochs=1, device="cpu", quiet=True)
 
 
 def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):

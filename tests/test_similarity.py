@@ -13,9 +13,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli, synthetic
 
-from easyhard.cli import main
 from easyhard.config import ConfigError, ScoreConfig, SimilarityConfig
 from easyhard.datasets import ArrayDataset
 from easyhard.scores import ScoreTable
@@ -37,7 +36,7 @@ from easyhard.similarity import (
     summarize,
 )
 
-DATA = ["--dataset", "synthetic", "--num-samples", "240", "--num-classes", "3", "--image-size", "8"]
+DATA = synthetic(240, 3)
 FAST = [
     "--device",
     "cpu",
@@ -52,8 +51,7 @@ FAST = [
 ]
 
 
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = cli
 
 
 def assert_one_sentence(result, *needles):

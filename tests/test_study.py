@@ -6,26 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import synthetic
 
 from easyhard.cli import main
 
-SMALL = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "240",
-    "--num-classes",
-    "3",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "64",
-    "--epochs",
-    "2",
-    "--device",
-    "cpu",
-    "--quiet",
-]
+SMALL = synthetic(240, 3, batch=64, epochs=2, device="cpu", quiet=True)
 
 
 def test_study_runs_every_step_and_ends_on_the_report(tmp_path):

@@ -12,30 +12,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers import cli, synthetic
 
 from easyhard import SampleStats
-from easyhard.cli import main
 from easyhard.scores import load_scores, merge_stats_files
 from easyhard.train import ScoreConfig, train_job, train_run
 
-SMALL = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "300",
-    "--num-classes",
-    "4",
-    "--image-size",
-    "12",
-    "--batch-size",
-    "64",
-    "--quiet",
-]
-
-
-def cli(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+SMALL = synthetic(300, 4, 12, batch=64, quiet=True)
 
 
 def small_cfg(**kw):
