@@ -592,7 +592,16 @@ def format_table(result: dict[str, Any], p_shown: Sequence[float] | None = None)
         + "".join(f"{f'p={p:g}':>14}" for p in ps)
         + "   spearman  kendall"
     )
-    lines += ["", "Jaccard of the easiest / hardest p (ratio to chance p/(2-p)):", head]
+    n = result["compared"]
+    sizes = ", ".join(f"p={p:g}: {set_size(p, n)}" for p in ps)
+    raised = [p for p in ps if p * n < 0.5]  # rounds to no example: the set holds one
+    lines += ["", f"examples in each set: {sizes}"]
+    if raised:
+        lines.append(
+            f"  (p={', '.join(f'{p:g}' for p in raised)} of {n} examples rounds to none: "
+            "such a set holds the single easiest or hardest example)"
+        )
+    lines += ["Jaccard of the easiest / hardest p (ratio to chance p/(2-p)):", head]
     for name, g in result["groups"].items():
         for which in ("easy", "hard"):
             cells = []

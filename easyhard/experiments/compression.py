@@ -211,6 +211,12 @@ def source_labels(paths: Sequence[str]) -> list[tuple[str, str]]:
             )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"scores input {path} does not exist (give [LABEL=]FILE)")
+        bad = sorted(set(label) & set("|`\n\r"))
+        if bad:  # a label is a cell of the summary's tables and a figure's legend
+            raise ValueError(
+                f"the scores input label {label!r} holds {' and '.join(map(repr, bad))}, which "
+                f"would break the summary's tables: name it, e.g. run0={path}"
+            )
         base, n = label, 2
         while label in seen:
             label, n = f"{base}#{n}", n + 1
