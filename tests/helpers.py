@@ -12,6 +12,7 @@ import os
 from click.testing import CliRunner, Result
 
 from easyhard.cli import main
+from easyhard.config import ScoreConfig
 
 # One thread for subprocesses: tiny trainings gain nothing from two, and on a shared CPU
 # OpenMP's waiting threads make them several times slower.
@@ -37,3 +38,19 @@ def synthetic(
         flag = "--" + name.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
     return args
+
+
+def tiny_config(n: int, classes: int, size: int = 8, batch: int = 32, **recipe) -> ScoreConfig:
+    """The ScoreConfig of synthetic(n, classes, size): one convnet run of 2 epochs on the CPU
+    unless `recipe` says otherwise (epochs=1, runs=2, seed=5, lr=...)."""
+    settings = {"archs": ("convnet",), "epochs": 2, "device": "cpu", **recipe}
+    return ScoreConfig(dataset="synthetic", num_samples=n, num_classes=classes, image_size=size,
+                       batch_size=batch, **settings)  # fmt: skip
+
+
+def score_job(out, n: int, classes: int, size: int = 8, batch: int = 32, **recipe) -> str:
+    """Score tiny_config(n, classes, size, batch, **recipe) into folder `out`; returns it."""
+    from easyhard.train import train_job
+
+    train_job(tiny_config(n, classes, size, batch, **recipe), str(out), quiet=True)
+    return str(out)

@@ -8,24 +8,11 @@ import json
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, synthetic
 
 from easyhard.loaders import dali_available
 
-TINY = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "256",
-    "--num-classes",
-    "4",
-    "--image-size",
-    "12",
-    "--batch-size",
-    "32",
-    "--device",
-    "cpu",
-]
+TINY = synthetic(256, 4, 12, batch=32, device="cpu")
 ENV_KEYS = {
     "date",
     "cpu_count",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import cli as run
-from helpers import synthetic
+from helpers import synthetic, tiny_config
 from test_compress import score_file
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
@@ -321,16 +321,7 @@ def test_wording_of_library_messages():
 def test_damaged_checkpoint_on_resume(tmp_path, killed_after_epoch):
     from easyhard.train import train_run
 
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=120,
-        num_classes=3,
-        image_size=8,
-        batch_size=64,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(120, 3, batch=64)
     with killed_after_epoch(1):
         train_run(cfg, "convnet", 0, str(tmp_path / "o"), quiet=True)
     (tmp_path / "o" / "convnet-run0" / "checkpoint.pt").write_bytes(b"garbage")

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ONE_THREAD_ENV, cli, synthetic
+from helpers import ONE_THREAD_ENV, cli, score_job, synthetic, tiny_config
 
 from easyhard.experiments.compression import (
     COST_FIGURE,
@@ -29,7 +29,7 @@ from easyhard.experiments.folder import CELLS, MANIFEST
 from easyhard.experiments.harness import read_results
 from easyhard.experiments.removal import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
-from easyhard.train import ScoreConfig, train_job
+from easyhard.train import train_job
 
 DATA = synthetic(160, 4, batch=32, device="cpu", epochs=2)
 ENV = ONE_THREAD_ENV
@@ -42,16 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 def scored(tmp_path_factory):
     """One convnet scoring run of the tiny synthetic data, 2 epochs: its folder."""
     out = tmp_path_factory.mktemp("scores")
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=160,
-        num_classes=4,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(160, 4)
     train_job(cfg, str(out), quiet=True)
     return out
 
@@ -344,17 +335,7 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
     assert r.exit_code == 1 and "lr: 0.2 -> 0.1" in r.output and "--force" in r.output
     # a statistics file of the same label with other content is refused, naming the label
     other = tmp_path / "other"
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=160,
-        num_classes=4,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-        seed=5,
-    )
+    cfg = tiny_config(160, 4, seed=5)
     train_job(cfg, str(other), quiet=True)
     r = compression([f"merged={other / 'merged.npz'}"], out, *base)
     assert r.exit_code == 1 and "labelled 'merged' has other content" in r.output
@@ -366,35 +347,12 @@ def test_continue_adds_cells_and_refuses_changes(tmp_path, scored):
 
 @pytest.mark.slow
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=800,
-        num_classes=4,
-        image_size=12,
-        batch_size=50,
-        archs=("convnet",),
-        epochs=1,
-        device="cpu",
-    )
-    train_job(cfg, str(tmp_path / "scores"), quiet=True)
+    score_job(tmp_path / "scores", 800, 4, 12, batch=50, epochs=1)
     args = [
         "experiment",
         "compression",
         str(tmp_path / "scores" / "merged.npz"),
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "800",
-        "--num-classes",
-        "4",
-        "--image-size",
-        "12",
-        "--batch-size",
-        "50",
-        "--device",
-        "cpu",
-        "--epochs",
-        "3",
+        *synthetic(800, 4, 12, batch=50, device="cpu", epochs=3),
         "--keep",
         "0.5",
         "--strategies",

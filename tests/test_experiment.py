@@ -13,14 +13,14 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ONE_THREAD_ENV, cli, synthetic
+from helpers import ONE_THREAD_ENV, cli, score_job, synthetic, tiny_config
 
 from easyhard import SampleStats
 from easyhard.experiments.folder import CELLS, MANIFEST
 from easyhard.experiments.harness import read_results, without_timing
 from easyhard.experiments.removal import FIGURE, RESULTS, ROW_FIELDS, SUMMARY, summarize
 from easyhard.experiments.stats import t_interval, t_quantile
-from easyhard.train import ScoreConfig, train_job, train_run
+from easyhard.train import train_job, train_run
 
 DATA = synthetic(160, 4, batch=32, device="cpu")
 ENV = ONE_THREAD_ENV
@@ -33,16 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 def scores(tmp_path_factory):
     """A statistics file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
     out = tmp_path_factory.mktemp("scores")
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=160,
-        num_classes=4,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(160, 4)
     train_job(cfg, str(out), quiet=True)
     return out / "merged.npz"
 
@@ -135,35 +126,12 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
 
 @pytest.mark.slow
 def test_kill_then_the_same_command_gives_the_same_results(tmp_path, kill_midway):
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=800,
-        num_classes=4,
-        image_size=12,
-        batch_size=50,
-        archs=("convnet",),
-        epochs=1,
-        device="cpu",
-    )
-    train_job(cfg, str(tmp_path / "scores"), quiet=True)
+    score_job(tmp_path / "scores", 800, 4, 12, batch=50, epochs=1)
     args = [
         "experiment",
         "removal",
         str(tmp_path / "scores" / "merged.npz"),
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "800",
-        "--num-classes",
-        "4",
-        "--image-size",
-        "12",
-        "--batch-size",
-        "50",
-        "--device",
-        "cpu",
-        "--epochs",
-        "3",
+        *synthetic(800, 4, 12, batch=50, device="cpu", epochs=3),
         "--fractions",
         "0.5",
         "--orders",
@@ -242,16 +210,7 @@ def test_refusals(tmp_path, scores):
 
 
 def test_score_run_on_a_subset_with_a_step_budget(tmp_path):
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=160,
-        num_classes=4,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(160, 4)
     subset = np.arange(0, 160, 3)  # 54 examples: 2 batches per epoch
     run = train_run(
         cfg, "convnet", 0, str(tmp_path), subset=subset, max_steps=7, evaluate_every_epoch=False
@@ -334,16 +293,7 @@ def test_two_workers_share_one_folder(tmp_path):
     """The same command started twice on one folder: each cell is trained by one of them (the
     other skips it while it is locked and reads its result), and the results are those of one
     worker alone."""
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=400,
-        num_classes=4,
-        image_size=10,
-        batch_size=50,
-        archs=("convnet",),
-        epochs=1,
-        device="cpu",
-    )
+    cfg = tiny_config(400, 4, 10, batch=50, epochs=1)
     train_job(cfg, str(tmp_path / "scores"), quiet=True)
     args = [
         sys.executable,
@@ -352,20 +302,7 @@ def test_two_workers_share_one_folder(tmp_path):
         "experiment",
         "removal",
         str(tmp_path / "scores" / "merged.npz"),
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "400",
-        "--num-classes",
-        "4",
-        "--image-size",
-        "10",
-        "--batch-size",
-        "50",
-        "--device",
-        "cpu",
-        "--epochs",
-        "2",
+        *synthetic(400, 4, 10, batch=50, device="cpu", epochs=2),
         "--fractions",
         "0.25,0.5",
         "--seeds",

@@ -199,3 +199,21 @@ def test_an_old_resolved_configuration_is_read_back(old):
     r = CliRunner().invoke(main, ["experiment", "removal", made.SCORES, "--config", "edited.toml",
                                   "--out", "experiments"])  # fmt: skip
     assert r.exit_code == 1 and "runs = 2 is not a setting of the removal experiment" in r.output
+
+
+def test_a_crafted_analysis_record_is_named(old):
+    """An analysis record is input too: one that its module cannot read (edited: no set sizes,
+    a group without its overlaps; a similarity record whose classes are a number) is refused
+    naming the file (it was "min() arg is an empty sequence"), and no report is written."""
+    record = json.load(open("study/overlap/overlap.json"))
+    record.update(ps=[], groups={"seed": {"pairs": 1}})
+    json.dump(record, open("study/overlap/overlap.json", "w"))
+    r = CliRunner().invoke(main, ["report", "study/overlap", "--out", "rep"])
+    assert r.exit_code == 1, r.output
+    assert "overlap/overlap.json is not an overlap record this version can read" in r.output
+    assert not os.path.exists("rep")
+    record = json.load(open("study/similarity/similarity.json"))
+    record["per_class"] = 7
+    json.dump(record, open("study/similarity/similarity.json", "w"))
+    r = CliRunner().invoke(main, ["report", "study/similarity", "--out", "rep"])
+    assert r.exit_code == 1 and "similarity.json is not a similarity record" in r.output, r.output

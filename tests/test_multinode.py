@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import synthetic
 
 from easyhard import SampleStats
 
@@ -24,16 +25,7 @@ pytestmark = pytest.mark.slow
 
 JOB = [
     "score",
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "1500",
-    "--num-classes",
-    "4",
-    "--image-size",
-    "12",
-    "--batch-size",
-    "50",
+    *synthetic(1500, 4, 12, batch=50),
     "--arch",
     "convnet",
     "--device",

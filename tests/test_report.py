@@ -12,25 +12,13 @@ import re
 import numpy as np
 import pytest
 from helpers import cli as run
+from helpers import synthetic
 from PIL import Image
 
 from easyhard.report import SECTIONS, TITLES, md_escape
 
 RUNS = [
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "240",
-    "--num-classes",
-    "3",
-    "--image-size",
-    "8",
-    "--batch-size",
-    "64",
-    "--epochs",
-    "2",
-    "--device",
-    "cpu",
+    *synthetic(240, 3, batch=64, epochs=2, device="cpu"),
     "--quiet",
 ]
 
@@ -241,18 +229,7 @@ def test_report_refusals(study, tmp_path):
     r = run(
         [
             "score",
-            "--dataset",
-            "synthetic",
-            "--num-samples",
-            "50",
-            "--num-classes",
-            "3",
-            "--image-size",
-            "8",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
+            *synthetic(50, 3, epochs=1, device="cpu"),
             "--quiet",
             "--arch",
             "convnet",
@@ -302,20 +279,7 @@ def test_report_shows_removal_and_compression_from_one_folder(study, tmp_path):
     with the full-data reference line; every image decodes."""
     scores = study / "runs" / "convnet-run0" / "scores.npz"
     data = [
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "240",
-        "--num-classes",
-        "3",
-        "--image-size",
-        "8",
-        "--batch-size",
-        "64",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
+        *synthetic(240, 3, batch=64, epochs=1, device="cpu"),
         "--seeds",
         "1",
         "--quiet",

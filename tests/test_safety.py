@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import cli as run
-from helpers import synthetic
+from helpers import synthetic, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compress import score_file
@@ -23,7 +23,7 @@ from easyhard.datasets import load_dataset, read_idx, write_idx
 from easyhard.io import check_disjoint, inside
 from easyhard.scores import compute_scores, load_scores
 from easyhard.select import select
-from easyhard.train import DivergedError, ScoreConfig, train_job
+from easyhard.train import DivergedError, train_job
 
 
 def tree(folder):
@@ -500,16 +500,7 @@ def test_an_architecture_given_twice_is_refused_before_training(tmp_path):
 
 
 def test_resume_refuses_a_damaged_checkpoint(tmp_path, killed_after_epoch):
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=120,
-        num_classes=3,
-        image_size=8,
-        batch_size=64,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(120, 3, batch=64)
     from easyhard.train import train_run
 
     with killed_after_epoch(1):
@@ -651,16 +642,7 @@ def test_compress_file_list_adds_no_class_folders(tmp_path):
 
 def test_compress_synthetic_matches_its_scores(tmp_path):
     opts = [
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "50",
-        "--num-classes",
-        "5",
-        "--image-size",
-        "6",
-        "--synthetic-seed",
-        "3",
+        *synthetic(50, 5, 6, synthetic_seed=3),
     ]
     ds = load_dataset("synthetic", num_samples=50, num_classes=5, image_size=6, seed=3)
     scores = score_file(ds, tmp_path / "s.npz")
@@ -803,18 +785,7 @@ def test_odd_file_names_load_back(tmp_path):
 
 # ---------------------------------------------------------------------------- divergence
 def test_a_diverging_run_stops_without_writing_scores(tmp_path):
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=256,
-        num_classes=3,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-        lr=1e30,
-        max_nonfinite_steps=3,
-    )
+    cfg = tiny_config(256, 3, lr=1e30, max_nonfinite_steps=3)
     with pytest.raises(DivergedError, match="consecutive steps"):
         train_job(cfg, str(tmp_path / "o"), quiet=True)
     assert not (tmp_path / "o" / "convnet-run0" / "scores.npz").exists()

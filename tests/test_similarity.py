@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import cli, synthetic
+from helpers import cli, synthetic, tiny_config
 
-from easyhard.config import ConfigError, ScoreConfig, SimilarityConfig
+from easyhard.config import ConfigError, SimilarityConfig
 from easyhard.datasets import ArrayDataset
 from easyhard.scores import ScoreTable
 from easyhard.similarity import (
@@ -401,17 +401,7 @@ def runs(tmp_path_factory):
     from easyhard.train import train_job
 
     out = tmp_path_factory.mktemp("score") / "runs"
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=240,
-        num_classes=3,
-        image_size=8,
-        archs=("convnet",),
-        runs=2,
-        epochs=1,
-        batch_size=64,
-        device="cpu",
-    )
+    cfg = tiny_config(240, 3, batch=64, runs=2, epochs=1)
     train_job(cfg, str(out), quiet=True)
     return out
 
@@ -547,16 +537,7 @@ def test_refused_inputs_give_one_sentence(runs, tmp_path):
         [
             *base,
             runs / "convnet-run0",
-            "--dataset",
-            "synthetic",
-            "--num-samples",
-            "240",
-            "--num-classes",
-            "3",
-            "--image-size",
-            "8",
-            "--synthetic-seed",
-            "1",
+            *synthetic(240, 3, synthetic_seed=1),
             "--out",
             tmp_path / "o",
         ]

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import cli, synthetic
+from helpers import cli, synthetic, tiny_config
 
 from easyhard import SampleStats
 from easyhard.scores import load_scores, merge_stats_files
@@ -243,16 +243,7 @@ def test_files_of_the_previous_version_load_and_resume(tmp_path):
     import shutil
 
     src = os.path.join(os.path.dirname(__file__), "data", "previous-version")
-    cfg = ScoreConfig(
-        dataset="synthetic",
-        num_samples=60,
-        num_classes=3,
-        image_size=8,
-        batch_size=32,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
+    cfg = tiny_config(60, 3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the files were made: the thread count changes the numerics
     try:
@@ -279,16 +270,7 @@ def test_resume_after_a_real_kill(tmp_path):
         "-m",
         "easyhard",
         "score",
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "2000",
-        "--num-classes",
-        "4",
-        "--image-size",
-        "16",
-        "--batch-size",
-        "50",
+        *synthetic(2000, 4, 16, batch=50),
         "--arch",
         "convnet",
         "--epochs",
@@ -585,16 +567,7 @@ def test_runs_that_differ_in_one_seed_only(tmp_path):
     records the effective seeds."""
     base = [
         "score",
-        "--dataset",
-        "synthetic",
-        "--num-samples",
-        "200",
-        "--num-classes",
-        "4",
-        "--image-size",
-        "8",
-        "--batch-size",
-        "50",
+        *synthetic(200, 4, batch=50),
         "--arch",
         "convnet",
         "--epochs",
@@ -676,3 +649,17 @@ def test_a_resume_on_another_cpu_path_says_so_and_records_both(
     assert f"recorded with the cpu-{paths[0]} kernel and resumes with cpu-{paths[-1]}" in err
     meta = SampleStats.load(os.path.join(run_dir, "scores.npz")).metadata
     assert meta["kernels"] == sorted([f"cpu-{paths[0]}", f"cpu-{paths[-1]}"])
+
+
+def test_images_too_small_for_the_architecture_are_refused_before_training(tmp_path):
+    """airbench's pools shrink 4 x 4 images to nothing: one sentence that names the smallest
+    size it takes, before any folder is made (it was torch's 'Output size is too small')."""
+    r = cli(["score", *synthetic(64, 2, 4), "--arch", "airbench", "--epochs", "1", "--device",
+             "cpu", "--out", tmp_path / "o"])  # fmt: skip
+    assert r.exit_code == 1, r.output
+    assert "architecture airbench cannot take 4 x 4 images" in r.output
+    assert "(it takes 16 x 16 and larger); give larger images (--image-size" in r.output
+    assert not (tmp_path / "o").exists()
+    from easyhard.models import build_model
+
+    build_model("airbench", 2, 3, 16)  # the size it names is taken
