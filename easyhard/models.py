@@ -44,7 +44,43 @@ def build_model(
         raise ValueError(
             f"unknown architecture {name!r}; choose one of {', '.join(available_models())}"
         )
-    return _REGISTRY[name](num_classes, in_channels, image_size)
+    model = _REGISTRY[name](num_classes, in_channels, image_size)
+    if image_size < PROBE_BELOW:
+        _check_input_size(model, name, in_channels, image_size)
+    return model
+
+
+PROBE_BELOW = 64  # every registered architecture takes images this large or larger
+
+
+def _check_input_size(model: nn.Module, name: str, in_channels: int, size: int) -> None:
+    """Refuse images too small for the architecture (its strides and pools would shrink them
+    to nothing), naming the smallest power-of-two size it takes, before any training."""
+    import torch
+
+    def fits(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, in_channels, side, side))
+        except RuntimeError:
+            return False
+        return True
+
+    was_training = model.training
+    model.eval()  # one example: batch norm in training mode would refuse it
+    try:
+        if fits(size):
+            return
+        smallest = next((s for s in (8, 16, 32, 64, 128, 256) if s > size and fits(s)), None)
+    finally:
+        model.train(was_training)
+    raise ValueError(
+        f"architecture {name} cannot take {size} x {size} images: its strides and pools shrink "
+        "them to nothing"
+        + (f" (it takes {smallest} x {smallest} and larger)" if smallest else "")
+        + "; give larger images (`image_size`, or `crop` for image folders) or another "
+        "architecture"
+    )
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

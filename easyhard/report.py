@@ -523,18 +523,30 @@ def build(
     for kind, folders in found.analyses.items():
         target = "experiments" if kind == "experiment" else kind
         for n, folder in enumerate(folders):
-            record = modules[kind].read_record(folder) or {}
-            if hasattr(modules[kind], "findings"):
-                headlines += [
-                    {"section": target, "text": t} for t in modules[kind].findings(record)
-                ]
-            sections[target].blocks(modules[kind].report_blocks(folder, record), f"{kind}{n}",
-                                    figures)  # fmt: skip
+            texts, blocks = _analysis_view(modules[kind], kind, folder)
+            headlines += [{"section": target, "text": t} for t in texts]
+            sections[target].blocks(blocks, f"{kind}{n}", figures)
     if headlines:
         sections["summary"].text("What the analyses found (each links to its section):")
     for h in headlines:
         sections["summary"].headline(h["text"], h["section"])
     return sections, figures, _provenance(sections["provenance"], runs, found), headlines
+
+
+def _analysis_view(module, kind: str, folder: str) -> tuple[list[str], list[tuple]]:
+    """(findings, report blocks) of one analysis folder, by its own module; a record that is
+    not what its module wrote (edited, truncated, another version's) is refused naming the
+    file, not met with whatever Python error reading it raised."""
+    record = module.read_record(folder) or {}
+    try:
+        texts = module.findings(record) if hasattr(module, "findings") else []
+        return texts, module.report_blocks(folder, record)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+        raise ValueError(
+            f"{os.path.join(folder, module.MANIFEST)} is not "
+            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} record this version can read "
+            f"({type(e).__name__}: {e}): run the analysis again, or leave the folder out"
+        ) from e
 
 
 def _runs_dataset(run: RunInfo):
