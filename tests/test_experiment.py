@@ -372,3 +372,21 @@ def test_no_train_reports_what_has_finished(tmp_path, scores):
     assert not manifest["finished"] and manifest["cells"]["finished"] == 2
     r = removal(scores, out, "--fractions", "0.5", "--seeds", "1", "--no-train", "--force")
     assert r.exit_code == 1 and "does not go with --force" in r.output
+
+
+def test_another_workers_first_manifest_write_is_left_alone(tmp_path):
+    """A folder holding only a fresh temporary file of experiment.json is another worker writing
+    its first manifest: the folder counts as new and the file stays (deleting it made that
+    worker's rename fail, seen when two workers started together); a stale one goes."""
+    import time
+
+    from easyhard.experiments.folder import prepare_output
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    fresh = out / ".experiment.json.00aioe9t.tmp"
+    fresh.write_text("{")
+    assert prepare_output(str(out), {}, False) == "new" and fresh.exists()
+    old = time.time() - 24 * 3600
+    os.utime(fresh, (old, old))
+    assert prepare_output(str(out), {}, False) == "new" and not fresh.exists()

@@ -202,7 +202,8 @@ def prepare_output(
     if names is None:
         return "new"
     if all(is_own_temp(n, TOP_FILES) for n in names):  # empty, or killed before its manifest
-        remove_owned(out, names)
+        # a recent temporary file is another worker writing its first manifest: it stays
+        remove_stale_temps(out, TOP_FILES)
         return "new"
     record = read_manifest(out)
     exps = experiments_of(record)
