@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -120,8 +120,16 @@ def subset_digest(subset: np.ndarray) -> dict[str, Any]:
     return {"count": int(len(arr)), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
 
 
-def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable 'field: old -> new' lines for two run identities."""
+#: Settings that say where the data lies, not what it is (the identity's dataset fingerprint
+#: says that): a run resumes with the same data given by another path.
+LOCATION_FIELDS = ("data_dir", "file_list")
+
+
+def identity_differences(
+    old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = ()
+) -> list[str]:
+    """Human-readable 'field: old -> new' lines for two run identities (configuration fields
+    named in `ignore` left out)."""
 
     def flat(d: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -130,22 +138,25 @@ def identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         }
 
     a, b = flat(old), flat(new)
+    skip = {f"config.{k}" for k in ignore}
     lines = [
         f"{k.removeprefix('config.')}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
+        if a.get(k) != b.get(k) and k not in skip
     ]
     return list(dict.fromkeys(lines))  # `seed` is both the run's and the configuration's
 
 
 def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:
-    """Refuse to resume from `where` unless it recorded exactly `identity`."""
+    """Refuse to resume from `where` unless it recorded `identity`: the same run of the same data,
+    wherever that data lies now (LOCATION_FIELDS count only when the fingerprints differ)."""
     if not isinstance(found, dict):
         raise ValueError(
             f"{where} was written by an easyhard that did not record the run's "
             "identity, so resuming cannot be checked: use a new output folder"
         )
-    diff = identity_differences(found, identity)
+    same_data = found.get("dataset_fingerprint") == identity.get("dataset_fingerprint")
+    diff = identity_differences(found, identity, LOCATION_FIELDS if same_data else ())
     if diff:
         raise ValueError(
             f"{where} belongs to another configuration ({'; '.join(diff[:6])}"

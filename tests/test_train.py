@@ -663,3 +663,28 @@ def test_images_too_small_for_the_architecture_are_refused_before_training(tmp_p
     from easyhard.models import build_model
 
     build_model("airbench", 2, 3, 16)  # the size it names is taken
+
+
+def test_resume_takes_the_same_data_at_another_spelling_of_its_path(tmp_path, monkeypatch):
+    """--data-dir data, then --resume with --data-dir /abs/path/data/: the same data (the
+    fingerprint says so), so the finished run is reused (it was refused as 'another
+    configuration'); other data at the new path is still refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(8):
+            image = (rng.random((16, 16, 3)) * 255).astype("uint8")
+            Image.fromarray(image).save(tmp_path / "data" / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    job = ["score", "--dataset", "imagefolder", "--arch", "convnet", "--epochs", "1", "--crop",
+           "16", "--device", "cpu", "--batch-size", "8", "--out", "out", "--quiet"]  # fmt: skip
+    assert cli([*job, "--data-dir", "data"]).exit_code == 0
+    before = (tmp_path / "out" / "convnet-run0" / "scores.npz").read_bytes()
+    r = cli([*job, "--data-dir", f"{tmp_path}/data/", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "convnet-run0" / "scores.npz").read_bytes() == before
+    Image.new("RGB", (16, 16)).save(tmp_path / "data" / "a" / "extra.png")  # other data now
+    r = cli([*job, "--data-dir", "data", "--resume"])
+    assert r.exit_code == 1 and "dataset_fingerprint" in r.output, r.output
