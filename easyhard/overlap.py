@@ -193,17 +193,10 @@ class Ranking:
 
     def average_ranks(self) -> np.ndarray:
         """Ranks 1..n of the scores, tied scores sharing their mean rank (as scipy's rankdata),
-        from the sorted scores in one pass."""
-        s, n = self.sorted, len(self.sorted)
-        new = np.empty(n, dtype=bool)
-        new[0] = True
-        np.not_equal(s[1:], s[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], n)
-        mean_rank = (starts + ends + 1) / 2.0  # mean of ranks start+1 .. end
-        ranks = np.empty(n, dtype=np.float64)
-        ranks[self.order] = np.repeat(mean_rank, ends - starts)
-        return ranks
+        from the sort this ranking already holds."""
+        from .ranks import average_ranks
+
+        return average_ranks(self.sorted, self.order)
 
     def easy(self, k: int) -> np.ndarray:
         return self.pos < k

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .ranks import spearman
 from .runfolder import CHECKPOINT, MERGED_FILE, RUN_CONFIG, STATS_FILE
 
 if TYPE_CHECKING:
@@ -123,33 +124,6 @@ def knn_distance(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
         d[rows, rows + start] = math.inf
         out[start : start + len(d)] = d.topk(k, dim=1, largest=False).values.double().mean(1)
     return out
-
-
-def rankdata(a: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a float array, ties given their average rank (as scipy.stats.rankdata)."""
-    a = np.asarray(a, dtype=np.float64)
-    order = np.argsort(a, kind="stable")
-    sorted_a = a[order]
-    starts = np.r_[True, sorted_a[1:] != sorted_a[:-1]]
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    last = np.r_[first[1:], len(a)] - 1
-    ranks = np.empty(len(a))
-    ranks[order] = (first[group] + last[group]) / 2 + 1
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two arrays over the pairs where both are finite (NaN with
-    fewer than 3 such pairs or a constant side)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return math.nan
-    ra, rb = rankdata(a[ok]), rankdata(b[ok])
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den > 0 else math.nan
 
 
 def summarize(values: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:

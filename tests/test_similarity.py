@@ -17,6 +17,7 @@ from helpers import cli, synthetic, tiny_config
 
 from easyhard.config import ConfigError, SimilarityConfig
 from easyhard.datasets import ArrayDataset
+from easyhard.ranks import rankdata, spearman
 from easyhard.scores import ScoreTable
 from easyhard.similarity import (
     SELF_SCORED_NOTE,
@@ -29,9 +30,7 @@ from easyhard.similarity import (
     find_feature_model,
     knn_distance,
     load_feature_model,
-    rankdata,
     score_source,
-    spearman,
     spread,
     summarize,
 )
