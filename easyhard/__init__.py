@@ -39,7 +39,7 @@ The data flow, one module per stage (follow one example index from the dataset t
     select.py       a subset by score (hardest, easiest, random, stratified; per class or not)
     compress.py     the subset written out as a dataset of the source's format
     overlap.py,     analyses: are easy/hard sets shared across runs and architectures; do easy
-    similarity.py   examples look alike
+    similarity.py   examples look alike (ranks.py: the rank correlations both use)
     experiments/    training afresh on subsets: one harness (cells, resume, the folder, paired
                     statistics) and its kinds, removal.py and compression.py
     study.py        the main job: score, analyses and report in one call
