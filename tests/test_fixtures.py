@@ -217,3 +217,48 @@ def test_a_crafted_analysis_record_is_named(old):
     json.dump(record, open("study/similarity/similarity.json", "w"))
     r = CliRunner().invoke(main, ["report", "study/similarity", "--out", "rep"])
     assert r.exit_code == 1 and "similarity.json is not a similarity record" in r.output, r.output
+
+
+def _writers():
+    """Every command that writes an output, as (arguments that make it write to --out from the
+    fixtures' inputs, takes --force, an input folder or file that --out may not be)."""
+    scores, run, runs = made.SCORES, os.path.dirname(made.SCORES), "study/runs"
+    return {
+        "score": (["score", *made.DATA, *made.RECIPE], True, None),  # synthetic: no input
+        "merge": (["merge", scores], False, scores),
+        "select": (["select", scores, "--keep", "0.5"], True, run),
+        "compress": (["compress", scores, *made.DATA[:8], "--keep", "0.5"], True, run),
+        "analyze overlap": (["analyze", "overlap", "study/runs", "study/seeds"], True, runs),
+        "analyze similarity": (["analyze", "similarity", scores, *made.DATA], True, run),
+        "experiment removal": (made.REMOVAL, True, run),
+        "experiment compression": (made.COMPRESSION, True, run),
+        "report": (["report", runs], True, runs),
+        "study": (["study", *made.DATA, "--arch", "resnet8"], False, None),
+    }
+
+
+@pytest.mark.parametrize("command", sorted(_writers()))
+def test_no_command_replaces_what_it_did_not_write(old, command):
+    """The promise, command by command: an output that holds a file easyhard did not write is
+    refused with one sentence and left exactly as it was; with --force too (score's --force
+    starts afresh beside the file and leaves it as it was); an output that is an input, or the
+    folder holding one, is refused and the inputs are left as they were."""
+    args, force, source = _writers()[command]
+    out = "mine/out.npz" if command == "merge" else "mine"
+    os.makedirs("mine")
+    with open("mine/out.npz" if command == "merge" else "mine/notes.txt", "w") as f:
+        f.write("a user's file\n")
+    before = snapshot("mine")
+    r = CliRunner().invoke(main, [*args, "--out", out])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert snapshot("mine") == before
+    if force:
+        r = CliRunner().invoke(main, [*args, "--out", out, "--force", "--quiet"])
+        assert r.exit_code == (0 if command == "score" else 1), r.output
+        after = snapshot("mine")
+        assert after == before if command != "score" else after["notes.txt"] == before["notes.txt"]
+    if source is not None:
+        inputs = snapshot("study")
+        r = CliRunner().invoke(main, [*args, "--out", source, *(["--force"] if force else [])])
+        assert r.exit_code == 1, r.output
+        assert snapshot("study") == inputs
