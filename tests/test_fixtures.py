@@ -262,3 +262,33 @@ def test_no_command_replaces_what_it_did_not_write(old, command):
         r = CliRunner().invoke(main, [*args, "--out", source, *(["--force"] if force else [])])
         assert r.exit_code == 1, r.output
         assert snapshot("study") == inputs
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["score", "select", "compress", "analyze overlap", "analyze similarity", "report"],
+)
+def test_a_second_writer_is_refused(old, command):
+    """While another easyhard command holds an output folder (its lock), a second writer is
+    refused in one sentence before writing anything. (The experiments share their folder by
+    design: their workers take turns cell by cell.)"""
+    from easyhard.outputs import claim
+
+    args, _, _ = _writers()[command]
+    with claim("busy/out", "another"):
+        r = CliRunner().invoke(main, [*args, "--out", "busy/out"])
+    assert r.exit_code == 1 and "is being written by another easyhard command" in r.output, r.output
+    assert not os.path.exists("busy/out")
+
+
+@pytest.mark.parametrize("command", sorted(_writers()))
+def test_settings_are_checked_before_any_folder_is_made(old, command):
+    """A setting the inputs cannot satisfy (a window beyond the epochs recorded, a clean view
+    beyond the epochs trained) is refused in one sentence, and not even the output's parent
+    folders are made."""
+    args, _, _ = _writers()[command]
+    bad = ["--clean-every", "5"] if command in ("score", "study") else ["--window", "99"]
+    out = "new/deeper/out.npz" if command == "merge" else "new/deeper/out"
+    r = CliRunner().invoke(main, [*args, *bad, "--out", out])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert not os.path.exists("new")
