@@ -292,3 +292,38 @@ def test_settings_are_checked_before_any_folder_is_made(old, command):
     r = CliRunner().invoke(main, [*args, *bad, "--out", out])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
     assert not os.path.exists("new")
+
+
+@pytest.mark.parametrize(
+    "command, manifest",
+    [
+        ("select", "selection.json"),
+        ("compress", "manifest.json"),
+        ("analyze overlap", "overlap.json"),
+        ("analyze similarity", "similarity.json"),
+        ("report", "report.json"),
+        ("experiment removal", "experiment.json"),
+    ],
+)
+def test_a_crafted_manifest_deletes_nothing_outside(old, command, manifest):
+    """A manifest is input: an earlier output whose manifest was edited to list files outside
+    the folder (../victim.txt, an absolute path) is replaced with --force, or refused, but
+    those files are never touched."""
+    args, _, _ = _writers()[command]
+    r = CliRunner().invoke(main, [*args, "--out", "mine", "--quiet"])
+    assert r.exit_code == 0, r.output
+    victims = [os.path.abspath("victim.txt"), os.path.abspath("elsewhere/victim.txt")]
+    os.makedirs("elsewhere")
+    for v in victims:
+        with open(v, "w") as f:
+            f.write("the user's\n")
+    record = json.load(open(f"mine/{manifest}"))
+    crafted = ["../victim.txt", victims[1]]
+    if isinstance(record.get("files"), dict):
+        record["files"].update({name: 11 for name in crafted})
+    record["entries"] = [*record.get("entries", []), *crafted]
+    json.dump(record, open(f"mine/{manifest}", "w"))
+    r = CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
+    assert r.exit_code in (0, 1), r.output
+    for v in victims:
+        assert open(v).read() == "the user's\n", (v, r.output)
