@@ -327,3 +327,23 @@ def test_a_crafted_manifest_deletes_nothing_outside(old, command, manifest):
     assert r.exit_code in (0, 1), r.output
     for v in victims:
         assert open(v).read() == "the user's\n", (v, r.output)
+
+
+@pytest.mark.parametrize(
+    "command", ["select", "compress", "analyze overlap", "analyze similarity", "report",
+                "experiment removal", "score"],
+)  # fmt: skip
+def test_a_user_file_nested_in_an_earlier_output_survives_force(old, command):
+    """An earlier output of the command with a user's file added inside one of its own
+    sub-folders (report's figures/, compress's class folders, a run folder, a cell): --force
+    refuses in one sentence or replaces the rest, and the user's file is kept byte for byte."""
+    args, _, _ = _writers()[command]
+    r = CliRunner().invoke(main, [*args, "--out", "mine", "--quiet"])
+    assert r.exit_code == 0, r.output
+    deepest = max((d for d, _, _ in os.walk("mine")), key=lambda d: d.count(os.sep))
+    mine = os.path.join(deepest, "thesis.tex")
+    with open(mine, "w") as f:
+        f.write("the user's\n")
+    r = CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
+    assert r.exit_code == 0 or len(r.output.strip().splitlines()) == 1, r.output
+    assert open(mine).read() == "the user's\n", (mine, r.output)
