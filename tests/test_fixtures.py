@@ -294,6 +294,17 @@ def test_settings_are_checked_before_any_folder_is_made(old, command):
     assert not os.path.exists("new")
 
 
+@pytest.mark.parametrize("command", ["train", "loader"])
+def test_bench_refuses_in_one_sentence_and_writes_nothing(old, command):
+    """`easyhard bench` writes no output; its bad settings are one sentence with exit status 1
+    like every other command's, and it leaves the working folder as it was."""
+    before = sorted(os.listdir("."))
+    bad = ["--arch", "nope"] if command == "train" else ["--workers", "0"]
+    r = CliRunner().invoke(main, ["bench", command, *made.DATA[:8], *bad])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert sorted(os.listdir(".")) == before
+
+
 @pytest.mark.parametrize(
     "command, manifest",
     [
@@ -347,3 +358,35 @@ def test_a_user_file_nested_in_an_earlier_output_survives_force(old, command):
     r = CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
     assert r.exit_code == 0 or len(r.output.strip().splitlines()) == 1, r.output
     assert open(mine).read() == "the user's\n", (mine, r.output)
+
+
+class Killed(BaseException):
+    """What a kill -9 does to a command, as far as this process can: it stops, running no
+    clean-up (the monkeypatches below block the ones easyhard would run)."""
+
+
+@pytest.mark.parametrize("hook", ["_before_swap", "_after_set_aside"])
+@pytest.mark.parametrize(
+    "command", ["select", "compress", "analyze overlap", "analyze similarity", "report"]
+)
+def test_a_killed_rewrite_is_repaired_by_the_next_run(old, monkeypatch, command, hook):
+    """Every whole-folder output killed while --force rewrites it (before the swap, or between
+    its two renames): the next run with --force repairs and replaces it, its result complete,
+    nothing left hidden beside it."""
+    from easyhard import outputs
+
+    args, _, _ = _writers()[command]
+    assert CliRunner().invoke(main, [*args, "--out", "mine", "--quiet"]).exit_code == 0
+    with monkeypatch.context() as m:
+        m.setattr(outputs, hook, lambda out: (_ for _ in ()).throw(Killed(out)))
+        real_rename = os.rename
+        m.setattr(outputs.os, "rename", lambda a, b: (_ for _ in ()).throw(Killed())
+                  if ".old-" in os.fspath(a) else real_rename(a, b))  # fmt: skip
+        m.setattr(outputs, "_discard_build", lambda work: None)
+        with pytest.raises(Killed):
+            CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
+    assert [n for n in os.listdir(".") if n.startswith(".mine.")]  # what the kill left
+    r = CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert [n for n in os.listdir(".") if n.startswith(".mine")] == []
+    assert any(n.endswith(".json") for n in os.listdir("mine"))
