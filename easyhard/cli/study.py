@@ -1,7 +1,5 @@
-"""`easyhard study`: the main job, a thin layer over easyhard.study.run_study.
-
-    easyhard study --out runs/fashion-mnist          # Fashion-MNIST, resnet8 + convnet, 2 epochs
-"""
+"""`easyhard study`: the main job, a thin layer over easyhard.study.run_study: for example
+`easyhard study --out runs/fashion-mnist` (Fashion-MNIST, resnet8 + convnet, 2 epochs)."""
 
 from __future__ import annotations
 
