@@ -299,7 +299,7 @@ def build_rankings(
     for label, path in sources:
         shas[label] = file_sha256(path)
         for window in cfg.window_list():
-            table = load_score_table(path, window, train, cfg.dataset)
+            table = load_score_table(path, window, train, cfg)
             alive &= ~excluded(table)
             missing = [s for s in cfg.score_list() if s not in table.scores]
             if missing:

@@ -243,18 +243,16 @@ def load_data(cfg, kind: str):
     return device, train, test
 
 
-def load_score_table(path: str, window: int | None, train, dataset: str):
+def load_score_table(path: str, window: int | None, train, cfg: ExperimentConfig):
     """The scores of `path` counted over `window`, checked to belong to `train` (fingerprint,
-    labels of the examples presented)."""
+    by runfolder.check_same_data as for every command that reads scores; labels of the examples
+    presented)."""
+    from ..runfolder import check_same_data
     from ..scores import excluded, load_scores
 
     table = load_scores(path, window)
-    if table.fingerprint != train.fingerprint:
-        raise ValueError(
-            f"{path} was scored on dataset fingerprint {table.fingerprint!r}, "
-            f"but {dataset} has fingerprint {train.fingerprint!r}: the scores belong "
-            "to other data"
-        )
+    check_same_data(path, table, cfg, train)
+    dataset = cfg.dataset
     alive = ~excluded(table)
     if len(table.labels) != len(train) or not np.array_equal(
         table.labels[alive], train.labels[alive]

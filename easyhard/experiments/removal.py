@@ -427,7 +427,7 @@ class Removal(Kind):
         from ..scores import excluded
         from .harness import file_sha256, load_score_table
 
-        self.table = load_score_table(self.score_file, self.cfg.window, train, self.cfg.dataset)
+        self.table = load_score_table(self.score_file, self.cfg.window, train, self.cfg)
         missing = [s for s in self.cfg.score_list() if s not in self.table.scores]
         if missing:
             raise ValueError(
