@@ -72,6 +72,7 @@ class Inputs:
     analyses: dict[str, list[str]] = field(
         default_factory=lambda: {"overlap": [], "similarity": [], "experiment": []}
     )
+    records: dict[str, dict] = field(default_factory=dict)  # folder -> its record, read once
 
 
 def analysis_modules() -> dict[str, Any]:
@@ -92,11 +93,16 @@ def collect(inputs: Sequence[str]) -> Inputs:
     modules = analysis_modules()
     run_items = []
     for item in inputs:
-        kind = None
+        kind = record = None
         if os.path.isdir(item):
-            kind = next((k for k, m in modules.items() if m.read_record(item) is not None), None)
+            for k, m in modules.items():
+                record = m.read_record(item)
+                if record is not None:
+                    kind = k
+                    break
         if kind:
             found.analyses[kind].append(os.path.abspath(item))
+            found.records[os.path.abspath(item)] = record
         else:
             run_items.append(item)
     names = ", ".join(m.MANIFEST for m in modules.values())
@@ -107,11 +113,9 @@ def collect(inputs: Sequence[str]) -> Inputs:
     return found
 
 
-def analysis_fingerprint(kind: str, folder: str) -> str | None:
-    """The dataset fingerprint an analysis or experiment folder records (None if it records
-    none)."""
-    module = analysis_modules()[kind]
-    return module.record_fingerprint(module.read_record(folder) or {})
+def analysis_fingerprint(kind: str, record: dict) -> str | None:
+    """The dataset fingerprint an analysis or experiment record holds (None if it holds none)."""
+    return analysis_modules()[kind].record_fingerprint(record)
 
 
 def check_one_dataset(inputs: list[tuple[str, str | None]]) -> None:
@@ -509,7 +513,7 @@ def build(
     check_one_dataset(
         [(r.folder, r.fingerprint) for r in runs]
         + [
-            (folder, analysis_fingerprint(kind, folder))
+            (folder, analysis_fingerprint(kind, found.records[folder]))
             for kind, folders in found.analyses.items()
             for folder in folders
         ]
@@ -523,7 +527,7 @@ def build(
     for kind, folders in found.analyses.items():
         target = "experiments" if kind == "experiment" else kind
         for n, folder in enumerate(folders):
-            texts, blocks = _analysis_view(modules[kind], kind, folder)
+            texts, blocks = _analysis_view(modules[kind], kind, folder, found.records[folder])
             headlines += [{"section": target, "text": t} for t in texts]
             sections[target].blocks(blocks, f"{kind}{n}", figures)
     if headlines:
@@ -533,11 +537,10 @@ def build(
     return sections, figures, _provenance(sections["provenance"], runs, found), headlines
 
 
-def _analysis_view(module, kind: str, folder: str) -> tuple[list[str], list[tuple]]:
+def _analysis_view(module, kind: str, folder: str, record: dict) -> tuple[list[str], list[tuple]]:
     """(findings, report blocks) of one analysis folder, by its own module; a record that is
     not what its module wrote (edited, truncated, another version's) is refused naming the
     file, not met with whatever Python error reading it raised."""
-    record = module.read_record(folder) or {}
     try:
         texts = module.findings(record) if hasattr(module, "findings") else []
         return texts, module.report_blocks(folder, record)
@@ -635,10 +638,9 @@ def _provenance(prov: Section, runs: list[RunInfo], found: Inputs) -> dict[str, 
             f"{r.name}: {r.path} (fingerprint {r.fingerprint})",
             json.dumps(meta, indent=1, sort_keys=True, default=str),
         )
-    modules = analysis_modules()
     for kind, folders in found.analyses.items():
         for folder in folders:
-            record = modules[kind].read_record(folder) or {}
+            record = found.records[folder]
             keep = {
                 k: v
                 for k, v in record.items()
