@@ -56,9 +56,55 @@ class DatasetError(ValueError):
     """A dataset that cannot be found or read; the message says where and what to do."""
 
 
+class CorruptImageError(DatasetError):
+    """An image file that cannot be decoded; the message names it."""
+
+
+class _Items:
+    """Item access shared by both dataset types: ``dataset[i]`` is ``(image, label)`` as in
+    torchvision's datasets, so an easyhard dataset feeds a user's own DataLoader, Subset or
+    ConcatDataset. Without a `transform` the image is a uint8 CHW tensor; with one, the
+    transform gets the PIL image (``transform=torchvision.transforms.ToTensor()``, or any
+    augmentation) and its result is returned; `target_transform` gets the int label. The index
+    is not part of the item: ``easyhard.with_indices(dataset)`` adds it."""
+
+    transform: Callable | None
+    target_transform: Callable | None
+
+    def __getitem__(self, i: int):
+        import torch
+
+        n = len(self)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer, torch.Tensor)):
+            raise TypeError(f"{self.name} is indexed by one integer, got {type(i).__name__}")
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for {self.name}'s {n} examples")
+        i %= n
+        label = int(self.labels[i])
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        if self.transform is None:
+            return self._tensor(i), label
+        return self.transform(self._pil(i)), label
+
+    def __iter__(self):
+        # __getitem__ raises IndexError past the end; iterate by length (no legacy protocol)
+        return (self[i] for i in range(len(self)))
+
+    def with_transform(self, transform=None, target_transform=None):
+        """The same dataset (same examples, fingerprint and indices) with other transforms."""
+        import copy
+
+        view = copy.copy(self)
+        view.transform, view.target_transform = transform, target_transform
+        return view
+
+
 @dataclass
-class ArrayDataset:
-    """A dataset held in memory: uint8 images [N, H, W, C] (NHWC) and int64 labels [N]."""
+class ArrayDataset(_Items):
+    """A dataset held in memory: uint8 images [N, H, W, C] (NHWC) and int64 labels [N]. A
+    map-style dataset: ``ds[i]`` is ``(image, label)`` (see _Items)."""
 
     name: str  # e.g. "fashion-mnist"
     split: str  # "train" or "test"
@@ -71,6 +117,8 @@ class ArrayDataset:
     subset_writer: Callable[..., SubsetWritten] | None = field(
         default=None, repr=False, compare=False
     )
+    transform: Callable | None = field(default=None, repr=False, compare=False)
+    target_transform: Callable | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -109,6 +157,17 @@ class ArrayDataset:
         """Side of the images a model sees: the stored images' (`crop` is for image files)."""
         return int(self.images.shape[1])
 
+    def _tensor(self, i: int):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
+
+    def _pil(self, i: int):
+        from PIL import Image
+
+        image = self.images[i]
+        return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
     def sources(self) -> dict[str, str | None]:
         """What it is read from (what -> path), for the checks that no output overlaps it."""
         return {"source dataset": self.root}
@@ -122,9 +181,10 @@ class ArrayDataset:
 
 
 @dataclass
-class FileDataset:
+class FileDataset(_Items):
     """Image files: relative paths (sorted; index = position), labels, and the root they are
-    relative to."""
+    relative to. A map-style dataset: ``ds[i]`` is ``(image, label)``, the file decoded as RGB
+    (see _Items)."""
 
     name: str
     split: str
@@ -136,6 +196,8 @@ class FileDataset:
     file_sizes: np.ndarray | None = field(default=None, repr=False)
     base: str | None = None  # the folder holding train/ and val/ (or test/), when split that way
     file_list: str | None = None  # the 'relative/path label' list the paths came from, if any
+    transform: Callable | None = field(default=None, repr=False, compare=False)
+    target_transform: Callable | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -168,6 +230,21 @@ class FileDataset:
     def files(self) -> list[str]:
         """Absolute paths, in dataset-index order."""
         return [os.path.join(self.root, p) for p in self.paths]
+
+    def _pil(self, i: int):
+        from PIL import Image
+
+        path = os.path.join(self.root, self.paths[i])
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except Exception as e:
+            raise CorruptImageError(f"cannot decode image {path} ({e})") from e
+
+    def _tensor(self, i: int):
+        import torch
+
+        return torch.from_numpy(np.asarray(self._pil(i)).transpose(2, 0, 1).copy())
 
     def sources(self) -> dict[str, str | None]:
         """What it is read from (what -> path), for the checks that no output overlaps it."""
@@ -677,12 +754,24 @@ def load_dataset(
     split: str = "train",
     *,
     file_list: str | None = None,
+    transform: Callable | None = None,
+    target_transform: Callable | None = None,
     **synthetic,
 ) -> Dataset:
     """Load a dataset by name (one of DATASETS). `root`: where its files are (default for
     Fashion-MNIST: /usr/share/datasets/fashion-mnist). For `imagefolder`, root is the folder of
     class sub-folders (or the folder a `file_list` is relative to). `synthetic` takes
-    num_samples, num_classes, image_size, channels and seed."""
+    num_samples, num_classes, image_size, channels and seed.
+
+    The dataset is a map-style dataset as torchvision's are: ``ds[i]`` is ``(image, label)``, the
+    image a uint8 CHW tensor, or what `transform` makes of the PIL image (`target_transform` gets
+    the label); easyhard's own loaders ignore both and apply the training recipe's augmentation.
+    """
+    ds = _load(name, root, split, file_list, synthetic)
+    return ds.with_transform(transform, target_transform) if transform or target_transform else ds
+
+
+def _load(name: str, root, split: str, file_list, synthetic: dict) -> Dataset:
     if name == "fashion-mnist":
         return load_fashion_mnist(root, split)
     if name in _CIFAR:

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import torch
 
-from ..datasets import Dataset
+from ..datasets import CorruptImageError, Dataset
 from .common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Batch,
-    CorruptImageError,
     EpochOrder,
     Loader,
     epoch_order,

@@ -9,8 +9,6 @@ from typing import Iterator, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from ..datasets import DatasetError
-
 #: (images float [B, C, H, W] channels-last, normalised, on the loader's device;
 #:  labels int64 [B]; indices int64 [B]: stable dataset indices, what SampleStats records)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -34,10 +32,6 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
     def set_epoch(self, epoch: int) -> None: ...
-
-
-class CorruptImageError(DatasetError):
-    """An image file that cannot be decoded; the message names it."""
 
 
 def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

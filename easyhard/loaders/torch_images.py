@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..datasets import FileDataset
-from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, CorruptImageError, EpochOrder, normalize
+from ..datasets import CorruptImageError, FileDataset
+from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, normalize
 
 log = logging.getLogger("easyhard.loaders")
 
