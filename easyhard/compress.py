@@ -1,4 +1,5 @@
-"""Write a selected subset out as a dataset a user can train on directly.
+"""Choose a subset by settings (``select_table``: what ``easyhard select`` and ``compress`` and
+``easyhard.select_subset`` all call), and write it out as a dataset a user can train on directly.
 
 - Image folders: a new ImageFolder tree (hard links by default; symbolic links or copies as
   options) that torchvision's ImageFolder and easyhard's loaders read unchanged, plus a DALI /
@@ -51,12 +52,22 @@ SELECTION_FORMAT, SELECTION_MANIFEST = "easyhard.selection", "selection.json"  #
 def select_from_file(score_file: str, cfg: SelectConfig) -> tuple[ScoreTable, Selection]:
     """Load scores (a run's statistics file or a merged scores file) and select by `cfg`;
     returns (table, selection). What `easyhard select` and `easyhard compress` choose."""
-    from .scores import excluded, hardness, load_scores
+    from .scores import load_scores
 
     table = load_scores(score_file, cfg.window)
+    selection = select_table(table, cfg, where=score_file)
+    selection.info["score_file"] = os.path.abspath(score_file)
+    return table, selection
+
+
+def select_table(table: ScoreTable, cfg: SelectConfig, where: str = "the scores") -> Selection:
+    """The one path from scores and settings to a subset (the CLI's and select_subset's): ranks
+    by `cfg.score` oriented by its known direction, leaves out never-presented examples."""
+    from .scores import excluded, hardness
+
     if cfg.score not in table.scores:
         raise ValueError(
-            f"{score_file} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
+            f"{where} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
         )
     selection = select(
         hardness(cfg.score, table.scores[cfg.score]),
@@ -72,9 +83,60 @@ def select_from_file(score_file: str, cfg: SelectConfig) -> tuple[ScoreTable, Se
         exclude=excluded(table),
         tie_seed=cfg.tie_seed,
     )
-    selection.info["score_file"] = os.path.abspath(score_file)
     selection.info["window"] = cfg.window
-    return table, selection
+    selection.fingerprint = table.fingerprint
+    return selection
+
+
+def select_subset(scores: Any, score: str = "easiness", keep: float | int | str = 0.7, **settings):
+    """Choose a subset by the score named `score`: the Python form of ``easyhard select``, with
+    its names, defaults (class-balanced ``stratified`` selection, ``keep=0.7``) and checks.
+
+    `scores`: a Scores table (``SampleStats.scores()``, ``read_scores``, ``merge_scores``), a
+    SampleStats, or the path of a statistics or merged scores file. The score's direction is
+    known (easiness: higher is easier; el2n: higher is harder; ...), so ``strategy="hardest"``
+    keeps the hardest whatever the score. `settings`: ``strategy`` (hardest, easiest, random,
+    stratified), ``balanced`` (True: per-class budgets; False: one global ranking),
+    ``cut_hardest``, ``bins``, ``seed``, ``tie_seed`` and ``window`` (easiness's epochs, for a
+    SampleStats or a statistics file), as in ``easyhard select --help``. Examples never presented
+    while scoring are left out (their scores are NaN), with a warning that says how many.
+    Returns a Selection; ``selection.subset(dataset)`` is the torch Subset to train on."""
+    import dataclasses
+    import warnings
+
+    from .config import SelectConfig, from_mapping
+    from .scores import Scores, load_scores
+
+    known = {f.name for f in dataclasses.fields(SelectConfig)} - {"keep", "score"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(
+            f"select_subset got an unknown setting {unknown[0]!r}; it takes "
+            f"{', '.join(sorted(known))}"
+        )
+    cfg = from_mapping(
+        SelectConfig, {"keep": str(keep), "score": score, **settings}, "select_subset"
+    )
+    if isinstance(scores, (str, os.PathLike)):
+        table, where = load_scores(os.fspath(scores), cfg.window), os.fspath(scores)
+    elif isinstance(scores, Scores):
+        if cfg.window is not None and cfg.window != scores.window:
+            raise ValueError(
+                f"these scores count {scores.window or 'every'} epoch(s) in easiness; a window "
+                "is chosen when they are made: scores(window=...) or read_scores(path, window=...)"
+            )
+        table, where = scores.table(), "the scores"
+    elif hasattr(scores, "scores") and hasattr(scores, "history"):  # a SampleStats
+        table, where = scores.scores(cfg.window).table(), "the statistics"
+    else:
+        raise TypeError(
+            f"select_subset takes a Scores table, a SampleStats or a scores file's path, got "
+            f"{type(scores).__name__}"
+        )
+    selection = select_table(table, cfg, where)
+    if selection.left_out():
+        warnings.warn(selection.left_out(), stacklevel=2)
+    return selection
 
 
 def write_selection(

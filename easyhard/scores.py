@@ -1,32 +1,10 @@
 """Difficulty scores derived from a run's per-example log (SampleStats / its statistics file).
 
 Every score is a float64 array [N] in dataset order. ``DIRECTION[name]`` says which end is easy:
-"higher_easier", "higher_harder", or "neither" (variability). Ranges are in each docstring line.
-
-- easiness (higher_easier, [0, 1]): the paper's notion, the fraction of observations in a window
-  of early epochs in which the example was classified correctly, graded by the mean true-class
-  probability over the same observations: (correct + mean_prob) / (observations + 1). Within a
-  count of correct observations the probability orders examples, so examples correct every time
-  are not one big tie. Window: the first ``window`` epochs (default: all recorded epochs).
-- easiness_plain (higher_easier, [0, 1]): the paper's own definition, the fraction of the window's
-  observations in which the example was classified correctly, without the probability grading:
-  most examples tie (a handful of values over a few epochs), so rank it with random tie-breaking
-  (select's ``tie_seed``), never by dataset index.
-- forgetting (higher_harder, [0, epochs]): forgetting events (correct, then incorrect at the next
-  presentation) over all presentations; examples never classified correctly get the number of
-  epochs, as in Toneva et al. (2019).
-- first_learned (higher_harder, [0, epochs]): the first epoch with a correct presentation;
-  never-learned examples get the number of epochs.
-- el2n (higher_harder, [0, sqrt 2]): mean EL2N over finite presentations (Paul et al., 2021).
-- margin (higher_easier, real): mean margin over finite presentations: the area under the margin
-  (AUM, Pleiss et al., 2020) divided by presentations.
-- confidence (higher_easier, [0, 1]): mean over epochs of the epoch's mean true-class probability
-  (dataset cartography, Swayamdipta et al., 2020).
-- variability (neither, [0, 0.5]): standard deviation over epochs of that probability.
-- never_learned: bool, presented but never classified correctly (not a ranking score).
-- never_presented: bool, never presented to the model (e.g. an unreadable image dropped by
-  ``--skip-corrupt``). Such an example keeps its row, in dataset order, with every score NaN (its
-  scores measure nothing); selection and analysis exclude it and count it.
+"higher_easier", "higher_harder", or "neither" (variability). Each score's definition, direction
+and range is in the docstring of ``Scores`` (``help(easyhard.Scores)``), the table of every
+example's scores that ``SampleStats.scores()``, ``read_scores(path)`` and ``merge_scores(runs)``
+return.
 
 In a merged file every score is the mean over runs, ``never_learned`` and ``never_presented`` the
 fraction of runs; an example never presented in any one run has NaN scores there too.
@@ -36,16 +14,34 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from .io import first_repeat, same_file
-from .statsfile import MergedFile, parse_metadata, read_archive, write_merged_file
+from .statsfile import (
+    MERGED_FORMAT,
+    MergedFile,
+    parse_metadata,
+    read_archive,
+    write_merged_file,
+)
 
-if TYPE_CHECKING:  # the module loads without torch (the command line reads SCORES from it)
-    from .stats import SampleStats
-    from .statsfile import StatsFile
+
+class RunStatistics(Protocol):
+    """What scores are computed from: a SampleStats (live or loaded) or a StatsFile (this module
+    loads without torch and imports neither: the command line reads SCORES from it)."""
+
+    num_samples: int
+    num_classes: int
+    fingerprint: str | None
+    labels: np.ndarray
+    paths: list[str] | None
+    epochs: int
+    history: np.ndarray
+
+    def totals(self) -> dict[str, np.ndarray]: ...
+
 
 DIRECTION = {
     "easiness": "higher_easier",
@@ -61,9 +57,9 @@ SCORES = tuple(DIRECTION)
 
 
 def compute_scores(
-    stats: SampleStats | StatsFile, window: int | None = None, names: Sequence[str] | None = None
+    stats: RunStatistics, window: int | None = None, names: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """The scores of one run (see the module docstring), with ``never_learned`` and
+    """The scores of one run (definitions: Scores), with ``never_learned`` and
     ``never_presented``. `window`: epochs counted by easiness. `names`: only these scores (default:
     all of SCORES); each is computed only when asked for."""
     hist = stats.history  # [E, N]
@@ -155,6 +151,117 @@ def hardness(name: str, values: np.ndarray) -> np.ndarray:
     return -v if direction == "higher_easier" else v
 
 
+# ---------------------------------------------------------------------------- the table
+class Scores(dict):
+    """Every example's scores as a table: a dict of numpy arrays [N], one row per example in
+    dataset order, with ``to_pandas()``. From ``SampleStats.scores()`` (a live recorder),
+    ``easyhard.read_scores(path)`` (a statistics or merged scores file) or
+    ``easyhard.merge_scores(runs)`` (runs averaged in memory).
+
+    Columns:
+
+    - index (int64): the dataset index (what SampleStats.update was given).
+    - label (int64): the example's label (-1: never presented and no labels given).
+    - path (str): the file's relative path (file datasets only).
+    - easiness (higher_easier, [0, 1]): the paper's notion, the fraction of observations in a window
+      of early epochs in which the example was classified correctly, graded by the mean true-class
+      probability over the same observations: (correct + mean_prob) / (observations + 1). Within a
+      count of correct observations the probability orders examples, so examples correct every time
+      are not one big tie. Window: the first ``window`` epochs (default: all recorded epochs).
+    - easiness_plain (higher_easier, [0, 1]): the paper's own definition, the fraction of the
+      window's observations in which the example was classified correctly, without the probability
+      grading: most examples tie (a handful of values over a few epochs), so rank it with random
+      tie-breaking (select's ``tie_seed``), never by dataset index.
+    - forgetting (higher_harder, [0, epochs]): forgetting events (correct, then incorrect at the
+      next presentation) over all presentations; examples never classified correctly get the number
+      of epochs, as in Toneva et al. (2019).
+    - first_learned (higher_harder, [0, epochs]): the first epoch with a correct presentation;
+      never-learned examples get the number of epochs.
+    - el2n (higher_harder, [0, sqrt 2]): mean EL2N over finite presentations (Paul et al., 2021).
+    - margin (higher_easier, real): mean margin over finite presentations: the area under the margin
+      (AUM, Pleiss et al., 2020) divided by presentations.
+    - confidence (higher_easier, [0, 1]): mean over epochs of the epoch's mean true-class
+      probability (dataset cartography, Swayamdipta et al., 2020).
+    - variability (neither, [0, 0.5]): standard deviation over epochs of that probability.
+    - never_learned: bool, presented but never classified correctly (not a ranking score).
+    - never_presented: bool, never presented to the model (e.g. an unreadable image dropped by
+      ``--skip-corrupt``). Such an example keeps its row, in dataset order, with every score NaN
+      (its scores measure nothing); selection and analysis exclude it and count it.
+
+    Attributes: ``num_classes``, ``fingerprint`` (of the data scored, or None), ``window`` (the
+    epochs easiness counted; None: all), ``runs`` (how many runs the scores average),
+    ``per_run`` (merged in memory: name -> float64 [runs, N]) and ``metadata``.
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray],
+        *,
+        num_classes: int,
+        fingerprint: str | None = None,
+        window: int | None = None,
+        runs: int = 1,
+        metadata: Mapping | None = None,
+        per_run: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(columns)
+        self.num_classes = int(num_classes)
+        self.fingerprint = fingerprint
+        self.window = window
+        self.runs = int(runs)
+        self.metadata = dict(metadata or {})
+        self.per_run = dict(per_run or {})
+
+    @classmethod
+    def from_table(cls, table: "ScoreTable", window: int | None = None, runs: int = 1) -> "Scores":
+        n = len(table.labels)
+        columns: dict[str, np.ndarray] = {
+            "index": np.arange(n, dtype=np.int64),
+            "label": np.asarray(table.labels, dtype=np.int64),
+        }
+        if table.paths is not None:
+            columns["path"] = np.asarray(table.paths, dtype=str)
+        columns.update(table.scores)
+        return cls(
+            columns,
+            num_classes=table.num_classes,
+            fingerprint=table.fingerprint,
+            window=window,
+            runs=runs,
+            metadata=table.metadata,
+        )
+
+    def table(self) -> "ScoreTable":
+        """The same scores as a ScoreTable (what the selection and analyses take)."""
+        names = [k for k in self if k not in ("index", "label", "path")]
+        paths = self.get("path")
+        return ScoreTable(
+            {k: self[k] for k in names},
+            np.asarray(self["label"], dtype=np.int64),
+            self.num_classes,
+            self.fingerprint,
+            None if paths is None else [str(p) for p in paths],
+            self.metadata,
+        )
+
+    def to_pandas(self):
+        """A pandas DataFrame indexed by the dataset index, one column per array."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame(
+            {k: v for k, v in self.items() if k != "index"},
+            index=pd.Index(self["index"], name="index"),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Scores({len(self['label'])} examples, {self.num_classes} classes, runs={self.runs}, "
+            f"columns: {', '.join(self)})"
+        )
+
+
 # ---------------------------------------------------------------------------- merging
 @dataclass
 class ScoreTable:
@@ -192,45 +299,8 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
 
     check_merged_output(out)
 
-    per_run, first = [], None
-    for p in paths:
-        stats = read_stats_file(p)
-        if first is None:
-            first = stats
-        elif stats.fingerprint != first.fingerprint:
-            raise ValueError(
-                f"{p} was scored on dataset fingerprint {stats.fingerprint!r}, "
-                f"{paths[0]} on {first.fingerprint!r}: they cannot be merged"
-            )
-        elif stats.num_samples != first.num_samples or not np.array_equal(
-            stats.labels, first.labels
-        ):
-            raise ValueError(f"{p} and {paths[0]} disagree on the examples or their labels")
-        elif stats.metadata.get("view") != first.metadata.get("view"):
-            raise ValueError(
-                f"{p} records the {stats.metadata.get('view')!r} view, {paths[0]} the "
-                f"{first.metadata.get('view')!r} view: views are never merged"
-            )
-        elif window is None and stats.epochs != first.epochs:
-            raise ValueError(
-                f"{p} has {stats.epochs} epochs, {paths[0]} {first.epochs}: easiness "
-                "over all epochs would count different windows; set `window` to "
-                f"at most {min(stats.epochs, first.epochs)} epoch(s)"
-            )
-        per_run.append((p, stats.metadata, compute_scores(stats, window)))
-    names = [n for n in per_run[0][2]]
-    stacked = {n: np.stack([r[2][n].astype(np.float64) for r in per_run]) for n in names}
-    means = {n: stacked[n].mean(0) for n in names}
-    runs = [
-        {
-            "file": os.path.abspath(p),
-            "arch": m.get("arch"),
-            "seed": m.get("seed"),
-            "run": m.get("run"),
-            "epochs": m.get("epochs"),
-        }
-        for p, m, _ in per_run
-    ]
+    first, means, stacked, runs = _merge_runs([(p, read_stats_file(p)) for p in paths], window)
+    runs = [{"file": os.path.abspath(p), **r} for p, r in zip(paths, runs)]
     meta = write_merged_file(
         out,
         labels=first.labels,
@@ -246,10 +316,81 @@ def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None)
     return ScoreTable(means, first.labels, first.num_classes, first.fingerprint, first.paths, meta)
 
 
+def _merge_runs(named: Sequence[tuple[str, RunStatistics]], window: int | None):
+    """(the first run, means name -> [N], per run name -> [R, N], each run's description) of
+    runs of the same data, by name (a file or "run i"); refuses runs that cannot be merged."""
+    per_run = []
+    first_name, first = named[0]
+    for name, stats in named:
+        meta = getattr(stats, "metadata", None) or {}
+        first_meta = getattr(first, "metadata", None) or {}
+        if stats.fingerprint != first.fingerprint:
+            raise ValueError(
+                f"{name} was scored on dataset fingerprint {stats.fingerprint!r}, "
+                f"{first_name} on {first.fingerprint!r}: they cannot be merged"
+            )
+        if (
+            stats.num_samples != first.num_samples
+            or stats.num_classes != first.num_classes
+            or not np.array_equal(stats.labels, first.labels)
+        ):
+            raise ValueError(f"{name} and {first_name} disagree on the examples or their labels")
+        if meta.get("view") != first_meta.get("view"):
+            raise ValueError(
+                f"{name} records the {meta.get('view')!r} view, {first_name} the "
+                f"{first_meta.get('view')!r} view: views are never merged"
+            )
+        if window is None and stats.epochs != first.epochs:
+            raise ValueError(
+                f"{name} has {stats.epochs} epochs, {first_name} {first.epochs}: easiness "
+                "over all epochs would count different windows; set `window` to "
+                f"at most {min(stats.epochs, first.epochs)} epoch(s)"
+            )
+        per_run.append((meta, compute_scores(stats, window)))
+    names = list(per_run[0][1])
+    stacked = {n: np.stack([r[1][n].astype(np.float64) for r in per_run]) for n in names}
+    means = {n: stacked[n].mean(0) for n in names}
+    runs = [
+        {k: m.get(k) for k in ("arch", "seed", "run")} | {"epochs": m.get("epochs")}
+        for m, _ in per_run
+    ]
+    return first, means, stacked, runs
+
+
+def merge_scores(runs: Sequence, window: int | None = None) -> Scores:
+    """Every score averaged over runs in memory (as ``easyhard merge`` does with files): `runs`
+    are SampleStats (live or loaded) or paths of statistics files, of the same data and, unless
+    `window` is given, the same number of epochs. Returns a Scores table whose ``per_run`` holds
+    each run's scores; ``never_learned`` and ``never_presented`` become fractions of runs."""
+    from .statsfile import read_stats_file
+
+    if not runs:
+        raise ValueError("nothing to merge: give at least one run")
+    named = []
+    for i, r in enumerate(runs):
+        if any(r is q for q in runs[:i]):
+            raise ValueError(f"runs[{i}] is given twice: each run counts once in a merge")
+        if isinstance(r, (str, os.PathLike)):
+            named.append((os.fspath(r), read_stats_file(os.fspath(r))))
+        elif hasattr(r, "history") and hasattr(r, "totals"):
+            named.append((f"run {i}", r))
+        else:
+            raise TypeError(
+                f"runs[{i}] is a {type(r).__name__}: give SampleStats or statistics file paths"
+            )
+    first, means, stacked, described = _merge_runs(named, window)
+    table = ScoreTable(
+        means, first.labels, first.num_classes, first.fingerprint, first.paths, {"runs": described}
+    )
+    merged = Scores.from_table(table, window, runs=len(named))
+    merged.per_run = stacked
+    return merged
+
+
 def load_scores(path: str, window: int | None = None) -> ScoreTable:
     """Scores from a run's statistics file (computed here) or a merged scores file (read); both
     through easyhard.statsfile, which checks their format and version."""
-    from .statsfile import MERGED_FORMAT, read_merged_file, read_stats_file
+    from .statsfile import read_merged_file, read_stats_file
 
     arrays = read_archive(path)
     if parse_metadata(arrays, path).get("format") == MERGED_FORMAT:
@@ -276,3 +417,14 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
         stats.paths,
         stats.metadata,
     )
+
+
+def read_scores(path: str | os.PathLike, window: int | None = None) -> Scores:
+    """The Scores table of a statistics file (scores computed here, easiness over the first
+    `window` epochs) or of a merged scores file (read as merged)."""
+    table = load_scores(os.fspath(path), window)
+    if table.metadata.get("format") == MERGED_FORMAT:
+        return Scores.from_table(
+            table, table.metadata.get("window"), runs=len(table.metadata.get("runs") or ()) or 1
+        )
+    return Scores.from_table(table, window)

@@ -109,11 +109,38 @@ class Selection:
     kept_per_class: np.ndarray  # int64 [C]
     class_sizes: np.ndarray  # int64 [C]
     info: dict = field(default_factory=dict)  # strategy, score, keep, seed, ...
+    fingerprint: str | None = None  # of the data the scores belong to, when known
 
     @property
     def ratio(self) -> float:
         """Compression ratio: source size / kept size."""
         return self.num_samples / max(len(self.indices), 1)
+
+    def left_out(self) -> str | None:
+        """The sentence saying how many examples took no part (never presented), or None."""
+        n = int(self.info.get("excluded") or 0)
+        if not n:
+            return None
+        return f"{n} example(s) never presented during scoring were left out (they have no scores)"
+
+    def subset(self, dataset):
+        """``torch.utils.data.Subset(dataset, indices)``: the kept examples of `dataset`, the
+        data the scores were made on (same size; same fingerprint when both are known)."""
+        import torch
+
+        n = len(dataset)
+        if n != self.num_samples:
+            raise ValueError(
+                f"the selection indexes a dataset of {self.num_samples} examples, this one has "
+                f"{n}: give the dataset the scores were made on"
+            )
+        theirs = getattr(dataset, "fingerprint", None)
+        if self.fingerprint and isinstance(theirs, str) and theirs and theirs != self.fingerprint:
+            raise ValueError(
+                f"the scores were made on data of fingerprint {self.fingerprint!r}, this dataset's "
+                f"is {theirs!r}: the selection belongs to other data"
+            )
+        return torch.utils.data.Subset(dataset, self.indices.tolist())
 
 
 def select(
@@ -234,8 +261,17 @@ def _checked_inputs(scores, labels, num_classes: int, exclude) -> tuple[np.ndarr
             )
         alive = ~exclude
     # Excluded examples may lack a label (-1: never presented, none recorded).
-    if N and ((labels[alive] < 0).any() or labels.min() < -1 or labels.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes})")
+    unlabelled = alive & (labels == -1)
+    if unlabelled.any():
+        i = int(np.flatnonzero(unlabelled)[0])
+        raise ValueError(
+            f"{int(unlabelled.sum())} example(s) taking part have label -1 (the first: index {i}): "
+            "never presented to a SampleStats made without labels=, so no label was recorded; "
+            "pass exclude= (the never_presented score) or give SampleStats the dataset's labels"
+        )
+    if N and (labels.min() < -1 or labels.max() >= num_classes):
+        bad = int(labels.min()) if labels.min() < -1 else int(labels.max())
+        raise ValueError(f"labels must be in [0, {num_classes}), got {bad}")
     return h, labels, alive
 
 

@@ -134,6 +134,46 @@ class SampleStats:
         self._status_host: torch.Tensor | None = None
         self._status_event = None
 
+    @classmethod
+    def for_dataset(
+        cls,
+        dataset: Any,
+        device: torch.device | str = "cpu",
+        *,
+        num_classes: int | None = None,
+    ) -> "SampleStats":
+        """A recorder for `dataset`, an ``easyhard.with_indices(...)`` dataset: its size (of the
+        index space), labels, relative paths and fingerprint are taken from it, so that ``update``
+        checks every batch's labels against the dataset's and the statistics file says which data
+        it belongs to. `num_classes` is needed when the dataset does not list its classes."""
+        from .indexed import IndexedDataset
+
+        if not isinstance(dataset, IndexedDataset):
+            raise TypeError(
+                f"for_dataset takes a dataset wrapped by easyhard.with_indices, got "
+                f"{type(dataset).__name__}: wrap it first, so that every item carries the index "
+                "that update records"
+            )
+        classes = num_classes if num_classes is not None else dataset.num_classes
+        if classes is None:
+            raise ValueError(
+                f"{type(dataset.dataset).__name__} does not list its classes (no .classes): pass "
+                "num_classes="
+            )
+        labels = None if dataset.labels_transformed else dataset.labels
+        if labels is not None and len(labels) and int(labels.max()) >= int(classes):
+            raise ValueError(
+                f"the dataset has label {int(labels.max())}, outside num_classes={classes}"
+            )
+        return cls(
+            dataset.num_samples,
+            classes,
+            device,
+            labels=labels,
+            paths=dataset.paths,
+            fingerprint=dataset.fingerprint,
+        )
+
     # ------------------------------------------------------------------ recording
     def update(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
         """Record one batch: logits [B, C] (float32/16, bfloat16) on this SampleStats' device,
@@ -342,6 +382,78 @@ class SampleStats:
         out["last_correct"] = (self._flags.cpu().numpy() & ops.LAST_CORRECT).astype(bool)
         return out
 
+    def scores(self, window: int | None = None):
+        """Every example's scores as a table (easyhard.scores.Scores: a dict of numpy arrays
+        with ``to_pandas()``; each score's direction and range in its docstring). `window`:
+        the first epochs easiness counts (default: every closed epoch)."""
+        from .scores import Scores, ScoreTable, compute_scores
+
+        table = ScoreTable(
+            compute_scores(self, window),
+            np.asarray(self.labels, dtype=np.int64),
+            self.num_classes,
+            self.fingerprint,
+            self.paths,
+            dict(getattr(self, "metadata", None) or {}),
+        )
+        return Scores.from_table(table, window)
+
+    @classmethod
+    def combine(cls, shards: Sequence["SampleStats"]) -> "SampleStats":
+        """One run's statistics from its shards: SampleStats of the same data over the same
+        epochs, each having recorded its share of the examples (as DDP ranks or separate
+        processes over a fixed partition do). Counts and sums add exactly; an epoch's record of
+        an example presented in several shards is their presentation-weighted mean; an example's
+        last-correct flag is that of the shard(s) that presented it last. A forgetting event
+        between presentations in different shards is not seen by either: for exact forgetting
+        counts keep each example in one shard, or sum the open epoch with ``all_reduce``."""
+        shards = list(shards)
+        if not shards:
+            raise ValueError("nothing to combine: give at least one SampleStats")
+        first = shards[0]
+        for i, s in enumerate(shards):
+            if not isinstance(s, SampleStats):
+                raise TypeError(f"shards[{i}] is a {type(s).__name__}, not a SampleStats")
+            if any(s is t for t in shards[:i]):
+                raise ValueError(f"shards[{i}] is given twice: each shard counts once")
+            same = (s.num_samples, s.num_classes, s.epochs) == (
+                first.num_samples,
+                first.num_classes,
+                first.epochs,
+            )
+            if not same or s.fingerprint != first.fingerprint:
+                raise ValueError(
+                    f"shards[{i}] has {s.num_samples} examples, {s.num_classes} classes, "
+                    f"{s.epochs} closed epochs and fingerprint {s.fingerprint!r}; shards[0] "
+                    f"{first.num_samples}, {first.num_classes}, {first.epochs} and "
+                    f"{first.fingerprint!r}: only shards of one run combine"
+                )
+        given = [s._labels for s in shards if s._labels is not None]
+        labels = _combined_labels([s.labels for s in shards])
+        out = cls(
+            first.num_samples,
+            first.num_classes,
+            first.device,
+            labels=labels if given else None,
+            paths=first.paths,
+            fingerprint=first.fingerprint,
+        )
+        if not given:
+            out._seen_labels[: out.num_samples] = torch.from_numpy(labels).to(out.device)
+        for s in shards:
+            s.check()
+            out._total_counts += s._total_counts.to(out.device)
+            out._total_sums += s._total_sums.to(out.device)
+            out._counts += s._counts.to(out.device)
+            out._sums += s._sums.to(out.device)
+            out.kernels |= s.kernels
+        out._open_empty = all(s._open_empty for s in shards)
+        out._flags.copy_(torch.from_numpy(_combined_flags(shards)).to(out.device))
+        if first.epochs:
+            out._history_buf = _combined_history([s.history for s in shards])
+            out._epochs = first.epochs
+        return out
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, history: bool = True) -> dict[str, Any]:
         """Everything needed to resume exactly; loadable with torch.load(weights_only=True).
@@ -528,3 +640,54 @@ class SampleStats:
         self._labels = labels
         # Slot N is a placeholder for rows with an invalid index (never compared).
         self._labels_dev = torch.from_numpy(np.append(labels, -1)).to(self.device)
+
+
+def _combined_labels(labels: Sequence[np.ndarray]) -> np.ndarray:
+    """Shards' labels as one array (-1 where no shard saw the example); refuses a conflict."""
+    out = np.full(len(labels[0]), -1, dtype=np.int64)
+    for i, lab in enumerate(labels):
+        clash = (out >= 0) & (lab >= 0) & (out != lab)
+        if clash.any():
+            n = int(np.flatnonzero(clash)[0])
+            raise ValueError(
+                f"example {n} has label {int(out[n])} in one shard and {int(lab[n])} in "
+                f"shards[{i}]: they are not shards of the same data"
+            )
+        out = np.where(out >= 0, out, lab)
+    return out
+
+
+def _combined_flags(shards: Sequence[SampleStats]) -> np.ndarray:
+    """int32 [N] flags: an example's last-correct flag from the shards that presented it in
+    the latest epoch any shard presented it (all of them correct, if several did)."""
+    last = []
+    for s in shards:
+        seen = s.history["presentations"] > 0  # [E, N]
+        epoch = np.where(seen.any(0), s.epochs - 1 - np.argmax(seen[::-1], 0), -1)
+        open_seen = s._counts[:, ops.PRESENTATIONS].cpu().numpy() > 0
+        last.append(np.where(open_seen, s.epochs, epoch))
+    last = np.stack(last)  # [S, N]
+    latest = last.max(0)
+    correct = np.stack([(s._flags.cpu().numpy() & ops.LAST_CORRECT) > 0 for s in shards])  # [S, N]
+    counted = last == latest
+    settled = np.where(counted, correct, True).all(0) & (latest >= 0)
+    return settled.astype(np.int32) * ops.LAST_CORRECT
+
+
+def _combined_history(histories: Sequence[np.ndarray]) -> np.ndarray:
+    """HISTORY_DTYPE [E, N]: per epoch and example, presentations and correct added (correct
+    scaled to 255 as epoch_record does past 255 presentations), probability and EL2N the
+    presentation-weighted means (exact when one shard presented the example that epoch)."""
+    pres = sum(h["presentations"].astype(np.int64) for h in histories)
+    correct = sum(h["correct"].astype(np.int64) for h in histories)
+    weights = [h["presentations"].astype(np.float64) for h in histories]
+    safe = np.maximum(pres, 1).astype(np.float64)
+    prob = sum(w * h["prob"].astype(np.float64) for w, h in zip(weights, histories)) / safe
+    el2n = sum(w * h["el2n"].astype(np.float64) for w, h in zip(weights, histories)) / safe
+    scaled = np.round(correct * 255.0 / safe).astype(np.int64)
+    out = np.empty(pres.shape, dtype=HISTORY_DTYPE)
+    out["presentations"] = np.minimum(pres, 255)
+    out["correct"] = np.where(pres > 255, scaled, correct)
+    out["prob"] = prob
+    out["el2n"] = el2n
+    return out

@@ -52,11 +52,8 @@ def _report(selection, as_json: bool, quiet: bool, extra: dict | None = None) ->
         f"{' class-balanced' if info['balanced'] else ''} on {info['score']}"
         f"{', after cutting the ' + str(info['cut']) + ' hardest' if info['cut'] else ''}"
     )
-    if info.get("excluded"):
-        click.echo(
-            f"{info['excluded']} example(s) never presented during scoring were left out "
-            "(they have no scores)"
-        )
+    if selection.left_out():
+        click.echo(selection.left_out())
     C = len(selection.kept_per_class)
     shown = range(C) if C <= 50 else range(20)
     click.echo("class  kept / size")
