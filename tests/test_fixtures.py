@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import easyhard
 from easyhard.cli import main
 
 HERE = os.path.join(os.path.dirname(__file__), "data")
@@ -80,12 +81,16 @@ def test_old_files_are_read(old):
     assert len(out["pairs"]) == 1 and os.path.exists("ov/overlap.json")
 
 
+VARYING = ("created", "checkpoint", "run", "file", "score_file", "scoring_runs", "easyhard_version",
+           "versions")  # fmt: skip
+
+
 def same_record(a, b, where: str = "") -> None:
     """Two analysis records agree: every value of the older one, numbers to 1e-4 (another CPU
-    rounds convolutions differently), paths and times excepted."""
+    rounds convolutions differently), paths, times and the versions that wrote it excepted."""
     if isinstance(a, dict):
         for k, v in a.items():
-            if k not in ("created", "checkpoint", "run", "file", "score_file", "scoring_runs"):
+            if k not in VARYING:
                 assert k in b, f"{where}/{k} is gone"
                 same_record(v, b[k], f"{where}/{k}")
     elif isinstance(a, list):
@@ -116,7 +121,10 @@ def test_killed_study_and_score_job_finish(old):
     config_before = open("study-killed/seeds/resnet8-run0/config.json").read()
     cli(*study, "--resume", "--out", "study-killed")
     after = json.loads(open("study-killed/seeds/resnet8-run0/config.json").read())
-    assert after == {**json.loads(config_before), "finished": True}
+    expect = {**json.loads(config_before), "finished": True}
+    assert after.pop("easyhard_version") == easyhard.__version__  # the version that finished it
+    expect.pop("easyhard_version")
+    assert after == expect
     assert [m["epoch"] for m in metrics("study-killed/seeds/resnet8-run0")][-1] == 3
     assert os.path.exists("study-killed/report/report.html")
     run0 = snapshot("score-killed/resnet8-run0")
