@@ -69,6 +69,8 @@ The data flow, one module per stage (follow one example index from the dataset t
     report.py       one page of all of it
     config.py       every command's settings (DataConfig + TrainingRecipe + each one's own)
     cli/            the command line: one thin module per area over the functions above
+    integrations/   Lightning's Callback and Hugging Face's Trainer over one shared recorder
+                    (each an optional extra)
     bench.py        `easyhard bench`; io.py and outputs.py atomic writes, what an output may
                     replace, the no-overlap rules
 """

@@ -55,6 +55,13 @@ if [ "$mode" = setup ]; then
   exit 0
 fi
 
+# The integrations' libraries (tests/test_integrations.py; the main job does not need them, so
+# the set-up above does not spend the half minute they take to install when missing)
+if ! "$PY" -c "import lightning, transformers, accelerate, pandas" 2> /dev/null; then
+  step "installing the integrations' libraries for their tests (lightning, transformers)"
+  "$PY" -m pip install -q "lightning>=2.1" "transformers>=4.46" "accelerate>=0.26" pandas
+fi
+
 step "lint and format: ruff (pyproject.toml), clang-format (.clang-format)"
 # the linters CI runs (pinned: a new release must not fail an unchanged tree)
 "$PY" -m pip install -q "ruff==0.17.6" "clang-format==23.1.5"
