@@ -49,6 +49,8 @@ The data flow, one module per stage (follow one example index from the dataset t
                     module per loader (tensor, dali, torch_images), common order and sharding
     train.py        a run: RunData, Training (the training step), train_one_epoch feeding the
                     step's own logits to the fused op, checkpoints; train_job runs them all
+    prune.py        pruning during training: each epoch's kept set from the record (easiness,
+                    InfoBatch's loss rule, random), the schedule's planned steps
     runfolder.py    what a run is (its identity, checked on resume) and the files it owns
     ops.py, csrc/   easyhard::accumulate_stats adds correctness, probability, margin, loss,
                     EL2N per example on the device; easyhard::topk_select picks subsets

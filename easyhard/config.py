@@ -28,6 +28,7 @@ from .select import STRATEGIES
 SCHEDULES = ("onecycle", "cosine", "step")  # learning-rate schedules of the scoring engine
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on GPU, fp32 on CPU
 OPTIMIZERS = ("sgd", "adamw")
+PRUNE_RULES = ("none", "easiness", "loss", "random")  # pruning during training (easyhard.prune)
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
@@ -347,6 +348,56 @@ class TrainingRecipe(Config):
         default=50,
         metadata=param(
             "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
+        ),
+    )
+    # Pruning during training (easyhard.prune); the defaults are InfoBatch's published settings.
+    prune: str = field(
+        default="none",
+        metadata=param(
+            "Skip examples during training: easiness (a share of the learned ones each epoch), "
+            "loss (InfoBatch: below-mean loss, at random), random (the control: as many as "
+            "easiness would, at random) or none.",
+            choices=PRUNE_RULES,
+        ),
+    )
+    prune_ratio: float = field(
+        default=0.5,
+        metadata=param(
+            "The share r of the candidates skipped each pruned epoch.",
+            min=0,
+            max=1,
+            min_open=True,
+            max_open=True,
+        ),
+    )
+    prune_anneal: float = field(
+        default=0.125,
+        metadata=param(
+            "The final share of the epochs trained on the full data.", min=0, max=1, max_open=True
+        ),
+    )
+    prune_window: int = field(
+        default=2,
+        metadata=param(
+            "easiness: an example is learned when correct at each of its last K presentations.",
+            min=1,
+            max=255,
+        ),
+    )
+    prune_threshold: float = field(
+        default=0.9,
+        metadata=param(
+            "easiness: the mean true-class probability over those K a learned example reaches.",
+            min=0,
+            max=1,
+        ),
+    )
+    prune_rescale: bool = field(
+        default=True,
+        metadata=param(
+            "Scale the loss of the kept candidates by 1/(1 - r), as InfoBatch does (the "
+            "expected gradient of the full data).",
+            flag="--prune-rescale/--no-prune-rescale",
         ),
     )
 
@@ -883,6 +934,11 @@ class ExperimentConfig(TrainingRecipe, DataConfig):
         self.check_seeds("seeds", "training seed", also=("selection_seed",))
         self.score = ",".join(self.score_list())
         self.budget = ",".join(self.budget_list())
+        if self.prune != "none" and "steps" in self.budget_list():
+            raise ConfigError(
+                "`prune` runs on an epoch budget: the steps budget (a fixed number of optimizer "
+                "steps) cannot be combined with pruning during training; use --budget epochs"
+            )
 
 
 @dataclass

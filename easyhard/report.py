@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .runfolder import CHECKPOINT, read_metrics
+from .runfolder import CHECKPOINT, read_metrics, run_cost
 
 FORMAT, MANIFEST = "easyhard.report", "report.json"
 HTML, MARKDOWN = "report.html", "report.md"  # the page, and the same in Markdown
@@ -581,11 +581,16 @@ def _run_sections(sections, runs: list[RunInfo], with_examples: bool, figures) -
                 "n/a" if last.get("test_acc") is None else f"{100 * last['test_acc']:.1f}%",
                 int(r.scores["never_presented"].sum()),
                 int(r.scores["never_learned"].sum()),
+                f"{run_cost(r.metrics)['images']:,}",
+                f"{run_cost(r.metrics)['seconds']:.1f}",
+                (r.metadata.get("config") or {}).get("prune", "none"),
             ]
         )
     sections["summary"].table(
-        ["run", "epochs", "train acc", "test acc", "never presented", "never learned"], rows
-    )
+        ["run", "epochs", "train acc", "test acc", "never presented", "never learned",
+         "images trained", "seconds", "pruning"],
+        rows,
+    )  # fmt: skip
     lc = fig_learning_curves(runs)
     if lc:
         sections["learning-curves"].figure(

@@ -77,6 +77,8 @@ def run_identity(
     from .statsfile import FORMAT_VERSION
 
     config = {k: v for k, v in config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
+    if config.get("prune", "none") == "none":  # runs (and cells) from before pruning existed
+        config = {k: v for k, v in config.items() if not k.startswith("prune")}
     identity = {
         "arch": arch,
         "run": run,
@@ -360,6 +362,15 @@ def write_metrics(run_dir: str, metrics: list[dict]) -> None:
     """A run's metrics.jsonl: one JSON object per finished epoch."""
     with atomic_write(os.path.join(run_dir, METRICS), "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in metrics)
+
+
+def run_cost(metrics: list[dict]) -> dict[str, Any]:
+    """What a run's training cost, from its metrics.jsonl rows: images processed (forward and
+    backward, every process) and seconds of training steps, summed over its epochs."""
+    return {
+        "images": int(sum(int(m.get("images") or 0) for m in metrics)),
+        "seconds": float(sum(float(m.get("seconds") or 0.0) for m in metrics)),
+    }
 
 
 def read_metrics(run_dir: str, *, missing_ok: bool = False) -> list[dict]:

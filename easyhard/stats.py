@@ -332,6 +332,12 @@ class SampleStats:
         )
 
     # ------------------------------------------------------------------ reading
+    def open_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The open epoch's accumulators on the device: counts [N, 4] (int32: presentations,
+        correct, forgetting events, non-finite) and sums [N, 5] (float32; ops.COUNT_FIELDS and
+        SUM_FIELDS), read-only by convention (after ``all_reduce``: every rank's)."""
+        return self._counts, self._sums
+
     @property
     def epochs(self) -> int:
         """Number of closed epochs."""

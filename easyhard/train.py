@@ -72,6 +72,8 @@ from .runfolder import (
     input_paths,
     is_run_folder,
     job_runs,
+    read_metrics,
+    run_cost,
     run_folder_name,
     run_identity,
     run_seeds,
@@ -113,20 +115,28 @@ def amp_dtype(cfg: ScoreConfig, device: torch.device) -> torch.dtype | None:
 
 
 def lr_lambda(
-    cfg: ScoreConfig, steps_per_epoch: int, total_steps: int | None = None
+    cfg: ScoreConfig,
+    steps_per_epoch: int,
+    total_steps: int | None = None,
+    planned: Callable[[], int] | None = None,
 ) -> Callable[[int], float]:
     """Multiplier of the peak learning rate at each step. The schedule spans cfg.epochs epochs of
     steps_per_epoch steps, or `total_steps` steps when given (then one epoch of the schedule,
     e.g. of the warm-up, lasts total_steps / cfg.epochs steps: a step budget keeps the schedule
-    of the full data whatever the size of the subset)."""
-    if total_steps is None:
-        total = max(1, cfg.epochs * steps_per_epoch)
-        warm = int(cfg.warmup_epochs * steps_per_epoch)
-    else:
-        total = max(1, total_steps)
-        warm = int(cfg.warmup_epochs * total_steps / cfg.epochs)
+    of the full data whatever the size of the subset), or, with `planned` (pruning during
+    training), the steps it returns, read at every step: the schedule runs on training progress
+    and ends at the last step however the epochs shrink."""
+
+    def lengths() -> tuple[int, int]:
+        if planned is not None:
+            total = max(1, int(planned()))
+            return total, int(cfg.warmup_epochs * total / cfg.epochs)
+        if total_steps is None:
+            return max(1, cfg.epochs * steps_per_epoch), int(cfg.warmup_epochs * steps_per_epoch)
+        return max(1, total_steps), int(cfg.warmup_epochs * total_steps / cfg.epochs)
 
     def f(step: int) -> float:
+        total, warm = lengths()
         if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to 0
             peak = max(1, int(0.25 * total))
             return (
@@ -359,6 +369,7 @@ class Training:
         steps_per_epoch: int,
         max_steps: int | None = None,
         channels_last: bool = True,
+        planned: Callable[[], int] | None = None,
     ) -> "Training":
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = build_model(arch, train.num_classes, train.channels, train.input_size(cfg.crop))
@@ -379,7 +390,9 @@ class Training:
             opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
         else:
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch, max_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(cfg, steps_per_epoch, max_steps, planned)
+        )
         dtype = amp_dtype(cfg, device)
         return cls(
             model=model,
@@ -399,13 +412,22 @@ class Training:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on batch (x, y); returns (logits, loss) of its forward pass."""
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on batch (x, y); returns (logits, loss) of its forward pass.
+        `weight` [B]: each example's loss weight (pruning's rescaling), the mean taken after."""
         if not self.channels_last:
             x = x.contiguous()
         with self.autocast():
             logits = self.forward(x)
-            loss = self.criterion(logits, y)
+            if weight is None:
+                loss = self.criterion(logits, y)
+            else:
+                per_example = nn.functional.cross_entropy(
+                    logits, y, reduction="none", label_smoothing=self.criterion.label_smoothing
+                )
+                loss = (per_example * weight).mean()
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -442,8 +464,10 @@ def train_one_epoch(
     clean_pass: Callable[[], None] | None = None,
     clean: CleanView = CleanView(),
     bar=None,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Train one epoch over `loader`, recording every step's own logits in `stats` (the fused op).
+    `weights` [N]: per-example loss weights (pruning's rescaling of the kept candidates).
 
     Stops early once the run has taken max_steps optimizer steps. Nothing synchronises per step:
     the loss and the longest streak of non-finite losses stay on the device, read once at the
@@ -457,7 +481,7 @@ def train_one_epoch(
     streak = torch.zeros((), dtype=torch.int64, device=device)  # consecutive non-finite losses
     worst = torch.zeros((), dtype=torch.int64, device=device)
     for step, (x, y, idx) in enumerate(loader):
-        logits, loss = training.step(x, y)
+        logits, loss = training.step(x, y, None if weights is None else weights[idx])
         stats.update(logits, y, idx)  # the training step's own logits
         seen += len(y)
         loss = loss.detach()
@@ -606,13 +630,17 @@ def resume_point(
     return value
 
 
-def restore(ck: dict[str, Any], training: Training, rec: Recording) -> tuple[int, list[dict]]:
+def restore(
+    ck: dict[str, Any], training: Training, rec: Recording, pruner=None
+) -> tuple[int, list[dict]]:
     """Continue a killed run from its checkpoint (read_checkpoint); returns (epochs done, their
     metrics). Says so when the statistics were recorded by another kernel than this machine's
     (another CPU path, or the GPU): the resumed sums then differ in their last bits from an
     uninterrupted run's, and the statistics file lists both kernels."""
     training.load_state_dict(ck)
     rec.load_state_dicts(ck, ck["logged"])
+    if pruner is not None:
+        pruner.load_state_dict(ck["pruner"])
     set_rng_state(ck["rng"])
     before = sorted(rec.stats.kernels)
     now = "cuda" if rec.stats.device.type == "cuda" else f"cpu-{ops.cpu_capability()}"
@@ -659,14 +687,7 @@ def train_run(
     in the background while the next epoch trains); at the end _save_statistics."""
     dist = dist or Dist()
     device = run_device(cfg, dist)
-    seeds = run_seeds(cfg, run)
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
-    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
-    np.random.seed(cfg.seed + run)
-    random.seed(cfg.seed + run)
+    seeds = _seeded(cfg, run, max_steps)
     train, test = datasets if datasets is not None else load_datasets(cfg, quiet or dist.rank != 0)
     if subset is not None:
         subset = check_subset(subset, len(train))
@@ -676,16 +697,18 @@ def train_run(
 
     data = RunData.build(cfg, train, test, device, dist, seeds["data_seed"], subset)
     steps_per_epoch = len(data.loader)
+    pruner = _pruner(cfg, data, train, device, seeds, dist, max_steps)
     training = Training.build(
-        cfg, arch, train, device, dist, steps_per_epoch=steps_per_epoch, max_steps=max_steps
-    )
+        cfg, arch, train, device, dist, steps_per_epoch=steps_per_epoch, max_steps=max_steps,
+        planned=None if pruner is None else (lambda: pruner.planned_steps),
+    )  # fmt: skip
     rec = Recording.build(train, device, run_dir, clean=data.clean_loader is not None)
     n_epochs = cfg.epochs if max_steps is None else math.ceil(max_steps / max(1, steps_per_epoch))
     identity = run_identity(cfg, arch, run, train.fingerprint, subset=subset, max_steps=max_steps)
     start_epoch, metrics = 0, []
     ck = resume_point(ckpt_path, identity, rec, dist, resume)
     if ck is not None:
-        start_epoch, metrics = restore(ck, training, rec)
+        start_epoch, metrics = restore(ck, training, rec, pruner)
         del ck
     rec.reserve(n_epochs)  # the history never grows (and copies) mid-run
 
@@ -702,19 +725,23 @@ def train_run(
     try:
         for epoch in range(start_epoch, n_epochs):
             show = not quiet and is_main
+            plan = _plan_epoch(pruner, data, epoch, training)
+            kept = presented if plan is None or plan.kept is None else len(plan.kept)
             m = _train_epoch(training, data, rec, clean, clean_pass, epoch, n_epochs, max_steps,
-                             label, presented // dist.world_size, show)  # fmt: skip
+                             label, kept // dist.world_size, show,
+                             None if plan is None else plan.weights)  # fmt: skip
             _check_finite(m, cfg, steps_per_epoch, training, label, epoch)
-            _close_epoch(rec, clean, clean_pass, epoch, dist)
+            _close_epoch(rec, clean, clean_pass, epoch, dist, pruner)
             test_acc = None
             if is_main and data.test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
                 test_acc = evaluate(training.model, data.test_loader, training.autocast)
-            metrics.append(_epoch_metrics(m, epoch, rec, test_acc, training, dist))
+            metrics.append(_epoch_metrics(m, epoch, rec, test_acc, training, dist, pruner, plan))
             if is_main:
                 if show:
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
                 write_metrics(run_dir, metrics)
                 state = _checkpoint_state(epoch, arch, run, cfg, identity, training, rec, metrics)
+                state.update({} if pruner is None else {"pruner": pruner.state_dict()})
                 writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
             _epoch_finished(epoch + 1)
     finally:
@@ -726,6 +753,20 @@ def train_run(
             )
         write_run_config(run_dir, identity, device, dist, finished=True)
     return run_dir
+
+
+def _seeded(cfg: ScoreConfig, run: int, max_steps: int | None) -> dict[str, int]:
+    """The run's seeds, with the initialisation's and the global generators' set from them
+    (`max_steps` checked first)."""
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}")
+    seeds = run_seeds(cfg, run)
+    torch.manual_seed(seeds["init_seed"])  # the initialisation (and dropout, if any)
+    np.random.seed(cfg.seed + run)
+    random.seed(cfg.seed + run)
+    return seeds
 
 
 def _save_statistics(rec, run_dir, cfg, arch, run, seeds, n_epochs, training, dist, identity):
@@ -765,7 +806,18 @@ def _checkpoint_state(epoch, arch, run, cfg, identity, training, rec, metrics) -
 
 
 def _train_epoch(
-    training, data, rec, clean, clean_pass, epoch, n_epochs, max_steps, label, examples, show
+    training,
+    data,
+    rec,
+    clean,
+    clean_pass,
+    epoch,
+    n_epochs,
+    max_steps,
+    label,
+    examples,
+    show,
+    weights=None,
 ) -> dict[str, Any]:
     """One epoch's training steps (train_one_epoch) with its progress bar; under DDP, ranks
     that run out of batches first join the others' collectives."""
@@ -785,10 +837,39 @@ def _train_epoch(
             clean_pass=clean_pass,
             clean=clean,
             bar=bar,
+            weights=weights,
         )
     if bar is not None:
         bar.close()
     return m
+
+
+def _pruner(cfg, data, train, device, seeds, dist, max_steps):
+    """The run's Pruner when the recipe prunes during training (easyhard.prune), else None."""
+    if cfg.prune == "none":
+        return None
+    if max_steps is not None:
+        raise ValueError(
+            "pruning during training (`prune`) runs on an epoch budget; a step budget "
+            "(`max_steps`, the experiments' --budget steps) cannot be combined with it yet"
+        )
+    if not train.in_memory:
+        raise ValueError(
+            f"pruning during training (`prune`) works for in-memory datasets (fashion-mnist, "
+            f"cifar10, cifar100, synthetic) for now, not for {cfg.dataset}"
+        )
+    from .prune import Pruner
+
+    return Pruner(cfg, data.loader.indices, len(train), device, seeds["data_seed"], dist.world_size)
+
+
+def _plan_epoch(pruner, data, epoch: int, training):
+    """This epoch's kept set, given to the loader (None without pruning)."""
+    if pruner is None:
+        return None
+    plan = pruner.plan(epoch, training.steps_done)
+    data.loader.set_subset(pruner.examples if plan.kept is None else plan.kept)
+    return plan
 
 
 def _check_finite(m: dict, cfg: ScoreConfig, steps_per_epoch: int, training, label, epoch) -> None:
@@ -807,11 +888,15 @@ def _check_finite(m: dict, cfg: ScoreConfig, steps_per_epoch: int, training, lab
         )
 
 
-def _close_epoch(rec: Recording, clean: CleanView, clean_pass, epoch: int, dist: Dist) -> None:
+def _close_epoch(
+    rec: Recording, clean: CleanView, clean_pass, epoch: int, dist: Dist, pruner=None
+) -> None:
     """Close the epoch: every rank's presentations summed, one record per example (and the
-    clean view's, on the epochs it is recorded)."""
+    clean view's, on the epochs it is recorded); pruning reads the summed epoch first."""
     if dist.enabled:
         rec.stats.all_reduce()
+    if pruner is not None:
+        pruner.observe(*rec.stats.open_epoch())
     rec.stats.end_epoch()
     if clean.after(epoch):
         clean_pass()
@@ -821,9 +906,16 @@ def _close_epoch(rec: Recording, clean: CleanView, clean_pass, epoch: int, dist:
         rec.clean.end_epoch()
 
 
-def _epoch_metrics(m: dict, epoch: int, rec: Recording, test_acc, training, dist) -> dict:
-    """metrics.jsonl's line of an epoch."""
+def _epoch_metrics(
+    m: dict, epoch: int, rec: Recording, test_acc, training, dist, pruner=None, plan=None
+) -> dict:
+    """metrics.jsonl's line of an epoch (with what pruning did, under pruning)."""
     hist = rec.stats.history[-1]
+    pruning = {}
+    if plan is not None:
+        kept = len(pruner.examples) if plan.kept is None else len(plan.kept)
+        pruning = {"pruned": pruner.prunes(epoch), "kept": kept, "skipped": plan.skipped,
+                   "candidates": plan.candidates}  # fmt: skip
     return {
         "epoch": epoch + 1,
         "loss": m["loss"],
@@ -834,6 +926,7 @@ def _epoch_metrics(m: dict, epoch: int, rec: Recording, test_acc, training, dist
         "lr": training.sched.get_last_lr()[0],
         "steps": training.steps_done,
         "images": m["images"] * dist.world_size,
+        **pruning,
     }
 
 
@@ -970,6 +1063,12 @@ def _train_job_runs(
         )
     summary = {"runs": run_dirs}
     if dist.rank == 0:
+        costs = [run_cost(read_metrics(d, missing_ok=True)) for d in run_dirs]
+        summary["cost"] = {
+            "images": sum(c["images"] for c in costs),
+            "seconds": sum(c["seconds"] for c in costs),
+            "per_run": dict(zip(run_dirs, costs)),
+        }
         files = [os.path.join(d, STATS_FILE) for d in run_dirs]
         merged = os.path.join(out_dir, MERGED_FILE)
         table = merge_stats_files(files, merged, window=cfg.window)

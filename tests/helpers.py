@@ -7,7 +7,11 @@ of a tiny synthetic dataset and training recipe (no dataset on disk, seconds to 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
 
 from click.testing import CliRunner, Result
 
@@ -54,3 +58,46 @@ def score_job(out, n: int, classes: int, size: int = 8, batch: int = 32, **recip
 
     train_job(tiny_config(n, classes, size, batch, **recipe), str(out), quiet=True)
     return str(out)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun starts each worker in a session of its
+    own, so killing the agent's process group leaves its workers running."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")  # exited, not reaped
+    except OSError:
+        return True
+
+
+def kill_node(p: subprocess.Popen) -> None:
+    """Kill an agent and its workers at once, as a node's failure would, and wait until they
+    are all gone (a worker left running still holds the output folder's lock)."""
+    workers = descendants(p.pid)
+    os.killpg(p.pid, signal.SIGKILL)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 30
+    while not all(gone(pid) for pid in workers):
+        assert time.time() < deadline, "a killed worker did not exit within 30 s"
+        time.sleep(0.01)

@@ -8,9 +8,7 @@ the statistics of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import synthetic
+from helpers import kill_node, synthetic
 
 from easyhard import SampleStats
 
@@ -54,49 +52,6 @@ def launch(launcher: list[str], out, epochs: int, *extra: str) -> subprocess.Pop
         text=True,
         start_new_session=True,
     )
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc): torchrun starts each worker in a session of its
-    own, so killing the agent's process group leaves its workers running."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    ppid = int(f.read().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")  # exited, not reaped
-    except OSError:
-        return True
-
-
-def kill_node(p: subprocess.Popen) -> None:
-    """Kill an agent and its workers at once, as a node's failure would, and wait until they
-    are all gone (a worker left running still holds the output folder's lock)."""
-    workers = descendants(p.pid)
-    os.killpg(p.pid, signal.SIGKILL)
-    for pid in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    p.wait()
-    deadline = time.time() + 30
-    while not all(gone(pid) for pid in workers):
-        assert time.time() < deadline, "a killed worker did not exit within 30 s"
-        time.sleep(0.01)
 
 
 def finish(*procs: subprocess.Popen, timeout: float = 240) -> None:

@@ -129,9 +129,11 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
+        cost = summary["cost"]
         click.echo(
             f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
-            f"merged scores in {os.path.abspath(summary['merged'])}"
+            f"merged scores in {os.path.abspath(summary['merged'])}; trained on "
+            f"{cost['images']:,} images in {cost['seconds']:.1f} s"
         )
         if summary["never_presented"]:
             click.echo(

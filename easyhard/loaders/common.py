@@ -83,6 +83,11 @@ class EpochOrder:
         """Choose the epoch (order and augmentation) of the next iteration."""
         self.epoch = epoch
 
+    def set_subset(self, indices: torch.Tensor) -> None:
+        """Read only these dataset indices from the next iteration on (pruning during training
+        chooses them each epoch); the order is still a function of (seed, epoch)."""
+        self.indices = torch.as_tensor(indices, dtype=torch.int64).cpu()
+
     def epoch_order(self) -> torch.Tensor:
         """This rank's dataset indices for the current epoch, in iteration order (CPU int64)."""
         return epoch_order(
