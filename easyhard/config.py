@@ -639,14 +639,25 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
+def settings(cfg: Config) -> dict[str, Any]:
+    """A configuration's settings as they enter files and identities (config.json, the job's
+    TOML, runs' and experiments' identities): every field, but pruning's settings only while
+    pruning is on, so that what was written before pruning existed stays the same."""
+    d = dataclasses.asdict(cfg)
+    if d.get("prune", "none") == "none":
+        d = {k: v for k, v in d.items() if not k.startswith("prune")}
+    return d
+
+
 def to_toml(cfg: Config, header: str = "") -> str:
     """The configuration as a TOML file that --config reads back (None fields, and options the
     dataset does not use, are left out)."""
     lines = [f"# {line}" for line in header.splitlines()]
     unused = set(cfg.inapplicable()) if isinstance(cfg, DataConfig) else set()
+    kept = settings(cfg)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if value is not None and f.name not in unused:
+        if value is not None and f.name not in unused and f.name in kept:
             lines.append(f"{f.name} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 

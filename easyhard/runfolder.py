@@ -9,7 +9,6 @@ score-config.toml), and the deletion of only those files (``--force``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import TYPE_CHECKING, Any, Sequence
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import __version__
-from .config import DataConfig, ScoreConfig
+from .config import DataConfig, ScoreConfig, settings
 from .io import atomic_write, remove_owned, remove_stale_temps
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 def config_dict(cfg: ScoreConfig) -> dict[str, Any]:
     """A configuration as a JSON-ready dict (what config.json, checkpoints and identities hold)."""
-    d = dataclasses.asdict(cfg)
+    d = settings(cfg)
     d["archs"] = list(d["archs"])
     return d
 
@@ -77,8 +76,6 @@ def run_identity(
     from .statsfile import FORMAT_VERSION
 
     config = {k: v for k, v in config_dict(cfg).items() if k not in JOB_ONLY_FIELDS}
-    if config.get("prune", "none") == "none":  # runs (and cells) from before pruning existed
-        config = {k: v for k, v in config.items() if not k.startswith("prune")}
     identity = {
         "arch": arch,
         "run": run,

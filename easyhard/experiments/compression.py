@@ -31,7 +31,6 @@ against kept fraction, a panel per ranking) and ``compression-cost.png``, the re
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..config import BUDGETS, COMPRESSION_STRATEGIES
+from ..config import BUDGETS, COMPRESSION_STRATEGIES, settings
 from .folder import KIND_FILES
 from .harness import (
     REFERENCE,
@@ -820,7 +819,7 @@ class Compression(Kind):
         return {
             "experiment": "compression",
             "dataset_fingerprint": fingerprint,
-            "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in skip},
+            "config": {k: v for k, v in settings(self.cfg).items() if k not in skip},
         }
 
     def describe(self, request: Request) -> str:

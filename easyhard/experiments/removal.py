@@ -39,7 +39,6 @@ difference to random removal), ``removal-config.toml`` (the resolved configurati
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..config import BUDGETS, REMOVAL_ORDERS
+from ..config import BUDGETS, REMOVAL_ORDERS, settings
 from .folder import KIND_FILES
 from .harness import REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
 from .harness import run as run_kind
@@ -140,7 +139,7 @@ def experiment_identity(cfg: "RemovalConfig", fingerprint: str, score_sha256: st
     """What a continued experiment may not change: every setting but the grid's (GRID_FIELDS),
     the dataset and the scores input's content."""
     skip = set(GRID_FIELDS) | set(JOB_ONLY_FIELDS)
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    config = {k: v for k, v in settings(cfg).items() if k not in skip}
     return {
         "experiment": "removal",
         "dataset_fingerprint": fingerprint,
