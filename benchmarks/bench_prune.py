@@ -4,6 +4,13 @@ epoch leaves it (each example presented once, 70% of them correct and confident)
 Pruner.observe (the closed epoch into the pruning state) and Pruner.plan (the next epoch's kept
 set, weights and planned steps) for each rule. Target: at most 0.2 s per epoch on the CPU.
 
+Then the image-folder loaders' side at the same N (paths of one small JPEG, 1.28M times): what
+giving a loader an epoch's kept set costs (``set_subset`` and the epoch's permutation and shard,
+the same in DaliLoader and TorchImageLoader, plus the kept files' list DaliLoader hands its
+reader), and, with DALI installed, defining the epoch's DALI reader over the kept files. Every
+training epoch of a DaliLoader defines a fresh reader anyway (seeded by (seed, epoch)), pruned or
+not: that part is timed at the full and at the kept size for comparison, not as pruning's cost.
+
     python benchmarks/bench_prune.py            # CPU, 1.28M examples
     python benchmarks/bench_prune.py --n 100000
 """
@@ -23,6 +30,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import environment, write_json  # noqa: E402
 
 from easyhard import ops  # noqa: E402
+from easyhard.loaders import dali_available  # noqa: E402
+from easyhard.loaders.common import EpochOrder  # noqa: E402
 from easyhard.prune import Pruner  # noqa: E402
 
 
@@ -69,8 +78,64 @@ def main() -> None:
         print(f"{rule:9s} observe {results[rule]['observe_s']:.3f} s  plan "
               f"{results[rule]['plan_s']:.3f} s  per epoch {per_epoch:.3f} s  "
               f"(kept {results[rule]['kept']:,}, skipped {result.skipped:,})")  # fmt: skip
-    payload = {"env": environment(a.device), "n": N, "target_s": 0.2, "results": results}
+    kept = result.kept  # the last plan's kept set (random rule)
+    payload = {"env": environment(a.device), "n": N, "target_s": 0.2, "results": results,
+               "loaders": loader_refeed(N, kept, a.repeat)}  # fmt: skip
     print("written", write_json(f"bench_prune-{device.type}.json", payload, a.out))
+
+
+class _Order(EpochOrder):
+    """The order part every image-folder loader shares, without a dataset behind it."""
+
+    def __init__(self, n: int) -> None:
+        self._init_order(torch.arange(n), batch_size=256, train=True, seed=0, rank=0,
+                         world_size=1)  # fmt: skip
+
+
+def loader_refeed(n: int, kept: torch.Tensor, repeat: int) -> dict:
+    """Seconds (medians) to give a loader an epoch's kept set, and DALI's reader definition."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    order = _Order(n)
+    files = ["x"] * n
+    refeed = []
+    for e in range(repeat):
+        t0 = time.perf_counter()
+        order.set_subset(kept)
+        order.set_epoch(e)
+        todo = order.epoch_order().tolist()
+        [files[i] for i in todo]  # DaliLoader's reader list
+        refeed.append(time.perf_counter() - t0)
+    out = {"kept": len(kept), "refeed_s": statistics.median(refeed)}
+    print(f"loaders   set_subset + epoch order + file list: {out['refeed_s']:.3f} s "
+          f"({len(kept):,} kept of {n:,})")  # fmt: skip
+    if not dali_available():
+        out["dali"] = "not installed"
+        return out
+    from easyhard.loaders.dali import _dali_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jpeg = os.path.join(tmp, "a.jpg")
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(jpeg)
+        for name, size in (("dali_define_full_s", n), ("dali_define_kept_s", len(kept))):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                pipe = _dali_pipeline(files=[jpeg] * size, indices=list(range(size)), train=True,
+                                      crop=16, gpu=False, dtype=torch.float32, mean=(0.5,) * 3,
+                                      std=(0.5,) * 3, roi_decode=True, batch_size=256,
+                                      num_threads=2, device_id=None, prefetch_queue_depth=2,
+                                      seed=1)  # fmt: skip
+                pipe.run()
+                times.append(time.perf_counter() - t0)
+                del pipe
+            out[name] = statistics.median(times)
+            print(f"dali      a training epoch's reader over {size:,} files: "
+                  f"{out[name]:.3f} s (first batch included)")  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

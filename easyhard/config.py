@@ -849,6 +849,9 @@ class StudyConfig(ScoreConfig):
 # ---------------------------------------------------------------------------- experiments
 REMOVAL_ORDERS = ("easiest", "hardest", "random")  # what a removal cell removes
 COMPRESSION_STRATEGIES = STRATEGIES  # what a compression cell keeps: select's strategies
+#: The compression experiment's dynamic strategies: the full data, pruned during training by one
+#: of easyhard.prune's rules (no ranking, no scoring cost: the run's own record chooses).
+DYNAMIC_STRATEGIES = tuple(f"prune-{rule}" for rule in PRUNE_RULES if rule != "none")
 BUDGETS = ("epochs", "steps")  # a cell trains as many epochs, or as many steps, as the full data
 
 
@@ -1022,7 +1025,9 @@ class CompressionConfig(ExperimentConfig):
         default=",".join(COMPRESSION_STRATEGIES),
         metadata=param(
             "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
-            "compression), easiest, random, stratified (coverage-centric: equal-width score bins)."
+            "compression), easiest, random, stratified (coverage-centric: equal-width score bins); "
+            "and the dynamic ones, the full data pruned during training by a rule of --prune "
+            "(prune-easiness, prune-loss, prune-random; epochs budget only)."
         ),
     )
     cut_hardest: float = field(
@@ -1049,11 +1054,14 @@ class CompressionConfig(ExperimentConfig):
         return fraction_items("keep", self.keep)
 
     def strategy_list(self) -> list[str]:
-        return [
-            s
-            for s in COMPRESSION_STRATEGIES
-            if s in self._choices("strategies", COMPRESSION_STRATEGIES)
-        ]
+        """The static strategies asked for, in COMPRESSION_STRATEGIES' order."""
+        allowed = COMPRESSION_STRATEGIES + DYNAMIC_STRATEGIES
+        return [s for s in COMPRESSION_STRATEGIES if s in self._choices("strategies", allowed)]
+
+    def dynamic_list(self) -> list[str]:
+        """The dynamic strategies asked for (pruning during training), in their order."""
+        allowed = COMPRESSION_STRATEGIES + DYNAMIC_STRATEGIES
+        return [s for s in DYNAMIC_STRATEGIES if s in self._choices("strategies", allowed)]
 
     def window_list(self) -> list[int | None]:
         """The windows (None: all recorded epochs), in the given order, without duplicates."""
@@ -1107,7 +1115,18 @@ class CompressionConfig(ExperimentConfig):
         self.window_list()
         self.external_items()
         self.keep = ",".join(f"{f:g}" for f in self.keep_list())
-        self.strategies = ",".join(self.strategy_list())
+        dynamic = self.dynamic_list()
+        if dynamic and self.prune != "none":
+            raise ConfigError(
+                f"the strategy {dynamic[0]} prunes the full data during training itself: leave "
+                f"`prune` at none (it would prune every training of the experiment)"
+            )
+        if dynamic and "epochs" not in self.budget_list():
+            raise ConfigError(
+                f"the strategy {dynamic[0]} prunes during training, which runs on an epoch "
+                "budget: add epochs to `budget` (--budget epochs,steps trains it under epochs)"
+            )
+        self.strategies = ",".join(self.strategy_list() + dynamic)
         windows = self.window_list()
         self.window = (
             None if windows == [None] else ",".join("all" if w is None else str(w) for w in windows)

@@ -853,11 +853,6 @@ def _pruner(cfg, data, train, device, seeds, dist, max_steps):
             "pruning during training (`prune`) runs on an epoch budget; a step budget "
             "(`max_steps`, the experiments' --budget steps) cannot be combined with it yet"
         )
-    if not train.in_memory:
-        raise ValueError(
-            f"pruning during training (`prune`) works for in-memory datasets (fashion-mnist, "
-            f"cifar10, cifar100, synthetic) for now, not for {cfg.dataset}"
-        )
     from .prune import Pruner
 
     return Pruner(cfg, data.loader.indices, len(train), device, seeds["data_seed"], dist.world_size)

@@ -456,3 +456,69 @@ def test_a_label_that_would_break_the_tables_is_refused(tmp_path, scored):
     assert r.exit_code == 1 and "label 'a|b' holds '|'" in r.output, r.output
     assert not (tmp_path / "o").exists()
     assert source_labels([f"$run^0={run}"])[0][0] == "$run^0"  # drawn as typed
+
+
+def test_dynamic_strategies_beside_the_static_ones(tmp_path, scored):
+    """Pruning during training as strategies of the experiment: the full data pruned by each
+    rule, one cell per (rule, seed) whatever the ranking, no scoring cost, the images each saved
+    (from the cell's own metrics), paired against the full data and the random control, in the
+    rows, the summary and both figures."""
+    run = scored / "convnet-run0" / "scores.npz"
+    out = tmp_path / "exp"
+    strategies = "random,stratified,prune-easiness,prune-loss,prune-random"
+    r = compression([run], out, "--strategies", strategies, "--keep", "0.5", "--seeds", "2",
+                    "--epochs", "4", "--prune-window", "1", "--prune-threshold", "0.3",
+                    "--window", "1,2", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = read_results(out / RESULTS)
+    full = {row["seed"]: row for row in rows if row["strategy"] == "none"}
+    dynamic = [row for row in rows if row["strategy"].startswith("prune-")]
+    assert len(dynamic) == 3 * 2 * 2  # rules x seeds x rankings (windows 1 and 2)
+    # one training per rule and seed, shared by both rankings, none of them the full data's
+    cells = {(row["strategy"], row["seed"]): row["cell"] for row in dynamic}
+    assert len(cells) == 6 == len({row["cell"] for row in dynamic})
+    assert not set(cells.values()) & {row["cell"] for row in full.values()}
+    for row in dynamic:
+        assert row["keep"] == 1.0 and row["kept"] == 160 and row["order"] is None
+        assert row["scoring_images"] == 0 and row["scoring_seconds"] == 0.0
+        assert row["total_images"] == row["training_images"] <= full[row["seed"]]["training_images"]
+        metrics = [json.loads(x) for x in (out / CELLS / row["cell"] / "metrics.jsonl")
+                   .read_text().splitlines()]  # fmt: skip
+        assert row["training_images"] == sum(m["images"] for m in metrics)
+        assert row["epochs"] == len(metrics) == 4 and metrics[0]["kept"] == 160
+    loss = [row for row in dynamic if row["strategy"] == "prune-loss"]
+    assert all(row["training_images"] < 4 * 160 for row in loss), "the loss rule pruned nothing"
+    stats = summarize(rows)
+    for e in stats:
+        if e["strategy"] in ("prune-easiness", "prune-loss"):
+            assert e["vs_full"]["n"] == 2 and e["vs_random"]["n"] == 2  # vs prune-random
+        if e["strategy"] == "prune-random":
+            assert "vs_random" not in e
+    by = {(e["ranking"], e["strategy"]): e for e in stats}
+    e = by[("easiness (convnet-run0, 1 epoch)", "prune-loss")]
+    assert e["images_share"] == pytest.approx(
+        np.mean([row["training_images"] for row in loss if row["window"] == 1]) / (4 * 160)
+    )
+    s = by[("easiness (convnet-run0, 1 epoch)", "stratified")]
+    assert s["images_share"] == pytest.approx((160 + 4 * 80) / (4 * 160))  # scoring included
+    text = (out / SUMMARY).read_text()
+    assert "| dynamic | prune-loss | 160 | 2 |" in text and "images % of full" in text
+    assert "Dynamic strategies (prune-*)" in text
+    for name in (FIGURE, COST_FIGURE):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--prune", "easiness"], "leave --prune at none"),
+        (["--budget", "steps"], "add epochs to --budget"),
+        (["--strategies", "prune-often"], "--strategies must be among"),
+    ],
+)
+def test_dynamic_strategies_refused_where_they_cannot_run(tmp_path, scored, extra, message):
+    run = scored / "convnet-run0" / "scores.npz"
+    args = ["--strategies", "random,prune-easiness", *extra]
+    r = compression([run], tmp_path / "exp", *args)
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert not (tmp_path / "exp").exists()

@@ -443,3 +443,58 @@ def test_image_folder_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
         ):
             assert a["history"].shape[0] == 3
             np.testing.assert_array_equal(a["history"], b["history"], err_msg=name)
+
+
+def changing_subsets(n: int, epochs: int, seed: int = 0) -> list[np.ndarray]:
+    """A different kept set per epoch, as pruning during training gives: all, then random
+    subsets of changing size (one of them empty for a shard of two: a single example)."""
+    rng = np.random.default_rng(seed)
+    sizes = [n, n // 2, 1, n - 3, n // 3][:epochs]
+    return [np.sort(rng.choice(n, size=s, replace=False)) for s in sizes]
+
+
+def check_subsets_once(make, ds, world: int) -> None:
+    """Each rank's loader (make(rank, world)) given each epoch's kept set presents exactly it:
+    every kept example once over the ranks, nothing else, labels its own, len() its batches."""
+    loaders = [make(rank, world) for rank in range(world)]
+    for epoch, kept in enumerate(changing_subsets(len(ds.labels), 5)):
+        seen = []
+        for loader in loaders:
+            loader.set_subset(torch.from_numpy(kept))
+            loader.set_epoch(epoch)
+            idx, lab, _ = collect(loader)
+            assert lab == ds.labels[idx].tolist()
+            assert len(loader) == -(-len(idx) // loader.batch_size), (epoch, loader.rank)
+            seen += idx
+        assert sorted(seen) == kept.tolist(), epoch
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_tensor_loader_presents_a_changing_subset_once(small, world):
+    check_subsets_once(
+        lambda r, w: TensorLoader(small, 8, seed=2, rank=r, world_size=w), small, world
+    )
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 0), (1, 2)])
+def test_torch_image_loader_presents_a_changing_subset_once(tmp_path, world, workers):
+    """Persistent worker processes included: the sampler, in this process, reads the new set."""
+    ds = jpeg_folder(tmp_path)
+    check_subsets_once(
+        lambda r, w: TorchImageLoader(
+            ds, 4, crop=16, num_workers=workers, seed=5, rank=r, world_size=w
+        ),
+        ds,
+        world,
+    )
+
+
+@needs_dali
+@pytest.mark.parametrize("world", [1, 2])
+def test_dali_loader_presents_a_changing_subset_once(tmp_path, world):
+    ds = jpeg_folder(tmp_path)
+    check_subsets_once(
+        lambda r, w: DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=5, rank=r, world_size=w),
+        ds,
+        world,
+    )

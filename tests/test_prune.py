@@ -232,3 +232,40 @@ def test_two_processes_keep_the_same_sets_and_resume_to_themselves(tmp_path):
     np.testing.assert_array_equal(resumed.history, whole.history)
     for k, v in whole.totals().items():
         np.testing.assert_array_equal(v, resumed.totals()[k], err_msg=k)
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_image_folders_prune_and_resume_to_the_same_record(
+    tmp_path, monkeypatch, killed_after_epoch, backend
+):
+    """Image files through each loader (DALI's CPU pipeline; torch + PIL with DALI hidden): every
+    epoch presents exactly its kept set (each kept example once, the skipped ones not at all, as
+    many as metrics.jsonl says), and a run killed mid-way resumes to the same record."""
+    from test_loaders import jpeg_folder
+
+    from easyhard import loaders
+    from easyhard.config import ScoreConfig
+
+    if backend == "dali" and not loaders.dali_available():
+        pytest.skip("NVIDIA DALI not installed")
+    if backend == "torch":
+        monkeypatch.setattr(loaders, "dali_available", lambda: False)
+    jpeg_folder(tmp_path / "data", classes=3, per_class=10)
+    cfg = ScoreConfig(dataset="imagefolder", data_dir=str(tmp_path / "data"), archs=("convnet",),
+                      epochs=6, crop=16, batch_size=8, device="cpu", workers=1, prune="loss",
+                      prune_anneal=0.2, lr=0.05)  # fmt: skip
+    whole = train_run(cfg, "convnet", 0, str(tmp_path / "whole"), quiet=True)
+    with open(os.path.join(whole, "metrics.jsonl")) as f:
+        metrics = [json.loads(line) for line in f]
+    h = SampleStats.load(os.path.join(whole, "scores.npz")).history
+    assert set(np.unique(h["presentations"])) <= {0, 1}
+    for e, m in enumerate(metrics):
+        skipped = int((h[e]["presentations"] == 0).sum())
+        assert skipped == (m["skipped"] if m["pruned"] else 0), (e, m)
+        assert m["images"] == m["kept"] == 30 - skipped
+    assert sum(m["skipped"] for m in metrics) > 0, "nothing was pruned"
+    assert (h[-1]["presentations"] == 1).all()  # the annealing epoch: the full data
+    with killed_after_epoch(2):
+        train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True)
+    cut = train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
+    np.testing.assert_array_equal(h, SampleStats.load(os.path.join(cut, "scores.npz")).history)

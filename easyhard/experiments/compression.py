@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..config import BUDGETS, COMPRESSION_STRATEGIES, settings
+from ..config import BUDGETS, COMPRESSION_STRATEGIES, DYNAMIC_STRATEGIES, settings
 from .folder import KIND_FILES
 from .harness import (
     REFERENCE,
@@ -111,7 +111,12 @@ ROW_FIELDS = (
 WINDOWED = ("easiness", "easiness_plain")
 
 
-STRATEGY_RANK = {REFERENCE: 0, **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES)}}
+STRATEGY_RANK = {
+    REFERENCE: 0,
+    **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES + DYNAMIC_STRATEGIES)},
+}
+#: The control of each dynamic strategy: as many examples skipped, at random.
+DYNAMIC_CONTROL = "prune-random"
 
 
 #: The removal order that a strategy's subset equals (keeping the hardest = removing the easiest).
@@ -350,8 +355,9 @@ class Request:
     ranking: str
     budget: str
     keep: float  # fraction kept (1.0: the reference)
-    strategy: str  # hardest | easiest | random | stratified | none
+    strategy: str  # hardest | easiest | random | stratified | none | prune-<rule>
     k: int
+    prune: str = "none"  # the dynamic strategies' rule (the harness trains the cell pruning)
 
     def sort_key(self) -> tuple:
         return (
@@ -430,6 +436,9 @@ def plan(
             (r.label, strategy, keep, k) if strategy == "stratified" else (r.label, strategy, keep)
         )
 
+    def full_data():
+        return reference_subset(alive, labels, num_classes)
+
     def wanted():
         for k in range(cfg.seeds):
             for budget in cfg.budget_list():
@@ -437,17 +446,21 @@ def plan(
                     for keep, strategy in grid:
                         req = Request(r.label, budget, keep, strategy, k)
                         if strategy == REFERENCE:
-                            yield (
-                                req,
-                                (REFERENCE,),
-                                lambda: reference_subset(alive, labels, num_classes),
-                            )
+                            yield req, (REFERENCE,), full_data
                             continue
                         yield req, key_of(r, keep, strategy, k), functools.partial(
                             compression_subset, r, alive, labels, num_classes, strategy, keep,
                             cfg.balanced, cfg.cut_hardest, cfg.selection_seed + k,
                             cfg.selection_seed,
                         )  # fmt: skip
+                    # the dynamic strategies: the full data, pruned while it trains (epochs only)
+                    for strategy in cfg.dynamic_list() if budget == "epochs" else ():
+                        rule = strategy.removeprefix("prune-")
+                        yield (
+                            Request(r.label, budget, 1.0, strategy, k, rule),
+                            (REFERENCE,),
+                            full_data,
+                        )
 
     return plan_cells(cfg, wanted(), int(alive.sum()), fingerprint)
 
@@ -455,6 +468,8 @@ def plan(
 def describe(req: Request) -> str:
     if req.strategy == REFERENCE:
         return "full data"
+    if req.prune != "none":
+        return f"full data pruned during training by {req.prune}"
     if req.strategy == "random":
         return f"keep a random {req.keep:.0%}"
     return f"keep the {req.strategy} {req.keep:.0%} by {req.ranking}"
@@ -475,7 +490,8 @@ def result_rows(
         if res is None:
             continue
         r = by_label[req.ranking]
-        scored = req.strategy not in ("random", REFERENCE)  # random and full data need no scores
+        # random selection, the full data and pruning during training need no scores
+        scored = req.strategy in COMPRESSION_STRATEGIES and req.strategy != "random"
         scoring = r.cost["seconds"] if scored else 0.0
         scoring_images = r.cost["images"] if scored else 0
         training = round(res["seconds"], 3)
@@ -489,7 +505,7 @@ def result_rows(
                 "keep": req.keep,
                 "strategy": req.strategy,
                 "fraction": round(1 - req.keep, 10),
-                "order": AS_REMOVAL[req.strategy],
+                "order": AS_REMOVAL.get(req.strategy),  # None: dynamic, no removal equals it
                 "seed": cfg.seed + req.k,
                 "test_acc": res["test_acc"],
                 "train_acc": res["train_acc"],
@@ -552,7 +568,36 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         ):
             values = [r[name] for r in mine]
             e[name] = None if any(v is None for v in values) else float(np.mean(values))
+    _dynamic_comparisons(rows, stats)
     return stats
+
+
+def _dynamic_comparisons(rows: Sequence[dict], stats: list[dict]) -> None:
+    """What the cost columns and the dynamic strategies add to paired_summary's entries:
+    `images_share`, each entry's mean images processed (scoring included) over the full data's
+    of its (ranking, budget); and for a dynamic strategy, `vs_random` against its control
+    (prune-random: as many examples skipped, at random; paired by seed) instead of random
+    selection, which has no row at the full data's size."""
+    from .stats import t_interval
+
+    full = {
+        (e["ranking"], e["budget"]): e["total_images"] for e in stats if e["strategy"] == REFERENCE
+    }
+    acc = {}
+    for r in rows:
+        acc.setdefault((r["ranking"], r["budget"], r["strategy"]), {})[r["seed"]] = r["test_acc"]
+    for e in stats:
+        ref = full.get((e["ranking"], e["budget"]))
+        e["images_share"] = (
+            e["total_images"] / ref if ref and e["total_images"] is not None else None
+        )
+        if e["strategy"] == DYNAMIC_CONTROL:
+            e.pop("vs_random", None)  # it is the control
+        if e["strategy"] not in DYNAMIC_STRATEGIES or e["strategy"] == DYNAMIC_CONTROL:
+            continue
+        mine = acc[(e["ranking"], e["budget"], e["strategy"])]
+        base = acc.get((e["ranking"], e["budget"], DYNAMIC_CONTROL), {})
+        e["vs_random"] = t_interval([mine[k] - base[k] for k in sorted(mine) if k in base])
 
 
 def _seconds(x: float | None) -> str:
@@ -590,12 +635,27 @@ def summary_markdown(
             else ""
         )
         + ".",
+        *(
+            [
+                "- Dynamic strategies (prune-*): the full data, pruned during training by a rule "
+                f"of easyhard.prune (skip share r = {cfg.prune_ratio:g} of the candidates each "
+                f"epoch, the last {cfg.prune_anneal:g} of the epochs on the full data; easiness: "
+                f"correct at the last {cfg.prune_window} presentations with mean probability at "
+                f"least {cfg.prune_threshold:g}; loss rescaled by 1/(1 - r): "
+                f"{'yes' if cfg.prune_rescale else 'no'}); they need no scores, and their Δ vs "
+                "random is against prune-random, which skips as many examples at random.",
+            ]
+            if cfg.dynamic_list()
+            else []
+        ),
         "- Budget `epochs`: every subset trains for the recipe's epochs (fewer steps: the "
         "saving); `steps`: every subset trains for the full data's steps.",
         "- Test accuracy in %: mean ± sd over seeds. Δ: paired difference (same training seed) "
         "in points, mean [95% t-interval]. Seconds: scoring (the scoring runs' epochs the "
         "ranking counts, from their metrics), training (the subset's), total; random selection "
-        "and the full data need no scoring.",
+        "and the full data need no scoring. Images: the images processed (forward and "
+        "backward), scoring included, as a share of the full data's: the machine-independent "
+        "cost.",
         "",
         "## Rankings",
         "",
@@ -617,16 +677,18 @@ def summary_markdown(
             f"## {ranking}, budget: {budget}",
             "",
             "| kept | strategy | examples | n | test acc % | Δ vs full data | Δ vs random "
-            "| training s | total s |",
-            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|",
+            "| images % of full | training s | total s |",
+            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for e in entries:
             acc = pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {pts(e['acc_std'])}")
             strategy = "full data" if e["strategy"] == REFERENCE else e["strategy"]
+            dynamic = e["strategy"] in DYNAMIC_STRATEGIES
+            share = "n/a" if e.get("images_share") is None else f"{100 * e['images_share']:.1f}"
             lines.append(
-                f"| {e['keep']:.0%} | {strategy} | "
+                f"| {'dynamic' if dynamic else format(e['keep'], '.0%')} | {strategy} | "
                 f"{'varies' if e['kept'] is None else e['kept']} | {e['acc_n']} | {acc} | "
-                f"{interval(e.get('vs_full'))} | {interval(e.get('vs_random'))} | "
+                f"{interval(e.get('vs_full'))} | {interval(e.get('vs_random'))} | {share} | "
                 f"{_seconds(e['training_seconds'])} | {_seconds(e['total_seconds'])} |"
             )
         lines.append("")
@@ -638,7 +700,14 @@ COLORS = {
     "easiest": "tab:blue",
     "random": "tab:gray",
     "stratified": "tab:green",
+    "prune-easiness": "tab:purple",
+    "prune-loss": "tab:orange",
+    "prune-random": "tab:olive",
 }
+
+
+def _dynamic_label(strategy: str) -> str:
+    return f"pruned during training: {strategy.removeprefix('prune-')}"
 
 
 def plot_compression(stats: list[dict], path: str, title: str) -> None:
@@ -675,8 +744,19 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
                 capsize=3,
                 label=f"keep the {s}" if s != "random" else "keep at random",
             )
+        for s in DYNAMIC_STRATEGIES:  # at the share of the full data's images they processed
+            dots = [e for e in entries if e["strategy"] == s and e.get("images_share")]
+            if dots:
+                y, err = error_bars(dots)
+                ax.errorbar([100 * e["images_share"] for e in dots], y, yerr=err,
+                            color=COLORS[s], marker="D", ms=5, capsize=3, ls="none",
+                            label=_dynamic_label(s))  # fmt: skip
         ax.set_title(textwrap.fill(f"{ranking}; budget: {budget}", 48), fontsize=9)
-        ax.set_xlabel("kept fraction of the training set (%)")
+        dynamic = any(e["strategy"] in DYNAMIC_STRATEGIES for e in entries)
+        ax.set_xlabel(
+            "kept fraction of the training set (%)"
+            + ("\n(pruned during training: images processed, % of the full data's)" * dynamic)
+        )
         ax.set_xticks(
             sorted({round(100 * e["keep"]) for e in entries if e["strategy"] != REFERENCE})
         )
@@ -718,6 +798,14 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
                     if e["acc_low"] is None
                     else [[y - 100 * e["acc_low"]], [100 * e["acc_high"] - y]]
                 )
+                if e["strategy"] in DYNAMIC_STRATEGIES:  # the same cells under every ranking
+                    if e["strategy"] in seen:
+                        continue
+                    seen.add(e["strategy"])
+                    label = _dynamic_label(e["strategy"])
+                    ax.errorbar([x], [y], yerr=yerr, color=COLORS[e["strategy"]], marker="D",
+                                ms=7, capsize=3, ls="none", label=label)  # fmt: skip
+                    continue
                 if e["strategy"] in (REFERENCE, "random"):  # the same cells under every ranking
                     mark = "full" if e["strategy"] == REFERENCE else e["keep"]
                     if mark in seen:
@@ -745,7 +833,9 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
                         ms=6,
                         capsize=3,
                         ls="none",
-                        label="keep at random" if len(seen - {"full"}) == 1 else None,
+                        label="keep at random"
+                        if len(seen - {"full", *DYNAMIC_STRATEGIES}) == 1
+                        else None,
                     )
                 else:
                     ax.errorbar(

@@ -61,6 +61,13 @@ class Cell:
     epochs: int  # planned epochs (the last may be cut short)
     selection: dict  # kept, removed, kept_per_class, tie_seed, ...
     requests: list[Any] = dataclasses.field(default_factory=list)  # the kind's requests
+    recipe: Any = None  # the ScoreConfig it trains with (training_config, or a pruning one)
+
+    @property
+    def prune(self) -> str:
+        """The rule that prunes this cell's training (easyhard.prune), or "none"; a pruned
+        cell's `steps` is its most, the steps of its epochs on the full subset."""
+        return getattr(self.recipe, "prune", "none")
 
 
 def training_config(cfg: ExperimentConfig):
@@ -93,9 +100,12 @@ def plan_cells(
     the distinct cells by id. `wanted` yields, in training order (seed by seed, the reference
     first, so that a stopped run already holds whole curves), (request, subset key, a function
     making that subset's (indices, info)): each subset is made once per key, each training
-    (subset, seed, budget) is one cell (add_cell). `n`: the examples that take part."""
+    (subset, seed, budget) is one cell (add_cell). `n`: the examples that take part. A request
+    whose ``prune`` attribute names a rule of easyhard.prune trains with the recipe pruning by it
+    (the compression experiment's dynamic strategies)."""
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     run_cfg = training_config(cfg)
+    recipes = {"none": run_cfg}  # by pruning rule
     subsets: dict[tuple, tuple[np.ndarray, dict]] = {}
     requests: list[tuple[Any, str]] = []
     cells: dict[str, Cell] = {}
@@ -103,8 +113,20 @@ def plan_cells(
         if key not in subsets:
             subsets[key] = make()
         idx, info = subsets[key]
+        rule = getattr(req, "prune", "none")
+        if rule not in recipes:
+            recipes[rule] = dataclasses.replace(run_cfg, prune=rule)
         cid = add_cell(
-            cells, run_cfg, cfg.arch, req.k, fingerprint, idx, info, req.budget, full_steps, req
+            cells,
+            recipes[rule],
+            cfg.arch,
+            req.k,
+            fingerprint,
+            idx,
+            info,
+            req.budget,
+            full_steps,
+            req,
         )
         requests.append((req, cid))
     requests.sort(key=lambda rc: rc[0].sort_key())
@@ -162,7 +184,9 @@ def add_cell(
     cid = _digest(identity)[:16]
     if cid not in cells:
         steps = natural if max_steps is None else max_steps
-        cells[cid] = Cell(cid, identity, k, idx, max_steps, steps, math.ceil(steps / spe), info)
+        cells[cid] = Cell(
+            cid, identity, k, idx, max_steps, steps, math.ceil(steps / spe), info, recipe=run_cfg
+        )
     cells[cid].requests.append(request)
     return cid
 
@@ -196,10 +220,16 @@ def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
     last = metrics[-1]
     seconds = float(sum(m["seconds"] for m in metrics))
     images = int(sum(m["images"] for m in metrics))
-    if last["steps"] != cell.steps or last["test_acc"] is None:
+    # a pruned cell's steps depend on what it skipped: it ends after its epochs, at most as many
+    ended = (
+        len(metrics) == cell.epochs and last["steps"] <= cell.steps
+        if cell.prune != "none"
+        else last["steps"] == cell.steps
+    )
+    if not ended or last["test_acc"] is None:
         raise RuntimeError(
-            f"cell {cell.id} ended after {last['steps']} steps instead of "
-            f"{cell.steps}, or without a test accuracy"
+            f"cell {cell.id} ended after {last['steps']} steps in {len(metrics)} epoch(s) "
+            f"instead of {cell.steps} in {cell.epochs}, or without a test accuracy"
         )
     return {
         "identity": cell.identity,
@@ -317,15 +347,19 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, job: CellJob) -> None:
         if cell.max_steps is None and getattr(cell.requests[0], "budget", "epochs") == "epochs"
         else f"steps budget: {cell.steps} steps"
     )
+    steps = f"{cell.steps} steps"
+    if cell.prune != "none":
+        steps = f"at most {steps} (pruned during training by {cell.prune})"
+    recipe = cell.recipe if cell.recipe is not None else job.run_cfg
     job.say(
-        f"[{i}/{n}] {job.describe(cell)}, seed {job.run_cfg.seed + cell.run} (cell "
+        f"[{i}/{n}] {job.describe(cell)}, seed {recipe.seed + cell.run} (cell "
         f"{cell.id}"
         f"{', ' + str(len(cell.requests)) + ' requests' if len(cell.requests) > 1 else ''}): "
-        f"{cell.selection['kept']} examples, {cell.steps} steps in {cell.epochs} epoch(s) "
+        f"{cell.selection['kept']} examples, {steps} in {cell.epochs} epoch(s) "
         f"({budget}){'; resuming from its checkpoint' if resumed else ''}"
     )
     train_run(
-        job.run_cfg,
+        recipe,
         job.arch,
         cell.run,
         out,
