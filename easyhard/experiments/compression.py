@@ -772,6 +772,37 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
     save(fig, path)
 
 
+def _cost_point(ax, e: dict, point: tuple, seen: set, markers: dict) -> bool:
+    """Draw one summary entry at `point` (x, y, yerr) of a cost panel; True when nothing more is
+    to be drawn for it (the full data and the dynamic strategies are not annotated with a kept
+    fraction). The full data, random selection
+    at each fraction and the dynamic strategies are the same cells under every ranking: drawn
+    once (`seen`), labelled the first time."""
+    x, y, yerr = point
+    strategy = e["strategy"]
+    style = dict(yerr=yerr, capsize=3, ls="none")
+    if strategy in DYNAMIC_STRATEGIES or strategy in (REFERENCE, "random"):
+        mark = {REFERENCE: "full", "random": e["keep"]}.get(strategy, strategy)
+        if mark in seen:
+            return True
+        seen.add(mark)
+    if strategy in DYNAMIC_STRATEGIES:
+        label = _dynamic_label(strategy)
+        ax.errorbar([x], [y], color=COLORS[strategy], marker="D", ms=7, label=label, **style)
+        return True
+    if strategy == REFERENCE:
+        ax.errorbar([x], [y], color="black", marker="*", ms=14, label="full data", **style)
+        return True
+    if strategy == "random":
+        first = len(seen - {"full", *DYNAMIC_STRATEGIES}) == 1
+        label = "keep at random" if first else None
+        ax.errorbar([x], [y], color=COLORS["random"], marker="o", ms=6, label=label, **style)
+    else:
+        ax.errorbar([x], [y], color=COLORS[strategy], marker=markers[e["ranking"]], ms=6,
+                    alpha=0.85, **style)  # fmt: skip
+    return False
+
+
 def plot_cost(stats: list[dict], path: str, title: str) -> None:
     """compression-cost.png: test accuracy (%) against total cost, scoring + subset training
     (means over seeds), in seconds (left: what it took on this machine, load included) and in
@@ -798,57 +829,8 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
                     if e["acc_low"] is None
                     else [[y - 100 * e["acc_low"]], [100 * e["acc_high"] - y]]
                 )
-                if e["strategy"] in DYNAMIC_STRATEGIES:  # the same cells under every ranking
-                    if e["strategy"] in seen:
-                        continue
-                    seen.add(e["strategy"])
-                    label = _dynamic_label(e["strategy"])
-                    ax.errorbar([x], [y], yerr=yerr, color=COLORS[e["strategy"]], marker="D",
-                                ms=7, capsize=3, ls="none", label=label)  # fmt: skip
+                if _cost_point(ax, e, (x, y, yerr), seen, markers):
                     continue
-                if e["strategy"] in (REFERENCE, "random"):  # the same cells under every ranking
-                    mark = "full" if e["strategy"] == REFERENCE else e["keep"]
-                    if mark in seen:
-                        continue
-                    seen.add(mark)
-                    if e["strategy"] == REFERENCE:
-                        ax.errorbar(
-                            [x],
-                            [y],
-                            yerr=yerr,
-                            color="black",
-                            marker="*",
-                            ms=14,
-                            capsize=3,
-                            ls="none",
-                            label="full data",
-                        )
-                        continue
-                    ax.errorbar(
-                        [x],
-                        [y],
-                        yerr=yerr,
-                        color=COLORS["random"],
-                        marker="o",
-                        ms=6,
-                        capsize=3,
-                        ls="none",
-                        label="keep at random"
-                        if len(seen - {"full", *DYNAMIC_STRATEGIES}) == 1
-                        else None,
-                    )
-                else:
-                    ax.errorbar(
-                        [x],
-                        [y],
-                        yerr=yerr,
-                        color=COLORS[e["strategy"]],
-                        marker=markers[e["ranking"]],
-                        ms=6,
-                        capsize=3,
-                        ls="none",
-                        alpha=0.85,
-                    )
                 ax.annotate(
                     f"{e['keep']:.0%}",
                     (x, y),
