@@ -54,7 +54,15 @@ def run_study(
     say: Callable[[str], None] = lambda message: None,
 ) -> str:
     """The whole study into folder `out` (see the module docstring); returns the path of
-    report.html. `say` hears one line per step."""
+    report.html. `say` hears one line per step. The study holds `out`'s lock throughout (a
+    second study of the same folder is refused at once); each step locks its own folder too."""
+    from .outputs import claim
+
+    with claim(out, "easyhard study"):
+        return _study(cfg, out, resume, quiet, say)
+
+
+def _study(cfg: StudyConfig, out: str, resume: bool, quiet: bool, say) -> str:
     from .overlap import run_overlap
     from .report import HTML, write_report
     from .runfolder import run_folder_name

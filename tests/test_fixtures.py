@@ -274,7 +274,7 @@ def test_no_command_replaces_what_it_did_not_write(old, command):
 
 @pytest.mark.parametrize(
     "command",
-    ["score", "select", "compress", "analyze overlap", "analyze similarity", "report"],
+    ["score", "select", "compress", "analyze overlap", "analyze similarity", "report", "study"],
 )
 def test_a_second_writer_is_refused(old, command):
     """While another easyhard command holds an output folder (its lock), a second writer is
@@ -322,6 +322,7 @@ def test_bench_refuses_in_one_sentence_and_writes_nothing(old, command):
         ("analyze similarity", "similarity.json"),
         ("report", "report.json"),
         ("experiment removal", "experiment.json"),
+        ("experiment compression", "experiment.json"),
     ],
 )
 def test_a_crafted_manifest_deletes_nothing_outside(old, command, manifest):
@@ -350,12 +351,13 @@ def test_a_crafted_manifest_deletes_nothing_outside(old, command, manifest):
 
 @pytest.mark.parametrize(
     "command", ["select", "compress", "analyze overlap", "analyze similarity", "report",
-                "experiment removal", "score"],
+                "experiment removal", "experiment compression", "score", "study"],
 )  # fmt: skip
 def test_a_user_file_nested_in_an_earlier_output_survives_force(old, command):
     """An earlier output of the command with a user's file added inside one of its own
-    sub-folders (report's figures/, compress's class folders, a run folder, a cell): --force
-    refuses in one sentence or replaces the rest, and the user's file is kept byte for byte."""
+    sub-folders (report's figures/, compress's class folders, a run folder, a cell, a study's
+    analysis): --force (study: --resume, which rewrites its analyses and report) refuses in one
+    sentence or replaces the rest, and the user's file is kept byte for byte."""
     args, _, _ = _writers()[command]
     r = CliRunner().invoke(main, [*args, "--out", "mine", "--quiet"])
     assert r.exit_code == 0, r.output
@@ -363,7 +365,8 @@ def test_a_user_file_nested_in_an_earlier_output_survives_force(old, command):
     mine = os.path.join(deepest, "thesis.tex")
     with open(mine, "w") as f:
         f.write("the user's\n")
-    r = CliRunner().invoke(main, [*args, "--out", "mine", "--force", "--quiet"])
+    again = "--resume" if command == "study" else "--force"
+    r = CliRunner().invoke(main, [*args, "--out", "mine", again, "--quiet"])
     assert r.exit_code == 0 or len(r.output.strip().splitlines()) == 1, r.output
     assert open(mine).read() == "the user's\n", (mine, r.output)
 
