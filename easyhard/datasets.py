@@ -604,6 +604,52 @@ def imagefolder_split_root(root: str, split: str) -> str:
     )
 
 
+def _distinct_files(root: str, pairs: list, label_name, lines: dict | None = None) -> list:
+    """The (relative path, label) pairs, sorted, with each image file once: an image folder's
+    examples are its distinct files, however links inside it point. A file reached by several
+    paths (a link to another image, a linked folder) keeps one path, the one without links (else
+    the first in sorted order), when the paths agree on the label (the others are logged); paths
+    that give one file two labels are refused, naming both. A file list (`lines`: path -> line
+    number) is refused for any file it lists twice by two paths."""
+    real_root = os.path.realpath(root)
+    groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for rel, label in pairs:
+        st = os.stat(os.path.join(root, rel))
+        groups.setdefault((st.st_dev, st.st_ino), []).append((rel, label))
+    keep, dropped = set(), []
+    for same in groups.values():
+        if len(same) == 1:
+            keep.add(same[0][0])
+            continue
+        (a, la), (b, lb) = same[0], next((p for p in same if p[1] != same[0][1]), same[1])
+        if lines is not None:
+            first, second = sorted((a, b), key=lines.get)
+            raise DatasetError(
+                f"{root}: lines {lines[first]} ({first}) and {lines[second]} ({second}) of the "
+                "file list are the same image file (a link): list each image once"
+            )
+        if la != lb:
+            raise DatasetError(
+                f"{root}: {a} ({label_name(la)}) and {b} ({label_name(lb)}) are the same image "
+                "file (a link), so it would be one example with two labels: remove the link "
+                "from the class it does not belong to"
+            )
+        real = [r for r, _ in same if os.path.realpath(os.path.join(root, r)) ==
+                os.path.join(real_root, r)]  # fmt: skip
+        chosen = (real or [same[0][0]])[0]
+        keep.add(chosen)
+        dropped += [r for r, _ in same if r != chosen]
+    if dropped:
+        log.warning(
+            "%s: %d image path(s) are links to files listed already (each file is one "
+            "example, under one path), e.g. %s",
+            root,
+            len(dropped),
+            sorted(dropped)[0],
+        )
+    return [(rel, label) for rel, label in pairs if rel in keep]
+
+
 def load_imagefolder(root: str, split: str = "train", file_list: str | None = None) -> FileDataset:
     """Class sub-folders of images under `root` (ImageNet train/ or val/ layout), or a file list
     (`relative/path label` per line, DALI's file_list format) whose paths are relative to `root`.
@@ -652,6 +698,12 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
                 f"{file_list}:{top_line}: label {top} makes {top + 1:,} classes, more than the "
                 f"{MAX_CLASSES:,} easyhard handles: labels are 0..C-1"
             )
+        if top + 1 > len(entries):
+            raise DatasetError(
+                f"{file_list}:{top_line}: label {top} makes {top + 1:,} classes for "
+                f"{len(entries):,} listed file(s), so some classes would have no example: "
+                "labels are 0..C-1"
+            )
         entries.sort()
         paths = [p for p, _, _ in entries]
         for (p, _, a), (q, _, b) in zip(entries, entries[1:]):
@@ -666,13 +718,21 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
             raise DatasetError(
                 f"{len(missing)} files of {file_list} are missing under {root}, e.g. {missing[0]}"
             )
+        lines_of = {p: lineno for p, _, lineno in entries}
+        _distinct_files(root, [(p, label) for p, label, _ in entries], None, lines_of)
     else:
         classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
         if not classes:
             raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
         pairs, ignored = [], []
         for c, cls in enumerate(classes):
-            for dirpath, _, files in os.walk(os.path.join(root, cls), followlinks=True):
+            walked: set[str] = set()  # this class's real folders: each walked once, no loops
+            for dirpath, dirs, files in os.walk(os.path.join(root, cls), followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in walked:  # a link back up, or to a folder of the class walked already
+                    dirs.clear()
+                    continue
+                walked.add(real)
                 for fn in files:
                     rel = os.path.relpath(os.path.join(dirpath, fn), root)
                     if fn.lower().endswith(IMAGE_EXTENSIONS):
@@ -690,6 +750,7 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         if not pairs:
             raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
         pairs.sort()
+        pairs = _distinct_files(root, pairs, lambda c: f"class {classes[c]}")
         paths = [p for p, _ in pairs]
         labels = np.array([c for _, c in pairs], dtype=np.int64)
     return FileDataset(

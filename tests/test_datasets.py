@@ -225,3 +225,40 @@ def test_imagefolder_splits(tmp_path):
     assert len(load_dataset("imagefolder", root=str(tmp_path), split="test")) == 2
     with pytest.raises(DatasetError, match="has no test split"):
         load_dataset("imagefolder", root=str(tmp_path / "train"), split="test")
+
+
+def test_an_image_folders_examples_are_its_distinct_files(tmp_path, caplog):
+    """However links inside it point: a link to an image of the same class, or a linked folder
+    of the class, is not a second example (logged); a link that would give one file two labels
+    is refused naming both paths; a link back up does not loop; a file list naming one file by
+    two paths is refused naming both lines."""
+    make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=2)
+    root = tmp_path / "data"
+    os.symlink("img0.jpg", root / "cat" / "again.jpg")  # the same image, the same class
+    (root / "cat" / "more").mkdir()
+    os.symlink("..", root / "cat" / "more" / "back")  # a loop back to the class folder
+    os.symlink("../img1.jpg", root / "cat" / "more" / "x.jpg")
+    ds = load_dataset("imagefolder", root=str(root))
+    assert ds.paths == ["cat/img0.jpg", "cat/img1.jpg", "dog/img0.jpg", "dog/img1.jpg"]
+    assert ds.labels.tolist() == [0, 0, 1, 1]
+    assert "link" in caplog.text
+    os.symlink("../cat/img1.jpg", root / "dog" / "stolen.jpg")  # one file, two labels
+    with pytest.raises(DatasetError, match=r"cat/img1.jpg \(class cat\) and dog/stolen.jpg"):
+        load_dataset("imagefolder", root=str(root))
+    os.remove(root / "dog" / "stolen.jpg")
+    os.symlink("../cat", root / "dog" / "cats")  # a linked folder of another class
+    with pytest.raises(DatasetError, match="two labels"):
+        load_dataset("imagefolder", root=str(root))
+    os.remove(root / "dog" / "cats")
+    lst = tmp_path / "list.txt"
+    lst.write_text("cat/img0.jpg 0\ndog/img1.jpg 1\ncat/again.jpg 0\n")
+    with pytest.raises(DatasetError, match=r"lines 1 \(cat/img0.jpg\) and 3 \(cat/again.jpg\)"):
+        load_dataset("imagefolder", root=str(root), file_list=str(lst))
+
+
+def test_more_classes_than_examples_are_refused(tmp_path):
+    make_folder(tmp_path / "data")
+    lst = tmp_path / "list.txt"
+    lst.write_text("cat/img0.jpg 0\ndog/img1.jpg 4\n")
+    with pytest.raises(DatasetError, match=r"list.txt:2: label 4 makes 5 classes for 2 listed"):
+        load_dataset("imagefolder", root=str(tmp_path / "data"), file_list=str(lst))
