@@ -345,7 +345,10 @@ def clear_previous(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
         path = os.path.join(out_dir, run_folder_name(arch, run))
         if os.path.isdir(path) and not os.path.islink(path) and is_run_folder(path):
             remove_stale_temps(path, RUN_FILES)  # what a killed atomic write of them left
-            remove_owned(path, list(RUN_FILES), remove_folder=True)  # stays if not empty
+            # the marker goes last: a deletion killed part-way leaves a folder still marked as
+            # easyhard's, which the next --force recognises and finishes
+            remove_owned(path, [f for f in RUN_FILES if f != RUN_CONFIG])
+            remove_owned(path, [RUN_CONFIG], remove_folder=True)  # stays if not empty
             removed.append(path)
     merged = os.path.join(out_dir, MERGED_FILE)
     if os.path.isfile(merged) and not os.path.islink(merged):

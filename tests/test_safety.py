@@ -191,6 +191,36 @@ def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path
     assert SampleStats.load(out / "keep-this-run" / "scores.npz").epochs == 1
 
 
+@pytest.mark.parametrize("killed_at", ["scores.npz", "metrics.jsonl", "config.json", "history.bin"])
+def test_a_score_force_killed_while_deleting_is_finished_by_the_next(tmp_path, monkeypatch,
+                                                                     killed_at):  # fmt: skip
+    """score --force deletes the job's earlier runs file by file: killed after any of those
+    deletions, the run folder is still recognised as easyhard's (its config.json goes last) and
+    the next --force finishes the job."""
+    from easyhard import io
+
+    class Killed(BaseException):
+        pass
+
+    out = tmp_path / "out"
+    assert run(["score", *SMALL, "--out", out]).exit_code == 0
+    assert (out / "convnet-run0" / killed_at).exists()
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **k):
+        real_unlink(path, *a, **k)
+        if os.path.basename(os.fspath(path)) == killed_at:
+            raise Killed(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(io.os, "unlink", unlink)
+        with pytest.raises(Killed):
+            run(["score", *SMALL, "--out", out, "--force"])
+    r = run(["score", *SMALL, "--out", out, "--force", "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
+
+
 def test_a_second_score_job_on_one_folder_is_refused(tmp_path):
     """Two jobs writing one --out would overwrite each other's records: the second is refused
     at once, in one sentence, and changes nothing."""
