@@ -390,3 +390,33 @@ def test_another_workers_first_manifest_write_is_left_alone(tmp_path):
     old = time.time() - 24 * 3600
     os.utime(fresh, (old, old))
     assert prepare_output(str(out), {}, False) == "new" and not fresh.exists()
+
+
+@pytest.mark.parametrize("killed_at", ["metrics.jsonl", "config.json", "results.jsonl"])
+def test_a_force_killed_while_deleting_is_finished_by_the_next(tmp_path, scores, monkeypatch,
+                                                               killed_at):  # fmt: skip
+    """--force deletes an earlier experiment file by file: killed after any of those deletions
+    (a cell's files, its marker config.json, the outputs), what is left is still recognised as
+    an experiment's (the markers go last) and the next --force replaces it."""
+    from easyhard import io
+
+    class Killed(BaseException):
+        pass
+
+    out = tmp_path / "exp"
+    args = ("--fractions", "0.5", "--orders", "random", "--seeds", "1", "--quiet")
+    assert removal(scores, out, *args).exit_code == 0
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **k):
+        real_unlink(path, *a, **k)
+        if os.path.basename(os.fspath(path)) == killed_at:
+            raise Killed(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(io.os, "unlink", unlink)
+        with pytest.raises(Killed):
+            removal(scores, out, *args, "--force")
+    r = removal(scores, out, *args, "--force")
+    assert r.exit_code == 0, r.output
+    assert len(read_results(out / RESULTS)) == 2

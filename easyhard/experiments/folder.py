@@ -116,6 +116,8 @@ def _only_own_files(out: str) -> str | None:
     from ..runfolder import is_run_folder
 
     for cell in _cell_folders(out):
+        if os.path.isdir(cell) and not os.path.islink(cell) and not os.listdir(cell):
+            continue  # emptied by a deletion killed before it removed the folder
         if os.path.islink(cell) or not os.path.isdir(cell) or not is_run_folder(cell):
             return cell
         for name in sorted(os.listdir(cell)):
@@ -131,12 +133,25 @@ def _only_own_files(out: str) -> str | None:
 
 def _remove_experiment(out: str) -> None:
     """Delete what an experiment wrote in `out` (checked by _only_own_files first): the files of
-    its own names, by the rules that recognise them, and the folders they leave empty."""
-    own = [os.path.relpath(lock, out) for lock in _lock_files(out)]
+    its own names, by the rules that recognise them, and the folders they leave empty. The
+    markers go last (each cell's config.json after its other files, experiment.json after
+    everything), so that a deletion killed part-way leaves a folder the next --force still
+    recognises as an experiment's and finishes."""
+    from ..runfolder import RUN_CONFIG
+
+    files, markers = [os.path.relpath(lock, out) for lock in _lock_files(out)], []
     for cell in _cell_folders(out):
-        own += [f"{CELLS}/{os.path.basename(cell)}/{name}" for name in os.listdir(cell)]
-    own += [n for n in os.listdir(out) if os.path.isfile(os.path.join(out, n))]
-    remove_owned(out, own)
+        for name in os.listdir(cell):
+            (markers if name == RUN_CONFIG else files).append(
+                f"{CELLS}/{os.path.basename(cell)}/{name}"
+            )
+    top = [n for n in os.listdir(out) if os.path.isfile(os.path.join(out, n))]
+    files += [n for n in top if n != MANIFEST]
+    remove_owned(out, files)
+    remove_owned(out, markers)
+    for cell in _cell_folders(out):  # those a killed deletion emptied earlier
+        remove_owned(cell, [], remove_folder=True)
+    remove_owned(out, [n for n in top if n == MANIFEST])
 
 
 def remove_stale_temps_of(out: str) -> None:
