@@ -368,6 +368,24 @@ class TestCpuPaths:
         assert state["counts"][:, ops.NONFINITE].tolist() == [0, 1, 0, 1, 0, 0]
         assert torch.isfinite(state["sums"]).all()
 
+    @pytest.mark.parametrize(
+        "C, path, narrower",
+        [(10, "avx512", "avx2"), (15, "avx512", "avx2"), (5, "avx2", "baseline"),
+         (3, "avx512", "baseline")],
+    )  # fmt: skip
+    def test_rows_narrower_than_a_vector_take_a_narrower_paths_code(self, monkeypatch, C, path,
+                                                                    narrower):  # fmt: skip
+        """A row shorter than the path's vector (C = 10 under AVX-512's 16 lanes) is computed by
+        the widest narrower path whose vector it fills: bit for bit that path's result."""
+        if path not in ops.cpu_capabilities():
+            pytest.skip(f"this CPU cannot run the {path} path")
+        batch = make_batch(300, C, 300, torch.float32, 11)
+        states = {}
+        for p in (path, narrower):
+            monkeypatch.setenv("EASYHARD_CPU_CAPABILITY", p)
+            states[p] = run(ops.accumulate_stats, [batch], 300)
+        assert_states_match(states[path], states[narrower], rtol=0, atol=0)
+
     def test_the_paths_agree_to_rounding(self, monkeypatch):
         logits, labels, indices = make_batch(64, 1000, 64, torch.float32, 5)
         results = {}
