@@ -775,9 +775,8 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
 def _cost_point(ax, e: dict, point: tuple, seen: set, markers: dict) -> bool:
     """Draw one summary entry at `point` (x, y, yerr) of a cost panel; True when nothing more is
     to be drawn for it (the full data and the dynamic strategies are not annotated with a kept
-    fraction). The full data, random selection
-    at each fraction and the dynamic strategies are the same cells under every ranking: drawn
-    once (`seen`), labelled the first time."""
+    fraction). The full data, random selection at each fraction and the dynamic strategies are
+    the same cells under every ranking: drawn once (`seen`), labelled the first time."""
     x, y, yerr = point
     strategy = e["strategy"]
     style = dict(yerr=yerr, capsize=3, ls="none")
