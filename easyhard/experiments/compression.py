@@ -43,6 +43,7 @@ import numpy as np
 from ..config import BUDGETS, COMPRESSION_STRATEGIES, DYNAMIC_STRATEGIES, settings
 from .folder import KIND_FILES
 from .harness import (
+    CELL_ROW_FIELDS,
     REFERENCE,
     TIMING_FIELDS,  # noqa: F401  (the timing fields of its rows; tests import them from here)
     Cell,
@@ -75,18 +76,7 @@ ROW_FIELDS = (
     "budget",
     "keep",
     "strategy",
-    "fraction",
-    "order",
-    "seed",
-    "test_acc",
-    "train_acc",
-    "epochs",
-    "steps",
-    "kept",
-    "removed",
-    "excluded",
-    "balanced",
-    "arch",
+    *CELL_ROW_FIELDS,
     "cut_hardest",
     "scoring_arch",
     "scoring_runs",

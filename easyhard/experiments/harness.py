@@ -46,6 +46,22 @@ if TYPE_CHECKING:
 REFERENCE = "none"  # what the full-data reference did: removed nothing, kept everything
 #: The fields of a results line that differ between repetitions of the same training.
 TIMING_FIELDS = ("training_seconds", "total_seconds", "seconds", "images_per_s")
+#: The fields every kind's results line takes from its request and cell, in this order: what
+#: was removed, the training seed, how the training went, what it trained on.
+CELL_ROW_FIELDS = (
+    "fraction",
+    "order",
+    "seed",
+    "test_acc",
+    "train_acc",
+    "epochs",
+    "steps",
+    "kept",
+    "removed",
+    "excluded",
+    "balanced",
+    "arch",
+)
 
 
 @dataclass

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..config import BUDGETS, REMOVAL_ORDERS, settings
 from .folder import KIND_FILES
-from .harness import REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
+from .harness import CELL_ROW_FIELDS, REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
 from .harness import run as run_kind
 from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
 from .stats import paired_summary
@@ -72,18 +72,7 @@ JOB_ONLY_FIELDS = ("workers",)
 ROW_FIELDS = (
     "score",
     "budget",
-    "fraction",
-    "order",
-    "seed",
-    "test_acc",
-    "train_acc",
-    "epochs",
-    "steps",
-    "kept",
-    "removed",
-    "excluded",
-    "balanced",
-    "arch",
+    *CELL_ROW_FIELDS,
     "window",
     "dataset",
     "selection_seed",
