@@ -81,6 +81,12 @@ def test_info_reports_versions_and_backends():
     text = CliRunner().invoke(main, ["info"])
     assert text.exit_code == 0 and "compiled backends" in text.output
     assert f"CPU kernels          {ext['cpu_capability']} (this CPU runs" in text.output
+    if easyhard._extension.build_info().get("with_cuda"):  # says which, or how to get them
+        assert f"CUDA kernels         CUDA {ext['cuda_version']}, archs" in text.output
+    else:
+        assert "CUDA kernels         not built (a CPU-only build: FORCE_CUDA=1 pip install" in (
+            text.output
+        )
 
 
 def test_cuda_backend_present_when_toolkit_was_used():
