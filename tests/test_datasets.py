@@ -187,6 +187,7 @@ def test_file_list(tmp_path):
         ("/etc/passwd 0", "escapes the dataset root"),
         ("cat/../../x.jpg 0", "escapes the dataset root"),
         ("cat/img0.jpg", "expected 'relative/path label'"),
+        ("cat/img0.jpg 1.5", r"list.txt:1: expected 'relative/path label', got 'cat/img0.jpg 1.5'"),
         ("cat/img9.jpg 0", "missing under"),
         ("cat/img0.jpg -1", "negative label"),
     ],
