@@ -973,3 +973,32 @@ def test_crafted_scores_files_are_refused_not_ranked(tmp_path):
     write_archive(tmp_path / "stats.npz", arrays, meta)
     r = run(["select", tmp_path / "stats.npz", "--keep", "0.5", "--out", tmp_path / "sel"])
     assert r.exit_code == 1 and "'total_sums' holds NaN or infinite values" in r.output
+
+
+def test_a_killed_merge_leaves_the_old_file_and_the_next_replaces_it(tmp_path, monkeypatch):
+    """merge writes one file, atomically: killed before its rename, the earlier merged file is
+    whole and only a temporary file lies beside it; a later merge replaces the file and removes
+    that temporary file once it is stale (a recent one may be another merge's write)."""
+    from easyhard import io
+
+    class Killed(BaseException):
+        pass
+
+    out = tmp_path / "out"
+    assert run(["score", *SMALL, "--out", out, "--runs", "2"]).exit_code == 0
+    runs = [out / f"convnet-run{k}" / "scores.npz" for k in (0, 1)]
+    merged = tmp_path / "m.npz"
+    assert run(["merge", runs[0], "--out", merged]).exit_code == 0
+    before = merged.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(io.os, "replace", lambda a, b: (_ for _ in ()).throw(Killed()))
+        m.setattr(io, "remove_owned", lambda *a, **k: [])  # a kill runs no clean-up
+        with pytest.raises(Killed):
+            run(["merge", *runs, "--out", merged])
+    assert merged.read_bytes() == before
+    (left,) = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]  # what the kill left
+    os.utime(tmp_path / left, (0, 0))  # long ago
+    r = run(["merge", *runs, "--out", merged])
+    assert r.exit_code == 0, r.output
+    assert merged.read_bytes() != before
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
