@@ -614,7 +614,11 @@ def _distinct_files(root: str, pairs: list, label_name, lines: dict | None = Non
     real_root = os.path.realpath(root)
     groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
     for rel, label in pairs:
-        st = os.stat(os.path.join(root, rel))
+        try:
+            st = os.stat(os.path.join(root, rel))
+        except OSError:  # a broken link: an unreadable example, which the loaders deal with
+            groups[(-1, len(groups))] = [(rel, label)]
+            continue
         groups.setdefault((st.st_dev, st.st_ino), []).append((rel, label))
     keep, dropped = set(), []
     for same in groups.values():
@@ -654,7 +658,7 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
     """Class sub-folders of images under `root` (ImageNet train/ or val/ layout), or a file list
     (`relative/path label` per line, DALI's file_list format) whose paths are relative to `root`.
     When `root` holds train/ and val/ (or test/), `split` picks one. Example index = position in
-    the sorted list of relative paths."""
+    the sorted list of relative paths; each image file is one example however links point."""
     if not os.path.isdir(root):
         raise DatasetError(f"image folder {root} does not exist or is not a folder")
     base = None
@@ -663,90 +667,11 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         root = imagefolder_split_root(root, _check_split(split))
         if os.path.abspath(root) != os.path.abspath(given):
             base = os.path.abspath(given)
+        paths, labels, classes = _walk_class_folders(root)
     elif split != "train":
         raise DatasetError("a file list describes the training split only; it has no test split")
-    if file_list is not None:
-        entries = []
-        try:
-            with open(file_list, encoding="utf-8") as f:
-                lines = f.read().split("\n")
-        except UnicodeDecodeError as e:
-            raise DatasetError(
-                f"{file_list} is not UTF-8 text (byte {e.start}); save it as UTF-8"
-            ) from e
-        except OSError as e:
-            raise DatasetError(f"cannot read the file list {file_list} ({e.strerror})") from e
-        for lineno, line in enumerate(lines, 1):
-            line = line.rstrip("\r")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                rel, label = line.rsplit(maxsplit=1)
-                label = int(label)
-            except ValueError:
-                raise DatasetError(
-                    f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}"
-                )
-            if label < 0:
-                raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
-            entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label, lineno))
-        if not entries:
-            raise DatasetError(f"{file_list} lists no files")
-        top, top_line = max((label, lineno) for _, label, lineno in entries)
-        if top >= MAX_CLASSES:  # before any array of classes is made
-            raise DatasetError(
-                f"{file_list}:{top_line}: label {top} makes {top + 1:,} classes, more than the "
-                f"{MAX_CLASSES:,} easyhard handles: labels are 0..C-1"
-            )
-        entries.sort()
-        paths = [p for p, _, _ in entries]
-        for (p, _, a), (q, _, b) in zip(entries, entries[1:]):
-            if p == q:
-                raise DatasetError(
-                    f"{file_list} lists {p} twice (lines {min(a, b)} and {max(a, b)})"
-                )
-        labels = np.array([label for _, label, _ in entries], dtype=np.int64)
-        classes = [str(c) for c in range(int(labels.max()) + 1)]
-        missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} files of {file_list} are missing under {root}, e.g. {missing[0]}"
-            )
-        lines_of = {p: lineno for p, _, lineno in entries}
-        _distinct_files(root, [(p, label) for p, label, _ in entries], None, lines_of)
     else:
-        classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
-        if not classes:
-            raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
-        pairs, ignored = [], []
-        for c, cls in enumerate(classes):
-            walked: set[str] = set()  # this class's real folders: each walked once, no loops
-            for dirpath, dirs, files in os.walk(os.path.join(root, cls), followlinks=True):
-                real = os.path.realpath(dirpath)
-                if real in walked:  # a link back up, or to a folder of the class walked already
-                    dirs.clear()
-                    continue
-                walked.add(real)
-                for fn in files:
-                    rel = os.path.relpath(os.path.join(dirpath, fn), root)
-                    if fn.lower().endswith(IMAGE_EXTENSIONS):
-                        pairs.append((rel, c))
-                    elif not fn.startswith("."):
-                        ignored.append(rel)
-        if ignored:
-            log.warning(
-                "%s: ignored %d file(s) that are not images (%s), e.g. %s",
-                root,
-                len(ignored),
-                "/".join(IMAGE_EXTENSIONS),
-                ignored[0],
-            )
-        if not pairs:
-            raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
-        pairs.sort()
-        pairs = _distinct_files(root, pairs, lambda c: f"class {classes[c]}")
-        paths = [p for p, _ in pairs]
-        labels = np.array([c for _, c in pairs], dtype=np.int64)
+        paths, labels, classes = _read_file_list(root, file_list)
     return FileDataset(
         "imagefolder",
         split,
@@ -757,6 +682,92 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         base=base,
         file_list=os.path.abspath(file_list) if file_list else None,
     )
+
+
+def _read_file_list(root: str, file_list: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(paths, labels, classes) of a file list, checked line by line: the format, labels in
+    [0, MAX_CLASSES), paths inside `root` that exist, each file listed once."""
+    entries = []
+    try:
+        with open(file_list, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{file_list} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
+    except OSError as e:
+        raise DatasetError(f"cannot read the file list {file_list} ({e.strerror})") from e
+    for lineno, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            rel, label = line.rsplit(maxsplit=1)
+            label = int(label)
+        except ValueError:
+            raise DatasetError(
+                f"{file_list}:{lineno}: expected 'relative/path label', got {line!r}"
+            )
+        if label < 0:
+            raise DatasetError(f"{file_list}:{lineno}: negative label {label}")
+        entries.append((_check_relative(rel, f"{file_list}:{lineno}"), label, lineno))
+    if not entries:
+        raise DatasetError(f"{file_list} lists no files")
+    top, top_line = max((label, lineno) for _, label, lineno in entries)
+    if top >= MAX_CLASSES:  # before any array of classes is made
+        raise DatasetError(
+            f"{file_list}:{top_line}: label {top} makes {top + 1:,} classes, more than the "
+            f"{MAX_CLASSES:,} easyhard handles: labels are 0..C-1"
+        )
+    entries.sort()
+    paths = [p for p, _, _ in entries]
+    for (p, _, a), (q, _, b) in zip(entries, entries[1:]):
+        if p == q:
+            raise DatasetError(f"{file_list} lists {p} twice (lines {min(a, b)} and {max(a, b)})")
+    labels = np.array([label for _, label, _ in entries], dtype=np.int64)
+    missing = [p for p in paths if not os.path.isfile(os.path.join(root, p))]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} files of {file_list} are missing under {root}, e.g. {missing[0]}"
+        )
+    lines_of = {p: lineno for p, _, lineno in entries}
+    _distinct_files(root, [(p, label) for p, label, _ in entries], None, lines_of)
+    return paths, labels, [str(c) for c in range(int(labels.max()) + 1)]
+
+
+def _walk_class_folders(root: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """(paths, labels, classes) of the images in `root`'s class sub-folders, links followed
+    (each real folder once per class: no loops), files that are not images and links to nothing
+    left out with a warning, each image file once (_distinct_files)."""
+    classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    if not classes:
+        raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
+    pairs, ignored, dangling = [], [], []
+    for c, cls in enumerate(classes):
+        walked: set[str] = set()  # this class's real folders: each walked once, no loops
+        for dirpath, dirs, files in os.walk(os.path.join(root, cls), followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in walked:  # a link back up, or to a folder of the class walked already
+                dirs.clear()
+                continue
+            walked.add(real)
+            for fn in files:
+                rel = os.path.relpath(os.path.join(dirpath, fn), root)
+                if not os.path.exists(os.path.join(dirpath, fn)):
+                    dangling.append(rel)  # a link to nothing: no image file
+                elif fn.lower().endswith(IMAGE_EXTENSIONS):
+                    pairs.append((rel, c))
+                elif not fn.startswith("."):
+                    ignored.append(rel)
+    images = "/".join(IMAGE_EXTENSIONS)
+    for left, what in ((ignored, f"file(s) that are not images ({images})"),
+                       (dangling, "link(s) to nothing (no file where they point)")):  # fmt: skip
+        if left:
+            log.warning("%s: ignored %d %s, e.g. %s", root, len(left), what, left[0])
+    if not pairs:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
+    pairs = _distinct_files(root, sorted(pairs), lambda c: f"class {classes[c]}")
+    return [p for p, _ in pairs], np.array([c for _, c in pairs], dtype=np.int64), classes
 
 
 # ---------------------------------------------------------------------------- synthetic

@@ -243,6 +243,10 @@ def test_an_image_folders_examples_are_its_distinct_files(tmp_path, caplog):
     assert ds.paths == ["cat/img0.jpg", "cat/img1.jpg", "dog/img0.jpg", "dog/img1.jpg"]
     assert ds.labels.tolist() == [0, 0, 1, 1]
     assert "link" in caplog.text
+    os.symlink("nothing.jpg", root / "cat" / "broken.jpg")  # a link to nothing: no image
+    assert load_dataset("imagefolder", root=str(root)).paths == ds.paths
+    assert "1 link(s) to nothing" in caplog.text and "cat/broken.jpg" in caplog.text
+    os.remove(root / "cat" / "broken.jpg")
     os.symlink("../cat/img1.jpg", root / "dog" / "stolen.jpg")  # one file, two labels
     with pytest.raises(DatasetError, match=r"cat/img1.jpg \(class cat\) and dog/stolen.jpg"):
         load_dataset("imagefolder", root=str(root))
@@ -255,4 +259,3 @@ def test_an_image_folders_examples_are_its_distinct_files(tmp_path, caplog):
     lst.write_text("cat/img0.jpg 0\ndog/img1.jpg 1\ncat/again.jpg 0\n")
     with pytest.raises(DatasetError, match=r"lines 1 \(cat/img0.jpg\) and 3 \(cat/again.jpg\)"):
         load_dataset("imagefolder", root=str(root), file_list=str(lst))
-
