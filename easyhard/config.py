@@ -29,6 +29,8 @@ SCHEDULES = ("onecycle", "cosine", "step")  # learning-rate schedules of the sco
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 on GPU, fp32 on CPU
 OPTIMIZERS = ("sgd", "adamw")
 PRUNE_RULES = ("none", "easiness", "loss", "random")  # pruning during training (easyhard.prune)
+#: The settings of the pruning rules (TrainingRecipe): they act only with a rule (`prune`).
+PRUNE_SETTINGS = ("prune_ratio", "prune_anneal", "prune_window", "prune_threshold", "prune_rescale")
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
@@ -401,6 +403,22 @@ class TrainingRecipe(Config):
         ),
     )
 
+    def inert_prune_settings(self) -> list[str]:
+        """The pruning settings set away from their defaults while `prune` is none."""
+        if self.prune != "none":
+            return []
+        default = {f.name: f.default for f in dataclasses.fields(TrainingRecipe)}
+        return [n for n in PRUNE_SETTINGS if getattr(self, n) != default[n]]
+
+    def check_prune_settings(self) -> None:
+        """Refuse pruning settings that would change nothing: set while `prune` is none."""
+        inert = self.inert_prune_settings()
+        if inert:
+            raise ConfigError(
+                f"`{inert[0]}` is set, but `prune` is none: pruning's settings change nothing "
+                "without a rule; give `prune` (easiness, loss or random) or leave them out"
+            )
+
     def check_seeds(self, count: str, what: str, also: Sequence[str] = ()) -> None:
         """Refuse as many consecutive trainings as the setting `count` says (runs, seeds) when
         the last one's seed would pass SEED_MAX (seeds are 32-bit); `what` names a training."""
@@ -450,6 +468,7 @@ class ScoreConfig(TrainingRecipe, DataConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.check_prune_settings()
         if not self.archs:
             raise ConfigError("give at least one architecture (`archs`)")
         twice = sorted({a for a in self.archs if self.archs.count(a) > 1})
@@ -641,11 +660,18 @@ def _toml_value(v: Any) -> str:
 
 def settings(cfg: Config) -> dict[str, Any]:
     """A configuration's settings as they enter files and identities (config.json, the job's
-    TOML, runs' and experiments' identities): every field, but pruning's settings only while
-    pruning is on, so that what was written before pruning existed stays the same."""
+    TOML, runs' and experiments' identities): every field, but while `prune` is none neither it
+    nor the pruning settings at their defaults, so that what was written before pruning existed
+    stays the same (a pruning setting changed from its default is kept: the compression
+    experiment's dynamic strategies use them with `prune` none)."""
     d = dataclasses.asdict(cfg)
     if d.get("prune", "none") == "none":
-        d = {k: v for k, v in d.items() if not k.startswith("prune")}
+        default = {f.name: f.default for f in dataclasses.fields(cfg)}
+        d = {
+            k: v
+            for k, v in d.items()
+            if k != "prune" and not (k in PRUNE_SETTINGS and v == default[k])
+        }
     return d
 
 
@@ -942,9 +968,16 @@ class ExperimentConfig(TrainingRecipe, DataConfig):
     def budget_list(self) -> list[str]:
         return [b for b in BUDGETS if b in self._choices("budget", BUDGETS)]
 
+    def prunes_itself(self) -> bool:
+        """Whether some of the experiment's trainings prune with the pruning settings although
+        `prune` is none (the compression experiment's dynamic strategies)."""
+        return False
+
     def validate(self) -> None:
         super().validate()
         check_archs((self.arch,), "arch")
+        if not self.prunes_itself():
+            self.check_prune_settings()
         self.check_seeds("seeds", "training seed", also=("selection_seed",))
         self.score = ",".join(self.score_list())
         self.budget = ",".join(self.budget_list())
@@ -1062,6 +1095,9 @@ class CompressionConfig(ExperimentConfig):
         """The dynamic strategies asked for (pruning during training), in their order."""
         allowed = COMPRESSION_STRATEGIES + DYNAMIC_STRATEGIES
         return [s for s in DYNAMIC_STRATEGIES if s in self._choices("strategies", allowed)]
+
+    def prunes_itself(self) -> bool:
+        return bool(self.dynamic_list())
 
     def window_list(self) -> list[int | None]:
         """The windows (None: all recorded epochs), in the given order, without duplicates."""

@@ -528,3 +528,26 @@ def test_dynamic_strategies_refused_where_they_cannot_run(tmp_path, scored, extr
     r = compression([run], tmp_path / "exp", *args)
     assert r.exit_code == 1 and message in r.output, r.output
     assert not (tmp_path / "exp").exists()
+
+
+def test_pruning_settings_belong_to_the_dynamic_trainings_only(tmp_path, scored):
+    """The pruning settings (--prune-ratio, ...) act on the dynamic strategies' trainings only:
+    the static cells are the same whatever they are; continuing with other pruning settings is
+    refused naming them (it would show other trainings than those finished), --no-train too; and
+    an experiment without dynamic strategies refuses them as changing nothing."""
+    run = scored / "convnet-run0" / "scores.npz"
+    out = tmp_path / "exp"
+    args = ("--keep", "0.5", "--strategies", "random,prune-loss", "--seeds", "1", "--quiet")
+    assert compression([run], out, *args).exit_code == 0
+    cells = {row["strategy"]: row["cell"] for row in read_results(out / RESULTS)}
+    for extra in ((), ("--no-train",)):
+        r = compression([run], out, *args, "--prune-ratio", "0.3", *extra)
+        assert r.exit_code == 1 and "prune_ratio: None -> 0.3" in r.output, r.output
+    other = tmp_path / "other"
+    assert compression([run], other, *args, "--prune-ratio", "0.3").exit_code == 0
+    again = {row["strategy"]: row["cell"] for row in read_results(other / RESULTS)}
+    assert again["random"] == cells["random"] and again["none"] == cells["none"]
+    assert again["prune-loss"] != cells["prune-loss"]
+    r = compression([run], tmp_path / "static", "--strategies", "random", "--prune-ratio", "0.3")
+    assert r.exit_code == 1 and "--prune-ratio is set, but --prune is none" in r.output, r.output
+    assert not (tmp_path / "static").exists()

@@ -169,6 +169,12 @@ def test_settings_that_cannot_prune_are_refused(tmp_path):
     with pytest.raises(ValueError, match="step budget"):
         train_run(cfg, "convnet", 0, str(tmp_path / "c"), quiet=True, max_steps=3)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # pruning's settings without a rule would change nothing: refused, naming the first
+    r = cli(["score", *synthetic(40, 2), "--prune-window", "3", "--out", tmp_path / "d"])
+    assert r.exit_code == 1 and "--prune-window is set, but --prune is none" in r.output, r.output
+    with pytest.raises(ConfigError, match="`prune_ratio` is set, but `prune` is none"):
+        RemovalConfig(arch="convnet", prune_ratio=0.3).validate()
+    assert not (tmp_path / "d").exists()
 
 
 def test_runs_without_pruning_keep_their_identity():

@@ -119,9 +119,14 @@ def plan_cells(
     (subset, seed, budget) is one cell (add_cell). `n`: the examples that take part. A request
     whose ``prune`` attribute names a rule of easyhard.prune trains with the recipe pruning by it
     (the compression experiment's dynamic strategies)."""
+    from ..config import PRUNE_SETTINGS, TrainingRecipe
+
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     run_cfg = training_config(cfg)
-    recipes = {"none": run_cfg}  # by pruning rule
+    # the trainings that do not prune leave the pruning settings at their defaults: they are
+    # the same cells whatever the dynamic strategies' settings
+    default = {f.name: f.default for f in dataclasses.fields(TrainingRecipe)}
+    recipes = {"none": dataclasses.replace(run_cfg, **{k: default[k] for k in PRUNE_SETTINGS})}
     subsets: dict[tuple, tuple[np.ndarray, dict]] = {}
     requests: list[tuple[Any, str]] = []
     cells: dict[str, Cell] = {}
