@@ -833,12 +833,15 @@ def plot_cost(stats: list[dict], path: str, title: str) -> None:
             ax.set_title(f"budget: {budget}; cost in {unit} (labels: kept fraction)", fontsize=10)
             ax.grid(alpha=0.3)
         ax = axes[row, 1]
-        for strategy in ("hardest", "easiest", "stratified"):
+        # the legend's keys: colour = the scored strategies drawn, marker = the ranking (black:
+        # grey is random selection's colour)
+        drawn = {e["strategy"] for e in stats if e["budget"] == budget}
+        for strategy in (s for s in ("hardest", "easiest", "stratified") if s in drawn):
             ax.plot(
                 [], [], color=COLORS[strategy], marker="o", ls="none", label=f"keep the {strategy}"
             )
         for r in rankings:
-            ax.plot([], [], color="dimgray", marker=markers[r], ls="none", label=r)
+            ax.plot([], [], color="black", marker=markers[r], ls="none", label=r)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(textwrap.fill(title, 150), fontsize=11)
     fig.tight_layout()
