@@ -616,7 +616,7 @@ def _distinct_files(root: str, pairs: list, label_name, lines: dict | None = Non
     for rel, label in pairs:
         try:
             st = os.stat(os.path.join(root, rel))
-        except OSError:  # a broken link: an unreadable example, which the loaders deal with
+        except OSError:  # gone since it was listed: left to the loaders, which name it
             groups[(-1, len(groups))] = [(rel, label)]
             continue
         groups.setdefault((st.st_dev, st.st_ino), []).append((rel, label))
