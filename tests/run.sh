@@ -88,7 +88,11 @@ ctest --test-dir build/cmake --output-on-failure
 
 if [ "$mode" = all ]; then
   step "pytest, every tier"
-  "$PY" -m pytest -q "$@"
+  # The two-node tests run in a pytest process of their own: run after the rest of the suite in
+  # one process, the resume of the killed two-node job hung (2026-12-07, twice; each passes in a
+  # fresh process: a leftover of an earlier test, not yet found). Exit 5: -k selected none there.
+  "$PY" -m pytest -q --ignore=tests/test_multinode.py "$@"
+  "$PY" -m pytest -q tests/test_multinode.py "$@" || [ $? -eq 5 ]
 else
   step "pytest, fast tier (bash tests/run.sh --all adds the tests marked slow)"
   "$PY" -m pytest -q -m "not slow" "$@"
