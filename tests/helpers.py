@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from click.testing import CliRunner, Result
 
 from easyhard.cli import main
@@ -101,3 +102,26 @@ def kill_node(p: subprocess.Popen) -> None:
     while not all(gone(pid) for pid in workers):
         assert time.time() < deadline, "a killed worker did not exit within 30 s"
         time.sleep(0.01)
+
+
+class Killed(BaseException):
+    """What a kill -9 does to a command, as far as one process can: it stops where it is."""
+
+
+@contextlib.contextmanager
+def killed_after_deleting(monkeypatch, name: str):
+    """``with killed_after_deleting(monkeypatch, "config.json"): command()``: easyhard's one
+    deletion function stops the command (Killed, which the block expects) right after it
+    deleted a file of that name, as a kill there would."""
+    from easyhard import io
+
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **k):
+        real_unlink(path, *a, **k)
+        if os.path.basename(os.fspath(path)) == name:
+            raise Killed(path)
+
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        m.setattr(io.os, "unlink", unlink)
+        yield

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ONE_THREAD_ENV, cli, score_job, synthetic, tiny_config
+from helpers import ONE_THREAD_ENV, cli, killed_after_deleting, score_job, synthetic, tiny_config
 
 from easyhard import SampleStats
 from easyhard.experiments.folder import CELLS, MANIFEST
@@ -398,25 +398,11 @@ def test_a_force_killed_while_deleting_is_finished_by_the_next(tmp_path, scores,
     """--force deletes an earlier experiment file by file: killed after any of those deletions
     (a cell's files, its marker config.json, the outputs), what is left is still recognised as
     an experiment's (the markers go last) and the next --force replaces it."""
-    from easyhard import io
-
-    class Killed(BaseException):
-        pass
-
     out = tmp_path / "exp"
     args = ("--fractions", "0.5", "--orders", "random", "--seeds", "1", "--quiet")
     assert removal(scores, out, *args).exit_code == 0
-    real_unlink = os.unlink
-
-    def unlink(path, *a, **k):
-        real_unlink(path, *a, **k)
-        if os.path.basename(os.fspath(path)) == killed_at:
-            raise Killed(path)
-
-    with monkeypatch.context() as m:
-        m.setattr(io.os, "unlink", unlink)
-        with pytest.raises(Killed):
-            removal(scores, out, *args, "--force")
+    with killed_after_deleting(monkeypatch, killed_at):
+        removal(scores, out, *args, "--force")
     r = removal(scores, out, *args, "--force")
     assert r.exit_code == 0, r.output
     assert len(read_results(out / RESULTS)) == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import cli as run
-from helpers import synthetic, tiny_config
+from helpers import killed_after_deleting, synthetic, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compress import score_file
@@ -197,25 +197,11 @@ def test_a_score_force_killed_while_deleting_is_finished_by_the_next(tmp_path, m
     """score --force deletes the job's earlier runs file by file: killed after any of those
     deletions, the run folder is still recognised as easyhard's (its config.json goes last) and
     the next --force finishes the job."""
-    from easyhard import io
-
-    class Killed(BaseException):
-        pass
-
     out = tmp_path / "out"
     assert run(["score", *SMALL, "--out", out]).exit_code == 0
     assert (out / "convnet-run0" / killed_at).exists()
-    real_unlink = os.unlink
-
-    def unlink(path, *a, **k):
-        real_unlink(path, *a, **k)
-        if os.path.basename(os.fspath(path)) == killed_at:
-            raise Killed(path)
-
-    with monkeypatch.context() as m:
-        m.setattr(io.os, "unlink", unlink)
-        with pytest.raises(Killed):
-            run(["score", *SMALL, "--out", out, "--force"])
+    with killed_after_deleting(monkeypatch, killed_at):
+        run(["score", *SMALL, "--out", out, "--force"])
     r = run(["score", *SMALL, "--out", out, "--force", "--epochs", "2"])
     assert r.exit_code == 0, r.output
     assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
