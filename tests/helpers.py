@@ -125,3 +125,12 @@ def killed_after_deleting(monkeypatch, name: str):
     with monkeypatch.context() as m, pytest.raises(Killed):
         m.setattr(io.os, "unlink", unlink)
         yield
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a torchrun rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]

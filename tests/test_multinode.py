@@ -9,14 +9,13 @@ the statistics of an uninterrupted run.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from helpers import kill_node, synthetic
+from helpers import free_port, kill_node, synthetic
 
 from easyhard import SampleStats
 
@@ -32,12 +31,6 @@ JOB = [
     "--quiet",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def launch(launcher: list[str], out, epochs: int, *extra: str) -> subprocess.Popen:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import cli, synthetic, tiny_config
+from helpers import cli, free_port, synthetic, tiny_config
 
 from easyhard import SampleStats
 from easyhard.scores import load_scores, merge_stats_files
@@ -311,7 +311,7 @@ def test_ddp_gloo_matches_single_process_replay(tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(free_port()),  # a fixed port may still be held by an earlier run's socket
         "-m",
         "easyhard",
         "score",
