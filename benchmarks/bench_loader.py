@@ -9,7 +9,7 @@ CIFAR-shaped data. What this script adds to the command: the generated folder an
     python benchmarks/bench_loader.py --images 2000 --threads 8 --device cuda --out gpu-results
 
 Target on a 2-core CPU: DALI at least 1.2x the torch pipeline. Decoding is the bound there, so the
-gain comes from decoding only the crop's region (fn.decoders.image_random_crop). Writes
+gain comes from decoding only the crop's region (fn.decoders.image_slice). Writes
 results/bench_loader-<device>.json.
 """
 

@@ -4,12 +4,13 @@ epoch leaves it (each example presented once, 70% of them correct and confident)
 Pruner.observe (the closed epoch into the pruning state) and Pruner.plan (the next epoch's kept
 set, weights and planned steps) for each rule. Target: at most 0.2 s per epoch on the CPU.
 
-Then the image-folder loaders' side at the same N (paths of one small JPEG, 1.28M times): what
-giving a loader an epoch's kept set costs (``set_subset`` and the epoch's permutation and shard,
-the same in DaliLoader and TorchImageLoader, plus the kept files' list DaliLoader hands its
-reader), and, with DALI installed, defining the epoch's DALI reader over the kept files. Every
-training epoch of a DaliLoader defines a fresh reader anyway (seeded by (seed, epoch)), pruned or
-not: that part is timed at the full and at the kept size for comparison, not as pruning's cost.
+Then the image-folder loaders' side at the same N: what giving a loader an epoch's kept set
+costs (``set_subset`` and the epoch's permutation and shard, the same in DaliLoader and
+TorchImageLoader); what DaliLoader adds, pruned or not: the plan handed to its pipeline's source
+(one pipeline serves the whole run) and, spread over the epoch's batches, each batch's paths and
+crop draws of (seed, epoch, index), all of an epoch's timed together; and, with DALI installed, a
+real DaliLoader's switch from one pruned epoch to the next (the last batch of one to the first of
+the next, on a small folder: it does not grow with N).
 
     python benchmarks/bench_prune.py            # CPU, 1.28M examples
     python benchmarks/bench_prune.py --n 100000
@@ -18,6 +19,7 @@ not: that part is timed at the full and at the kept size for comparison, not as 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -93,49 +95,70 @@ class _Order(EpochOrder):
 
 
 def loader_refeed(n: int, kept: torch.Tensor, repeat: int) -> dict:
-    """Seconds (medians) to give a loader an epoch's kept set, and DALI's reader definition."""
+    """Seconds (medians) to give a loader an epoch's kept set, and DaliLoader's epoch plan."""
+    order = _Order(n)
+    files = ["/data/train/n01440764/n01440764_10026.JPEG"] * n
+    refeed, plan = [], []
+    for e in range(repeat):
+        t0 = time.perf_counter()
+        order.set_subset(kept)
+        order.set_epoch(e)
+        todo = order.epoch_order()
+        refeed.append(time.perf_counter() - t0)
+        if dali_available():  # what DaliLoader adds: the plan, and each batch's draws
+            from easyhard.loaders.dali import _EpochFeed
+
+            t0 = time.perf_counter()
+            feed = _EpochFeed(files, 256, 0, True)
+            feed.plan(todo.numpy(), e)
+            for _ in feed:
+                pass
+            plan.append(time.perf_counter() - t0)
+    out = {"kept": len(kept), "refeed_s": statistics.median(refeed)}
+    print(f"loaders   set_subset + epoch order: {out['refeed_s']:.3f} s "
+          f"({len(kept):,} kept of {n:,})")  # fmt: skip
+    if not dali_available():
+        out["dali"] = "not installed"
+        return out
+    out["dali_feed_s"] = statistics.median(plan)
+    out["dali_feed_per_batch_s"] = out["dali_feed_s"] / math.ceil(len(kept) / 256)
+    print(f"dali      the plan, and every batch's paths and draws: {out['dali_feed_s']:.3f} s "
+          f"an epoch ({1e3 * out['dali_feed_per_batch_s']:.2f} ms a batch of 256)")  # fmt: skip
+    out["dali_epoch_switch_s"] = dali_epoch_switch(repeat)
+    print(f"dali      last batch of a pruned epoch to the first of the next: "
+          f"{out['dali_epoch_switch_s']:.4f} s (median of {repeat})")  # fmt: skip
+    return out
+
+
+def dali_epoch_switch(repeat: int) -> float:
+    """Median seconds from the last batch of one pruned epoch to the first of the next, for a
+    real DaliLoader (CPU, 64 small JPEGs, half kept each epoch)."""
     import tempfile
 
     import numpy as np
     from PIL import Image
 
-    order = _Order(n)
-    files = ["x"] * n
-    refeed = []
-    for e in range(repeat):
-        t0 = time.perf_counter()
-        order.set_subset(kept)
-        order.set_epoch(e)
-        todo = order.epoch_order().tolist()
-        [files[i] for i in todo]  # DaliLoader's reader list
-        refeed.append(time.perf_counter() - t0)
-    out = {"kept": len(kept), "refeed_s": statistics.median(refeed)}
-    print(f"loaders   set_subset + epoch order + file list: {out['refeed_s']:.3f} s "
-          f"({len(kept):,} kept of {n:,})")  # fmt: skip
-    if not dali_available():
-        out["dali"] = "not installed"
-        return out
-    from easyhard.loaders.dali import _dali_pipeline
+    from easyhard.datasets import load_dataset
+    from easyhard.loaders import DaliLoader
 
     with tempfile.TemporaryDirectory() as tmp:
-        jpeg = os.path.join(tmp, "a.jpg")
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(jpeg)
-        for name, size in (("dali_define_full_s", n), ("dali_define_kept_s", len(kept))):
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                pipe = _dali_pipeline(files=[jpeg] * size, indices=list(range(size)), train=True,
-                                      crop=16, gpu=False, dtype=torch.float32, mean=(0.5,) * 3,
-                                      std=(0.5,) * 3, roi_decode=True, batch_size=256,
-                                      num_threads=2, device_id=None, prefetch_queue_depth=2,
-                                      seed=1)  # fmt: skip
-                pipe.run()
-                times.append(time.perf_counter() - t0)
-                del pipe
-            out[name] = statistics.median(times)
-            print(f"dali      a training epoch's reader over {size:,} files: "
-                  f"{out[name]:.3f} s (first batch included)")  # fmt: skip
-    return out
+        rng = np.random.default_rng(0)
+        for c in range(2):
+            os.makedirs(os.path.join(tmp, f"c{c}"))
+            for i in range(32):
+                arr = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(os.path.join(tmp, f"c{c}", f"{i}.jpg"))
+        loader = DaliLoader(load_dataset("imagefolder", root=tmp), 8, "cpu", crop=32,
+                            num_threads=2)  # fmt: skip
+        switches, end = [], None
+        for e in range(repeat + 1):
+            loader.set_subset(torch.randperm(64, generator=torch.Generator().manual_seed(e))[:32])
+            loader.set_epoch(e)
+            for k, _ in enumerate(loader):
+                if k == 0 and end is not None:
+                    switches.append(time.perf_counter() - end)
+            end = time.perf_counter()
+    return statistics.median(switches)
 
 
 if __name__ == "__main__":

@@ -106,15 +106,12 @@ def _timed_next(it: Iterator, clock: dict) -> Any:
 
 
 def _bench_device(device, dist):
-    """The device of this process (its local GPU under torchrun), the process group joined."""
+    """The device of this process (its local GPU under torchrun)."""
     import torch
 
-    if dist.enabled:
-        if device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-            torch.cuda.set_device(device)
-        if not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
@@ -169,16 +166,23 @@ def bench_train(
     cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Images/s of the scoring step with and without the recording (see the module docstring)."""
+    from .train import Dist, resolve_device
+
+    cfg.validate()
+    dist = Dist.from_env()
+    device = _bench_device(resolve_device(cfg.device), dist)
+    with dist.joined(device):
+        return _measure_train(cfg, dist, device, progress or (lambda s: None))
+
+
+def _measure_train(cfg: "BenchTrainConfig", dist, device, say: Callable[[str], None]) -> dict:
+    """bench_train's measurement, in the job's process group."""
     import torch
 
     from .config import ScoreConfig
     from .stats import SampleStats
-    from .train import Dist, Training, resolve_device
+    from .train import Training
 
-    say = progress or (lambda s: None)
-    cfg.validate()
-    dist = Dist.from_env()
-    device = _bench_device(resolve_device(cfg.device), dist)
     torch.manual_seed(0)
     train = cfg.load_dataset("train")
     loader = _bench_loader(cfg, train, device, dist)

@@ -194,6 +194,21 @@ class Dist:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    @contextlib.contextmanager
+    def joined(self, device: torch.device):
+        """The job's process group around the body: joined (nccl on GPUs, gloo on CPUs) unless
+        it already is, and left with destroy_process_group when the body returns. Without that
+        gloo's threads can outlive the interpreter and abort the process after a finished job
+        ("terminate called without an active exception", pytorch#190489). A group joined by the
+        caller is the caller's to leave; after a failure the group is left to the exit, since
+        destroying it while another rank waits in a collective can hang."""
+        if not self.enabled or torch.distributed.is_initialized():
+            yield
+            return
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        yield
+        torch.distributed.destroy_process_group()
+
     def from_rank0(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (a broadcast; `obj` itself without torch.distributed):
         every decision read from the output folder is rank 0's, so a job whose nodes have
@@ -993,9 +1008,14 @@ def _checked_job(
         check_resumable(cfg, out_dir, train.fingerprint)
     if force and not resume and dist.rank == 0:
         clear_previous(out_dir, job_runs(cfg))  # only the runs this job writes, easyhard's own
-    if dist.enabled and not torch.distributed.is_initialized():
-        backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+    with dist.joined(resolve_device(cfg.device)):
+        return _job_in_group(cfg, out_dir, resume, quiet, dist, train, test)
+
+
+def _job_in_group(
+    cfg: ScoreConfig, out_dir: str, resume: bool, quiet: bool, dist: Dist, train, test
+) -> dict:
+    """The job's runs in its process group; after a failure rank 0 removes what holds nothing."""
     created = not os.path.exists(out_dir)
     before = set(os.listdir(out_dir)) if not created else set()
     try:

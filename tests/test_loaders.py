@@ -498,3 +498,76 @@ def test_dali_loader_presents_a_changing_subset_once(tmp_path, world):
         ds,
         world,
     )
+
+
+def gradient_folder(root, sizes=((64, 48), (40, 90), (120, 30), (50, 50))):
+    """One class of PNG images (width, height) whose red channel is x / (width - 1) and green
+    channel y / (height - 1): a crop's pixels tell where in the image they came from."""
+    from PIL import Image
+
+    (root / "c").mkdir(parents=True)
+    for k, (w, h) in enumerate(sizes):
+        x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
+        y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
+        arr = np.stack([x, y, np.zeros_like(x)], -1).round().astype(np.uint8)
+        Image.fromarray(arr).save(root / "c" / f"{k}.png")
+    return load_dataset("imagefolder", root=str(root)), sizes
+
+
+@needs_dali
+@pytest.mark.parametrize("roi_decode", [True, False])
+def test_dali_training_crops_follow_the_draws(tmp_path, roi_decode):
+    """Each training image is the window crop_draws(seed, epoch) places: the drawn area and
+    aspect ratio (shrunk, aspect kept, where it would leave the image), at the drawn place,
+    flipped when drawn; read back from gradient images, within a pixel or two."""
+    from easyhard.loaders.dali import crop_draws
+
+    ds, sizes = gradient_folder(tmp_path)
+    loader = DaliLoader(ds, 3, "cpu", crop=32, num_threads=1, seed=7, mean=(0, 0, 0),
+                        std=(1, 1, 1), roi_decode=roi_decode)  # fmt: skip
+    flips = set()
+    for epoch in range(3):
+        draws = crop_draws(7, epoch, np.arange(len(ds)))
+        for images, _, idx in loader:
+            for im, i in zip(images.float(), idx.tolist()):
+                w, h = sizes[int(ds.paths[i].split("/")[-1][0])]
+                area, aspect, at_x, at_y, flip = draws[i].tolist()
+                rel_w, rel_h = np.sqrt(area * aspect * h / w), np.sqrt(area / aspect * w / h)
+                over = max(rel_w, rel_h, 1.0)
+                rel_w, rel_h = rel_w / over, rel_h / over
+                x0, y0 = at_x * (1 - rel_w), at_y * (1 - rel_h)
+                red, green = im[0], im[1]  # [32, 32] each, in [0, 1]
+                left, right = red[:, 0].mean().item(), red[:, -1].mean().item()
+                if flip:
+                    left, right = right, left
+                flips.add(bool(flip))
+                tol = 2.5 / min(w, h) + 1 / 32
+                assert abs(left - x0) < tol + rel_w / 32, (epoch, i, left, x0)
+                assert abs(right - (x0 + rel_w)) < tol + rel_w / 32, (epoch, i, right)
+                top, bottom = green[0].mean().item(), green[-1].mean().item()
+                assert abs(top - y0) < tol + rel_h / 32, (epoch, i, top, y0)
+                assert abs(bottom - (y0 + rel_h)) < tol + rel_h / 32, (epoch, i, bottom)
+    assert flips == {True, False}
+
+
+@needs_dali
+def test_dali_augmentation_depends_on_seed_epoch_and_example_only(tmp_path):
+    """A resumed run's loader (a fresh one, set to epoch 2) gives each example the images the
+    uninterrupted one gives at epoch 2, and so does a loader reading a subset, or one of two
+    shards: the augmentation is drawn per (seed, epoch, example), never from the pipeline."""
+    ds = jpeg_folder(tmp_path)
+
+    def images(loader, epoch):
+        loader.set_epoch(epoch)
+        return {i: im.clone() for x, _, idx in loader for im, i in zip(x, idx.tolist())}
+
+    whole = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=3)
+    run = [images(whole, e) for e in range(3)]
+    assert sum(not torch.equal(run[0][i], run[1][i]) for i in run[0]) > 15  # epochs differ
+    resumed = DaliLoader(ds, 4, "cpu", crop=16, num_threads=2, seed=3)
+    shard = DaliLoader(ds, 3, "cpu", crop=16, num_threads=1, seed=3, rank=1, world_size=2)
+    shard.set_subset(torch.arange(2, 19))
+    for got in (images(resumed, 2), images(shard, 2)):
+        assert got and all(torch.equal(im, run[2][i]) for i, im in got.items())
+    other_seed = images(DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, seed=4), 2)
+    assert sum(not torch.equal(other_seed[i], run[2][i]) for i in run[2]) > 15
