@@ -35,6 +35,24 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def tiny_scored(tmp_path_factory):
+    """One convnet scoring run of the tiny synthetic data (160 examples, 4 classes, 2 epochs, on
+    one thread): its folder, read (never written) by the experiment tests of several modules."""
+    from helpers import tiny_config
+
+    from easyhard.train import train_job
+
+    out = tmp_path_factory.mktemp("tiny-scored")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_job(tiny_config(160, 4), str(out), quiet=True)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
 class SimulatedKill(Exception):
     """Raised out of train_run by `killed_after_epoch`, as a kill would end the process."""
 

@@ -134,3 +134,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
+
+
+def compress_args(scores, dataset: str, data_dir, keep, out, *more) -> list:
+    """`easyhard compress` arguments: SCORES --dataset --data-dir --keep --out, then `more`."""
+    return ["compress", scores, "--dataset", dataset, "--data-dir", data_dir, "--keep", keep,
+            "--out", out, *more]  # fmt: skip

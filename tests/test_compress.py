@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import cli as run
+from helpers import compress_args
 from test_datasets import make_fmnist, make_folder, write_cifar10
 
 from easyhard import SampleStats
@@ -89,21 +90,7 @@ def test_compress_imagefolder(tmp_path):
     before = {p: os.path.getsize(os.path.join(ds.root, p)) for p in ds.paths}
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "small"
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "imagefolder",
-            "--data-dir",
-            ds.root,
-            "--keep",
-            "0.5",
-            "--balanced",
-            "--out",
-            out,
-        ]
-    )
+    r = run(compress_args(scores, "imagefolder", ds.root, "0.5", out, "--balanced"))
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kept"] == 9 and manifest["kept_per_class"] == {"0": 3, "1": 3, "2": 3}
@@ -143,20 +130,7 @@ def test_compress_fashion_mnist_format(tmp_path):
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "fm"
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            tmp_path / "src",
-            "--keep",
-            "25%",
-            "--out",
-            out,
-        ]
-    )
+    r = run(compress_args(scores, "fashion-mnist", tmp_path / "src", "25%", out))
     assert r.exit_code == 0, r.output
     small = load_dataset("fashion-mnist", root=str(out))
     idx = np.load(out / "indices.npy")
@@ -176,20 +150,7 @@ def test_compress_cifar_format(tmp_path):
     scores = score_file(ds, tmp_path / "s.npz")
     out = tmp_path / "c10"
     r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "cifar10",
-            "--data-dir",
-            tmp_path / "src",
-            "--keep",
-            "7",
-            "--strategy",
-            "stratified",
-            "--out",
-            out,
-        ]
+        compress_args(scores, "cifar10", tmp_path / "src", "7", out, "--strategy", "stratified")
     )
     assert r.exit_code == 0, r.output
     small = load_dataset("cifar10", root=str(out))
@@ -205,73 +166,24 @@ def test_compress_refusals(tmp_path):
     make_fmnist(tmp_path / "other", n=21)
     ds = load_dataset("fashion-mnist", root=str(tmp_path / "src"))
     scores = score_file(ds, tmp_path / "s.npz")
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            tmp_path / "other",
-            "--keep",
-            "0.5",
-            "--out",
-            tmp_path / "o1",
-        ]
-    )
+    r = run(compress_args(scores, "fashion-mnist", tmp_path / "other", "0.5", tmp_path / "o1"))
     assert r.exit_code != 0 and "fingerprint" in r.output and "other data" in r.output
     assert "(fashion-mnist)" in r.output  # what the scores were made on
     assert not (tmp_path / "o1").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("precious")
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            tmp_path / "src",
-            "--keep",
-            "0.5",
-            "--out",
-            tmp_path / "full",
-        ]
-    )
+    r = run(compress_args(scores, "fashion-mnist", tmp_path / "src", "0.5", tmp_path / "full"))
     assert r.exit_code != 0 and "--force" in r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
     # --force replaces only an earlier easyhard output, never a user's file (issue 8).
     r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            tmp_path / "src",
-            "--keep",
-            "0.5",
-            "--out",
-            tmp_path / "full",
-            "--force",
-        ]
+        compress_args(
+            scores, "fashion-mnist", tmp_path / "src", "0.5", tmp_path / "full", "--force"
+        )
     )
     assert r.exit_code != 0 and "not an earlier easyhard output" in r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "precious"
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            tmp_path / "none",
-            "--keep",
-            "0.5",
-            "--out",
-            tmp_path / "o2",
-        ]
-    )
+    r = run(compress_args(scores, "fashion-mnist", tmp_path / "none", "0.5", tmp_path / "o2"))
     assert r.exit_code != 0 and "apt-get install dataset-fashion-mnist" in r.output
 
 

@@ -39,12 +39,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tiny_scored):
     """One convnet scoring run of the tiny synthetic data, 2 epochs: its folder."""
-    out = tmp_path_factory.mktemp("scores")
-    cfg = tiny_config(160, 4)
-    train_job(cfg, str(out), quiet=True)
-    return out
+    return tiny_scored
 
 
 def compression(files, out, *extra):
@@ -166,23 +163,9 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
 def test_shares_cells_with_the_removal_experiment_and_transfers(tmp_path, scored):
     merged = scored / "merged.npz"
     out = tmp_path / "exp"
-    r = cli(
-        [
-            "experiment",
-            "removal",
-            merged,
-            *DATA,
-            "--fractions",
-            "0.3",
-            "--orders",
-            "easiest,random",
-            "--seeds",
-            "1",
-            "--json",
-            "--out",
-            out,
-        ]
-    )
+    removal = ["experiment", "removal", merged, *DATA, "--fractions", "0.3", "--orders",
+               "easiest,random", "--seeds", "1", "--json", "--out", out]  # fmt: skip
+    r = cli(removal)
     assert r.exit_code == 0, r.output
     removal_cells = {row["cell"] for row in read_results(out / REMOVAL_RESULTS)}
     # keeping the hardest 70% is removing the easiest 30%; a random 70% the same draw
@@ -196,23 +179,7 @@ def test_shares_cells_with_the_removal_experiment_and_transfers(tmp_path, scored
     manifest = json.loads((out / MANIFEST).read_text())
     assert set(manifest["experiments"]) == {"removal", "compression"}
     # the removal experiment continues in the same folder, its record kept
-    r = cli(
-        [
-            "experiment",
-            "removal",
-            merged,
-            *DATA,
-            "--fractions",
-            "0.3",
-            "--orders",
-            "easiest,random",
-            "--seeds",
-            "1",
-            "--json",
-            "--out",
-            out,
-        ]
-    )
+    r = cli(removal)
     assert r.exit_code == 0 and json.loads(r.output)["state"] == "continued"
     # transfer: scores of a convnet, subsets trained by another architecture
     r = compression(

@@ -30,12 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
-def scores(tmp_path_factory):
-    """A statistics file of the tiny synthetic dataset (one convnet run, 2 epochs)."""
-    out = tmp_path_factory.mktemp("scores")
-    cfg = tiny_config(160, 4)
-    train_job(cfg, str(out), quiet=True)
-    return out / "merged.npz"
+def scores(tiny_scored):
+    """A statistics file of the tiny synthetic dataset (conftest.tiny_scored's merged file)."""
+    return tiny_scored / "merged.npz"
 
 
 def removal(scores, out, *extra):
@@ -44,19 +41,9 @@ def removal(scores, out, *extra):
 
 def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     out = tmp_path / "exp"
-    r = removal(
-        scores,
-        out,
-        "--fractions",
-        "0.5",
-        "--seeds",
-        "2",
-        "--score",
-        "easiness,easiness_plain",
-        "--budget",
-        "epochs,steps",
-        "--json",
-    )
+    grid = ["--fractions", "0.5", "--seeds", "2", "--score", "easiness,easiness_plain",
+            "--budget", "epochs,steps"]  # fmt: skip
+    r = removal(scores, out, *grid, "--json")
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     rows = read_results(out / RESULTS)
@@ -107,18 +94,7 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     assert manifest["finished"] and manifest["cells"]["unique"] == 22
     # the same command again trains nothing and gives the same file, timing included
     before = (out / RESULTS).read_text()
-    r = removal(
-        scores,
-        out,
-        "--fractions",
-        "0.5",
-        "--seeds",
-        "2",
-        "--score",
-        "easiness,easiness_plain",
-        "--budget",
-        "epochs,steps",
-    )
+    r = removal(scores, out, *grid)
     assert r.exit_code == 0, r.output
     assert "22 finished earlier, 0 to train" in r.output and "| 50% | hardest |" in r.output
     assert (out / RESULTS).read_text() == before

@@ -220,18 +220,7 @@ class TestAccumulateStats:
     def test_opcheck(self, dtype):
         logits, labels, indices = make_batch(8, 10, 12, dtype, 11, duplicates=True)
         state = ops.new_state(12)
-        torch.library.opcheck(
-            torch.ops.easyhard.accumulate_stats.default,
-            (
-                logits,
-                labels,
-                indices,
-                state["counts"],
-                state["sums"],
-                state["flags"],
-                state["errors"],
-            ),
-        )
+        opcheck_accumulate(logits, labels, indices, state)
 
     def test_torch_compile_fullgraph(self):
         model = torch.nn.Linear(6, 5)
@@ -483,18 +472,7 @@ class TestAccumulateStatsCUDA:
     def test_cuda_opcheck_and_compile(self):
         logits, labels, indices = make_batch(8, 10, 12, torch.bfloat16, 11, device="cuda")
         state = ops.new_state(12, "cuda")
-        torch.library.opcheck(
-            torch.ops.easyhard.accumulate_stats.default,
-            (
-                logits,
-                labels,
-                indices,
-                state["counts"],
-                state["sums"],
-                state["flags"],
-                state["errors"],
-            ),
-        )
+        opcheck_accumulate(logits, labels, indices, state)
         fn = torch.compile(ops.accumulate_stats, fullgraph=True)
         fn(logits, labels, indices, **ops.new_state(12, "cuda"))
 
@@ -512,6 +490,25 @@ def tied_scores(N, seed, dtype=torch.float32, levels=7, nan_frac=0.0):
 def balanced_budgets(labels, C, frac):
     sizes = np.bincount(labels.numpy(), minlength=C)
     return torch.from_numpy(np.floor(sizes * frac).astype(np.int64))
+
+
+FLOATS_ONLY = "scores must be float32 or float64"
+
+
+def opcheck_accumulate(logits, labels, indices, state) -> None:
+    """torch.library.opcheck of accumulate_stats on one batch and a new_state."""
+    fields = ("counts", "sums", "flags", "errors")
+    torch.library.opcheck(
+        torch.ops.easyhard.accumulate_stats.default,
+        (logits, labels, indices, *(state[f] for f in fields)),
+    )
+
+
+def per_class(k, labels, budgets, scores=None) -> dict:
+    """topk_select's arguments for a per-class call over three scores (lists become int64)."""
+    as_tensor = lambda x: x if isinstance(x, torch.Tensor) else torch.tensor(x)  # noqa: E731
+    scores = torch.zeros(3) if scores is None else scores
+    return dict(scores=scores, k=k, labels=as_tensor(labels), budgets=as_tensor(budgets))
 
 
 class TestTopkSelect:
@@ -570,173 +567,41 @@ class TestTopkSelect:
         "args, message",
         [
             (dict(scores=torch.zeros(3, 2), k=1), "scores must be 1-D"),
-            (
-                dict(scores=torch.zeros(3, dtype=torch.int64), k=1),
-                "scores must be float32 or float64",
-            ),
+            (dict(scores=torch.zeros(3, dtype=torch.int64), k=1), FLOATS_ONLY),
             (dict(scores=torch.zeros(3), k=4), r"k=4 must be in \[0, N=3\]"),
             (dict(scores=torch.zeros(3), k=-1), r"k=-1 must be in"),
-            (
-                dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1, 1])),
-                "labels and budgets go together",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 1]),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                r"labels must have shape \[3\]",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 2, 1]),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                r"labels\[1\] = 2 is outside \[0, 2\)",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=2,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([0, 2]),
-                ),
-                r"budgets\[1\] = 2 exceeds the 1 examples of class 1",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=2,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                "budgets sum to 1 but k=2",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=0,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([-1, 1]),
-                ),
-                r"budgets\[0\] = -1 is negative",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1], dtype=torch.int32),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                "labels must be int64",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0.0, 0.0, 1.0]),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                "labels must be int64",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([1, 0], dtype=torch.int32),
-                ),
-                "budgets must be int64",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([1.0, 0.0]),
-                ),
-                "budgets must be int64",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([[1, 0]]),
-                ),
-                r"budgets must be 1-D \[C\]",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=0,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.zeros(0, dtype=torch.int64),
-                ),
-                r"budgets must be 1-D \[C\]",
-            ),
-            (
-                dict(scores=torch.zeros(3, dtype=torch.float16), k=1),
-                "scores must be float32 or float64",
-            ),
-            (
-                dict(scores=torch.zeros(3, dtype=torch.bool), k=1),
-                "scores must be float32 or float64",
-            ),
+            (dict(scores=torch.zeros(3), k=1, labels=torch.tensor([0, 1, 1])),
+             "labels and budgets go together"),
+            (per_class(1, [0, 1], [1, 0]), r"labels must have shape \[3\]"),
+            (per_class(1, [0, 2, 1], [1, 0]), r"labels\[1\] = 2 is outside \[0, 2\)"),
+            (per_class(2, [0, 0, 1], [0, 2]),
+             r"budgets\[1\] = 2 exceeds the 1 examples of class 1"),
+            (per_class(2, [0, 0, 1], [1, 0]), "budgets sum to 1 but k=2"),
+            (per_class(0, [0, 0, 1], [-1, 1]), r"budgets\[0\] = -1 is negative"),
+            (per_class(1, torch.tensor([0, 0, 1], dtype=torch.int32), [1, 0]),
+             "labels must be int64"),
+            (per_class(1, torch.tensor([0.0, 0.0, 1.0]), [1, 0]), "labels must be int64"),
+            (per_class(1, [0, 0, 1], torch.tensor([1, 0], dtype=torch.int32)),
+             "budgets must be int64"),
+            (per_class(1, [0, 0, 1], torch.tensor([1.0, 0.0])), "budgets must be int64"),
+            (per_class(1, [0, 0, 1], [[1, 0]]), r"budgets must be 1-D \[C\]"),
+            (per_class(0, [0, 0, 1], torch.zeros(0, dtype=torch.int64)),
+             r"budgets must be 1-D \[C\]"),
+            (dict(scores=torch.zeros(3, dtype=torch.float16), k=1), FLOATS_ONLY),
+            (dict(scores=torch.zeros(3, dtype=torch.bool), k=1), FLOATS_ONLY),
             # k = 0 validates like any other k.
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=0,
-                    labels=torch.tensor([0, 5, 1]),
-                    budgets=torch.tensor([0, 0]),
-                ),
-                r"labels\[1\] = 5 is outside \[0, 2\)",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=0,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                "budgets sum to 1 but k=0",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(0),
-                    k=0,
-                    labels=torch.zeros(0, dtype=torch.int64),
-                    budgets=torch.tensor([1]),
-                ),
-                r"budgets\[0\] = 1 exceeds the 0 examples of class 0",
-            ),
+            (per_class(0, [0, 5, 1], [0, 0]), r"labels\[1\] = 5 is outside \[0, 2\)"),
+            (per_class(0, [0, 0, 1], [1, 0]), "budgets sum to 1 but k=0"),
+            (per_class(0, torch.zeros(0, dtype=torch.int64), [1], scores=torch.zeros(0)),
+             r"budgets\[0\] = 1 exceeds the 0 examples of class 0"),
             # A meta tensor among CPU ones routes the call to the fake kernel: it refuses, as the
             # real kernels do (it used to return an uninitialised result).
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1], device="meta"),
-                    budgets=torch.tensor([1, 0]),
-                ),
-                "labels is on meta but scores is on cpu",
-            ),
-            (
-                dict(
-                    scores=torch.zeros(3),
-                    k=1,
-                    labels=torch.tensor([0, 0, 1]),
-                    budgets=torch.tensor([1, 0], device="meta"),
-                ),
-                "budgets is on meta but must be on the CPU or on scores' device",
-            ),
+            (per_class(1, torch.tensor([0, 0, 1], device="meta"), [1, 0]),
+             "labels is on meta but scores is on cpu"),
+            (per_class(1, [0, 0, 1], torch.tensor([1, 0], device="meta")),
+             "budgets is on meta but must be on the CPU or on scores' device"),
         ],
-    )
+    )  # fmt: skip
     def test_bad_input_refused(self, args, message):
         largest = args.pop("largest", True)
         with pytest.raises(RuntimeError, match=message):

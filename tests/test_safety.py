@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import cli as run
-from helpers import killed_after_deleting, synthetic, tiny_config
+from helpers import compress_args, killed_after_deleting, synthetic, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compress import score_file
@@ -46,21 +46,7 @@ def test_compress_never_replaces_its_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.symlink(tmp_path / "fmA", tmp_path / "alias")
     for out in ("fmA", str(tmp_path / "fmA"), "./fmA/", "alias", str(tmp_path), "fmA/inner"):
-        r = run(
-            [
-                "compress",
-                scores,
-                "--dataset",
-                "fashion-mnist",
-                "--data-dir",
-                "fmA",
-                "--keep",
-                "0.7",
-                "--out",
-                out,
-                "--force",
-            ]
-        )
+        r = run(compress_args(scores, "fashion-mnist", "fmA", "0.7", out, "--force"))
         assert r.exit_code != 0, out
         said = "inside" in r.output or "is the source dataset" in r.output
         assert said and "Traceback" not in r.output, r.output
@@ -75,21 +61,16 @@ def test_compress_into_a_parent_of_an_image_folder_is_refused(tmp_path):
     before = tree(tmp_path / "P")
     for link in ("hard", "symlink"):
         r = run(
-            [
-                "compress",
+            compress_args(
                 scores,
-                "--dataset",
                 "imagefolder",
-                "--data-dir",
                 tmp_path / "P" / "data",
-                "--keep",
                 "0.5",
-                "--out",
                 tmp_path / "P",
                 "--force",
                 "--link",
                 link,
-            ]
+            )
         )
         assert r.exit_code != 0 and "lies inside the output" in r.output
     assert tree(tmp_path / "P") == before
@@ -547,22 +528,17 @@ def test_never_presented_examples_take_no_part(tmp_path):
     for strategy in ("hardest", "easiest", "random", "stratified"):
         for balanced in (False, True):
             r = run(
-                [
-                    "compress",
+                compress_args(
                     tmp_path / "s.npz",
-                    "--dataset",
                     "imagefolder",
-                    "--data-dir",
                     tmp_path / "src",
-                    "--keep",
                     "1.0",
+                    tmp_path / "o",
                     "--strategy",
                     strategy,
                     "--balanced" if balanced else "--global",
-                    "--out",
-                    tmp_path / "o",
                     "--force",
-                ]
+                )
             )
             assert r.exit_code == 0, r.output
             assert "1 example(s) never presented" in r.output and f"kept {N - 1} of {N}" in r.output
@@ -628,20 +604,9 @@ def test_compress_file_list_adds_no_class_folders(tmp_path):
     ds = load_dataset("imagefolder", root=str(tmp_path / "src"), file_list=str(lst))
     scores = score_file(ds, tmp_path / "s.npz")
     r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "imagefolder",
-            "--data-dir",
-            tmp_path / "src",
-            "--file-list",
-            lst,
-            "--keep",
-            "0.5",
-            "--out",
-            tmp_path / "o",
-        ]
+        compress_args(
+            scores, "imagefolder", tmp_path / "src", "0.5", tmp_path / "o", "--file-list", lst
+        )
     )
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(tmp_path / "o" / "train")) == sorted(
@@ -709,20 +674,7 @@ def test_every_format_loads_back_to_the_selected_examples(tmp_path, keep):
         ds = load_dataset(name, **kwargs)
         scores = score_file(ds, tmp_path / f"{name}.npz")
         out = tmp_path / f"{name}-out"
-        r = run(
-            [
-                "compress",
-                scores,
-                "--dataset",
-                name,
-                "--data-dir",
-                kwargs["root"],
-                "--keep",
-                keep,
-                "--out",
-                out,
-            ]
-        )
+        r = run(compress_args(scores, name, kwargs["root"], keep, out))
         assert r.exit_code == 0, r.output
         idx = np.load(out / "indices.npy", allow_pickle=False)
         back = load_dataset(name, root=str(out))
@@ -775,20 +727,7 @@ def test_odd_file_names_load_back(tmp_path):
     ds = load_dataset("imagefolder", root=str(tmp_path / "src"))
     assert len(ds) == 10
     scores = score_file(ds, tmp_path / "s.npz")
-    r = run(
-        [
-            "compress",
-            scores,
-            "--dataset",
-            "imagefolder",
-            "--data-dir",
-            tmp_path / "src",
-            "--keep",
-            "1.0",
-            "--out",
-            tmp_path / "o",
-        ]
-    )
+    r = run(compress_args(scores, "imagefolder", tmp_path / "src", "1.0", tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert load_dataset("imagefolder", root=str(tmp_path / "o")).paths == ds.paths
     listed = load_dataset(

@@ -481,30 +481,10 @@ def test_score_image_folder(tmp_path):
 
     jpeg_folder(tmp_path / "data" / "train", classes=2, per_class=6)
     jpeg_folder(tmp_path / "data" / "val", classes=2, per_class=2)
-    r = cli(
-        [
-            "score",
-            "--dataset",
-            "imagefolder",
-            "--data-dir",
-            tmp_path / "data",
-            "--arch",
-            "convnet",
-            "--epochs",
-            "1",
-            "--crop",
-            "16",
-            "--workers",
-            "1",
-            "--batch-size",
-            "4",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--out",
-            tmp_path / "o",
-        ]
-    )
+    common = ["score", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
+              "--arch", "convnet", "--epochs", "1", "--crop", "16", "--workers", "1",
+              "--batch-size", "4", "--device", "cpu", "--quiet"]  # fmt: skip
+    r = cli(common + ["--out", tmp_path / "o"])
     assert r.exit_code == 0, r.output
     stats = SampleStats.load(tmp_path / "o" / "convnet-run0" / "scores.npz")
     assert stats.paths[0] == "class0/000.jpg" and (stats.totals()["presentations"] == 1).all()
@@ -512,26 +492,6 @@ def test_score_image_folder(tmp_path):
     assert 0 <= metrics["test_acc"] <= 1
     # A corrupt image stops the run with its name, or is skipped and never presented.
     (tmp_path / "data" / "train" / "class1" / "002.jpg").write_bytes(b"\xff\xd8\xff\xe0 junk" * 8)
-    common = [
-        "score",
-        "--dataset",
-        "imagefolder",
-        "--data-dir",
-        tmp_path / "data",
-        "--arch",
-        "convnet",
-        "--epochs",
-        "1",
-        "--crop",
-        "16",
-        "--workers",
-        "1",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
     r = cli(common + ["--out", tmp_path / "bad"])
     assert r.exit_code != 0 and "class1/002.jpg" in r.output
     assert not (tmp_path / "bad").exists()  # the corrected command may use the same --out

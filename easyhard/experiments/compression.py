@@ -55,7 +55,7 @@ from .harness import (
     selected,
 )
 from .harness import run as run_kind
-from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
+from .plots import accuracy_limits, draw_full_data, draw_line, error_bars, interval, pts
 from .stats import paired_summary
 
 if TYPE_CHECKING:
@@ -720,20 +720,8 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
             draw_full_data(ax, r)
         for s in COMPRESSION_STRATEGIES:
             line = sorted((e for e in entries if e["strategy"] == s), key=lambda e: e["keep"])
-            if not line:
-                continue
-            x = np.array([100 * e["keep"] for e in line]) + shift[s]
-            y, err = error_bars(line)
-            ax.errorbar(
-                x,
-                y,
-                yerr=err,
-                color=COLORS[s],
-                marker="o",
-                ms=4,
-                capsize=3,
-                label=f"keep the {s}" if s != "random" else "keep at random",
-            )
+            label = f"keep the {s}" if s != "random" else "keep at random"
+            draw_line(ax, line, lambda e: e["keep"], shift=shift[s], color=COLORS[s], label=label)
         for s in DYNAMIC_STRATEGIES:  # at the share of the full data's images they processed
             dots = [e for e in entries if e["strategy"] == s and e.get("images_share")]
             if dots:

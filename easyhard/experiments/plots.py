@@ -1,9 +1,10 @@
 """What the experiments' tables and figures share: number formats (percentage points,
-intervals), error bars, the full-data reference line and band, accuracy axis limits."""
+intervals), error bars, a strategy's line, the full-data reference line and band, accuracy axis
+limits."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -40,6 +41,26 @@ def error_bars(
             ]
         )
     return y, err
+
+
+def draw_line(
+    ax,
+    entries: Sequence[dict],
+    x: Callable[[dict], float],
+    *,
+    shift: float,
+    color: str,
+    label: str,
+    keys: tuple[str, str, str] = ("acc_mean", "acc_low", "acc_high"),
+) -> None:
+    """One strategy's line: the entries' means (%, `keys`) against x(entry) (a fraction, drawn
+    in %), with 95% error bars, moved sideways by `shift` points so that lines meeting at the
+    same x keep their bars apart."""
+    if not entries:
+        return
+    y, err = error_bars(entries, *keys)
+    xs = np.array([100 * x(e) for e in entries]) + shift
+    ax.errorbar(xs, y, yerr=err, color=color, marker="o", ms=4, capsize=3, label=label)
 
 
 def draw_full_data(ax, entry: dict) -> None:

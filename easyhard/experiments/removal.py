@@ -52,7 +52,7 @@ from ..config import BUDGETS, REMOVAL_ORDERS, settings
 from .folder import KIND_FILES
 from .harness import CELL_ROW_FIELDS, REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
 from .harness import run as run_kind
-from .plots import accuracy_limits, draw_full_data, error_bars, interval, pts
+from .plots import accuracy_limits, draw_full_data, draw_line, interval, pts
 from .stats import paired_summary
 
 if TYPE_CHECKING:
@@ -351,36 +351,13 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
             draw_full_data(top, ref[0])
         for order in REMOVAL_ORDERS:
             line = sorted((e for e in entries if e["order"] == order), key=lambda e: e["fraction"])
-            if not line:
-                continue
-            x = np.array([100 * e["fraction"] for e in line]) + shift[order]
-            y, err = error_bars(line)
-            n = max(e["acc_n"] for e in line)
-            top.errorbar(
-                x,
-                y,
-                yerr=err,
-                color=colors[order],
-                marker="o",
-                ms=4,
-                capsize=3,
-                label=f"{labels[order]} (n={n})",
-            )
+            n = max((e["acc_n"] for e in line), default=0)
+            style = dict(shift=shift[order], color=colors[order])
+            draw_line(top, line, _fraction, label=f"{labels[order]} (n={n})", **style)
             diffs = [e for e in line if e.get("vs_random") and e["vs_random"]["n"]]
-            if diffs:
-                d = [e["vs_random"] for e in diffs]
-                xd = np.array([100 * e["fraction"] for e in diffs]) + shift[order]
-                yd, errd = error_bars(d, "mean", "low", "high")
-                bottom.errorbar(
-                    xd,
-                    yd,
-                    yerr=errd,
-                    color=colors[order],
-                    marker="o",
-                    ms=4,
-                    capsize=3,
-                    label=labels[order],
-                )
+            draw_line(bottom, [{**e["vs_random"], "fraction": e["fraction"]} for e in diffs],
+                      _fraction, label=labels[order], keys=("mean", "low", "high"),
+                      **style)  # fmt: skip
         bottom.axhline(0, color="tab:gray", lw=1.2, label="remove at random (Δ = 0)")
         top.set_title(f"ranking: {score}; budget: {budget}")
         bottom.set_xlabel("removed fraction of the training set (%)")
@@ -394,6 +371,10 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     fig.suptitle(textwrap.fill(title, 60 * len(combos)), fontsize=11)
     fig.tight_layout()
     save(fig, path)
+
+
+def _fraction(entry: dict) -> float:
+    return entry["fraction"]
 
 
 class Removal(Kind):
