@@ -55,7 +55,15 @@ from .harness import (
     selected,
 )
 from .harness import run as run_kind
-from .plots import accuracy_limits, draw_full_data, draw_line, error_bars, interval, pts
+from .plots import (
+    accuracy,
+    accuracy_limits,
+    draw_full_data,
+    draw_line,
+    error_bars,
+    grouped,
+    interval,
+)
 from .stats import paired_summary
 
 if TYPE_CHECKING:
@@ -659,10 +667,7 @@ def summary_markdown(
             f"{c['epochs'] or 'n/a'} | {_seconds(c['seconds'])} |"
         )
     lines.append("")
-    by_group: dict[tuple, list[dict]] = {}
-    for e in stats:
-        by_group.setdefault((e["ranking"], e["budget"]), []).append(e)
-    for (ranking, budget), entries in by_group.items():
+    for (ranking, budget), entries in grouped(stats, "ranking", "budget").items():
         lines += [
             f"## {ranking}, budget: {budget}",
             "",
@@ -671,7 +676,7 @@ def summary_markdown(
             "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for e in entries:
-            acc = pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {pts(e['acc_std'])}")
+            acc = accuracy(e)
             strategy = "full data" if e["strategy"] == REFERENCE else e["strategy"]
             dynamic = e["strategy"] in DYNAMIC_STRATEGIES
             share = "n/a" if e.get("images_share") is None else f"{100 * e['images_share']:.1f}"
@@ -707,15 +712,14 @@ def plot_compression(stats: list[dict], path: str, title: str) -> None:
 
     plt = pyplot()
 
-    combos = list(dict.fromkeys((e["ranking"], e["budget"]) for e in stats))
+    combos = grouped(stats, "ranking", "budget")
     cols = min(3, len(combos))
     rows_n = math.ceil(len(combos) / cols)
     fig, axes = plt.subplots(
         rows_n, cols, figsize=(5.2 * cols, 4.2 * rows_n + 0.8), squeeze=False, sharey=True
     )
     shift = {s: 0.8 * (i - 1.5) for i, s in enumerate(COMPRESSION_STRATEGIES)}
-    for ax, (ranking, budget) in zip(axes.flat, combos):
-        entries = [e for e in stats if (e["ranking"], e["budget"]) == (ranking, budget)]
+    for ax, ((ranking, budget), entries) in zip(axes.flat, combos.items()):
         for r in (e for e in entries if e["strategy"] == REFERENCE):
             draw_full_data(ax, r)
         for s in COMPRESSION_STRATEGIES:

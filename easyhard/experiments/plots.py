@@ -15,6 +15,20 @@ def pts(x: float | None, signed: bool = False) -> str:
     return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
 
 
+def accuracy(entry: dict) -> str:
+    """A summary entry's test accuracy in %: mean ± standard deviation over its seeds."""
+    sd = entry["acc_std"]
+    return pts(entry["acc_mean"]) + ("" if sd is None else f" ± {pts(sd)}")
+
+
+def grouped(stats: Sequence[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Summary entries by the values of `keys` (a table or panel each), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in stats:
+        groups.setdefault(tuple(e[k] for k in keys), []).append(e)
+    return groups
+
+
 def interval(d: dict | None) -> str:
     if not d or not d["n"]:
         return ""

@@ -52,7 +52,7 @@ from ..config import BUDGETS, REMOVAL_ORDERS, settings
 from .folder import KIND_FILES
 from .harness import CELL_ROW_FIELDS, REFERENCE, Cell, Kind, plan_cells, reference_subset, selected
 from .harness import run as run_kind
-from .plots import accuracy_limits, draw_full_data, draw_line, interval, pts
+from .plots import accuracy, accuracy_limits, draw_full_data, draw_line, grouped, interval
 from .stats import paired_summary
 
 if TYPE_CHECKING:
@@ -301,10 +301,7 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
         "resolve.",
         "",
     ]
-    by_group: dict[tuple, list[dict]] = {}
-    for e in stats:
-        by_group.setdefault((e["score"], e["budget"]), []).append(e)
-    for (score, budget), entries in by_group.items():
+    for (score, budget), entries in grouped(stats, "score", "budget").items():
         lines += [
             f"## {score}, budget: {budget}",
             "",
@@ -312,7 +309,7 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
             "|---:|:---|---:|---:|---:|---:|---:|",
         ]
         for e in entries:
-            acc = pts(e["acc_mean"]) + ("" if e["acc_std"] is None else f" ± {pts(e['acc_std'])}")
+            acc = accuracy(e)
             order = "none (full data)" if e["order"] == REFERENCE else e["order"]
             lines.append(
                 f"| {e['fraction']:.0%} | {order} | "
@@ -331,7 +328,7 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
 
     plt = pyplot()
 
-    combos = list(dict.fromkeys((e["score"], e["budget"]) for e in stats))
+    combos = grouped(stats, "score", "budget")
     fig, axes = plt.subplots(
         2, len(combos), figsize=(5.2 * len(combos), 8.4), squeeze=False, sharex=True, sharey="row"
     )  # one scale per row: panels compare
@@ -343,9 +340,8 @@ def plot_removal(stats: list[dict], path: str, title: str) -> None:
     }
     shift = {"easiest": -0.8, "random": 0.0, "hardest": 0.8}  # keeps error bars apart
 
-    for col, (score, budget) in enumerate(combos):
+    for col, ((score, budget), entries) in enumerate(combos.items()):
         top, bottom = axes[0, col], axes[1, col]
-        entries = [e for e in stats if (e["score"], e["budget"]) == (score, budget)]
         ref = [e for e in entries if e["order"] == REFERENCE]
         if ref:
             draw_full_data(top, ref[0])
