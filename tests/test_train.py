@@ -22,18 +22,9 @@ SMALL = synthetic(300, 4, 12, batch=64, quiet=True)
 
 
 def small_cfg(**kw):
-    base = dict(
-        dataset="synthetic",
-        num_samples=300,
-        num_classes=4,
-        image_size=12,
-        batch_size=64,
-        archs=("convnet",),
-        epochs=2,
-        device="cpu",
-    )
-    base.update(kw)
-    return ScoreConfig(**base)
+    """tiny_config of SMALL's data (300 examples, 4 classes, 12 pixels, batch 64), or of
+    `num_samples` of it; any other setting by name."""
+    return tiny_config(kw.pop("num_samples", 300), 4, 12, kw.pop("batch_size", 64), **kw)
 
 
 def totals(path):
