@@ -70,6 +70,11 @@ def param(
     }
 
 
+def setting(default: Any, help: str, **limits: Any) -> Any:
+    """A configuration field: its default, and ``param(help, **limits)`` as its metadata."""
+    return field(default=default, metadata=param(help, **limits))
+
+
 class ConfigError(ValueError):
     """A configuration value that is out of range, of the wrong type, or unknown."""
 
@@ -136,30 +141,27 @@ DEVICE = (r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
 
 def window_field(help: str) -> Any:
     """`window`: the first K epochs counted by easiness (None: every recorded epoch)."""
-    return field(default=None, metadata=param(help, min=1, type=int))
+    return setting(None, help, min=1, type=int)
 
 
 def device_field() -> Any:
-    return field(default="auto", metadata=param(DEVICE[1] + ".", pattern=DEVICE))
+    return setting("auto", DEVICE[1] + ".", pattern=DEVICE)
 
 
 def workers_field(help: str = "Decoding threads / workers for image-folder datasets.") -> Any:
-    return field(default=4, metadata=param(help, min=1))
+    return setting(4, help, min=1)
 
 
 def crop_field() -> Any:
-    return field(default=224, metadata=param("Image size for image-folder datasets.", min=8))
+    return setting(224, "Image size for image-folder datasets.", min=8)
 
 
 def amp_field() -> Any:
-    return field(
-        default="auto",
-        metadata=param("Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES),
-    )
+    return setting("auto", "Mixed precision; auto: bf16 on GPU, fp32 on CPU.", choices=AMP_MODES)
 
 
 def skip_corrupt_field(help: str) -> Any:
-    return field(default=False, metadata=param(help))
+    return setting(False, help)
 
 
 def check_archs(names: Sequence[str], setting: str) -> None:
@@ -207,30 +209,19 @@ def fraction_items(name: str, text: str, *, zero_ok: bool = False, why: str = ""
 class DataConfig(Config):
     """Which dataset: the options of every command that reads one."""
 
-    dataset: str = field(
-        default="fashion-mnist",
-        metadata=param("The dataset (its training split).", choices=DATASETS),
+    dataset: str = setting("fashion-mnist", "The dataset (its training split).", choices=DATASETS)
+    data_dir: str | None = setting(
+        None,
+        "Dataset root (default for fashion-mnist: /usr/share/datasets/fashion-mnist).",
+        type=str,
     )
-    data_dir: str | None = field(
-        default=None,
-        metadata=param(
-            "Dataset root (default for fashion-mnist: /usr/share/datasets/fashion-mnist).", type=str
-        ),
+    file_list: str | None = setting(
+        None, "imagefolder: a 'relative/path label' list, paths under --data-dir.", type=str
     )
-    file_list: str | None = field(
-        default=None,
-        metadata=param(
-            "imagefolder: a 'relative/path label' list, paths under --data-dir.", type=str
-        ),
-    )
-    num_samples: int = field(default=2048, metadata=param("synthetic only: examples.", min=1))
-    num_classes: int = field(default=10, metadata=param("synthetic only: classes.", min=2))
-    image_size: int = field(
-        default=28, metadata=param("synthetic only: image side in pixels.", min=4)
-    )
-    synthetic_seed: int = field(
-        default=0, metadata=param("synthetic only: the seed of the data.", min=0, max=SEED_MAX)
-    )
+    num_samples: int = setting(2048, "synthetic only: examples.", min=1)
+    num_classes: int = setting(10, "synthetic only: classes.", min=2)
+    image_size: int = setting(28, "synthetic only: image side in pixels.", min=4)
+    synthetic_seed: int = setting(0, "synthetic only: the seed of the data.", min=0, max=SEED_MAX)
 
     #: The options that only some datasets use (the others: every dataset).
     DATASET_ONLY = {
@@ -290,55 +281,42 @@ class TrainingRecipe(Config):
     (ScoreConfig, the experiments' configurations), composed beside DataConfig and their own
     settings; its fields are flat settings (TOML keys, flags) like every other."""
 
-    epochs: int = field(default=2, metadata=param("Training epochs per run.", min=1))
-    batch_size: int = field(default=256, metadata=param("Examples per step, per process.", min=1))
-    lr: float = field(default=0.2, metadata=param("Peak learning rate.", min=0))
-    momentum: float = field(
-        default=0.9, metadata=param("SGD momentum (adamw: its beta1).", min=0, max=1, max_open=True)
+    epochs: int = setting(2, "Training epochs per run.", min=1)
+    batch_size: int = setting(256, "Examples per step, per process.", min=1)
+    lr: float = setting(0.2, "Peak learning rate.", min=0)
+    momentum: float = setting(0.9, "SGD momentum (adamw: its beta1).", min=0, max=1, max_open=True)
+    nesterov: bool = setting(True, "Nesterov momentum.")
+    weight_decay: float = setting(5e-4, "L2 weight decay.", min=0)
+    label_smoothing: float = setting(
+        0.0, "Cross-entropy label smoothing.", min=0, max=1, max_open=True
     )
-    nesterov: bool = field(default=True, metadata=param("Nesterov momentum."))
-    weight_decay: float = field(default=5e-4, metadata=param("L2 weight decay.", min=0))
-    label_smoothing: float = field(
-        default=0.0, metadata=param("Cross-entropy label smoothing.", min=0, max=1, max_open=True)
-    )
-    schedule: str = field(
-        default="onecycle", metadata=param("Learning-rate schedule.", choices=SCHEDULES)
-    )
-    warmup_epochs: float = field(
-        default=0.5,
-        metadata=param("Linear warm-up of the cosine and step schedules, in epochs.", min=0),
+    schedule: str = setting("onecycle", "Learning-rate schedule.", choices=SCHEDULES)
+    warmup_epochs: float = setting(
+        0.5, "Linear warm-up of the cosine and step schedules, in epochs.", min=0
     )
     amp: str = amp_field()
-    compile: bool = field(default=False, metadata=param("torch.compile the model."))
+    compile: bool = setting(False, "torch.compile the model.")
     device: str = device_field()
-    seed: int = field(
-        default=0, metadata=param("Run k of every architecture uses seed + k.", min=0, max=SEED_MAX)
+    seed: int = setting(0, "Run k of every architecture uses seed + k.", min=0, max=SEED_MAX)
+    init_seed: int | None = setting(
+        None,
+        "Seed of the initialisation, the same for every run (default: the run's seed).",
+        type=int,
+        min=0,
+        max=SEED_MAX,
     )
-    init_seed: int | None = field(
-        default=None,
-        metadata=param(
-            "Seed of the initialisation, the same for every run (default: the run's seed).",
-            type=int,
-            min=0,
-            max=SEED_MAX,
-        ),
+    data_seed: int | None = setting(
+        None,
+        "Seed of the data order and augmentation, the same for every run (default: the run's "
+        "seed).",
+        type=int,
+        min=0,
+        max=SEED_MAX,
     )
-    data_seed: int | None = field(
-        default=None,
-        metadata=param(
-            "Seed of the data order and augmentation, the same for every run (default: the run's "
-            "seed).",
-            type=int,
-            min=0,
-            max=SEED_MAX,
-        ),
-    )
-    optimizer: str = field(
-        default="sgd",
-        metadata=param(
-            "sgd (momentum, Nesterov) or adamw (give a suitable --lr, e.g. 1e-3).",
-            choices=OPTIMIZERS,
-        ),
+    optimizer: str = setting(
+        "sgd",
+        "sgd (momentum, Nesterov) or adamw (give a suitable --lr, e.g. 1e-3).",
+        choices=OPTIMIZERS,
     )
     crop: int = crop_field()
     workers: int = workers_field()
@@ -346,61 +324,49 @@ class TrainingRecipe(Config):
         "Image folders: drop unreadable images (logged; recorded as never presented) "
         "instead of stopping with an error naming the file."
     )
-    max_nonfinite_steps: int = field(
-        default=50,
-        metadata=param(
-            "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
-        ),
+    max_nonfinite_steps: int = setting(
+        50, "Stop as diverged after this many consecutive steps with a NaN or infinite loss.", min=1
     )
     # Pruning during training (easyhard.prune); the defaults are InfoBatch's published settings.
-    prune: str = field(
-        default="none",
-        metadata=param(
-            "Skip examples during training: easiness (a share of the learned ones each epoch), "
-            "loss (InfoBatch: below-mean loss, at random), random (the control: as many as "
-            "easiness would, at random) or none.",
-            choices=PRUNE_RULES,
-        ),
+    prune: str = setting(
+        "none",
+        "Skip examples during training: easiness (a share of the learned ones each epoch), "
+        "loss (InfoBatch: below-mean loss, at random), random (the control: as many as "
+        "easiness would, at random) or none.",
+        choices=PRUNE_RULES,
     )
-    prune_ratio: float = field(
-        default=0.5,
-        metadata=param(
-            "The share r of the candidates skipped each pruned epoch.",
-            min=0,
-            max=1,
-            min_open=True,
-            max_open=True,
-        ),
+    prune_ratio: float = setting(
+        0.5,
+        "The share r of the candidates skipped each pruned epoch.",
+        min=0,
+        max=1,
+        min_open=True,
+        max_open=True,
     )
-    prune_anneal: float = field(
-        default=0.125,
-        metadata=param(
-            "The final share of the epochs trained on the full data.", min=0, max=1, max_open=True
-        ),
+    prune_anneal: float = setting(
+        0.125,
+        "The final share of the epochs trained on the full data.",
+        min=0,
+        max=1,
+        max_open=True,
     )
-    prune_window: int = field(
-        default=2,
-        metadata=param(
-            "easiness: an example is learned when correct at each of its last K presentations.",
-            min=1,
-            max=255,
-        ),
+    prune_window: int = setting(
+        2,
+        "easiness: an example is learned when correct at each of its last K presentations.",
+        min=1,
+        max=255,
     )
-    prune_threshold: float = field(
-        default=0.9,
-        metadata=param(
-            "easiness: the mean true-class probability over those K a learned example reaches.",
-            min=0,
-            max=1,
-        ),
+    prune_threshold: float = setting(
+        0.9,
+        "easiness: the mean true-class probability over those K a learned example reaches.",
+        min=0,
+        max=1,
     )
-    prune_rescale: bool = field(
-        default=True,
-        metadata=param(
-            "Scale the loss of the kept candidates by 1/(1 - r), as InfoBatch does (the "
-            "expected gradient of the full data).",
-            flag="--prune-rescale/--no-prune-rescale",
-        ),
+    prune_rescale: bool = setting(
+        True,
+        "Scale the loss of the kept candidates by 1/(1 - r), as InfoBatch does (the "
+        "expected gradient of the full data).",
+        flag="--prune-rescale/--no-prune-rescale",
     )
 
     def inert_prune_settings(self) -> list[str]:
@@ -437,26 +403,18 @@ class ScoreConfig(TrainingRecipe, DataConfig):
     """Everything that defines a scoring job (saved with every run): the data, the training
     recipe, and which runs of which architectures record what."""
 
-    archs: tuple[str, ...] = field(
-        default=("convnet", "resnet20"),
-        metadata=param(
-            "Architecture; repeat for several (see `easyhard models`).",
-            flag="--arch",
-            multiple=True,
-        ),
+    archs: tuple[str, ...] = setting(
+        ("convnet", "resnet20"),
+        "Architecture; repeat for several (see `easyhard models`).",
+        flag="--arch",
+        multiple=True,
     )
-    runs: int = field(
-        default=1, metadata=param("Runs per architecture (seeds seed, seed+1, ...).", min=1)
+    runs: int = setting(1, "Runs per architecture (seeds seed, seed+1, ...).", min=1)
+    clean_every: int = setting(
+        0, "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0
     )
-    clean_every: int = field(
-        default=0,
-        metadata=param(
-            "Record a clean view (eval mode, no augmentation) every K epochs (0: off).", min=0
-        ),
-    )
-    clean_steps: int = field(
-        default=0,
-        metadata=param("Record a clean view every K steps inside the first epoch (0: off).", min=0),
+    clean_steps: int = setting(
+        0, "Record a clean view every K steps inside the first epoch (0: off).", min=0
     )
     window: int | None = window_field(
         "Epochs counted by easiness in the merged file (default: all)."
@@ -495,58 +453,42 @@ class ScoreConfig(TrainingRecipe, DataConfig):
 class SelectConfig(Config):
     """How a subset is chosen by scores (easyhard.select.select)."""
 
-    keep: str | None = field(
-        default=None,
-        metadata=param(
-            "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True
-        ),
+    keep: str | None = setting(
+        None, "How many to keep: a fraction (0.7, 70%) or a count (700).", type=str, required=True
     )
-    score: str = field(
-        default="easiness", metadata=param("The score that ranks examples.", choices=RANKING_SCORES)
-    )
+    score: str = setting("easiness", "The score that ranks examples.", choices=RANKING_SCORES)
     # The defaults are what measured best on real Fashion-MNIST (docs/fashion-mnist.md,
     # "Compression experiment"): class-balanced coverage-centric selection by easiness.
-    strategy: str = field(
-        default="stratified",
-        metadata=param(
-            "Stratify across score bins (coverage-centric; measured best at 70% kept, see the "
-            "README), keep the hardest (drop the easiest: the paper's compression), the easiest, "
-            "or a random draw.",
-            choices=STRATEGIES,
-        ),
+    strategy: str = setting(
+        "stratified",
+        "Stratify across score bins (coverage-centric; measured best at 70% kept, see the "
+        "README), keep the hardest (drop the easiest: the paper's compression), the easiest, "
+        "or a random draw.",
+        choices=STRATEGIES,
     )
-    balanced: bool = field(
-        default=True,
-        metadata=param(
-            "Class-balanced budgets (proportional to class sizes) or one global ranking.",
-            flag="--balanced/--global",
-        ),
+    balanced: bool = setting(
+        True,
+        "Class-balanced budgets (proportional to class sizes) or one global ranking.",
+        flag="--balanced/--global",
     )
-    cut_hardest: float = field(
-        default=0.0,
-        metadata=param(
-            "First drop this fraction of the very hardest examples (over the whole set, before "
-            "class balancing); --keep still counts every example.",
-            min=0,
-            max=1,
-            max_open=True,
-        ),
+    cut_hardest: float = setting(
+        0.0,
+        "First drop this fraction of the very hardest examples (over the whole set, before "
+        "class balancing); --keep still counts every example.",
+        min=0,
+        max=1,
+        max_open=True,
     )
     window: int | None = window_field("Epochs counted by easiness (default: all recorded epochs).")
-    bins: int = field(default=50, metadata=param("Score bins of the stratified strategy.", min=1))
-    seed: int = field(
-        default=0,
-        metadata=param("Seed of the random and stratified strategies.", min=0, max=SEED_MAX),
-    )
-    tie_seed: int | None = field(
-        default=None,
-        metadata=param(
-            "Break ties of the score by a permutation from this seed (default: by dataset index); "
-            "use it with easiness_plain, where most examples tie.",
-            type=int,
-            min=0,
-            max=SEED_MAX,
-        ),
+    bins: int = setting(50, "Score bins of the stratified strategy.", min=1)
+    seed: int = setting(0, "Seed of the random and stratified strategies.", min=0, max=SEED_MAX)
+    tie_seed: int | None = setting(
+        None,
+        "Break ties of the score by a permutation from this seed (default: by dataset index); "
+        "use it with easiness_plain, where most examples tie.",
+        type=int,
+        min=0,
+        max=SEED_MAX,
     )
 
 
@@ -554,12 +496,8 @@ class SelectConfig(Config):
 class CompressConfig(SelectConfig, DataConfig):
     """A subset written out as a dataset of the source's format."""
 
-    split: str = field(
-        default="train", metadata=param("The split the scores are of.", choices=("train", "test"))
-    )
-    link: str = field(
-        default="hard", metadata=param("How image files enter the new tree.", choices=LINK_MODES)
-    )
+    split: str = setting("train", "The split the scores are of.", choices=("train", "test"))
+    link: str = setting("hard", "How image files enter the new tree.", choices=LINK_MODES)
 
 
 # ---------------------------------------------------------------------------- files
@@ -692,45 +630,33 @@ def to_toml(cfg: Config, header: str = "") -> str:
 class OverlapConfig(Config):
     """Which score, window and sets `easyhard analyze overlap` compares (easyhard.overlap)."""
 
-    score: str = field(
-        default="easiness",
-        metadata=param(
-            "The score that ranks examples (easiness_plain: the paper's fraction correct).",
-            choices=RANKING_SCORES,
-        ),
+    score: str = setting(
+        "easiness",
+        "The score that ranks examples (easiness_plain: the paper's fraction correct).",
+        choices=RANKING_SCORES,
     )
     window: int | None = window_field(
         "Epochs counted by easiness: the first K (the paper's early training; default: all)."
     )
-    view: str = field(
-        default="train",
-        metadata=param(
-            "Which record of a run folder: the training view or the clean view.",
-            choices=("train", "clean"),
-        ),
+    view: str = setting(
+        "train",
+        "Which record of a run folder: the training view or the clean view.",
+        choices=("train", "clean"),
     )
-    ps: tuple[float, ...] = field(
-        default=(0.01, 0.05, 0.1, 0.2, 0.3, 0.5),
-        metadata=param(
-            "Size of the easy and hard sets as a fraction of the examples; repeat for several.",
-            flag="--p",
-            multiple=True,
-            min=0,
-            max=1,
-            min_open=True,
-        ),
+    ps: tuple[float, ...] = setting(
+        (0.01, 0.05, 0.1, 0.2, 0.3, 0.5),
+        "Size of the easy and hard sets as a fraction of the examples; repeat for several.",
+        flag="--p",
+        multiple=True,
+        min=0,
+        max=1,
+        min_open=True,
     )
-    tie_seed: int = field(
-        default=0,
-        metadata=param(
-            "Seed of the per-run permutations that order tied scores.", min=0, max=SEED_MAX
-        ),
+    tie_seed: int = setting(
+        0, "Seed of the per-run permutations that order tied scores.", min=0, max=SEED_MAX
     )
-    kendall_max: int = field(
-        default=200_000,
-        metadata=param(
-            "Kendall's tau on a fixed random sample of at most this many examples.", min=100
-        ),
+    kendall_max: int = setting(
+        200_000, "Kendall's tau on a fixed random sample of at most this many examples.", min=100
     )
 
 
@@ -738,15 +664,12 @@ class OverlapConfig(Config):
 class ReportConfig(Config):
     """What `easyhard report` shows (easyhard.report)."""
 
-    title: str = field(default="easyhard report", metadata=param("The page's title."))
+    title: str = setting("easyhard report", "The page's title.")
     window: int | None = window_field(
         "Epochs counted by easiness in the runs' figures (default: all)."
     )
-    examples: bool = field(
-        default=True,
-        metadata=param(
-            "Image grids of the easiest and hardest examples (reads the runs' dataset)."
-        ),
+    examples: bool = setting(
+        True, "Image grids of the easiest and hardest examples (reads the runs' dataset)."
     )
 
 
@@ -755,89 +678,64 @@ class SimilarityConfig(DataConfig):
     """How `easyhard analyze similarity` measures whether easy examples look alike
     (easyhard.similarity): the sets, the subsampling budget and the feature model."""
 
-    features: str | None = field(
-        default=None,
-        metadata=param(
-            "Feature model: a run folder or its checkpoint.pt (default: a run in the scores' "
-            "folder that did not produce them; else the scoring run itself, which every output "
-            "then says).",
-            type=str,
-        ),
+    features: str | None = setting(
+        None,
+        "Feature model: a run folder or its checkpoint.pt (default: a run in the scores' "
+        "folder that did not produce them; else the scoring run itself, which every output "
+        "then says).",
+        type=str,
     )
-    score: str = field(
-        default="easiness",
-        metadata=param("The score that defines easy and hard.", choices=RANKING_SCORES),
+    score: str = setting(
+        "easiness", "The score that defines easy and hard.", choices=RANKING_SCORES
     )
     window: int | None = window_field(
         "Epochs counted by easiness (a run's statistics file only; default: all)."
     )
-    fraction: float = field(
-        default=0.1,
-        metadata=param(
-            "Size of the easy and the hard set: this fraction of each class (and of all examples).",
-            min=0.001,
-            max=0.5,
-        ),
+    fraction: float = setting(
+        0.1,
+        "Size of the easy and the hard set: this fraction of each class (and of all examples).",
+        min=0.001,
+        max=0.5,
     )
-    sample_size: int = field(
-        default=100,
-        metadata=param("Examples in one subsample of a set (at most half the set).", min=4),
+    sample_size: int = setting(
+        100, "Examples in one subsample of a set (at most half the set).", min=4
     )
-    repeats: int = field(
-        default=50,
-        metadata=param(
-            "Subsamples per set (drawn without replacement) for the mean and 95% interval.", min=5
-        ),
+    repeats: int = setting(
+        50, "Subsamples per set (drawn without replacement) for the mean and 95% interval.", min=5
     )
-    pool_size: int = field(
-        default=1000,
-        metadata=param(
-            "Per class: the random examples that random sets are drawn from and the local density "
-            "is measured on.",
-            min=20,
-        ),
+    pool_size: int = setting(
+        1000,
+        "Per class: the random examples that random sets are drawn from and the local density "
+        "is measured on.",
+        min=20,
     )
-    neighbours: int = field(
-        default=10,
-        metadata=param(
-            "Local density: mean distance to this many nearest same-class neighbours.", min=1
-        ),
+    neighbours: int = setting(
+        10, "Local density: mean distance to this many nearest same-class neighbours.", min=1
     )
-    max_classes: int = field(
-        default=50,
-        metadata=param(
-            "Per-class statistics for at most this many classes (a seeded random choice when there "
-            "are more; the overall statistics use every class).",
-            min=1,
-        ),
+    max_classes: int = setting(
+        50,
+        "Per-class statistics for at most this many classes (a seeded random choice when there "
+        "are more; the overall statistics use every class).",
+        min=1,
     )
-    pixel_size: int | None = field(
-        default=None,
-        metadata=param(
-            "Pixel space: images resized (shorter side) and centre-cropped to this size (default: "
-            "the native size of in-memory datasets, 32 for image folders).",
-            min=4,
-            type=int,
-        ),
+    pixel_size: int | None = setting(
+        None,
+        "Pixel space: images resized (shorter side) and centre-cropped to this size (default: "
+        "the native size of in-memory datasets, 32 for image folders).",
+        min=4,
+        type=int,
     )
-    grid_examples: int = field(
-        default=6,
-        metadata=param(
-            "Image grid: this many easiest and hardest examples per class.", min=1, max=20
-        ),
+    grid_examples: int = setting(
+        6, "Image grid: this many easiest and hardest examples per class.", min=1, max=20
     )
-    batch_size: int = field(
-        default=512, metadata=param("Images per forward pass of the feature model.", min=1)
-    )
+    batch_size: int = setting(512, "Images per forward pass of the feature model.", min=1)
     device: str = device_field()
     workers: int = workers_field("Image-folder reading threads.")
-    seed: int = field(
-        default=0,
-        metadata=param(
-            "Seed of every random choice (sets' tie order, subsamples, random sets, pools).",
-            min=0,
-            max=SEED_MAX,
-        ),
+    seed: int = setting(
+        0,
+        "Seed of every random choice (sets' tie order, subsamples, random sets, pools).",
+        min=0,
+        max=SEED_MAX,
     )
 
     def validate(self) -> None:
@@ -854,21 +752,16 @@ class StudyConfig(ScoreConfig):
     """The main job (`easyhard study`): a scoring job, plus the extra seeds that make a pair of
     runs differ only in seed."""
 
-    archs: tuple[str, ...] = field(
-        default=("resnet8", "convnet"),
-        metadata=param(
-            "Architecture; repeat for several (see `easyhard models`). The first also runs with "
-            "the next seed(s). Default: a residual and a plain network cheap enough for a 2-core "
-            "CPU.",
-            flag="--arch",
-            multiple=True,
-        ),
+    archs: tuple[str, ...] = setting(
+        ("resnet8", "convnet"),
+        "Architecture; repeat for several (see `easyhard models`). The first also runs with "
+        "the next seed(s). Default: a residual and a plain network cheap enough for a 2-core "
+        "CPU.",
+        flag="--arch",
+        multiple=True,
     )
-    seed_runs: int = field(
-        default=1,
-        metadata=param(
-            "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0
-        ),
+    seed_runs: int = setting(
+        1, "Extra runs of the first architecture with seeds seed+1, seed+2, ... (0: none).", min=0
     )
 
 
@@ -894,59 +787,41 @@ class ExperimentConfig(TrainingRecipe, DataConfig):
     #: hold them, with the only values those versions wrote, and they are dropped.
     RETIRED = {"runs": (1,), "clean_every": (0,), "clean_steps": (0,), "archs": None}
 
-    epochs: int = field(
-        default=2,
-        metadata=param(
-            "Training epochs on the full data (the reference); the epochs budget gives every "
-            "subset as many, the steps budget as many optimizer steps.",
-            min=1,
-        ),
+    epochs: int = setting(
+        2,
+        "Training epochs on the full data (the reference); the epochs budget gives every "
+        "subset as many, the steps budget as many optimizer steps.",
+        min=1,
     )
-    seed: int = field(
-        default=0, metadata=param("Training seed k (of --seeds) is seed + k.", min=0, max=SEED_MAX)
-    )
+    seed: int = setting(0, "Training seed k (of --seeds) is seed + k.", min=0, max=SEED_MAX)
     window: int | None = window_field(
         "Early epochs of the statistics file counted by the ranking score (default: all recorded)."
     )
-    arch: str = field(
-        default="convnet",
-        metadata=param("Architecture, one per experiment (see `easyhard models`)."),
+    arch: str = setting("convnet", "Architecture, one per experiment (see `easyhard models`).")
+    seeds: int = setting(
+        3, "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1
     )
-    seeds: int = field(
-        default=3,
-        metadata=param(
-            "Training seeds per cell (seed, seed+1, ...): the error bars are over them.", min=1
-        ),
+    balanced: bool = setting(
+        False,
+        "Choose the same fraction of every class, or rank all examples together.",
+        flag="--balanced/--global",
     )
-    balanced: bool = field(
-        default=False,
-        metadata=param(
-            "Choose the same fraction of every class, or rank all examples together.",
-            flag="--balanced/--global",
-        ),
+    score: str = setting(
+        "easiness",
+        "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
+        "the paper's fraction correct).",
     )
-    score: str = field(
-        default="easiness",
-        metadata=param(
-            "Ranking score(s), comma-separated: " + ", ".join(RANKING_SCORES) + " (easiness_plain: "
-            "the paper's fraction correct)."
-        ),
+    budget: str = setting(
+        "epochs",
+        "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
+        "for smaller ones) or steps (the full data's optimizer steps for every subset).",
     )
-    budget: str = field(
-        default="epochs",
-        metadata=param(
-            "Training budget(s), comma-separated: epochs (--epochs over every subset: fewer steps "
-            "for smaller ones) or steps (the full data's optimizer steps for every subset)."
-        ),
-    )
-    selection_seed: int = field(
-        default=0,
-        metadata=param(
-            "Ties of the ranking score are broken by a permutation from this seed; random (and "
-            "stratified) selection for training seed k draws with selection_seed + k.",
-            min=0,
-            max=SEED_MAX,
-        ),
+    selection_seed: int = setting(
+        0,
+        "Ties of the ranking score are broken by a permutation from this seed; random (and "
+        "stratified) selection for training seed k draws with selection_seed + k.",
+        min=0,
+        max=SEED_MAX,
     )
 
     def __post_init__(self) -> None:
@@ -995,18 +870,14 @@ class RemovalConfig(ExperimentConfig):
     KIND = "removal"
     LISTS = ("fractions", "orders", "score", "budget")
 
-    fractions: str = field(
-        default="0.1,0.3,0.5,0.7,0.9",
-        metadata=param(
-            "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); "
-            "the full data is always trained too, as the reference."
-        ),
+    fractions: str = setting(
+        "0.1,0.3,0.5,0.7,0.9",
+        "Fractions of the training set to remove, comma-separated, each in (0, 1) (or 30%); "
+        "the full data is always trained too, as the reference.",
     )
-    orders: str = field(
-        default=",".join(REMOVAL_ORDERS),
-        metadata=param(
-            "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + "."
-        ),
+    orders: str = setting(
+        ",".join(REMOVAL_ORDERS),
+        "Which examples to remove, comma-separated: " + ", ".join(REMOVAL_ORDERS) + ".",
     )
 
     def fraction_list(self) -> list[float]:
@@ -1038,49 +909,39 @@ class CompressionConfig(ExperimentConfig):
     KIND = "compression"
     LISTS = ("keep", "strategies", "score", "budget", "window")
 
-    window: str | None = field(
-        default=None,
-        metadata=param(
-            "Early epochs of the statistics files counted by easiness and easiness_plain, "
-            "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
-            "the other scores always count every recorded epoch; default: all).",
-            type=str,
-        ),
+    window: str | None = setting(
+        None,
+        "Early epochs of the statistics files counted by easiness and easiness_plain, "
+        "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
+        "the other scores always count every recorded epoch; default: all).",
+        type=str,
     )
-    keep: str = field(
-        default="0.3,0.5,0.7",
-        metadata=param(
-            "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "
-            "full data is always trained too, as the reference."
-        ),
+    keep: str = setting(
+        "0.3,0.5,0.7",
+        "Fractions of the training set to keep, comma-separated, each in (0, 1) (or 70%); the "
+        "full data is always trained too, as the reference.",
     )
-    strategies: str = field(
-        default=",".join(COMPRESSION_STRATEGIES),
-        metadata=param(
-            "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
-            "compression), easiest, random, stratified (coverage-centric: equal-width score bins); "
-            "and the dynamic ones, the full data pruned during training by a rule of --prune "
-            "(prune-easiness, prune-loss, prune-random; epochs budget only)."
-        ),
+    strategies: str = setting(
+        ",".join(COMPRESSION_STRATEGIES),
+        "Selection strategies, comma-separated: hardest (drop the easiest: the paper's "
+        "compression), easiest, random, stratified (coverage-centric: equal-width score bins); "
+        "and the dynamic ones, the full data pruned during training by a rule of --prune "
+        "(prune-easiness, prune-loss, prune-random; epochs budget only).",
     )
-    cut_hardest: float = field(
-        default=0.0,
-        metadata=param(
-            "The hardest and stratified strategies first drop this fraction of the very hardest "
-            "examples (likely mislabelled), as coverage-centric selection does.",
-            min=0,
-            max=1,
-            max_open=True,
-        ),
+    cut_hardest: float = setting(
+        0.0,
+        "The hardest and stratified strategies first drop this fraction of the very hardest "
+        "examples (likely mislabelled), as coverage-centric selection does.",
+        min=0,
+        max=1,
+        max_open=True,
     )
-    external: tuple[str, ...] = field(
-        default=(),
-        metadata=param(
-            "An external score array as NAME=FILE (.npy, float [N] in dataset order, or .npz with "
-            "`scores` and optionally `labels`, checked): higher = easier, like easiness and "
-            "C-scores; NAME:harder=FILE for higher = harder. Repeatable.",
-            multiple=True,
-        ),
+    external: tuple[str, ...] = setting(
+        (),
+        "An external score array as NAME=FILE (.npy, float [N] in dataset order, or .npz with "
+        "`scores` and optionally `labels`, checked): higher = easier, like easiness and "
+        "C-scores; NAME:harder=FILE for higher = harder. Repeatable.",
+        multiple=True,
     )
 
     def keep_list(self) -> list[float]:
@@ -1174,19 +1035,15 @@ class CompressionConfig(ExperimentConfig):
 class BenchLoaderConfig(DataConfig):
     """`easyhard bench loader` (easyhard.bench): which data, batch, threads and how long."""
 
-    dataset: str = field(
-        default="synthetic",
-        metadata=param(
-            "The dataset (its training split); synthetic isolates the model.", choices=DATASETS
-        ),
+    dataset: str = setting(
+        "synthetic",
+        "The dataset (its training split); synthetic isolates the model.",
+        choices=DATASETS,
     )
-    batch_size: int = field(default=256, metadata=param("Examples per batch.", min=1))
-    steps: int = field(default=50, metadata=param("Timed steps (batches) per setting.", min=1))
-    warmup: int = field(
-        default=10,
-        metadata=param(
-            "Untimed steps first (bench train: the first one compiles with --compile).", min=1
-        ),
+    batch_size: int = setting(256, "Examples per batch.", min=1)
+    steps: int = setting(50, "Timed steps (batches) per setting.", min=1)
+    warmup: int = setting(
+        10, "Untimed steps first (bench train: the first one compiles with --compile).", min=1
     )
     device: str = device_field()
     crop: int = crop_field()
@@ -1201,20 +1058,14 @@ class BenchLoaderConfig(DataConfig):
 class BenchTrainConfig(BenchLoaderConfig):
     """`easyhard bench train`: the training step of a scoring run, with and without recording."""
 
-    arch: str = field(default="convnet", metadata=param("Architecture (see `easyhard models`)."))
+    arch: str = setting("convnet", "Architecture (see `easyhard models`).")
     amp: str = amp_field()
-    channels_last: bool = field(
-        default=True, metadata=param("Channels-last memory format (what `easyhard score` uses).")
-    )
-    compile: bool = field(
-        default=False, metadata=param("torch.compile the model (its first step is reported apart).")
-    )
-    blocks: int = field(
-        default=5,
-        metadata=param(
-            "Alternating blocks per setting (recording, plain, ...): drift falls on both alike.",
-            min=1,
-        ),
+    channels_last: bool = setting(True, "Channels-last memory format (what `easyhard score` uses).")
+    compile: bool = setting(False, "torch.compile the model (its first step is reported apart).")
+    blocks: int = setting(
+        5,
+        "Alternating blocks per setting (recording, plain, ...): drift falls on both alike.",
+        min=1,
     )
 
     def validate(self) -> None:
