@@ -214,7 +214,12 @@ def fig_learning_curves(runs: list[RunInfo]) -> bytes | None:
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[2].legend(fontsize=8)
+    if axes[2].lines:
+        axes[2].legend(fontsize=8)
+    else:  # no run measured a test split (an image folder without val/)
+        axes[2].text(0.5, 0.5, "not measured (no test split)", ha="center", va="center",
+                     transform=axes[2].transAxes, color="tab:gray")  # fmt: skip
+        axes[0].legend(fontsize=8)
     fig.suptitle("Learning curves per run")
     fig.tight_layout()
     return _png(fig)
