@@ -35,6 +35,13 @@ SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are 32-bit
 RANKING_SCORES = tuple(n for n, d in DIRECTION.items() if d != "neither")  # scores select ranks by
 
 
+def default_prune_settings() -> dict[str, Any]:
+    """The pruning settings (PRUNE_SETTINGS) at their defaults: InfoBatch's published ones."""
+    return {
+        f.name: f.default for f in dataclasses.fields(TrainingRecipe) if f.name in PRUNE_SETTINGS
+    }
+
+
 def param(
     help: str,
     *,
@@ -373,8 +380,7 @@ class TrainingRecipe(Config):
         """The pruning settings set away from their defaults while `prune` is none."""
         if self.prune != "none":
             return []
-        default = {f.name: f.default for f in dataclasses.fields(TrainingRecipe)}
-        return [n for n in PRUNE_SETTINGS if getattr(self, n) != default[n]]
+        return [n for n, v in default_prune_settings().items() if getattr(self, n) != v]
 
     def check_prune_settings(self) -> None:
         """Refuse pruning settings that would change nothing: set while `prune` is none."""
@@ -604,12 +610,8 @@ def settings(cfg: Config) -> dict[str, Any]:
     experiment's dynamic strategies use them with `prune` none)."""
     d = dataclasses.asdict(cfg)
     if d.get("prune", "none") == "none":
-        default = {f.name: f.default for f in dataclasses.fields(cfg)}
-        d = {
-            k: v
-            for k, v in d.items()
-            if k != "prune" and not (k in PRUNE_SETTINGS and v == default[k])
-        }
+        default = default_prune_settings()
+        d = {k: v for k, v in d.items() if k != "prune" and not (k in default and v == default[k])}
     return d
 
 

@@ -119,14 +119,13 @@ def plan_cells(
     (subset, seed, budget) is one cell (add_cell). `n`: the examples that take part. A request
     whose ``prune`` attribute names a rule of easyhard.prune trains with the recipe pruning by it
     (the compression experiment's dynamic strategies)."""
-    from ..config import PRUNE_SETTINGS, TrainingRecipe
+    from ..config import default_prune_settings
 
     full_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     run_cfg = training_config(cfg)
     # the trainings that do not prune leave the pruning settings at their defaults: they are
     # the same cells whatever the dynamic strategies' settings
-    default = {f.name: f.default for f in dataclasses.fields(TrainingRecipe)}
-    recipes = {"none": dataclasses.replace(run_cfg, **{k: default[k] for k in PRUNE_SETTINGS})}
+    recipes = {"none": dataclasses.replace(run_cfg, **default_prune_settings())}
     subsets: dict[tuple, tuple[np.ndarray, dict]] = {}
     requests: list[tuple[Any, str]] = []
     cells: dict[str, Cell] = {}
