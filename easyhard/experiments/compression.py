@@ -548,6 +548,7 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         REFERENCE,
         "random",
         lambda k: (k[0], BUDGETS.index(k[1]), -k[2], STRATEGY_RANK[k[3]]),
+        baselines={s: DYNAMIC_CONTROL for s in DYNAMIC_STRATEGIES},  # as many skipped, at random
     )
     for e in stats:
         mine = [
@@ -566,36 +567,21 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         ):
             values = [r[name] for r in mine]
             e[name] = None if any(v is None for v in values) else float(np.mean(values))
-    _dynamic_comparisons(rows, stats)
+    _images_shares(stats)
     return stats
 
 
-def _dynamic_comparisons(rows: Sequence[dict], stats: list[dict]) -> None:
-    """What the cost columns and the dynamic strategies add to paired_summary's entries:
-    `images_share`, each entry's mean images processed (scoring included) over the full data's
-    of its (ranking, budget); and for a dynamic strategy, `vs_random` against its control
-    (prune-random: as many examples skipped, at random; paired by seed) instead of random
-    selection, which has no row at the full data's size."""
-    from .stats import t_interval
-
+def _images_shares(stats: list[dict]) -> None:
+    """Each entry's `images_share`: its mean images processed (scoring included) over the full
+    data's of its (ranking, budget)."""
     full = {
         (e["ranking"], e["budget"]): e["total_images"] for e in stats if e["strategy"] == REFERENCE
     }
-    acc = {}
-    for r in rows:
-        acc.setdefault((r["ranking"], r["budget"], r["strategy"]), {})[r["seed"]] = r["test_acc"]
     for e in stats:
         ref = full.get((e["ranking"], e["budget"]))
         e["images_share"] = (
             e["total_images"] / ref if ref and e["total_images"] is not None else None
         )
-        if e["strategy"] == DYNAMIC_CONTROL:
-            e.pop("vs_random", None)  # it is the control
-        if e["strategy"] not in DYNAMIC_STRATEGIES or e["strategy"] == DYNAMIC_CONTROL:
-            continue
-        mine = acc[(e["ranking"], e["budget"], e["strategy"])]
-        base = acc.get((e["ranking"], e["budget"], DYNAMIC_CONTROL), {})
-        e["vs_random"] = t_interval([mine[k] - base[k] for k in sorted(mine) if k in base])
 
 
 def _seconds(x: float | None) -> str:

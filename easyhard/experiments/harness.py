@@ -132,22 +132,11 @@ def plan_cells(
     for req, key, make in wanted:
         if key not in subsets:
             subsets[key] = make()
-        idx, info = subsets[key]
         rule = getattr(req, "prune", "none")
         if rule not in recipes:
             recipes[rule] = dataclasses.replace(run_cfg, prune=rule)
-        cid = add_cell(
-            cells,
-            recipes[rule],
-            cfg.arch,
-            req.k,
-            fingerprint,
-            idx,
-            info,
-            req.budget,
-            full_steps,
-            req,
-        )
+        cid = add_cell(cells, req, recipes[rule], subsets[key], arch=cfg.arch,
+                       fingerprint=fingerprint, full_steps=full_steps)  # fmt: skip
         requests.append((req, cid))
     requests.sort(key=lambda rc: rc[0].sort_key())
     return requests, cells
@@ -180,21 +169,22 @@ def reference_subset(alive: np.ndarray, labels: np.ndarray, num_classes: int):
 
 def add_cell(
     cells: dict[str, "Cell"],
-    run_cfg,
-    arch: str,
-    k: int,
-    fingerprint: str,
-    idx: np.ndarray,
-    info: dict,
-    budget: str,
-    full_steps: int,
     request: Any,
+    run_cfg,
+    subset: tuple[np.ndarray, dict],
+    *,
+    arch: str,
+    fingerprint: str,
+    full_steps: int,
 ) -> str:
-    """The id of the cell that trains `idx` with seed index k under `budget` (created in
-    `cells` when new), with `request` added to it. The id is a digest of the training's identity
-    (runfolder.run_identity: recipe, architecture, seeds, data, subset, step count) and nothing
-    else, so any experiment that asks for the same training gets the same cell."""
+    """The id of the cell that trains `subset` (indices, selection info) with the request's
+    seed index and budget (created in `cells` when new), with `request` added to it. The id is a
+    digest of the training's identity (runfolder.run_identity: recipe, architecture, seeds, data,
+    subset, step count) and nothing else, so any experiment that asks for the same training gets
+    the same cell."""
     from ..runfolder import run_identity
+
+    (idx, info), k, budget = subset, request.k, request.budget
 
     spe = math.ceil(len(idx) / run_cfg.batch_size)
     natural = run_cfg.epochs * spe

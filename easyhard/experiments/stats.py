@@ -5,7 +5,7 @@ baseline). Pure numpy and math; no torch."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -73,12 +73,14 @@ def paired_summary(
     reference: str,
     baseline: str,
     sort_key: Callable[[tuple], Any],
+    baselines: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """One entry per `group` key of results rows (the last field, `order_field`, is what was
     done): test accuracy over seeds (n, mean, std) and the paired differences (same seed) to the
     full data (`vs_full`: the same key with `reference` in `order_field`, and fraction 0) and to
-    the `baseline` (`vs_random`: the same key with `baseline` in `order_field`), each a t_interval
-    of the differences."""
+    the `baseline` (`vs_random`: the same key with `baseline` in `order_field`, or with
+    `baselines[order]` where it names another control), each a t_interval of the differences.
+    A baseline has no `vs_random` of its own."""
     groups: dict[tuple, dict[int, float]] = {}
     kept: dict[tuple, set] = {}
     for r in rows:
@@ -106,11 +108,12 @@ def paired_summary(
                 if i != where and group[i] not in ("fraction", "keep")
             )
         ]
+        control = (baselines or {}).get(order, baseline)
         for name, other in (
             ("vs_full", refs[0] if refs else None),
-            ("vs_random", key[:where] + (baseline,) + key[where + 1 :]),
+            ("vs_random", key[:where] + (control,) + key[where + 1 :]),
         ):
-            if order == reference or (name == "vs_random" and order == baseline):
+            if order == reference or (name == "vs_random" and order == control):
                 continue
             base = groups.get(other, {})
             entry[name] = t_interval([accs[s] - base[s] for s in sorted(accs) if s in base])
