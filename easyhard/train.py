@@ -52,6 +52,7 @@ from .config import ConfigError, ScoreConfig
 from .datasets import DatasetError
 from .io import BackgroundWriter, atomic_write, remove_owned
 from .loaders import make_loader
+from .loaders.common import augmentation_of
 from .models import build_model
 from .outputs import claim
 from .runfolder import (
@@ -646,12 +647,14 @@ def resume_point(
 
 
 def restore(
-    ck: dict[str, Any], training: Training, rec: Recording, pruner=None
+    ck: dict[str, Any], training: Training, rec: Recording, pruner=None, loader=None
 ) -> tuple[int, list[dict]]:
     """Continue a killed run from its checkpoint (read_checkpoint); returns (epochs done, their
     metrics). Says so when the statistics were recorded by another kernel than this machine's
     (another CPU path, or the GPU): the resumed sums then differ in their last bits from an
-    uninterrupted run's, and the statistics file lists both kernels."""
+    uninterrupted run's, and the statistics file lists both kernels; and when the epochs so far
+    were augmented otherwise than `loader` augments (another loader, or another version of its
+    drawing): the epochs from here on then differ from an uninterrupted run's."""
     training.load_state_dict(ck)
     rec.load_state_dicts(ck, ck["logged"])
     if pruner is not None:
@@ -666,6 +669,16 @@ def restore(
             file=sys.stderr,
             flush=True,
         )
+    if loader is not None:
+        before = ck.get("augmentation") or f"{type(loader).__name__} v1"
+        if before != augmentation_of(loader):
+            print(
+                f"note: this run's epochs so far were augmented by {before}, and it resumes with "
+                f"{augmentation_of(loader)}: its crops and flips from here on differ from an "
+                "uninterrupted run's",
+                file=sys.stderr,
+                flush=True,
+            )
     return ck["epoch"], ck["metrics"]
 
 
@@ -723,7 +736,7 @@ def train_run(
     start_epoch, metrics = 0, []
     ck = resume_point(ckpt_path, identity, rec, dist, resume)
     if ck is not None:
-        start_epoch, metrics = restore(ck, training, rec, pruner)
+        start_epoch, metrics = restore(ck, training, rec, pruner, data.loader)
         del ck
     rec.reserve(n_epochs)  # the history never grows (and copies) mid-run
 
@@ -756,6 +769,7 @@ def train_run(
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
                 write_metrics(run_dir, metrics)
                 state = _checkpoint_state(epoch, arch, run, cfg, identity, training, rec, metrics)
+                state["augmentation"] = augmentation_of(data.loader)
                 state.update({} if pruner is None else {"pruner": pruner.state_dict()})
                 writer.submit(save_checkpoint, ckpt_path, state, rec.histories())
             _epoch_finished(epoch + 1)

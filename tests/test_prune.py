@@ -275,3 +275,35 @@ def test_image_folders_prune_and_resume_to_the_same_record(
         train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True)
     cut = train_run(cfg, "convnet", 0, str(tmp_path / "cut"), quiet=True, resume=True)
     np.testing.assert_array_equal(h, SampleStats.load(os.path.join(cut, "scores.npz")).history)
+
+
+def test_a_resume_with_other_augmentation_says_so(tmp_path, monkeypatch, killed_after_epoch,
+                                                  capsys):  # fmt: skip
+    """The checkpoint records which loader (and version of its drawing) augmented the epochs so
+    far: a resume through the same one says nothing, through another (DALI gone, or a checkpoint
+    of DaliLoader's earlier drawing, which recorded no version) says that the crops and flips
+    from there on differ from an uninterrupted run's."""
+    import torch
+    from test_loaders import jpeg_folder
+
+    from easyhard import loaders
+    from easyhard.config import ScoreConfig
+
+    monkeypatch.setattr(loaders, "dali_available", lambda: False)  # TorchImageLoader
+    jpeg_folder(tmp_path / "data", classes=2, per_class=6)
+    cfg = ScoreConfig(dataset="imagefolder", data_dir=str(tmp_path / "data"), archs=("convnet",),
+                      epochs=4, crop=16, batch_size=4, device="cpu", workers=1)  # fmt: skip
+    with killed_after_epoch(1):
+        train_run(cfg, "convnet", 0, str(tmp_path / "a"), quiet=True)
+    ckpt = tmp_path / "a" / "convnet-run0" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=True)["augmentation"] == "TorchImageLoader v1"
+    capsys.readouterr()
+    with killed_after_epoch(2):
+        train_run(cfg, "convnet", 0, str(tmp_path / "a"), quiet=True, resume=True)
+    assert "augmented by" not in capsys.readouterr().err
+    state = torch.load(ckpt, weights_only=True)
+    state["augmentation"] = "DaliLoader v2"
+    torch.save(state, ckpt)
+    train_run(cfg, "convnet", 0, str(tmp_path / "a"), quiet=True, resume=True)
+    err = capsys.readouterr().err
+    assert "augmented by DaliLoader v2, and it resumes with TorchImageLoader v1" in err

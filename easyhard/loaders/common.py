@@ -34,6 +34,14 @@ class Loader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
+def augmentation_of(loader: object) -> str:
+    """What decides a loader's training augmentation, as checkpoints record it: the loader's
+    class and the version of its drawing (the class's ``AUGMENTATION``, raised whenever the same
+    (seed, epoch) would draw other crops or flips; 1 where a loader states none, and for a
+    checkpoint written before versions were recorded)."""
+    return f"{type(loader).__name__} v{getattr(loader, 'AUGMENTATION', 1)}"
+
+
 def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of an epoch's order: every `world_size`-th example from `rank`. Shares
     differ in size by at most one and together hold each example exactly once."""

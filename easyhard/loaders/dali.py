@@ -52,6 +52,8 @@ class DaliLoader(EpochOrder):
             image_slice) instead of the whole image followed by a crop.
     """
 
+    AUGMENTATION = 2  # 2: crop_draws of (seed, epoch, index); 1: DALI's RNG, a pipeline an epoch
+
     def __init__(
         self,
         dataset: FileDataset,
