@@ -594,7 +594,7 @@ def imagefolder_split_root(root: str, split: str) -> str:
     has_train = os.path.isdir(os.path.join(root, "train"))
     if split == "train":
         if has_train and not held_out:
-            only_train = [d.name for d in os.scandir(root) if d.is_dir()] == ["train"]
+            only_train = _class_folders(root) == ["train"]
             return os.path.join(root, "train") if only_train else root
         return os.path.join(root, "train") if has_train else root
     if has_train and held_out:
@@ -668,10 +668,19 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         if os.path.abspath(root) != os.path.abspath(given):
             base = os.path.abspath(given)
         paths, labels, classes = _walk_class_folders(root)
+        if split != "train":  # a held-out split is labelled as the training split's classes
+            labels, classes = _as_training_classes(given, root, labels, classes)
     elif split != "train":
         raise DatasetError("a file list describes the training split only; it has no test split")
     else:
         paths, labels, classes = _read_file_list(root, file_list)
+    if len(classes) < 2:
+        what = (
+            f"{file_list} labels every file {classes[0]}"
+            if file_list
+            else f"{root} has one class folder ({classes[0]})"
+        )
+        raise DatasetError(f"{what}: easyhard trains classifiers of at least two classes")
     return FileDataset(
         "imagefolder",
         split,
@@ -735,14 +744,42 @@ def _read_file_list(root: str, file_list: str) -> tuple[list[str], np.ndarray, l
     return paths, labels, [str(c) for c in range(int(labels.max()) + 1)]
 
 
+def _class_folders(root: str) -> list[str]:
+    """The class sub-folders of an image folder's split, sorted (a class's index is its place);
+    hidden folders (.ipynb_checkpoints, .git, ...) are not classes."""
+    return sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
+
+
+def _as_training_classes(
+    base: str, root: str, labels: np.ndarray, classes: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """A held-out split's (labels, classes) as the training split names its classes: a val/
+    folder numbers its own sub-folders, so a val/ without some classes would shift every label
+    after them; mapped by name instead. A class the training split has not is refused."""
+    train = _class_folders(imagefolder_split_root(base, "train"))
+    if classes == train:
+        return labels, classes
+    unknown = [c for c in classes if c not in train]
+    if unknown:
+        raise DatasetError(
+            f"{root} holds {len(unknown)} class folder(s) the training split has not "
+            f"({', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}): the network has "
+            "no output for them; remove them from the held-out split or add them to train/"
+        )
+    index = {c: i for i, c in enumerate(train)}
+    return np.array([index[c] for c in classes], dtype=np.int64)[labels], train
+
+
 def _walk_class_folders(root: str) -> tuple[list[str], np.ndarray, list[str]]:
     """(paths, labels, classes) of the images in `root`'s class sub-folders, links followed
-    (each real folder once per class: no loops), files that are not images and links to nothing
-    left out with a warning, each image file once (_distinct_files)."""
-    classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+    (each real folder once per class: no loops), files that are not images, hidden files and
+    folders (names starting with a dot: ._x.jpg, .thumbnails/) and links to nothing left out,
+    and class folders without images kept as classes, each with a warning; each image file once
+    (_distinct_files)."""
+    classes = _class_folders(root)
     if not classes:
         raise DatasetError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
-    pairs, ignored, dangling = [], [], []
+    pairs, ignored, hidden, dangling = [], [], [], []
     for c, cls in enumerate(classes):
         walked: set[str] = set()  # this class's real folders: each walked once, no loops
         for dirpath, dirs, files in os.walk(os.path.join(root, cls), followlinks=True):
@@ -751,21 +788,34 @@ def _walk_class_folders(root: str) -> tuple[list[str], np.ndarray, list[str]]:
                 dirs.clear()
                 continue
             walked.add(real)
+            hidden += [os.path.relpath(os.path.join(dirpath, d), root) for d in dirs if d[0] == "."]
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
             for fn in files:
                 rel = os.path.relpath(os.path.join(dirpath, fn), root)
-                if not os.path.exists(os.path.join(dirpath, fn)):
+                if fn.startswith("."):
+                    hidden.append(rel)
+                elif not os.path.exists(os.path.join(dirpath, fn)):
                     dangling.append(rel)  # a link to nothing: no image file
                 elif fn.lower().endswith(IMAGE_EXTENSIONS):
                     pairs.append((rel, c))
-                elif not fn.startswith("."):
+                else:
                     ignored.append(rel)
+    hidden += [d.name for d in os.scandir(root) if d.is_dir() and d.name.startswith(".")]
+    empty = sorted(set(classes) - {classes[c] for _, c in pairs})
     images = "/".join(IMAGE_EXTENSIONS)
     for left, what in ((ignored, f"file(s) that are not images ({images})"),
+                       (hidden, "hidden file(s) or folder(s) (names starting with a dot)"),
                        (dangling, "link(s) to nothing (no file where they point)")):  # fmt: skip
         if left:
-            log.warning("%s: ignored %d %s, e.g. %s", root, len(left), what, left[0])
+            log.warning("%s: ignored %d %s, e.g. %s", root, len(left), what, sorted(left)[0])
     if not pairs:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS[:4])}) under {root}")
+    if empty:
+        log.warning(
+            "%s: %d class folder(s) hold no images (%s%s): still classes of the network, "
+            "never trained on",
+            root, len(empty), ", ".join(empty[:5]), " ..." if len(empty) > 5 else "",
+        )  # fmt: skip
     pairs = _distinct_files(root, sorted(pairs), lambda c: f"class {classes[c]}")
     return [p for p, _ in pairs], np.array([c for _, c in pairs], dtype=np.int64), classes
 

@@ -518,3 +518,15 @@ def test_pruning_settings_belong_to_the_dynamic_trainings_only(tmp_path, scored)
     r = compression([run], tmp_path / "static", "--strategies", "random", "--prune-ratio", "0.3")
     assert r.exit_code == 1 and "--prune-ratio is set, but --prune is none" in r.output, r.output
     assert not (tmp_path / "static").exists()
+
+
+def test_the_tables_seconds_are_not_rounded_away():
+    from easyhard.experiments.compression import _seconds
+
+    assert [_seconds(x) for x in (None, 0.11, 9.94, 10.4, 359.6)] == [
+        "n/a",
+        "0.1",
+        "9.9",
+        "10",
+        "360",
+    ]

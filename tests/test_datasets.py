@@ -259,3 +259,45 @@ def test_an_image_folders_examples_are_its_distinct_files(tmp_path, caplog):
     lst.write_text("cat/img0.jpg 0\ndog/img1.jpg 1\ncat/again.jpg 0\n")
     with pytest.raises(DatasetError, match=r"lines 1 \(cat/img0.jpg\) and 3 \(cat/again.jpg\)"):
         load_dataset("imagefolder", root=str(root), file_list=str(lst))
+
+
+def test_a_held_out_split_is_labelled_by_the_training_splits_class_names(tmp_path):
+    """val/ numbers its own class folders: one lacking a class would shift every later label
+    (silently wrong test accuracy); its labels follow train/'s class names instead, and a class
+    train/ has not is refused."""
+    make_folder(tmp_path / "d" / "train", classes=("ant", "bee", "cat"))
+    make_folder(tmp_path / "d" / "val", classes=("bee", "cat"), per_class=2)
+    train = load_dataset("imagefolder", root=str(tmp_path / "d"))
+    val = load_dataset("imagefolder", root=str(tmp_path / "d"), split="test")
+    assert val.classes == train.classes == ["ant", "bee", "cat"]
+    assert val.labels.tolist() == [1, 1, 2, 2]
+    assert [p.split("/")[0] for p in val.paths] == ["bee", "bee", "cat", "cat"]
+    make_folder(tmp_path / "d" / "val", classes=("zebra",), per_class=1)
+    with pytest.raises(DatasetError, match=r"1 class folder\(s\) the training split has not"):
+        load_dataset("imagefolder", root=str(tmp_path / "d"), split="test")
+
+
+def test_hidden_empty_and_lone_class_folders(tmp_path, caplog):
+    """Hidden files and folders (macOS's ._x.jpg, .ipynb_checkpoints) are neither examples nor
+    classes, and are reported; a class folder without images stays a class, with a warning; a
+    folder or file list of one class is refused in one sentence."""
+    make_folder(tmp_path / "a")
+    (tmp_path / "a" / "cat" / "._img0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "a" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "a" / "dog" / ".thumbs").mkdir()
+    make_folder(tmp_path / "a" / "dog" / ".thumbs", classes=("x",), per_class=1)
+    (tmp_path / "a" / "emu").mkdir()
+    with caplog.at_level("WARNING", logger="easyhard.datasets"):
+        ds = load_dataset("imagefolder", root=str(tmp_path / "a"))
+    assert ds.classes == ["cat", "dog", "emu"] and len(ds) == 6
+    assert not any(p.split("/")[-1].startswith(".") or "/." in p for p in ds.paths)
+    assert "hidden file(s) or folder(s)" in caplog.text and "3 hidden" in caplog.text
+    assert "1 class folder(s) hold no images (emu)" in caplog.text
+    make_folder(tmp_path / "one", classes=("cat",))
+    with pytest.raises(DatasetError, match=r"has one class folder \(cat\)"):
+        load_dataset("imagefolder", root=str(tmp_path / "one"))
+    (tmp_path / "list.txt").write_text("cat/img0.jpg 0\ncat/img1.jpg 0\n")
+    with pytest.raises(DatasetError, match="labels every file 0"):
+        load_dataset(
+            "imagefolder", root=str(tmp_path / "one"), file_list=str(tmp_path / "list.txt")
+        )

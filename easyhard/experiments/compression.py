@@ -585,7 +585,8 @@ def _images_shares(stats: list[dict]) -> None:
 
 
 def _seconds(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.0f}"
+    """Seconds for the tables: whole ones, tenths below 10 s (a tiny training is not 0 s)."""
+    return "n/a" if x is None else f"{x:.1f}" if x < 10 else f"{x:.0f}"
 
 
 def summary_markdown(
