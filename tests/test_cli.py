@@ -605,3 +605,18 @@ def test_late_or_unclear_messages_name_the_cause(tmp_path):
 
     with pytest.raises(OutputExistsError, match=r"link is a symbolic link \(to .*real\)"):
         check_replaceable(str(tmp_path / "link"), "m.json", "easyhard.x", True)
+
+
+def test_ctrl_c_says_what_continues_the_work(tmp_path, monkeypatch):
+    """An interrupted command (Ctrl-C) exits with 130 and says how to continue, instead of
+    click's bare 'Aborted!'."""
+    import easyhard.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(easyhard.train, "train_job", interrupted)
+    r = run(["score", *synthetic(40, 2), "--device", "cpu", "--out", tmp_path / "o"])
+    assert r.exit_code == 130
+    assert "interrupted; the same command with --resume continues" in r.output
+    assert "Aborted" not in r.output

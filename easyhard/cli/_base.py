@@ -91,6 +91,14 @@ def cli_wording(message: str) -> str:
     return " ".join(message.split())
 
 
+#: what continues an interrupted command's work (what it finished is kept)
+_CONTINUE = {
+    "score": "the same command with --resume continues from the last finished epoch",
+    "study": "the same command with --resume continues it",
+    "experiment": "the same command again continues from the last finished training",
+}
+
+
 class EasyhardGroup(click.Group):
     """Turns every error of a command into one sentence (exit status 1), unless --debug: a bad
     flag or value too (click's usage block and exit status 2 are for programs that parse it)."""
@@ -108,6 +116,10 @@ class EasyhardGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: say what continues the work, exit status 130
+            hint = _CONTINUE.get(ctx.invoked_subcommand or "")
+            click.echo(f"interrupted{'; ' + hint if hint else ''}", err=True)
+            raise click.exceptions.Exit(130) from None
         except click.UsageError as e:  # a bad flag or value: one sentence, exit status 1 too
             if ctx.meta.get(_DEBUG) or os.environ.get("EASYHARD_DEBUG") == "1":
                 raise
