@@ -501,16 +501,16 @@ def test_dali_loader_presents_a_changing_subset_once(tmp_path, world):
 
 
 def gradient_folder(root, sizes=((64, 48), (40, 90), (120, 30), (50, 50))):
-    """One class of PNG images (width, height) whose red channel is x / (width - 1) and green
-    channel y / (height - 1): a crop's pixels tell where in the image they came from."""
+    """PNG images (width, height), k.png in class c{k % 2}, whose red channel is x / (width - 1)
+    and green channel y / (height - 1): a crop's pixels tell where in the image they came from."""
     from PIL import Image
 
-    (root / "c").mkdir(parents=True)
     for k, (w, h) in enumerate(sizes):
         x = np.linspace(0, 255, w)[None, :].repeat(h, 0)
         y = np.linspace(0, 255, h)[:, None].repeat(w, 1)
         arr = np.stack([x, y, np.zeros_like(x)], -1).round().astype(np.uint8)
-        Image.fromarray(arr).save(root / "c" / f"{k}.png")
+        (root / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / f"c{k % 2}" / f"{k}.png")
     return load_dataset("imagefolder", root=str(root)), sizes
 
 
