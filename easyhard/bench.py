@@ -105,19 +105,6 @@ def _timed_next(it: Iterator, clock: dict) -> Any:
     return batch
 
 
-def _bench_device(device, dist):
-    """The device of this process (its local GPU under torchrun)."""
-    import torch
-
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats(device)
-    return device
-
-
 def _bench_loader(cfg, train, device, dist):
     """The training loader `easyhard score` would use for this data, this process's shard."""
     from .loaders import make_loader
@@ -166,11 +153,15 @@ def bench_train(
     cfg: "BenchTrainConfig", progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Images/s of the scoring step with and without the recording (see the module docstring)."""
-    from .train import Dist, resolve_device
+    import torch
+
+    from .train import Dist, run_device
 
     cfg.validate()
     dist = Dist.from_env()
-    device = _bench_device(resolve_device(cfg.device), dist)
+    device = run_device(cfg, dist)  # as `easyhard score` picks it: the local GPU under torchrun
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with dist.joined(device):
         return _measure_train(cfg, dist, device, progress or (lambda s: None))
 

@@ -670,12 +670,12 @@ def restore(
             flush=True,
         )
     if loader is not None:
-        before = ck.get("augmentation") or f"{type(loader).__name__} v1"
-        if before != augmentation_of(loader):
+        now = augmentation_of(loader)
+        before = ck.get("augmentation") or f"{type(loader).__name__} v1"  # before versions
+        if before != now:
             print(
                 f"note: this run's epochs so far were augmented by {before}, and it resumes with "
-                f"{augmentation_of(loader)}: its crops and flips from here on differ from an "
-                "uninterrupted run's",
+                f"{now}: its crops and flips from here on differ from an uninterrupted run's",
                 file=sys.stderr,
                 flush=True,
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import importlib
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -17,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import free_port
 
 import easyhard
 from easyhard.integrations._recorder import Recorder
@@ -353,10 +353,8 @@ def test_the_lightning_example_in_two_processes_equals_a_hook_count(tmp_path):
 @pytest.mark.slow
 def test_the_hugging_face_example_in_two_processes_equals_a_hook_count(tmp_path):
     pytest.importorskip("transformers")
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                str(free_port())]  # fmt: skip
     capture = run_example(tmp_path, "hf_loop.py", "Classifier", launcher, dicts=True)
     count = check_counts(tmp_path / "hf-out" / "scores.npz", capture)
     assert count["dropped"] == 3 * (2 * 16 * 32 - 1001)  # accelerate completes the last batches

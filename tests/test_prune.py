@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import ONE_THREAD_ENV, cli, kill_node, score_job, synthetic, tiny_config
+from helpers import ONE_THREAD_ENV, cli, free_port, kill_node, score_job, synthetic, tiny_config
 
 from easyhard import SampleStats, ops
 from easyhard.config import ConfigError, RemovalConfig
@@ -199,11 +198,9 @@ def test_two_processes_keep_the_same_sets_and_resume_to_themselves(tmp_path):
            "--lr", "0.1", "--quiet"]  # fmt: skip
 
     def torchrun(out, *extra) -> subprocess.Popen:
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(port), "-m", "easyhard", *job, "--out", str(out)]  # fmt: skip
+               "--master-port", str(free_port()), "-m", "easyhard", *job, "--out",
+               str(out)]  # fmt: skip
         return subprocess.Popen(
             [*cmd, *extra], env=ONE_THREAD_ENV, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
