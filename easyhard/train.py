@@ -195,18 +195,22 @@ class Dist:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    #: set once this process has joined a group of its own (joined): see end_process
+    group_joined = False
+
     @contextlib.contextmanager
     def joined(self, device: torch.device):
         """The job's process group around the body: joined (nccl on GPUs, gloo on CPUs) unless
-        it already is, and left with destroy_process_group when the body returns. Without that
-        gloo's threads can outlive the interpreter and abort the process after a finished job
-        ("terminate called without an active exception", pytorch#190489). A group joined by the
-        caller is the caller's to leave; after a failure the group is left to the exit, since
-        destroying it while another rank waits in a collective can hang."""
+        it already is, and left with destroy_process_group when the body returns. A group joined
+        by the caller is the caller's to leave; after a failure the group is left to the exit,
+        since destroying it while another rank waits in a collective can hang. Leaving does not
+        stop gloo's threads once a DistributedDataParallel has used the group (its reducer keeps
+        the group alive, pytorch#107298), so a process that joined one ends with end_process."""
         if not self.enabled or torch.distributed.is_initialized():
             yield
             return
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        Dist.group_joined = True
         yield
         torch.distributed.destroy_process_group()
 
@@ -219,6 +223,26 @@ class Dist:
         box = [obj]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def end_process(code: int | str | None) -> None:
+    """End this process now with exit status `code` (sys.exit's argument) when it joined a
+    process group of its own (Dist.joined; the command line calls this on its way out): Python's
+    exit handlers run and the output is flushed, but not the interpreter's and the C++ libraries'
+    teardown, during which gloo's threads, still running, aborted finished ranks at random
+    ("terminate called without an active exception"; CI, 2026-12-07). Otherwise returns."""
+    if not Dist.group_joined:
+        return
+    import atexit
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _maybe_progress(total: int, desc: str, quiet: bool):

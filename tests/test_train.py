@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -360,11 +361,14 @@ def test_a_job_leaves_the_process_group_it_joined(monkeypatch):
     for k, v in {"MASTER_ADDR": "localhost", "MASTER_PORT": str(free_port()),
                  "RANK": "0", "WORLD_SIZE": "1"}.items():  # fmt: skip
         monkeypatch.setenv(k, v)
+    # restored at the end: the command line would end this (pytest's) process on its way out
+    monkeypatch.setattr(Dist, "group_joined", False)
     dist = Dist(rank=0, world_size=2)  # a torchrun job, as far as joined() can tell
     assert not td.is_initialized()
     with dist.joined(torch.device("cpu")):
         assert td.is_initialized() and td.get_backend() == "gloo"
     assert not td.is_initialized()
+    assert Dist.group_joined  # gloo's threads may outlive the group: the process ends at once
     with pytest.raises(ValueError):
         with dist.joined(torch.device("cpu")):
             raise ValueError("a failed job")
@@ -375,6 +379,41 @@ def test_a_job_leaves_the_process_group_it_joined(monkeypatch):
     td.destroy_process_group()
     with Dist().joined(torch.device("cpu")):  # one process: no group at all
         assert not td.is_initialized()
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_a_process_that_joined_a_group_ends_past_the_teardown(joined):
+    """After a command, a process that joined a process group of its own (a torchrun worker)
+    ends through train.end_process: exit handlers run, output is flushed, the exit status is
+    the command's, but the interpreter's teardown (where gloo's surviving threads aborted
+    finished ranks now and then, in CI) does not run. Other processes end as usual."""
+    script = textwrap.dedent(f"""
+        import atexit
+        from easyhard import train
+        from easyhard.cli import main
+
+        class Teardown:
+            def __del__(self):
+                print("teardown ran", flush=True)
+
+        kept = Teardown()
+        atexit.register(lambda: print("exit handlers ran", flush=True))
+        train.Dist.group_joined = {joined}
+        print("unflushed", end="")
+        main(["info"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "easyhard" in done.stdout and "exit handlers ran" in done.stdout
+    assert done.stdout.startswith("unflushed")
+    assert ("teardown ran" in done.stdout) is not joined
+    # a failed command's exit status and sentence survive the early end
+    failed = subprocess.run(
+        [sys.executable, "-c", script.replace('main(["info"])', 'main(["select", "nosuch.npz"])')],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1 and "nosuch.npz" in failed.stderr
 
 
 def test_cli_refusals(tmp_path):

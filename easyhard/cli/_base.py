@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 
 import click
 
@@ -110,6 +111,17 @@ class EasyhardGroup(click.Group):
             if parent is not None or "--debug" in args or os.environ.get("EASYHARD_DEBUG") == "1":
                 raise
             raise click.ClickException(f"{e.format_message()} (see `easyhard --help`)") from e
+
+    def main(self, *args, **kwargs):
+        """click's main; a process that joined a torch.distributed group (a torchrun worker)
+        then ends through train.end_process, past the teardown that gloo's threads abort."""
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as e:
+            train = sys.modules.get("easyhard.train")  # not imported: no group was joined
+            if train is not None:
+                train.end_process(e.code)
+            raise
 
     def invoke(self, ctx: click.Context):
         try:
