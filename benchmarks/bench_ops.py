@@ -265,12 +265,16 @@ def main() -> None:
     for device in devices:
         if device == "cpu":
             threads = [int(t) for t in a.threads.split(",")]
+            env = environment("cpu")
+            print(
+                f"cpu: {env['cpu_model']}, {env.get('cpu_cores', '?')} core(s) x "
+                f"{env.get('cpu_threads_per_core', '?')} hardware thread(s); paths "
+                f"{', '.join(env['cpu_paths'])}"
+            )
             rows = bench_cpu_paths(a.rounds, threads, compile_eager=not a.no_compile)
             verdict = cpu_verdicts(rows)
             path = write_json(
-                "bench_ops-cpu.json",
-                {"env": environment("cpu"), "rows": rows, "verdict": verdict},
-                a.out,
+                "bench_ops-cpu.json", {"env": env, "rows": rows, "verdict": verdict}, a.out
             )
             for name, v in verdict.items():
                 print(

@@ -6,15 +6,15 @@ benchmarks/results/ (atomically) and prints a table.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Callable
 
 import torch
+
+from easyhard.bench import environment  # noqa: F401  (one record of the machine)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -53,39 +53,6 @@ def time_fn(
         sync(device)
         samples.append((time.perf_counter() - start) / per_block)
     return reduce(samples)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; the machine type elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device: str) -> dict:
-    from easyhard import ops
-
-    env = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_model": cpu_model(),
-        # what the extension dispatches to on this CPU (not read from /proc/cpuinfo)
-        "cpu_paths": ops.cpu_capabilities(),
-        "cpu_path_default": ops.cpu_capabilities()[-1],
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name()
-    return env
 
 
 def write_json(name: str, payload: dict, out_dir: str | None = None) -> str:

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
 
 def environment(device: str) -> dict[str, Any]:
-    """What the numbers were measured on: enough to compare two machines."""
+    """What the numbers were measured on: enough to compare two machines (every benchmark of
+    benchmarks/ records this too). The CPU paths are the extension's own answer, not read from
+    /proc/cpuinfo; the topology tells whether two threads had two cores or one core's two
+    hardware threads (which share its vector units: a dense kernel gains less from the second)."""
     import torch
 
     from . import __version__
@@ -45,6 +48,8 @@ def environment(device: str) -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        **cpu_topology(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -60,11 +65,49 @@ def environment(device: str) -> dict[str, Any]:
         ),
         "dali": None,
     }
+    try:
+        from . import ops
+
+        env["cpu_paths"] = ops.cpu_capabilities()
+        env["cpu_path_default"] = env["cpu_paths"][-1]  # the best this CPU runs
+    except ImportError:  # the extension is not built: the loader benchmark runs without it
+        pass
     if dali_available():
         import nvidia.dali
 
         env["dali"] = nvidia.dali.__version__
     return env
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; the machine type elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_topology(root: str = "/sys/devices/system/cpu") -> dict[str, int]:
+    """{"cpu_cores": physical cores, "cpu_threads_per_core": hardware threads a core} of the
+    CPUs this process may run on (Linux sysfs); {} where that is not readable."""
+    cores: dict[tuple[str, str], int] = {}
+    try:
+        for cpu in sorted(os.sched_getaffinity(0)):
+            topology = os.path.join(root, f"cpu{cpu}", "topology")
+            with open(os.path.join(topology, "physical_package_id")) as f:
+                package = f.read().strip()
+            with open(os.path.join(topology, "core_id")) as f:
+                core = f.read().strip()
+            cores[(package, core)] = cores.get((package, core), 0) + 1
+    except (OSError, AttributeError):  # no sysfs, or no sched_getaffinity (macOS)
+        return {}
+    if not cores:
+        return {}
+    return {"cpu_cores": len(cores), "cpu_threads_per_core": max(cores.values())}
 
 
 def _sync(device) -> None:

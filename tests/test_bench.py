@@ -24,6 +24,9 @@ ENV_KEYS = {
     "gpu_count",
     "gpus",
     "device",
+    "cpu_model",
+    "cpu_paths",
+    "cpu_path_default",
 }
 
 
@@ -64,6 +67,35 @@ def test_bench_train_json_is_complete():
         12,
     )
     assert c["loader"] == "TensorLoader" and c["amp"] == "fp32" and c["channels_last"]
+
+
+def test_cpu_topology_counts_cores_and_their_hardware_threads(tmp_path):
+    """Whether two threads had two cores or one core's two hardware threads (a thread-scaling
+    ratio means something else on each): read from sysfs for the CPUs this process may use."""
+    import os
+
+    from easyhard.bench import cpu_topology
+
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def fake(core_of) -> str:
+        root = tmp_path / f"sys{len(list(tmp_path.iterdir()))}"
+        for cpu in cpus:
+            topology = root / f"cpu{cpu}" / "topology"
+            topology.mkdir(parents=True)
+            (topology / "physical_package_id").write_text("0\n")
+            (topology / "core_id").write_text(f"{core_of(cpu)}\n")
+        return str(root)
+
+    assert cpu_topology(fake(lambda cpu: cpu)) == {
+        "cpu_cores": len(cpus),
+        "cpu_threads_per_core": 1,
+    }
+    assert cpu_topology(fake(lambda cpu: 0)) == {
+        "cpu_cores": 1,
+        "cpu_threads_per_core": len(cpus),
+    }
+    assert cpu_topology(str(tmp_path / "nothing")) == {}  # unreadable: said by absence
 
 
 def test_bench_train_table_and_settings():
