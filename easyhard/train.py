@@ -22,7 +22,7 @@ with bit-identical statistics. A *job* (train_job, the command `easyhard score`)
 (easyhard.scores.merge_stats_files).
 
 The same engine trains experiment cells (easyhard.experiments): ``train_run`` takes a ``subset`` of
-dataset indices (handed to the loader, no copy of the data; in-memory datasets for now) and a
+dataset indices (handed to the loader, no copy of the data; in memory or image files) and a
 ``max_steps`` step budget, both part of the run's identity, so that resume refuses a checkpoint of
 another subset or budget.
 
@@ -345,16 +345,7 @@ class RunData:
             if train.in_memory
             else {"crop": cfg.crop, "workers": cfg.workers, "skip_corrupt": cfg.skip_corrupt}
         )
-        sub_kwargs = {}
-        if subset is not None:
-            if not train.in_memory:
-                raise ValueError(
-                    f"training on a `subset` works for in-memory datasets "
-                    f"(fashion-mnist, cifar10, cifar100, synthetic) only for now, not "
-                    f"for {cfg.dataset}: write the subset as a dataset with "
-                    "`easyhard compress` instead"
-                )
-            sub_kwargs["subset"] = subset
+        sub_kwargs = {} if subset is None else {"subset": subset}
         shard = {"rank": dist.rank, "world_size": dist.world_size}
         loader = make_loader(
             train,

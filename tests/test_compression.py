@@ -530,3 +530,37 @@ def test_the_tables_seconds_are_not_rounded_away():
         "10",
         "360",
     ]
+
+
+def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
+    """Scored and compressed like an in-memory set: every cell trains through the file loader
+    on its kept files only, the dynamic ones too; a file unreadable in scoring (skipped with
+    --skip-corrupt, never presented) is in no ranking, so no subset holds it (a cell's images
+    are exactly its kept examples times the epochs: one dropped file would show)."""
+    from test_datasets import make_folder
+
+    root = tmp_path / "imgs"
+    make_folder(root / "train", classes=("a", "b"), per_class=10, size=(16, 16))
+    make_folder(root / "val", classes=("a", "b"), per_class=3, size=(16, 16))
+    (root / "train" / "a" / "img9.jpg").write_bytes(b"not an image")
+    data = ["--dataset", "imagefolder", "--data-dir", root, "--crop", "16", "--batch-size", "8",
+            "--epochs", "3", "--device", "cpu", "--workers", "1", "--skip-corrupt"]  # fmt: skip
+    assert cli(["score", *data, "--quiet", "--out", tmp_path / "scored"]).exit_code == 0
+    r = cli(["experiment", "compression", tmp_path / "scored" / "merged.npz", *data, "--keep",
+             "0.5", "--strategies", "hardest,random,prune-easiness", "--seeds", "1", "--quiet",
+             "--out", tmp_path / "exp"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = read_results(tmp_path / "exp" / RESULTS)
+    assert {row["strategy"] for row in rows} == {"none", "hardest", "random", "prune-easiness"}
+    for row in rows:
+        kept = 19 if row["strategy"] in ("none", "prune-easiness") else 9  # of 19 readable
+        assert row["kept"] == kept, row
+    cells = list((tmp_path / "exp" / CELLS).iterdir())
+    results = [json.loads((c / "result.json").read_text()) for c in cells]
+    assert len(results) == 4
+    assert sorted(res["kept"] for res in results) == [9, 9, 19, 19]
+    for res in results:
+        if res["identity"]["config"].get("prune"):  # pruning skipped some presentations
+            assert res["images"] < 19 * 3, res
+        else:  # the full data and the static subsets: every kept file, every epoch
+            assert res["images"] == res["kept"] * 3, res

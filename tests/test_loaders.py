@@ -373,6 +373,35 @@ class TestTorchImageLoader:
         assert loader.skipped == [bad]
 
 
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_file_loaders_read_a_subset_and_check_only_its_files(tmp_path, kind):
+    """An experiment's cell trains a file dataset on a subset, as TensorLoader does: the
+    subset's dataset indices once an epoch, nothing else; with skip_corrupt an unreadable file of
+    the subset is dropped and listed, one outside it is neither read (DALI checks only the
+    subset's files) nor listed; an index outside the dataset is refused."""
+    if kind == "dali" and not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
+    ds = jpeg_folder(tmp_path, corrupt="class1/003.jpg")
+    bad = ds.paths.index("class1/003.jpg")
+
+    def make(subset, **kw):
+        if kind == "dali":
+            return DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, subset=subset, **kw)
+        return TorchImageLoader(ds, 4, crop=16, num_workers=0, subset=subset, **kw)
+
+    subset = [20, 0, 5, 13, 2]  # no unreadable file: no check fails, with or without skipping
+    for skip_corrupt in (False, True):
+        loader = make(subset, seed=4, skip_corrupt=skip_corrupt)
+        for _ in range(2):
+            idx, lab, _ = collect(loader)
+            assert sorted(idx) == sorted(subset) and lab == ds.labels[idx].tolist()
+        assert loader.skipped == []
+    loader = make([*subset, bad], seed=4, skip_corrupt=True)
+    assert sorted(collect(loader)[0]) == sorted(subset) and loader.skipped == [bad]
+    with pytest.raises(ValueError, match="outside"):
+        make([0, len(ds)])
+
+
 def test_make_loader_picks(tmp_path, small):
     assert isinstance(make_loader(small, 8), TensorLoader)
     ds = jpeg_folder(tmp_path)

@@ -256,7 +256,7 @@ def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
 
 def load_data(cfg, kind: str):
     """(device, train, test) for an experiment's trainings: one process, matplotlib present,
-    an in-memory dataset (index subsets) with a test split."""
+    a dataset with a test split (in memory, or image files: every loader trains on a subset)."""
     from ..train import Dist, load_datasets, resolve_device
 
     cfg.validate()
@@ -270,12 +270,6 @@ def load_data(cfg, kind: str):
             f"the {kind} experiment draws its figures with matplotlib: pip install matplotlib"
         ) from e
     train, test = load_datasets(cfg, quiet=True)
-    if not train.in_memory:
-        raise ValueError(
-            f"the {kind} experiment trains on index subsets, which only in-memory "
-            f"datasets (fashion-mnist, cifar10, cifar100, synthetic) support for now, "
-            f"not {cfg.dataset}"
-        )
     if test is None:
         raise ValueError(
             f"{cfg.dataset} has no test split: the {kind} experiment measures test accuracy"

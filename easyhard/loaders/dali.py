@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..datasets import CorruptImageError, FileDataset
-from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder
+from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, check_subset
 
 log = logging.getLogger("easyhard.loaders")
 
@@ -48,6 +48,8 @@ class DaliLoader(EpochOrder):
             bytes (``find_unrecognized``), is refused when the loader is built, and a damaged one
             stops the epoch with a CorruptImageError naming it (found by the same check over the
             files the epoch had not yet presented).
+        subset: optional dataset indices to iterate over (indices stay dataset indices); only
+            their files are checked.
         roi_decode: when training, decode only the random crop's region (fn.decoders.
             image_slice) instead of the whole image followed by a crop.
     """
@@ -72,6 +74,7 @@ class DaliLoader(EpochOrder):
         roi_decode: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        subset: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         try:
             import nvidia.dali.plugin.pytorch  # noqa: F401
@@ -84,7 +87,8 @@ class DaliLoader(EpochOrder):
         self.device = torch.device(device)
         self.crop = crop
         self.dtype = dtype
-        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads)
+        wanted = check_subset(subset, len(dataset)).numpy()
+        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads, wanted)
         self._init_order(
             torch.as_tensor(keep, dtype=torch.int64),
             batch_size=batch_size,
@@ -497,18 +501,20 @@ def find_unrecognized(files: Sequence[str], threads: int | None = None) -> list[
 
 
 def _usable_indices(
-    dataset: FileDataset, skip_corrupt: bool, threads: int
+    dataset: FileDataset, skip_corrupt: bool, threads: int, wanted: np.ndarray
 ) -> tuple[np.ndarray, list[int]]:
-    """All indices, or (with skip_corrupt) those whose file DALI's decoder (find_undecodable)
-    does not reject, plus the skipped ones. Without skip_corrupt, files that are not images DALI
-    reads at all (find_unrecognized: their first bytes) are refused up front, naming them."""
+    """The `wanted` indices (in their order), or (with skip_corrupt) those whose file DALI's
+    decoder (find_undecodable) does not reject, plus the skipped ones. Without skip_corrupt,
+    files that are not images DALI reads at all (find_unrecognized: their first bytes) are
+    refused up front, naming them. Only the wanted files are read."""
+    every = dataset.files()
+    files = [every[i] for i in wanted]
     if not skip_corrupt:
-        files = dataset.files()
         bad = find_unrecognized(files, threads)
         if bad:
             raise CorruptImageError(_undecodable_message([files[i] for i in bad]))
-        return np.arange(len(dataset)), []
-    skipped = find_undecodable(dataset.files(), threads)
+        return wanted, []
+    skipped = [int(wanted[i]) for i in find_undecodable(files, threads)]
     if skipped:
         log.warning(
             "skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
@@ -516,5 +522,5 @@ def _usable_indices(
             len(skipped),
             dataset.paths[skipped[0]],
         )
-    keep = np.setdiff1d(np.arange(len(dataset)), np.array(skipped, dtype=np.int64))
+    keep = wanted[~np.isin(wanted, np.array(skipped, dtype=np.int64))]
     return keep, skipped

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..datasets import CorruptImageError, FileDataset
-from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, normalize
+from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, check_subset, normalize
 
 log = logging.getLogger("easyhard.loaders")
 
@@ -102,8 +102,9 @@ class TorchImageLoader(EpochOrder):
     (random-resized crop + flip; resize + centre crop for the clean view), drawn from
     (seed, epoch, index) so that runs repeat exactly with any number of workers.
 
-    Args as DaliLoader; ``num_workers`` persistent worker processes decode. Unreadable files raise
-    CorruptImageError naming the file, or with skip_corrupt are dropped and listed in ``skipped``.
+    Args as DaliLoader (``subset`` too); ``num_workers`` persistent worker processes decode.
+    Unreadable files raise CorruptImageError naming the file, or with skip_corrupt are dropped
+    and listed in ``skipped``.
     """
 
     def __init__(
@@ -122,11 +123,12 @@ class TorchImageLoader(EpochOrder):
         skip_corrupt: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        subset: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.dataset = dataset
         self.device = torch.device(device)
         self._init_order(
-            torch.arange(len(dataset)),
+            check_subset(subset, len(dataset)),
             batch_size=batch_size,
             train=train,
             seed=seed,
