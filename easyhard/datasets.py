@@ -60,6 +60,12 @@ class CorruptImageError(DatasetError):
     """An image file that cannot be decoded; the message names it."""
 
 
+class NoTestSplit(DatasetError):
+    """The data has no held-out split at all (an image folder without val/ or test/, a file
+    list): a scoring run trains without measuring test accuracy. A held-out split that exists
+    but cannot be read raises DatasetError instead."""
+
+
 class _Items:
     """Item access shared by both dataset types: ``dataset[i]`` is ``(image, label)`` as in
     torchvision's datasets, so an easyhard dataset feeds a user's own DataLoader, Subset or
@@ -599,7 +605,7 @@ def imagefolder_split_root(root: str, split: str) -> str:
         return os.path.join(root, "train") if has_train else root
     if has_train and held_out:
         return held_out[0]
-    raise DatasetError(
+    raise NoTestSplit(
         f"{root} has no test split: expected train/ beside val/ or test/ (the ImageNet layout)"
     )
 
@@ -671,7 +677,7 @@ def load_imagefolder(root: str, split: str = "train", file_list: str | None = No
         if split != "train":  # a held-out split is labelled as the training split's classes
             labels, classes = _as_training_classes(given, root, labels, classes)
     elif split != "train":
-        raise DatasetError("a file list describes the training split only; it has no test split")
+        raise NoTestSplit("a file list describes the training split only; it has no test split")
     else:
         paths, labels, classes = _read_file_list(root, file_list)
     if len(classes) < 2:

@@ -49,7 +49,7 @@ from torch import nn
 
 from . import ops
 from .config import ConfigError, ScoreConfig
-from .datasets import DatasetError
+from .datasets import NoTestSplit
 from .io import BackgroundWriter, atomic_write, remove_owned
 from .loaders import make_loader
 from .loaders.common import augmentation_of
@@ -271,11 +271,13 @@ class DivergedError(RuntimeError):
 
 # ---------------------------------------------------------------------------- the stages of a run
 def load_datasets(cfg: ScoreConfig, quiet: bool = True):
-    """(train, test) datasets of a configuration; test is None when the data has no test split."""
+    """(train, test) datasets of a configuration; test is None when the data has no test split.
+    A held-out split that exists but is wrong (a val/ class the training split has not, one that
+    cannot be read) is an error, not a run without evaluation."""
     train = cfg.load_dataset("train")
     try:
         test = cfg.load_dataset("test")
-    except DatasetError as e:  # e.g. an image folder without val/: train without evaluation
+    except NoTestSplit as e:  # e.g. an image folder without val/: train without evaluation
         if not quiet:
             print(f"no test split ({e}); test accuracy is not measured", flush=True)
         test = None

@@ -536,7 +536,8 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
     """Scored and compressed like an in-memory set: every cell trains through the file loader
     on its kept files only, the dynamic ones too; a file unreadable in scoring (skipped with
     --skip-corrupt, never presented) is in no ranking, so no subset holds it (a cell's images
-    are exactly its kept examples times the epochs: one dropped file would show)."""
+    are exactly its kept examples times the epochs: one dropped file would show). A test split
+    changed since is refused when continuing (found by a careless-user helper)."""
     from test_datasets import make_folder
 
     root = tmp_path / "imgs"
@@ -564,3 +565,14 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
             assert res["images"] < 19 * 3, res
         else:  # the full data and the static subsets: every kept file, every epoch
             assert res["images"] == res["kept"] * 3, res
+    # the scores' fingerprint covers train/ only: a changed val/ is refused when continuing
+    # (the cells' accuracies and new ones would be compared as one), before anything is written
+    manifest = (tmp_path / "exp" / MANIFEST).read_bytes()
+    (root / "val" / "b" / "img2.jpg").unlink()
+    again = ["experiment", "compression", tmp_path / "scored" / "merged.npz", *data, "--keep",
+             "0.5", "--strategies", "hardest,random,prune-easiness", "--quiet", "--out",
+             tmp_path / "exp"]  # fmt: skip
+    r = cli([*again, "--seeds", "2"])
+    assert r.exit_code == 1 and "another test split" in r.output, r.output
+    assert (tmp_path / "exp" / MANIFEST).read_bytes() == manifest
+    assert cli([*again, "--seeds", "1", "--force"]).exit_code == 0  # starts again, cells too

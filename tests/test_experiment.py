@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -382,3 +383,29 @@ def test_a_force_killed_while_deleting_is_finished_by_the_next(tmp_path, scores,
     r = removal(scores, out, *args, "--force")
     assert r.exit_code == 0, r.output
     assert len(read_results(out / RESULTS)) == 2
+
+
+def test_subsets_that_lose_a_class_are_said(tmp_path, scores, caplog):
+    """A subset so small that a class's share rounds to nothing trains without that class: said
+    once, even with --quiet, as `select` says it (a careless-user helper found it silent); a
+    grid whose subsets all hold every class says nothing."""
+    from easyhard.experiments.harness import emptied_classes
+
+    alive = np.ones(6, bool)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+
+    def cell(kept):
+        return SimpleNamespace(id=str(kept), selection={"kept_per_class": kept, "kept": sum(kept)})
+
+    cells = {c.id: c for c in (cell([2, 2, 2]), cell([1, 1, 0]), cell([0, 1, 1]))}
+    said = emptied_classes(cells, labels, alive)
+    assert said.startswith("2 of the 3 trainings' subsets keep no example of a class")
+    assert "class 2 in a subset of 2 examples" in said
+    assert emptied_classes({"x": cells["[2, 2, 2]"]}, labels, alive) is None
+    alive[4:] = False  # class 2 takes no part (never presented): not lost by any subset
+    assert emptied_classes({"a": cells["[1, 1, 0]"]}, labels, alive) is None
+    caplog.set_level("WARNING", logger="easyhard.experiments")
+    r = removal(scores, tmp_path / "tiny", "--fractions", "0.99", "--orders", "easiest",
+                "--balanced", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "keep no example of a class" in caplog.text

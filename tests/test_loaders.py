@@ -402,6 +402,25 @@ def test_file_loaders_read_a_subset_and_check_only_its_files(tmp_path, kind):
         make([0, len(ds)])
 
 
+@pytest.mark.parametrize("kind", ["dali", "torch"])
+def test_a_skipped_file_is_worded_by_its_split(tmp_path, kind, caplog):
+    """Skipping an unreadable training file records it as never presented; skipping a held-out
+    one leaves it out of the test accuracy (a test image is never 'presented')."""
+    if kind == "dali" and not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
+    jpeg_folder(tmp_path / "train", classes=2, corrupt="class1/003.jpg")
+    jpeg_folder(tmp_path / "val", classes=2, per_class=5, corrupt="class0/001.jpg")
+    for split, words in (("train", "recorded as never presented"), ("test", "test accuracy")):
+        ds = load_dataset("imagefolder", root=str(tmp_path), split=split)
+        caplog.clear()
+        if kind == "dali":
+            loader = DaliLoader(ds, 4, "cpu", crop=16, num_threads=1, skip_corrupt=True)
+        else:
+            loader = TorchImageLoader(ds, 4, crop=16, num_workers=0, skip_corrupt=True)
+        collect(loader)
+        assert len(loader.skipped) == 1 and words in caplog.text, caplog.text
+
+
 def test_make_loader_picks(tmp_path, small):
     assert isinstance(make_loader(small, 8), TensorLoader)
     ds = jpeg_folder(tmp_path)

@@ -570,6 +570,21 @@ def test_score_image_folder(tmp_path):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "o2" / "convnet-run0" / "metrics.jsonl").read_text())
     assert metrics["test_acc"] is None
+    # A val/ that exists but is wrong (a class train/ has not) is an error, not a run without
+    # evaluation (with --quiet the run used to say nothing and record test_acc null)
+    (tmp_path / "data" / "val" / "class9").mkdir()
+    (tmp_path / "data" / "val" / "class0" / "000.jpg").rename(
+        tmp_path / "data" / "val" / "class9" / "000.jpg"
+    )
+    r = cli(common + ["--out", tmp_path / "o3"])
+    assert r.exit_code == 1 and "the training split has not (class9)" in r.output, r.output
+    assert not (tmp_path / "o3").exists()
+    # an experiment names why it has no test split, in one sentence
+    r = cli(["experiment", "removal", tmp_path / "o2" / "merged.npz", *common[1:4],
+             str(tmp_path / "data" / "train"), *common[5:], "--fractions", "0.3",
+             "--out", tmp_path / "exp"])  # fmt: skip
+    assert r.exit_code == 1 and "measures test accuracy, but" in r.output, r.output
+    assert "expected train/ beside val/ or test/" in r.output
 
 
 def test_clean_view_inside_the_first_epoch(tmp_path):

@@ -274,6 +274,24 @@ def prepare_output(
     return "continued"
 
 
+def check_test_split(out: str, kind: str, fingerprint: str, force: bool) -> None:
+    """Refuse to add to `out` cells measured on another test split than `fingerprint`: the
+    scores' fingerprint covers the training split only, and a continued experiment whose val/
+    changed would put accuracies of two test sets into one paired table. `force` replaces an
+    experiment whole (cells too) only when no other kind shares its cells. Folders written
+    before the test split was recorded are not checked."""
+    exps = experiments_of(read_manifest(out) if os.path.isdir(out) else None)
+    before = {e.get("test_fingerprint") for e in exps.values()} - {None, fingerprint}
+    if not before or (force and set(exps) == {kind}):
+        return
+    raise ValueError(
+        f"{out} holds cells measured on another test split (fingerprint "
+        f"{sorted(before)[0]!r}; now {fingerprint!r}): the test split changed since, and their "
+        "accuracies and new ones would be compared as one; restore it, or use a new `out`"
+        + ("" if set(exps) - {kind} else ", or `force=True` to start again")
+    )
+
+
 # ---------------------------------------------------------------------------- the report's view
 def read_record(folder: str) -> dict | None:
     """experiment.json of an experiment folder, or None when `folder` holds none."""

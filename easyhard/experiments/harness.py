@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .folder import (
     CELLS,
     KIND_FILES,
     cell_lock,
+    check_test_split,
     prepare_output,
     remove_stale_temps_of,
     write_manifest,
@@ -42,6 +44,8 @@ from .folder import (
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
+
+_log = logging.getLogger("easyhard.experiments")
 
 REFERENCE = "none"  # what the full-data reference did: removed nothing, kept everything
 #: The fields of a results line that differ between repetitions of the same training.
@@ -257,7 +261,8 @@ def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
 def load_data(cfg, kind: str):
     """(device, train, test) for an experiment's trainings: one process, matplotlib present,
     a dataset with a test split (in memory, or image files: every loader trains on a subset)."""
-    from ..train import Dist, load_datasets, resolve_device
+    from ..datasets import NoTestSplit
+    from ..train import Dist, resolve_device
 
     cfg.validate()
     if Dist.from_env().enabled:
@@ -269,11 +274,11 @@ def load_data(cfg, kind: str):
         raise ImportError(
             f"the {kind} experiment draws its figures with matplotlib: pip install matplotlib"
         ) from e
-    train, test = load_datasets(cfg, quiet=True)
-    if test is None:
-        raise ValueError(
-            f"{cfg.dataset} has no test split: the {kind} experiment measures test accuracy"
-        )
+    train = cfg.load_dataset("train")
+    try:
+        test = cfg.load_dataset("test")
+    except NoTestSplit as e:
+        raise NoTestSplit(f"the {kind} experiment measures test accuracy, but {e}") from e
     return device, train, test
 
 
@@ -510,6 +515,28 @@ class Kind:
         return {}
 
 
+def emptied_classes(cells: dict[str, Cell], labels: np.ndarray, alive: np.ndarray) -> str | None:
+    """A warning when subsets keep no example of a class that takes part (a class's share of a
+    small subset rounds to nothing, as `select` warns too): those trainings never see the class,
+    and the test accuracy counts it wrong. None when every subset holds every class."""
+    present = np.flatnonzero(np.bincount(labels[alive], minlength=1))
+    lacking = {
+        cell.id: [int(c) for c in present if c >= len(k) or k[c] == 0]
+        for cell in cells.values()
+        if (k := cell.selection.get("kept_per_class")) is not None
+    }
+    lacking = {cid: classes for cid, classes in lacking.items() if classes}
+    if not lacking:
+        return None
+    cid, classes = next(iter(lacking.items()))
+    return (
+        f"{len(lacking)} of the {len(cells)} trainings' subsets keep no example of a class "
+        f"(e.g. class {', '.join(map(str, classes[:10]))} in a subset of "
+        f"{cells[cid].selection.get('kept')} examples): those trainings never see it, and "
+        "the test accuracy counts its images wrong"
+    )
+
+
 def _context(kind: Kind, alive: np.ndarray, train, test, device) -> dict:
     """What an experiment's summary and manifest say of its data, scale and machine."""
     from .. import __version__
@@ -520,6 +547,7 @@ def _context(kind: Kind, alive: np.ndarray, train, test, device) -> dict:
         "n": n,
         "excluded": int((~alive).sum()),
         "test_size": len(test),
+        "test_fingerprint": test.fingerprint,
         "full_steps": kind.cfg.epochs * math.ceil(n / kind.cfg.batch_size),
         **kind.context(),
         "easyhard_version": __version__,
@@ -571,6 +599,7 @@ def run(
         raise ValueError(
             "`no_train` writes the outputs of an existing experiment; it does not go with `force`"
         )
+    check_test_split(out, kind.name, test.fingerprint, force)
     state = prepare_output(
         out, identity, force, kind=kind.name, sources=kind.sources, grows=kind.grows
     )
@@ -578,6 +607,9 @@ def run(
         raise ValueError(f"{out} holds no experiment yet: nothing to report without training")
 
     context = _context(kind, alive, train, test, device)
+    lacking = emptied_classes(cells, train.labels, alive)
+    if lacking:  # said even with quiet, as select says it
+        _log.warning("warning: %s", lacking)
     n_excluded, full_steps = context["excluded"], context["full_steps"]
 
     def manifest(finished: bool, done: int) -> None:

@@ -42,6 +42,14 @@ def augmentation_of(loader: object) -> str:
     return f"{type(loader).__name__} v{getattr(loader, 'AUGMENTATION', 1)}"
 
 
+def skipped_means(dataset: object) -> str:
+    """What skipping a dataset's unreadable files means, for the loaders' warnings: a training
+    example is recorded as never presented; a held-out one is left out of the test accuracy."""
+    if getattr(dataset, "split", "train") == "train":
+        return "their indices are recorded as never presented"
+    return "left out of the test accuracy"
+
+
 def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of an epoch's order: every `world_size`-th example from `rank`. Shares
     differ in size by at most one and together hold each example exactly once."""

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from ..datasets import CorruptImageError, FileDataset
-from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, check_subset
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Batch,
+    EpochOrder,
+    check_subset,
+    skipped_means,
+)
 
 log = logging.getLogger("easyhard.loaders")
 
@@ -517,10 +524,10 @@ def _usable_indices(
     skipped = [int(wanted[i]) for i in find_undecodable(files, threads)]
     if skipped:
         log.warning(
-            "skipping %d unreadable image(s), e.g. %s; their indices are recorded as never "
-            "presented",
+            "skipping %d unreadable image(s), e.g. %s; %s",
             len(skipped),
             dataset.paths[skipped[0]],
+            skipped_means(dataset),
         )
     keep = wanted[~np.isin(wanted, np.array(skipped, dtype=np.int64))]
     return keep, skipped

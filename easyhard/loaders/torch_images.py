@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from ..datasets import CorruptImageError, FileDataset
-from .common import IMAGENET_MEAN, IMAGENET_STD, Batch, EpochOrder, check_subset, normalize
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Batch,
+    EpochOrder,
+    check_subset,
+    normalize,
+    skipped_means,
+)
 
 log = logging.getLogger("easyhard.loaders")
 
@@ -156,7 +164,10 @@ class TorchImageLoader(EpochOrder):
             if bad:
                 self.skipped.extend(bad)
                 log.warning(
-                    "skipped %d unreadable image(s), e.g. %s", len(bad), self.dataset.paths[bad[0]]
+                    "skipped %d unreadable image(s), e.g. %s; %s",
+                    len(bad),
+                    self.dataset.paths[bad[0]],
+                    skipped_means(self.dataset),
                 )
             if len(idx) == 0:
                 continue
