@@ -458,14 +458,36 @@ def check_same_data(score_file: str, table: ScoreTable, cfg: DataConfig, dataset
     meta = _run_metadata(score_file, table.metadata or {})
     run_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     name = meta.get("dataset") or run_cfg.get("dataset")
-    made_on = ""
+    made_on, keys = "", []
     if name:
         keys = [k for k, kinds in DataConfig.DATASET_ONLY.items() if name in kinds]
         opts = ", ".join(f"{k}={run_cfg[k]!r}" for k in keys if run_cfg.get(k) is not None)
         made_on = f" ({name}{': ' + opts if opts else ''})"
-    raise ValueError(
+    said = (
         f"{score_file} was scored on dataset fingerprint {table.fingerprint!r}{made_on}, but "
-        f"{cfg.dataset} ({dataset.root or 'generated'}) has fingerprint "
-        f"{dataset.fingerprint!r}: the scores belong to other data; give the dataset options "
-        "the scores were made with"
+        f"{cfg.dataset} ({dataset.root or 'generated'}) has fingerprint {dataset.fingerprint!r}"
     )
+    same_options = name == cfg.dataset and all(
+        _same_option(run_cfg.get(k), getattr(cfg, k, None)) for k in keys
+    )
+    if same_options:  # the options are the scores': the data itself changed since
+        counts = (
+            f" ({len(table.labels)} examples scored, {len(dataset)} now)"
+            if len(table.labels) != len(dataset)
+            else " (as many examples, some of them other files or labels)"
+        )
+        raise ValueError(
+            f"{said}: the data changed since scoring{counts}; score it again, or restore it"
+        )
+    raise ValueError(
+        f"{said}: the scores belong to other data; give the dataset options the scores were "
+        "made with"
+    )
+
+
+def _same_option(recorded, given) -> bool:
+    """A dataset option recorded with the scores against the one given now (paths compared as
+    absolute paths: the scores record what their run was given)."""
+    if isinstance(recorded, str) and isinstance(given, str):
+        return os.path.abspath(recorded) == os.path.abspath(given) or recorded == given
+    return recorded == given

@@ -576,3 +576,7 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
     assert r.exit_code == 1 and "another test split" in r.output, r.output
     assert (tmp_path / "exp" / MANIFEST).read_bytes() == manifest
     assert cli([*again, "--seeds", "1", "--force"]).exit_code == 0  # starts again, cells too
+    # the folder changed since scoring, its options did not: said so (not "give the options")
+    (root / "train" / "b" / "img0.jpg").unlink()
+    r = cli([*again, "--seeds", "1"])
+    assert r.exit_code == 1 and "changed since scoring (20 examples scored, 19 now)" in r.output
