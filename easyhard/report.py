@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -225,9 +226,17 @@ def fig_learning_curves(runs: list[RunInfo]) -> bytes | None:
     return _png(fig)
 
 
+def mean_easiness(runs: list[RunInfo]) -> np.ndarray:
+    """Each example's easiness averaged over the runs that presented it (NaN, silently, for one
+    no run presented: an unreadable file skipped with --skip-corrupt)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice"
+        return np.nanmean(np.stack([r.scores["easiness"] for r in runs]), 0)
+
+
 def fig_easiness(runs: list[RunInfo], class_names: list[str] | None) -> bytes:
     plt = _plt()
-    ease = np.nanmean(np.stack([r.scores["easiness"] for r in runs]), 0)
+    ease = mean_easiness(runs)
     labels = runs[0].labels
     C = runs[0].num_classes
     shown = list(range(min(C, 10)))
@@ -353,7 +362,7 @@ def fig_examples(runs: list[RunInfo], dataset, per_class: int = 6) -> bytes:
     """Rows: classes; left the easiest, right the hardest `per_class` examples (easiness mean over
     runs), titled with the label's prediction by the first run's final model."""
     plt = _plt()
-    ease = np.nanmean(np.stack([r.scores["easiness"] for r in runs]), 0)
+    ease = mean_easiness(runs)
     labels = runs[0].labels
     C = min(runs[0].num_classes, 10)
     names = list(dataset.classes)

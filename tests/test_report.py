@@ -376,3 +376,20 @@ def test_an_analysis_of_other_data_is_refused(study, tmp_path):
     r = run(["report", study / "runs", tmp_path / "ov", "--out", tmp_path / "rep"])
     assert r.exit_code == 1 and "one report covers one dataset" in r.output
     assert str(tmp_path / "ov") in r.output and not (tmp_path / "rep").exists()
+
+
+def test_an_example_no_run_presented_averages_to_nan_silently():
+    """An unreadable file skipped in every run has NaN scores: its mean easiness is NaN without
+    numpy's 'Mean of empty slice' warning in the report's output (found by a careless-user
+    helper); the others average over the runs that presented them."""
+    import warnings
+    from types import SimpleNamespace
+
+    from easyhard.report import mean_easiness
+
+    runs = [SimpleNamespace(scores={"easiness": np.array([0.5, np.nan, 1.0])}),
+            SimpleNamespace(scores={"easiness": np.array([1.0, np.nan, np.nan])})]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = mean_easiness(runs)
+    np.testing.assert_array_equal(got, [0.75, np.nan, 1.0])

@@ -97,7 +97,7 @@ def compression_cmd(score_files, out_dir, force, quiet, as_json, no_train, **set
 
     \b
     Example:
-        easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
+        easyhard experiment compression runs/fm/convnet-run0/scores.npz --window 1,2 \\
             --dataset fashion-mnist --arch convnet --keep 0.5,0.7 --seeds 3 --out runs/removal
     """
     from ..experiments import run_compression

@@ -1,6 +1,6 @@
 """The compression experiment: can a dataset be compressed by easiness, and cheaply?
 
-    easyhard experiment compression runs/fm/runs/convnet-run0/scores.npz --window 1,2 \\
+    easyhard experiment compression runs/fm/convnet-run0/scores.npz --window 1,2 \\
         --dataset fashion-mnist --arch resnet20 --keep 0.5,0.7 --seeds 3 --out runs/removal
 
 Keep a fraction of the training set, chosen by a strategy (``hardest``: drop the easiest, the
@@ -600,8 +600,8 @@ def summary_markdown(
         f"- Dataset: {cfg.dataset} (fingerprint `{context['fingerprint']}`), {context['n']} "
         "training examples take part"
         + (
-            f" ({context['excluded']} not presented in every scoring run are left out of every "
-            "subset, the reference included)"
+            " (left out of every subset, the reference included: "
+            f"{context['excluded']} not presented in every scoring run)"
             if context["excluded"]
             else ""
         )

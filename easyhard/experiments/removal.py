@@ -279,8 +279,8 @@ def summary_markdown(cfg: "RemovalConfig", stats: list[dict], context: dict) -> 
         f"- Dataset: {cfg.dataset} (fingerprint `{context['fingerprint']}`), {context['n']} "
         f"training examples take part"
         + (
-            f" ({context['excluded']} never presented during scoring are left out of every "
-            "subset, the reference included)"
+            " (left out of every subset, the reference included: "
+            f"{context['excluded']} never presented during scoring)"
             if context["excluded"]
             else ""
         )
