@@ -546,8 +546,9 @@ def record_clean_view(training: Training, loader, stats: SampleStats) -> None:
     training.model.train()
 
 
-def evaluate(model: nn.Module, loader, autocast) -> float:
-    """Top-1 accuracy of `model` over `loader`."""
+def evaluate(model: nn.Module, loader, autocast) -> tuple[float, int]:
+    """Top-1 accuracy of `model` over `loader`, and the examples it counted (fewer than the
+    split's when unreadable files were skipped)."""
     model.eval()
     correct = total = 0
     with torch.no_grad(), autocast():
@@ -555,7 +556,7 @@ def evaluate(model: nn.Module, loader, autocast) -> float:
             correct += int((model(x).argmax(1) == y).sum())
             total += len(y)
     model.train()
-    return correct / max(total, 1)
+    return correct / max(total, 1), total
 
 
 @dataclass
@@ -777,10 +778,10 @@ def train_run(
                              None if plan is None else plan.weights)  # fmt: skip
             _check_finite(m, cfg, steps_per_epoch, training, label, epoch)
             _close_epoch(rec, clean, clean_pass, epoch, dist, pruner)
-            test_acc = None
+            test = (None, None)  # (accuracy, examples counted)
             if is_main and data.test_loader and (evaluate_every_epoch or epoch + 1 == n_epochs):
-                test_acc = evaluate(training.model, data.test_loader, training.autocast)
-            metrics.append(_epoch_metrics(m, epoch, rec, test_acc, training, dist, pruner, plan))
+                test = evaluate(training.model, data.test_loader, training.autocast)
+            metrics.append(_epoch_metrics(m, epoch, rec, test, training, dist, pruner, plan))
             if is_main:
                 if show:
                     _print_epoch(label, epoch, n_epochs, metrics[-1])
@@ -948,9 +949,10 @@ def _close_epoch(
 
 
 def _epoch_metrics(
-    m: dict, epoch: int, rec: Recording, test_acc, training, dist, pruner=None, plan=None
+    m: dict, epoch: int, rec: Recording, test: tuple, training, dist, pruner=None, plan=None
 ) -> dict:
-    """metrics.jsonl's line of an epoch (with what pruning did, under pruning)."""
+    """metrics.jsonl's line of an epoch (with what pruning did, under pruning); `test`: the
+    test accuracy and the examples it counted, (None, None) when not measured."""
     hist = rec.stats.history[-1]
     pruning = {}
     if plan is not None:
@@ -961,7 +963,8 @@ def _epoch_metrics(
         "epoch": epoch + 1,
         "loss": m["loss"],
         "train_acc": float(hist["correct"].sum()) / max(1, int(hist["presentations"].sum())),
-        "test_acc": test_acc,
+        "test_acc": test[0],
+        **({"test_examples": test[1]} if test[1] is not None else {}),
         "images_per_s": m["images"] * dist.world_size / m["seconds"],
         "seconds": m["seconds"],
         "lr": training.sched.get_last_lr()[0],

@@ -536,14 +536,16 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
     """Scored and compressed like an in-memory set: every cell trains through the file loader
     on its kept files only, the dynamic ones too; a file unreadable in scoring (skipped with
     --skip-corrupt, never presented) is in no ranking, so no subset holds it (a cell's images
-    are exactly its kept examples times the epochs: one dropped file would show). A test split
-    changed since is refused when continuing (found by a careless-user helper)."""
+    are exactly its kept examples times the epochs: one dropped file would show). An unreadable
+    test image is not counted in the test split's size; a test split changed since is refused
+    when continuing (both found by a careless-user helper)."""
     from test_datasets import make_folder
 
     root = tmp_path / "imgs"
     make_folder(root / "train", classes=("a", "b"), per_class=10, size=(16, 16))
     make_folder(root / "val", classes=("a", "b"), per_class=3, size=(16, 16))
     (root / "train" / "a" / "img9.jpg").write_bytes(b"not an image")
+    (root / "val" / "a" / "bad.jpg").write_bytes(b"not an image")  # 6 readable test images
     data = ["--dataset", "imagefolder", "--data-dir", root, "--crop", "16", "--batch-size", "8",
             "--epochs", "3", "--device", "cpu", "--workers", "1", "--skip-corrupt"]  # fmt: skip
     assert cli(["score", *data, "--quiet", "--out", tmp_path / "scored"]).exit_code == 0
@@ -553,6 +555,7 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
     assert r.exit_code == 0, r.output
     rows = read_results(tmp_path / "exp" / RESULTS)
     assert {row["strategy"] for row in rows} == {"none", "hardest", "random", "prune-easiness"}
+    assert "full test split (6 examples)" in (tmp_path / "exp" / SUMMARY).read_text()
     for row in rows:
         kept = 19 if row["strategy"] in ("none", "prune-easiness") else 9  # of 19 readable
         assert row["kept"] == kept, row

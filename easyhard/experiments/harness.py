@@ -248,6 +248,7 @@ def _cell_outcome(cell_dir: str, cell: Cell) -> dict:
     return {
         "identity": cell.identity,
         "test_acc": last["test_acc"],
+        **({"test_examples": last["test_examples"]} if "test_examples" in last else {}),
         "train_acc": last["train_acc"],
         "epochs": len(metrics),
         "steps": last["steps"],
@@ -560,6 +561,9 @@ def _outputs(kind: Kind, out: str, requests, results, cells, context) -> tuple:
     """The kind's results file, summary and figures from the cells finished so far; returns
     (rows, statistics, summary text)."""
     _, results_file, summary_file, *_ = kind.files
+    counted = {r["test_examples"] for r in results.values() if "test_examples" in r}
+    if len(counted) == 1:  # what the accuracies counted: unreadable test files left out
+        context = {**context, "test_size": counted.pop()}
     rows = kind.rows(requests, results, context["excluded"])
     write_rows(out, rows, results_file)
     stats = kind.summarize(rows)
