@@ -577,6 +577,8 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
              tmp_path / "exp"]  # fmt: skip
     r = cli([*again, "--seeds", "2"])
     assert r.exit_code == 1 and "another test split" in r.output, r.output
+    # --no-train too: its manifest would record the new split over cells of the old one
+    assert cli([*again, "--seeds", "1", "--no-train"]).exit_code == 1
     assert (tmp_path / "exp" / MANIFEST).read_bytes() == manifest
     assert cli([*again, "--seeds", "1", "--force"]).exit_code == 0  # starts again, cells too
     # the folder changed since scoring, its options did not: said so (not "give the options")
