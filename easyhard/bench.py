@@ -328,6 +328,7 @@ def bench_loader(
     train = cfg.load_dataset("train")
     rates: dict[str, float] = {}
     first: dict[str, float] = {}
+    skipped: set[int] = set()  # unreadable files a loader dropped (skip_corrupt)
     for name, backend, where, options in loader_choices(train, device):
         kwargs = (
             {}
@@ -357,6 +358,7 @@ def bench_loader(
             n += len(y)
         _sync(dev)
         rates[name] = n / (time.perf_counter() - t0)
+        skipped.update(loader.skipped)
         del it, loader
     return {
         "command": "loader",
@@ -369,6 +371,7 @@ def bench_loader(
             "steps": cfg.steps,
             "warmup": cfg.warmup,
             "examples": len(train),
+            "skipped": len(skipped),
         },
         "images_per_s": rates,
         "first_batch_seconds": first,
@@ -378,8 +381,9 @@ def bench_loader(
 def format_table(result: dict[str, Any]) -> str:
     """The terminal table of a bench result."""
     env, c = result["env"], result["config"]
-    gpus = (
-        ", ".join(env["gpus"]) or f"CPU ({env['cpu_count']} cores, {env['torch_threads']} threads)"
+    gpus = ", ".join(env["gpus"]) or (
+        f"CPU ({env.get('cpu_model', env['cpu'])}, {env['cpu_count']} logical cores, "
+        f"{env['torch_threads']} threads)"
     )
     lines = [
         f"easyhard bench {result['command']}: {gpus}; torch {env['torch']}, "
@@ -405,8 +409,9 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"  peak device memory       {result['peak_device_mb']:11.1f} MB")
         lines.append(f"  peak host memory (RSS)   {result['peak_host_rss_mb']:11.1f} MB")
     else:
+        unread = f"; {c['skipped']} unreadable, skipped" if c.get("skipped") else ""
         lines.append(
-            f"{c['dataset']} ({c['examples']} examples), batch {c['batch_size']}, "
+            f"{c['dataset']} ({c['examples']} examples{unread}), batch {c['batch_size']}, "
             f"{c['workers']} threads/workers, {c['steps']} timed batches"
         )
         width = max(len(k) for k in result["images_per_s"])
