@@ -309,11 +309,12 @@ def merged_runs(path: str, meta: dict[str, Any], name: str = STATS_FILE) -> list
     return found
 
 
-def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
+def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str, world_size: int = 1) -> None:
     """Before a resumed job trains anything: each of its run folders already in out_dir must be
     that very run (`check_same_run`), whether finished (its statistics file's metadata), killed
     after an epoch, or killed before its first epoch ended (its config.json, written when the run
-    started and matching its checkpoint's). Else ValueError naming what differs."""
+    started and matching its checkpoint's); an unfinished one must go on with the number of
+    processes (`world_size`) it started with. Else ValueError naming what differs."""
     from .statsfile import check_stats_metadata, read_metadata_block
 
     for arch, run in job_runs(cfg):
@@ -326,7 +327,24 @@ def check_resumable(cfg: ScoreConfig, out_dir: str, fingerprint: str) -> None:
         elif is_run_folder(path):
             where = os.path.join(path, RUN_CONFIG)
             with open(where, encoding="utf-8") as f:
-                check_same_run(json.load(f).get("identity"), identity, where)
+                found = json.load(f)
+            check_same_run(found.get("identity"), identity, where)
+            _check_same_processes(found.get("world_size"), world_size, cfg.batch_size, path)
+
+
+def _check_same_processes(before, now: int, batch_size: int, path: str) -> None:
+    """Refuse to continue a run on another number of processes: the batch size is per process,
+    so the steps per epoch, the global batch and the learning-rate schedule (fitted to the run's
+    steps when it started) would all change mid-run, silently (found by a careless-user helper:
+    2 -> 1 processes ended at lr 0.08 instead of 0). Folders that did not record it pass."""
+    if not isinstance(before, int) or before == now:
+        return
+    raise ValueError(
+        f"{path} was trained by {before} process(es) (a global batch of {before * batch_size}) "
+        f"and this resume runs {now}: the batch size is per process, so its steps per epoch and "
+        f"learning-rate schedule would change mid-run; resume it with {before} process(es), or "
+        "start a new output folder"
+    )
 
 
 def clear_previous(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:

@@ -1039,7 +1039,7 @@ def _checked_job(
     """train_job's checks of the output, then the job (under the output's lock on rank 0)."""
     check_job_output(cfg, out_dir)
     if resume:
-        check_resumable(cfg, out_dir, train.fingerprint)
+        check_resumable(cfg, out_dir, train.fingerprint, dist.world_size)
     if force and not resume and dist.rank == 0:
         clear_previous(out_dir, job_runs(cfg))  # only the runs this job writes, easyhard's own
     with dist.joined(resolve_device(cfg.device)):

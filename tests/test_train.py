@@ -17,7 +17,7 @@ from helpers import cli, free_port, synthetic, tiny_config
 
 from easyhard import SampleStats
 from easyhard.scores import load_scores, merge_stats_files
-from easyhard.train import ScoreConfig, train_job, train_run
+from easyhard.train import ScoreConfig, load_datasets, train_job, train_run
 
 SMALL = synthetic(300, 4, 12, batch=64, quiet=True)
 
@@ -122,6 +122,26 @@ def test_resume_equals_uninterrupted(tmp_path, killed_after_epoch):
     )
     with pytest.raises(ValueError, match="another configuration"):
         train_run(small_cfg(epochs=4), "convnet", 0, str(tmp_path / "cut"), resume=True)
+
+
+def test_a_resume_on_another_number_of_processes_is_refused(tmp_path, killed_after_epoch):
+    """The batch size is per process: resuming a run on another number of processes changed its
+    steps per epoch, and its learning-rate schedule (fitted to the run's steps when it started)
+    ended at 0.08 instead of 0 (2 -> 1 processes) or ran out early (1 -> 2), silently; a careless-
+    user helper found it. Refused, naming both counts; a finished run is not trained again, so
+    it passes."""
+    from easyhard.runfolder import check_resumable
+
+    cfg = small_cfg(epochs=3)
+    with killed_after_epoch(1):
+        train_run(cfg, "convnet", 0, str(tmp_path))
+    fp = load_datasets(cfg)[0].fingerprint
+    check_resumable(cfg, str(tmp_path), fp, 1)
+    with pytest.raises(ValueError, match=r"trained by 1 process\(es\) \(a global batch of 64\) "
+                       r"and this resume runs 2"):  # fmt: skip
+        check_resumable(cfg, str(tmp_path), fp, 2)
+    train_run(cfg, "convnet", 0, str(tmp_path), resume=True)  # finished now
+    check_resumable(cfg, str(tmp_path), fp, 2)
 
 
 def test_checkpoints_leave_the_history_to_its_side_file(tmp_path, killed_after_epoch):
