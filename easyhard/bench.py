@@ -320,10 +320,14 @@ def bench_loader(
     import torch
 
     from .loaders import make_loader
-    from .train import resolve_device
+    from .train import Dist, resolve_device
 
     say = progress or (lambda s: None)
     cfg.validate()
+    if Dist.from_env().enabled:  # each rank would time its own loaders: numbers summed nowhere
+        raise ValueError(
+            "bench loader measures the loaders of one process: start it without torchrun"
+        )
     device = resolve_device(cfg.device)
     train = cfg.load_dataset("train")
     rates: dict[str, float] = {}

@@ -184,3 +184,28 @@ def test_bench_loader_every_available_loader(tmp_path):
     if dali_available():
         r = cli([*args, "--skip-corrupt"])
         assert r.exit_code == 0 and "(17 examples; 1 unreadable, skipped)" in r.output, r.output
+
+
+@pytest.mark.slow
+def test_under_torchrun_one_report_and_no_loader_bench(tmp_path, monkeypatch):
+    """Under torchrun only rank 0 prints (--json is one object, the images/s summed over ranks);
+    bench loader, which would time each rank's own loaders and sum nothing, is refused (both
+    found by a careless-user helper: two JSON objects on stdout)."""
+    import subprocess
+    import sys
+
+    from helpers import ONE_THREAD_ENV, free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(free_port()), "-m", "easyhard", "bench", "train",
+           "--num-samples", "256", "--image-size", "12", "--num-classes", "4", "--batch-size",
+           "32", "--warmup", "1", "--steps", "2", "--blocks", "1", "--device", "cpu",
+           "--json"]  # fmt: skip
+    done = subprocess.run(cmd, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # one object
+    assert result["config"]["world_size"] == 2 and "block" not in done.stderr
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    r = cli(["bench", "loader", *synthetic(64, 2), "--steps", "1", "--warmup", "1"])
+    assert r.exit_code == 1 and "without torchrun" in r.output, r.output

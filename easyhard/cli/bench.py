@@ -16,14 +16,23 @@ def bench() -> None:
     """Throughput here: the training step with and without recording, and the loaders."""
 
 
+def _rank0() -> bool:
+    """Whether this process speaks: under torchrun only rank 0 prints (the images/s are summed
+    over ranks already), so --json gives one object, not one a process."""
+    from ..train import Dist
+
+    return Dist.from_env().rank == 0
+
+
 def _finish(result: dict, as_json: bool) -> None:
     from ..bench import format_table
 
-    click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
+    if _rank0():
+        click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
 
 def _progress(quiet: bool):
-    return None if quiet else (lambda msg: click.echo(f".. {msg}", err=True))
+    return None if quiet or not _rank0() else (lambda msg: click.echo(f".. {msg}", err=True))
 
 
 @bench.command("train")
