@@ -347,6 +347,19 @@ def _check_same_processes(before, now: int, batch_size: int, path: str) -> None:
     )
 
 
+def other_runs(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
+    """The easyhard run folders in out_dir that are not among `runs` (a job's job_runs): what
+    `--force` leaves in place, and what an analysis of the whole folder would still read."""
+    if not os.path.isdir(out_dir):
+        return []
+    own = {run_folder_name(arch, run) for arch, run in runs}
+    return sorted(
+        name
+        for name in os.listdir(out_dir)
+        if name not in own and is_run_folder(os.path.join(out_dir, name))
+    )
+
+
 def clear_previous(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
     """Delete what an earlier `score` of this job wrote in out_dir, recognised by its own markers:
     the folders of `runs` ((arch, run) pairs: the ones this job writes, job_runs) whose

@@ -73,6 +73,7 @@ from .runfolder import (
     input_paths,
     is_run_folder,
     job_runs,
+    other_runs,
     read_metrics,
     run_cost,
     run_folder_name,
@@ -1042,6 +1043,16 @@ def _checked_job(
         check_resumable(cfg, out_dir, train.fingerprint, dist.world_size)
     if force and not resume and dist.rank == 0:
         clear_previous(out_dir, job_runs(cfg))  # only the runs this job writes, easyhard's own
+        left = other_runs(out_dir, job_runs(cfg))
+        if left:  # said even with --quiet: an analysis of the folder would mix them in
+            print(
+                f"note: {out_dir} still holds {len(left)} earlier run folder(s) this job does "
+                f"not write ({', '.join(left[:6])}{' ...' if len(left) > 6 else ''}): --force "
+                "leaves them; analyses of the whole folder read them too, so move them away "
+                "to leave them out",
+                file=sys.stderr,
+                flush=True,
+            )
     with dist.joined(resolve_device(cfg.device)):
         return _job_in_group(cfg, out_dir, resume, quiet, dist, train, test)
 

@@ -159,7 +159,7 @@ def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
 
 def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path):
     """A renamed copy of a run folder (easyhard's own, by its config.json) is not one of the
-    job's runs: --force leaves it whole."""
+    job's runs: --force leaves it whole, and says so."""
     import shutil
 
     out = tmp_path / "out"
@@ -169,6 +169,11 @@ def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path
     r = run(["score", *SMALL, "--out", out, "--force", "--epochs", "2"])
     assert r.exit_code == 0, r.output
     assert sorted(os.listdir(out / "keep-this-run")) == before
+    # said, since an analysis of the whole folder still reads it (a careless-user helper's
+    # overlap analysis silently mixed a stale run in)
+    assert "still holds 1 earlier run folder(s) this job does not write (keep-this-run)" in (
+        r.output
+    )
     assert SampleStats.load(out / "keep-this-run" / "scores.npz").epochs == 1
 
 
