@@ -347,6 +347,23 @@ def _check_same_processes(before, now: int, batch_size: int, path: str) -> None:
     )
 
 
+def check_resume_target(out_dir: str) -> None:
+    """`resume` continues an easyhard scoring job: refuse a folder that holds files but no job
+    (its config.json or a run folder), instead of writing runs in among someone's files (a
+    non-empty folder is refused without `resume` too). An absent or empty folder starts afresh."""
+    if not os.path.isdir(out_dir):
+        return
+    names = [n for n in os.listdir(out_dir) if not n.startswith(".")]
+    if not names or JOB_CONFIG in names:
+        return
+    if any(is_run_folder(os.path.join(out_dir, n)) for n in names):
+        return
+    raise ValueError(
+        f"{out_dir} holds files but no easyhard scoring job ({JOB_CONFIG} or a run folder) to "
+        "resume: choose an empty or a new output folder"
+    )
+
+
 def other_runs(out_dir: str, runs: list[tuple[str, int]]) -> list[str]:
     """The easyhard run folders in out_dir that are not among `runs` (a job's job_runs): what
     `--force` leaves in place, and what an analysis of the whole folder would still read."""

@@ -66,6 +66,7 @@ from .runfolder import (
     STATS_FILE,
     check_job_output,
     check_resumable,
+    check_resume_target,
     check_same_run,
     check_subset,
     clear_previous,
@@ -1029,6 +1030,8 @@ def train_job(
             "be recorded"
         )
     check_disjoint(out_dir, input_paths(cfg, train))
+    if resume:
+        check_resume_target(out_dir)
     # rank 0 writes, and holds the folder's lock while it does: a second job is refused
     with claim(out_dir, "score") if dist.rank == 0 else contextlib.nullcontext():
         return _checked_job(cfg, out_dir, resume, quiet, force, dist, train, test)

@@ -157,6 +157,20 @@ def test_score_force_deletes_only_what_easyhard_wrote(tmp_path):
     assert SampleStats.load(out / "convnet-run0" / "scores.npz").epochs == 2
 
 
+def test_score_resume_refuses_a_folder_holding_no_job(tmp_path):
+    """--resume continues an easyhard job: a folder of someone else's files is refused as it is
+    without --resume, not written into (a careless-user helper's resume wrote runs beside its
+    x.txt); an absent folder starts afresh, and so does resuming a job's own folder."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x.txt").write_text("keep me\n")
+    r = run(["score", *SMALL, "--out", mine, "--resume"])
+    assert r.exit_code == 1 and "holds files but no easyhard scoring job" in r.output, r.output
+    assert os.listdir(mine) == ["x.txt"]
+    assert run(["score", *SMALL, "--out", tmp_path / "new", "--resume"]).exit_code == 0
+    assert run(["score", *SMALL, "--out", tmp_path / "new", "--resume"]).exit_code == 0
+
+
 def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path):
     """A renamed copy of a run folder (easyhard's own, by its config.json) is not one of the
     job's runs: --force leaves it whole, and says so."""
