@@ -24,6 +24,7 @@ count, threads), ``images_per_s`` (one key per setting), and for train ``overhea
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 import resource
@@ -108,6 +109,15 @@ def cpu_topology(root: str = "/sys/devices/system/cpu") -> dict[str, int]:
     if not cores:
         return {}
     return {"cpu_cores": len(cores), "cpu_threads_per_core": max(cores.values())}
+
+
+def batch_used(asked: int, examples: int) -> dict[str, int]:
+    """The batch size a bench result reports: the one its batches had. A batch larger than the
+    examples a process reads is all of them (the asked size recorded beside it), not what it
+    claims to be."""
+    if asked <= examples:
+        return {"batch_size": asked}
+    return {"batch_size": examples, "batch_size_asked": asked}
 
 
 def _sync(device) -> None:
@@ -273,7 +283,7 @@ def _measure_train(cfg: "BenchTrainConfig", dist, device, say: Callable[[str], N
         "config": {
             "arch": cfg.arch,
             "dataset": cfg.dataset,
-            "batch_size": cfg.batch_size,
+            **batch_used(cfg.batch_size, math.ceil(len(train) / dist.world_size)),
             "amp": str(dtype).replace("torch.", "") if dtype else "fp32",
             "channels_last": cfg.channels_last,
             "compile": cfg.compile,
@@ -369,7 +379,7 @@ def bench_loader(
         "env": environment(str(device)),
         "config": {
             "dataset": cfg.dataset,
-            "batch_size": cfg.batch_size,
+            **batch_used(cfg.batch_size, len(train) - len(skipped)),
             "workers": cfg.workers,
             "crop": cfg.crop,
             "steps": cfg.steps,
@@ -389,6 +399,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"CPU ({env.get('cpu_model', env['cpu'])}, {env['cpu_count']} logical cores, "
         f"{env['torch_threads']} threads)"
     )
+    if "batch_size_asked" in c:  # the data is smaller than the batch asked for
+        c = {**c, "batch_size": f"{c['batch_size']} (all the data; {c['batch_size_asked']} asked)"}
     lines = [
         f"easyhard bench {result['command']}: {gpus}; torch {env['torch']}, "
         f"easyhard {env['easyhard']}" + (f", DALI {env['dali']}" if env["dali"] else "")

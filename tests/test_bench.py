@@ -209,3 +209,16 @@ def test_under_torchrun_one_report_and_no_loader_bench(tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     r = cli(["bench", "loader", *synthetic(64, 2), "--steps", "1", "--warmup", "1"])
     assert r.exit_code == 1 and "without torchrun" in r.output, r.output
+
+
+def test_a_batch_larger_than_the_data_is_reported_as_used():
+    """A batch of 1000 over 100 examples is a batch of 100: reported so, the asked size beside
+    it (the JSON said 1000 while every step took 100; found by a careless-user helper)."""
+    args = ["bench", "train", *synthetic(100, 4, 12), "--batch-size", "1000", "--warmup", "1",
+            "--steps", "2", "--blocks", "1", "--device", "cpu"]  # fmt: skip
+    r = cli([*args, "--json"])
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.output)["config"]
+    assert c["batch_size"] == 100 and c["batch_size_asked"] == 1000
+    r = cli([*args, "--quiet"])
+    assert r.exit_code == 0 and "batch 100 (all the data; 1000 asked)" in r.output, r.output
