@@ -94,8 +94,11 @@ class DaliLoader(EpochOrder):
         self.device = torch.device(device)
         self.crop = crop
         self.dtype = dtype
+        self._files = dataset.files()  # all files, by dataset index
         wanted = check_subset(subset, len(dataset)).numpy()
-        keep, self.skipped = _usable_indices(dataset, skip_corrupt, num_threads, wanted)
+        keep, self.skipped = _usable_indices(
+            dataset, self._files, skip_corrupt, num_threads, wanted
+        )
         self._init_order(
             torch.as_tensor(keep, dtype=torch.int64),
             batch_size=batch_size,
@@ -104,7 +107,6 @@ class DaliLoader(EpochOrder):
             rank=rank,
             world_size=world_size,
         )
-        self._files = dataset.files()  # all files, by dataset index
         self.labels = torch.from_numpy(dataset.labels).to(self.device)
         device_id = None  # CPU operators only
         if self.device.type == "cuda":
@@ -508,13 +510,12 @@ def find_unrecognized(files: Sequence[str], threads: int | None = None) -> list[
 
 
 def _usable_indices(
-    dataset: FileDataset, skip_corrupt: bool, threads: int, wanted: np.ndarray
+    dataset: FileDataset, every: list[str], skip_corrupt: bool, threads: int, wanted: np.ndarray
 ) -> tuple[np.ndarray, list[int]]:
     """The `wanted` indices (in their order), or (with skip_corrupt) those whose file DALI's
     decoder (find_undecodable) does not reject, plus the skipped ones. Without skip_corrupt,
     files that are not images DALI reads at all (find_unrecognized: their first bytes) are
-    refused up front, naming them. Only the wanted files are read."""
-    every = dataset.files()
+    refused up front, naming them. Only the wanted files are read; `every`: dataset.files()."""
     files = [every[i] for i in wanted]
     if not skip_corrupt:
         bad = find_unrecognized(files, threads)
