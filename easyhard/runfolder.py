@@ -146,16 +146,30 @@ def identity_differences(
     return list(dict.fromkeys(lines))  # `seed` is both the run's and the configuration's
 
 
+def identity_changes(found: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """`identity_differences` of a recorded identity and this one, where the data's location
+    (LOCATION_FIELDS) counts only when the dataset fingerprints differ: the same data given by
+    another path (moved, copied to a node's local disk, spelled relatively) is the same job."""
+    same_data = found.get("dataset_fingerprint") == identity.get("dataset_fingerprint")
+    return identity_differences(found, identity, LOCATION_FIELDS if same_data else ())
+
+
+def without_location(identity: dict[str, Any]) -> dict[str, Any]:
+    """`identity` with LOCATION_FIELDS left out of its configuration: what names a training by
+    its data's content (the fingerprint), not by where the data lay."""
+    config = {k: v for k, v in identity.get("config", {}).items() if k not in LOCATION_FIELDS}
+    return {**identity, "config": config}
+
+
 def check_same_run(found: dict[str, Any] | None, identity: dict[str, Any], where: str) -> None:
     """Refuse to resume from `where` unless it recorded `identity`: the same run of the same data,
-    wherever that data lies now (LOCATION_FIELDS count only when the fingerprints differ)."""
+    wherever that data lies now (identity_changes)."""
     if not isinstance(found, dict):
         raise ValueError(
             f"{where} was written by an easyhard that did not record the run's "
             "identity, so resuming cannot be checked: use a new output folder"
         )
-    same_data = found.get("dataset_fingerprint") == identity.get("dataset_fingerprint")
-    diff = identity_differences(found, identity, LOCATION_FIELDS if same_data else ())
+    diff = identity_changes(found, identity)
     if diff:
         raise ValueError(
             f"{where} belongs to another configuration ({'; '.join(diff[:6])}"

@@ -26,7 +26,7 @@ from easyhard.experiments.compression import (
     summarize,
 )
 from easyhard.experiments.folder import CELLS, MANIFEST
-from easyhard.experiments.harness import read_results
+from easyhard.experiments.harness import read_results, without_timing
 from easyhard.experiments.removal import RESULTS as REMOVAL_RESULTS
 from easyhard.scores import load_scores
 from easyhard.train import train_job
@@ -585,3 +585,55 @@ def test_an_image_folder_trains_its_cells_on_subsets_of_its_files(tmp_path):
     (root / "train" / "b" / "img0.jpg").unlink()
     r = cli([*again, "--seeds", "1"])
     assert r.exit_code == 1 and "changed since scoring (20 examples scored, 19 now)" in r.output
+
+
+def test_a_moved_image_folder_continues_its_experiment(tmp_path):
+    """Cells are named by the data's fingerprint, not its path: the same data at another path
+    (moved, copied to a node's local disk) continues the experiment and retrains nothing, where
+    it was refused as "other settings (data_dir: ...)". An experiment of easyhard <= 0.2.0, whose
+    cell names included the path, is continued too: its cells are found by the identity they
+    recorded, finished or not, and keep their names."""
+    import shutil
+
+    from test_datasets import make_folder
+
+    root, moved = tmp_path / "imgs", tmp_path / "local" / "imgs"
+    make_folder(root / "train", classes=("a", "b"), per_class=6, size=(16, 16))
+    make_folder(root / "val", classes=("a", "b"), per_class=2, size=(16, 16))
+
+    def data(where):
+        return ["--dataset", "imagefolder", "--data-dir", where, "--crop", "16", "--batch-size",
+                "8", "--epochs", "1", "--device", "cpu", "--workers", "1"]  # fmt: skip
+
+    assert cli(["score", *data(root), "--quiet", "--out", tmp_path / "scored"]).exit_code == 0
+
+    def experiment(where, keep):
+        return cli(["experiment", "compression", tmp_path / "scored" / "merged.npz",
+                    *data(where), "--keep", keep, "--strategies", "hardest", "--seeds", "1",
+                    "--out", tmp_path / "exp"])  # fmt: skip
+
+    assert experiment(root, "0.5").exit_code == 0
+    shutil.move(root, moved)
+    r = experiment(moved, "0.5,0.75")
+    assert r.exit_code == 0, r.output
+    assert "(continued)" in r.output and "2 finished earlier" in r.output, r.output
+    assert "1 to train" in r.output
+
+    def rows():  # the cells' names aside
+        return [{k: v for k, v in row.items() if k != "cell"}
+                for row in without_timing(read_results(tmp_path / "exp" / RESULTS))]  # fmt: skip
+
+    before = rows()
+    # an older easyhard's names (a digest with the path in it); one cell half-done
+    cells = tmp_path / "exp" / CELLS
+    for i, cell in enumerate(sorted(p for p in cells.iterdir() if p.is_dir())):
+        cell.rename(cells / f"{i:016x}")
+    (cells / f"{0:016x}" / "result.json").unlink()
+    r = experiment(moved, "0.5,0.75")
+    assert r.exit_code == 0, r.output
+    assert "2 finished earlier" in r.output and "1 to train" in r.output, r.output
+    assert f"cell {0:016x}" in r.output  # trained where it was begun
+    assert sorted(p.name for p in cells.iterdir() if p.is_dir()) == [f"{i:016x}" for i in range(3)]
+    assert rows() == before  # the half-done cell trained again gives the same result
+    r = experiment(moved, "0.5,0.75")
+    assert "3 finished earlier" in r.output and "0 to train" in r.output, r.output

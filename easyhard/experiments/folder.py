@@ -55,7 +55,7 @@ def read_manifest(out: str) -> dict | None:
 _LOCK = re.compile(r"^[0-9a-f]{16}\.lock$")  # cells/<id>.lock: held while a worker trains <id>
 
 
-def _cell_folders(out: str) -> list[str]:
+def cell_folders(out: str) -> list[str]:
     """The entries of OUT/cells but the cells' lock files."""
     cells = os.path.join(out, CELLS)
     if not os.path.isdir(cells) or os.path.islink(cells):
@@ -115,7 +115,7 @@ def _only_own_files(out: str) -> str | None:
             return path
     from ..runfolder import is_run_folder
 
-    for cell in _cell_folders(out):
+    for cell in cell_folders(out):
         if os.path.isdir(cell) and not os.path.islink(cell) and not os.listdir(cell):
             continue  # emptied by a deletion killed before it removed the folder
         if os.path.islink(cell) or not os.path.isdir(cell) or not is_run_folder(cell):
@@ -140,7 +140,7 @@ def _remove_experiment(out: str) -> None:
     from ..runfolder import RUN_CONFIG
 
     files, markers = [os.path.relpath(lock, out) for lock in _lock_files(out)], []
-    for cell in _cell_folders(out):
+    for cell in cell_folders(out):
         for name in os.listdir(cell):
             (markers if name == RUN_CONFIG else files).append(
                 f"{CELLS}/{os.path.basename(cell)}/{name}"
@@ -149,7 +149,7 @@ def _remove_experiment(out: str) -> None:
     files += [n for n in top if n != MANIFEST]
     remove_owned(out, files)
     remove_owned(out, markers)
-    for cell in _cell_folders(out):  # those a killed deletion emptied earlier
+    for cell in cell_folders(out):  # those a killed deletion emptied earlier
         remove_owned(cell, [], remove_folder=True)
     remove_owned(out, [n for n in top if n == MANIFEST])
 
@@ -157,7 +157,7 @@ def _remove_experiment(out: str) -> None:
 def remove_stale_temps_of(out: str) -> None:
     """Temporary files that a killed atomic write left (never complete files); recent ones may
     be another worker's write in progress and stay."""
-    for folder, owners in [(out, TOP_FILES)] + [(c, CELL_FILES) for c in _cell_folders(out)]:
+    for folder, owners in [(out, TOP_FILES)] + [(c, CELL_FILES) for c in cell_folders(out)]:
         remove_stale_temps(folder, owners)
 
 
@@ -211,7 +211,7 @@ def prepare_output(
     this kind's files go, the cells stay). `sources`: label -> sha256 of the scores inputs; a
     continued experiment may add labels, never change the content of one. `grows`: what adds
     cells, for the message. Refuses anything else, before any change."""
-    from ..runfolder import identity_differences
+    from ..runfolder import identity_changes
 
     names = existing_folder(out)
     if names is None:
@@ -256,7 +256,7 @@ def prepare_output(
         )
     if kind not in exps:
         return "joined"
-    diff = identity_differences(exps[kind].get("identity") or {}, identity)
+    diff = identity_changes(exps[kind].get("identity") or {}, identity)
     before = exps[kind].get("sources") or {}
     diff += [
         f"the scores input labelled {label!r} has other content (sha256 "

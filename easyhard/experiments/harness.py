@@ -35,6 +35,7 @@ from .folder import (
     CELL_RESULT,
     CELLS,
     KIND_FILES,
+    cell_folders,
     cell_lock,
     check_test_split,
     prepare_output,
@@ -185,8 +186,9 @@ def add_cell(
     seed index and budget (created in `cells` when new), with `request` added to it. The id is a
     digest of the training's identity (runfolder.run_identity: recipe, architecture, seeds, data,
     subset, step count) and nothing else, so any experiment that asks for the same training gets
-    the same cell."""
-    from ..runfolder import run_identity
+    the same cell; the data count by their fingerprint, not their path
+    (runfolder.without_location), so a moved dataset finds its cells."""
+    from ..runfolder import run_identity, without_location
 
     (idx, info), k, budget = subset, request.k, request.budget
 
@@ -195,7 +197,7 @@ def add_cell(
     # a step budget equal to the recipe's own steps is the same training
     max_steps = None if budget == "epochs" or natural == full_steps else full_steps
     identity = run_identity(run_cfg, arch, k, fingerprint, subset=idx, max_steps=max_steps)
-    cid = _digest(identity)[:16]
+    cid = _digest(without_location(identity))[:16]
     if cid not in cells:
         steps = natural if max_steps is None else max_steps
         cells[cid] = Cell(
@@ -391,6 +393,55 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, job: CellJob) -> None:
         f"{outcome['images_per_s']:.0f} images/s); {n - i} cell(s) left"
     )
     job.done(cell, outcome)
+
+
+def _recorded_identity(cell_dir: str) -> dict | None:
+    """The identity a cell folder recorded (its config.json, written when its training began),
+    or None when it holds no readable one."""
+    from ..runfolder import RUN_CONFIG
+
+    try:
+        with open(os.path.join(cell_dir, RUN_CONFIG), encoding="utf-8") as f:
+            identity = json.load(f).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (
+        identity
+        if isinstance(identity, dict) and isinstance(identity.get("config"), dict)
+        else None
+    )
+
+
+def adopt_cells(
+    out: str, requests: list[tuple[Any, str]], cells: dict[str, Cell]
+) -> tuple[list[tuple[Any, str]], dict[str, Cell]]:
+    """The requests and cells of a plan, each cell under the name its folder has in `out`. A
+    cell is named by a digest of its identity without the data's location (add_cell); one
+    written by easyhard <= 0.2.0, whose digest included the data's path, has another name, so
+    a cell without a folder of its name takes the folder that recorded its training (its
+    config.json; a finished one first): read back when finished, continued when half-done,
+    wherever the data lay then. Nothing is renamed (workers of one folder may share a cell)."""
+    from ..runfolder import without_location
+
+    root = os.path.join(out, CELLS)
+    if all(os.path.isdir(os.path.join(root, cid)) for cid in cells):
+        return requests, cells
+    recorded: dict[str, str] = {}
+    for path in sorted(
+        cell_folders(out), key=lambda p: not os.path.exists(os.path.join(p, CELL_RESULT))
+    ):
+        name = os.path.basename(path)
+        own = name not in cells and os.path.isdir(path) and not os.path.islink(path)
+        identity = _recorded_identity(path) if own else None
+        if identity is not None:
+            recorded.setdefault(_digest(without_location(identity))[:16], name)
+    names = {cid: recorded[cid] for cid in cells
+             if cid in recorded and not os.path.isdir(os.path.join(root, cid))}  # fmt: skip
+    if not names:
+        return requests, cells
+    adopted = {names.get(cid, cid): dataclasses.replace(cell, id=names.get(cid, cid))
+               for cid, cell in cells.items()}  # fmt: skip
+    return [(req, names.get(cid, cid)) for req, cid in requests], adopted
 
 
 def finished_cells(out: str, cells: dict[str, Cell]) -> dict[str, dict]:
@@ -632,6 +683,7 @@ def run(
 
     os.makedirs(out, exist_ok=True)
     remove_stale_temps_of(out)
+    requests, cells = adopt_cells(out, requests, cells)
     results = finished_cells(out, cells)
     manifest(False, len(results))  # first: marks the folder as an experiment's
     header = (
