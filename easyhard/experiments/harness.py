@@ -106,6 +106,14 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def cell_id(identity: dict) -> str:
+    """A cell's name: a digest of its training's identity, the data counted by their fingerprint,
+    not their path (runfolder.without_location), so a moved dataset finds its cells."""
+    from ..runfolder import without_location
+
+    return _digest(without_location(identity))[:16]
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -186,9 +194,8 @@ def add_cell(
     seed index and budget (created in `cells` when new), with `request` added to it. The id is a
     digest of the training's identity (runfolder.run_identity: recipe, architecture, seeds, data,
     subset, step count) and nothing else, so any experiment that asks for the same training gets
-    the same cell; the data count by their fingerprint, not their path
-    (runfolder.without_location), so a moved dataset finds its cells."""
-    from ..runfolder import run_identity, without_location
+    the same cell (cell_id)."""
+    from ..runfolder import run_identity
 
     (idx, info), k, budget = subset, request.k, request.budget
 
@@ -197,7 +204,7 @@ def add_cell(
     # a step budget equal to the recipe's own steps is the same training
     max_steps = None if budget == "epochs" or natural == full_steps else full_steps
     identity = run_identity(run_cfg, arch, k, fingerprint, subset=idx, max_steps=max_steps)
-    cid = _digest(without_location(identity))[:16]
+    cid = cell_id(identity)
     if cid not in cells:
         steps = natural if max_steps is None else max_steps
         cells[cid] = Cell(
@@ -421,8 +428,6 @@ def adopt_cells(
     a cell without a folder of its name takes the folder that recorded its training (its
     config.json; a finished one first): read back when finished, continued when half-done,
     wherever the data lay then. Nothing is renamed (workers of one folder may share a cell)."""
-    from ..runfolder import without_location
-
     root = os.path.join(out, CELLS)
     if all(os.path.isdir(os.path.join(root, cid)) for cid in cells):
         return requests, cells
@@ -434,7 +439,7 @@ def adopt_cells(
         own = name not in cells and os.path.isdir(path) and not os.path.islink(path)
         identity = _recorded_identity(path) if own else None
         if identity is not None:
-            recorded.setdefault(_digest(without_location(identity))[:16], name)
+            recorded.setdefault(cell_id(identity), name)
     names = {cid: recorded[cid] for cid in cells
              if cid in recorded and not os.path.isdir(os.path.join(root, cid))}  # fmt: skip
     if not names:
