@@ -1105,12 +1105,13 @@ def _train_job_runs(
 ) -> dict:
     from .scores import excluded, merge_stats_files
 
-    run_dirs = []
+    run_dirs, reused = [], 0
     for arch, run in job_runs(cfg):
         done = os.path.join(out_dir, run_folder_name(arch, run), STATS_FILE)
         # finished, and the same run (check_resumable): rank 0's folder decides
         if dist.from_rank0(resume and dist.rank == 0 and os.path.exists(done)):
             run_dirs.append(os.path.dirname(done))
+            reused += 1
             continue
         run_dirs.append(
             train_run(
@@ -1124,7 +1125,7 @@ def _train_job_runs(
                 datasets=(train, test),
             )
         )
-    summary = {"runs": run_dirs}
+    summary = {"runs": run_dirs, "reused": reused, "trained": len(run_dirs) - reused}
     if dist.rank == 0:
         costs = [run_cost(read_metrics(d, missing_ok=True)) for d in run_dirs]
         summary["cost"] = {

@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -620,3 +621,22 @@ def test_ctrl_c_says_what_continues_the_work(tmp_path, monkeypatch):
     assert r.exit_code == 130
     assert "interrupted; the same command with --resume continues" in r.output
     assert "Aborted" not in r.output
+
+
+def test_a_resume_says_what_it_trained_now(tmp_path):
+    """The summary line's cost is the scores' (every run's training, earlier sessions'
+    included): a resume says which runs finished earlier, so that "trained on N images" after a
+    resume that trained nothing no longer reads as training done now."""
+    out = tmp_path / "o"
+    job = ["score", *SMALL[:-1], "--arch", "resnet8", "--out", out]  # SMALL ends in --quiet
+    r = run(job)
+    assert r.exit_code == 0 and "finished earlier" not in r.output, r.output
+    shutil.rmtree(out / "resnet8-run0")
+    r = run([*job, "--resume"])
+    assert "(1 finished earlier, reused)" in r.output, r.output
+    r = run([*job, "--resume", "--json"])
+    summary = json.loads(r.output)
+    assert (summary["reused"], summary["trained"]) == (2, 0)
+    r = run([*job, "--resume"])
+    assert "(all finished earlier: nothing trained now)" in r.output, r.output
+    assert "their training: 240 images" in r.output, r.output  # 120 examples, 1 epoch, 2 runs

@@ -129,11 +129,19 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     elif "merged" in summary:
-        cost = summary["cost"]
+        cost, n, reused = summary["cost"], len(summary["runs"]), summary["reused"]
+        # the cost is the scores' (every run's training, earlier sessions' included)
+        now = (
+            ""
+            if not reused
+            else " (all finished earlier: nothing trained now)"
+            if reused == n
+            else f" ({reused} finished earlier, reused)"
+        )
         click.echo(
-            f"scores: {len(summary['runs'])} run(s) in {os.path.abspath(out_dir)}; "
-            f"merged scores in {os.path.abspath(summary['merged'])}; trained on "
-            f"{cost['images']:,} images in {cost['seconds']:.1f} s"
+            f"scores: {n} run(s) in {os.path.abspath(out_dir)}{now}; merged scores in "
+            f"{os.path.abspath(summary['merged'])}; their training: {cost['images']:,} images "
+            f"in {cost['seconds']:.1f} s"
         )
         if summary["never_presented"]:
             click.echo(
