@@ -1046,13 +1046,20 @@ def _checked_job(
         check_resumable(cfg, out_dir, train.fingerprint, dist.world_size)
     if force and not resume and dist.rank == 0:
         clear_previous(out_dir, job_runs(cfg))  # only the runs this job writes, easyhard's own
+    if (force or resume) and dist.rank == 0:
         left = other_runs(out_dir, job_runs(cfg))
         if left:  # said even with --quiet: an analysis of the folder would mix them in
             print(
-                f"note: {out_dir} still holds {len(left)} earlier run folder(s) this job does "
-                f"not write ({', '.join(left[:6])}{' ...' if len(left) > 6 else ''}): --force "
-                "leaves them; analyses of the whole folder read them too, so move them away "
-                "to leave them out",
+                f"note: {out_dir} holds {len(left)} earlier run folder(s) this job does not "
+                f"name ({', '.join(left[:6])}{' ...' if len(left) > 6 else ''}): "
+                + (
+                    "merged.npz leaves them out (name their architectures and runs to merge "
+                    "them too)"
+                    if resume
+                    else "--force leaves them"
+                )
+                + "; analyses of the whole folder read them, so move them away to leave them "
+                "out there",
                 file=sys.stderr,
                 flush=True,
             )

@@ -640,3 +640,7 @@ def test_a_resume_says_what_it_trained_now(tmp_path):
     r = run([*job, "--resume"])
     assert "(all finished earlier: nothing trained now)" in r.output, r.output
     assert "their training: 240 images" in r.output, r.output  # 120 examples, 1 epoch, 2 runs
+    # a resume that names fewer runs merges fewer: said (it was silent)
+    r = run([*job[:-4], "--out", out, "--resume"])
+    assert r.exit_code == 0 and "run folder(s) this job does not name (resnet8-run0)" in r.output
+    assert "merged.npz leaves them out" in r.output and "scores: 1 run(s)" in r.output

@@ -185,9 +185,10 @@ def test_score_force_leaves_easyhard_run_folders_the_job_does_not_write(tmp_path
     assert sorted(os.listdir(out / "keep-this-run")) == before
     # said, since an analysis of the whole folder still reads it (a careless-user helper's
     # overlap analysis silently mixed a stale run in)
-    assert "still holds 1 earlier run folder(s) this job does not write (keep-this-run)" in (
-        r.output
-    )
+    note = "holds 1 earlier run folder(s) this job does not name (keep-this-run)"
+    assert f"{note}: --force leaves them" in r.output, r.output
+    r = run(["score", *SMALL, "--out", out, "--resume", "--epochs", "2"])
+    assert f"{note}: merged.npz leaves them out" in r.output, r.output
     assert SampleStats.load(out / "keep-this-run" / "scores.npz").epochs == 1
 
 
