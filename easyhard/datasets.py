@@ -878,17 +878,38 @@ def load_dataset(
     file_list: str | None = None,
     transform: Callable | None = None,
     target_transform: Callable | None = None,
+    data_dir: str | None = None,
     **synthetic,
 ) -> Dataset:
-    """Load a dataset by name (one of DATASETS). `root`: where its files are (default for
-    Fashion-MNIST: /usr/share/datasets/fashion-mnist). For `imagefolder`, root is the folder of
-    class sub-folders (or the folder a `file_list` is relative to). `synthetic` takes
-    num_samples, num_classes, image_size, channels and seed.
+    """Load a dataset by name (one of DATASETS). `root` (or `data_dir`, the command line's
+    name): where its files are (default for Fashion-MNIST: /usr/share/datasets/fashion-mnist).
+    For `imagefolder`, root is the folder of class sub-folders (or the folder a `file_list` is
+    relative to). `synthetic` takes num_samples, num_classes, image_size, channels and seed;
+    any other keyword is refused (torchvision's ``train=False`` is ``split="test"`` here).
 
     The dataset is a map-style dataset as torchvision's are: ``ds[i]`` is ``(image, label)``, the
     image a uint8 CHW tensor, or what `transform` makes of the PIL image (`target_transform` gets
     the label); easyhard's own loaders ignore both and apply the training recipe's augmentation.
     """
+    if data_dir is not None:
+        if root is not None and os.fspath(root) != os.fspath(data_dir):
+            raise TypeError(
+                f"load_dataset() got root={os.fspath(root)!r} and data_dir="
+                f"{os.fspath(data_dir)!r}: they are one argument, give one"
+            )
+        root = data_dir
+    if "train" in synthetic:
+        raise TypeError(
+            "load_dataset() takes split='train' or split='test', not torchvision's train="
+            f"{synthetic['train']!r}"
+        )
+    if synthetic and name != "synthetic":
+        raise TypeError(
+            f"load_dataset() got an unexpected keyword argument {sorted(synthetic)[0]!r} for "
+            f"{name!r} (it takes root or data_dir, split, file_list, transform, "
+            "target_transform; num_samples, num_classes, image_size, channels and seed are "
+            "synthetic data's)"
+        )
     ds = _load(name, root, split, file_list, synthetic)
     return ds.with_transform(transform, target_transform) if transform or target_transform else ds
 

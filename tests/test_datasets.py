@@ -219,6 +219,28 @@ def test_synthetic_is_deterministic_and_unknown_names_refused():
         load_dataset("fashion-mnist", split="val")
 
 
+def test_unknown_keywords_are_refused_and_data_dir_is_root(tmp_path):
+    """load_dataset passed every keyword it did not know to the synthetic generator, which only
+    synthetic data calls: `train=False` loaded the training split, `data_dir=OUT` (the command
+    line's name) loaded the default Fashion-MNIST instead of a compressed copy (found by a
+    careless-user helper)."""
+    make_fmnist(tmp_path / "fm", n=20)
+    with pytest.raises(TypeError, match="split='test', not torchvision's train=False"):
+        load_dataset("fashion-mnist", root=tmp_path / "fm", train=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'download'"):
+        load_dataset("fashion-mnist", root=tmp_path / "fm", download=True)
+    with pytest.raises(TypeError, match="'num_samples'"):
+        load_dataset("imagefolder", tmp_path, num_samples=5)
+    with pytest.raises(TypeError, match="one argument"):
+        load_dataset("fashion-mnist", tmp_path / "fm", data_dir=tmp_path / "other")
+    with pytest.raises(TypeError):
+        load_dataset("synthetic", num_samples=5, train=False)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path / "fm", split="test")
+    assert len(ds) == len(load_dataset("fashion-mnist", tmp_path / "fm", "test")) != 60000
+    with pytest.raises(DatasetError, match="not found in"):
+        load_dataset("fashion-mnist", data_dir=tmp_path / "nowhere")
+
+
 def test_imagefolder_splits(tmp_path):
     make_folder(tmp_path / "train")
     make_folder(tmp_path / "val", per_class=1)
