@@ -40,7 +40,7 @@ class RunStatistics(Protocol):
     epochs: int
     history: np.ndarray
 
-    def totals(self) -> dict[str, np.ndarray]: ...
+    def totals(self, open_epoch: bool = True) -> dict[str, np.ndarray]: ...
 
 
 DIRECTION = {
@@ -63,10 +63,16 @@ def compute_scores(
     ``never_presented``. `window`: epochs counted by easiness. `names`: only these scores (default:
     all of SCORES); each is computed only when asked for."""
     hist = stats.history  # [E, N]
-    tot = stats.totals()
+    # the closed epochs only, as the history holds them: an epoch still open (a file saved
+    # mid-epoch, or before the last end_epoch) would count in forgetting, EL2N and margin and
+    # not in easiness
+    tot = stats.totals(open_epoch=False)
     E = hist.shape[0]
     if E == 0:
-        raise ValueError("the statistics file has no completed epoch: nothing to score")
+        raise ValueError(
+            "the statistics have no closed epoch: nothing to score (a record's epochs close "
+            "with end_epoch())"
+        )
     w = E if window is None else int(window)
     if not 1 <= w <= E:
         raise ValueError(f"window must be between 1 and the {E} recorded epochs, got {window}")

@@ -13,6 +13,7 @@ totals, the history and the open epoch, rows in dataset order.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -275,8 +276,18 @@ class SampleStats:
 
     def end_epoch(self) -> None:
         """Close the epoch: append it to the history, fold it into the totals, zero the
-        accumulators. The last-correct flags carry over."""
+        accumulators. The last-correct flags carry over. An epoch in which nothing was
+        presented is closed too (a shard may present nothing), with a warning: it is most often
+        end_epoch called twice, and an empty epoch shifts first_learned, the forgetting of the
+        never-learned and easiness's window."""
         self.check()
+        if self._open_empty:
+            warnings.warn(
+                f"end_epoch: nothing was presented since the last end_epoch, so epoch "
+                f"{self._epochs} is empty (end_epoch called twice?); it is recorded, and counts "
+                "in first_learned, forgetting and easiness's window",
+                stacklevel=2,
+            )
         self._append_record(epoch_record(self._counts, self._sums))
         self._total_counts.add_(self._counts)  # int32 into int64, float32 into float64: exact
         self._total_sums.add_(self._sums)
@@ -373,16 +384,19 @@ class SampleStats:
             return self._labels
         return self._seen_labels[: self.num_samples].cpu().numpy()
 
-    def totals(self) -> dict[str, np.ndarray]:
-        """Per-example sums over every presentation so far (closed epochs and the open one).
+    def totals(self, open_epoch: bool = True) -> dict[str, np.ndarray]:
+        """Per-example sums over every presentation so far (closed epochs and the open one; the
+        closed epochs only with ``open_epoch=False``, as the scores count them).
 
         Returns numpy arrays of shape [N]: int64 ``presentations``, ``correct``,
         ``forgetting_events``, ``nonfinite``; float64 ``prob_sum``, ``prob_sq_sum``,
         ``margin_sum``, ``loss_sum``, ``el2n_sum``; bool ``last_correct``.
         """
         self.check()
-        counts = (self._total_counts + self._counts).cpu().numpy()  # closed epochs + open one
-        sums = (self._total_sums + self._sums).cpu().numpy()
+        counts, sums = self._total_counts, self._total_sums
+        if open_epoch:
+            counts, sums = counts + self._counts, sums + self._sums
+        counts, sums = counts.cpu().numpy(), sums.cpu().numpy()
         out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
         out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
         out["last_correct"] = (self._flags.cpu().numpy() & ops.LAST_CORRECT).astype(bool)

@@ -232,12 +232,15 @@ class StatsFile(_Described):
     def epochs(self) -> int:
         return int(self.history.shape[0])
 
-    def totals(self) -> dict[str, np.ndarray]:
-        """As SampleStats.totals: sums over closed epochs and the open one, numpy [N] each."""
+    def totals(self, open_epoch: bool = True) -> dict[str, np.ndarray]:
+        """As SampleStats.totals: sums over closed epochs and the open one (the closed ones only
+        with ``open_epoch=False``), numpy [N] each."""
         from . import ops
 
-        counts = self.total_counts + self.open_counts.astype(np.int64)
-        sums = self.total_sums + self.open_sums.astype(np.float64)
+        counts, sums = self.total_counts, self.total_sums
+        if open_epoch:
+            counts = counts + self.open_counts.astype(np.int64)
+            sums = sums + self.open_sums.astype(np.float64)
         out = {name: counts[:, i] for i, name in enumerate(ops.COUNT_FIELDS)}
         out.update({name: sums[:, i] for i, name in enumerate(ops.SUM_FIELDS)})
         out["last_correct"] = (self.flags & ops.LAST_CORRECT).astype(bool)

@@ -70,6 +70,45 @@ def test_totals_include_open_epoch():
     assert stats.epochs == 0
 
 
+def test_scores_count_the_closed_epochs_only(tmp_path):
+    """A record saved (or scored) with an epoch still open, e.g. before the last end_epoch:
+    forgetting, EL2N and margin counted the open epoch's presentations while easiness and the
+    history did not, so one file's scores disagreed (found by a careless-user helper). Every
+    score counts the closed epochs now, live and from the file."""
+    x = torch.tensor([[3.0, -3.0], [-3.0, 3.0], [3.0, -3.0], [-3.0, 3.0]])
+    lab, idx = torch.tensor([0, 1, 0, 1]), torch.arange(4)
+    closed = SampleStats(4, 2, labels=lab, fingerprint="fp")
+    open_ = SampleStats(4, 2, labels=lab, fingerprint="fp")
+    for e in range(3):
+        for s in (closed, open_) if e < 2 else (open_,):
+            s.update(x if e < 2 else -x, lab, idx)  # learned, then all wrong in the open epoch
+            if e < 2:
+                s.end_epoch()
+    assert open_.totals()["presentations"].tolist() == [3] * 4  # the open epoch is still there
+    open_.save(tmp_path / "open.npz")
+    from easyhard.scores import read_scores
+
+    want = closed.scores()
+    for got in (open_.scores(), read_scores(tmp_path / "open.npz")):
+        for name in ("forgetting", "el2n", "margin", "easiness", "first_learned"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert want["forgetting"].tolist() == [0.0] * 4  # not 1: the open epoch's forgetting
+    with pytest.raises(ValueError, match="no closed epoch.*end_epoch"):
+        SampleStats(4, 2).scores()
+
+
+def test_an_empty_epoch_is_said():
+    """end_epoch twice (in the loop and in a hook) closes an empty epoch: recorded, with a
+    warning, since it shifts first_learned and the window (found by a careless-user helper)."""
+    stats = SampleStats(N, C)
+    logits, labels, idx = next(epoch_batches(0))
+    stats.update(logits, labels, idx)
+    stats.end_epoch()
+    with pytest.warns(UserWarning, match="epoch 1 is empty"):
+        stats.end_epoch()
+    assert stats.epochs == 2
+
+
 def test_epoch_record_saturates_keeping_fraction():
     counts = np.array([[1000, 250, 0, 0], [0, 0, 0, 0], [3, 3, 0, 1]], dtype=np.int64)
     sums = np.array([[500.0, 0, 2000.0, 0, 100.0], [0] * 5, [2.7, 0, 9.0, 0, 0.2]])
