@@ -499,6 +499,7 @@ class SampleStats:
             "labels": torch.from_numpy(np.array(self.labels, dtype=np.int64)),
             "history_epochs": self._epochs,
             "kernels": sorted(self.kernels),
+            "fingerprint": self.fingerprint,
         }
         if not self._open_empty:
             out["counts"] = host_copy(self._counts)
@@ -511,7 +512,9 @@ class SampleStats:
         return out
 
     def load_state_dict(self, state: Mapping[str, Any], history: np.ndarray | None = None) -> None:
-        """Restore a ``state_dict``; refuses one of another dataset size or class count. A state
+        """Restore a ``state_dict``; refuses one of another dataset size or class count, of
+        another dataset fingerprint (when both have one; a SampleStats without one takes the
+        state's), or whose labels contradict the ones this SampleStats was given. A state
         saved without its history takes `history` (HISTORY_DTYPE [history_epochs, N], e.g.
         HistoryLog.read)."""
         N, C = self.num_samples, self.num_classes
@@ -519,6 +522,12 @@ class SampleStats:
             raise ValueError(
                 f"state is for {state['num_samples']} examples and {state['num_classes']} classes, "
                 f"this SampleStats has {N} and {C}"
+            )
+        theirs = state.get("fingerprint")  # absent before 0.3
+        if theirs is not None and self.fingerprint is not None and theirs != self.fingerprint:
+            raise ValueError(
+                f"state was recorded on dataset fingerprint {theirs!r}, this SampleStats is "
+                f"for {self.fingerprint!r}: it belongs to other data"
             )
         expect = {
             "counts": (N, len(ops.COUNT_FIELDS)),
@@ -538,6 +547,17 @@ class SampleStats:
                 raise ValueError(
                     f"state[{key!r}] has shape {tuple(state[key].shape)}, expected {shape}"
                 )
+        labels = self._check_labels(state["labels"])
+        if self._labels is not None:
+            wrong = np.flatnonzero((labels >= 0) & (labels != self._labels))
+            if wrong.size:
+                i = int(wrong[0])
+                raise ValueError(
+                    f"state gives example {i} label {int(labels[i])}, the labels given to this "
+                    f"SampleStats say {int(self._labels[i])} ({wrong.size} example(s) differ): "
+                    "it belongs to other data"
+                )
+            labels = np.where(labels >= 0, labels, self._labels)
         if "history" in state:
             history = _numpy(state["history"], np.uint8)
         else:
@@ -565,7 +585,8 @@ class SampleStats:
         records = np.ascontiguousarray(history).view(HISTORY_DTYPE)[..., 0]
         self._history_buf = records.copy()
         self._epochs = len(records)
-        labels = self._check_labels(state["labels"])
+        if self.fingerprint is None and isinstance(theirs, str):
+            self.fingerprint = theirs
         if self._labels is not None:
             self._set_labels(labels)
         else:

@@ -279,6 +279,29 @@ def test_state_dict_resume_is_exact(tmp_path):
     assert_same(cont, straight)
 
 
+def test_load_state_dict_refuses_other_data():
+    """A state carries its dataset fingerprint, and its labels must agree with the ones given:
+    a record resumed onto other data of the same size took the new data's fingerprint and the
+    old labels silently (found by a careless-user helper). A refused state changes nothing."""
+    a = SampleStats(N, C, fingerprint="A", labels=np.arange(N) % C)
+    run_epochs(a, 0, 1)
+    state = a.state_dict()
+    b = SampleStats(N, C, fingerprint="B")
+    with pytest.raises(ValueError, match="fingerprint 'A'.*'B'"):
+        b.load_state_dict(state)
+    other = (np.arange(N) + 1) % C
+    c = SampleStats(N, C, fingerprint="A", labels=other)
+    with pytest.raises(ValueError, match="example 0 label 0.*say 1"):
+        c.load_state_dict(state)
+    assert c.epochs == 0 and (c.labels == other).all()
+    d = SampleStats(N, C)  # no fingerprint of its own: takes the state's
+    d.load_state_dict(state)
+    assert d.fingerprint == "A" and d.epochs == 1
+    e = SampleStats(N, C, fingerprint="A", labels=np.arange(N) % C)
+    e.load_state_dict(SampleStats(N, C).state_dict())  # unseen labels (-1) contradict nothing
+    assert (e.labels == np.arange(N) % C).all()
+
+
 def test_load_state_dict_refuses_other_sizes():
     sd = SampleStats(N, C).state_dict()
     with pytest.raises(ValueError, match="state is for 50 examples and 7 classes"):
