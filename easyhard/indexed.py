@@ -171,9 +171,23 @@ class IndexedDataset(torch.utils.data.Dataset):
         self.labels_transformed = transform is not None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        self._check_size()
+        return len(self.indices)
+
+    def _check_size(self) -> None:
+        """The wrapped dataset still has the size it had when wrapped: its fingerprint, labels
+        and indices were taken then (a grown one failed deep in the DataLoader; a shrunk one
+        recorded other data under the old fingerprint)."""
+        now = len(self.dataset)
+        if now != len(self.indices):
+            raise ValueError(
+                f"the dataset has {now} items, but had {len(self.indices)} when with_indices "
+                "wrapped it: its fingerprint, labels and indices are of the data then; wrap it "
+                "again (a record of the old data does not fit the new)"
+            )
 
     def __getitem__(self, i: int):
+        self._check_size()
         item = self.dataset[i]
         index = int(self.indices[i])
         if isinstance(item, Mapping):

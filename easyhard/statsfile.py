@@ -154,6 +154,26 @@ def check_label_range(labels: np.ndarray, num_classes: int) -> None:
 
 
 # ---------------------------------------------------------------------------- statistics file
+def check_save_target(path: str | os.PathLike) -> None:
+    """Refuse a path a statistics file may not be written to: a folder, a symbolic link, or an
+    existing file that is not an easyhard statistics file (a user's file is never replaced; an
+    earlier statistics file is, as saving again does). Integrations call it when training
+    starts, so that the record is not refused only when training ends."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a folder: give the statistics file's path, e.g. "
+            f"{os.path.join(path, 'scores.npz')}"
+        )
+    if os.path.islink(path) or (
+        os.path.lexists(path) and (read_metadata_block(path) or {}).get("format") != FORMAT
+    ):
+        raise FileExistsError(
+            f"{path} exists and is not an easyhard statistics file: it is not replaced; save to "
+            "another path or move it away"
+        )
+
+
 def write_stats_file(
     path: str | os.PathLike,
     arrays: Mapping[str, np.ndarray],
@@ -170,6 +190,7 @@ def write_stats_file(
     metadata), `metadata` the run's information (dataset, architecture, seed, view, ...) stored
     beside the format, sizes, fingerprint, package versions and the kernels that recorded the
     statistics (`kernels`: "cuda", "cpu-avx2", ...; float sums differ between CPU paths)."""
+    check_save_target(path)
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA & metadata.keys()
     if clash:

@@ -58,8 +58,16 @@ def test_a_training_batch_in_eval_mode_warns_once_skips_or_refuses():
         Recorder(data, on_eval="ignore")
     with pytest.raises(ValueError, match=r"logits must be \[batch, classes\]"):
         rec.update(None, torch.zeros(2, 3, 4), *batch[1:])
-    with pytest.raises(ValueError, match="pass num_classes="):
+    with pytest.raises(ValueError, match="already needs num_classes="):
         Recorder(list(range(5))).start("cpu")
+
+
+def test_a_dataset_without_indices_is_told_to_take_them():
+    """The first thing a dataset without indices lacks is its indices, not num_classes (the
+    message asked for num_classes, which fixed nothing; found by a careless-user helper)."""
+    recorder = Recorder(tiny())
+    with pytest.raises(ValueError, match=r"not an easyhard.with_indices dataset: train on"):
+        recorder.start("cpu")
 
 
 def test_once_per_epoch_counts_the_first_presentation_only():
@@ -186,6 +194,23 @@ def test_hf_evaluation_batches_never_count(tmp_path, make):
 
 
 @pytest.mark.slow
+def test_hf_train_again_goes_on_with_the_record(tmp_path):
+    """train() again on an EasyhardTrainer: the record goes on, said (a new one replaced it and
+    the earlier training's epochs were lost; found by a careless-user helper)."""
+    trainer = hf_train(easyhard_trainer(), tmp_path, epochs=1)
+    with pytest.warns(UserWarning, match="already holds 1 epoch"):
+        trainer.train()
+    assert trainer.stats.totals()["presentations"].tolist() == [2] * 200
+    assert easyhard.SampleStats.load(tmp_path / "out" / "scores.npz").epochs == 2
+    # a user's file where the record goes: refused when training starts, not replaced when it
+    # ends (found by a careless-user helper)
+    (tmp_path / "out" / "scores.npz").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an easyhard statistics file"):
+        hf_train(easyhard_trainer(), tmp_path, epochs=1)
+    assert (tmp_path / "out" / "scores.npz").read_text() == "mine"
+
+
+@pytest.mark.slow
 def test_hf_resume_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_record(tmp_path):
     transformers = pytest.importorskip("transformers")
     from easyhard.integrations.huggingface import EasyhardTrainer
@@ -279,6 +304,29 @@ def test_lightning_checkpoint_restores_the_record_and_dict_batches(tmp_path):
     saved = easyhard.SampleStats.load(tmp_path / "scores-3.npz")
     assert saved.fingerprint == data.fingerprint and saved.epochs == 3
     assert saved.metadata["framework"] == "lightning"
+    # fit again on the same trainer: the record goes on (a new one replaced it, losing the
+    # first fit's epochs: found by a careless-user helper); a new trainer with the same callback
+    # starts its epochs at 0, so that is said, and the record goes on too
+    callback = EasyhardCallback(tmp_path / "again.npz")
+    module = Module()
+
+    def trainer_of(epochs):
+        return L.Trainer(accelerator="cpu", max_epochs=epochs, callbacks=[callback],
+                         logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path))  # fmt: skip
+
+    trainer = trainer_of(1)
+    trainer.fit(module, loader)
+    trainer.fit_loop.max_epochs = 2
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        trainer.fit(module, loader)
+    assert not [w for w in said if "already holds" in str(w.message)]
+    assert easyhard.SampleStats.load(tmp_path / "again.npz").epochs == 2
+    with pytest.warns(UserWarning, match="already holds 2 epoch"):
+        trainer_of(1).fit(module, loader)
+    assert callback.stats.totals()["presentations"].tolist() == [3] * 200
+    assert easyhard.SampleStats.load(tmp_path / "again.npz").epochs == 3
 
 
 # ---------------------------------------------------------------------------- the examples

@@ -152,6 +152,32 @@ def test_with_indices_adds_the_index_to_any_item_shape():
     assert batch[2].dtype == torch.int64 and batch[2].tolist() == [0, 1, 2, 3, 4]
 
 
+def test_a_dataset_that_changes_size_after_with_indices_is_refused():
+    """Its fingerprint, labels and indices were taken when wrapped: a grown dataset failed deep
+    in the DataLoader with an IndexError, a shrunk one recorded other data under the old
+    fingerprint (found by a careless-user helper)."""
+
+    class Growing(torch.utils.data.Dataset):
+        def __init__(self):
+            self.items = list(range(20))
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i], 0
+
+    base = Growing()
+    data = easyhard.with_indices(base, fingerprint="v1")
+    assert len(data) == 20 and data[19] == (19, 0, 19)
+    base.items += [20, 21]
+    with pytest.raises(ValueError, match="has 22 items, but had 20 when with_indices wrapped"):
+        len(data)
+    with pytest.raises(ValueError, match="wrap it again"):
+        data[0]
+    assert len(easyhard.with_indices(base, fingerprint="v2")) == 22
+
+
 def test_a_subset_is_indexed_by_position_or_mapped_back_to_the_base():
     ds = tiny()
     inner = torch.utils.data.Subset(ds, list(range(10, 40)))

@@ -347,6 +347,35 @@ def test_load_refuses_other_dataset_and_bad_files(tmp_path):
         SampleStats.load(tmp_path / "missing.npz")
 
 
+def test_save_replaces_only_an_earlier_statistics_file(tmp_path):
+    """save() replaced any file at its path, a user's too, and said "IsADirectoryError: ...
+    '.d.2_s8ta_x.tmp' -> 'd'" for a folder (found by a careless-user helper)."""
+    stats = SampleStats(N, C)
+    run_epochs(stats, 0, 1)
+    mine = tmp_path / "thesis.txt"
+    mine.write_text("my thesis")
+    with pytest.raises(
+        FileExistsError, match="not an easyhard statistics file: it is not replaced"
+    ):
+        stats.save(mine)
+    assert mine.read_text() == "my thesis"
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(FileExistsError):
+        stats.save(other)
+    with pytest.raises(IsADirectoryError, match="is a folder: give the statistics file's path"):
+        stats.save(tmp_path)
+    (tmp_path / "link.npz").symlink_to(mine)
+    with pytest.raises(FileExistsError):
+        stats.save(tmp_path / "link.npz")
+    assert mine.read_text() == "my thesis"
+    stats.save(tmp_path / "s.npz")
+    run_epochs(stats, 1, 2)
+    stats.save(tmp_path / "s.npz")  # an earlier statistics file: saved again
+    assert SampleStats.load(tmp_path / "s.npz").epochs == 2
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "other.npz", "s.npz", "thesis.txt"]
+
+
 def test_save_refuses_reserved_metadata(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         SampleStats(N, C).save(tmp_path / "s.npz", metadata={"epochs": 3})

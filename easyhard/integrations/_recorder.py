@@ -86,13 +86,37 @@ class Recorder:
             self.load_state_dict(pending)
         self._closed_flags = self.stats._flags.clone()
 
+    def records(self, dataset: Any) -> bool:
+        """Whether this recorder's record is of `dataset`: the same object, or as many examples
+        with the same fingerprint (an easyhard.with_indices dataset made again)."""
+        if dataset is self.dataset:
+            return True
+        if not (isinstance(dataset, IndexedDataset) and isinstance(self.dataset, IndexedDataset)):
+            return False
+        return len(dataset) == len(self.dataset) and dataset.fingerprint == self.dataset.fingerprint
+
+    def another_training(self, continues: bool) -> None:
+        """A new training (another fit or train() call) of the data this recorder records: the
+        record goes on, nothing recorded is dropped; `continues`: the framework continues its
+        epoch count too (Lightning's fit on the same trainer), else it is said."""
+        if self.stats is not None and self.stats.epochs and not continues:
+            warnings.warn(
+                f"this easyhard recorder already holds {self.stats.epochs} epoch(s) of an earlier "
+                "training: the record goes on across both (every presentation counts; the "
+                "scores' epochs are both trainings'); a new callback or trainer starts a new "
+                "record",
+                stacklevel=3,
+            )
+
     def _make(self, device: torch.device) -> SampleStats:
         if isinstance(self.dataset, IndexedDataset):
             return SampleStats.for_dataset(self.dataset, device, num_classes=self.num_classes)
         if self.num_classes is None:
             raise ValueError(
-                f"the training set ({type(self.dataset).__name__}) does not say its classes: pass "
-                "num_classes= (or train on easyhard.with_indices(dataset))"
+                f"the training set ({type(self.dataset).__name__}) is not an "
+                "easyhard.with_indices dataset: train on easyhard.with_indices(dataset), whose "
+                "batches end in (labels, dataset indices); a dataset whose batches carry its "
+                "indices already needs num_classes="
             )
         return SampleStats(
             len(self.dataset),

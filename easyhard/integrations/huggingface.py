@@ -131,8 +131,19 @@ class RecordingTrainerMixin:
             self.recorder.update(model, logits, labels, indices)
         return (loss, outputs) if return_outputs else loss
 
+    def _scores_path(self) -> str:
+        return os.fspath(self.scores_path or os.path.join(self.args.output_dir, "scores.npz"))
+
     def _start_record(self, resume_from_checkpoint) -> None:
+        from ..statsfile import check_save_target
+
+        check_save_target(self._scores_path())  # refused now, not when training ends
         dataset = self.train_dataset
+        if not resume_from_checkpoint and self.recorder is not None:
+            if self.recorder.records(dataset):  # train() again: the record goes on, said
+                self.recorder.another_training(continues=False)
+                self.recorder.start(self.args.device)
+                return
         settings = dict(self._record_settings)
         if not isinstance(dataset, IndexedDataset):
             config = getattr(self.model, "config", None)
@@ -175,9 +186,8 @@ class RecordingTrainerMixin:
         if self.recorder is None:
             return
         self.recorder.finish()
-        out = self.scores_path or os.path.join(self.args.output_dir, "scores.npz")
         meta = {"framework": "transformers", "epochs_run": self.state.epoch, **self.record_metadata}
-        self.recorder.save(out, meta)
+        self.recorder.save(self._scores_path(), meta)
 
 
 class EasyhardTrainer(RecordingTrainerMixin, transformers.Trainer):

@@ -42,6 +42,7 @@ except ImportError:  # the standalone package, or neither
             "(or pip install lightning)"
         ) from None
 
+from ..statsfile import check_save_target
 from ._recorder import Recorder
 
 LABEL_KEYS = ("labels", "label")
@@ -94,7 +95,12 @@ class EasyhardCallback(pl.Callback):
         return None if self.recorder is None else self.recorder.stats
 
     # ------------------------------------------------------------------ Lightning hooks
+    def _out(self, trainer) -> str:
+        return os.fspath(self.out or os.path.join(trainer.default_root_dir, "scores.npz"))
+
     def on_train_start(self, trainer, pl_module) -> None:
+        if self.save_file:  # refused now, not when fitting ends with the record
+            check_save_target(self._out(trainer))
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
         if dataset is None:
@@ -102,6 +108,12 @@ class EasyhardCallback(pl.Callback):
                 "EasyhardCallback records one training DataLoader; this fit's train_dataloader is "
                 f"a {type(loader).__name__}"
             )
+        if self.recorder is not None and self._pending is None and self.recorder.records(dataset):
+            # another fit of the same data: the record goes on (it was replaced, losing the
+            # earlier fit's epochs); on the same trainer the epochs continue too
+            self.recorder.another_training(trainer.current_epoch == self.recorder.stats.epochs)
+            self.recorder.start(pl_module.device)
+            return
         self.recorder = Recorder(
             dataset,
             num_classes=self.num_classes,
@@ -154,9 +166,8 @@ class EasyhardCallback(pl.Callback):
             return
         self.recorder.finish()
         if self.save_file:
-            out = self.out or os.path.join(trainer.default_root_dir, "scores.npz")
             meta = {"framework": "lightning", "epochs_run": trainer.current_epoch, **self.metadata}
-            self.recorder.save(out, meta)
+            self.recorder.save(self._out(trainer), meta)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
