@@ -122,8 +122,10 @@ def select_subset(scores: Any, score: str = "easiness", keep: float | int | str 
     elif isinstance(scores, Scores):
         if cfg.window is not None and cfg.window != scores.window:
             raise ValueError(
-                f"these scores count {scores.window or 'every'} epoch(s) in easiness; a window "
-                "is chosen when they are made: scores(window=...) or read_scores(path, window=...)"
+                "these scores count "
+                + (f"the first {scores.window} epoch(s)" if scores.window else "every epoch")
+                + f" in easiness, not window={cfg.window}; a window is chosen when they are "
+                "made: scores(window=...) or read_scores(path, window=...)"
             )
         table, where = scores.table(), "the scores"
     elif hasattr(scores, "scores") and hasattr(scores, "history"):  # a SampleStats

@@ -53,6 +53,10 @@ def resolve_keep(keep: float | int | str, n: int) -> int:
             "example "
             "is not a subset anyone trains on)"
         )
+    if _is_number(text.removesuffix("%")) and float(text.removesuffix("%")) <= 0:
+        raise ValueError(
+            f"keep must be positive: a fraction in (0, 1] (0.7, 70%) or a count (700), got {text}"
+        )
     plain = re.fullmatch(r"\d+|\d*\.\d+|\d+\.|[\d.]+%", text)
     if not isinstance(keep, (int, float)) and not plain and _is_number(text):
         raise ValueError(  # +5, 1e3, inf: numbers, but is it a count or a fraction?

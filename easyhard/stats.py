@@ -636,6 +636,12 @@ class SampleStats:
         identity,
         and (if given) that its dataset fingerprint equals `expect_fingerprint`."""
         f = read_stats_file(path)
+        if expect_fingerprint is not None and f.fingerprint is None:
+            raise ValueError(
+                f"{f.path} records no dataset fingerprint, so it cannot be checked against this "
+                f"dataset's {expect_fingerprint!r}: load it without expect_fingerprint, or record "
+                "with SampleStats(..., fingerprint=...)"
+            )
         if expect_fingerprint is not None and f.fingerprint != expect_fingerprint:
             raise ValueError(
                 f"{f.path} was scored on dataset fingerprint {f.fingerprint!r}, but this "

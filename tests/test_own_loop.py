@@ -373,7 +373,7 @@ def test_select_subset_says_what_the_cli_says():
         easyhard.select_subset(scores, keep=0.5, strategi="hardest")
     with pytest.raises(TypeError, match="Scores table"):
         easyhard.select_subset(np.zeros(60), keep=0.5)
-    with pytest.raises(ValueError, match="a window is chosen when they are made"):
+    with pytest.raises(ValueError, match="count every epoch in easiness, not window=1; a window"):
         easyhard.select_subset(scores, keep=0.5, window=1)
 
 

@@ -95,7 +95,7 @@ def test_resolve_keep(keep, n, want):
 @pytest.mark.parametrize(
     "keep, message",
     [
-        (0, "count must be between"),
+        (0, "keep must be positive"),
         (11, "count must be"),
         (1.5, r"fraction must be in \(0, 1\]"),
         ("abc", "fraction .* or a count"),
@@ -105,7 +105,9 @@ def test_resolve_keep(keep, n, want):
         ("+5", "keep \\+5 is ambiguous: write a count as digits"),
         ("1e3", "keep 1e3 is ambiguous"),
         ("inf", "keep inf is ambiguous"),
-        ("-0.5", "keep -0.5 is ambiguous"),
+        ("-0.5", "keep must be positive: .* got -0.5"),  # was "ambiguous"
+        (-3, "keep must be positive"),
+        ("0%", "keep must be positive"),
     ],
 )
 def test_resolve_keep_refused(keep, message):

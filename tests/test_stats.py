@@ -335,6 +335,9 @@ def test_load_refuses_other_dataset_and_bad_files(tmp_path):
     stats.save(out)
     with pytest.raises(ValueError, match="fingerprint 'aaa'.*'bbb'"):
         SampleStats.load(out, expect_fingerprint="bbb")
+    SampleStats(N, C).save(tmp_path / "none.npz")  # said as such, not as "fingerprint None"
+    with pytest.raises(ValueError, match="records no dataset fingerprint.*'bbb'"):
+        SampleStats.load(tmp_path / "none.npz", expect_fingerprint="bbb")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(out.read_bytes()[:200])
     with pytest.raises(ValueError, match="not a readable easyhard statistics file"):
