@@ -18,7 +18,11 @@ sub-folder of `out`:
 5. ``report/``: report.write_report (`easyhard report`) of all of it.
 
 ``resume`` continues a killed study (finished runs are reused, analyses are redone); analyses
-and the report inside `out` are easyhard's own outputs and are replaced on every run.
+and the report inside `out` are easyhard's own outputs and are replaced on every run. ``force``
+starts an earlier study afresh through each step's own ``force`` (score's deletes only the runs
+it writes); it refuses, before anything is deleted, a folder holding anything a study does not
+write, or runs this study does not name (an earlier study's other architectures or seeds), which
+its analyses would not read and which would stay behind.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def run_study(
     out: str,
     *,
     resume: bool = False,
+    force: bool = False,
     quiet: bool = False,
     say: Callable[[str], None] = lambda message: None,
 ) -> str:
@@ -58,27 +63,74 @@ def run_study(
     second study of the same folder is refused at once); each step locks its own folder too."""
     from .outputs import claim
 
+    if resume and force:
+        raise ValueError(
+            "`resume` continues the study in the output folder and `force` starts it afresh: "
+            "give one of them"
+        )
     with claim(out, "easyhard study"):
-        return _study(cfg, out, resume, quiet, say)
+        if force and os.path.isdir(out):
+            check_replaceable(cfg, out)
+        return _study(cfg, out, resume, force, quiet, say)
 
 
-def _study(cfg: StudyConfig, out: str, resume: bool, quiet: bool, say) -> str:
+def check_replaceable(cfg: StudyConfig, out: str) -> None:
+    """May `force` start the study afresh in `out`? Every entry must be a step's folder that
+    this study writes (or a step's own hidden leftover, which that step clears), and its score
+    folders may hold no run this study does not name; refuses naming the first that is not."""
+    from . import overlap, report, similarity
+    from .io import OutputExistsError
+    from .io import check_replaceable as check_output
+    from .runfolder import check_job_output, job_runs, other_runs
+
+    jobs = dict(study_jobs(cfg))
+    analyses = {OVERLAP: overlap, SIMILARITY: similarity, REPORT: report}
+    steps = (RUNS, SEEDS, OVERLAP, SIMILARITY, REPORT)
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name)
+        if name.startswith(".") and name[1:].split(".")[0] in steps:
+            continue  # a step's interrupted replacement (easyhard.outputs): the step clears it
+        if name not in steps or os.path.islink(path) or not os.path.isdir(path):
+            raise OutputExistsError(
+                f"{out} holds {name}, which a study does not write: `force` does not delete it; "
+                "move it or choose another folder"
+            )
+        if name in (RUNS, SEEDS) and name not in jobs:
+            raise OutputExistsError(
+                f"{path} holds an earlier study's runs of more seeds, which this study does not "
+                "train (no `seed_runs`): `force` does not delete them; move it away or choose "
+                "another folder"
+            )
+        if name in analyses:  # what the step's own `force` will check again, checked first
+            check_output(path, analyses[name].MANIFEST, analyses[name].FORMAT, True)
+            continue
+        check_job_output(jobs[name], path)
+        left = other_runs(path, job_runs(jobs[name]))
+        if left:
+            raise OutputExistsError(
+                f"{path} holds run folder(s) this study does not name ({', '.join(left[:6])}"
+                f"{' ...' if len(left) > 6 else ''}): `force` replaces only the runs it writes, "
+                "and the analyses would not read these; move them away or choose another folder"
+            )
+
+
+def _study(cfg: StudyConfig, out: str, resume: bool, force: bool, quiet: bool, say) -> str:
     from .overlap import run_overlap
     from .report import HTML, write_report
     from .runfolder import run_folder_name
     from .similarity import run_similarity
     from .train import train_job
 
-    if os.path.isdir(out) and os.listdir(out) and not resume:
+    if os.path.isdir(out) and os.listdir(out) and not (resume or force):
         raise ValueError(
-            f"{out} is not empty: pass `resume` to continue the study there, or choose another "
-            "folder"
+            f"{out} is not empty: pass `resume` to continue the study there or `force` to start "
+            "it afresh, or choose another folder"
         )
     jobs = study_jobs(cfg)
     for step, (folder, job) in enumerate(jobs, 1):
         seeds = f"{job.seed}..{job.seed + job.runs - 1}" if job.runs > 1 else str(job.seed)
         say(f"{step}/5 scoring {', '.join(job.archs)} (seed {seeds})")
-        train_job(job, os.path.join(out, folder), resume=resume, quiet=quiet)
+        train_job(job, os.path.join(out, folder), resume=resume, quiet=quiet, force=force)
     folders = [os.path.join(out, folder) for folder, _ in jobs]
     analyses = []
     if len(cfg.archs) + cfg.seed_runs >= 2:

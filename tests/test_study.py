@@ -73,3 +73,51 @@ def test_a_study_killed_while_rewriting_an_analysis_resumes(tmp_path, monkeypatc
     assert r.exit_code == 0, r.output
     assert (out / "overlap" / "overlap.json").exists() and (out / "report" / "report.html").exists()
     assert [n for n in os.listdir(out) if n.startswith(".")] == []
+
+
+def test_force_starts_an_earlier_study_afresh_and_deletes_nothing_else(tmp_path):
+    """`study --force` (there was none: a changed study needed the folder deleted by hand) goes
+    through each step's own force; it refuses, before deleting anything, a folder holding what a
+    study does not write or runs this study does not name."""
+    import os
+
+    from easyhard import SampleStats
+
+    out = tmp_path / "s"
+
+    def study(*extra):
+        return CliRunner().invoke(main, ["study", *SMALL, *extra, "--out", str(out)])
+
+    assert study().exit_code == 0
+    r = study("--resume", "--force")
+    assert r.exit_code == 1 and "give one of them" in r.output, r.output
+
+    def snapshot():
+        return sorted(
+            (os.path.relpath(os.path.join(d, f), out), os.path.getmtime(os.path.join(d, f)))
+            for d, _, files in os.walk(out)
+            for f in files
+        )
+
+    before = snapshot()
+    refusals = [
+        (("--arch", "resnet8", "--arch", "resnet20"), "does not name (convnet-run0)"),
+        (("--seed-runs", "0"), "runs of more seeds, which this study does not train"),
+    ]
+    for extra, message in refusals:
+        r = study("--force", *extra)
+        assert r.exit_code == 1 and message in r.output, r.output
+    (out / "notes.txt").write_text("mine")
+    r = study("--force")
+    assert r.exit_code == 1 and "holds notes.txt, which a study does not write" in r.output
+    (out / "notes.txt").unlink()
+    (out / "overlap" / "mine.txt").write_text("mine")
+    r = study("--force")
+    assert r.exit_code == 1 and "overlap" in r.output and "not empty" not in r.output, r.output
+    (out / "overlap" / "mine.txt").unlink()
+    assert snapshot() == before  # every refusal came before anything was written or deleted
+    r = study("--force", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    for folder in ("runs/resnet8-run0", "runs/convnet-run0", "seeds/resnet8-run0"):
+        assert SampleStats.load(out / folder / "scores.npz").epochs == 1
+    assert json.loads((out / "report" / "report.json").read_text())["sections"]

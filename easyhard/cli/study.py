@@ -14,11 +14,12 @@ from ._base import NON_CONFIG_OPTIONS, config_options, make_config, output_optio
 @output_options(
     "Output folder: runs/, seeds/, overlap/, similarity/, report/.",
     resume=True,
-    force=None,
+    force="Start an earlier study in --out afresh: each step replaces what it wrote (refused "
+    "when the folder holds anything else).",
     as_json=None,
     quiet=NON_CONFIG_OPTIONS["--quiet"] + ".",
 )
-def study_cmd(out_dir, resume, quiet, **settings):
+def study_cmd(out_dir, resume, force, quiet, **settings):
     """The main job: score (architectures, and one of them with more seeds), analyse overlap and
     similarity, and write the report; prints where report.html is.
 
@@ -31,7 +32,9 @@ def study_cmd(out_dir, resume, quiet, **settings):
 
     cfg = make_config(StudyConfig, settings)
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(f"== {msg}", err=True))
-    click.echo(f"report: {run_study(cfg, out_dir, resume=resume, quiet=quiet, say=say)}")
+    click.echo(
+        f"report: {run_study(cfg, out_dir, resume=resume, force=force, quiet=quiet, say=say)}"
+    )
 
 
 COMMANDS = (study_cmd,)
