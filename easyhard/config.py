@@ -94,6 +94,14 @@ class Config:
         """Raise ConfigError naming the first field whose value is not allowed."""
         for f in dataclasses.fields(self):
             check_value(f, getattr(self, f.name))
+        window, score = getattr(self, "window", None), getattr(self, "score", None)
+        if isinstance(window, int) and isinstance(score, str):  # a score ranked over a window
+            from .scores import check_window
+
+            try:
+                check_window([s.strip() for s in score.split(",")], window)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
 
 def value_type(f: dataclasses.Field) -> type:
@@ -147,7 +155,8 @@ DEVICE = (r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")
 
 
 def window_field(help: str) -> Any:
-    """`window`: the first K epochs counted by easiness (None: every recorded epoch)."""
+    """`window`: the first K epochs counted by the scores that have a window (scores.WINDOWED:
+    all but forgetting and margin; None: every recorded epoch)."""
     return setting(None, help, min=1, type=int)
 
 

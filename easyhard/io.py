@@ -305,12 +305,39 @@ def seal_output(
     record = {
         **record,
         "files": dict(sorted(files.items())),
+        "mtimes": {rel: _mtime_ns(os.path.join(folder, rel)) for rel in sorted(files)},
         "entries": sorted({rel.split("/")[0] for rel in files} | {manifest_name}),
         "file_count": len(files) + 1,
     }
     with atomic_write(os.path.join(folder, manifest_name), "w") as f:
         json.dump(record, f, indent=1)
     return record
+
+
+def _mtime_ns(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _edited(folder: str, record: dict, here: dict[str, int]) -> list[str]:
+    """The files of `here` whose modification time differs from the one the manifest recorded
+    (``mtimes``, since 0.3: an edit that kept the size); a manifest without them is not
+    checked this way, one whose times are not integers is refused."""
+    mtimes = record.get("mtimes")
+    if mtimes is None:
+        return []
+    if not isinstance(mtimes, dict) or any(
+        isinstance(t, bool) or not isinstance(t, (int, type(None))) for t in mtimes.values()
+    ):
+        raise OutputExistsError(
+            f"the manifest of {folder} does not record its files' times as easyhard does: it is "
+            "not an easyhard output; choose another folder"
+        )
+    return sorted(
+        rel for rel in here if rel in mtimes and mtimes[rel] != _mtime_ns(os.path.join(folder, rel))
+    )
 
 
 def read_json_object(path: str) -> dict | None:
@@ -390,6 +417,13 @@ def check_replaceable(folder: str, manifest_name: str, fmt: str, force: bool) ->
             f"{os.path.join(folder, changed[0])} was changed since easyhard wrote it (its size "
             "differs); `force=True` does not delete a file someone edited: move it or choose "
             "another folder"
+        )
+    edited = _edited(folder, record, here)
+    if edited:
+        raise OutputExistsError(
+            f"{os.path.join(folder, edited[0])} was modified since easyhard wrote it (its "
+            "modification time differs: edited, or copied without keeping times); `force=True` "
+            "does not delete a file someone may have edited: move it or choose another folder"
         )
     return {**here, manifest_name: os.lstat(manifest).st_size}
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import __version__
-from .scores import DIRECTION, compute_scores, hardness
+from .scores import DIRECTION, check_same_window, compute_scores, hardness
 
 if TYPE_CHECKING:
     from .config import OverlapConfig
@@ -148,6 +148,7 @@ def load_runs(
             if len(run.labels) != len(first.labels) or not np.array_equal(run.labels, first.labels):
                 raise ValueError(f"{f} and {first.file} disagree on the examples or their labels")
         runs.append(run)
+    check_same_window([(r.file, int(r.metadata.get("epochs") or 0)) for r in runs], window)
     return runs
 
 
@@ -499,7 +500,8 @@ def findings(result: dict[str, Any]) -> list[str]:
     the easiest and hardest sets' Jaccard as multiples of chance (at the p nearest 10%); then one
     sentence comparing the pairs that differ in architecture with those that differ only in seed,
     initialisation or data order (the paper's "is it SGD?" question), judged by the spread over
-    pairs when each group has several (one pair each has no spread: the sentence says so)."""
+    pairs when each group has several (one pair in a group has no spread: the sentence gives the
+    ratio and withholds the verdict)."""
     groups = result.get("groups") or {}
     ps = result.get("ps") or []
     if not groups or not ps:
@@ -553,8 +555,15 @@ def findings(result: dict[str, Any]) -> list[str]:
                 spread = "every architecture pair overlaps more than every seed pair"
             else:
                 spread = "the ranges over pairs overlap"
-        else:
-            spread = "one pair in a group has no spread to judge the difference by"
+        else:  # one pair has no spread: the ratio is said, no conclusion drawn from it
+            out.append(
+                f"Pairs that differ in architecture overlap {rel['easy']:.2f}x (easiest) and "
+                f"{rel['hard']:.2f}x (hardest) as much as pairs that differ "
+                f"{SEED_GROUPS[seed_name]}; with one pair in a group there is no spread to tell "
+                "that from the variation between pairs, so no verdict (more seeds or "
+                "architectures give one)."
+            )
+            return out
         out.append(
             f"Pairs that differ in architecture overlap {rel['easy']:.2f}x (easiest) and "
             f"{rel['hard']:.2f}x (hardest) as much as pairs that differ "

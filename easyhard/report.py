@@ -522,8 +522,15 @@ def build(
 ) -> tuple[dict[str, Section], dict[str, bytes], dict[str, Any], list[dict[str, str]]]:
     """The report's sections (HTML and Markdown pieces), its figures, its provenance and its
     headlines ({"section", "text"}: the analyses' findings, as the summary states them)."""
+    from .scores import check_same_window
+
     found = collect(inputs)
     runs = [load_run(f, window) for f in found.runs]
+    names = [r.name for r in runs]
+    for r in runs:  # two runs of one name (the same arch and seed in two jobs): told apart
+        if names.count(r.name) > 1:
+            parent = os.path.basename(os.path.dirname(r.folder))
+            r.name += f" ({os.path.join(parent, os.path.basename(r.folder))})"
     check_one_dataset(
         [(r.folder, r.fingerprint) for r in runs]
         + [
@@ -532,6 +539,7 @@ def build(
             for folder in folders
         ]
     )
+    check_same_window([(r.path, int(r.metadata.get("epochs") or 0)) for r in runs], window)
     figures: dict[str, bytes] = {}
     sections = {key: Section(key) for key in SECTIONS}
     if runs:

@@ -54,14 +54,46 @@ DIRECTION = {
     "variability": "neither",
 }
 SCORES = tuple(DIRECTION)
+#: The scores a window of early epochs applies to: those the per-epoch record (the history) can
+#: give for its first epochs. Forgetting and margin are sums over every presentation that the
+#: record keeps only in total, so they have no window (check_window refuses one).
+WINDOWED = ("easiness", "easiness_plain", "first_learned", "el2n", "confidence", "variability")
+
+
+def check_window(scores: str | Sequence[str], window: int | None) -> None:
+    """Refuse a window for a score that has none (not in WINDOWED): it would be labelled with
+    the window while it counts every epoch."""
+    names = [scores] if isinstance(scores, str) else list(scores)
+    whole = [n for n in names if n in SCORES and n not in WINDOWED]
+    if window is not None and whole:
+        raise ValueError(
+            f"{whole[0]} is counted over every presentation (the per-epoch record keeps no "
+            f"{whole[0]} of its own), so it has no `window`: leave `window` out for it"
+        )
+
+
+def check_same_window(epochs: Sequence[tuple[str, int]], window: int | None) -> None:
+    """Runs averaged or compared, as (name, epochs recorded): without a window they must have
+    recorded as many epochs, else a score over all epochs counts different windows (merging,
+    the overlap analysis and the report refuse alike)."""
+    if window is not None or not epochs:
+        return
+    first_name, first = epochs[0]
+    for name, e in epochs[1:]:
+        if e != first:
+            raise ValueError(
+                f"{name} has {e} epochs, {first_name} {first}: scores over all epochs would "
+                f"count different windows; set `window` to at most {min(e, first)} epoch(s)"
+            )
 
 
 def compute_scores(
     stats: RunStatistics, window: int | None = None, names: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
     """The scores of one run (definitions: Scores), with ``never_learned`` and
-    ``never_presented``. `window`: epochs counted by easiness. `names`: only these scores (default:
-    all of SCORES); each is computed only when asked for."""
+    ``never_presented``. `window`: the first epochs counted by the WINDOWED scores (forgetting
+    and margin count every presentation). `names`: only these scores (default: all of SCORES);
+    each is computed only when asked for."""
     hist = stats.history  # [E, N]
     # the closed epochs only, as the history holds them: an epoch still open (a file saved
     # mid-epoch, or before the last end_epoch) would count in forgetting, EL2N and margin and
@@ -101,12 +133,21 @@ def compute_scores(
         return np.divide(correct, pres, out=np.zeros_like(correct), where=pres > 0)
 
     def first_learned():
-        learned = hist["correct"] > 0
-        return np.where(learned.any(0), learned.argmax(0), E).astype(np.float64)
+        learned = hist["correct"][:w] > 0
+        return np.where(learned.any(0), learned.argmax(0), w).astype(np.float64)
+
+    def el2n():
+        if w == E:  # every epoch: the exact float64 sums
+            return np.where(finite > 0, tot["el2n_sum"] / safe, np.sqrt(2.0))
+        early = hist[:w]  # the epochs' means (float16: within 1e-3), weighted by presentations
+        pres = early["presentations"].astype(np.float64)
+        n = pres.sum(0)
+        total = (early["el2n"].astype(np.float64) * pres).sum(0)
+        return np.where(n > 0, total / np.maximum(n, 1), np.sqrt(2.0))
 
     def confidence_variability(which: str):
-        seen = hist["presentations"] > 0
-        epoch_prob = np.where(seen, hist["prob"].astype(np.float64), np.nan)
+        seen = hist["presentations"][:w] > 0
+        epoch_prob = np.where(seen, hist["prob"][:w].astype(np.float64), np.nan)
         with np.errstate(invalid="ignore"):
             n_seen = seen.sum(0)
             conf = np.where(n_seen > 0, np.nansum(epoch_prob, 0) / np.maximum(n_seen, 1), 0.0)
@@ -123,7 +164,7 @@ def compute_scores(
         "easiness_plain": plain,
         "forgetting": lambda: np.where(never, E, tot["forgetting_events"]).astype(np.float64),
         "first_learned": first_learned,
-        "el2n": lambda: np.where(finite > 0, tot["el2n_sum"] / safe, np.sqrt(2.0)),
+        "el2n": el2n,
         "margin": lambda: np.where(finite > 0, tot["margin_sum"] / safe, -np.inf),
         "confidence": lambda: confidence_variability("confidence"),
         "variability": lambda: confidence_variability("variability"),
@@ -180,23 +221,27 @@ class Scores(dict):
       tie-breaking (select's ``tie_seed``), never by dataset index.
     - forgetting (higher_harder, [0, epochs]): forgetting events (correct, then incorrect at the
       next presentation) over all presentations; examples never classified correctly get the number
-      of epochs, as in Toneva et al. (2019).
+      of epochs, as in Toneva et al. (2019). No window: every presentation counts.
     - first_learned (higher_harder, [0, epochs]): the first epoch with a correct presentation;
-      never-learned examples get the number of epochs.
-    - el2n (higher_harder, [0, sqrt 2]): mean EL2N over finite presentations (Paul et al., 2021).
+      never-learned examples get the number of epochs (in a window: of its epochs).
+    - el2n (higher_harder, [0, sqrt 2]): mean EL2N over finite presentations (Paul et al., 2021);
+      in a window, over the window's presentations, from the per-epoch means (float16: within
+      1e-3 of the exact mean), the early-training EL2N Paul et al. rank by.
     - margin (higher_easier, real): mean margin over finite presentations: the area under the margin
-      (AUM, Pleiss et al., 2020) divided by presentations.
-    - confidence (higher_easier, [0, 1]): mean over epochs of the epoch's mean true-class
-      probability (dataset cartography, Swayamdipta et al., 2020).
-    - variability (neither, [0, 0.5]): standard deviation over epochs of that probability.
+      (AUM, Pleiss et al., 2020) divided by presentations. No window: every presentation counts.
+    - confidence (higher_easier, [0, 1]): mean over epochs (of the window) of the epoch's mean
+      true-class probability (dataset cartography, Swayamdipta et al., 2020).
+    - variability (neither, [0, 0.5]): standard deviation over epochs (of the window) of that
+      probability.
     - never_learned: bool, presented but never classified correctly (not a ranking score).
     - never_presented: bool, never presented to the model (e.g. an unreadable image dropped by
       ``--skip-corrupt``). Such an example keeps its row, in dataset order, with every score NaN
       (its scores measure nothing); selection and analysis exclude it and count it.
 
     Attributes: ``num_classes``, ``fingerprint`` (of the data scored, or None), ``window`` (the
-    epochs easiness counted; None: all), ``runs`` (how many runs the scores average),
-    ``per_run`` (merged in memory: name -> float64 [runs, N]) and ``metadata``.
+    first epochs the WINDOWED scores counted, all but forgetting and margin; None: all),
+    ``runs`` (how many runs the scores average), ``per_run`` (merged in memory: name -> float64
+    [runs, N]) and ``metadata``.
     """
 
     def __init__(
@@ -346,12 +391,7 @@ def _merge_runs(named: Sequence[tuple[str, RunStatistics]], window: int | None):
                 f"{name} records the {meta.get('view')!r} view, {first_name} the "
                 f"{first_meta.get('view')!r} view: views are never merged"
             )
-        if window is None and stats.epochs != first.epochs:
-            raise ValueError(
-                f"{name} has {stats.epochs} epochs, {first_name} {first.epochs}: easiness "
-                "over all epochs would count different windows; set `window` to "
-                f"at most {min(stats.epochs, first.epochs)} epoch(s)"
-            )
+        check_same_window([(first_name, first.epochs), (name, stats.epochs)], window)
         per_run.append((meta, compute_scores(stats, window)))
     names = list(per_run[0][1])
     stacked = {n: np.stack([r[1][n].astype(np.float64) for r in per_run]) for n in names}

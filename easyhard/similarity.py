@@ -399,8 +399,13 @@ def find_feature_model(
         )
     if own:
         folder, ckpt, arch = own[0]
+        why = (
+            "every run in the score folder fed these scores"
+            if len(own) > 1
+            else "no other run in the score folder"
+        )
         return FeatureSource(
-            ckpt, folder, arch, True, "the scoring run itself (no other run in the score folder)"
+            ckpt, folder, arch, True, f"a run that produced these scores itself ({why})"
         )
     return None
 
@@ -981,6 +986,8 @@ def findings(record: dict[str, Any]) -> list[str]:
         if not classes and not isinstance(pooled, dict):
             continue
         n = len(classes)
+        skipped = sum(1 for pc in record.get("per_class") or [] if pc.get("skipped"))
+        measured = f"{n} classes" + (f" (and {skipped} too small to measure)" if skipped else "")
         v = {
             w: [_verdict(pc[space].get(f"{w}_over_random")) for pc in classes]
             for w in ("easy", "hard")
@@ -990,7 +997,7 @@ def findings(record: dict[str, Any]) -> list[str]:
             parts.append(
                 f"Within classes ({SPACE_NAMES[space]}), the easiest {frac:.0%} is tighter than "
                 f"class-matched random sets (95% interval below 1) in {v['easy'].count('below')} "
-                f"of {n} classes and more diverse (above 1) in {v['easy'].count('above')}; the "
+                f"of {measured} and more diverse (above 1) in {v['easy'].count('above')}; the "
                 f"hardest {frac:.0%} is more diverse (interval above 1) in "
                 f"{v['hard'].count('above')} of {n} and tighter in {v['hard'].count('below')}."
             )

@@ -71,20 +71,38 @@ def run_study(
     with claim(out, "easyhard study"):
         if force and os.path.isdir(out):
             check_replaceable(cfg, out)
+        elif resume:  # the analyses are replaced after the scoring: refused before it
+            check_analyses(out)
         return _study(cfg, out, resume, force, quiet, say)
+
+
+def _analyses() -> dict:
+    from . import overlap, report, similarity
+
+    return {OVERLAP: overlap, SIMILARITY: similarity, REPORT: report}
+
+
+def check_analyses(out: str) -> None:
+    """Each analysis folder of the study that exists holds an earlier analysis of its kind and
+    nothing else, which the study replaces (as the analyses' own `force` checks, before the
+    scoring rather than after it)."""
+    from .io import check_replaceable as check_output
+
+    for name, module in _analyses().items():
+        path = os.path.join(out, name)
+        if os.path.lexists(path):
+            check_output(path, module.MANIFEST, module.FORMAT, True)
 
 
 def check_replaceable(cfg: StudyConfig, out: str) -> None:
     """May `force` start the study afresh in `out`? Every entry must be a step's folder that
     this study writes (or a step's own hidden leftover, which that step clears), and its score
     folders may hold no run this study does not name; refuses naming the first that is not."""
-    from . import overlap, report, similarity
     from .io import OutputExistsError
-    from .io import check_replaceable as check_output
     from .runfolder import check_job_output, job_runs, other_runs
 
     jobs = dict(study_jobs(cfg))
-    analyses = {OVERLAP: overlap, SIMILARITY: similarity, REPORT: report}
+    check_analyses(out)  # what the steps' own `force` will check again, checked first
     steps = (RUNS, SEEDS, OVERLAP, SIMILARITY, REPORT)
     for name in sorted(os.listdir(out)):
         path = os.path.join(out, name)
@@ -101,8 +119,7 @@ def check_replaceable(cfg: StudyConfig, out: str) -> None:
                 "train (no `seed_runs`): `force` does not delete them; move it away or choose "
                 "another folder"
             )
-        if name in analyses:  # what the step's own `force` will check again, checked first
-            check_output(path, analyses[name].MANIFEST, analyses[name].FORMAT, True)
+        if name not in jobs:  # an analysis: checked above
             continue
         check_job_output(jobs[name], path)
         left = other_runs(path, job_runs(jobs[name]))
@@ -144,7 +161,8 @@ def _study(cfg: StudyConfig, out: str, resume: bool, force: bool, quiet: bool, s
     features = None
     if len(cfg.archs) > 1:  # "easy" measured by another model than the one that defines it
         features = os.path.join(out, RUNS, run_folder_name(cfg.archs[1], 0))
-    similarity = SimilarityConfig(**data, device=cfg.device, features=features)
+    # "easy" as the overlap and the merged scores count it: the study's window
+    similarity = SimilarityConfig(**data, device=cfg.device, features=features, window=cfg.window)
     similarity.validate()
     first = os.path.join(out, RUNS, run_folder_name(cfg.archs[0], 0))
     run_similarity(similarity, first, os.path.join(out, SIMILARITY), force=True)

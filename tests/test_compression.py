@@ -60,7 +60,7 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
         "--window",
         "1,2",
         "--score",
-        "easiness,el2n",
+        "easiness,margin",
         "--keep",
         "0.5",
         "--seeds",
@@ -75,14 +75,14 @@ def test_every_axis_with_cost_and_external_scores(tmp_path, scored):
     summary = json.loads(r.output)
     rows = read_results(out / RESULTS)
     assert all(set(ROW_FIELDS) <= row.keys() for row in rows)
-    # easiness over 2 windows, el2n (which counts every epoch whatever the window) once, and 2
+    # easiness over 2 windows, margin (which has no window: every epoch) once, and 2
     # externals: 5 rankings; per ranking and seed: the full data and 4 strategies at one fraction
     rankings = {row["ranking"] for row in rows}
     assert summary["rankings"] == 5 and len(rankings) == 5
     assert rankings == {
         "easiness (convnet-run0, 1 epoch)",
         "easiness (convnet-run0, 2 epochs)",
-        "el2n (convnet-run0, 2 epochs)",
+        "margin (convnet-run0, 2 epochs)",
         "mine (external)",
         "flip (external)",
     }

@@ -97,7 +97,8 @@ def test_every_cell_trains_once_and_the_outputs_are_complete(tmp_path, scores):
     before = (out / RESULTS).read_text()
     r = removal(scores, out, *grid)
     assert r.exit_code == 0, r.output
-    assert "22 finished earlier, 0 to train" in r.output and "| 50% | hardest |" in r.output
+    assert "22 finished earlier (by any experiment in the folder), 0 to train" in r.output
+    assert "| 50% | hardest |" in r.output
     assert (out / RESULTS).read_text() == before
 
 
@@ -343,6 +344,13 @@ def test_no_train_reports_what_has_finished(tmp_path, scores):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["trained"] == 0 and sorted(os.listdir(out / CELLS)) == cells_before
+    assert summary["reused"] == 2  # it said 4: every cell, finished or not
+    # said as such (it said "4 finished earlier, 0 to train"; found by a careless-user helper)
+    r = removal(scores, out, "--fractions", "0.5", "--orders", "easiest", "--seeds", "2",
+                "--no-train")  # fmt: skip
+    assert "2 finished earlier (by any experiment in the folder), 2 unfinished, not trained" in (
+        r.output
+    ), r.output
     assert {row["seed"] for row in read_results(out / RESULTS)} == {0}
     assert "**Partial**: 2 of 4 distinct trainings" in (out / SUMMARY).read_text()
     manifest = json.loads((out / MANIFEST).read_text())["experiments"]["removal"]

@@ -292,3 +292,29 @@ def test_the_table_says_how_many_examples_each_set_holds():
     table = format_table(result)
     assert "examples in each set: p=1e-09: 1, p=0.1: 24" in table
     assert "p=1e-09 of 240 examples rounds to none" in table
+
+
+def test_the_architecture_verdict_needs_several_pairs_in_each_group():
+    """The "is it SGD?" sentence: a verdict and the spread over pairs when each group has several
+    pairs; with one pair in a group, the ratio without a verdict."""
+    from easyhard.overlap import findings
+
+    def group(pairs, mean, low, high):
+        cells = [
+            {"set": w, "p": 0.1, "ratio": mean / 0.1, "chance": 0.1,
+             "jaccard": {"mean": mean, "min": low, "max": high}}
+            for w in ("easy", "hard")
+        ]  # fmt: skip
+        return {"pairs": pairs, "overlap": cells}
+
+    def result(arch, seed):
+        return {"ps": [0.1], "groups": {"arch": arch, "seed": seed}}
+
+    many = findings(result(group(4, 0.3, 0.25, 0.35), group(3, 0.6, 0.55, 0.65)))[-1]
+    assert "the architecture changes which examples" in many
+    assert "every architecture pair overlaps less than every seed pair" in many
+    alike = findings(result(group(4, 0.58, 0.5, 0.7), group(3, 0.6, 0.55, 0.65)))[-1]
+    assert "about as shared across architectures" in alike and "ranges over pairs overlap" in alike
+    one = findings(result(group(4, 0.3, 0.25, 0.35), group(1, 0.6, 0.6, 0.6)))[-1]
+    assert "0.50x (easiest)" in one and "so no verdict" in one
+    assert "the architecture changes" not in one

@@ -49,6 +49,41 @@ def test_scores_on_a_scripted_run():
         compute_scores(scripted_stats(), window=4)
 
 
+def test_a_window_counts_the_first_epochs_of_every_score_that_has_one():
+    """`window` was easiness's only, while every output labelled the other scores with it too
+    (an EL2N ranked "over the first epoch" counted every epoch; found by a careless-user helper).
+    Now every score the per-epoch record can give for its first epochs counts the window;
+    forgetting and margin, kept only in total, refuse one."""
+    from easyhard.config import ConfigError, OverlapConfig, SelectConfig
+    from easyhard.scores import WINDOWED, check_window
+
+    stats = scripted_stats()
+    whole, first = compute_scores(stats), compute_scores(stats, window=1)
+    hist = stats.history
+    np.testing.assert_allclose(first["el2n"], hist["el2n"][0].astype(np.float64))
+    np.testing.assert_allclose(first["confidence"], hist["prob"][0], rtol=1e-6)
+    assert first["variability"].tolist() == [0.0] * 4  # one epoch: no spread
+    assert first["first_learned"].tolist() == [0, 0, 1, 1]  # example 2 not within 1 epoch
+    assert whole["first_learned"].tolist() == [0, 0, 1, 3]
+    np.testing.assert_allclose(  # two epochs: the per-epoch means averaged (float16: 1e-3)
+        compute_scores(stats, window=2)["el2n"], hist["el2n"][:2].astype(np.float64).mean(0)
+    )
+    np.testing.assert_allclose(  # the whole window is the exact sums, not the float16 means
+        compute_scores(stats, window=3)["el2n"], whole["el2n"], rtol=0, atol=0
+    )
+    for name in ("forgetting", "margin"):  # no window: the same either way, and refused
+        np.testing.assert_array_equal(first[name], whole[name])
+        assert name not in WINDOWED
+        with pytest.raises(ValueError, match=f"{name} is counted over every presentation"):
+            check_window(name, 1)
+        with pytest.raises(ConfigError, match="has no `window`"):
+            OverlapConfig(score=name, window=1).validate()
+        with pytest.raises(ConfigError, match="has no `window`"):
+            SelectConfig(keep="0.5", score=name, window=2).validate()
+    check_window(["easiness", "el2n"], 1)
+    OverlapConfig(score="forgetting").validate()  # no window: fine
+
+
 def test_easiness_is_graded():
     """Examples correct at every observation are ordered by their probability, not tied."""
     g = torch.Generator().manual_seed(0)

@@ -114,10 +114,17 @@ def test_force_starts_an_earlier_study_afresh_and_deletes_nothing_else(tmp_path)
     (out / "overlap" / "mine.txt").write_text("mine")
     r = study("--force")
     assert r.exit_code == 1 and "overlap" in r.output and "not empty" not in r.output, r.output
+    # --resume too, before scoring (it was refused after the scoring; found by a careless-user
+    # helper)
+    r = study("--resume")
+    assert r.exit_code == 1 and "mine.txt" in r.output, r.output
     (out / "overlap" / "mine.txt").unlink()
     assert snapshot() == before  # every refusal came before anything was written or deleted
-    r = study("--force", "--epochs", "1")
+    r = study("--force", "--epochs", "1", "--window", "1")
     assert r.exit_code == 0, r.output
     for folder in ("runs/resnet8-run0", "runs/convnet-run0", "seeds/resnet8-run0"):
         assert SampleStats.load(out / folder / "scores.npz").epochs == 1
     assert json.loads((out / "report" / "report.json").read_text())["sections"]
+    # every step counts the study's window, the similarity too (it counted every epoch)
+    assert json.loads((out / "similarity" / "similarity.json").read_text())["window"] == 1
+    assert json.loads((out / "overlap" / "overlap.json").read_text())["window"] == 1

@@ -104,11 +104,6 @@ ROW_FIELDS = (
 )
 
 
-#: The scores that count only the first `window` epochs (scores.compute_scores); the others
-#: always span every recorded epoch, so other windows give them no ranking of their own.
-WINDOWED = ("easiness", "easiness_plain")
-
-
 STRATEGY_RANK = {
     REFERENCE: 0,
     **{s: i + 1 for i, s in enumerate(COMPRESSION_STRATEGIES + DYNAMIC_STRATEGIES)},
@@ -293,7 +288,7 @@ def build_rankings(
 ) -> tuple[list[Ranking], np.ndarray, dict[str, str]]:
     """Every ranking of the grid, the examples that take part (presented in every scoring run),
     and label -> sha256 of every input file."""
-    from ..scores import excluded, hardness
+    from ..scores import WINDOWED, excluded, hardness
 
     rankings: list[Ranking] = []
     alive = np.ones(len(train), dtype=bool)
@@ -310,7 +305,7 @@ def build_rankings(
                     f"{', '.join(sorted(table.scores))}): choose another `score`"
                 )
             for score in cfg.score_list():
-                # only easiness counts a window; the others always span every recorded epoch
+                # forgetting and margin have no window (scores.WINDOWED): every recorded epoch
                 w = window if score in WINDOWED else None
                 if any(r.source == label and r.score == score and r.window == w for r in rankings):
                     continue
@@ -875,13 +870,12 @@ class Compression(Kind):
         fields = ("label", "score", "source", "window", "cost")
         return {"rankings": [{f: getattr(r, f) for f in fields} for r in self.rankings]}
 
-    def intro(self, where: str, requests: list, cells: dict, todo: list, context: dict) -> str:
+    def intro(self, where: str, requests: list, cells: dict, progress: str, context: dict) -> str:
         n, n_excluded = context["n"], context["excluded"]
         return (
             f"compression experiment in {where}: {len(self.rankings)} "
             f"ranking(s), {len(requests)} requested trainings, {len(cells)} distinct cells, "
-            f"{len(cells) - len(todo)} finished earlier (by either experiment), {len(todo)} to "
-            f"train; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else "")
+            f"{progress}; {n} examples" + (f" ({n_excluded} left out)" if n_excluded else "")
         )
 
     def rows(self, requests: list, results: dict[str, dict], excluded: int) -> list[dict]:

@@ -327,6 +327,12 @@ def report_blocks(folder: str, record: dict) -> list[tuple]:
     return blocks
 
 
+def _plain(text: str) -> str:
+    """A line of a summary file without its Markdown marks (headings' #, **bold**, `code`): the
+    report escapes its text blocks, so the marks showed as typed."""
+    return text.strip().lstrip("#").strip().replace("**", "").replace("`", "")
+
+
 def markdown_blocks(text: str) -> list[tuple]:
     """A summary file written by summary_markdown (paragraphs, headings, pipe tables) as blocks."""
     blocks: list[tuple] = []
@@ -334,7 +340,7 @@ def markdown_blocks(text: str) -> list[tuple]:
 
     def flush_table() -> None:
         rows = [
-            [c.strip() for c in line.strip().strip("|").split("|")]
+            [_plain(c) for c in line.strip().strip("|").split("|")]
             for line in table
             if not set(line.replace("|", "").strip()) <= set("-: ")
         ]
@@ -349,7 +355,7 @@ def markdown_blocks(text: str) -> list[tuple]:
         if table:
             flush_table()
         if line.strip():
-            blocks.append(("text", line.strip().lstrip("#").strip()))
+            blocks.append(("text", _plain(line)))
     if table:
         flush_table()
     return blocks

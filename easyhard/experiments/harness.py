@@ -548,8 +548,9 @@ class Kind:
         """Fields of its manifest entry besides the harness's."""
         return {}
 
-    def intro(self, state: str, requests: list, cells: dict, todo: list, context: dict) -> str:
-        """The line that says what this run of it will do."""
+    def intro(self, state: str, requests: list, cells: dict, progress: str, context: dict) -> str:
+        """The line that says what this run of it will do (`progress`: the harness's count of
+        the cells finished earlier and to train)."""
         raise NotImplementedError
 
     def rows(self, requests: list, results: dict[str, dict], excluded: int) -> list[dict]:
@@ -629,6 +630,16 @@ def _outputs(kind: Kind, out: str, requests, results, cells, context) -> tuple:
     return rows, stats, text
 
 
+def _todo(cells: dict[str, Cell], results: dict, train_missing: bool) -> tuple[list[Cell], str]:
+    """The cells to train now, and the intro's count of what finished and what is to train."""
+    missing = [c for c in cells.values() if c.id not in results]
+    left = (
+        f"{len(missing)} to train" if train_missing else f"{len(missing)} unfinished, not trained"
+    )
+    progress = f"{len(results)} finished earlier (by any experiment in the folder), {left}"
+    return (missing if train_missing else []), progress
+
+
 def run(
     kind: Kind,
     out: str,
@@ -690,15 +701,16 @@ def run(
     remove_stale_temps_of(out)
     requests, cells = adopt_cells(out, requests, cells)
     results = finished_cells(out, cells)
-    manifest(False, len(results))  # first: marks the folder as an experiment's
+    reused = len(results)
+    manifest(False, reused)  # first: marks the folder as an experiment's
     header = (
         f"written by easyhard experiment {kind.name} {__version__}: the resolved configuration."
         f"\nRepeat or continue it: {kind.usage} --config <a copy> --out <folder>"
     )
     write_text(os.path.join(out, config_file), to_toml(cfg, header))
     os.makedirs(os.path.join(out, CELLS), exist_ok=True)
-    todo = [c for c in cells.values() if c.id not in results] if train_missing else []
-    say(kind.intro(f"{os.path.abspath(out)} ({state})", requests, cells, todo, context))
+    todo, progress = _todo(cells, results, train_missing)
+    say(kind.intro(f"{os.path.abspath(out)} ({state})", requests, cells, progress, context))
 
     def done(cell: Cell, outcome: dict) -> None:
         results[cell.id] = outcome
@@ -720,7 +732,7 @@ def run(
         "requested": len(requests),
         "cells": len(cells),
         "trained": len(todo),
-        "reused": len(cells) - len(todo),
+        "reused": reused,
         "excluded": n_excluded,
         "full_steps": full_steps,
         "rows": rows,

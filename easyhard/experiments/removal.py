@@ -414,12 +414,12 @@ class Removal(Kind):
     def context(self) -> dict:
         return {"score_file": os.path.abspath(self.score_file)}
 
-    def intro(self, where: str, requests: list, cells: dict, todo: list, context: dict) -> str:
+    def intro(self, where: str, requests: list, cells: dict, progress: str, context: dict) -> str:
         n, n_excluded, budgets = context["n"], context["excluded"], self.cfg.budget_list()
         return (
             f"removal experiment in {where}: {len(requests)} requested "
             f"trainings, {len(cells)} distinct cells ({len(requests) - len(cells)} shared), "
-            f"{len(cells) - len(todo)} finished earlier, {len(todo)} to train; {n} examples"
+            f"{progress}; {n} examples"
             + (
                 f" ({n_excluded} never presented during scoring, left out of every subset)"
                 if n_excluded
