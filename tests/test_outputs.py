@@ -65,6 +65,29 @@ def test_force_compares_the_exact_files_not_their_count(tmp_path):
     assert (out / "a.txt").read_text() == "my edits"
 
 
+def test_force_keeps_an_edit_that_kept_the_size(tmp_path):
+    """Only sizes were compared: a same-size edit (a typo fixed) was deleted by --force (found
+    by a careless-user helper). The manifest records each file's modification time; a manifest
+    without them (0.2) is still checked by size alone."""
+    out = tmp_path / "out"
+    record = write(out, text="old")
+    assert set(record["mtimes"]) == {"a.txt", "sub/b.txt"}
+    (out / "sub" / "b.txt").write_text("OLDOLD")
+    with pytest.raises(OutputExistsError, match=r"b\.txt was modified since easyhard wrote it"):
+        write(out, force=True)
+    assert (out / "sub" / "b.txt").read_text() == "OLDOLD"
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["mtimes"]  # as 0.2 wrote it
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    write(out, force=True)
+    assert (out / "a.txt").read_text() == "new"
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["mtimes"]["a.txt"] = "yesterday"  # a manifest is input: not trusted
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(OutputExistsError, match="does not record its files' times"):
+        write(out, force=True)
+
+
 @pytest.mark.parametrize("bad", ["/abs/path/a.txt", "../victim.txt", "sub/../../victim.txt", ""])
 def test_a_crafted_manifest_deletes_nothing_outside(tmp_path, bad):
     victim = tmp_path / "victim.txt"
