@@ -43,7 +43,8 @@ from ..config import (
 )
 
 NON_CONFIG_OPTIONS = {
-    "--config": "A TOML file supplying any setting by its field name; flags override it",
+    "--config": "A TOML file supplying any setting by its field name, as the job's own "
+    "*-config.toml records them (e.g. archs for --arch); flags override it",
     "--out": "Where the command writes",
     "--force": "Replace an earlier easyhard output there (never anything else)",
     "--resume": "Continue the runs found in --out",
