@@ -550,6 +550,8 @@ def build(
         target = "experiments" if kind == "experiment" else kind
         for n, folder in enumerate(folders):
             texts, blocks = _analysis_view(modules[kind], kind, folder, found.records[folder])
+            if kind == "overlap" and runs:
+                blocks = _runs_not_shown(found.records[folder], runs) + blocks
             headlines += [{"section": target, "text": t} for t in texts]
             sections[target].blocks(blocks, f"{kind}{n}", figures)
     if headlines:
@@ -557,6 +559,23 @@ def build(
     for h in headlines:
         sections["summary"].headline(h["text"], h["section"])
     return sections, figures, _provenance(sections["provenance"], runs, found), headlines
+
+
+def _runs_not_shown(record: dict, runs: list[RunInfo]) -> list[tuple]:
+    """A note when an overlap analysis compared runs that the report does not show (it was given
+    the analysis and other runs): its figures and the run table would otherwise disagree."""
+    shown = {os.path.realpath(r.path) for r in runs}
+    theirs = [r.get("file") for r in record.get("runs") or [] if isinstance(r, dict)]
+    missing = [f for f in theirs if isinstance(f, str) and os.path.realpath(f) not in shown]
+    if not missing:
+        return []
+    return [
+        (
+            "text",
+            f"This analysis compared {len(theirs)} runs, {len(missing)} of which the report was "
+            f"not given (first: {missing[0]}); give them too to see them in the runs above.",
+        )
+    ]
 
 
 def _analysis_view(module, kind: str, folder: str, record: dict) -> tuple[list[str], list[tuple]]:

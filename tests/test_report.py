@@ -429,3 +429,17 @@ def test_an_example_no_run_presented_averages_to_nan_silently():
         warnings.simplefilter("error")
         got = mean_easiness(runs)
     np.testing.assert_array_equal(got, [0.75, np.nan, 1.0])
+
+
+def test_an_overlap_of_runs_the_report_was_not_given_says_so(study, tmp_path):
+    """The run table showed 2 runs, the overlap section 3, unexplained (found by a careless-user
+    helper): the section says which runs the report was not given."""
+    r = run(["report", study / "runs", study / "overlap", "--no-examples", "--quiet", "--out",
+             tmp_path / "r"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "This analysis compared 3 runs, 1 of which the report was not given" in page
+    assert "runs2" in page[page.index("This analysis compared") :][:400]
+    r = run(["report", study / "runs", study / "runs2", study / "overlap", "--no-examples",
+             "--quiet", "--out", tmp_path / "all"])  # fmt: skip
+    assert "This analysis compared" not in (tmp_path / "all" / "report.html").read_text()
