@@ -65,12 +65,8 @@ def select_table(table: ScoreTable, cfg: SelectConfig, where: str = "the scores"
     by `cfg.score` oriented by its known direction, leaves out never-presented examples."""
     from .scores import excluded, hardness
 
-    if cfg.score not in table.scores:
-        raise ValueError(
-            f"{where} holds no {cfg.score!r} score (it has {', '.join(sorted(table.scores))})"
-        )
     selection = select(
-        hardness(cfg.score, table.scores[cfg.score]),
+        hardness(cfg.score, table.column(cfg.score, where)),
         table.labels,
         table.num_classes,
         cfg.keep,
@@ -83,7 +79,7 @@ def select_table(table: ScoreTable, cfg: SelectConfig, where: str = "the scores"
         exclude=excluded(table),
         tie_seed=cfg.tie_seed,
     )
-    selection.info["window"] = cfg.window
+    selection.info["window"] = cfg.window if cfg.window is not None else table.window
     selection.fingerprint = table.fingerprint
     return selection
 

@@ -432,7 +432,8 @@ class ScoreConfig(TrainingRecipe, DataConfig):
         0, "Record a clean view every K steps inside the first epoch (0: off).", min=0
     )
     window: int | None = window_field(
-        "Epochs counted by easiness in the merged file (default: all)."
+        "The first epochs the merged scores count (forgetting and margin, which have no "
+        "window, are then left out; default: all)."
     )
 
     def __post_init__(self) -> None:
@@ -494,7 +495,9 @@ class SelectConfig(Config):
         max=1,
         max_open=True,
     )
-    window: int | None = window_field("Epochs counted by easiness (default: all recorded epochs).")
+    window: int | None = window_field(
+        "The first epochs the scores count (forgetting and margin have no window; default: all)."
+    )
     bins: int = setting(50, "Score bins of the stratified strategy.", min=1)
     seed: int = setting(0, "Seed of the random and stratified strategies.", min=0, max=SEED_MAX)
     tie_seed: int | None = setting(
@@ -647,7 +650,8 @@ class OverlapConfig(Config):
         choices=RANKING_SCORES,
     )
     window: int | None = window_field(
-        "Epochs counted by easiness: the first K (the paper's early training; default: all)."
+        "The first K epochs the score counts (the paper's early training; forgetting and "
+        "margin have no window; default: all)."
     )
     view: str = setting(
         "train",
@@ -677,7 +681,7 @@ class ReportConfig(Config):
 
     title: str = setting("easyhard report", "The page's title.")
     window: int | None = window_field(
-        "Epochs counted by easiness in the runs' figures (default: all)."
+        "The first epochs the runs' scores count in the figures (default: all)."
     )
     examples: bool = setting(
         True, "Image grids of the easiest and hardest examples (reads the runs' dataset)."
@@ -700,7 +704,8 @@ class SimilarityConfig(DataConfig):
         "easiness", "The score that defines easy and hard.", choices=RANKING_SCORES
     )
     window: int | None = window_field(
-        "Epochs counted by easiness (a run's statistics file only; default: all)."
+        "The first epochs the score counts (a run's statistics file only; forgetting and "
+        "margin have no window; default: all)."
     )
     fraction: float = setting(
         0.1,
@@ -922,9 +927,9 @@ class CompressionConfig(ExperimentConfig):
 
     window: str | None = setting(
         None,
-        "Early epochs of the statistics files counted by easiness and easiness_plain, "
-        "comma-separated (e.g. 1,all: each a ranking of its own, with its own scoring cost; "
-        "the other scores always count every recorded epoch; default: all).",
+        "Early epochs of the statistics files the scores count, comma-separated (e.g. 1,all: "
+        "each a ranking of its own, with its own scoring cost; forgetting and margin have no "
+        "window and are ranked once, over every recorded epoch; default: all).",
         type=str,
     )
     keep: str = setting(

@@ -891,6 +891,9 @@ def load_dataset(
     image a uint8 CHW tensor, or what `transform` makes of the PIL image (`target_transform` gets
     the label); easyhard's own loaders ignore both and apply the training recipe's augmentation.
     """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    _check_split(split)  # every dataset: a typo never falls through to the other split
     if data_dir is not None:
         if root is not None and os.fspath(root) != os.fspath(data_dir):
             raise TypeError(
@@ -903,7 +906,20 @@ def load_dataset(
             "load_dataset() takes split='train' or split='test', not torchvision's train="
             f"{synthetic['train']!r}"
         )
-    if synthetic and name != "synthetic":
+    if name == "synthetic":
+        if root is not None or file_list is not None:
+            raise TypeError(
+                "synthetic data is generated from num_samples, num_classes, image_size, "
+                "channels and seed: it takes no root, data_dir or file_list"
+            )
+        known = {"num_samples", "num_classes", "image_size", "channels", "seed"}
+        if set(synthetic) - known:
+            raise TypeError(
+                "load_dataset() got an unexpected keyword argument "
+                f"{sorted(set(synthetic) - known)[0]!r} for 'synthetic' (it takes "
+                f"{', '.join(sorted(known))}, split, transform, target_transform)"
+            )
+    elif synthetic:
         raise TypeError(
             f"load_dataset() got an unexpected keyword argument {sorted(synthetic)[0]!r} for "
             f"{name!r} (it takes root or data_dir, split, file_list, transform, "

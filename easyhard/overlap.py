@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import __version__
+from .runfolder import ANY_WINDOW
 from .scores import DIRECTION, check_same_window, compute_scores, hardness
 
 if TYPE_CHECKING:
@@ -96,12 +97,15 @@ class Run:
 
 
 # ---------------------------------------------------------------------------- inputs
-def expand_inputs(inputs: Sequence[str], view: str = "train") -> list[str]:
+def expand_inputs(
+    inputs: Sequence[str], view: str = "train", window: Any = ANY_WINDOW
+) -> list[str]:
     """Statistics files from INPUTs (runfolder.run_files: files, run folders, score output
-    folders or their merged.npz; each run once), at least two."""
+    folders or their merged.npz, which must have been merged over `window`; each run once), at
+    least two (`window` ANY_WINDOW: merged over any)."""
     from .runfolder import run_files
 
-    files = run_files(inputs, view)
+    files = run_files(inputs, view, window=window)
     if len(files) < 2:
         raise ValueError(
             f"overlap compares runs: give at least two, found {len(files)} "
@@ -293,7 +297,7 @@ def analyze_overlap(
     ps = sorted(set(float(p) for p in ps))
     if not ps or not all(0 < p <= 1 for p in ps):
         raise ValueError(f"every `ps` value must be in (0, 1], got {ps}")
-    files = expand_inputs(inputs, view)
+    files = expand_inputs(inputs, view, window)
     runs = load_runs(files, window, names=(score, "easiness_plain"))
     first = runs[0]
     absent = np.zeros(len(first.labels), dtype=bool)

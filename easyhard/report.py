@@ -86,8 +86,9 @@ def analysis_modules() -> dict[str, Any]:
     return {"overlap": overlap, "similarity": similarity, "experiment": experiments}
 
 
-def collect(inputs: Sequence[str]) -> Inputs:
-    """Sort INPUTs into score runs and analysis folders; refuses what it cannot recognise."""
+def collect(inputs: Sequence[str], window: Any = None) -> Inputs:
+    """Sort INPUTs into score runs and analysis folders; refuses what it cannot recognise, and
+    a merged file merged over another window than `window`."""
     from .runfolder import run_files
 
     found = Inputs()
@@ -108,7 +109,7 @@ def collect(inputs: Sequence[str]) -> Inputs:
             run_items.append(item)
     names = ", ".join(m.MANIFEST for m in modules.values())
     also = f"; nor is it an easyhard analysis or experiment ({names})"
-    found.runs = [os.path.abspath(f) for f in run_files(run_items, also=also)]
+    found.runs = [os.path.abspath(f) for f in run_files(run_items, also=also, window=window)]
     if not found.runs and not any(found.analyses.values()):
         raise ValueError("nothing to report: give score runs or analysis folders")
     return found
@@ -524,7 +525,7 @@ def build(
     headlines ({"section", "text"}: the analyses' findings, as the summary states them)."""
     from .scores import check_same_window
 
-    found = collect(inputs)
+    found = collect(inputs, window)
     runs = [load_run(f, window) for f in found.runs]
     names = [r.name for r in runs]
     for r in runs:  # two runs of one name (the same arch and seed in two jobs): told apart

@@ -246,7 +246,16 @@ def check_job_output(cfg: ScoreConfig, out_dir: str) -> None:
     check_merged_output(os.path.join(out_dir, MERGED_FILE))
 
 
-def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
+ANY_WINDOW = object()
+
+
+def _epochs_phrase(window) -> str:
+    return "every epoch" if window is None else f"the first {window} epoch(s)"
+
+
+def run_files(
+    inputs, view: str = "train", *, also: str = "", window: Any = ANY_WINDOW
+) -> list[str]:
     """The statistics files of INPUTs, each once: a statistics file stays; a run folder gives its
     file of `view` (scores.npz, or scores_clean.npz for "clean"); an `easyhard score` output
     folder gives every run in it (sorted); a merged scores file, the runs it was merged from
@@ -277,6 +286,12 @@ def run_files(inputs, view: str = "train", *, also: str = "") -> list[str]:
         if os.path.isfile(item):
             meta = read_metadata_block(item) or {}
             if meta.get("format") == MERGED_FORMAT:  # stands for the runs it was merged from
+                if window is not ANY_WINDOW and meta.get("window") != window:
+                    raise ValueError(
+                        f"{item} was merged over {_epochs_phrase(meta.get('window'))}; its runs "
+                        f"would be read over {_epochs_phrase(window)}: give `window` "
+                        f"{meta.get('window') or 'all'}, or the runs themselves"
+                    )
                 files.extend(merged_runs(item, meta, name))
             else:
                 files.append(item)

@@ -108,10 +108,14 @@ def compute_scores(
     w = E if window is None else int(window)
     if not 1 <= w <= E:
         raise ValueError(f"window must be between 1 and the {E} recorded epochs, got {window}")
-    wanted = SCORES if names is None else tuple(dict.fromkeys(names))
+    # with a window, only the scores that have one (forgetting and margin would be all-epoch
+    # sums labelled with the window, and averaged over runs of other lengths when merged)
+    every = SCORES if window is None else WINDOWED
+    wanted = every if names is None else tuple(dict.fromkeys(names))
     unknown = [n for n in wanted if n not in SCORES]
     if unknown:
         raise ValueError(f"unknown score {unknown[0]!r}; choose among {', '.join(SCORES)}")
+    check_window(wanted, window)
     never = tot["correct"] == 0
     finite = (tot["presentations"] - tot["nonfinite"]).astype(np.float64)
     safe = np.maximum(finite, 1)
@@ -293,6 +297,7 @@ class Scores(dict):
             self.fingerprint,
             None if paths is None else [str(p) for p in paths],
             self.metadata,
+            self.window,
         )
 
     def to_pandas(self):
@@ -324,6 +329,22 @@ class ScoreTable:
     fingerprint: str | None
     paths: list[str] | None
     metadata: dict
+    window: int | None = None  # the first epochs the scores counted (None: every epoch)
+
+    def column(self, name: str, where: str = "the scores") -> np.ndarray:
+        """Score `name`, refused by name when the table holds none (a table counted over a
+        window holds no forgetting and margin, which have none)."""
+        if name not in self.scores:
+            why = (
+                f" (counted over the first {self.window} epoch(s): {name} has no window)"
+                if self.window is not None and name in SCORES and name not in WINDOWED
+                else ""
+            )
+            raise ValueError(
+                f"{where} holds no {name!r} score{why} (it has "
+                f"{', '.join(sorted(n for n in self.scores if n in SCORES))})"
+            )
+        return self.scores[name]
 
 
 def merge_stats_files(paths: Sequence[str], out: str, window: int | None = None) -> ScoreTable:
@@ -453,6 +474,7 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
             merged.fingerprint,
             merged.paths,
             merged.metadata,
+            merged.metadata.get("window"),
         )
     stats = read_stats_file(path, arrays)
     return ScoreTable(
@@ -462,6 +484,7 @@ def load_scores(path: str, window: int | None = None) -> ScoreTable:
         stats.fingerprint,
         stats.paths,
         stats.metadata,
+        window,
     )
 
 

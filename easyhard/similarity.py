@@ -696,15 +696,12 @@ def analyze(
     (_density), the figures' data (_figure_data), the record (_record)."""
     from .scores import excluded, hardness
 
-    if score not in table.scores:
-        raise ValueError(
-            f"the scores input holds no {score!r} score (it has {', '.join(sorted(table.scores))})"
-        )
+    table.column(score, "the scores input")  # refused by name when it holds none
     if len(table.labels) != len(dataset) or not np.array_equal(table.labels, dataset.labels):
         raise ValueError(
             "the scores input and the dataset disagree on the examples or their labels"
         )
-    ease = -hardness(score, table.scores[score])
+    ease = -hardness(score, table.column(score, "the scores input"))
     valid = ~excluded(table) & ~np.isnan(ease)
     plan = build_plan(
         ease,

@@ -154,23 +154,41 @@ def check_label_range(labels: np.ndarray, num_classes: int) -> None:
 
 
 # ---------------------------------------------------------------------------- statistics file
-def check_save_target(path: str | os.PathLike) -> None:
-    """Refuse a path a statistics file may not be written to: a folder, a symbolic link, or an
-    existing file that is not an easyhard statistics file (a user's file is never replaced; an
-    earlier statistics file is, as saving again does). Integrations call it when training
-    starts, so that the record is not refused only when training ends."""
+def check_save_target(
+    path: str | os.PathLike, num_samples: int | None = None, fingerprint: str | None = None
+) -> None:
+    """Refuse a path a statistics file may not be written to: a folder, a symbolic link, an
+    existing file that is not an easyhard statistics file (a user's file is never replaced), or
+    one of other data than `num_samples` examples of `fingerprint` (when given: another run's
+    record is not replaced by this one); an earlier statistics file of the same data is, as
+    saving again does. Integrations call it when training starts, so that the record is not
+    refused only when training ends."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(
             f"{path} is a folder: give the statistics file's path, e.g. "
             f"{os.path.join(path, 'scores.npz')}"
         )
-    if os.path.islink(path) or (
-        os.path.lexists(path) and (read_metadata_block(path) or {}).get("format") != FORMAT
-    ):
+    if os.path.islink(path):
+        raise FileExistsError(
+            f"{path} is a symbolic link: it is not replaced; save to another path"
+        )
+    if not os.path.lexists(path):
+        return
+    meta = read_metadata_block(path) or {}
+    if meta.get("format") != FORMAT:
         raise FileExistsError(
             f"{path} exists and is not an easyhard statistics file: it is not replaced; save to "
             "another path or move it away"
+        )
+    theirs = meta.get("fingerprint")
+    if (num_samples is not None and meta.get("num_samples") != num_samples) or (
+        fingerprint is not None and theirs is not None and theirs != fingerprint
+    ):
+        raise FileExistsError(
+            f"{path} holds the statistics of other data ({meta.get('num_samples')} examples, "
+            f"fingerprint {theirs!r}): it is not replaced by these ({num_samples} examples, "
+            f"fingerprint {fingerprint!r}); save to another path or move it away"
         )
 
 
@@ -190,7 +208,7 @@ def write_stats_file(
     metadata), `metadata` the run's information (dataset, architecture, seed, view, ...) stored
     beside the format, sizes, fingerprint, package versions and the kernels that recorded the
     statistics (`kernels`: "cuda", "cpu-avx2", ...; float sums differ between CPU paths)."""
-    check_save_target(path)
+    check_save_target(path, num_samples, fingerprint)
     metadata = dict(metadata or {})
     clash = RESERVED_METADATA & metadata.keys()
     if clash:

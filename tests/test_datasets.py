@@ -235,6 +235,16 @@ def test_unknown_keywords_are_refused_and_data_dir_is_root(tmp_path):
         load_dataset("fashion-mnist", tmp_path / "fm", data_dir=tmp_path / "other")
     with pytest.raises(TypeError):
         load_dataset("synthetic", num_samples=5, train=False)
+    # synthetic data: a split typo gave the test split, a root was ignored, a keyword typo named
+    # an internal function, an unknown name was blamed on its keywords
+    with pytest.raises(DatasetError, match="split must be 'train' or 'test', got 'Train'"):
+        load_dataset("synthetic", num_samples=5, split="Train")
+    with pytest.raises(TypeError, match="it takes no root"):
+        load_dataset("synthetic", data_dir=tmp_path)
+    with pytest.raises(TypeError, match="'num_sample' for 'synthetic'"):
+        load_dataset("synthetic", num_sample=5)
+    with pytest.raises(DatasetError, match="unknown dataset 'Synthetic'"):
+        load_dataset("Synthetic", num_classes=3)
     ds = load_dataset("fashion-mnist", data_dir=tmp_path / "fm", split="test")
     assert len(ds) == len(load_dataset("fashion-mnist", tmp_path / "fm", "test")) != 60000
     with pytest.raises(DatasetError, match="not found in"):

@@ -311,7 +311,12 @@ def test_scores_table_live_from_a_file_and_merged(tmp_path):
         easyhard.merge_scores([stats, record(easyhard.with_indices(tiny(seed=4)), epochs=3)])
     with pytest.raises(ValueError, match="set `window`"):
         easyhard.merge_scores([stats, record(data, epochs=2)])
-    assert easyhard.merge_scores([stats, record(data, epochs=2)], window=2).window == 2
+    windowed = easyhard.merge_scores([stats, record(data, epochs=2)], window=2)
+    assert windowed.window == 2
+    # forgetting and margin have no window: a windowed merge leaves them out (it averaged each
+    # run's all-epoch values, 3 and 2 epochs, under the window's label; found by a careless-user
+    # helper)
+    assert "forgetting" not in windowed and "margin" not in windowed and "el2n" in windowed
 
 
 def test_every_score_documents_its_direction_and_range():

@@ -340,6 +340,27 @@ def test_runs_of_other_epoch_counts_need_a_window_and_runs_of_one_name_are_told_
     r = run(["analyze", "overlap", study / "runs", one, "--window", "1", "--quiet", "--out",
              tmp_path / "o"])  # fmt: skip
     assert r.exit_code == 0, r.output
+    # a merged file stands for its runs read over the window it was merged with (it was read
+    # over the analysis's window, silently; found by a careless-user helper)
+    assert (
+        run(
+            [
+                "merge",
+                *sorted((study / "runs").glob("*/scores.npz")),
+                "--window",
+                "1",
+                "--out",
+                tmp_path / "m1.npz",
+            ]
+        ).exit_code  # fmt: skip
+        == 0
+    )
+    for command in (["analyze", "overlap"], ["report"]):
+        r = run([*command, tmp_path / "m1.npz", study / "runs2", "--out", tmp_path / "x"])
+        assert r.exit_code == 1 and "was merged over the first 1 epoch(s)" in r.output, r.output
+        r = run([*command, tmp_path / "m1.npz", study / "runs2", "--window", "1", "--quiet",
+                 "--out", tmp_path / command[-1]])  # fmt: skip
+        assert r.exit_code == 0, r.output
 
 
 def test_a_file_created_in_the_report_folder_while_it_is_built_is_kept(

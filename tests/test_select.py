@@ -71,9 +71,10 @@ def test_a_window_counts_the_first_epochs_of_every_score_that_has_one():
     np.testing.assert_allclose(  # the whole window is the exact sums, not the float16 means
         compute_scores(stats, window=3)["el2n"], whole["el2n"], rtol=0, atol=0
     )
-    for name in ("forgetting", "margin"):  # no window: the same either way, and refused
-        np.testing.assert_array_equal(first[name], whole[name])
-        assert name not in WINDOWED
+    for name in ("forgetting", "margin"):  # no window: not in a windowed table, refused
+        assert name in whole and name not in first and name not in WINDOWED
+        with pytest.raises(ValueError, match=f"{name} is counted over every presentation"):
+            compute_scores(stats, window=1, names=[name])
         with pytest.raises(ValueError, match=f"{name} is counted over every presentation"):
             check_window(name, 1)
         with pytest.raises(ConfigError, match="has no `window`"):
@@ -82,6 +83,16 @@ def test_a_window_counts_the_first_epochs_of_every_score_that_has_one():
             SelectConfig(keep="0.5", score=name, window=2).validate()
     check_window(["easiness", "el2n"], 1)
     OverlapConfig(score="forgetting").validate()  # no window: fine
+    # a selection from windowed scores records their window (it recorded None), and one by a
+    # score the table cannot hold says why (found by a careless-user helper)
+    import easyhard
+
+    sel = easyhard.select_subset(stats.scores(window=1), "el2n", keep=0.5, balanced=False)
+    assert sel.info["window"] == 1
+    with pytest.raises(
+        ValueError, match="counted over the first 1 epoch.*forgetting has no window"
+    ):
+        easyhard.select_subset(stats.scores(window=1), "forgetting", keep=0.5)
 
 
 def test_easiness_is_graded():

@@ -376,7 +376,21 @@ def test_save_replaces_only_an_earlier_statistics_file(tmp_path):
     run_epochs(stats, 1, 2)
     stats.save(tmp_path / "s.npz")  # an earlier statistics file: saved again
     assert SampleStats.load(tmp_path / "s.npz").epochs == 2
-    assert sorted(os.listdir(tmp_path)) == ["link.npz", "other.npz", "s.npz", "thesis.txt"]
+    # another data's record is not replaced either (a CLI run's scores.npz was)
+    other = SampleStats(N + 1, C, fingerprint="theirs")
+    with pytest.raises(FileExistsError, match="holds the statistics of other data"):
+        other.save(tmp_path / "s.npz")
+    SampleStats(N, C, fingerprint="theirs").save(tmp_path / "fp.npz")
+    with pytest.raises(FileExistsError, match="fingerprint 'theirs'"):
+        SampleStats(N, C, fingerprint="mine").save(tmp_path / "fp.npz")
+    assert SampleStats.load(tmp_path / "s.npz").epochs == 2
+    assert sorted(os.listdir(tmp_path)) == [
+        "fp.npz",
+        "link.npz",
+        "other.npz",
+        "s.npz",
+        "thesis.txt",
+    ]
 
 
 def test_save_refuses_reserved_metadata(tmp_path):

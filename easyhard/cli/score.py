@@ -162,7 +162,8 @@ def score_cmd(out_dir, resume, force, quiet, as_json, **settings):
     "--window",
     type=click.IntRange(1),
     default=None,
-    help="Epochs counted by easiness (default: all).",
+    help="The first epochs the merged scores count (forgetting and margin, which have no "
+    "window, are then left out; default: all).",
 )
 @debug_option
 def merge_cmd(score_files, out, window):

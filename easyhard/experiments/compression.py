@@ -295,20 +295,22 @@ def build_rankings(
     shas: dict[str, str] = {}
     for label, path in sources:
         shas[label] = file_sha256(path)
+        tables = {}  # window -> the scores of `path` counted over it
+
+        def table_of(w):
+            if w not in tables:
+                tables[w] = load_score_table(path, w, train, cfg)
+            return tables[w]
+
         for window in cfg.window_list():
-            table = load_score_table(path, window, train, cfg)
-            alive &= ~excluded(table)
-            missing = [s for s in cfg.score_list() if s not in table.scores]
-            if missing:
-                raise ValueError(
-                    f"{path} holds no {missing[0]!r} score (it has "
-                    f"{', '.join(sorted(table.scores))}): choose another `score`"
-                )
             for score in cfg.score_list():
-                # forgetting and margin have no window (scores.WINDOWED): every recorded epoch
+                # forgetting and margin have no window (scores.WINDOWED): ranked once, over
+                # every recorded epoch, and labelled so
                 w = window if score in WINDOWED else None
                 if any(r.source == label and r.score == score and r.window == w for r in rankings):
                     continue
+                table = table_of(w)
+                alive &= ~excluded(table)
                 cost = scoring_cost(path, table, w)
                 span = f"{cost['epochs']} epoch{'s' if cost['epochs'] > 1 else ''}"
                 rankings.append(
@@ -317,7 +319,7 @@ def build_rankings(
                         score,
                         label,
                         w,
-                        hardness(score, table.scores[score]),
+                        hardness(score, table.column(score, path)),
                         cost,
                     )
                 )

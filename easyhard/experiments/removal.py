@@ -163,7 +163,7 @@ def removal_subset(
     if order == "random":
         key, strategy, ties = np.zeros(len(alive)), "random", None
     else:  # removing the easiest keeps the hardest, and the other way round
-        key = hardness(score, table.scores[score])
+        key = hardness(score, table.column(score))
         strategy, ties = ("hardest" if order == "easiest" else "easiest"), tie_seed
     sel = select(
         key,

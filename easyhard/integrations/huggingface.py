@@ -172,6 +172,8 @@ class RecordingTrainerMixin:
                 )
             pending = torch.load(path, map_location="cpu", weights_only=True)
         self.recorder.start(self.args.device, pending)
+        stats = self.recorder.stats  # the data now known: another data's record is not replaced
+        check_save_target(self._scores_path(), stats.num_samples, stats.fingerprint)
 
     def _save_record(self, folder: str) -> None:
         if self.recorder is None or self.recorder.stats is None:

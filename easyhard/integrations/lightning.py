@@ -123,6 +123,9 @@ class EasyhardCallback(pl.Callback):
         )
         self.recorder.start(pl_module.device, self._pending)
         self._pending = None
+        if self.save_file:  # the data now known: another data's record is not replaced either
+            stats = self.recorder.stats
+            check_save_target(self._out(trainer), stats.num_samples, stats.fingerprint)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         logits = outputs.get(self.logits_key) if isinstance(outputs, Mapping) else None
