@@ -605,8 +605,16 @@ def imagefolder_split_root(root: str, split: str) -> str:
         return os.path.join(root, "train") if has_train else root
     if has_train and held_out:
         return held_out[0]
+    parent = os.path.dirname(os.path.abspath(root))
+    beside = [n for n in ("val", "test") if os.path.isdir(os.path.join(parent, n))]
+    hint = (
+        f"; its parent {parent} holds {beside[0]}/ beside it: give that as the data folder"
+        if os.path.basename(os.path.abspath(root)) == "train" and beside
+        else ""
+    )
     raise NoTestSplit(
-        f"{root} has no test split: expected train/ beside val/ or test/ (the ImageNet layout)"
+        f"{root} has no test split: expected train/ beside val/ or test/ (the ImageNet "
+        f"layout){hint}"
     )
 
 

@@ -544,7 +544,7 @@ def build(
     figures: dict[str, bytes] = {}
     sections = {key: Section(key) for key in SECTIONS}
     if runs:
-        _run_sections(sections, runs, with_examples, figures)
+        _run_sections(sections, runs, with_examples, figures, window)
     headlines = []
     modules = analysis_modules()
     for kind, folders in found.analyses.items():
@@ -607,7 +607,9 @@ def _runs_dataset(run: RunInfo):
     return dataset if dataset.fingerprint == run.fingerprint else None
 
 
-def _run_sections(sections, runs: list[RunInfo], with_examples: bool, figures) -> None:
+def _run_sections(
+    sections, runs: list[RunInfo], with_examples: bool, figures, window: int | None = None
+) -> None:
     """The sections of the score runs: summary table, learning curves, easiness, data map and
     the example grids."""
     dataset = _runs_dataset(runs[0])
@@ -639,8 +641,9 @@ def _run_sections(sections, runs: list[RunInfo], with_examples: bool, figures) -
             "learning-curves.png", lc, "Loss, train and test accuracy per epoch and run", figures
         )
     sections["easiness"].text(
-        "Easiness: the fraction of correct observations in the window, graded by the mean "
-        "true-class probability; higher is easier. Mean over runs."
+        "Easiness: the fraction of correct observations over "
+        + ("every recorded epoch" if window is None else f"the first {window} epoch(s)")
+        + ", graded by the mean true-class probability; higher is easier. Mean over runs."
     )
     sections["easiness"].figure(
         "easiness.png",

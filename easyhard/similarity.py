@@ -728,6 +728,10 @@ def analyze(
     )
     entry = _spread_entries(plan, vectors, repeats)
     density, points, by_class = _density(plan, vectors, ease, dataset, neighbours, pool_size)
+    if score != "easiness":  # the correlation is with the ranking score, oriented to ease
+        density["correlation"] = density["correlation"].replace(
+            "with easiness", f"with {score} oriented so that higher is easier"
+        )
     per_class = []
     for c in plan.classes:
         item = {
@@ -1512,8 +1516,10 @@ def format_table(record: dict) -> str:
             continue
         pooled = "-" if d["spearman"] is None else f"{d['spearman']:+.2f}"
         mean = "-" if d["mean_per_class"] is None else f"{d['mean_per_class']:+.2f}"
+        score = record.get("score") or "easiness"
         lines.append(
-            f"local sparsity ({s}, {dens['k']}-NN distance): Spearman with easiness "
+            f"local sparsity ({s}, {dens['k']}-NN distance): Spearman with "
+            f"{score if score == 'easiness' else score + ' (oriented: higher is easier)'} "
             f"{pooled} pooled, {mean} mean per class (negative: easy examples are in "
             "denser regions)"
         )

@@ -518,6 +518,11 @@ class SampleStats:
         saved without its history takes `history` (HISTORY_DTYPE [history_epochs, N], e.g.
         HistoryLog.read)."""
         N, C = self.num_samples, self.num_classes
+        if not isinstance(state, Mapping) or not {"num_samples", "num_classes"} <= state.keys():
+            raise ValueError(
+                "state is not a SampleStats state_dict (it has no num_samples and num_classes): "
+                "give what SampleStats.state_dict() returned"
+            )
         if int(state["num_samples"]) != N or int(state["num_classes"]) != C:
             raise ValueError(
                 f"state is for {state['num_samples']} examples and {state['num_classes']} classes, "

@@ -144,11 +144,12 @@ def _study(cfg: StudyConfig, out: str, resume: bool, force: bool, quiet: bool, s
             "it afresh, or choose another folder"
         )
     jobs = study_jobs(cfg)
+    folders = []  # the study's own runs: what its analyses read (not whatever else is there)
     for step, (folder, job) in enumerate(jobs, 1):
         seeds = f"{job.seed}..{job.seed + job.runs - 1}" if job.runs > 1 else str(job.seed)
         say(f"{step}/5 scoring {', '.join(job.archs)} (seed {seeds})")
-        train_job(job, os.path.join(out, folder), resume=resume, quiet=quiet, force=force)
-    folders = [os.path.join(out, folder) for folder, _ in jobs]
+        summary = train_job(job, os.path.join(out, folder), resume=resume, quiet=quiet, force=force)
+        folders += summary["runs"]
     analyses = []
     if len(cfg.archs) + cfg.seed_runs >= 2:
         say("3/5 analyze overlap")

@@ -334,6 +334,7 @@ def test_runs_of_other_epoch_counts_need_a_window_and_runs_of_one_name_are_told_
              "--out", tmp_path / "r"])  # fmt: skip
     assert r.exit_code == 0, r.output
     page = (tmp_path / "r" / "report.html").read_text()
+    assert "fraction of correct observations over the first 1 epoch(s)" in page  # not "the window"
     assert (
         "convnet seed 0 (runs/convnet-run0)" in page and "convnet seed 0 (one/convnet-run0)" in page
     )

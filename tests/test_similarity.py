@@ -469,6 +469,16 @@ def test_self_scored_features_are_said_everywhere(runs, tmp_path):
     assert rec["feature_model"]["self_scored"] is True and rec["note"] == SELF_SCORED_NOTE
     assert rec["score_file"].endswith("merged.npz")
     assert 'confidence defined "easy"' in _feature_caption(rec)  # every figure's title
+    # the density's correlation names the score it ranks by (it said "easiness" for el2n; found
+    # by a careless-user helper)
+    r = run(["analyze", "similarity", runs / "convnet-run0" / "scores.npz", *DATA, *FAST,
+             "--score", "el2n", "--window", "1", "--grid-examples", "2", "--out",
+             tmp_path / "el2n"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Spearman with el2n (oriented: higher is easier)" in r.output, r.output
+    rec = json.loads((tmp_path / "el2n" / "similarity.json").read_text())
+    assert "with el2n oriented so that higher is easier" in rec["density"]["correlation"]
+    assert rec["window"] == 1
 
 
 def test_json_output(runs, tmp_path):

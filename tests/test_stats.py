@@ -294,6 +294,8 @@ def test_load_state_dict_refuses_other_data():
     with pytest.raises(ValueError, match="example 0 label 0.*say 1"):
         c.load_state_dict(state)
     assert c.epochs == 0 and (c.labels == other).all()
+    with pytest.raises(ValueError, match="not a SampleStats state_dict"):  # was a KeyError
+        SampleStats(N, C).load_state_dict({"weight": torch.zeros(2)})
     d = SampleStats(N, C)  # no fingerprint of its own: takes the state's
     d.load_state_dict(state)
     assert d.fingerprint == "A" and d.epochs == 1

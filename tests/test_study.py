@@ -128,3 +128,14 @@ def test_force_starts_an_earlier_study_afresh_and_deletes_nothing_else(tmp_path)
     # every step counts the study's window, the similarity too (it counted every epoch)
     assert json.loads((out / "similarity" / "similarity.json").read_text())["window"] == 1
     assert json.loads((out / "overlap" / "overlap.json").read_text())["window"] == 1
+    # a resume naming fewer runs analyses its own runs only (the overlap read every run in the
+    # folder, the dropped architecture's too; found by a careless-user helper)
+    r = study("--resume", "--epochs", "1", "--window", "1", "--arch", "resnet8")
+    assert r.exit_code == 0, r.output
+    runs = json.loads((out / "overlap" / "overlap.json").read_text())["runs"]
+    assert sorted(os.path.basename(os.path.dirname(r["file"])) for r in runs) == [
+        "resnet8-run0",
+        "resnet8-run0",
+    ]  # runs/ and seeds/
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert len(report["provenance"]["runs"]) == 2

@@ -103,8 +103,8 @@ class Recorder:
             warnings.warn(
                 f"this easyhard recorder already holds {self.stats.epochs} epoch(s) of an earlier "
                 "training: the record goes on across both (every presentation counts; the "
-                "scores' epochs are both trainings'); a new callback or trainer starts a new "
-                "record",
+                "scores' epochs are both trainings'); a new EasyhardCallback or EasyhardTrainer "
+                "starts a new record",
                 stacklevel=3,
             )
 
