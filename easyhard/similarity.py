@@ -399,14 +399,12 @@ def find_feature_model(
         )
     if own:
         folder, ckpt, arch = own[0]
-        why = (
-            "every run in the score folder fed these scores"
+        how = (
+            "one of the runs that produced these scores (every run in the score folder fed them)"
             if len(own) > 1
-            else "no other run in the score folder"
+            else "the scoring run itself (no other run in the score folder)"
         )
-        return FeatureSource(
-            ckpt, folder, arch, True, f"a run that produced these scores itself ({why})"
-        )
+        return FeatureSource(ckpt, folder, arch, True, how)
     return None
 
 

@@ -465,6 +465,9 @@ def test_self_scored_features_are_said_everywhere(runs, tmp_path):
     r = run(["analyze", "similarity", runs, *DATA, *FAST, "--grid-examples", "2", "--out", out])
     assert r.exit_code == 0, r.output
     assert "NOTE" in r.output and 'confidence defined "easy"' in r.output
+    # both runs fed the merged scores: not "no other run in the score folder" (a careless-user
+    # helper read that as false)
+    assert "one of the runs that produced these scores (every run in the score folder" in r.output
     rec = json.loads((out / "similarity.json").read_text())
     assert rec["feature_model"]["self_scored"] is True and rec["note"] == SELF_SCORED_NOTE
     assert rec["score_file"].endswith("merged.npz")
