@@ -327,6 +327,12 @@ def test_lightning_checkpoint_restores_the_record_and_dict_batches(tmp_path):
         trainer_of(1).fit(module, loader)
     assert callback.stats.totals()["presentations"].tolist() == [3] * 200
     assert easyhard.SampleStats.load(tmp_path / "again.npz").epochs == 3
+    # another data's fit aimed at that file: refused when it starts (it was replaced at its end)
+    other = torch.utils.data.DataLoader(easyhard.with_indices(Dicts(tiny(100))), batch_size=50)
+    callback = EasyhardCallback(tmp_path / "again.npz")
+    with pytest.raises(FileExistsError, match="holds the statistics of other data"):
+        trainer_of(1).fit(Module(), other)
+    assert easyhard.SampleStats.load(tmp_path / "again.npz").epochs == 3
 
 
 # ---------------------------------------------------------------------------- the examples
