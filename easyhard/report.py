@@ -553,6 +553,8 @@ def build(
             texts, blocks = _analysis_view(modules[kind], kind, folder, found.records[folder])
             if kind == "overlap" and runs:
                 blocks = _runs_not_shown(found.records[folder], runs) + blocks
+            if kind in ("overlap", "similarity") and runs:
+                blocks = _other_window(found.records[folder], runs, window) + blocks
             headlines += [{"section": target, "text": t} for t in texts]
             sections[target].blocks(blocks, f"{kind}{n}", figures)
     if headlines:
@@ -575,6 +577,26 @@ def _runs_not_shown(record: dict, runs: list[RunInfo]) -> list[tuple]:
             "text",
             f"This analysis compared {len(theirs)} runs, {len(missing)} of which the report was "
             f"not given (first: {missing[0]}); give them too to see them in the runs above.",
+        )
+    ]
+
+
+def _other_window(record: dict, runs: list[RunInfo], window: int | None) -> list[tuple]:
+    """A note when an analysis counted other epochs than the report's runs (its window against
+    the report's; a window of every recorded epoch is no window)."""
+    epochs = int(runs[0].metadata.get("epochs") or 0)
+
+    def counted(w) -> int:
+        return epochs if not isinstance(w, int) or isinstance(w, bool) else min(w, epochs)
+
+    theirs = record.get("window")
+    if not epochs or counted(theirs) == counted(window):
+        return []
+    return [
+        (
+            "text",
+            f"This analysis counted the first {counted(theirs)} epoch(s) of its scores, the runs "
+            f"above {counted(window)}: give the report the analysis's window to compare them.",
         )
     ]
 

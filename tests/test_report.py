@@ -341,6 +341,13 @@ def test_runs_of_other_epoch_counts_need_a_window_and_runs_of_one_name_are_told_
     r = run(["analyze", "overlap", study / "runs", one, "--window", "1", "--quiet", "--out",
              tmp_path / "o"])  # fmt: skip
     assert r.exit_code == 0, r.output
+    # an analysis of another window than the report's is said (found by a careless-user helper)
+    for window, said in ((), True), (("--window", "1"), False):
+        r = run(["report", study / "runs", tmp_path / "o", *window, "--no-examples", "--quiet",
+                 "--out", tmp_path / f"w{len(window)}"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        page = (tmp_path / f"w{len(window)}" / "report.html").read_text()
+        assert ("counted the first 1 epoch(s) of its scores, the runs above 2" in page) == said
     # a merged file stands for its runs read over the window it was merged with (it was read
     # over the analysis's window, silently; found by a careless-user helper)
     assert (
