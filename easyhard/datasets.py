@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import io
 import logging
 import os
@@ -920,7 +921,7 @@ def load_dataset(
                 "synthetic data is generated from num_samples, num_classes, image_size, "
                 "channels and seed: it takes no root, data_dir or file_list"
             )
-        known = {"num_samples", "num_classes", "image_size", "channels", "seed"}
+        known = set(inspect.signature(make_synthetic).parameters) - {"split"}
         if set(synthetic) - known:
             raise TypeError(
                 "load_dataset() got an unexpected keyword argument "

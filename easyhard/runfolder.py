@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .config import DataConfig, ScoreConfig, settings
-from .io import atomic_write, remove_owned, remove_stale_temps
+from .io import atomic_write, read_json_object, remove_owned, remove_stale_temps
 
 if TYPE_CHECKING:
     from .datasets import Dataset
@@ -201,14 +201,15 @@ def write_run_config(
         json.dump(record, f, indent=1)
 
 
+def read_run_record(path: str) -> dict:
+    """A run folder's config.json as a dict ({} when it is missing, unreadable or not an
+    object): input like any other, checked by whoever reads a key of it."""
+    return read_json_object(os.path.join(path, RUN_CONFIG)) or {}
+
+
 def is_run_folder(path: str) -> bool:
     """Whether `path` is a run folder written by easyhard (its config.json says so)."""
-    try:
-        with open(os.path.join(path, RUN_CONFIG), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("format") == RUN_FORMAT
+    return read_run_record(path).get("format") == RUN_FORMAT
 
 
 def run_folder_name(arch: str, run: int) -> str:

@@ -51,7 +51,6 @@ sets, and local sparsity against easiness.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ import torch
 from torch import nn
 
 from .ranks import spearman
-from .runfolder import CHECKPOINT, MERGED_FILE, RUN_CONFIG, STATS_FILE
+from .runfolder import CHECKPOINT, MERGED_FILE, STATS_FILE, read_run_record
 
 if TYPE_CHECKING:
     from .config import SimilarityConfig
@@ -341,15 +340,6 @@ class FeatureSource:
         return text + (f"; {SELF_SCORED_NOTE}" if self.self_scored else "")
 
 
-def _run_record(folder: str) -> dict:
-    try:
-        with open(os.path.join(folder, RUN_CONFIG), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def find_feature_model(
     features: str | None, source: ScoreSource, fingerprint: str | None
 ) -> FeatureSource | None:
@@ -376,7 +366,7 @@ def find_feature_model(
         run = folder if is_run_folder(folder) else None
         self_scored = real(folder) in scoring
         return FeatureSource(
-            ckpt, run, _run_record(folder).get("arch"), self_scored, "given as --features"
+            ckpt, run, read_run_record(folder).get("arch"), self_scored, "given as --features"
         )
     if source.folder is None or not os.path.isdir(source.folder):
         return None
@@ -386,12 +376,12 @@ def find_feature_model(
         ckpt = os.path.join(folder, CHECKPOINT)
         if not (os.path.isdir(folder) and is_run_folder(folder) and os.path.isfile(ckpt)):
             continue
-        record = _run_record(folder)
+        record = read_run_record(folder)
         if fingerprint is not None and record.get("dataset_fingerprint") != fingerprint:
             continue
         (own if real(folder) in scoring else others).append((folder, ckpt, record.get("arch")))
     if others:
-        scoring_archs = {_run_record(r).get("arch") for r in source.runs}
+        scoring_archs = {read_run_record(r).get("arch") for r in source.runs}
         others.sort(key=lambda o: o[2] in scoring_archs)  # another architecture first (stable)
         folder, ckpt, arch = others[0]
         return FeatureSource(

@@ -405,13 +405,9 @@ def _train_cell(cell: Cell, i: int, n: int, out: str, job: CellJob) -> None:
 def _recorded_identity(cell_dir: str) -> dict | None:
     """The identity a cell folder recorded (its config.json, written when its training began),
     or None when it holds no readable one."""
-    from ..runfolder import RUN_CONFIG
+    from ..runfolder import read_run_record
 
-    try:
-        with open(os.path.join(cell_dir, RUN_CONFIG), encoding="utf-8") as f:
-            identity = json.load(f).get("identity")
-    except (OSError, ValueError, AttributeError):
-        return None
+    identity = read_run_record(cell_dir).get("identity")
     return (
         identity
         if isinstance(identity, dict) and isinstance(identity.get("config"), dict)

@@ -137,13 +137,19 @@ class RecordingTrainerMixin:
     def _start_record(self, resume_from_checkpoint) -> None:
         from ..statsfile import check_save_target
 
-        check_save_target(self._scores_path())  # refused now, not when training ends
         dataset = self.train_dataset
-        if not resume_from_checkpoint and self.recorder is not None:
-            if self.recorder.records(dataset):  # train() again: the record goes on, said
-                self.recorder.another_training(continues=False)
-                self.recorder.start(self.args.device)
-                return
+        recorder = self.recorder
+        if not resume_from_checkpoint and recorder is not None and recorder.records(dataset):
+            recorder.another_training(continues=False)  # train() again: the record goes on, said
+            recorder.start(self.args.device)
+        else:
+            recorder = self._new_recorder(dataset, resume_from_checkpoint)
+        stats = recorder.stats  # refused now, not when training ends with the record
+        check_save_target(self._scores_path(), stats.num_samples, stats.fingerprint)
+        self.recorder = recorder
+
+    def _new_recorder(self, dataset, resume_from_checkpoint) -> Recorder:
+        """A started recorder of `dataset`, restored from the checkpoint training resumes from."""
         settings = dict(self._record_settings)
         if not isinstance(dataset, IndexedDataset):
             config = getattr(self.model, "config", None)
@@ -156,7 +162,7 @@ class RecordingTrainerMixin:
                 if name in columns:
                     settings["labels"] = np.asarray(dataset[name], dtype=np.int64)
                     break
-        self.recorder = Recorder(dataset, **settings)
+        recorder = Recorder(dataset, **settings)
         pending = None
         if resume_from_checkpoint:
             if resume_from_checkpoint is True:
@@ -171,9 +177,8 @@ class RecordingTrainerMixin:
                     "where the training does"
                 )
             pending = torch.load(path, map_location="cpu", weights_only=True)
-        self.recorder.start(self.args.device, pending)
-        stats = self.recorder.stats  # the data now known: another data's record is not replaced
-        check_save_target(self._scores_path(), stats.num_samples, stats.fingerprint)
+        recorder.start(self.args.device, pending)
+        return recorder
 
     def _save_record(self, folder: str) -> None:
         if self.recorder is None or self.recorder.stats is None:

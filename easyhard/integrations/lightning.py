@@ -99,8 +99,6 @@ class EasyhardCallback(pl.Callback):
         return os.fspath(self.out or os.path.join(trainer.default_root_dir, "scores.npz"))
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.save_file:  # refused now, not when fitting ends with the record
-            check_save_target(self._out(trainer))
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
         if dataset is None:
@@ -111,21 +109,22 @@ class EasyhardCallback(pl.Callback):
         if self.recorder is not None and self._pending is None and self.recorder.records(dataset):
             # another fit of the same data: the record goes on (it was replaced, losing the
             # earlier fit's epochs); on the same trainer the epochs continue too
-            self.recorder.another_training(trainer.current_epoch == self.recorder.stats.epochs)
-            self.recorder.start(pl_module.device)
-            return
-        self.recorder = Recorder(
-            dataset,
-            num_classes=self.num_classes,
-            fingerprint=self.fingerprint,
-            on_eval=self.on_eval,
-            once_per_epoch=self.once_per_epoch,
-        )
-        self.recorder.start(pl_module.device, self._pending)
-        self._pending = None
-        if self.save_file:  # the data now known: another data's record is not replaced either
-            stats = self.recorder.stats
+            recorder = self.recorder
+            recorder.another_training(trainer.current_epoch == recorder.stats.epochs)
+            recorder.start(pl_module.device)
+        else:
+            recorder = Recorder(
+                dataset,
+                num_classes=self.num_classes,
+                fingerprint=self.fingerprint,
+                on_eval=self.on_eval,
+                once_per_epoch=self.once_per_epoch,
+            )
+            recorder.start(pl_module.device, self._pending)
+        if self.save_file:  # refused now, not when fitting ends with the record
+            stats = recorder.stats
             check_save_target(self._out(trainer), stats.num_samples, stats.fingerprint)
+        self.recorder, self._pending = recorder, None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         logits = outputs.get(self.logits_key) if isinstance(outputs, Mapping) else None
